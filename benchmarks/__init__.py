@@ -1,0 +1,1 @@
+"""beamish benchmarks: beamish versus plain threads, side by side."""
