@@ -1,1 +1,132 @@
-"""beamish.supervisor."""
+"""beamish.supervisor: OTP supervision as a pure core with a thin threaded shell.
+
+Layering: this package is a leaf. It imports the stdlib only (no zmq, no lmdb, no
+os.fork); ``beamish.runtime`` wires it to processes through the :class:`Spawner`
+protocol. Inside, ``_spec``, ``_restarts`` and ``_policy`` are pure; ``_clock`` and
+``_supervisor`` are the only modules with threads. Test doubles live in
+``beamish.supervisor.testing``.
+
+The public surface is exactly what this module re-exports.
+"""
+
+from ._clock import Clock as Clock
+from ._clock import MonotonicClock as MonotonicClock
+from ._clock import TimerHandle as TimerHandle
+from ._errors import AlreadyPresent as AlreadyPresent
+from ._errors import AlreadyStarted as AlreadyStarted
+from ._errors import InvalidSpec as InvalidSpec
+from ._errors import NotFound as NotFound
+from ._errors import NotRunning as NotRunning
+from ._errors import Running as Running
+from ._errors import StartFailed as StartFailed
+from ._errors import SupervisorError as SupervisorError
+from ._policy import INTENSITY_REASON as INTENSITY_REASON
+from ._policy import Action as Action
+from ._policy import AddChild as AddChild
+from ._policy import BackoffElapsed as BackoffElapsed
+from ._policy import Boot as Boot
+from ._policy import ChildExited as ChildExited
+from ._policy import ChildStarted as ChildStarted
+from ._policy import ChildState as ChildState
+from ._policy import ChildStatus as ChildStatus
+from ._policy import Children as Children
+from ._policy import Escalate as Escalate
+from ._policy import Event as Event
+from ._policy import Forget as Forget
+from ._policy import Halt as Halt
+from ._policy import MarkFailed as MarkFailed
+from ._policy import Outcome as Outcome
+from ._policy import RemoveChild as RemoveChild
+from ._policy import RestartChild as RestartChild
+from ._policy import Retry as Retry
+from ._policy import RetryRestart as RetryRestart
+from ._policy import ShutdownSelf as ShutdownSelf
+from ._policy import Start as Start
+from ._policy import StartAfter as StartAfter
+from ._policy import StartError as StartError
+from ._policy import SupervisorState as SupervisorState
+from ._policy import Terminate as Terminate
+from ._policy import backoff_delay as backoff_delay
+from ._policy import decide as decide
+from ._reason import ExitKind as ExitKind
+from ._reason import ExitReason as ExitReason
+from ._restarts import RestartLog as RestartLog
+from ._spec import BRUTAL_KILL as BRUTAL_KILL
+from ._spec import DEFAULT_AGENT_SHUTDOWN as DEFAULT_AGENT_SHUTDOWN
+from ._spec import INFINITY as INFINITY
+from ._spec import ChildKind as ChildKind
+from ._spec import ChildSpec as ChildSpec
+from ._spec import RestartType as RestartType
+from ._spec import Shutdown as Shutdown
+from ._spec import Strategy as Strategy
+from ._spec import SupervisorSpec as SupervisorSpec
+from ._spec import check_child_specs as check_child_specs
+from ._supervisor import ChildSnapshot as ChildSnapshot
+from ._supervisor import EventKind as EventKind
+from ._supervisor import OnEvent as OnEvent
+from ._supervisor import Spawner as Spawner
+from ._supervisor import SubtreeHandle as SubtreeHandle
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorSnapshot as SupervisorSnapshot
+
+__all__ = [
+    "BRUTAL_KILL",
+    "DEFAULT_AGENT_SHUTDOWN",
+    "INFINITY",
+    "INTENSITY_REASON",
+    "Action",
+    "AddChild",
+    "AlreadyPresent",
+    "AlreadyStarted",
+    "BackoffElapsed",
+    "Boot",
+    "ChildExited",
+    "ChildKind",
+    "ChildSnapshot",
+    "ChildSpec",
+    "ChildStarted",
+    "ChildState",
+    "ChildStatus",
+    "Children",
+    "Clock",
+    "Escalate",
+    "Event",
+    "EventKind",
+    "ExitKind",
+    "ExitReason",
+    "Forget",
+    "Halt",
+    "InvalidSpec",
+    "MarkFailed",
+    "MonotonicClock",
+    "NotFound",
+    "NotRunning",
+    "OnEvent",
+    "Outcome",
+    "RemoveChild",
+    "RestartChild",
+    "RestartLog",
+    "RestartType",
+    "Retry",
+    "RetryRestart",
+    "Running",
+    "Shutdown",
+    "ShutdownSelf",
+    "Spawner",
+    "Start",
+    "StartAfter",
+    "StartError",
+    "StartFailed",
+    "Strategy",
+    "SubtreeHandle",
+    "Supervisor",
+    "SupervisorError",
+    "SupervisorSnapshot",
+    "SupervisorSpec",
+    "SupervisorState",
+    "Terminate",
+    "TimerHandle",
+    "backoff_delay",
+    "check_child_specs",
+    "decide",
+]

@@ -1,0 +1,755 @@
+"""The supervisor's pure core: ``decide(spec, state, event, now) -> Outcome``.
+
+``decide`` performs no I/O, reads no clock and draws no randomness of its own: the
+time is passed in and the backoff jitter comes from ``state.seed``. It returns the new
+state and an ordered tuple of primitive actions for the shell (``_supervisor.py``) to
+apply. This is OTP's ``supervisor.erl`` with the process starts taken out of the
+strategy code.
+
+The restart rules are OTP's ``do_restart``, word for word:
+
+* ``permanent``: always restarted;
+* ``transient``: restarted unless the reason is ``normal`` or ``shutdown``;
+* ``temporary``: never restarted, forgotten when it exits, and not restarted as a
+  ``one_for_all``/``rest_for_one`` bystander either (it is terminated and forgotten).
+
+Where beamish departs from OTP it says so here:
+
+* a transient child that exits normally is *forgotten* rather than kept with no pid,
+  so the name is free again (``node.spawn`` under the same name works);
+* a supervisor that reaches its intensity exits ``abnormal`` (OTP: ``shutdown``), so
+  its parent treats it as a failed child whatever its restart type (SPEC);
+* ``per_child_intensity`` (the node's root) keeps one restart log per child and marks
+  a child past it ``failed`` instead of stopping the supervisor;
+* restart ``backoff``: the restart is delayed (``StartAfter``) but counted toward the
+  intensity when it is decided, like any other restart.
+
+Child statuses move like this (``*`` = any)::
+
+    stopped --Start--> starting --ChildStarted--> running --ChildExited--> (restart rules)
+    starting --StartError--> restarting --Retry/RetryRestart--> starting
+    restart with backoff: --StartAfter--> backoff --BackoffElapsed--> starting
+    per-child intensity exceeded / Escalate: --MarkFailed--> failed --RestartChild--> starting
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ._errors import AlreadyPresent, AlreadyStarted, InvalidSpec, NotFound, NotRunning, Running, SupervisorError
+from ._reason import ExitReason
+from ._restarts import RestartLog
+from ._spec import ChildSpec, RestartType, Strategy, SupervisorSpec
+
+__all__ = [
+    "INTENSITY_REASON",
+    "Action",
+    "AddChild",
+    "BackoffElapsed",
+    "Boot",
+    "ChildExited",
+    "ChildStarted",
+    "ChildState",
+    "ChildStatus",
+    "Children",
+    "Escalate",
+    "Event",
+    "Forget",
+    "Halt",
+    "MarkFailed",
+    "Outcome",
+    "RemoveChild",
+    "RestartChild",
+    "Retry",
+    "RetryRestart",
+    "ShutdownSelf",
+    "Start",
+    "StartAfter",
+    "StartError",
+    "SupervisorState",
+    "Terminate",
+    "backoff_delay",
+    "decide",
+]
+
+INTENSITY_REASON = "reached_max_restart_intensity"
+"""The ``detail`` of the reason a supervisor exits with when it reaches its intensity."""
+
+
+class ChildStatus(enum.StrEnum):
+    """Where a child is in its life, as the supervisor sees it."""
+
+    STARTING = "starting"
+    """A start was asked for and has not been confirmed yet."""
+    RUNNING = "running"
+    """Started and not known to have exited."""
+    RESTARTING = "restarting"
+    """Its (re)start failed; a retry is queued (OTP ``restarting``)."""
+    BACKOFF = "backoff"
+    """Waiting out a restart backoff delay."""
+    FAILED = "failed"
+    """Past its own restart intensity (per-child intensity only) or escalated; left
+    stopped until restarted by hand."""
+    STOPPED = "stopped"
+    """Not running and not to be restarted by itself (its supervisor is down, or a
+    manual restart failed)."""
+
+
+_LIVE = frozenset({ChildStatus.STARTING, ChildStatus.RUNNING})
+
+OnStartError = Literal["retry", "forget", "stop"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildState:
+    """The supervisor's record of one child (OTP's ``#child``).
+
+    Attributes:
+        spec: The child's spec.
+        status: Where the child is.
+        restarts: How many times it was started after its first start.
+        started: Whether it was ever asked to start (the next start is a restart).
+        log: Its own restart log (used with ``per_child_intensity``).
+        attempt: The backoff exponent: restarts in a row without a long enough run.
+        started_at: When its current run was confirmed, if running.
+        timer: Whether it holds the backoff timer of its restart group.
+        on_start_error: What a failure of the pending start means: ``retry`` (a restart:
+            retry through the queue), ``forget`` (``add_child``: forget it) or ``stop``
+            (``restart_child``/boot: leave it stopped).
+    """
+
+    spec: ChildSpec
+    status: ChildStatus = ChildStatus.STOPPED
+    restarts: int = 0
+    started: bool = False
+    log: RestartLog = RestartLog()
+    attempt: int = 0
+    started_at: float | None = None
+    timer: bool = False
+    on_start_error: OnStartError = "retry"
+
+    @property
+    def id(self) -> str:
+        """The child's id."""
+        return self.spec.id
+
+
+class Children(Mapping[str, ChildState]):
+    """An immutable mapping of child id to :class:`ChildState`, in start order
+    (OTP's ``{Ids, Db}``). Equality compares order too."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, children: Iterable[ChildState] = ()) -> None:
+        """Build the mapping.
+
+        Args:
+            children: The children, in start order; ids must be unique.
+
+        Raises:
+            ValueError: An id repeats.
+        """
+        self._map: dict[str, ChildState] = {}
+        for child in children:
+            if child.id in self._map:
+                raise ValueError(f"duplicate child id {child.id!r}")
+            self._map[child.id] = child
+
+    @classmethod
+    def _of(cls, mapping: dict[str, ChildState]) -> Children:
+        new = cls.__new__(cls)
+        new._map = mapping
+        return new
+
+    def __getitem__(self, id: str) -> ChildState:
+        return self._map[id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Children):
+            return NotImplemented
+        return list(self._map.items()) == list(other._map.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v.status.value}" for k, v in self._map.items())
+        return f"Children({inner})"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The ids in start order."""
+        return tuple(self._map)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorState:
+    """Everything ``decide`` knows about a supervisor (OTP's ``#state``).
+
+    Attributes:
+        children: The children in start order.
+        running: Whether this supervisor is up (booted and not shut down).
+        log: The supervisor-wide restart log.
+        seed: Seeds the backoff jitter, so ``decide`` stays a pure function.
+    """
+
+    children: Children = field(default_factory=Children)
+    running: bool = False
+    log: RestartLog = RestartLog()
+    seed: int = 0
+
+    @classmethod
+    def initial(cls, spec: SupervisorSpec, seed: int = 0) -> SupervisorState:
+        """The state of a supervisor that has not booted yet: ``spec.children`` stopped.
+
+        Args:
+            spec: The supervisor's spec.
+            seed: Seeds the backoff jitter.
+
+        Returns:
+            The state; feed it :class:`Boot` to start the children.
+        """
+        return cls(Children(ChildState(c) for c in spec.children), seed=seed)
+
+
+# ---- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """Start the supervisor: start every known child in order (OTP ``init``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """Stop the supervisor: terminate every child in reverse start order, then end."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStarted:
+    """The shell confirms that a ``Start(id)`` succeeded.
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartError:
+    """The shell reports that a ``Start(id)`` failed; it skips the batch's later starts.
+
+    Attributes:
+        id: The child.
+        reason: Why, as text.
+    """
+
+    id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExited:
+    """A running child exited (reported by the OS, not by the child).
+
+    Attributes:
+        id: The child.
+        reason: Why it exited.
+    """
+
+    id: str
+    reason: ExitReason
+
+
+@dataclass(frozen=True, slots=True)
+class AddChild:
+    """Add a child and start it (OTP ``start_child``).
+
+    Attributes:
+        spec: The new child's spec.
+    """
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveChild:
+    """Terminate a child if it runs, and forget it (OTP ``terminate_child`` + ``delete_child``).
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartChild:
+    """Start a child that is ``failed`` or ``stopped`` (OTP ``restart_child``).
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRestart:
+    """Try a failed restart again (OTP ``try_again_restart``).
+
+    Attributes:
+        id: The child whose restart failed.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffElapsed:
+    """A ``StartAfter(id, delay)`` is due.
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """A running child asks to fail its supervisor, as if the intensity were exceeded.
+
+    Attributes:
+        id: The child.
+        reason: Why, for the reports.
+    """
+
+    id: str
+    reason: ExitReason
+
+
+Event = (
+    Boot
+    | Halt
+    | ChildStarted
+    | StartError
+    | ChildExited
+    | AddChild
+    | RemoveChild
+    | RestartChild
+    | RetryRestart
+    | BackoffElapsed
+    | Escalate
+)
+"""Any input to :func:`decide`."""
+
+
+# ---- actions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """Stop the running child: ask, wait its ``shutdown``, then kill.
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start the child now, then report ``ChildStarted`` or ``StartError``.
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartAfter:
+    """Feed ``BackoffElapsed(id)`` after ``delay`` seconds.
+
+    Attributes:
+        id: The child.
+        delay: Seconds.
+    """
+
+    id: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Drop everything kept about the child (it is already terminated).
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkFailed:
+    """The child is left stopped as ``failed`` (report it).
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Queue ``RetryRestart(id)`` behind the events already waiting (OTP
+    ``try_again_restart``): never retry in a tight loop.
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownSelf:
+    """Every child is terminated: this supervisor ends with ``reason``.
+
+    Attributes:
+        reason: ``shutdown`` when asked to stop; ``abnormal`` when it gave up.
+    """
+
+    reason: ExitReason
+
+
+Action = Terminate | Start | StartAfter | Forget | MarkFailed | Retry | ShutdownSelf
+"""Any output of :func:`decide`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What :func:`decide` returns.
+
+    Attributes:
+        state: The new state.
+        actions: What the shell must do, in order.
+    """
+
+    state: SupervisorState
+    actions: tuple[Action, ...] = ()
+
+
+# ---- the rules ----------------------------------------------------------------------
+
+
+def backoff_delay(backoff: tuple[float, float], attempt: int, jitter: float) -> float:
+    """The delay of a restart with backoff.
+
+    Exponential with jitter: ``min_s * 2**attempt * (1 + jitter)``, capped at ``max_s``.
+    Delays never shrink from one attempt to the next, whatever the jitter.
+
+    Args:
+        backoff: ``(min_s, max_s)``.
+        attempt: 0 for the first restart in a row, 1 for the next...
+        jitter: In ``[0, 1)``.
+
+    Returns:
+        Seconds, in ``[min_s, max_s]``.
+    """
+    low, high = backoff
+    return min(high, low * float(2 ** min(attempt, 64)) * (1.0 + jitter))
+
+
+def _jitter(seed: int, id: str, restarts: int, attempt: int) -> float:
+    # A string seed hashes the same in every process (unlike hash()), so the jitter
+    # depends only on the state: decide stays a pure, replayable function.
+    return random.Random(f"{seed}/{id}/{restarts}/{attempt}").random()
+
+
+def _wants_restart(restart: RestartType, reason: ExitReason) -> bool:
+    # OTP do_restart/4, clause by clause.
+    if restart is RestartType.PERMANENT:
+        return True
+    if reason.is_normal:
+        return False
+    return restart is RestartType.TRANSIENT
+
+
+class _Plan:
+    """A mutable scratch copy of the state for one ``decide`` call."""
+
+    def __init__(self, spec: SupervisorSpec, state: SupervisorState, now: float) -> None:
+        self.spec = spec
+        self.now = now
+        self.children: dict[str, ChildState] = dict(state.children.items())
+        self.running = state.running
+        self.log = state.log
+        self.seed = state.seed
+        self.actions: list[Action] = []
+
+    def outcome(self) -> Outcome:
+        state = SupervisorState(Children._of(self.children), self.running, self.log, self.seed)
+        return Outcome(state, tuple(self.actions))
+
+    def get(self, id: str) -> ChildState | None:
+        return self.children.get(id)
+
+    def update(self, id: str, **changes: Any) -> None:
+        self.children[id] = replace(self.children[id], **changes)
+
+    def forget(self, id: str) -> None:
+        del self.children[id]
+        self.actions.append(Forget(id))
+
+    def terminate(self, id: str) -> None:
+        if self.children[id].status in _LIVE:
+            self.actions.append(Terminate(id))
+        self.update(id, status=ChildStatus.STOPPED, started_at=None, timer=False)
+
+    def start(self, id: str, on_start_error: OnStartError) -> None:
+        child = self.children[id]
+        self.update(
+            id,
+            status=ChildStatus.STARTING,
+            started=True,
+            restarts=child.restarts + (1 if child.started else 0),
+            timer=False,
+            on_start_error=on_start_error,
+        )
+        self.actions.append(Start(id))
+
+    def group(self, id: str) -> list[str]:
+        """The children a restart of ``id`` restarts, in start order."""
+        strategy = self.spec.strategy
+        ids = list(self.children)
+        if strategy is Strategy.ONE_FOR_ALL:
+            return ids
+        if strategy is Strategy.REST_FOR_ONE:
+            return ids[ids.index(id) :]
+        return [id]
+
+    def stop_all(self, reason: ExitReason) -> None:
+        for id in reversed(list(self.children)):
+            self.terminate(id)
+            if self.children[id].spec.restart is RestartType.TEMPORARY:
+                self.forget(id)
+        self.running = False
+        self.actions.append(ShutdownSelf(reason))
+
+    def restart(self, id: str) -> None:
+        """OTP ``restart/2``: count the restart, then apply the strategy."""
+        child = self.children[id]
+        if self.spec.per_child_intensity:
+            log, exceeded = child.log.record(self.now, self.spec.max_restarts, self.spec.max_seconds)
+            self.update(id, log=log)
+            if exceeded:
+                self.update(id, status=ChildStatus.FAILED)
+                self.actions.append(MarkFailed(id))
+                return
+        else:
+            self.log, exceeded = self.log.record(self.now, self.spec.max_restarts, self.spec.max_seconds)
+            if exceeded:
+                self.stop_all(ExitReason.abnormal(INTENSITY_REASON))
+                return
+        group = self.group(id)
+        for other in reversed(group):  # bystanders stop in reverse start order
+            if other != id:
+                self.terminate(other)
+                if self.children[other].spec.restart is RestartType.TEMPORARY:
+                    self.forget(other)
+        members = [g for g in group if g in self.children]
+        backoff = self.spec.backoff_for(child.spec)
+        if backoff is None:
+            for member in members:
+                self.start(member, "retry")
+            return
+        child = self.children[id]
+        delay = backoff_delay(backoff, child.attempt, _jitter(self.seed, id, child.restarts, child.attempt))
+        for member in members:
+            self.update(member, status=ChildStatus.BACKOFF, timer=member == id)
+        self.update(id, attempt=child.attempt + 1)
+        self.actions.append(StartAfter(id, delay))
+
+
+def _boot(p: _Plan, event: Boot) -> None:
+    if p.running:
+        raise SupervisorError(f"supervisor {p.spec.id!r} is already running")
+    p.running = True
+    p.log = RestartLog()
+    for id in list(p.children):
+        p.update(id, status=ChildStatus.STOPPED, log=RestartLog(), attempt=0, timer=False)
+        p.start(id, "stop")
+
+
+def _halt(p: _Plan, event: Halt) -> None:
+    if p.running:
+        p.stop_all(ExitReason.shutdown())
+
+
+def _child_started(p: _Plan, event: ChildStarted) -> None:
+    child = p.get(event.id)
+    if child is not None and child.status is ChildStatus.STARTING:
+        p.update(event.id, status=ChildStatus.RUNNING, started_at=p.now)
+
+
+def _start_error(p: _Plan, event: StartError) -> None:
+    child = p.get(event.id)
+    if child is None or child.status is not ChildStatus.STARTING:
+        return
+    mode = child.on_start_error
+    # The shell applies a batch's starts one by one and skips those after a failure,
+    # so any other child still "starting" was never attempted.
+    skipped = ChildStatus.RESTARTING if mode == "retry" else ChildStatus.STOPPED
+    for other, state in list(p.children.items()):
+        if other != event.id and state.status is ChildStatus.STARTING:
+            p.update(other, status=skipped)
+    if mode == "retry":
+        p.update(event.id, status=ChildStatus.RESTARTING)
+        p.actions.append(Retry(event.id))
+    elif mode == "forget":
+        p.forget(event.id)
+    else:
+        p.update(event.id, status=ChildStatus.STOPPED)
+
+
+def _child_exited(p: _Plan, event: ChildExited) -> None:
+    child = p.get(event.id)
+    if not p.running or child is None or child.status not in _LIVE:
+        return  # stale: not a child we think is running
+    if not _wants_restart(child.spec.restart, event.reason):
+        p.forget(event.id)
+        return
+    attempt = child.attempt
+    backoff = p.spec.backoff_for(child.spec)
+    if backoff is not None and child.started_at is not None:
+        # A child that stayed up longer than the window is not crash-looping any more.
+        if p.now - child.started_at >= max(p.spec.max_seconds, backoff[1]):
+            attempt = 0
+    p.update(event.id, status=ChildStatus.RESTARTING, started_at=None, attempt=attempt)
+    p.restart(event.id)
+
+
+def _retry_restart(p: _Plan, event: RetryRestart) -> None:
+    child = p.get(event.id)
+    if p.running and child is not None and child.status is ChildStatus.RESTARTING:
+        p.restart(event.id)
+
+
+def _backoff_elapsed(p: _Plan, event: BackoffElapsed) -> None:
+    child = p.get(event.id)
+    if not p.running or child is None or child.status is not ChildStatus.BACKOFF or not child.timer:
+        return
+    for member in p.group(event.id):
+        state = p.children[member]
+        if state.status is ChildStatus.BACKOFF and (member == event.id or not state.timer):
+            p.start(member, "retry")
+
+
+def _add_child(p: _Plan, event: AddChild) -> None:
+    spec = event.spec
+    if not p.running:
+        raise NotRunning(p.spec.id)
+    if p.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+        expected = p.spec.child_of_template(spec.id)
+        if spec != expected:
+            raise InvalidSpec("spec", spec, f"the template of {p.spec.id!r} with id {spec.id!r}: {expected!r}")
+    existing = p.get(spec.id)
+    if existing is not None:
+        raise AlreadyStarted(spec.id) if existing.status in _LIVE else AlreadyPresent(spec.id)
+    p.children[spec.id] = ChildState(spec)
+    p.start(spec.id, "forget")
+
+
+def _remove_child(p: _Plan, event: RemoveChild) -> None:
+    if p.get(event.id) is None:
+        raise NotFound(event.id)
+    p.terminate(event.id)
+    p.forget(event.id)
+
+
+def _restart_child(p: _Plan, event: RestartChild) -> None:
+    if not p.running:
+        raise NotRunning(p.spec.id)
+    child = p.get(event.id)
+    if child is None:
+        raise NotFound(event.id)
+    if child.status not in (ChildStatus.FAILED, ChildStatus.STOPPED):
+        raise Running(event.id, child.status.value)
+    p.update(event.id, log=RestartLog(), attempt=0, timer=False)
+    p.start(event.id, "stop")
+
+
+def _escalate(p: _Plan, event: Escalate) -> None:
+    child = p.get(event.id)
+    if not p.running or child is None or child.status not in _LIVE:
+        return
+    if p.spec.per_child_intensity:
+        p.terminate(event.id)
+        p.update(event.id, status=ChildStatus.FAILED)
+        p.actions.append(MarkFailed(event.id))
+    else:
+        p.stop_all(ExitReason.abnormal(f"escalated by {event.id}: {event.reason}"))
+
+
+_HANDLERS: dict[type, Callable[[_Plan, Any], None]] = {
+    Boot: _boot,
+    Halt: _halt,
+    ChildStarted: _child_started,
+    StartError: _start_error,
+    ChildExited: _child_exited,
+    AddChild: _add_child,
+    RemoveChild: _remove_child,
+    RestartChild: _restart_child,
+    RetryRestart: _retry_restart,
+    BackoffElapsed: _backoff_elapsed,
+    Escalate: _escalate,
+}
+
+
+def decide(spec: SupervisorSpec, state: SupervisorState, event: Event, now: float) -> Outcome:
+    """Apply one event to a supervisor's state. Pure: no I/O, no clock, no randomness.
+
+    Events about children that are unknown or not in the expected status (a late
+    exit report, a stale timer) change nothing and return no actions.
+
+    Args:
+        spec: The supervisor's spec.
+        state: Its current state.
+        event: What happened.
+        now: The current clock time in seconds (monotonic).
+
+    Returns:
+        The new state and the ordered actions for the shell.
+
+    Raises:
+        NotFound: ``RemoveChild``/``RestartChild`` of an unknown id.
+        AlreadyPresent: ``AddChild`` of a known id (``AlreadyStarted`` if it runs).
+        Running: ``RestartChild`` of a child that runs or is about to restart.
+        NotRunning: ``AddChild``/``RestartChild`` while the supervisor is down.
+        InvalidSpec: ``AddChild`` to a ``simple_one_for_one`` supervisor with a spec
+            that is not its template.
+        SupervisorError: ``Boot`` of a running supervisor.
+        TypeError: ``event`` is not an event.
+    """
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise TypeError(f"not a supervisor event: {event!r}")
+    plan = _Plan(spec, state, now)
+    handler(plan, event)
+    return plan.outcome()
