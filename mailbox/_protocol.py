@@ -1,0 +1,145 @@
+"""The wire format: the only place frames are built or parsed.
+
+A message on any beamish ZeroMQ socket is a multipart list of five frames::
+
+    [version, kind, msg_id, sender, payload]
+
+``version`` is one byte (``PROTOCOL_VERSION``), ``kind`` one byte (`Kind`), ``msg_id`` an
+opaque id that matches replies to requests, ``sender`` the address a reply goes to (may be
+empty) and ``payload`` msgpack bytes. This module imports no zmq: it is pure and tested
+without sockets. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ._errors import EncodeError, PayloadTooLarge, ProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_VERSION_FRAME = bytes([PROTOCOL_VERSION])
+
+
+class Kind(enum.IntEnum):
+    """What an envelope carries."""
+
+    CALL = 1  # a request that expects a REPLY with the same msg_id
+    CAST = 2  # fire-and-forget
+    REPLY = 3  # the answer to a CALL
+    INFO = 4  # a notification (agent -> node: ready, escalate, ...)
+    EXIT = 5  # an exit notification
+    SYSTEM = 6  # runtime-internal control (stop), never reaches user callbacks
+    RING = 7  # doorbell: "your durable mailbox has something new"; carries no data
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One decoded message.
+
+    Attributes:
+        kind: what it carries.
+        msg_id: matches a REPLY to its CALL; empty when unused.
+        sender: where a reply goes (an address or a routing id); empty when unused.
+        payload: the decoded msgpack value.
+    """
+
+    kind: Kind
+    msg_id: bytes = b""
+    sender: bytes = b""
+    payload: Any = None
+
+
+def new_msg_id() -> bytes:
+    """Return a fresh 16-byte random message id."""
+    return os.urandom(16)
+
+
+def _default(value: Any) -> Any:
+    # pydantic models travel as their plain data; everything else is refused.
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+def pack(value: Any, *, where: str = "a message", limit: int | None = None) -> bytes:
+    """Encode ``value`` as msgpack.
+
+    Args:
+        value: msgpack data or pydantic models.
+        where: named in the error message (e.g. "the state of agent 'c1'").
+        limit: if given, the largest allowed encoded size.
+
+    Returns:
+        The encoded bytes.
+
+    Raises:
+        EncodeError: a value msgpack cannot carry.
+        PayloadTooLarge: the encoding is over ``limit``.
+    """
+    try:
+        data = msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)
+    except TypeError as exc:
+        raise EncodeError(str(exc).split(":")[-1].strip() or type(value).__name__, where) from None
+    except (OverflowError, ValueError) as exc:
+        raise EncodeError(f"{type(value).__name__} ({exc})", where) from None
+    if limit is not None and len(data) > limit:
+        raise PayloadTooLarge(len(data), limit)
+    return data
+
+
+def unpack(data: bytes) -> Any:
+    """Decode msgpack bytes made by `pack`.
+
+    Raises:
+        ProtocolError: the bytes are not valid msgpack.
+    """
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise ProtocolError(f"payload is not valid msgpack: {exc}") from None
+
+
+def encode(env: Envelope, *, limit: int | None = None) -> list[bytes]:
+    """Build the frame list for ``env``.
+
+    Raises:
+        EncodeError, PayloadTooLarge: as `pack`.
+    """
+    payload = pack(env.payload, limit=limit)
+    return [_VERSION_FRAME, bytes([int(env.kind)]), env.msg_id, env.sender, payload]
+
+
+def decode(frames: list[bytes], *, limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> Envelope:
+    """Parse a frame list made by `encode`.
+
+    Args:
+        frames: the multipart message (routing frames already removed).
+        limit: the largest accepted payload, in bytes.
+
+    Raises:
+        ProtocolError: wrong frame count, version, kind, or bad msgpack.
+        PayloadTooLarge: the payload frame is over ``limit``.
+    """
+    if len(frames) != 5:
+        raise ProtocolError(f"expected 5 frames, got {len(frames)}")
+    version, kind, msg_id, sender, payload = (bytes(f) for f in frames)
+    if version != _VERSION_FRAME:
+        raise ProtocolError(f"unsupported protocol version {version!r}")
+    if len(kind) != 1:
+        raise ProtocolError(f"bad kind frame {kind!r}")
+    try:
+        k = Kind(kind[0])
+    except ValueError:
+        raise ProtocolError(f"unknown kind {kind[0]}") from None
+    if len(payload) > limit:
+        raise PayloadTooLarge(len(payload), limit)
+    return Envelope(k, msg_id, sender, unpack(payload))

@@ -1,0 +1,223 @@
+"""ZeroMQ sockets for beamish: inboxes (bound), doorbells (connected), request/reply.
+
+Every socket closes with ``linger=0``; every blocking receive takes a timeout. Frames are
+built and parsed only by `._protocol`. A malformed frame is dropped and counted, never
+raised into the loop that owns the socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from typing import Any
+
+import zmq
+
+from ._errors import MailboxError, PayloadTooLarge, ProtocolError
+from ._protocol import DEFAULT_MAX_MESSAGE_BYTES, Envelope, Kind, decode, encode, new_msg_id
+
+# ipc:// paths are limited by sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
+MAX_IPC_PATH = 100
+
+
+class RequestTimeout(MailboxError, TimeoutError):
+    """No reply arrived within the timeout."""
+
+
+def ipc_address(path: str) -> str:
+    """Return the ``ipc://`` address of a socket file, checking the path length.
+
+    Raises:
+        MailboxError: the path is too long for a Unix socket.
+    """
+    if len(path) > MAX_IPC_PATH:
+        raise MailboxError(
+            f"socket path {path!r} is {len(path)} characters, over the {MAX_IPC_PATH} a Unix "
+            "socket allows: use a shorter node dir"
+        )
+    return "ipc://" + path
+
+
+def new_context() -> zmq.Context[Any]:
+    """Create a ZeroMQ context (one per process, always created after any fork)."""
+    return zmq.Context()
+
+
+class Inbox:
+    """A bound PULL or ROUTER socket that yields decoded envelopes.
+
+    Args:
+        ctx: the process's ZeroMQ context.
+        path: the socket file to bind (made 0600).
+        router: bind a ROUTER (replies routed back by identity) instead of a PULL.
+        limit: the largest accepted payload in bytes.
+    """
+
+    def __init__(
+        self, ctx: zmq.Context[Any], path: str, *, router: bool = False,
+        limit: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.router = router
+        self.limit = limit
+        self.dropped = 0  # malformed or oversized frames seen and dropped
+        self.path = path
+        self.sock = ctx.socket(zmq.ROUTER if router else zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, limit + 4096)
+        if router:
+            self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if os.path.exists(path):
+            os.unlink(path)  # a stale file from a dead process; the caller holds the dir lock
+        self.sock.bind(ipc_address(path))
+        os.chmod(path, 0o600)
+
+    def recv(self, timeout: float | None) -> tuple[bytes, Envelope] | None:
+        """Receive one valid envelope, waiting at most ``timeout`` seconds (None: forever).
+
+        Returns:
+            ``(routing_id, envelope)`` (routing_id is empty for a PULL inbox), or None on
+            timeout. Invalid messages are dropped, counted in ``dropped``, and do not end the
+            wait early.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.sock.poll(None if remaining is None else int(remaining * 1000)):
+                return None
+            got = self.recv_nowait()
+            if got is not None:
+                return got
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def recv_nowait(self) -> tuple[bytes, Envelope] | None:
+        """Receive one envelope if one is ready; drop and count an invalid one (returns None)."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return None
+        ident = b""
+        if self.router:
+            if len(frames) < 2:
+                self.dropped += 1
+                return None
+            ident, frames = frames[0], frames[1:]
+        try:
+            return ident, decode(frames, limit=self.limit)
+        except (ProtocolError, PayloadTooLarge):
+            self.dropped += 1
+            return None
+
+    def reply(self, ident: bytes, env: Envelope) -> bool:
+        """Send ``env`` back to ``ident`` on a ROUTER inbox; False if that peer is gone."""
+        try:
+            self.sock.send_multipart([ident, *encode(env)], zmq.NOBLOCK)
+            return True
+        except (zmq.Again, zmq.error.ZMQError):
+            return False
+
+    def close(self) -> None:
+        """Close the socket and remove its file."""
+        self.sock.close(linger=0)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class Doorbells:
+    """Connected PUSH sockets, one per address, for fire-and-forget hints.
+
+    A doorbell is only a hint that a durable mailbox changed: if the peer's pipe is full it
+    already has work pending, so a full pipe drops the ring (counted), never blocks.
+
+    Args:
+        ctx: the process's ZeroMQ context.
+        max_open: how many peer sockets to keep; the least recently used are closed.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], max_open: int = 256) -> None:
+        self.ctx = ctx
+        self.max_open = max_open
+        self.socks: collections.OrderedDict[str, zmq.Socket[Any]] = collections.OrderedDict()
+        self.skipped = 0
+
+    def _sock(self, path: str) -> zmq.Socket[Any]:
+        sock = self.socks.get(path)
+        if sock is not None:
+            self.socks.move_to_end(path)
+            return sock
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 1000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 5)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
+        sock.connect(ipc_address(path))
+        self.socks[path] = sock
+        while len(self.socks) > self.max_open:
+            _, old = self.socks.popitem(last=False)
+            old.close(linger=0)
+        return sock
+
+    def ring(self, path: str, env: Envelope = Envelope(Kind.RING)) -> bool:
+        """Send ``env`` (a bare RING by default) to the inbox at ``path`` without blocking."""
+        try:
+            self._sock(path).send_multipart(encode(env), zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.skipped += 1
+            return False
+
+    def forget(self, path: str) -> None:
+        """Close the socket to ``path`` (its owner is gone for good)."""
+        sock = self.socks.pop(path, None)
+        if sock is not None:
+            sock.close(linger=0)
+
+    def close(self) -> None:
+        """Close every socket."""
+        for sock in self.socks.values():
+            sock.close(linger=0)
+        self.socks.clear()
+
+
+class Requester:
+    """A DEALER connected to a ROUTER inbox: request/reply matched by msg_id.
+
+    Not thread-safe: give each thread its own.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], path: str,
+                 limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.limit = limit
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        self.sock.connect(ipc_address(path))
+
+    def request(self, payload: Any, timeout: float) -> Any:
+        """Send ``payload`` as a CALL and return the payload of its REPLY.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds.
+        """
+        msg_id = new_msg_id()
+        self.sock.send_multipart(encode(Envelope(Kind.CALL, msg_id, b"", payload), limit=self.limit))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.sock.poll(int(remaining * 1000) + 1):
+                raise RequestTimeout(f"no reply within {timeout:g} s")
+            frames = self.sock.recv_multipart()
+            try:
+                env = decode(frames, limit=self.limit)
+            except (ProtocolError, PayloadTooLarge):
+                continue
+            if env.kind is Kind.REPLY and env.msg_id == msg_id:
+                return env.payload
+            # a late reply to an earlier, timed-out request: dropped
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close(linger=0)

@@ -1,0 +1,74 @@
+"""The `Agent` base class: the callbacks a user writes, gen_server style."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._types import Failure, Resume, Skip
+
+if TYPE_CHECKING:
+    from ._context import AgentContext
+
+
+class Agent:
+    """Base class of every beamish agent. One message at a time, in mailbox order.
+
+    Subclass it and override the callbacks; any of them may be ``async def``. The agent
+    runs in its own OS process, forked from the node's zygote; ``self.ctx`` (an
+    `AgentContext`) lets a handler call, cast, spawn and set timers.
+
+    Class attributes:
+        version: bump it when the state's shape changes; `code_change` migrates.
+        State: an optional pydantic model the state is validated into on load.
+        trap_exits: receive `Exit` in `handle_info` instead of dying with a linked agent.
+        max_attempts: no message is attempted more than this many times.
+    """
+
+    version: ClassVar[int] = 1
+    State: ClassVar[Any] = None
+    trap_exits: ClassVar[bool] = False
+    max_attempts: ClassVar[int] = 3
+    ctx: AgentContext
+
+    def init(self, args: dict[str, Any]) -> Any:
+        """Return the initial state. Runs only when no committed state exists.
+
+        Args:
+            args: the ``args`` given to spawn.
+        """
+        return {}
+
+    def handle_call(self, msg: Any, state: Any) -> Any:
+        """Answer a request: return ``(reply, new_state)`` (or `Stop`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle calls")
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        """Handle a fire-and-forget message: return the new state (or `Stop`)."""
+        return state
+
+    def handle_info(self, msg: Any, state: Any) -> Any:
+        """Handle a timer, `Down` or `Exit` message: return the new state (or `Stop`)."""
+        return state
+
+    def recover(self, failure: Failure, state: Any) -> Any:
+        """Choose how to go on after a failure, in the freshly restarted process.
+
+        Args:
+            failure: what happened (kind, exception, in-flight message, attempt).
+            state: the last committed state.
+
+        Returns:
+            `Resume`, `Skip`, `Reset`, `Stop` or `Escalate`. The default skips the message
+            when the handler raised (a Python exception is usually deterministic) and
+            resumes it for every other kind (a signal, OOM, timeout or kill may pass).
+        """
+        if failure.kind == "exception":
+            return Skip(state)
+        return Resume(state)
+
+    def code_change(self, old_version: int, state: Any) -> Any:
+        """Migrate ``state`` committed by class version ``old_version`` to this version."""
+        return state
+
+    def terminate(self, reason: str, state: Any) -> None:
+        """Clean up before an orderly stop (``reason`` is "normal" or "shutdown")."""

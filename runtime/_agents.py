@@ -1,0 +1,243 @@
+"""The runtime's `Spawner`: starts agents through the zygote, stops them, and turns
+every process exit into an `ExitReason` and, when abnormal, a classified `Failure`.
+
+Death is judged from the OS (the zygote's ``waitpid``), never from the agent's own word;
+the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from beamish.mailbox import Envelope, Kind
+from beamish.supervisor import ChildSpec, ExitReason, StartFailed
+
+from ._osproc import process_start_time
+from ._store import Txn
+from ._types import Failure
+
+if TYPE_CHECKING:
+    from ._node import NodeDaemon
+
+log = logging.getLogger("beamish.node")
+START_TIMEOUT_S = 60.0
+KILL_WAIT_S = 10.0
+
+
+@dataclass
+class Incarnation:
+    """One process of one agent: the handle the supervisor holds for a running child."""
+
+    name: str
+    id: int
+    inc: int
+    pid: int
+    create_time: float | None
+    started: float = field(default_factory=time.time)
+    ready: Future[Any] = field(default_factory=Future)
+    exited: Future[tuple[ExitReason, Failure | None]] = field(default_factory=Future)
+    terminating: str | None = None  # the stop reason we asked for
+    limit_kill: str | None = None  # "oom" | "timeout" | "cpu" when a limit killed it
+
+    def signal(self, signum: int) -> bool:
+        """Send ``signum`` if the pid is still this incarnation's process."""
+        if self.exited.done() or process_start_time(self.pid) != self.create_time:
+            return False
+        try:
+            os.kill(self.pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+class AgentSpawner:
+    """Starts and stops agent processes for the supervisor shells of one node."""
+
+    def __init__(self, node: NodeDaemon) -> None:
+        self.node = node
+        self.lock = threading.Lock()
+        self.by_pid: dict[int, Incarnation] = {}
+        self.current: dict[str, Incarnation] = {}
+        self.next_failure: dict[str, Failure] = {}
+        self.start_failures: dict[str, Failure] = {}
+        self.stop_reasons: dict[str, str] = {}
+
+    # -- Spawner protocol ----------------------------------------------------------------------
+    def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
+        """Fork the agent ``spec.id`` and return once its ``init``/``recover`` ran.
+
+        Raises:
+            StartFailed: it exited (or hung) before it was ready.
+        """
+        node = self.node
+        name = spec.id
+        failure = self.next_failure.pop(name, None)
+
+        def txn(t: Txn) -> dict[str, Any] | None:
+            rec = t.get_agent(name)
+            if rec is None:
+                return None
+            rec["incarnation"] = int(rec.get("incarnation", 0)) + 1
+            rec["status"] = "starting"
+            t.put_agent(rec)
+            return rec
+        rec = node.store.write(txn)
+        if rec is None:
+            raise StartFailed(f"agent {name!r} has no record")
+        boot = {
+            "dir": node.paths.dir, "store": node.store_path, "durability": node.durability,
+            "id": rec["id"], "name": name, "cls": rec["cls"], "args": rec.get("args", {}),
+            "incarnation": rec["incarnation"], "failure": failure.to_dict() if failure else None,
+            "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
+        }
+        with self.lock:
+            pid = node.zygote.fork(boot, node.preload)
+            incn = Incarnation(name, rec["id"], rec["incarnation"], pid,
+                               process_start_time(pid))
+            self.by_pid[pid] = incn
+            self.current[name] = incn
+        try:
+            outcome = incn.ready.result(START_TIMEOUT_S)
+        except FutureTimeout:
+            incn.signal(signal.SIGKILL)
+            raise StartFailed(f"agent {name!r} was not ready within {START_TIMEOUT_S:g} s") \
+                from None
+        if outcome is not True:
+            reason, start_failure = outcome
+            if start_failure is not None:
+                self.start_failures[name] = start_failure
+            raise StartFailed(str(reason))
+        node.set_status(name, "running", pid=pid, restarted=failure is not None)
+        return incn
+
+    def terminate_child(self, sup_id: str, spec: ChildSpec, handle: Any) -> ExitReason:
+        """Stop the agent: ask, wait ``spec.shutdown`` seconds, then SIGKILL.
+
+        Returns once the OS reports the process dead.
+        """
+        incn: Incarnation = handle
+        reason = self.stop_reasons.pop(spec.id, "shutdown")
+        if incn.exited.done():
+            return incn.exited.result()[0]
+        incn.terminating = reason
+        wait: float | None
+        if spec.shutdown == "brutal_kill":
+            incn.signal(signal.SIGKILL)
+            wait = KILL_WAIT_S
+        else:
+            self.node.ring(self.node.paths.agent_inbox(incn.id),
+                           Envelope(Kind.SYSTEM, payload={"op": "stop", "reason": reason}))
+            wait = None if spec.shutdown == "infinity" else float(spec.shutdown)  # type: ignore[arg-type]
+        try:
+            return incn.exited.result(wait)[0]
+        except FutureTimeout:
+            log.warning("agent %r (pid %d) did not stop within %s s: killing it",
+                        spec.id, incn.pid, spec.shutdown)
+            self.node.emit("killed", spec.id, sup_id, f"did not stop within {spec.shutdown} s")
+            incn.signal(signal.SIGKILL)
+        try:
+            return incn.exited.result(KILL_WAIT_S)[0]
+        except FutureTimeout:
+            log.error("agent %r (pid %d) survived SIGKILL for %g s", spec.id, incn.pid,
+                      KILL_WAIT_S)
+            return ExitReason.abnormal("killed")
+
+    # -- exits ---------------------------------------------------------------------------------
+    def on_ready(self, payload: dict[str, Any]) -> None:
+        """An agent reported that its init/recover ran."""
+        with self.lock:
+            incn = self.by_pid.get(int(payload.get("pid", -1)))
+        if incn is not None and incn.inc == payload.get("inc") and not incn.ready.done():
+            incn.ready.set_result(True)
+
+    def on_exit(self, pid: int, code: int) -> None:
+        """The zygote reaped ``pid`` with Popen-style ``code`` (from its reader thread)."""
+        with self.lock:
+            incn = self.by_pid.pop(pid, None)
+            if incn is not None and self.current.get(incn.name) is incn:
+                del self.current[incn.name]
+        if incn is None:
+            return
+        try:
+            reason, failure, escalate = self._classify(incn, code)
+        except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
+            log.exception("cannot classify the exit of agent %r", incn.name)
+            reason, failure, escalate = ExitReason.abnormal(f"exit code {code}"), None, None
+        if not incn.ready.done():
+            incn.exited.set_result((reason, failure))
+            incn.ready.set_result((reason, failure))
+            self.node.emit("exited", incn.name, self.node.sup_of(incn.name), str(reason))
+            return
+        incn.exited.set_result((reason, failure))
+        sup = self.node.sup_of(incn.name)
+        if incn.terminating is not None:
+            return  # terminate_child is waiting for this; the shell knows
+        if failure is not None:
+            self.next_failure[incn.name] = failure
+        self.node.set_status(incn.name, "restarting", pid=None, failure=failure)
+        shell = self.node.shell(sup)
+        if shell is None:
+            return
+        if escalate is not None:
+            shell.escalate(incn.name, incn, ExitReason.abnormal(escalate))
+        else:
+            shell.child_exited(incn.name, incn, reason)
+        self.node.pool.submit(self.node.after_exit, incn.name, sup)
+
+    def _classify(self, incn: Incarnation, code: int
+                  ) -> tuple[ExitReason, Failure | None, str | None]:
+        node = self.node
+
+        def take_report(t: Txn) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]] | None]:
+            report = t.pop_failure(incn.id)
+            head = t.peek(incn.id, 1)
+            return report, (head[0] if head else None)
+        report, head = node.store.write(take_report)
+        if report is not None and report.get("inc") != incn.inc:
+            report = None
+        if incn.terminating is not None:
+            r = incn.terminating
+            return (ExitReason.normal(r) if r == "normal" else ExitReason.shutdown(r)), None, None
+        if report is not None and report.get("escalate"):
+            why = str(report["escalate"])
+            return ExitReason.abnormal(f"escalate: {why}"), None, why
+        if report is not None and "stop" in report:
+            why = str(report["stop"])
+            if why == "normal":
+                return ExitReason.normal(why), None, None
+            if why == "shutdown":
+                return ExitReason.shutdown(why), None, None
+            failure = Failure(kind="exit", message=f"stopped: {why}", exit_code=code)
+            return ExitReason.abnormal(why), failure, None
+        if report is not None and report.get("failure"):
+            failure = Failure.from_dict(report["failure"])
+            assert failure is not None
+        elif incn.limit_kill is not None:
+            failure = Failure(kind=incn.limit_kill, message=f"exceeded its {incn.limit_kill} limit",  # type: ignore[arg-type]
+                              signal=-code if code < 0 else None)
+        elif code < 0:
+            sig = -code
+            kind = "killed" if sig == signal.SIGKILL else "signal"
+            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}",
+                              signal=sig)
+        else:
+            failure = Failure(kind="exit", message=f"exited with code {code}", exit_code=code)
+        in_flight = failure.in_flight
+        if in_flight is None and report is None and head is not None:
+            # Died without a word (signal, os._exit, limit): it was handling the head, if any.
+            in_flight = {"seq": head[0], "kind": head[1]["k"]}
+        attempt = 0
+        if in_flight is not None:
+            seq = int(in_flight["seq"])
+            attempt = node.store.write(lambda t: t.bump_attempts(incn.id, seq))
+        failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": attempt})
+        return ExitReason.abnormal(f"{failure.kind}: {failure.exc_type or failure.message}"), \
+            failure, None

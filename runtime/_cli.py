@@ -1,0 +1,273 @@
+"""The ``beamish`` command line. Every command takes ``--dir D`` before or after the verb
+(default ``$BEAMISH_DIR``, else ``./.beamish``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from ._paths import NodePaths, default_dir
+from .errors import BeamishError, ConfigError
+
+EPILOG = """\
+examples:
+  beamish node start                       start a node in ./.beamish (background)
+  beamish spawn app.agents:Counter --name c1 --args '{"start": 0}'
+  beamish call c1 '"incr"'                 prints the reply as JSON
+  beamish cast c1 '"incr"'
+  beamish ps                               name, pid, status, restarts, mailbox, RSS
+  beamish tree                             the supervision tree
+  beamish events --follow                  supervisor reports as they happen
+  beamish stop c1                          orderly stop; its state is kept
+  beamish node stop                        stop every agent, then the node
+  beamish bench --quick                    beamish vs plain threads, side by side
+"""
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({exc.msg} at column {exc.colno}): {text!r}; quote strings, e.g. "
+            "'\"incr\"'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser (exposed for tests and docs)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=argparse.SUPPRESS,
+                        help="node dir (default $BEAMISH_DIR, else ./.beamish)")
+    parser = argparse.ArgumentParser(
+        prog="beamish", parents=[common], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="beamish: a BEAM-like runtime for Python AI agents. Each agent runs in "
+                    "its own process, supervised OTP-style, with its state in LMDB.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    node = sub.add_parser("node", help="start, stop or inspect the node daemon",
+                          parents=[common])
+    node_sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    start = node_sub.add_parser("start", parents=[common], help="start a node on the dir")
+    start.add_argument("--config", help="a beamish.toml declaring the initial tree")
+    start.add_argument("--foreground", action="store_true",
+                       help="run in this process (logs to stderr) instead of in the background")
+    start.add_argument("--durability", choices=["process", "fsync", "memory"],
+                       help="override the config's durability")
+    start.add_argument("--strict", action="store_true",
+                       help="stop the node when the root's restart intensity is exceeded")
+    start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    node_sub.add_parser("stop", parents=[common], help="stop every agent, then the node")
+    node_sub.add_parser("status", parents=[common], help="is a node running here?")
+
+    sp = sub.add_parser("spawn", parents=[common], help="start an agent")
+    sp.add_argument("cls", metavar="MODULE:CLASS")
+    sp.add_argument("--name")
+    sp.add_argument("--args", type=_json_arg, default={}, help="JSON object passed to init")
+    sp.add_argument("--supervisor", default="root")
+    sp.add_argument("--restart", choices=["permanent", "transient", "temporary"],
+                    default="permanent")
+    sp.add_argument("--shutdown", default="5.0",
+                    help="seconds, brutal_kill or infinity (default 5)")
+
+    call = sub.add_parser("call", parents=[common], help="call an agent; prints the reply")
+    call.add_argument("name")
+    call.add_argument("msg", type=_json_arg, metavar="JSON")
+    call.add_argument("--timeout", type=float, default=5.0)
+    cast = sub.add_parser("cast", parents=[common], help="cast to an agent")
+    cast.add_argument("name")
+    cast.add_argument("msg", type=_json_arg, metavar="JSON")
+    for verb, text in (("stop", "stop an agent in order (state kept)"),
+                       ("delete", "stop an agent and erase its state"),
+                       ("restart", "restart an agent marked failed"),
+                       ("dead-letters", "show the casts an agent skipped"),
+                       ("info", "show one agent")):
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("name")
+        if verb in ("dead-letters", "info"):
+            p.add_argument("--json", action="store_true")
+    for verb, text in (("ps", "list agents"), ("tree", "show the supervision tree"),
+                       ("events", "show supervisor events")):
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if verb == "events":
+            p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+    sv = sub.add_parser("add-supervisor", parents=[common], help="add a supervisor")
+    sv.add_argument("name")
+    sv.add_argument("--strategy", default="one_for_one",
+                    choices=["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"])
+    sv.add_argument("--max-restarts", type=int, default=3)
+    sv.add_argument("--max-seconds", type=float, default=5.0)
+    sv.add_argument("--parent", default="root")
+    bench = sub.add_parser("bench", parents=[common],
+                           help="run the isolation benchmarks (beamish vs threads)")
+    bench.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
+    bench.add_argument("--out", help="results dir (default benchmarks/results/<time>)")
+    return parser
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB" if n else "-"
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_tree(node: dict[str, Any], indent: str = "") -> None:
+    if node["kind"] == "supervisor":
+        print(f"{indent}{node['name']} [supervisor {node.get('strategy', '')}] "
+              f"{node.get('status', '')}".rstrip())
+        for child in node.get("children", []):
+            _print_tree(child, indent + "  ")
+    else:
+        pid = node.get("pid") or "-"
+        print(f"{indent}{node['name']} ({node.get('cls', '')}) pid={pid} "
+              f"status={node['status']} restarts={node.get('restarts', 0)}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ._client import connect, start_node
+    d = getattr(args, "dir", None) or default_dir()
+    if args.command == "node":
+        if args.node_command == "start":
+            if args.foreground:
+                return _foreground(args, d)
+            node = start_node(d, config=args.config, durability=args.durability,
+                              strict=args.strict or None)
+            print(f"node started on {node.dir} (pid {node.pid}); log: {node.paths.log}")
+            node.close()
+            return 0
+        if args.node_command == "stop":
+            node = connect(d)
+            pid = node.pid
+            node.shutdown()
+            print(f"node on {node.dir} (pid {pid}) stopped")
+            return 0
+        node = connect(d)
+        st = node._control.request("ping")
+        print(f"node running on {st['dir']} (pid {st['pid']}, durability {st['durability']}, "
+              f"up {st['uptime']:.0f} s)")
+        node.close()
+        return 0
+    if args.command == "bench":
+        from beamish.benchmarks.__main__ import main as bench_main
+        argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
+        return bench_main(argv)
+    node = connect(d)
+    try:
+        return _client_command(node, args)
+    finally:
+        node.close()
+
+
+def _client_command(node: Any, args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "spawn":
+        shutdown: Any = args.shutdown
+        try:
+            shutdown = float(shutdown)
+        except ValueError:
+            pass
+        ref = node.spawn(args.cls, args=args.args, name=args.name, supervisor=args.supervisor,
+                         restart=args.restart, shutdown=shutdown)
+        info = ref.info()
+        print(f"spawned {ref.name} (pid {info.pid})")
+    elif cmd == "call":
+        print(json.dumps(node.call(args.name, args.msg, timeout=args.timeout), default=repr))
+    elif cmd == "cast":
+        node.cast(args.name, args.msg)
+    elif cmd == "stop":
+        node.stop(args.name)
+        print(f"stopped {args.name} (its state is kept; spawn the name again to resume it)")
+    elif cmd == "delete":
+        node.delete(args.name)
+        print(f"deleted {args.name}")
+    elif cmd == "restart":
+        node.restart(args.name)
+        print(f"restarted {args.name}")
+    elif cmd == "add-supervisor":
+        node.add_supervisor(args.name, strategy=args.strategy, max_restarts=args.max_restarts,
+                            max_seconds=args.max_seconds, parent=args.parent)
+        print(f"added supervisor {args.name} under {args.parent}")
+    elif cmd == "info":
+        info = node.info(args.name)
+        data = {k: v for k, v in vars(info).items()}
+        data["last_failure"] = info.last_failure.to_dict() if info.last_failure else None
+        print(json.dumps(data, indent=None if args.json else 2, default=repr))
+    elif cmd == "ps":
+        infos = node.ps()
+        if args.json:
+            print(json.dumps([{**vars(i), "last_failure": i.last_failure.to_dict()
+                               if i.last_failure else None} for i in infos]))
+        else:
+            _print_table([[i.name, i.pid or "-", i.status, i.restarts, i.mailbox_depth,
+                           i.processed, _fmt_bytes(i.rss_bytes), i.supervisor] for i in infos],
+                         ["NAME", "PID", "STATUS", "RESTARTS", "MAILBOX", "PROCESSED", "RSS",
+                          "SUPERVISOR"])
+    elif cmd == "tree":
+        tree = node.tree()
+        print(json.dumps(tree)) if args.json else _print_tree(tree)
+    elif cmd == "events":
+        stream = node.events(follow=args.follow)
+        for ev in stream:
+            if args.json:
+                print(json.dumps(vars(ev)), flush=True)
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
+                print(f"{stamp} {ev.kind:<13} {ev.name} ({ev.supervisor}) {ev.reason}".rstrip(),
+                      flush=True)
+    elif cmd == "dead-letters":
+        entries = node.dead_letters(args.name)
+        if args.json:
+            print(json.dumps([{**e, "failure": e["failure"].to_dict() if e["failure"] else None}
+                              for e in entries], default=repr))
+        else:
+            for e in entries:
+                f = e["failure"]
+                print(f"#{e['seq']} {json.dumps(e['msg'], default=repr)}  "
+                      f"({f.kind}: {f.exc_type or f.message}, attempt {f.attempt})")
+            if not entries:
+                print(f"no dead letters for {args.name}")
+    return 0
+
+
+def _foreground(args: argparse.Namespace, d: str) -> int:
+    from ._config import NodeConfig, load_config
+    from ._node import run_daemon
+    config = load_config(args.config) if args.config else NodeConfig()
+    node_overrides: dict[str, Any] = {}
+    if args.durability:
+        node_overrides["durability"] = args.durability
+    if args.strict:
+        node_overrides["strict"] = True
+    if node_overrides:
+        config = config.model_copy(update={"node": config.node.model_copy(update=node_overrides)})
+    sys_path = [p for p in os.environ.get("BEAMISH_SYS_PATH", "").split(os.pathsep) if p]
+    if not sys_path:
+        sys_path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    return run_daemon(NodePaths.of(d), config, sys_path, args.ready_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``beamish`` command; return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        print(f"beamish: {exc}", file=sys.stderr)
+        if getattr(args, "ready_fd", None) is not None:
+            os.write(args.ready_fd, f"ConfigError\t{exc}\n".encode())
+        return 2
+    except BeamishError as exc:
+        print(f"beamish: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,453 @@
+"""The Python API: `start_node`, `connect`, `Node`, `AgentRef`, `AsyncNode`.
+
+A `Node` talks to its daemon over the control socket for tree operations (spawn, stop,
+info, ...) and sends messages straight into agents' durable mailboxes (`._messenger`): no
+hop through the daemon. It is safe to use from several threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+
+from ._control import ControlClient
+from ._messenger import Messenger
+from ._paths import NodePaths, default_dir, read_node_info
+from ._spawnargs import spawn_request
+from ._store import Store
+from ._types import AgentInfo, Event, Failure, Limits
+from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
+
+START_TIMEOUT_S = 60.0
+_stores: dict[str, tuple[Store, int]] = {}
+_stores_lock = threading.Lock()
+_daemons: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _acquire_store(path: str, durability: str) -> Store:
+    # py-lmdb refuses to open one environment twice in a process: share it.
+    with _stores_lock:
+        store, refs = _stores.get(path, (None, 0))
+        if store is None:
+            store = Store(path, durability)
+        _stores[path] = (store, refs + 1)
+        return store
+
+
+def _release_store(path: str) -> None:
+    with _stores_lock:
+        store, refs = _stores.get(path, (None, 0))
+        if store is None:
+            return
+        if refs <= 1:
+            del _stores[path]
+            store.close()
+        else:
+            _stores[path] = (store, refs - 1)
+
+
+def _abs_sys_path() -> list[str]:
+    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+
+
+def _node_locked(paths: NodePaths) -> bool:
+    try:
+        fd = os.open(paths.lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None = None,
+               durability: str | None = None, strict: bool | None = None,
+               timeout: float = START_TIMEOUT_S) -> Node:
+    """Start a node daemon in the background on ``dir`` and connect to it.
+
+    The daemon imports agent modules with this process's ``sys.path`` (its current
+    directory and ``PYTHONPATH`` included). Its log is ``DIR/node.log``.
+
+    Args:
+        dir: the node dir (default ``$BEAMISH_DIR``, else ``./.beamish``).
+        config: a ``beamish.toml`` declaring the initial tree.
+        durability: "process" (default), "fsync" or "memory"; overrides the config file.
+        strict: stop the whole node when the root's intensity is exceeded (OTP's root).
+        timeout: seconds to wait for the daemon to serve.
+
+    Raises:
+        NodeAlreadyRunning: a node already runs on ``dir``.
+        ConfigError: a bad config file or dir (nothing was started).
+    """
+    paths = NodePaths.of(dir if dir is not None else default_dir())
+    paths.check_length()
+    if _node_locked(paths):
+        pid = 0
+        try:
+            pid = int(read_node_info(paths).get("pid", 0))
+        except NodeNotRunning:
+            pass
+        raise NodeAlreadyRunning(paths.dir, pid)
+    os.makedirs(paths.dir, mode=0o700, exist_ok=True)
+    cmd = [sys.executable, "-m", "beamish.runtime", "node", "start", "--foreground",
+           "--dir", paths.dir]
+    if config is not None:
+        cmd += ["--config", os.path.abspath(config)]
+    if durability is not None:
+        cmd += ["--durability", durability]
+    if strict:
+        cmd += ["--strict"]
+    r, w = os.pipe()
+    cmd += ["--ready-fd", str(w)]
+    env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(_abs_sys_path()))
+    log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                pass_fds=(w,), env=env, start_new_session=True)
+    finally:
+        os.close(w)
+        log.close()
+    _daemons[proc.pid] = proc
+    line = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                proc.kill()
+                raise NodeNotRunning(f"the node on {paths.dir!r} did not start within "
+                                     f"{timeout:g} s; see {paths.log}")
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            line += chunk
+    finally:
+        os.close(r)
+    text = line.decode(errors="replace").strip()
+    if text != "ok":
+        proc.wait(10)
+        _daemons.pop(proc.pid, None)
+        kind, _, message = text.partition("\t")
+        if kind in ERRORS and message:
+            if kind == "NodeAlreadyRunning":
+                raise NodeAlreadyRunning(paths.dir, 0)
+            raise ERRORS[kind](message)
+        raise NodeNotRunning(f"the node on {paths.dir!r} failed to start "
+                             f"(exit {proc.returncode}); see {paths.log}")
+    return connect(paths.dir)
+
+
+def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> Node:
+    """Connect to the node running on ``dir``.
+
+    Raises:
+        NodeNotRunning: none runs there.
+    """
+    paths = NodePaths.of(dir if dir is not None else default_dir())
+    info = read_node_info(paths)
+    pid = int(info.get("pid", 0))
+    if not pid or not psutil.pid_exists(pid) or not _node_locked(paths):
+        raise NodeNotRunning(f"no node runs on {paths.dir!r} (a stale node.json names pid "
+                             f"{pid}); start one with `beamish node start --dir {paths.dir}`")
+    node = Node(paths, info)
+    try:
+        node._control.request("ping", timeout=timeout)
+    except BaseException:
+        node.close()
+        raise
+    return node
+
+
+class AgentRef:
+    """A handle on one agent, by name. Cheap; safe to share across threads.
+
+    Attributes:
+        name: the agent's name.
+        node: its `Node`.
+    """
+
+    def __init__(self, node: Node, name: str) -> None:
+        self.node = node
+        self.name = name
+
+    def call(self, msg: Any, timeout: float = 5.0) -> Any:
+        """Send a request and return the agent's reply.
+
+        Raises:
+            CallTimeout: no reply within ``timeout`` seconds.
+            AgentNotFound: no live or restarting agent has this name.
+            RemoteError: the handler failed on this message.
+            MessageTooLarge: over the node's ``max_message_bytes``.
+        """
+        return self.node.call(self.name, msg, timeout)
+
+    def cast(self, msg: Any) -> None:
+        """Send ``msg`` without waiting for it to be handled; returns once it is durably in
+        the agent's mailbox. Raises as `call` does (except `CallTimeout`/`RemoteError`)."""
+        self.node.cast(self.name, msg)
+
+    async def acall(self, msg: Any, timeout: float = 5.0) -> Any:
+        """`call` for asyncio code (runs in a worker thread; the event loop is not blocked)."""
+        return await self.node.acall(self.name, msg, timeout)
+
+    async def acast(self, msg: Any) -> None:
+        """`cast` for asyncio code."""
+        await self.node.acast(self.name, msg)
+
+    def info(self) -> AgentInfo:
+        """Return `Node.info` of this agent."""
+        return self.node.info(self.name)
+
+    def stop(self) -> None:
+        """`Node.stop` this agent."""
+        self.node.stop(self.name)
+
+    def __repr__(self) -> str:
+        return f"AgentRef({self.name!r})"
+
+
+def _agent_info(data: dict[str, Any]) -> AgentInfo:
+    return AgentInfo(**{**data, "last_failure": Failure.from_dict(data.get("last_failure"))})
+
+
+class Node:
+    """A connection to a running node. Get one from `start_node` or `connect`.
+
+    Attributes:
+        dir: the node dir.
+        pid: the daemon's pid.
+    """
+
+    def __init__(self, paths: NodePaths, info: dict[str, Any]) -> None:
+        self.paths = paths
+        self.dir = paths.dir
+        self.pid = int(info["pid"])
+        self._store_path = str(info["store"])
+        self._store = _acquire_store(self._store_path, str(info["durability"]))
+        self._messenger = Messenger(paths, self._store, int(info["max_message_bytes"]))
+        self._control = ControlClient(paths, self._messenger.ctx)
+        self._closed = False
+
+    # -- messages ------------------------------------------------------------------------------
+    def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
+        """Call agent ``name`` (see `AgentRef.call`)."""
+        return self._messenger.call(name, msg, timeout)
+
+    def cast(self, name: str, msg: Any) -> None:
+        """Cast to agent ``name`` (see `AgentRef.cast`)."""
+        self._messenger.cast(name, msg)
+
+    async def acall(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
+        """`call` for asyncio code."""
+        return await asyncio.to_thread(self._messenger.call, name, msg, timeout)
+
+    async def acast(self, name: str, msg: Any) -> None:
+        """`cast` for asyncio code."""
+        await asyncio.to_thread(self._messenger.cast, name, msg)
+
+    def ref(self, name: str) -> AgentRef:
+        """Return an `AgentRef` for ``name`` (not checked until used)."""
+        return AgentRef(self, name)
+
+    # -- the tree ------------------------------------------------------------------------------
+    def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
+              supervisor: str = "root", restart: str = "permanent",
+              shutdown: float | str = 5.0, limits: Limits | None = None,
+              timeout: float = 30.0) -> AgentRef:
+        """Start an agent in its own process and return once its ``init`` ran.
+
+        Args:
+            cls: the Agent class, or its path ``"package.module:Class"``.
+            args: passed to ``init`` (msgpack data).
+            name: a unique name (default: derived from the class).
+            supervisor: the supervisor to start it under.
+            restart: "permanent", "transient" or "temporary".
+            shutdown: seconds to wait for an orderly stop, "brutal_kill" or "infinity".
+            limits: resource `Limits`.
+            timeout: seconds to wait for the node.
+
+        Raises:
+            SpawnError: the name is in use, the class cannot be imported, or init failed.
+            ConfigError: an argument is invalid.
+        """
+        request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout)
+        value = self._control.request("spawn", request, timeout=timeout + 5)
+        return AgentRef(self, str(value["name"]))
+
+    def add_supervisor(self, name: str, strategy: str = "one_for_one", max_restarts: int = 3,
+                       max_seconds: float = 5.0, parent: str = "root",
+                       restart: str = "permanent",
+                       backoff: tuple[float, float] | None = None) -> None:
+        """Add a supervisor under ``parent``; spawn agents into it with ``supervisor=name``.
+
+        Raises:
+            ConfigError: a bad argument (named), or a name in use.
+        """
+        self._control.request("add_supervisor", {
+            "name": name, "strategy": strategy, "max_restarts": max_restarts,
+            "max_seconds": max_seconds, "parent": parent, "restart": restart,
+            "backoff": list(backoff) if backoff else None})
+
+    def stop(self, name: str, timeout: float = 120.0) -> None:
+        """Stop an agent in order (``terminate``, then exit within its shutdown time). It
+        leaves the tree; its state and mailbox stay, so spawning the name again resumes it.
+
+        Raises:
+            AgentNotFound: no agent has this name.
+        """
+        self._control.request("stop", {"name": name}, timeout=timeout)
+
+    def delete(self, name: str, timeout: float = 120.0) -> None:
+        """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
+        self._control.request("delete", {"name": name}, timeout=timeout)
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Restart an agent (or supervisor) marked failed."""
+        self._control.request("restart", {"name": name}, timeout=timeout)
+
+    def info(self, name: str) -> AgentInfo:
+        """Return an `AgentInfo` snapshot of agent ``name``.
+
+        Raises:
+            AgentNotFound: no agent has this name.
+        """
+        return _agent_info(self._control.request("info", {"name": name}))
+
+    def ps(self) -> list[AgentInfo]:
+        """Return `AgentInfo` for every agent, in start order."""
+        return [_agent_info(d) for d in self._control.request("ps")]
+
+    def tree(self) -> dict[str, Any]:
+        """Return the supervision tree: nested dicts with name, kind, status, pid, restarts."""
+        value: dict[str, Any] = self._control.request("tree")
+        return value
+
+    def events(self, follow: bool = False, since: int = 0) -> Any:
+        """Return recent `Event` s; with ``follow=True`` an iterator that waits for new ones."""
+        if not follow:
+            return [Event(**e) for e in self._control.request("events", {"since": since})]
+        return self._follow(since)
+
+    def _follow(self, since: int) -> Iterator[Event]:
+        while True:
+            for data in self._control.request("events", {"since": since, "wait": 25.0}, timeout=40.0):
+                since = max(since, int(data["seq"]))
+                yield Event(**data)
+
+    def dead_letters(self, name: str) -> list[dict[str, Any]]:
+        """Return the casts set aside by `Skip` for agent ``name``, with their failures."""
+        entries = self._control.request("dead_letters", {"name": name})
+        return [{**e, "failure": Failure.from_dict(e["failure"])} for e in entries]
+
+    def shutdown(self, timeout: float = 300.0) -> None:
+        """Stop every agent in reverse start order, then the daemon; return once it exited.
+
+        The tree, states and mailboxes persist: `start_node` on the dir brings them back.
+        """
+        try:
+            self._control.request("shutdown", timeout=10.0)
+        except NodeNotRunning:
+            pass
+        self._wait_gone(timeout)
+        self.close()
+
+    def _wait_gone(self, timeout: float) -> None:
+        proc = _daemons.pop(self.pid, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                raise NodeNotRunning(f"the node (pid {self.pid}) did not exit within "
+                                     f"{timeout:g} s") from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE:
+                    return
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.02)
+        raise NodeNotRunning(f"the node (pid {self.pid}) did not exit within {timeout:g} s")
+
+    def close(self) -> None:
+        """Close this connection (the node keeps running)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._control.close()
+        self._messenger.close()
+        _release_store(self._store_path)
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Node(dir={self.dir!r}, pid={self.pid})"
+
+
+class AsyncNode:
+    """An asyncio flavour of `Node`: the same methods as coroutines.
+
+    Args:
+        node: a connected `Node`.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @classmethod
+    async def connect(cls, dir: str | None = None) -> AsyncNode:
+        """Connect to a running node (see `connect`)."""
+        return cls(await asyncio.to_thread(connect, dir))
+
+    async def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
+        """`Node.call` as a coroutine."""
+        return await self.node.acall(name, msg, timeout)
+
+    async def cast(self, name: str, msg: Any) -> None:
+        """`Node.cast` as a coroutine."""
+        await self.node.acast(name, msg)
+
+    async def spawn(self, cls: Any, **kwargs: Any) -> AgentRef:
+        """`Node.spawn` as a coroutine."""
+        return await asyncio.to_thread(self.node.spawn, cls, **kwargs)
+
+    async def info(self, name: str) -> AgentInfo:
+        """`Node.info` as a coroutine."""
+        return await asyncio.to_thread(self.node.info, name)
+
+    async def stop(self, name: str) -> None:
+        """`Node.stop` as a coroutine."""
+        await asyncio.to_thread(self.node.stop, name)
+
+    async def shutdown(self) -> None:
+        """`Node.shutdown` as a coroutine."""
+        await asyncio.to_thread(self.node.shutdown)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.node.close()
+
+
+__all__ = ["AgentRef", "AsyncNode", "BeamishError", "ConfigError", "Node", "connect",
+           "start_node"]

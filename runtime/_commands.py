@@ -1,0 +1,336 @@
+"""The node's control commands, one function each, registered in `COMMANDS`.
+
+Each docstring gives the wire request (a CALL envelope whose payload is
+``{"op": ..., **args}``), the value of the ``{"ok": true, "value": ...}`` reply, and the
+CLI form. Errors come back as ``{"ok": false, "error": {"type", "message", "attrs"}}`` and
+are raised again, with their type, by the client.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, StartFailed,
+                                Strategy, SupervisorError, SupervisorSpec)
+
+from ._messenger import LIVE_STATUSES
+from ._spawnargs import check_shutdown, class_path
+from ._store import Txn
+from ._types import Failure
+from .errors import AgentNotFound, ConfigError, SpawnError
+
+if TYPE_CHECKING:
+    from ._node import NodeDaemon
+
+
+def _child_spec(rec: dict[str, Any]) -> ChildSpec:
+    return ChildSpec(rec["name"], ChildKind.AGENT, RestartType(rec["restart"]), rec["shutdown"])
+
+
+def ping(node: NodeDaemon) -> dict[str, Any]:
+    """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime"}``. CLI: ``beamish node status``."""
+    return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.durability,
+            "uptime": time.time() - node.started_at, "dropped_frames": node.control.dropped
+            + node.reports.dropped, "strict": node.config.node.strict}
+
+
+def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
+          supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
+          limits: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits"}``
+    -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its committed state was loaded).
+
+    A name in use by a live agent is refused; the name of a stopped agent resumes it
+    (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
+    """
+    cls = class_path(cls)
+    shutdown = check_shutdown(shutdown)
+    if restart not in ("permanent", "transient", "temporary"):
+        raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
+    shell = node.shell(supervisor)
+    if shell is None:
+        raise SpawnError(name or cls, f"no supervisor named {supervisor!r} (add it with "
+                                      "node.add_supervisor first)")
+    fresh = False
+
+    def reserve(t: Txn) -> dict[str, Any]:
+        nonlocal fresh
+        agent_name = name
+        rec = t.get_agent(agent_name) if agent_name else None
+        if rec is not None and rec["status"] in LIVE_STATUSES | {"failed"}:
+            raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
+                             f"(pid {rec.get('pid')}); pick another name or stop it first")
+        if rec is None:
+            fresh = True
+            agent_id = t.next_counter("agent_id")
+            if not agent_name:
+                agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
+            rec = {"name": agent_name, "id": agent_id, "incarnation": 0, "restarts": 0,
+                   "created": time.time(), "last_failure": None}
+        rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
+                   shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
+                   order=t.next_counter("order"))
+        t.put_agent(rec)
+        return rec
+    rec = node.store.write(reserve)
+    agent_name = rec["name"]
+    node.spawner.next_failure.pop(agent_name, None)
+    try:
+        shell.add_child(_child_spec(rec))
+    except (StartFailed, SupervisorError) as exc:
+        failure = node.spawner.start_failures.pop(agent_name, None)
+        if fresh:
+            node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(agent_name)))
+        else:
+            node.set_status(agent_name, "stopped")
+        detail = f"{failure.exc_type}: {failure.message}" if failure else str(exc)
+        raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
+    return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
+            if agent_name in node.spawner.current else None}
+
+
+def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
+    rec = node.store.read(lambda t: t.get_agent(name))
+    if rec is None:
+        raise AgentNotFound(name)
+    return rec
+
+
+def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
+    """``{"op": "stop", "name"}`` -> ``{"name", "status": "stopped"}``: an orderly stop
+    (``terminate("normal")``, then exit within its shutdown time). The agent leaves the tree;
+    its state and mailbox stay, so a later spawn under the name resumes it.
+    CLI: ``beamish stop NAME``."""
+    rec = _require(node, name)
+    shell = node.shell(rec["supervisor"])
+    if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
+        node.spawner.stop_reasons[name] = "normal"
+        try:
+            shell.remove_child(name)
+        except SupervisorError:
+            pass  # not a child any more (failed, or exited meanwhile): nothing to stop
+        node.spawner.stop_reasons.pop(name, None)
+    node.set_status(name, "stopped")
+    node.emit("stopped", name, rec["supervisor"], "normal")
+    return {"name": name, "status": "stopped"}
+
+
+def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
+    """``{"op": "delete", "name"}`` -> ``{"name", "deleted": true}``: stop it if running and
+    erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
+    rec = _require(node, name)
+    stop(node, name)
+    node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
+    node.emit("deleted", name, rec["supervisor"], "")
+    return {"name": name, "deleted": True}
+
+
+def _proc_stats(pid: int | None) -> tuple[int, float]:
+    if not pid:
+        return 0, 0.0
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            times = proc.cpu_times()
+            return int(proc.memory_info().rss), float(times.user + times.system)
+    except psutil.Error:
+        return 0, 0.0
+
+
+def _info_of(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
+    depth, processed = node.store.read(lambda t: (t.depth(rec["id"]), t.processed(rec["id"])))
+    pid = rec.get("pid") if rec["status"] == "running" else None
+    rss, cpu = _proc_stats(pid)
+    return {"name": rec["name"], "pid": pid, "status": rec["status"],
+            "restarts": int(rec.get("restarts", 0)), "mailbox_depth": depth,
+            "processed": processed, "rss_bytes": rss, "cpu_seconds": cpu,
+            "last_failure": rec.get("last_failure"), "supervisor": rec["supervisor"],
+            "cls": rec["cls"]}
+
+
+def info(node: NodeDaemon, name: str) -> dict[str, Any]:
+    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish ps`` (all)."""
+    return _info_of(node, _require(node, name))
+
+
+def ps(node: NodeDaemon) -> list[dict[str, Any]]:
+    """``{"op": "ps"}`` -> a list of `AgentInfo` fields, in start order. CLI: ``beamish ps``."""
+    recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.get("order", 0))
+    return [_info_of(node, r) for r in recs]
+
+
+def tree(node: NodeDaemon) -> dict[str, Any]:
+    """``{"op": "tree"}`` -> nested ``{"name", "kind", "strategy", "status", "children"}``
+    with each agent's pid, status and restarts. CLI: ``beamish tree``."""
+    recs = {r["name"]: r for r in node.store.read(lambda t: t.agents())}
+
+    def walk(snap: Any) -> dict[str, Any]:
+        children = []
+        for child in snap.children:
+            if child.kind is ChildKind.SUPERVISOR and child.supervisor is not None:
+                sub = walk(child.supervisor)
+                sub.update(status=str(child.status), restarts=child.restarts)
+                children.append(sub)
+            else:
+                rec = recs.get(child.id, {})
+                children.append({"name": child.id, "kind": "agent", "status": str(child.status),
+                                 "restarts": int(rec.get("restarts", child.restarts)),
+                                 "pid": rec.get("pid"), "cls": rec.get("cls", "")})
+        return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
+                "status": "running", "children": children}
+    return walk(node.root.snapshot())
+
+
+def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
+    """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
+    to ``wait`` seconds for one. CLI: ``beamish events [--follow]``."""
+    deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
+    with node.event_cond:
+        while True:
+            found = [e for e in node.events if e["seq"] > since]
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            node.event_cond.wait(remaining)
+
+
+def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
+    """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``.
+    CLI: ``beamish dead-letters NAME``."""
+    from beamish.mailbox import unpack
+    rec = _require(node, name)
+    entries = node.store.read(lambda t: t.dead(rec["id"]))
+    return [{"seq": seq, "kind": e["message"]["k"], "msg": unpack(e["message"]["p"]),
+             "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
+
+
+def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
+    """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
+    marked failed. CLI: ``beamish restart NAME``."""
+    rec = node.store.read(lambda t: t.get_agent(name))
+    if rec is None:
+        raise AgentNotFound(name)
+    shell = node.shell(rec["supervisor"])
+    if shell is None:
+        raise AgentNotFound(name, f"its supervisor {rec['supervisor']!r} is gone")
+    try:
+        shell.restart_child(name)
+    except StartFailed as exc:
+        raise SpawnError(name, f"it did not start ({exc})") from None
+    except SupervisorError:
+        spec = _child_spec(rec)
+        node.store.write(lambda t: t.put_agent({**rec, "status": "starting"}))
+        try:
+            shell.add_child(spec)
+        except (StartFailed, SupervisorError) as exc:
+            node.set_status(name, rec["status"])
+            raise SpawnError(name, f"it did not start ({exc})") from None
+    return {"name": name, "status": "running"}
+
+
+def _sup_spec(rec: dict[str, Any]) -> ChildSpec:
+    spec = SupervisorSpec(rec["name"], Strategy(rec["strategy"]), int(rec["max_restarts"]),
+                          float(rec["max_seconds"]),
+                          backoff=tuple(rec["backoff"]) if rec.get("backoff") else None)
+    return ChildSpec.for_supervisor(spec, RestartType(rec.get("restart", "permanent")))
+
+
+def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
+                   max_restarts: int = 3, max_seconds: float = 5.0, parent: str = "root",
+                   restart: str = "permanent", backoff: list[float] | None = None
+                   ) -> dict[str, Any]:
+    """``{"op": "add_supervisor", "name", "strategy", "max_restarts", "max_seconds", "parent",
+    "restart", "backoff"}`` -> ``{"name"}``: a nested supervisor, persisted with the tree.
+    CLI: ``beamish add-supervisor NAME --strategy S --parent P``."""
+    rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
+           "max_seconds": max_seconds, "parent": parent, "restart": restart,
+           "backoff": backoff, "status": "running"}
+    try:
+        spec = _sup_spec(rec)
+    except (InvalidSpec, ValueError) as exc:
+        raise ConfigError(f"supervisor {name!r}: {exc}") from None
+    shell = node.shell(parent)
+    if shell is None:
+        raise ConfigError(f"parent={parent!r}: no such supervisor (root or one added before)")
+    if node.shell(name) is not None or node.store.read(lambda t: t.get_agent(name)):
+        raise ConfigError(f"name={name!r}: already used by a supervisor or an agent")
+
+    def txn(t: Txn) -> None:
+        t.put_sup({**rec, "order": t.next_counter("order")})
+    node.store.write(txn)
+    try:
+        shell.add_child(spec)
+    except (StartFailed, SupervisorError) as exc:
+        node.store.write(lambda t: t.delete_sup(name))
+        raise ConfigError(f"supervisor {name!r} did not start: {exc}") from None
+    return {"name": name}
+
+
+def add_config_entries(node: NodeDaemon, config: Any) -> None:
+    """Persist the config file's supervisors and agents that the store does not hold yet
+    (a restarted node keeps what it had: the store wins over the file)."""
+    def txn(t: Txn) -> None:
+        for sup in config.supervisor:
+            if t.get_sup(sup.name) is None:
+                t.put_sup({"name": sup.name, "strategy": sup.strategy,
+                           "max_restarts": sup.max_restarts, "max_seconds": sup.max_seconds,
+                           "parent": sup.parent, "restart": sup.restart,
+                           "backoff": list(sup.backoff) if sup.backoff else None,
+                           "status": "running", "order": t.next_counter("order")})
+        for agent in config.agent:
+            if t.get_agent(agent.name) is None:
+                t.put_agent({"name": agent.name, "id": t.next_counter("agent_id"),
+                             "incarnation": 0, "restarts": 0, "created": time.time(),
+                             "last_failure": None, "cls": agent.cls, "args": agent.args,
+                             "supervisor": agent.supervisor, "restart": agent.restart,
+                             "shutdown": agent.shutdown, "limits": agent.limits.model_dump(),
+                             "status": "starting", "pid": None,
+                             "order": t.next_counter("order")})
+    node.store.write(txn)
+
+
+def start_persisted(node: NodeDaemon) -> None:
+    """Start the persisted tree in start order: supervisors, and every agent that was live
+    (stopped, exited and failed agents stay as they were)."""
+    sups, agents = node.store.read(lambda t: (t.sups(), t.agents()))
+    items = [("sup", r) for r in sups] + [("agent", r) for r in agents]
+    for kind, rec in sorted(items, key=lambda item: item[1].get("order", 0)):
+        if kind == "sup":
+            parent = node.shell(rec["parent"])
+            if parent is None:
+                continue
+            try:
+                parent.add_child(_sup_spec(rec))
+            except (StartFailed, SupervisorError) as exc:
+                node.emit("failed", rec["name"], rec["parent"], f"did not start: {exc}")
+            continue
+        if rec["status"] not in LIVE_STATUSES:
+            continue
+        shell = node.shell(rec["supervisor"])
+        if shell is None:
+            node.set_status(rec["name"], "failed")
+            continue
+        try:
+            shell.add_child(_child_spec(rec))
+        except (StartFailed, SupervisorError) as exc:
+            node.set_status(rec["name"], "failed")
+            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
+
+
+def shutdown(node: NodeDaemon) -> dict[str, Any]:
+    """``{"op": "shutdown"}`` -> ``{"pid"}`` at once; the node then stops every agent in reverse
+    start order and exits (the client waits for the pid). CLI: ``beamish node stop``."""
+    node.stopping.set()
+    return {"pid": os.getpid()}
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
+    "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
+    "shutdown": shutdown, "add_supervisor": add_supervisor,
+}

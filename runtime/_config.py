@@ -1,0 +1,157 @@
+"""The node config file (``beamish.toml``), validated with pydantic before anything starts.
+
+A bad file is refused whole, naming the field's path, the value given and what was
+expected; no node ever starts half-built.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._spawnargs import check_shutdown, class_path
+from .errors import ConfigError
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Strict):
+    """``[node]``: how the node runs."""
+
+    durability: Literal["process", "fsync", "memory"] = "process"
+    strict: bool = False
+    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, gt=0)
+    max_restarts: int = Field(3, ge=0)
+    max_seconds: float = Field(5.0, gt=0)
+    preload: list[str] = Field(default_factory=list)
+
+
+class LimitsSection(_Strict):
+    """``limits = {...}`` of an agent."""
+
+    memory_mb: float | None = Field(None, gt=0)
+    handler_timeout: float | None = Field(None, gt=0)
+    cpu_seconds: float | None = Field(None, gt=0)
+
+
+class SupervisorSection(_Strict):
+    """One ``[[supervisor]]``."""
+
+    name: str = Field(min_length=1)
+    parent: str = "root"
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"] = \
+        "one_for_one"
+    max_restarts: int = Field(3, ge=0)
+    max_seconds: float = Field(5.0, gt=0)
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    backoff: tuple[float, float] | None = None
+
+
+class AgentSection(_Strict):
+    """One ``[[agent]]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(min_length=1)
+    cls: str = Field(alias="class")
+    supervisor: str = "root"
+    restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    shutdown: float | Literal["brutal_kill", "infinity"] = 5.0
+    args: dict[str, Any] = Field(default_factory=dict)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+
+    @field_validator("cls")
+    @classmethod
+    def _class_path(cls, value: str) -> str:
+        try:
+            return class_path(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("shutdown")
+    @classmethod
+    def _shutdown(cls, value: Any) -> Any:
+        try:
+            return check_shutdown(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class NodeConfig(_Strict):
+    """The whole file: ``[node]``, ``[[supervisor]]`` and ``[[agent]]`` tables."""
+
+    node: NodeSection = Field(default_factory=NodeSection)
+    supervisor: list[SupervisorSection] = Field(default_factory=list)
+    agent: list[AgentSection] = Field(default_factory=list)
+
+    def check_tree(self) -> None:
+        """Check names are unique and every parent/supervisor is declared before use.
+
+        Raises:
+            ConfigError: naming the offending entry.
+        """
+        known = {"root"}
+        names: set[str] = set()
+        for i, sup in enumerate(self.supervisor):
+            if sup.name in known or sup.name in names:
+                raise ConfigError(f"supervisor[{i}].name: {sup.name!r} is used twice")
+            if sup.parent not in known:
+                raise ConfigError(f"supervisor[{i}].parent: {sup.parent!r} is not 'root' or a "
+                                  "supervisor declared above it")
+            known.add(sup.name)
+        for i, agent in enumerate(self.agent):
+            if agent.name in names or agent.name in known:
+                raise ConfigError(f"agent[{i}].name: {agent.name!r} is used twice")
+            if agent.supervisor not in known:
+                raise ConfigError(f"agent[{i}].supervisor: {agent.supervisor!r} is not 'root' "
+                                  "or a declared supervisor")
+            names.add(agent.name)
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(file)"
+        given = e.get("input")
+        lines.append(f"  {path}: {e['msg']} (given: {given!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> NodeConfig:
+    """Validate a config mapping.
+
+    Raises:
+        ConfigError: every problem, one per line, with its field path and the value given.
+    """
+    try:
+        config = NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid; nothing was started:\n{_describe(exc)}") \
+            from None
+    try:
+        config.check_tree()
+    except ConfigError as exc:
+        raise ConfigError(f"{source} is invalid; nothing was started:\n  {exc}") from None
+    return config
+
+
+def load_config(path: str) -> NodeConfig:
+    """Read and validate a TOML config file.
+
+    Raises:
+        ConfigError: unreadable, not TOML, or invalid.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
+    return parse_config(data, f"config file {path!r}")

@@ -1,0 +1,61 @@
+"""`AgentContext`: what a handler reaches through ``self.ctx``."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import Any
+
+from ._control import ControlClient
+from ._messenger import Messenger
+from ._spawnargs import spawn_request
+
+
+class AgentContext:
+    """The running agent's view of its node. Available in handlers, ``init`` and ``recover``.
+
+    Attributes:
+        name: this agent's name.
+    """
+
+    def __init__(self, name: str, messenger: Messenger, control: ControlClient) -> None:
+        self.name = name
+        self._messenger = messenger
+        self._control = control
+        self._timers: list[tuple[float, int, Any]] = []
+        self._seq = itertools.count()
+
+    def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
+        """Call agent ``name`` and wait for its reply (see `AgentRef.call`)."""
+        return self._messenger.call(name, msg, timeout)
+
+    def cast(self, name: str, msg: Any) -> None:
+        """Cast ``msg`` to agent ``name``; returns once it is durably in its mailbox."""
+        self._messenger.cast(name, msg)
+
+    def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
+              **options: Any) -> str:
+        """Spawn another agent (same arguments as `Node.spawn`); return its name."""
+        request = spawn_request(cls, args, name, **options)
+        value = self._control.request("spawn", request, timeout=request["timeout"] + 5)
+        return str(value["name"])
+
+    def send_after(self, seconds: float, msg: Any) -> None:
+        """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``.
+
+        Timers live in the agent's process: a crash or restart cancels them.
+        """
+        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._seq), msg))
+
+    def _next_timer_in(self) -> float | None:
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _pop_due(self) -> list[Any]:
+        due = []
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            due.append(heapq.heappop(self._timers)[2])
+        return due

@@ -1,0 +1,72 @@
+"""The client side of the node's control socket: spawn, stop, info, tree, events, ...
+
+Requests are ``{"op": name, **args}`` CALL envelopes; the node answers
+``{"ok": True, "value": ...}`` or ``{"ok": False, "error": {"type", "message", "attrs"}}``.
+The ops themselves are documented where the node registers them (`._node.COMMANDS`).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import zmq
+
+from beamish.mailbox import Requester, RequestTimeout
+
+from ._paths import NodePaths
+from .errors import NodeNotRunning, error_from_wire
+
+
+class ControlClient:
+    """Sends control requests to a node; safe from many threads (one socket per thread).
+
+    Args:
+        paths: the node's paths.
+        ctx: the ZeroMQ context to use.
+    """
+
+    def __init__(self, paths: NodePaths, ctx: zmq.Context[Any]) -> None:
+        self.paths = paths
+        self.ctx = ctx
+        self._local = threading.local()
+        self._all: weakref.WeakSet[Requester] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _requester(self) -> Requester:
+        req: Requester | None = getattr(self._local, "req", None)
+        if req is None:
+            req = Requester(self.ctx, self.paths.control)
+            self._local.req = req
+            with self._lock:
+                self._all.add(req)
+        return req
+
+    def request(self, op: str, args: dict[str, Any] | None = None, *,
+                timeout: float = 30.0) -> Any:
+        """Run control op ``op`` with ``args`` on the node and return its value.
+
+        Raises:
+            NodeNotRunning: the node did not answer within ``timeout``.
+            BeamishError: the error the node reported, rebuilt with its type.
+        """
+        req = self._requester()
+        try:
+            answer = req.request({**(args or {}), "op": op}, timeout)
+        except RequestTimeout:
+            # The socket may now hold a late reply; a fresh one keeps requests matched.
+            req.close()
+            self._local.req = None
+            raise NodeNotRunning(
+                f"the node on {self.paths.dir!r} did not answer {op!r} within {timeout:g} s "
+                "(is it running? `beamish node status`)") from None
+        if answer.get("ok"):
+            return answer.get("value")
+        raise error_from_wire(answer.get("error", {}))
+
+    def close(self) -> None:
+        """Close every thread's socket."""
+        with self._lock:
+            for req in list(self._all):
+                req.close()

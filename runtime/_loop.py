@@ -1,0 +1,391 @@
+"""The agent process: one message at a time from the durable mailbox (gen_server shape).
+
+    node process (control plane, no user code)
+      ├── root supervisor ─┬─ agent "c1"  ◀── forked by the zygote, runs this loop
+      │                    └─ sup "workers" ── agent "w1"
+      └── zygote (preloaded interpreter: forks agents; gc.freeze()'d)
+
+    loop:  ┌─▶ peek mailbox (LMDB read) ──▶ decode ──▶ handle_call / handle_cast
+           │        │ empty                              │
+           │        ▼                                    ▼
+           └── wait for RING / SYSTEM / timer     txn: state + removal (+ reply)
+                                                         │
+                                                         └─▶ ring the caller
+
+A handler that raises is not papered over: the agent writes a failure report to LMDB
+and exits (let it crash). The node restarts it, and the new process runs ``recover``
+with the last committed state before taking any message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+import zmq
+
+from beamish.mailbox import EncodeError, Envelope, Inbox, Kind, pack, unpack
+
+from ._agent import Agent
+from ._context import AgentContext
+from ._control import ControlClient
+from ._messenger import REPLY_GRACE_S, Messenger, reply_envelope
+from ._paths import NodePaths
+from ._store import Store, Txn
+from ._types import Escalate, Failure, Reset, Resume, Skip, Stop
+from .errors import StateError
+
+IDLE_RECHECK_S = 5.0  # re-read the mailbox this often even without a ring
+BATCH = 64
+NORMAL_REASONS = ("normal", "shutdown")
+
+
+class _Exit(Exception):
+    """Unwinds the loop to exit with a report already written."""
+
+
+def load_class(path: str) -> type[Agent]:
+    """Import ``"package.module:Class"`` and check it is an `Agent` subclass."""
+    module_name, _, qual = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Agent)):
+        raise TypeError(f"{path} is not a beamish.runtime.Agent subclass")
+    return obj
+
+
+def _failure_from_exc(exc: BaseException, in_flight: dict[str, Any] | None) -> dict[str, Any]:
+    return Failure(kind="exception", exc_type=type(exc).__name__, message=str(exc),
+                   traceback="".join(traceback.format_exception(exc)),
+                   in_flight=in_flight).to_dict()
+
+
+class AgentLoop:
+    """Runs one agent in this (forked) process. Built from the boot record the node sent.
+
+    Args:
+        boot: ``{"dir", "store", "durability", "id", "name", "cls", "args",
+            "incarnation", "failure", "max_message_bytes"}``.
+    """
+
+    def __init__(self, boot: dict[str, Any]) -> None:
+        self.boot = boot
+        self.name: str = boot["name"]
+        self.id: int = boot["id"]
+        self.paths = NodePaths(boot["dir"])
+        self.stop_reason: str | None = None
+        self.state: Any = None
+        self.agent: Agent | None = None
+        self.aloop: asyncio.AbstractEventLoop | None = None
+
+    # -- setup -------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped; return the process exit code (the report is in LMDB)."""
+        self.store = Store(self.boot["store"], self.boot["durability"])
+        self.zctx: zmq.Context[Any] = zmq.Context()
+        self.inbox = Inbox(self.zctx, self.paths.agent_inbox(self.id))
+        self.notify = self.zctx.socket(zmq.PUSH)
+        self.notify.setsockopt(zmq.LINGER, 1000)
+        self.notify.connect("ipc://" + self.paths.node_in)
+        self.messenger = Messenger(self.paths, self.store, self.boot["max_message_bytes"],
+                                   ctx=self.zctx)
+        self.doorbells = self.messenger._port().doorbells
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self._start()
+            self._notify({"ev": "ready"})
+            self._serve()
+        except _Exit:
+            pass
+        finally:
+            self._close()
+        return 0
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = "shutdown"
+
+    def _notify(self, payload: dict[str, Any]) -> None:
+        payload.update(id=self.id, inc=self.boot["incarnation"], pid=os.getpid())
+        self.notify.send_multipart([b"\x01", bytes([Kind.INFO]), b"", b"", pack(payload)])
+
+    def _report_and_exit(self, report: dict[str, Any]) -> None:
+        report.update(inc=self.boot["incarnation"])
+        self.store.write(lambda t: t.put_failure(self.id, report))
+        raise _Exit()
+
+    def _close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.messenger.close()
+        self.inbox.close()
+        self.notify.close(linger=1000)
+        self.zctx.destroy(linger=0)
+        self.store.close()
+
+    def _call_user(self, fn: Any, *args: Any) -> Any:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            if self.aloop is None:
+                self.aloop = asyncio.new_event_loop()
+            result = self.aloop.run_until_complete(result)
+        return result
+
+    def _pack_state(self, state: Any) -> bytes:
+        try:
+            return pack(state, where=f"the state of agent {self.name!r}")
+        except EncodeError as exc:
+            raise StateError(str(exc)) from None
+
+    def _load_state(self, raw: tuple[int, bytes] | None) -> Any:
+        assert self.agent is not None
+        if raw is None:
+            return None
+        version, packed = raw
+        state = unpack(packed)
+        model = type(self.agent).State
+        if model is not None:
+            state = model.model_validate(state)
+        if version != type(self.agent).version:
+            state = self._call_user(self.agent.code_change, version, state)
+        return state
+
+    def _start(self) -> None:
+        try:
+            cls = load_class(self.boot["cls"])
+            self.agent = cls()
+            self.agent.ctx = AgentContext(self.name, self.messenger,
+                                          ControlClient(self.paths, self.zctx))
+            raw = self.store.read(lambda t: t.get_state(self.id))
+            self.state = self._load_state(raw)
+            failure = Failure.from_dict(self.boot.get("failure"))
+            if failure is not None:
+                self._recover(failure, raw is not None)
+            elif raw is None:
+                self._init_state()
+            elif raw[0] != cls.version:
+                self._commit_state()
+        except _Exit:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code is reported
+            self._report_and_exit({"phase": "init", "failure": _failure_from_exc(exc, None)})
+
+    def _init_state(self) -> None:
+        assert self.agent is not None
+        self.state = self._call_user(self.agent.init, dict(self.boot["args"]))
+        self._commit_state()
+
+    def _commit_state(self) -> None:
+        packed = self._pack_state(self.state)
+        version = type(self.agent).version
+        self.store.write(lambda t: t.put_state(self.id, version, packed))
+
+    # -- semantic recovery ---------------------------------------------------------------------
+    def _recover(self, failure: Failure, had_state: bool) -> None:
+        assert self.agent is not None
+        if not had_state:
+            self._init_state()
+        try:
+            decision = self._call_user(self.agent.recover, failure, self.state)
+        except Exception as exc:  # noqa: BLE001 - a raising recover is treated as Reset
+            self._notify({"ev": "recover_failed", "reason": f"{type(exc).__name__}: {exc}"})
+            decision = Reset()
+        seq = (failure.in_flight or {}).get("seq")
+        retry = True
+        if isinstance(decision, Resume):
+            self.state = decision.state
+        elif isinstance(decision, Skip):
+            self.state = decision.state
+            retry = False
+        elif isinstance(decision, Reset):
+            self._init_state()
+        elif isinstance(decision, Stop):
+            self._commit_state()
+            self._report_and_exit({"phase": "recover", "stop": decision.reason})
+        elif isinstance(decision, Escalate):
+            self._commit_state()
+            self._report_and_exit({"phase": "recover", "escalate": decision.reason})
+        else:
+            self._notify({"ev": "recover_failed",
+                          "reason": f"recover returned {decision!r}, not Resume/Skip/Reset/"
+                                    "Stop/Escalate"})
+            self._init_state()
+        if seq is not None and (not retry or failure.attempt >= type(self.agent).max_attempts):
+            self._skip_message(int(seq), failure)
+        else:
+            self._commit_state()
+
+    def _skip_message(self, seq: int, failure: Failure) -> None:
+        packed = self._pack_state(self.state)
+        version = type(self.agent).version
+        ring: tuple[str, bytes] | None = None
+        dead = False
+
+        def txn(t: Txn) -> None:
+            nonlocal ring, dead
+            t.put_state(self.id, version, packed)
+            head = t.peek(self.id, 1)
+            if not head or head[0][0] != seq:
+                return
+            msg = head[0][1]
+            t.remove(self.id, seq)
+            if msg["k"] == "call":
+                t.put_reply(msg["id"], {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
+                                        "e": _remote_error(failure)})
+                ring = (msg["r"], msg["id"])
+            else:
+                t.put_dead(self.id, seq, {"message": msg, "failure": failure.to_dict(),
+                                          "time": time.time()})
+                dead = True
+        self.store.write(txn)
+        if ring is not None:
+            self.doorbells.ring(ring[0], reply_envelope(ring[1]))
+        if dead:
+            self._notify({"ev": "dead_lettered", "seq": seq,
+                          "reason": f"{failure.kind}: {failure.exc_type or failure.message}"})
+
+    # -- serving -------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.inbox.sock, zmq.POLLIN)
+        poller.register(self.wake_r.fileno(), zmq.POLLIN)
+        assert self.agent is not None
+        ctx = self.agent.ctx
+        while True:
+            self._check_stop()
+            for msg in ctx._pop_due():
+                self._handle_info(msg)
+                self._check_stop()
+            batch = self.store.read(lambda t: t.peek(self.id, BATCH))
+            for seq, record in batch:
+                self._handle(seq, record)
+                self._check_stop()
+                if ctx._timers and ctx._next_timer_in() == 0.0:
+                    break
+            if batch:
+                continue
+            wait = ctx._next_timer_in()
+            wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)
+            events = dict(poller.poll(int(wait * 1000) + 1))
+            if self.wake_r.fileno() in events:
+                try:
+                    self.wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+            if self.inbox.sock in events:
+                self._drain_inbox()
+
+    def _drain_inbox(self) -> None:
+        while True:
+            got = self.inbox.recv_nowait()
+            if got is None:
+                if not self.inbox.sock.poll(0):
+                    return
+                continue
+            env = got[1]
+            if env.kind is Kind.SYSTEM and isinstance(env.payload, dict):
+                if env.payload.get("op") == "stop" and self.stop_reason is None:
+                    self.stop_reason = str(env.payload.get("reason", "normal"))
+
+    def _check_stop(self) -> None:
+        if self.stop_reason is None and self.inbox.sock.poll(0):
+            self._drain_inbox()
+        if self.stop_reason is not None:
+            self._stop(self.stop_reason)
+
+    def _stop(self, reason: str) -> None:
+        assert self.agent is not None
+        try:
+            self._call_user(self.agent.terminate, reason, self.state)
+        except Exception as exc:  # noqa: BLE001 - reported, the stop goes on
+            self._notify({"ev": "terminate_failed", "reason": f"{type(exc).__name__}: {exc}"})
+        self._report_and_exit({"phase": "stop", "stop": reason})
+
+    def _crash(self, exc: BaseException, seq: int | None, record: dict[str, Any] | None
+               ) -> None:
+        in_flight = None
+        if seq is not None and record is not None:
+            in_flight = {"seq": seq, "kind": record["k"]}
+        self._report_and_exit({"phase": "handle", "failure": _failure_from_exc(exc, in_flight)})
+
+    def _handle(self, seq: int, record: dict[str, Any]) -> None:
+        assert self.agent is not None
+        kind = record["k"]
+        try:
+            msg = unpack(record["p"])
+            if kind == "call":
+                result = self._call_user(self.agent.handle_call, msg, self.state)
+                if isinstance(result, Stop):
+                    reply, new_state = result.reply, self.state
+                    self.stop_reason = result.reason
+                elif isinstance(result, tuple) and len(result) == 2:
+                    reply, new_state = result
+                else:
+                    raise TypeError(f"bad_return_value: handle_call of agent {self.name!r} "
+                                    f"returned {type(result).__name__}, expected "
+                                    "(reply, new_state) or Stop")
+            else:
+                new_state = self._call_user(self.agent.handle_cast, msg, self.state)
+                reply = None
+                if isinstance(new_state, Stop):
+                    self.stop_reason = new_state.reason
+                    new_state = self.state
+            packed_state = self._pack_state(new_state)
+            packed_reply = pack(reply, where=f"the reply of agent {self.name!r}") \
+                if kind == "call" else b""
+        except Exception as exc:  # noqa: BLE001 - let it crash, with a report
+            self._crash(exc, seq, record)
+            return
+        version = type(self.agent).version
+        on_time = kind == "call" and record["d"] > time.time()
+
+        def txn(t: Txn) -> None:
+            t.put_state(self.id, version, packed_state)
+            t.remove(self.id, seq)
+            t.add_processed(self.id)
+            if on_time:
+                t.put_reply(record["id"], {"ok": True, "v": packed_reply,
+                                           "expires": record["d"] + REPLY_GRACE_S})
+        self.store.write(txn)
+        self.state = new_state
+        if on_time:
+            self.doorbells.ring(record["r"], reply_envelope(record["id"]))
+
+    def _handle_info(self, msg: Any) -> None:
+        assert self.agent is not None
+        try:
+            new_state = self._call_user(self.agent.handle_info, msg, self.state)
+            if isinstance(new_state, Stop):
+                self.stop_reason = new_state.reason
+                new_state = self.state
+            packed = self._pack_state(new_state)
+        except Exception as exc:  # noqa: BLE001 - let it crash, with a report
+            self._crash(exc, None, None)
+            return
+        version = type(self.agent).version
+        self.store.write(lambda t: t.put_state(self.id, version, packed))
+        self.state = new_state
+
+
+def _remote_error(failure: Failure) -> dict[str, Any]:
+    return {"type": failure.exc_type or failure.kind,
+            "message": failure.message or f"the agent failed ({failure.kind})",
+            "traceback": failure.traceback, "failure": failure.to_dict()}
+
+
+def agent_main(boot: dict[str, Any]) -> int:
+    """Entry point of a forked agent process; returns its exit code."""
+    sys.path[:0] = [p for p in boot.get("sys_path", []) if p not in sys.path]
+    return AgentLoop(boot).run()

@@ -1,0 +1,173 @@
+"""The message path: a sender appends straight into the target's durable mailbox.
+
+No broker hop: ``cast`` and ``call`` commit the message to the target's mailbox in LMDB
+(the acknowledgement *is* that commit), then ring the agent's doorbell socket. The agent
+commits its new state, the removal of the message and, for a call, the reply in one
+transaction, then rings the caller's doorbell. ZeroMQ carries only these hints: a lost
+ring costs latency (the caller and agent re-check LMDB on a timer), never a message.
+
+    sender ──(1) LMDB txn: append to mailbox ──▶ [ LMDB ]
+       │                                            ▲ (3) txn: state + removal + reply
+       └──(2) RING ──────▶ agent ───────────────────┘
+       ◀──(4) REPLY ring ── agent ;  (5) sender txn: take the reply
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+import zmq
+
+from beamish.mailbox import (Doorbells, EncodeError, Envelope, Inbox, Kind, PayloadTooLarge,
+                             new_msg_id, pack, unpack)
+
+from ._paths import NodePaths
+from ._store import Store, Txn
+from ._types import Failure
+from .errors import AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError
+
+LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
+# How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
+# normal operation; this bounds the cost if one is).
+REPLY_RECHECK_S = 0.2
+# How long an unclaimed reply is kept after its caller's deadline before it is swept.
+REPLY_GRACE_S = 60.0
+
+
+def encode_message(msg: Any, limit: int, target: str) -> bytes:
+    """Pack a user message, mapping codec errors to the public ones.
+
+    Raises:
+        MessageTooLarge: over ``limit`` bytes.
+        BadMessage: a value msgpack cannot carry.
+    """
+    try:
+        return pack(msg, where=f"a message to agent {target!r}", limit=limit)
+    except PayloadTooLarge as exc:
+        raise MessageTooLarge(exc.size, exc.limit, target) from None
+    except EncodeError as exc:
+        raise BadMessage(str(exc)) from None
+
+
+def raise_reply_error(name: str, error: dict[str, Any]) -> None:
+    """Raise the `RemoteError` a reply record carries."""
+    raise RemoteError(name, str(error.get("type", "Error")), str(error.get("message", "")),
+                      str(error.get("traceback", "")), Failure.from_dict(error.get("failure")))
+
+
+class _Port:
+    """One thread's sockets: doorbells out, and a bound inbox for reply rings."""
+
+    def __init__(self, ctx: zmq.Context[Any], paths: NodePaths) -> None:
+        self.doorbells = Doorbells(ctx)
+        self.inbox_path = paths.client_inbox(os.urandom(8).hex())
+        self.inbox = Inbox(ctx, self.inbox_path)
+        self._finalizer = weakref.finalize(self, _close_port, self.doorbells, self.inbox)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _close_port(doorbells: Doorbells, inbox: Inbox) -> None:
+    doorbells.close()
+    inbox.close()
+
+
+class Messenger:
+    """Sends calls and casts to agents of one node. Safe to use from many threads (each
+    thread gets its own sockets; LMDB transactions are serialized by the store).
+
+    Args:
+        paths: the node's paths.
+        store: the node's store, opened in this process.
+        max_message_bytes: the node's message size limit.
+    """
+
+    def __init__(self, paths: NodePaths, store: Store, max_message_bytes: int,
+                 ctx: zmq.Context[Any] | None = None) -> None:
+        self.paths = paths
+        self.store = store
+        self.limit = max_message_bytes
+        self._own_ctx = ctx is None
+        self.ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context()
+        self._local = threading.local()
+        self._ports: weakref.WeakSet[_Port] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def _port(self) -> _Port:
+        port: _Port | None = getattr(self._local, "port", None)
+        if port is None:
+            port = _Port(self.ctx, self.paths)
+            self._local.port = port
+            with self._lock:
+                self._ports.add(port)
+        return port
+
+    def _append(self, name: str, message: dict[str, Any]) -> int:
+        def txn(t: Txn) -> int:
+            rec = t.get_agent(name)
+            if rec is None:
+                raise AgentNotFound(name)
+            if rec["status"] not in LIVE_STATUSES:
+                raise AgentNotFound(name, f"it is {rec['status']}")
+            t.append(rec["id"], message)
+            return int(rec["id"])
+        return self.store.write(txn)
+
+    def cast(self, name: str, msg: Any) -> None:
+        """Append ``msg`` to agent ``name``'s mailbox; return once it is committed.
+
+        Raises:
+            AgentNotFound, MessageTooLarge, BadMessage.
+        """
+        payload = encode_message(msg, self.limit, name)
+        agent_id = self._append(name, {"k": "cast", "p": payload, "t": time.time()})
+        self._port().doorbells.ring(self.paths.agent_inbox(agent_id))
+
+    def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
+        """Send ``msg`` to agent ``name`` and wait for the reply.
+
+        Raises:
+            CallTimeout: no reply within ``timeout`` (the message is still handled later).
+            AgentNotFound, RemoteError, MessageTooLarge, BadMessage.
+        """
+        payload = encode_message(msg, self.limit, name)
+        port = self._port()
+        msg_id = new_msg_id()
+        deadline = time.monotonic() + timeout
+        wall_deadline = time.time() + timeout
+        agent_id = self._append(name, {"k": "call", "p": payload, "t": time.time(),
+                                       "id": msg_id, "r": port.inbox_path, "d": wall_deadline})
+        port.doorbells.ring(self.paths.agent_inbox(agent_id))
+        while True:
+            remaining = deadline - time.monotonic()
+            got = port.inbox.recv(max(0.0, min(remaining, REPLY_RECHECK_S)))
+            if got is None or got[1].msg_id == msg_id:
+                reply = self.store.write(lambda t: t.pop_reply(msg_id))
+                if reply is not None:
+                    if reply.get("ok"):
+                        return unpack(reply["v"])
+                    raise_reply_error(name, reply["e"])
+            if time.monotonic() >= deadline:
+                raise CallTimeout(name, timeout)
+
+    def close(self) -> None:
+        """Close every thread's sockets and the ZeroMQ context."""
+        if self.closed:
+            return
+        self.closed = True
+        with self._lock:
+            for port in list(self._ports):
+                port.close()
+        if self._own_ctx:
+            self.ctx.destroy(linger=0)
+
+
+def reply_envelope(msg_id: bytes) -> Envelope:
+    """The ring an agent sends a caller once the reply to ``msg_id`` is committed."""
+    return Envelope(Kind.REPLY, msg_id)

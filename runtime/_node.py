@@ -1,0 +1,407 @@
+"""The node daemon: the control plane. It holds the supervisor tree and never runs user code.
+
+    clients ──control (ROUTER)──▶ node main thread ──▶ worker threads (blocking commands)
+    agents  ──reports (PULL)───▶      │                    │
+    zygote  ──exits (socket)───▶ reader thread ─▶ AgentSpawner ─▶ supervisor shells
+
+Messages between clients and agents never pass through here (see `._messenger`). The
+node reads and writes the registry in LMDB, forks agents through the zygote, and turns
+process exits into supervisor events.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psutil
+import zmq
+
+from beamish.mailbox import Envelope, Inbox, Kind, encode
+from beamish.supervisor import (ChildKind, ChildSpec, MonotonicClock, RestartType,
+                                StartFailed, Strategy, Supervisor, SupervisorError,
+                                SupervisorSpec)
+
+from ._agents import AgentSpawner
+from ._config import NodeConfig
+from ._messenger import LIVE_STATUSES, Messenger
+from ._paths import NodePaths, check_dir_safe
+from ._store import Store, Txn, memory_path, wipe
+from ._types import Failure
+from ._zygote_link import ZygoteLink
+from .errors import (AgentNotFound, BeamishError, ConfigError, NodeAlreadyRunning, SpawnError)
+
+log = logging.getLogger("beamish.node")
+EVENTS_KEPT = 10_000
+HOUSEKEEPING_S = 1.0
+ROOT = "root"
+
+
+class NodeDaemon:
+    """One node: lock the dir, open the store, start the zygote, serve until shutdown.
+
+    Args:
+        paths: the node's files.
+        config: the validated config (defaults when no file was given).
+        sys_path: the module search path agents import with.
+    """
+
+    def __init__(self, paths: NodePaths, config: NodeConfig, sys_path: list[str]) -> None:
+        self.paths = paths
+        self.config = config
+        self.sys_path = sys_path
+        self.durability = config.node.durability
+        self.max_message_bytes = config.node.max_message_bytes
+        self.preload = list(config.node.preload)
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
+        self.event_seq = 0
+        self.event_cond = threading.Condition()
+        self.shells: dict[str, Supervisor] = {}
+        self.stopping = threading.Event()
+        self.exit_code = 0
+        self.dropped_frames = 0
+        self.started_at = time.time()
+
+    # -- start -------------------------------------------------------------------------------
+    def lock_dir(self) -> None:
+        """Create the dir (0700), check it is safe, and take its lock.
+
+        Raises:
+            NodeAlreadyRunning: another node holds the lock.
+            ConfigError: the dir is unsafe or too long.
+        """
+        self.paths.check_length()
+        os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
+        check_dir_safe(self.paths.dir)
+        self.lock_fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = 0
+            try:
+                with open(self.paths.info, encoding="utf-8") as fh:
+                    pid = int(json.load(fh).get("pid", 0))
+            except (OSError, ValueError):
+                pass
+            os.close(self.lock_fd)
+            raise NodeAlreadyRunning(self.paths.dir, pid) from None
+        os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+
+    def open(self) -> None:
+        """Open the store and the sockets, start the zygote, and restore the tree."""
+        if self.durability == "memory":
+            self.store_path = memory_path(self.paths.dir)
+            wipe(self.store_path)
+        else:
+            self.store_path = self.paths.store
+        self.store = Store(self.store_path, self.durability)
+        # The zygote is started before any ZeroMQ context exists in this process.
+        self.spawner = AgentSpawner(self)
+        self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit)
+        self.zctx: zmq.Context[Any] = zmq.Context()
+        self.control = Inbox(self.zctx, self.paths.control, router=True,
+                             limit=self.max_message_bytes)
+        self.reports = Inbox(self.zctx, self.paths.node_in)
+        self.results = self.zctx.socket(zmq.PULL)
+        self.results.bind("inproc://results")
+        self._result_socks = threading.local()
+        self.messenger = Messenger(self.paths, self.store, self.max_message_bytes, ctx=self.zctx)
+        self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="beamish-cmd")
+        self.clock = MonotonicClock()
+        self.root = Supervisor(
+            SupervisorSpec(ROOT, Strategy.ONE_FOR_ONE, self.config.node.max_restarts,
+                           self.config.node.max_seconds,
+                           per_child_intensity=not self.config.node.strict),
+            self.spawner, self.clock, on_event=self._on_sup_event, on_exit=self._on_root_exit)
+        self.root.start()
+        self._write_info()
+
+    def _write_info(self) -> None:
+        info = {"pid": os.getpid(), "store": self.store_path, "durability": self.durability,
+                "max_message_bytes": self.max_message_bytes, "started": self.started_at,
+                "version": 1}
+        tmp = self.paths.info + ".tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            json.dump(info, fh)
+        os.replace(tmp, self.paths.info)
+
+    # -- supervisors ---------------------------------------------------------------------------
+    def shell(self, name: str) -> Supervisor | None:
+        """Return the supervisor shell named ``name``, if it exists."""
+        return self.root.find(name)
+
+    def _on_root_exit(self, reason: Any) -> None:
+        log.error("the root supervisor exceeded its restart intensity (strict mode): "
+                  "stopping the node (%s)", reason)
+        self.exit_code = 1
+        self.stopping.set()
+
+    def restore(self, config: NodeConfig) -> None:
+        """Rebuild the persisted tree (adding what the config declares that is not there
+        yet), then start every agent that was live, in start order."""
+        from ._commands import add_config_entries, start_persisted
+        add_config_entries(self, config)
+        start_persisted(self)
+
+    def sup_of(self, name: str) -> str:
+        """Return the supervisor of agent ``name`` (from the registry)."""
+        rec = self.store.read(lambda t: t.get_agent(name))
+        return str(rec["supervisor"]) if rec else ROOT
+
+    def _on_sup_event(self, kind: str, name: str, supervisor: str, reason: str) -> None:
+        status = {"failed": "failed", "backoff": "backoff"}.get(str(kind))
+        if status is not None:
+            self.set_status(name, status, pid=None)
+            self.set_sup_status(name, status)
+        self.emit(str(kind), name, supervisor, reason)
+
+    def set_sup_status(self, name: str, status: str) -> None:
+        """Record a nested supervisor's status (failed, running) in the registry."""
+        def txn(t: Txn) -> None:
+            rec = t.get_sup(name)
+            if rec is not None and rec.get("status") != status:
+                t.put_sup({**rec, "status": status})
+        self.store.write(txn)
+
+    def after_exit(self, name: str, sup: str) -> None:
+        """Once the supervisor handled an exit: an agent it forgot (temporary, or
+        transient after a normal exit) is marked exited."""
+        shell = self.shell(sup)
+        if shell is None:
+            return
+        try:
+            self.root.wait_idle(10.0)
+        except TimeoutError:
+            return
+        if all(child.id != name for child in shell.snapshot().children):
+            def txn(t: Txn) -> None:
+                rec = t.get_agent(name)
+                if rec is not None and rec["status"] == "restarting":
+                    t.put_agent({**rec, "status": "exited", "pid": None})
+            self.store.write(txn)
+
+    def emit(self, kind: str, name: str, supervisor: str, reason: str = "") -> None:
+        """Record an event (thread-safe) and wake followers."""
+        with self.event_cond:
+            self.event_seq += 1
+            self.events.append({"kind": kind, "name": name, "supervisor": supervisor,
+                                "reason": reason, "time": time.time(), "seq": self.event_seq})
+            self.event_cond.notify_all()
+        log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
+
+    def set_status(self, name: str, status: str, pid: int | None = None,
+                   failure: Failure | None = None, restarted: bool = False) -> None:
+        """Update an agent's registry record: status, pid, last failure, restarts."""
+        def txn(t: Txn) -> None:
+            rec = t.get_agent(name)
+            if rec is None:
+                return
+            rec["status"] = status
+            rec["pid"] = pid
+            if failure is not None:
+                rec["last_failure"] = failure.to_dict()
+            if restarted:
+                rec["restarts"] = int(rec.get("restarts", 0)) + 1
+            t.put_agent(rec)
+        self.store.write(txn)
+
+    def ring(self, path: str, env: Envelope) -> None:
+        """Send a doorbell/system envelope to an agent inbox (any thread)."""
+        self.messenger._port().doorbells.ring(path, env)
+
+    # -- serving ---------------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Run the control loop until shutdown."""
+        poller = zmq.Poller()
+        poller.register(self.control.sock, zmq.POLLIN)
+        poller.register(self.reports.sock, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        while not self.stopping.is_set():
+            events = dict(poller.poll(200))
+            if self.control.sock in events:
+                self._drain_control()
+            if self.reports.sock in events:
+                self._drain_reports()
+            if self.results in events:
+                self._drain_results()
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                self._housekeeping()
+            if not self.zygote.alive():
+                log.error("the zygote died: stopping the node")
+                self.exit_code = 1
+                self.stopping.set()
+
+    def _drain_control(self) -> None:
+        for _ in range(1000):
+            got = self.control.recv_nowait()
+            if got is None:
+                if not self.control.sock.poll(0):
+                    return
+                continue
+            ident, env = got
+            if env.kind is not Kind.CALL or not isinstance(env.payload, dict) \
+                    or not isinstance(env.payload.get("op"), str):
+                self.control.dropped += 1
+                continue
+            self.pool.submit(self._run_command, ident, env)
+
+    def _drain_reports(self) -> None:
+        for _ in range(1000):
+            got = self.reports.recv_nowait()
+            if got is None:
+                if not self.reports.sock.poll(0):
+                    return
+                continue
+            payload = got[1].payload
+            if not isinstance(payload, dict):
+                self.reports.dropped += 1
+                continue
+            ev = payload.get("ev")
+            if ev == "ready":
+                self.spawner.on_ready(payload)
+            elif ev in ("dead_lettered", "recover_failed", "terminate_failed"):
+                name = self._name_of(payload.get("id"))
+                self.emit(ev, name, self.sup_of(name), str(payload.get("reason", "")))
+
+    def _name_of(self, agent_id: Any) -> str:
+        with self.spawner.lock:
+            for incn in self.spawner.by_pid.values():
+                if incn.id == agent_id:
+                    return incn.name
+        return f"#{agent_id}"
+
+    def _drain_results(self) -> None:
+        while True:
+            try:
+                frames = self.results.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self.control.sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the client went away; its reply has no one to go to
+
+    def _send_result(self, frames: list[bytes]) -> None:
+        sock = getattr(self._result_socks, "sock", None)
+        if sock is None:
+            sock = self.zctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect("inproc://results")
+            self._result_socks.sock = sock
+        sock.send_multipart(frames)
+
+    def _run_command(self, ident: bytes, env: Envelope) -> None:
+        req = dict(env.payload)
+        op = req.pop("op")
+        handler = COMMANDS.get(op)
+        try:
+            if handler is None:
+                raise ConfigError(f"unknown command {op!r}; known: {', '.join(sorted(COMMANDS))}")
+            answer: dict[str, Any] = {"ok": True, "value": handler(self, **req)}
+        except BeamishError as exc:
+            attrs = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float))}
+            if isinstance(exc, SpawnError) and exc.failure is not None:
+                attrs["failure"] = exc.failure.to_dict()
+            answer = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
+                                             "attrs": attrs}}
+        except TypeError as exc:
+            answer = {"ok": False, "error": {"type": "ConfigError",
+                                             "message": f"bad arguments to {op!r}: {exc}"}}
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; it is logged
+            log.exception("command %r failed", op)
+            answer = {"ok": False, "error": {
+                "type": "BeamishInternalError",
+                "message": f"{op!r} failed inside the node ({type(exc).__name__}: {exc}); "
+                           "this is a bug, please report it with the node log",
+                "attrs": {"traceback": traceback.format_exc()}}}
+        self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
+
+    def _housekeeping(self) -> None:
+        self.store.reader_check()
+        now = time.time()
+        expired = self.store.read(lambda t: t.expired_replies(now))
+        if expired:
+            def txn(t: Txn) -> None:
+                for msg_id in expired:
+                    t.delete_reply(msg_id)
+            self.store.write(txn)
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def shutdown_tree(self) -> None:
+        """Stop every agent in reverse start order; their records stay for the next start."""
+        self.root.shutdown()
+
+    def close(self) -> None:
+        """Release everything (after `shutdown_tree`)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.zygote.close()
+        self.messenger.close()
+        self.control.close()
+        self.reports.close()
+        self.zctx.destroy(linger=0)
+        self.store.close()
+        if self.durability == "memory":
+            wipe(self.store_path)
+        for path in (self.paths.info,):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        os.close(self.lock_fd)
+
+
+from ._commands import COMMANDS  # noqa: E402  (the command table needs NodeDaemon)
+
+
+def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
+               ready_fd: int | None = None) -> int:
+    """Run a node in this process until it is shut down; return its exit status.
+
+    Args:
+        ready_fd: if given, write one line (``ok`` or an error) there once serving.
+    """
+    node = NodeDaemon(paths, config, sys_path)
+
+    def report(line: str) -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, (line + "\n").encode())
+            os.close(ready_fd)
+    try:
+        node.lock_dir()
+    except BeamishError as exc:
+        report(f"{type(exc).__name__}\t{exc}")
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: node.stopping.set())
+    try:
+        node.open()
+        node.restore(config)
+    except BeamishError as exc:
+        report(f"{type(exc).__name__}\t{exc}")
+        return 2
+    report("ok")
+    log.info("node serving on %s (pid %d, durability %s)", paths.dir, os.getpid(),
+             node.durability)
+    try:
+        node.serve()
+    finally:
+        log.info("node stopping: shutting down agents")
+        node.shutdown_tree()
+        node.close()
+        log.info("node stopped")
+    return node.exit_code

@@ -1,0 +1,84 @@
+"""Small OS helpers: parent-death signals, length-prefixed frames on a Unix socket, and
+identifying a process by pid plus start time (pids are reused)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+from beamish.mailbox import pack, unpack
+
+_LEN = struct.Struct(">I")
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(expected_parent: int) -> None:
+    """Make this process die (SIGKILL) when its parent does.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG)``. Elsewhere: a daemon thread that watches
+    ``getppid()``. Either way, if the parent is already gone, exit now.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        def watch() -> None:
+            while os.getppid() == expected_parent:
+                time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGKILL)
+        threading.Thread(target=watch, name="beamish-parent-watch", daemon=True).start()
+    if os.getppid() != expected_parent:
+        os._exit(1)
+
+
+def send_frame(sock: socket.socket, value: Any) -> None:
+    """Send one msgpack value with a 4-byte length prefix (blocking)."""
+    data = pack(value)
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+class FrameReader:
+    """Reassembles length-prefixed msgpack frames from a stream socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def read(self) -> list[Any] | None:
+        """Read what is available (the socket must be readable); None at end of stream."""
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            return None
+        self.buf += chunk
+        frames = []
+        while len(self.buf) >= 4:
+            (n,) = _LEN.unpack_from(self.buf)
+            if len(self.buf) < 4 + n:
+                break
+            frames.append(unpack(bytes(self.buf[4:4 + n])))
+            del self.buf[:4 + n]
+        return frames
+
+
+def process_start_time(pid: int) -> float | None:
+    """Return the start time of ``pid`` (for pid-reuse checks), or None if it is gone."""
+    import psutil
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def returncode_from_status(status: int) -> int:
+    """Turn a ``waitpid`` status into a Popen-style return code (``-signum`` if signalled)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1

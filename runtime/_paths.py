@@ -1,0 +1,121 @@
+"""Where a node keeps its files. One place, so the node, agents and clients agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from beamish.mailbox import MAX_IPC_PATH
+
+from .errors import ConfigError, NodeNotRunning
+
+
+def default_dir() -> str:
+    """The node dir when none is given: ``$BEAMISH_DIR``, else ``./.beamish``."""
+    return os.environ.get("BEAMISH_DIR") or ".beamish"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """The files of the node rooted at ``dir`` (an absolute path).
+
+    Attributes:
+        dir: the node dir (0700).
+    """
+
+    dir: str
+
+    @classmethod
+    def of(cls, dir: str | os.PathLike[str]) -> NodePaths:
+        """Return the paths for ``dir``, made absolute."""
+        return cls(os.path.abspath(os.fspath(dir)))
+
+    @property
+    def lock(self) -> str:
+        """The lock file a running node holds (flock)."""
+        return os.path.join(self.dir, "node.lock")
+
+    @property
+    def info(self) -> str:
+        """The JSON file describing the running node (pid, store path, durability)."""
+        return os.path.join(self.dir, "node.json")
+
+    @property
+    def log(self) -> str:
+        """The daemon's log file."""
+        return os.path.join(self.dir, "node.log")
+
+    @property
+    def store(self) -> str:
+        """The LMDB environment directory (for durable modes)."""
+        return os.path.join(self.dir, "store")
+
+    @property
+    def run(self) -> str:
+        """The directory of ipc socket files."""
+        return os.path.join(self.dir, "run")
+
+    @property
+    def control(self) -> str:
+        """The node's control socket (ROUTER): requests from clients."""
+        return os.path.join(self.run, "node.sock")
+
+    @property
+    def node_in(self) -> str:
+        """The node's notification socket (PULL): reports from agents."""
+        return os.path.join(self.run, "node-in.sock")
+
+    def agent_inbox(self, agent_id: int) -> str:
+        """The doorbell socket of agent ``agent_id``."""
+        return os.path.join(self.run, f"a{agent_id}.sock")
+
+    def client_inbox(self, token: str) -> str:
+        """The reply-doorbell socket of one client thread."""
+        return os.path.join(self.run, f"c{token}.sock")
+
+    def check_length(self) -> None:
+        """Refuse a dir too long for Unix socket paths under it.
+
+        Raises:
+            ConfigError: the dir is too long.
+        """
+        longest = self.client_inbox("0" * 16)
+        if len(longest) > MAX_IPC_PATH:
+            raise ConfigError(
+                f"node dir {self.dir!r} is too long: socket paths under it would be "
+                f"{len(longest)} characters, over the {MAX_IPC_PATH} a Unix socket allows; "
+                "use a shorter --dir"
+            )
+
+
+def check_dir_safe(dir: str) -> None:
+    """Refuse a node dir owned by another user or writable by group/others.
+
+    Raises:
+        ConfigError: the dir is unsafe, naming what is wrong and how to fix it.
+    """
+    st = os.stat(dir)
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"node dir {dir!r} is owned by uid {st.st_uid}, not you "
+                          f"(uid {os.getuid()}); use a dir of your own")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(f"node dir {dir!r} is writable by others (mode "
+                          f"{stat.S_IMODE(st.st_mode):o}); run `chmod 700 {dir}`")
+
+
+def read_node_info(paths: NodePaths) -> dict[str, Any]:
+    """Read the running node's ``node.json``.
+
+    Raises:
+        NodeNotRunning: no node has written one (or it is unreadable).
+    """
+    try:
+        with open(paths.info, encoding="utf-8") as fh:
+            data: dict[str, Any] = json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise NodeNotRunning(f"no node runs on {paths.dir!r} (start one with "
+                             f"`beamish node start --dir {paths.dir}`)") from exc
+    return data

@@ -1,0 +1,69 @@
+"""Turning `spawn` arguments into a checked request (shared by `Node` and `AgentContext`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._types import Limits
+from .errors import ConfigError
+
+RESTART_TYPES = ("permanent", "transient", "temporary")
+
+
+def class_path(cls: Any) -> str:
+    """Return ``"package.module:Class"`` for an agent class or a path string.
+
+    Raises:
+        ConfigError: the class lives in ``__main__`` (no other process can import it) or the
+            string is not of the form ``module:Class``.
+    """
+    if isinstance(cls, str):
+        module, sep, qual = cls.partition(":")
+        if not sep or not module or not qual:
+            raise ConfigError(f"agent class {cls!r} must be given as 'package.module:Class'")
+        return cls
+    module = getattr(cls, "__module__", None)
+    qual = getattr(cls, "__qualname__", None)
+    if not module or not qual:
+        raise ConfigError(f"{cls!r} is not a class; pass an Agent subclass or 'module:Class'")
+    if module == "__main__":
+        raise ConfigError(
+            f"agent class {qual} is defined in __main__, which an agent process cannot import: "
+            "move it into a module and pass 'module:Class'")
+    if "<locals>" in qual:
+        raise ConfigError(f"agent class {qual} is defined inside a function; define it at "
+                          "module level so an agent process can import it")
+    return f"{module}:{qual}"
+
+
+def check_shutdown(value: Any) -> float | str:
+    """Validate a child's ``shutdown`` (seconds, "brutal_kill" or "infinity")."""
+    if value in ("brutal_kill", "infinity"):
+        return str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 \
+            and math.isfinite(value):
+        return float(value)
+    raise ConfigError(f"shutdown={value!r}: expected seconds >= 0, 'brutal_kill' or 'infinity'")
+
+
+def spawn_request(cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
+                  supervisor: str = "root", restart: str = "permanent",
+                  shutdown: float | str = 5.0, limits: Limits | dict[str, Any] | None = None,
+                  timeout: float = 30.0) -> dict[str, Any]:
+    """Check spawn arguments and return the control request's fields.
+
+    Raises:
+        ConfigError: an argument is invalid (named, with what was expected).
+    """
+    if restart not in RESTART_TYPES:
+        raise ConfigError(f"restart={restart!r}: expected one of {', '.join(RESTART_TYPES)}")
+    if args is not None and not isinstance(args, dict):
+        raise ConfigError(f"args={args!r}: expected a dict")
+    if name is not None and (not isinstance(name, str) or not name or len(name) > 200):
+        raise ConfigError(f"name={name!r}: expected a non-empty string of at most 200 characters")
+    if isinstance(limits, Limits):
+        limits = limits.to_dict()
+    return {"cls": class_path(cls), "args": args or {}, "name": name,
+            "supervisor": supervisor, "restart": restart, "shutdown": check_shutdown(shutdown),
+            "limits": limits or {}, "timeout": timeout}

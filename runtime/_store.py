@@ -1,0 +1,317 @@
+"""The only module that imports lmdb: the node's durable store.
+
+One LMDB environment per node holds, in named databases:
+
+    agents      name -> agent record (spec, id, status, restarts, ...)
+    sups        name -> supervisor record (the persisted tree)
+    mailbox     agent_id(8) + seq(8) -> message record       (the durable mailboxes)
+    tails       agent_id(8) -> next seq(8)
+    state       agent_id(8) -> {"v": version, "s": packed state}
+    replies     msg_id -> reply record                        (a call's answer, read by the caller)
+    dead        agent_id(8) + seq(8) -> {"message", "failure"} (dead letters)
+    attempts    agent_id(8) + seq(8) -> int                   (tries of one message)
+    failures    agent_id(8) -> failure report a dying agent wrote
+    stats       agent_id(8) -> {"processed": n}
+    meta        key -> value (id counters)
+
+Rules (py-lmdb docs): every process opens its own environment after any fork; a
+transaction is never held across a socket receive; read-only unless writing. The map
+starts small and grows on demand: ``MapFullError`` and ``MapResizedError`` never reach a
+user. One process-wide lock guards transactions because resizing needs no live
+transaction in the process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
+
+import lmdb
+
+from beamish.mailbox import pack, unpack
+
+from .errors import StoreError
+
+Durability = Literal["process", "fsync", "memory"]
+DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
+INITIAL_MAP_SIZE = 64 * 1024 * 1024
+MAX_READERS = 4096
+_DBS = ("agents", "sups", "mailbox", "tails", "state", "replies", "dead", "attempts",
+        "failures", "stats", "meta")
+_U64 = struct.Struct(">Q")
+T = TypeVar("T")
+
+
+def _id(agent_id: int) -> bytes:
+    return _U64.pack(agent_id)
+
+
+def _key(agent_id: int, seq: int) -> bytes:
+    return _U64.pack(agent_id) + _U64.pack(seq)
+
+
+def memory_path(node_dir: str) -> str:
+    """Where a ``durability="memory"`` node keeps its LMDB: tmpfs when there is one."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else os.path.join(node_dir, "tmp")
+    tag = f"{os.stat(node_dir).st_ino:x}-{os.getuid()}"
+    return os.path.join(base, f"beamish-{tag}")
+
+
+class Txn:
+    """One LMDB transaction with beamish's record operations. Get one from `Store.read`
+    or `Store.write`; never keep it after the function returns."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self.txn = txn
+        self.dbs = dbs
+
+    # -- raw helpers -----------------------------------------------------------------------
+    def _get(self, db: str, key: bytes) -> Any:
+        raw = self.txn.get(key, db=self.dbs[db])
+        return None if raw is None else unpack(raw)
+
+    def _put(self, db: str, key: bytes, value: Any) -> None:
+        self.txn.put(key, pack(value), db=self.dbs[db])
+
+    def _delete(self, db: str, key: bytes) -> bool:
+        return bool(self.txn.delete(key, db=self.dbs[db]))
+
+    def _prefix(self, db: str, prefix: bytes, limit: int | None = None
+                ) -> Iterator[tuple[bytes, bytes]]:
+        cur = self.txn.cursor(db=self.dbs[db])
+        if not cur.set_range(prefix):
+            return
+        n = 0
+        for key, value in cur:
+            if not key.startswith(prefix) or (limit is not None and n >= limit):
+                return
+            n += 1
+            yield key, value
+
+    # -- meta --------------------------------------------------------------------------------
+    def next_counter(self, name: str) -> int:
+        """Increment and return the counter ``name`` (starts at 1)."""
+        value = int(self._get("meta", name.encode()) or 0) + 1
+        self._put("meta", name.encode(), value)
+        return value
+
+    def get_meta(self, name: str) -> Any:
+        """Return the meta value ``name`` or None."""
+        return self._get("meta", name.encode())
+
+    def put_meta(self, name: str, value: Any) -> None:
+        """Set the meta value ``name``."""
+        self._put("meta", name.encode(), value)
+
+    # -- agents and supervisors ----------------------------------------------------------------
+    def get_agent(self, name: str) -> dict[str, Any] | None:
+        """Return the agent record named ``name``, or None."""
+        return self._get("agents", name.encode())
+
+    def put_agent(self, record: dict[str, Any]) -> None:
+        """Write an agent record (keyed by ``record["name"]``)."""
+        self._put("agents", record["name"].encode(), record)
+
+    def delete_agent(self, name: str) -> None:
+        """Remove the agent record ``name``."""
+        self._delete("agents", name.encode())
+
+    def agents(self) -> list[dict[str, Any]]:
+        """Return every agent record."""
+        return [unpack(v) for _, v in self._prefix("agents", b"")]
+
+    def get_sup(self, name: str) -> dict[str, Any] | None:
+        """Return the supervisor record ``name``, or None."""
+        return self._get("sups", name.encode())
+
+    def put_sup(self, record: dict[str, Any]) -> None:
+        """Write a supervisor record (keyed by ``record["name"]``)."""
+        self._put("sups", record["name"].encode(), record)
+
+    def delete_sup(self, name: str) -> None:
+        """Remove the supervisor record ``name``."""
+        self._delete("sups", name.encode())
+
+    def sups(self) -> list[dict[str, Any]]:
+        """Return every supervisor record."""
+        return [unpack(v) for _, v in self._prefix("sups", b"")]
+
+    # -- mailboxes ------------------------------------------------------------------------------
+    def append(self, agent_id: int, message: dict[str, Any]) -> int:
+        """Append ``message`` to the agent's mailbox; return its sequence number."""
+        tail_key = _id(agent_id)
+        raw = self.txn.get(tail_key, db=self.dbs["tails"])
+        seq = _U64.unpack(raw)[0] if raw else 1
+        self.txn.put(tail_key, _U64.pack(seq + 1), db=self.dbs["tails"])
+        self.txn.put(_key(agent_id, seq), pack(message), db=self.dbs["mailbox"])
+        return seq
+
+    def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, dict[str, Any]]]:
+        """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
+        return [(_U64.unpack(k[8:])[0], unpack(v))
+                for k, v in self._prefix("mailbox", _id(agent_id), limit)]
+
+    def remove(self, agent_id: int, seq: int) -> None:
+        """Remove message ``seq`` (handled, skipped or dead-lettered) and its attempt count."""
+        self._delete("mailbox", _key(agent_id, seq))
+        self._delete("attempts", _key(agent_id, seq))
+
+    def depth(self, agent_id: int) -> int:
+        """Return how many messages wait in the agent's mailbox."""
+        return sum(1 for _ in self._prefix("mailbox", _id(agent_id)))
+
+    def bump_attempts(self, agent_id: int, seq: int) -> int:
+        """Count one more failed attempt at message ``seq``; return the new count."""
+        n = int(self._get("attempts", _key(agent_id, seq)) or 0) + 1
+        self._put("attempts", _key(agent_id, seq), n)
+        return n
+
+    def attempts(self, agent_id: int, seq: int) -> int:
+        """Return how many attempts at message ``seq`` have failed."""
+        return int(self._get("attempts", _key(agent_id, seq)) or 0)
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_state(self, agent_id: int) -> tuple[int, bytes] | None:
+        """Return ``(version, packed_state)`` of the agent, or None if it has none."""
+        rec = self._get("state", _id(agent_id))
+        return None if rec is None else (int(rec["v"]), rec["s"])
+
+    def put_state(self, agent_id: int, version: int, packed: bytes) -> None:
+        """Store the agent's packed state with its class version."""
+        self._put("state", _id(agent_id), {"v": version, "s": packed})
+
+    # -- replies --------------------------------------------------------------------------------
+    def put_reply(self, msg_id: bytes, reply: dict[str, Any]) -> None:
+        """Store the reply to call ``msg_id`` for its caller to take."""
+        self._put("replies", msg_id, reply)
+
+    def pop_reply(self, msg_id: bytes) -> dict[str, Any] | None:
+        """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
+        raw = self.txn.pop(msg_id, db=self.dbs["replies"])
+        return None if raw is None else unpack(raw)
+
+    def has_reply(self, msg_id: bytes) -> bool:
+        """Whether the reply to ``msg_id`` is there (read-only check)."""
+        return self.txn.get(msg_id, db=self.dbs["replies"]) is not None
+
+    def expired_replies(self, now: float) -> list[bytes]:
+        """Return the ids of replies whose caller's deadline passed long ago."""
+        return [k for k, v in self._prefix("replies", b"") if unpack(v).get("expires", now) < now]
+
+    def delete_reply(self, msg_id: bytes) -> None:
+        """Drop the reply ``msg_id``."""
+        self._delete("replies", msg_id)
+
+    # -- dead letters, failures, stats ------------------------------------------------------------
+    def put_dead(self, agent_id: int, seq: int, entry: dict[str, Any]) -> None:
+        """Keep a skipped message with its failure."""
+        self._put("dead", _key(agent_id, seq), entry)
+
+    def dead(self, agent_id: int) -> list[tuple[int, dict[str, Any]]]:
+        """Return the agent's dead letters, oldest first."""
+        return [(_U64.unpack(k[8:])[0], unpack(v)) for k, v in self._prefix("dead", _id(agent_id))]
+
+    def delete_dead(self, agent_id: int, seq: int) -> bool:
+        """Drop one dead letter; False if it was not there."""
+        return self._delete("dead", _key(agent_id, seq))
+
+    def put_failure(self, agent_id: int, report: dict[str, Any]) -> None:
+        """Record a dying agent's own report of why it fails."""
+        self._put("failures", _id(agent_id), report)
+
+    def pop_failure(self, agent_id: int) -> dict[str, Any] | None:
+        """Take the agent's last failure report, if it wrote one."""
+        raw = self.txn.pop(_id(agent_id), db=self.dbs["failures"])
+        return None if raw is None else unpack(raw)
+
+    def add_processed(self, agent_id: int, n: int = 1) -> None:
+        """Count ``n`` more handled messages for the agent."""
+        key = _id(agent_id)
+        raw = self.txn.get(key, db=self.dbs["stats"])
+        total = (_U64.unpack(raw)[0] if raw else 0) + n
+        self.txn.put(key, _U64.pack(total), db=self.dbs["stats"])
+
+    def processed(self, agent_id: int) -> int:
+        """Return how many messages the agent has handled."""
+        raw = self.txn.get(_id(agent_id), db=self.dbs["stats"])
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def erase_agent_data(self, agent_id: int) -> None:
+        """Erase the agent's state, mailbox, dead letters and stats (for `Node.delete`)."""
+        prefix = _id(agent_id)
+        for db in ("mailbox", "dead", "attempts"):
+            for key in [k for k, _ in self._prefix(db, prefix)]:
+                self._delete(db, key)
+        for db in ("state", "tails", "failures", "stats"):
+            self._delete(db, prefix)
+
+
+class Store:
+    """An open LMDB environment with retrying transactions.
+
+    Args:
+        path: the environment directory.
+        durability: "process" (no fsync; survives any process crash), "fsync" (survives
+            power loss) or "memory" (tmpfs; survives agent crashes, not a node restart).
+    """
+
+    def __init__(self, path: str, durability: str = "process") -> None:
+        if durability not in DURABILITIES:
+            raise StoreError(f"durability {durability!r} is not one of {DURABILITIES}")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        self.path = path
+        sync = durability == "fsync"
+        try:
+            self.env = lmdb.open(path, map_size=INITIAL_MAP_SIZE, max_dbs=len(_DBS) + 2,
+                                 max_readers=MAX_READERS, sync=sync, metasync=sync,
+                                 readahead=False, max_spare_txns=4)
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the LMDB store at {path!r}: {exc}") from exc
+        self.lock = threading.RLock()
+        self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
+        self.resizes = 0
+
+    def _run(self, fn: Callable[[Txn], T], write: bool) -> T:
+        with self.lock:
+            while True:
+                try:
+                    with self.env.begin(write=write) as txn:
+                        return fn(Txn(txn, self.dbs))
+                except lmdb.MapResizedError:
+                    self.env.set_mapsize(0)  # another process grew the map: adopt its size
+                except lmdb.MapFullError:
+                    self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                    self.resizes += 1
+
+    def read(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a read-only transaction and return its result."""
+        return self._run(fn, write=False)
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction, committed when ``fn`` returns and aborted
+        if it raises. ``fn`` may run more than once (after the map grows): keep it free of
+        side effects outside the transaction."""
+        return self._run(fn, write=True)
+
+    def map_size(self) -> int:
+        """Return the current map size in bytes."""
+        return int(self.env.info()["map_size"])
+
+    def reader_check(self) -> int:
+        """Clear reader slots left by dead processes; return how many were cleared."""
+        with self.lock:
+            return int(self.env.reader_check())
+
+    def close(self) -> None:
+        """Close the environment."""
+        with self.lock:
+            self.env.close()
+
+
+def wipe(path: str) -> None:
+    """Remove an environment directory (a memory-durability node starting afresh)."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Plain value types of the public API: failures, recovery choices, limits, info, events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FailureKind = Literal["exception", "exit", "signal", "oom", "timeout", "cpu", "killed"]
+AgentStatus = Literal["starting", "running", "restarting", "backoff", "failed", "stopped",
+                      "exited"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an agent's process ended abnormally, as the node classified it.
+
+    Attributes:
+        kind: exception | exit | signal | oom | timeout | cpu | killed.
+        exc_type: the exception's class name (kind "exception"), else "".
+        message: a human-readable description.
+        traceback: the remote traceback text, or "".
+        exit_code: the process exit code, if it exited.
+        signal: the signal number, if it was signalled.
+        in_flight: the message being handled when it failed (``{"kind", "msg"}``), or None.
+        attempt: how many times that message has now been attempted.
+    """
+
+    kind: FailureKind
+    exc_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    in_flight: dict[str, Any] | None = None
+    attempt: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the failure as msgpack-ready data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Failure | None:
+        """Rebuild a failure from `to_dict` output (None stays None)."""
+        if not data:
+            return None
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Recovery: go on from ``state`` and retry the in-flight message."""
+
+    state: Any
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Recovery: give up on the in-flight message (a call's caller gets `RemoteError`,
+    a cast goes to the dead letters), then go on from ``state``."""
+
+    state: Any
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Recovery: discard the state, run ``init`` again, then retry the in-flight message."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop the agent with ``reason`` ("normal" and "shutdown" are normal exits).
+
+    Returned from ``recover``, or from a handler in place of the new state.
+    """
+
+    reason: str = "normal"
+    reply: Any = None  # a call's reply, when a handle_call returns Stop
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """Recovery: fail the agent's supervisor, as if its restart intensity were exceeded."""
+
+    reason: str = "escalated"
+
+
+@dataclass(frozen=True)
+class Down:
+    """A monitored agent exited (delivered to ``handle_info``)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    """A linked agent exited abnormally and this agent traps exits (``handle_info``)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-agent resource limits; exceeding one kills the agent (kind oom/timeout/cpu).
+
+    Attributes:
+        memory_mb: resident memory limit in MiB, or None.
+        handler_timeout: seconds one message may take, or None.
+        cpu_seconds: total CPU seconds per incarnation, or None.
+    """
+
+    memory_mb: float | None = None
+    handler_timeout: float | None = None
+    cpu_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the limits as msgpack-ready data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """A snapshot of one agent, from `Node.info`.
+
+    Attributes:
+        name: the agent's name.
+        pid: its current process id, or None when no process runs.
+        status: starting | running | restarting | backoff | failed | stopped | exited.
+        restarts: how many times it has been restarted.
+        mailbox_depth: messages waiting in its durable mailbox.
+        processed: messages it has handled (committed), over its whole life.
+        rss_bytes: resident memory of its process (0 if none).
+        cpu_seconds: CPU time of its current process.
+        last_failure: the last `Failure`, or None.
+        supervisor: the supervisor it belongs to.
+        cls: its class path.
+    """
+
+    name: str
+    pid: int | None
+    status: str
+    restarts: int
+    mailbox_depth: int
+    processed: int
+    rss_bytes: int
+    cpu_seconds: float
+    last_failure: Failure | None
+    supervisor: str = "root"
+    cls: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A supervisor report: something happened to an agent or a supervisor.
+
+    Attributes:
+        kind: spawned | exited | restarted | escalated | failed | stopped | dead_lettered | ...
+        name: the agent or supervisor concerned.
+        supervisor: its supervisor.
+        reason: why (an exit reason, a failure description), or "".
+        time: wall-clock time (``time.time()``).
+    """
+
+    kind: str
+    name: str
+    supervisor: str
+    reason: str
+    time: float
+    seq: int = field(default=0, compare=False)

@@ -1,0 +1,162 @@
+"""Every error a beamish user can see. All derive from `BeamishError`.
+
+Each message says what happened, to which agent, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._types import Failure
+
+
+class BeamishError(Exception):
+    """Root of every beamish error."""
+
+
+class CallTimeout(BeamishError, TimeoutError):
+    """A call got no reply in time. The request stays in the agent's mailbox and is
+    still handled; its late reply is dropped (as in OTP).
+
+    Attributes:
+        target: the agent's name.
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(self, target: str, timeout: float) -> None:
+        super().__init__(
+            f"call to agent {target!r} got no reply within {timeout:g} s; the message stays "
+            "queued and will still be handled (raise timeout=, or check `beamish ps` for a busy "
+            "or restarting agent)"
+        )
+        self.target = target
+        self.timeout = timeout
+
+
+class AgentNotFound(BeamishError, LookupError):
+    """No live or restarting agent has this name.
+
+    Attributes:
+        name: the name asked for.
+    """
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        super().__init__(
+            f"no agent named {name!r} is running or restarting{': ' + detail if detail else ''} "
+            "(see `beamish ps`; spawn it first)"
+        )
+        self.name = name
+
+
+class RemoteError(BeamishError):
+    """The agent's handler failed on this message.
+
+    Attributes:
+        type: the remote exception's class name (or the failure kind, e.g. "signal").
+        message: the remote exception's message.
+        traceback: the remote traceback text ("" if none).
+        failure: the `Failure` the node classified.
+        agent: the agent's name.
+    """
+
+    def __init__(self, agent: str, type: str, message: str, traceback: str = "",
+                 failure: Failure | None = None) -> None:
+        super().__init__(f"agent {agent!r} failed on this message: {type}: {message}")
+        self.agent = agent
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        self.failure = failure
+
+
+class MessageTooLarge(BeamishError, ValueError):
+    """A message is over the node's `max_message_bytes`; nothing was sent.
+
+    Attributes:
+        size: encoded size in bytes.
+        limit: the limit in bytes.
+    """
+
+    def __init__(self, size: int, limit: int, target: str = "") -> None:
+        to = f" to agent {target!r}" if target else ""
+        super().__init__(
+            f"message{to} is {size} bytes encoded, over max_message_bytes={limit}; nothing was "
+            "sent (send a reference to the data, or raise max_message_bytes in the node config)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class NodeNotRunning(BeamishError, ConnectionError):
+    """No node runs on this dir (or it stopped answering)."""
+
+
+class NodeAlreadyRunning(BeamishError):
+    """A node already runs on this dir; a dir holds one node at a time.
+
+    Attributes:
+        pid: the running daemon's pid.
+    """
+
+    def __init__(self, dir: str, pid: int) -> None:
+        super().__init__(
+            f"a node already runs on {dir!r} (pid {pid}); use connect({dir!r}) or stop it with "
+            f"`beamish node stop --dir {dir}`"
+        )
+        self.pid = pid
+
+
+class SpawnError(BeamishError):
+    """An agent could not be spawned: bad class path, name in use, or its init failed.
+
+    Attributes:
+        name: the agent's name.
+        failure: the `Failure` of its init, if it ran.
+    """
+
+    def __init__(self, name: str, message: str, failure: Failure | None = None) -> None:
+        super().__init__(f"cannot spawn agent {name!r}: {message}")
+        self.name = name
+        self.failure = failure
+
+
+class ConfigError(BeamishError, ValueError):
+    """Bad configuration (a config file, a node dir, or an argument): names the field."""
+
+
+class StateError(BeamishError, TypeError):
+    """A handler returned state that cannot be stored (not msgpack data or a pydantic model)."""
+
+
+class StoreError(BeamishError):
+    """The LMDB store failed in a way beamish could not handle itself."""
+
+
+class BeamishInternalError(BeamishError):
+    """A bug in beamish: please report it with the node log."""
+
+
+ERRORS: dict[str, type[BeamishError]] = {
+    cls.__name__: cls
+    for cls in (BeamishError, CallTimeout, AgentNotFound, RemoteError, MessageTooLarge,
+                NodeNotRunning, NodeAlreadyRunning, SpawnError, ConfigError, StateError,
+                StoreError, BeamishInternalError)
+}
+
+
+def error_from_wire(data: dict[str, Any]) -> BeamishError:
+    """Rebuild an error the node sent as ``{"type", "message", ...}``."""
+    cls = ERRORS.get(str(data.get("type")), BeamishError)
+    err = cls.__new__(cls)
+    BeamishError.__init__(err, str(data.get("message", "")))
+    for key, value in data.get("attrs", {}).items():
+        setattr(err, key, value)
+    return err
+
+
+class BadMessage(BeamishError, TypeError):
+    """A message (or reply) holds a value msgpack cannot carry; nothing was sent."""
+
+
+ERRORS["BadMessage"] = BadMessage

@@ -1,0 +1,133 @@
+"""Test agents driven by their arguments (real processes, real crashes)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import time
+from typing import Any
+
+from beamish.runtime import Agent, Stop
+
+
+class Counter(Agent):
+    """The SPEC's counter: ``"get"`` answers the count, anything else increments it."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"n": args.get("start", 0)}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "get":
+            return state["n"], state
+        if msg == "pid":
+            return os.getpid(), state
+        state["n"] += 1
+        return state["n"], state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["n"] += 1
+        return state
+
+
+class Echo(Agent):
+    """Replies with the message it got."""
+
+    def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        return msg, state
+
+
+class AsyncEcho(Agent):
+    """An ``async def`` handler that awaits before replying."""
+
+    async def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        await asyncio.sleep(0.001)
+        return {"echo": msg}, state
+
+
+class Faulty(Agent):
+    """Crashes on command, in the ways the SPEC lists; counts what it handled."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("fail_init"):
+            raise RuntimeError("init refused")
+        return {"n": 0}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "raise":
+            raise ValueError("boom")
+        if msg == "exit":
+            os._exit(3)
+        if msg == "segv":
+            ctypes.string_at(0)
+        if msg == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if msg == "unserializable":
+            state["bad"] = object()
+            return "never", state
+        if msg == "get":
+            return state["n"], state
+        if msg == "pid":
+            return os.getpid(), state
+        if isinstance(msg, dict) and "sleep" in msg:
+            time.sleep(msg["sleep"])
+            return "slept", state
+        state["n"] += 1
+        return state["n"], state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> Any:
+        if msg == "raise":
+            raise ValueError("cast boom")
+        if msg == "stop":
+            return Stop("normal")
+        state["n"] += 1
+        return state
+
+
+class Timers(Agent):
+    """Uses send_after; counts ticks in its state."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ticks": 0}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "arm":
+            self.ctx.send_after(0.05, "tick")
+            return "armed", state
+        return state["ticks"], state
+
+    def handle_info(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        if msg == "tick":
+            state["ticks"] += 1
+        return state
+
+
+class Relay(Agent):
+    """Calls and casts other agents from inside its handlers, and spawns one."""
+
+    def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        op = msg["op"]
+        if op == "call":
+            return self.ctx.call(msg["to"], msg["msg"]), state
+        if op == "cast":
+            self.ctx.cast(msg["to"], msg["msg"])
+            return "cast", state
+        if op == "spawn":
+            return self.ctx.spawn("tests.agents.basic:Counter", args={"start": 7},
+                                  name=msg["name"]), state
+        return None, state
+
+
+class Stubborn(Agent):
+    """Ignores the request to stop (a long handler), to test shutdown timeouts."""
+
+    def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        time.sleep(float(msg))
+        return "done", state
+
+    def terminate(self, reason: str, state: Any) -> None:
+        path = os.environ.get("BEAMISH_TEST_TERMINATE_FILE")
+        if path:
+            with open(path, "a") as fh:
+                fh.write(reason + "\n")
