@@ -342,6 +342,9 @@ class Supervisor:
         self._state = SupervisorState.initial(spec, self._seed)
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._handles: dict[str, object] = {}
+        # The spec of each live incarnation: a Terminate may be followed by a Forget in
+        # the same outcome, so the new state no longer knows the child being stopped.
+        self._specs: dict[str, ChildSpec] = {}
         self._timers: dict[str, tuple[int, TimerHandle]] = {}
         self._nested: dict[str, Supervisor] = {}
         self._timer_seq = itertools.count(1)
@@ -701,6 +704,7 @@ class Supervisor:
         if current is _MISSING or current != handle:
             return  # stale: an incarnation we already terminated or replaced
         del self._handles[id]
+        del self._specs[id]
         self._emit(EventKind.EXITED, id, str(reason))
         self._run_event(ChildExited(id, reason))
 
@@ -756,6 +760,7 @@ class Supervisor:
             self._apply(self._feed(StartError(id, exc.reason)).actions)
             return StartFailed(exc.reason, id)
         self._handles[id] = handle
+        self._specs[id] = child.spec
         self._feed(ChildStarted(id))
         self._emit(EventKind.RESTARTED if child.restarts > 0 else EventKind.SPAWNED, id, "")
         return None
@@ -789,7 +794,7 @@ class Supervisor:
         handle = self._handles.pop(id, _MISSING)
         if handle is _MISSING:
             return  # never started (skipped after a failed start) or already gone
-        spec = self._state.children[id].spec
+        spec = self._specs.pop(id)
         if spec.kind is ChildKind.SUPERVISOR:
             reason = self._nested[id]._call_from_parent(self._nested[id]._do_halt)
         else:
@@ -814,6 +819,7 @@ class Supervisor:
     def _forget(self, id: str) -> None:
         self._cancel_timer(id)
         self._handles.pop(id, None)
+        self._specs.pop(id, None)
         nested = self._nested.pop(id, None)
         if nested is not None:
             nested._close()
