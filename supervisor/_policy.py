@@ -117,6 +117,7 @@ class ChildState:
         attempt: The backoff exponent: restarts in a row without a long enough run.
         started_at: When its current run was confirmed, if running.
         timer: Whether it holds the backoff timer of its restart group.
+        backoff_until: When that timer is due (clock seconds), if it holds it.
         on_start_error: What a failure of the pending start means: ``retry`` (a restart:
             retry through the queue), ``forget`` (``add_child``: forget it) or ``stop``
             (``restart_child``/boot: leave it stopped).
@@ -130,6 +131,7 @@ class ChildState:
     attempt: int = 0
     started_at: float | None = None
     timer: bool = False
+    backoff_until: float | None = None
     on_start_error: OnStartError = "retry"
 
     @property
@@ -583,7 +585,7 @@ class _Plan:
         delay = backoff_delay(backoff, child.attempt, _jitter(self.seed, id, child.restarts, child.attempt))
         for member in members:
             self.update(member, status=ChildStatus.BACKOFF, timer=member == id)
-        self.update(id, attempt=child.attempt + 1)
+        self.update(id, attempt=child.attempt + 1, backoff_until=self.now + delay)
         self.actions.append(StartAfter(id, delay))
 
 
@@ -677,10 +679,22 @@ def _add_child(p: _Plan, event: AddChild) -> None:
 
 
 def _remove_child(p: _Plan, event: RemoveChild) -> None:
-    if p.get(event.id) is None:
+    child = p.get(event.id)
+    if child is None:
         raise NotFound(event.id)
+    waiting = [
+        member
+        for member in p.group(event.id)
+        if member != event.id and p.children[member].status is ChildStatus.BACKOFF and not p.children[member].timer
+    ]
     p.terminate(event.id)
     p.forget(event.id)
+    if child.timer and waiting and child.backoff_until is not None:
+        # It held its group's backoff timer: hand it on, for the time that is left, so the
+        # rest of the group does not wait forever.
+        heir = waiting[0]
+        p.update(heir, timer=True, backoff_until=child.backoff_until)
+        p.actions.append(StartAfter(heir, max(0.0, child.backoff_until - p.now)))
 
 
 def _restart_child(p: _Plan, event: RestartChild) -> None:

@@ -512,6 +512,14 @@ def test_backoff_one_for_all_delays_the_whole_group() -> None:
     assert decide(spec, outcome.state, BackoffElapsed("b"), 1.0).actions == (S("a"), S("b"), S("c"))
 
 
+def test_removing_the_child_whose_backoff_the_group_waits_on_hands_the_timer_on() -> None:
+    spec = sup("one_for_all", ChildSpec("a", backoff=(2.0, 2.0)), "b", "c")
+    state = decide(spec, booted(spec), ChildExited("a", CRASH), 0.0).state
+    outcome = decide(spec, state, RemoveChild("a"), 0.5)
+    assert outcome.actions == (F("a"), StartAfter("b", 1.5))  # the time that was left
+    assert decide(spec, outcome.state, BackoffElapsed("b"), 2.0).actions == (S("b"), S("c"))
+
+
 def test_backoff_elapsed_for_a_removed_child_is_ignored() -> None:
     spec = sup("one_for_one", ChildSpec("a", backoff=(1.0, 1.0)))
     state = decide(spec, booted(spec), ChildExited("a", CRASH), 0.0).state
