@@ -6,6 +6,23 @@ protocol. Inside, ``_spec``, ``_restarts`` and ``_policy`` are pure; ``_clock`` 
 ``_supervisor`` are the only modules with threads. Test doubles live in
 ``beamish.supervisor.testing``.
 
+How the runtime uses it::
+
+    class ProcessSpawner:                      # implements Spawner
+        def start_child(self, sup_id, spec):   # fork the agent, wait for init; StartFailed if it fails
+            return handle                      # unique per incarnation, e.g. (pid, start_time)
+        def terminate_child(self, sup_id, spec, handle):  # SIGTERM, wait spec.shutdown, SIGKILL
+            return ExitReason.shutdown()       # judged from the OS (pidfd/waitpid)
+
+    root = Supervisor(SupervisorSpec("root", per_child_intensity=True), spawner,
+                      on_event=report, on_exit=stop_node)
+    root.start()
+    root.add_child(SupervisorSpec("workers", Strategy.ONE_FOR_ALL))      # node.add_supervisor
+    root.find("workers").add_child(ChildSpec("c1", restart=RestartType.TRANSIENT, shutdown=5.0))
+    root.find("workers").child_exited("c1", handle, ExitReason.from_returncode(-9))  # from the reaper
+    root.remove_child("c1")  # node.stop;  root.restart_child("c1"): node.restart;  root.snapshot(): node.tree
+    root.shutdown()          # reverse start order, the whole tree
+
 The public surface is exactly what this module re-exports.
 """
 

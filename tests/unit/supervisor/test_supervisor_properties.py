@@ -45,7 +45,7 @@ from beamish.supervisor import (
 )
 
 LIVE = {ChildStatus.STARTING, ChildStatus.RUNNING}
-PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @dataclass

@@ -321,6 +321,18 @@ def test_supervisor_restart_restarts_its_whole_subtree_with_dynamic_children(
     assert [c.id for c in root.child_supervisor("mid").snapshot().children] == ["m1", "m2"]
 
 
+def test_nested_supervisor_that_cannot_reboot_is_retried_by_its_parent(make: Make, spawner: FakeSpawner) -> None:
+    spawner.script("m1", ScriptedChild(starts=["ok", "error", "ok"]))
+    root = make(nested_tree())
+    spawner.clear_log()
+    spawner.crash("m1")  # mid gives up; root restarts it; its boot fails on m1; root retries
+    settle(root)
+    assert spawner.log == [("terminate", "m2"), ("start_error", "m1"), ("start", "m1"), ("start", "m2")]
+    snap = root.snapshot()
+    assert snap.running and snap.child("mid").status is ChildStatus.RUNNING
+    assert root.child_supervisor("mid").snapshot().running
+
+
 def test_remove_a_supervisor_child_stops_its_subtree(make: Make, spawner: FakeSpawner) -> None:
     root = make(nested_tree())
     nested = root.child_supervisor("mid")
@@ -484,6 +496,9 @@ def test_a_spawner_bug_is_a_start_failure(make: Make, spawner: FakeSpawner) -> N
                 raise RuntimeError("bug")
             return super().start_child(sup_id, spec)
 
+        def terminate_child(self, sup_id: str, spec: ChildSpec, handle: object) -> ExitReason:
+            raise OSError("no such process")
+
     broken = Broken(spawner.clock)
     sup = Supervisor(SupervisorSpec("s"), broken, spawner.clock)
     sup.start(timeout=WAIT)
@@ -491,6 +506,8 @@ def test_a_spawner_bug_is_a_start_failure(make: Make, spawner: FakeSpawner) -> N
         with pytest.raises(StartFailed, match="RuntimeError: bug"):
             sup.add_child(ChildSpec("bad"), timeout=WAIT)
         sup.add_child(ChildSpec("good"), timeout=WAIT)  # the thread survived
+        sup.remove_child("good", timeout=WAIT)  # a terminate that raises is logged, the child forgotten
+        assert sup.snapshot().children == ()
     finally:
         sup.shutdown(timeout=WAIT)
 
