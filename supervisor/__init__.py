@@ -18,9 +18,10 @@ How the runtime uses it::
                       on_event=report, on_exit=stop_node)
     root.start()
     root.add_child(SupervisorSpec("workers", Strategy.ONE_FOR_ALL))      # node.add_supervisor
-    root.find("workers").add_child(ChildSpec("c1", restart=RestartType.TRANSIENT, shutdown=5.0))
-    root.find("workers").child_exited("c1", handle, ExitReason.from_returncode(-9))  # from the reaper
-    root.remove_child("c1")  # node.stop;  root.restart_child("c1"): node.restart;  root.snapshot(): node.tree
+    workers = root.find("workers")
+    handle = workers.add_child(ChildSpec("c1", restart=RestartType.TRANSIENT, shutdown=5.0))
+    workers.child_exited("c1", handle, ExitReason.from_returncode(-9))  # from the reaper thread
+    workers.remove_child("c1")   # node.stop; restart_child("c1"): node.restart; root.snapshot(): node.tree
     root.shutdown()          # reverse start order, the whole tree
 
 The public surface is exactly what this module re-exports.

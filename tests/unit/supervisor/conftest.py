@@ -12,25 +12,10 @@ import pytest
 
 from beamish.supervisor import ChildSpec, Supervisor, SupervisorSpec
 from beamish.supervisor.testing import FakeClock, FakeSpawner
+from sup_helpers import WAIT, Recorder
 
 # tests/strategies.py (hypothesis strategies) lives two levels up.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-WAIT = 2.0  # real seconds any wait may take before the test fails instead of hanging
-
-
-class Recorder:
-    """Collects on_event calls as (kind, name, supervisor, reason) tuples."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str, str]] = []
-
-    def __call__(self, kind: str, name: str, supervisor: str, reason: str) -> None:
-        self.events.append((str(kind), name, supervisor, reason))
-
-    def kinds(self, name: str | None = None) -> list[str]:
-        return [k for k, n, _, _ in self.events if name is None or n == name]
-
 
 @pytest.fixture
 def clock() -> FakeClock:

@@ -9,7 +9,7 @@ import pytest
 from beamish.supervisor import Clock, MonotonicClock
 from beamish.supervisor.testing import FakeClock
 
-from conftest import WAIT
+from sup_helpers import WAIT
 
 
 def test_fake_clock_runs_due_callbacks_in_order() -> None:

@@ -32,7 +32,7 @@ from beamish.supervisor import (
 )
 from beamish.supervisor.testing import FakeClock, FakeSpawner, ScriptedChild
 
-from conftest import WAIT, Recorder
+from sup_helpers import WAIT, Recorder
 
 Make = Callable[..., Supervisor]
 CRASH = ExitReason.abnormal("crash")
