@@ -628,3 +628,32 @@ def test_real_monotonic_clock_smoke() -> None:
         assert restarted.wait(WAIT)
         assert spawner.log == [("start", "a"), ("start", "a")]
     assert not sup.snapshot().running
+
+
+def test_public_methods_are_safe_from_many_threads(make: Make, spawner: FakeSpawner) -> None:
+    sup = make("one_for_one", per_child_intensity=True, max_restarts=1000)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(15):
+                id = f"w{n}-{i}"
+                handle = sup.add_child(ChildSpec(id), timeout=WAIT)
+                sup.child_exited(id, handle, CRASH)  # restarted
+                sup.snapshot()
+                if i % 3:
+                    sup.remove_child(id, timeout=WAIT)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 5)
+    settle(sup)
+    assert errors == []
+    kept = sorted(c.id for c in sup.snapshot().children)
+    assert kept == sorted(f"w{n}-{i}" for n in range(8) for i in range(0, 15, 3))
+    assert sorted(spawner.live()) == kept
+    assert all(c.status is ChildStatus.RUNNING for c in sup.snapshot().children)
