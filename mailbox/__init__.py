@@ -14,6 +14,7 @@ from ._protocol import Envelope as Envelope
 from ._protocol import Kind as Kind
 from ._protocol import decode as decode
 from ._protocol import encode as encode
+from ._protocol import encode_ring as encode_ring
 from ._protocol import new_msg_id as new_msg_id
 from ._protocol import pack as pack
 from ._protocol import unpack as unpack

@@ -15,7 +15,8 @@ from typing import Any
 import zmq
 
 from ._errors import MailboxError, PayloadTooLarge, ProtocolError
-from ._protocol import DEFAULT_MAX_MESSAGE_BYTES, Envelope, Kind, decode, encode, new_msg_id
+from ._protocol import (DEFAULT_MAX_MESSAGE_BYTES, Envelope, Kind, decode, encode, encode_ring,
+                        new_msg_id)
 
 # ipc:// paths are limited by sockaddr_un.sun_path (108 bytes on Linux, 104 on macOS).
 MAX_IPC_PATH = 100
@@ -97,6 +98,25 @@ class Inbox:
             frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return None
+        return self._decode(frames)
+
+    def drain(self, limit: int = 10_000) -> list[tuple[bytes, Envelope]]:
+        """Receive every envelope already queued (at most ``limit``), without blocking.
+
+        Invalid messages are dropped and counted in ``dropped``.
+        """
+        got: list[tuple[bytes, Envelope]] = []
+        for _ in range(limit):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            item = self._decode(frames)
+            if item is not None:
+                got.append(item)
+        return got
+
+    def _decode(self, frames: list[bytes]) -> tuple[bytes, Envelope] | None:
         ident = b""
         if self.router:
             if len(frames) < 2:
@@ -160,10 +180,11 @@ class Doorbells:
             old.close(linger=0)
         return sock
 
-    def ring(self, path: str, env: Envelope = Envelope(Kind.RING)) -> bool:
-        """Send ``env`` (a bare RING by default) to the inbox at ``path`` without blocking."""
+    def ring(self, path: str, frame: bytes = encode_ring(Kind.RING)) -> bool:
+        """Send a compact ``frame`` (`encode_ring`; a bare RING by default) to the inbox at
+        ``path`` without blocking."""
         try:
-            self._sock(path).send_multipart(encode(env), zmq.NOBLOCK)
+            self._sock(path).send(frame, zmq.NOBLOCK)
             return True
         except zmq.Again:
             self.skipped += 1

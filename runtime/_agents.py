@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from beamish.mailbox import Envelope, Kind
+from beamish.mailbox import Kind, encode_ring, pack
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 from ._osproc import process_start_time
@@ -134,7 +134,7 @@ class AgentSpawner:
             wait = KILL_WAIT_S
         else:
             self.node.ring(self.node.paths.agent_inbox(incn.id),
-                           Envelope(Kind.SYSTEM, payload={"op": "stop", "reason": reason}))
+                           encode_ring(Kind.SYSTEM, b"", pack({"op": "stop", "reason": reason})))
             wait = None if spec.shutdown == "infinity" else float(spec.shutdown)  # type: ignore[arg-type]
         try:
             return incn.exited.result(wait)[0]

@@ -32,12 +32,12 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import EncodeError, Envelope, Inbox, Kind, pack, unpack
+from beamish.mailbox import EncodeError, Inbox, Kind, pack, unpack
 
 from ._agent import Agent
 from ._context import AgentContext
 from ._control import ControlClient
-from ._messenger import REPLY_GRACE_S, Messenger, reply_envelope
+from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Escalate, Failure, Reset, Resume, Skip, Stop
@@ -84,6 +84,9 @@ class AgentLoop:
         self.paths = NodePaths(boot["dir"])
         self.stop_reason: str | None = None
         self.state: Any = None
+        self.processed = 0  # messages handled, committed with the state
+        self.next_seq: int | None = None  # the mailbox head, when known without reading
+        self.attempted: int | None = None  # the seq with failed attempts on record
         self.agent: Agent | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
 
@@ -149,11 +152,11 @@ class AgentLoop:
         except EncodeError as exc:
             raise StateError(str(exc)) from None
 
-    def _load_state(self, raw: tuple[int, bytes] | None) -> Any:
+    def _load_state(self, raw: tuple[int, bytes, int] | None) -> Any:
         assert self.agent is not None
         if raw is None:
             return None
-        version, packed = raw
+        version, packed, self.processed = raw
         state = unpack(packed)
         model = type(self.agent).State
         if model is not None:
@@ -190,7 +193,8 @@ class AgentLoop:
     def _commit_state(self) -> None:
         packed = self._pack_state(self.state)
         version = type(self.agent).version
-        self.store.write(lambda t: t.put_state(self.id, version, packed))
+        n = self.processed
+        self.store.write(lambda t: t.put_state(self.id, version, packed, n))
 
     # -- semantic recovery ---------------------------------------------------------------------
     def _recover(self, failure: Failure, had_state: bool) -> None:
@@ -203,6 +207,8 @@ class AgentLoop:
             self._notify({"ev": "recover_failed", "reason": f"{type(exc).__name__}: {exc}"})
             decision = Reset()
         seq = (failure.in_flight or {}).get("seq")
+        if seq is not None:
+            self.attempted = int(seq)
         retry = True
         if isinstance(decision, Resume):
             self.state = decision.state
@@ -230,28 +236,31 @@ class AgentLoop:
     def _skip_message(self, seq: int, failure: Failure) -> None:
         packed = self._pack_state(self.state)
         version = type(self.agent).version
-        ring: tuple[str, bytes] | None = None
+        ring: tuple[str, bytes, dict[str, Any]] | None = None
         dead = False
+
+        n = self.processed
 
         def txn(t: Txn) -> None:
             nonlocal ring, dead
-            t.put_state(self.id, version, packed)
+            t.put_state(self.id, version, packed, n)
             head = t.peek(self.id, 1)
             if not head or head[0][0] != seq:
                 return
             msg = head[0][1]
             t.remove(self.id, seq)
             if msg["k"] == "call":
-                t.put_reply(msg["id"], {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
-                                        "e": _remote_error(failure)})
-                ring = (msg["r"], msg["id"])
+                reply = {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
+                         "e": _remote_error(failure)}
+                t.put_reply(msg["id"], reply)
+                ring = (msg["r"], msg["id"], reply)
             else:
                 t.put_dead(self.id, seq, {"message": msg, "failure": failure.to_dict(),
                                           "time": time.time()})
                 dead = True
         self.store.write(txn)
         if ring is not None:
-            self.doorbells.ring(ring[0], reply_envelope(ring[1]))
+            self.doorbells.ring(ring[0], reply_ring(ring[1], ring[2]))
         if dead:
             self._notify({"ev": "dead_lettered", "seq": seq,
                           "reason": f"{failure.kind}: {failure.exc_type or failure.message}"})
@@ -264,15 +273,23 @@ class AgentLoop:
         assert self.agent is not None
         ctx = self.agent.ctx
         while True:
-            self._check_stop()
+            # Rings carry no data (the mailbox is in LMDB); system requests can stop us.
+            # Checked once per batch: a zmq call costs as much as handling a message.
+            rings = self._drain_inbox()
+            if self.stop_reason is not None:
+                self._stop(self.stop_reason)
             for msg in ctx._pop_due():
                 self._handle_info(msg)
-                self._check_stop()
-            batch = self.store.read(lambda t: t.peek(self.id, BATCH))
+                if self.stop_reason is not None:
+                    self._stop(self.stop_reason)
+            batch = self._inline_batch(rings)
+            if batch is None:
+                batch, tail = self.store.read(lambda t: (t.peek(self.id, BATCH), t.tail(self.id)))
+                self.next_seq = batch[0][0] if batch else tail
             for seq, record in batch:
                 self._handle(seq, record)
-                self._check_stop()
-                if ctx._timers and ctx._next_timer_in() == 0.0:
+                if self.stop_reason is not None or (ctx._timers
+                                                    and ctx._next_timer_in() == 0.0):
                     break
             if batch:
                 continue
@@ -284,26 +301,33 @@ class AgentLoop:
                     self.wake_r.recv(4096)
                 except BlockingIOError:
                     pass
-            if self.inbox.sock in events:
-                self._drain_inbox()
 
-    def _drain_inbox(self) -> None:
-        while True:
-            got = self.inbox.recv_nowait()
-            if got is None:
-                if not self.inbox.sock.poll(0):
-                    return
-                continue
-            env = got[1]
-            if env.kind is Kind.SYSTEM and isinstance(env.payload, dict):
+    def _drain_inbox(self) -> list[tuple[int, Any]]:
+        """Read queued rings and system requests; return the rings' inline messages."""
+        rings: list[tuple[int, Any]] = []
+        for _, env in self.inbox.drain():
+            if env.kind is Kind.RING and len(env.msg_id) == 8:
+                rings.append((int.from_bytes(env.msg_id, "big"), env.payload))
+            elif env.kind is Kind.SYSTEM and isinstance(env.payload, dict):
                 if env.payload.get("op") == "stop" and self.stop_reason is None:
                     self.stop_reason = str(env.payload.get("reason", "normal"))
+        return rings
 
-    def _check_stop(self) -> None:
-        if self.stop_reason is None and self.inbox.sock.poll(0):
-            self._drain_inbox()
-        if self.stop_reason is not None:
-            self._stop(self.stop_reason)
+    def _inline_batch(self, rings: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
+        """The messages the rings carried, if they are exactly the next ones of the mailbox
+        (so reading LMDB would return the same); None when LMDB must be read."""
+        expected = self.next_seq
+        if expected is None or not rings:
+            return None
+        batch = []
+        for seq, record in rings:
+            if seq < expected:
+                continue  # handled already, found by an earlier read
+            if seq != expected or not isinstance(record, dict):
+                return None  # a gap (a dropped ring) or a message too big to inline
+            batch.append((seq, record))
+            expected += 1
+        return batch or None
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None
@@ -349,19 +373,24 @@ class AgentLoop:
             self._crash(exc, seq, record)
             return
         version = type(self.agent).version
+        n = self.processed + 1
+        attempted = self.attempted == seq
+        # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
         on_time = kind == "call" and record["d"] > time.time()
+        reply_rec = {"ok": True, "v": packed_reply, "expires": record["d"] + REPLY_GRACE_S} \
+            if on_time else None
 
         def txn(t: Txn) -> None:
-            t.put_state(self.id, version, packed_state)
-            t.remove(self.id, seq)
-            t.add_processed(self.id)
-            if on_time:
-                t.put_reply(record["id"], {"ok": True, "v": packed_reply,
-                                           "expires": record["d"] + REPLY_GRACE_S})
+            t.put_state(self.id, version, packed_state, n)
+            t.remove(self.id, seq, attempted)
+            if reply_rec is not None:
+                t.put_reply(record["id"], reply_rec)
         self.store.write(txn)
         self.state = new_state
-        if on_time:
-            self.doorbells.ring(record["r"], reply_envelope(record["id"]))
+        self.processed = n
+        self.next_seq = seq + 1
+        if reply_rec is not None:
+            self.doorbells.ring(record["r"], reply_ring(record["id"], reply_rec))
 
     def _handle_info(self, msg: Any) -> None:
         assert self.agent is not None
@@ -375,7 +404,8 @@ class AgentLoop:
             self._crash(exc, None, None)
             return
         version = type(self.agent).version
-        self.store.write(lambda t: t.put_state(self.id, version, packed))
+        n = self.processed
+        self.store.write(lambda t: t.put_state(self.id, version, packed, n))
         self.state = new_state
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import (Doorbells, EncodeError, Envelope, Inbox, Kind, PayloadTooLarge,
+from beamish.mailbox import (Doorbells, EncodeError, Inbox, Kind, PayloadTooLarge, encode_ring,
                              new_msg_id, pack, unpack)
 
 from ._paths import NodePaths
@@ -36,6 +36,8 @@ LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
 REPLY_RECHECK_S = 0.2
 # How long an unclaimed reply is kept after its caller's deadline before it is swept.
 REPLY_GRACE_S = 60.0
+# Messages up to this size travel inline in their ring as well as in LMDB.
+INLINE_RING_BYTES = 64 * 1024
 
 
 def encode_message(msg: Any, limit: int, target: str) -> bytes:
@@ -66,6 +68,9 @@ class _Port:
         self.doorbells = Doorbells(ctx)
         self.inbox_path = paths.client_inbox(os.urandom(8).hex())
         self.inbox = Inbox(ctx, self.inbox_path)
+        # Replies already received inline in their ring, still to be deleted from LMDB:
+        # deleted in this thread's next append transaction (no extra commit per call).
+        self.taken: list[bytes] = []
         self._finalizer = weakref.finalize(self, _close_port, self.doorbells, self.inbox)
 
     def close(self) -> None:
@@ -108,16 +113,26 @@ class Messenger:
                 self._ports.add(port)
         return port
 
-    def _append(self, name: str, message: dict[str, Any]) -> int:
-        def txn(t: Txn) -> int:
-            rec = t.get_agent(name)
-            if rec is None:
+    def _append(self, name: str, message: dict[str, Any], port: _Port) -> None:
+        """Commit ``message`` to ``name``'s mailbox, then ring the agent. The ring carries
+        the message itself when it is small, so the agent need not read it back."""
+        taken = port.taken
+        packed = pack(message)
+
+        def txn(t: Txn) -> tuple[int, int]:
+            for msg_id in taken:
+                t.delete_reply(msg_id)
+            route = t.get_route(name)
+            if route is None:
                 raise AgentNotFound(name)
-            if rec["status"] not in LIVE_STATUSES:
-                raise AgentNotFound(name, f"it is {rec['status']}")
-            t.append(rec["id"], message)
-            return int(rec["id"])
-        return self.store.write(txn)
+            if route[1] not in LIVE_STATUSES:
+                raise AgentNotFound(name, f"it is {route[1]}")
+            return route[0], t.append_packed(route[0], packed)
+        agent_id, seq = self.store.write(txn)
+        taken.clear()
+        inline = packed if len(packed) <= INLINE_RING_BYTES else b""
+        port.doorbells.ring(self.paths.agent_inbox(agent_id),
+                            encode_ring(Kind.RING, seq.to_bytes(8, "big"), inline))
 
     def cast(self, name: str, msg: Any) -> None:
         """Append ``msg`` to agent ``name``'s mailbox; return once it is committed.
@@ -126,8 +141,7 @@ class Messenger:
             AgentNotFound, MessageTooLarge, BadMessage.
         """
         payload = encode_message(msg, self.limit, name)
-        agent_id = self._append(name, {"k": "cast", "p": payload, "t": time.time()})
-        self._port().doorbells.ring(self.paths.agent_inbox(agent_id))
+        self._append(name, {"k": "cast", "p": payload, "t": time.time()}, self._port())
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """Send ``msg`` to agent ``name`` and wait for the reply.
@@ -141,18 +155,23 @@ class Messenger:
         msg_id = new_msg_id()
         deadline = time.monotonic() + timeout
         wall_deadline = time.time() + timeout
-        agent_id = self._append(name, {"k": "call", "p": payload, "t": time.time(),
-                                       "id": msg_id, "r": port.inbox_path, "d": wall_deadline})
-        port.doorbells.ring(self.paths.agent_inbox(agent_id))
+        self._append(name, {"k": "call", "p": payload, "t": time.time(), "id": msg_id,
+                            "r": port.inbox_path, "d": wall_deadline}, port)
         while True:
             remaining = deadline - time.monotonic()
             got = port.inbox.recv(max(0.0, min(remaining, REPLY_RECHECK_S)))
-            if got is None or got[1].msg_id == msg_id:
+            reply = None
+            if got is not None and got[1].msg_id == msg_id and isinstance(got[1].payload, dict):
+                reply = got[1].payload  # the committed reply, carried in its ring
+                port.taken.append(msg_id)
+            elif got is None:
+                # No ring yet: the reply may be committed with its ring lost (the agent died
+                # right after its commit). LMDB has the truth.
                 reply = self.store.write(lambda t: t.pop_reply(msg_id))
-                if reply is not None:
-                    if reply.get("ok"):
-                        return unpack(reply["v"])
-                    raise_reply_error(name, reply["e"])
+            if reply is not None:
+                if reply.get("ok"):
+                    return unpack(reply["v"])
+                raise_reply_error(name, reply["e"])
             if time.monotonic() >= deadline:
                 raise CallTimeout(name, timeout)
 
@@ -168,6 +187,7 @@ class Messenger:
             self.ctx.destroy(linger=0)
 
 
-def reply_envelope(msg_id: bytes) -> Envelope:
-    """The ring an agent sends a caller once the reply to ``msg_id`` is committed."""
-    return Envelope(Kind.REPLY, msg_id)
+def reply_ring(msg_id: bytes, reply: dict[str, Any]) -> bytes:
+    """The ring an agent sends a caller once the reply to ``msg_id`` is committed; it
+    carries the reply itself, so the caller need not read it back from LMDB."""
+    return encode_ring(Kind.REPLY, msg_id, pack(reply))

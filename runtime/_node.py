@@ -216,9 +216,9 @@ class NodeDaemon:
             t.put_agent(rec)
         self.store.write(txn)
 
-    def ring(self, path: str, env: Envelope) -> None:
-        """Send a doorbell/system envelope to an agent inbox (any thread)."""
-        self.messenger._port().doorbells.ring(path, env)
+    def ring(self, path: str, frame: bytes) -> None:
+        """Send a compact doorbell/system frame to an agent inbox (any thread)."""
+        self.messenger._port().doorbells.ring(path, frame)
 
     # -- serving ---------------------------------------------------------------------------------
     def serve(self) -> None:

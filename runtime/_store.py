@@ -3,15 +3,15 @@
 One LMDB environment per node holds, in named databases:
 
     agents      name -> agent record (spec, id, status, restarts, ...)
+    routes      name -> [id, status]    (the small part of the record a sender reads)
     sups        name -> supervisor record (the persisted tree)
     mailbox     agent_id(8) + seq(8) -> message record       (the durable mailboxes)
     tails       agent_id(8) -> next seq(8)
-    state       agent_id(8) -> {"v": version, "s": packed state}
+    state       agent_id(8) -> {"v": version, "s": packed state, "n": messages handled}
     replies     msg_id -> reply record                        (a call's answer, read by the caller)
     dead        agent_id(8) + seq(8) -> {"message", "failure"} (dead letters)
     attempts    agent_id(8) + seq(8) -> int                   (tries of one message)
     failures    agent_id(8) -> failure report a dying agent wrote
-    stats       agent_id(8) -> {"processed": n}
     meta        key -> value (id counters)
 
 Rules (py-lmdb docs): every process opens its own environment after any fork; a
@@ -40,8 +40,8 @@ Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 MAX_READERS = 4096
-_DBS = ("agents", "sups", "mailbox", "tails", "state", "replies", "dead", "attempts",
-        "failures", "stats", "meta")
+_DBS = ("agents", "routes", "sups", "mailbox", "tails", "state", "replies", "dead", "attempts",
+        "failures", "meta")
 _U64 = struct.Struct(">Q")
 T = TypeVar("T")
 
@@ -113,12 +113,20 @@ class Txn:
         return self._get("agents", name.encode())
 
     def put_agent(self, record: dict[str, Any]) -> None:
-        """Write an agent record (keyed by ``record["name"]``)."""
-        self._put("agents", record["name"].encode(), record)
+        """Write an agent record (keyed by ``record["name"]``) and its route."""
+        key = record["name"].encode()
+        self._put("agents", key, record)
+        self._put("routes", key, [record["id"], record["status"]])
+
+    def get_route(self, name: str) -> tuple[int, str] | None:
+        """Return ``(agent_id, status)`` of agent ``name``, or None (cheap: for senders)."""
+        route = self._get("routes", name.encode())
+        return None if route is None else (int(route[0]), str(route[1]))
 
     def delete_agent(self, name: str) -> None:
-        """Remove the agent record ``name``."""
+        """Remove the agent record ``name`` and its route."""
         self._delete("agents", name.encode())
+        self._delete("routes", name.encode())
 
     def agents(self) -> list[dict[str, Any]]:
         """Return every agent record."""
@@ -143,11 +151,15 @@ class Txn:
     # -- mailboxes ------------------------------------------------------------------------------
     def append(self, agent_id: int, message: dict[str, Any]) -> int:
         """Append ``message`` to the agent's mailbox; return its sequence number."""
+        return self.append_packed(agent_id, pack(message))
+
+    def append_packed(self, agent_id: int, packed: bytes) -> int:
+        """Append an already-packed message record; return its sequence number."""
         tail_key = _id(agent_id)
         raw = self.txn.get(tail_key, db=self.dbs["tails"])
         seq = _U64.unpack(raw)[0] if raw else 1
         self.txn.put(tail_key, _U64.pack(seq + 1), db=self.dbs["tails"])
-        self.txn.put(_key(agent_id, seq), pack(message), db=self.dbs["mailbox"])
+        self.txn.put(_key(agent_id, seq), packed, db=self.dbs["mailbox"])
         return seq
 
     def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, dict[str, Any]]]:
@@ -155,10 +167,17 @@ class Txn:
         return [(_U64.unpack(k[8:])[0], unpack(v))
                 for k, v in self._prefix("mailbox", _id(agent_id), limit)]
 
-    def remove(self, agent_id: int, seq: int) -> None:
-        """Remove message ``seq`` (handled, skipped or dead-lettered) and its attempt count."""
+    def tail(self, agent_id: int) -> int:
+        """Return the sequence number the next appended message will get."""
+        raw = self.txn.get(_id(agent_id), db=self.dbs["tails"])
+        return _U64.unpack(raw)[0] if raw else 1
+
+    def remove(self, agent_id: int, seq: int, attempted: bool = True) -> None:
+        """Remove message ``seq`` (handled, skipped or dead-lettered) and, if it had failed
+        attempts (``attempted``), their count."""
         self._delete("mailbox", _key(agent_id, seq))
-        self._delete("attempts", _key(agent_id, seq))
+        if attempted:
+            self._delete("attempts", _key(agent_id, seq))
 
     def depth(self, agent_id: int) -> int:
         """Return how many messages wait in the agent's mailbox."""
@@ -175,14 +194,15 @@ class Txn:
         return int(self._get("attempts", _key(agent_id, seq)) or 0)
 
     # -- state ----------------------------------------------------------------------------------
-    def get_state(self, agent_id: int) -> tuple[int, bytes] | None:
-        """Return ``(version, packed_state)`` of the agent, or None if it has none."""
+    def get_state(self, agent_id: int) -> tuple[int, bytes, int] | None:
+        """Return ``(version, packed_state, processed)`` of the agent, or None if it has
+        no state."""
         rec = self._get("state", _id(agent_id))
-        return None if rec is None else (int(rec["v"]), rec["s"])
+        return None if rec is None else (int(rec["v"]), rec["s"], int(rec.get("n", 0)))
 
-    def put_state(self, agent_id: int, version: int, packed: bytes) -> None:
-        """Store the agent's packed state with its class version."""
-        self._put("state", _id(agent_id), {"v": version, "s": packed})
+    def put_state(self, agent_id: int, version: int, packed: bytes, processed: int) -> None:
+        """Store the agent's packed state with its class version and handled count."""
+        self._put("state", _id(agent_id), {"v": version, "s": packed, "n": processed})
 
     # -- replies --------------------------------------------------------------------------------
     def put_reply(self, msg_id: bytes, reply: dict[str, Any]) -> None:
@@ -228,17 +248,10 @@ class Txn:
         raw = self.txn.pop(_id(agent_id), db=self.dbs["failures"])
         return None if raw is None else unpack(raw)
 
-    def add_processed(self, agent_id: int, n: int = 1) -> None:
-        """Count ``n`` more handled messages for the agent."""
-        key = _id(agent_id)
-        raw = self.txn.get(key, db=self.dbs["stats"])
-        total = (_U64.unpack(raw)[0] if raw else 0) + n
-        self.txn.put(key, _U64.pack(total), db=self.dbs["stats"])
-
     def processed(self, agent_id: int) -> int:
-        """Return how many messages the agent has handled."""
-        raw = self.txn.get(_id(agent_id), db=self.dbs["stats"])
-        return _U64.unpack(raw)[0] if raw else 0
+        """Return how many messages the agent has handled (committed)."""
+        rec = self._get("state", _id(agent_id))
+        return 0 if rec is None else int(rec.get("n", 0))
 
     def erase_agent_data(self, agent_id: int) -> None:
         """Erase the agent's state, mailbox, dead letters and stats (for `Node.delete`)."""
@@ -246,7 +259,7 @@ class Txn:
         for db in ("mailbox", "dead", "attempts"):
             for key in [k for k, _ in self._prefix(db, prefix)]:
                 self._delete(db, key)
-        for db in ("state", "tails", "failures", "stats"):
+        for db in ("state", "tails", "failures"):
             self._delete(db, prefix)
 
 
