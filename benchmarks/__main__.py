@@ -1,0 +1,232 @@
+"""``python -m benchmarks [--quick] [--out DIR] [--scenarios call,cast,spawn]``.
+
+Runs the scenarios of `._scenarios` on beamish and on the plain-threads runtime side by
+side, in one run, prints progress lines on stderr and a Markdown table on stdout, and
+writes ``results.json`` (every figure, plus the machine) and ``report.md`` to ``--out``
+(default ``benchmarks/results/<YYYYmmdd-HHMMSS>/``). ``beamish bench`` runs
+``main(["--quick"])``.
+
+Exit status: 0 when every scenario ran and no process outlived the run, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from ._scenarios import FULL, QUICK, SCENARIOS, Harness, log
+from ._stats import machine_info
+
+
+def _default_out() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    here = os.path.dirname(os.path.abspath(__file__))
+    # From a checkout (or an editable install) results go beside the code, git-ignored;
+    # an installed package's directory is no place for them.
+    if "site-packages" in here.split(os.sep) or "dist-packages" in here.split(os.sep) \
+            or not os.access(here, os.W_OK):
+        return os.path.join(os.getcwd(), "beamish-bench-results", stamp)
+    return os.path.join(here, "results", stamp)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="beamish versus plain threads (and the raw pyzmq floor), side by side.")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (well under 2 minutes on 2 cores)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where results.json and report.md go "
+                             "(default benchmarks/results/<YYYYmmdd-HHMMSS>/)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma list of scenarios to run (default all: "
+                             f"{','.join(SCENARIOS)})")
+    parser.add_argument("--durability", choices=("process", "fsync", "memory"), default=None,
+                        help="the beamish node's durability mode (default: the node's default)")
+    parser.add_argument("--spawn-agents", type=int, default=None, metavar="N",
+                        help="agents in the spawn scenario (default 100)")
+    args = parser.parse_args(argv)
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown or not names:
+        parser.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(SCENARIOS)}")
+    args.scenario_list = [s for s in SCENARIOS if s in names]  # canonical order
+    if args.spawn_agents is not None and args.spawn_agents < 1:
+        parser.error("--spawn-agents must be at least 1")
+    return args
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "—"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The report table from ``results`` (as written to results.json)."""
+    m = results["machine"]
+    lines = [f"# beamish benchmarks ({results['mode']})", "",
+             f"{m['date']} · {m['cpu_count']} CPUs · Python {m['python']} · "
+             f"pyzmq {m['pyzmq']} (libzmq {m['libzmq']}) · beamish {results['beamish_version']}"
+             f" · durability {results['config']['durability']} · "
+             f"run took {results['duration_s']:.1f} s", "",
+             "| scenario | figure | beamish | threads | raw pyzmq | beamish relative |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    row = lines.append
+    sc = results["scenarios"]
+    call = sc.get("call")
+    if isinstance(call, dict) and "beamish" in call:
+        raw = call.get("raw_zmq")
+        for q in ("p50", "p99"):
+            b, t = call["beamish"][f"{q}_us"], call["threads"][f"{q}_us"]
+            r = raw[f"{q}_us"] if raw else None
+            rel = f"{_ratio(b, r)} raw, " if r else ""
+            row(f"| call round trip, 1 agent | {q} µs | {_num(b)} | {_num(t)} | {_num(r)} | "
+                f"{rel}{_ratio(b, t)} threads |")
+        for q in ("p50", "p99"):
+            b, t = call["beamish_async"][f"{q}_us"], call["threads_async"][f"{q}_us"]
+            row(f"| call, async def handler | {q} µs | {_num(b)} | {_num(t)} | — | "
+                f"{_ratio(b, t)} threads |")
+    cast = sc.get("cast")
+    if isinstance(cast, dict) and "error" not in cast:
+        for key, entry in cast.items():
+            if not key.startswith("agents_"):
+                continue
+            b, t = entry["beamish"], entry["threads"]
+            k = b["agents"]
+            what = f"cast, {k} agent{'s' if k > 1 else ''}"
+            row(f"| {what} | msgs/s (until handled) | {_num(b['msgs_per_s'])} | "
+                f"{_num(t['msgs_per_s'])} | — | {_ratio(b['msgs_per_s'], t['msgs_per_s'])} "
+                "threads |")
+            row(f"| {what} | cast() p99 µs | {_num(b['cast_call']['p99_us'])} | "
+                f"{_num(t['cast_call']['p99_us'])} | — | "
+                f"{_ratio(b['cast_call']['p99_us'], t['cast_call']['p99_us'])} threads |")
+    spawn = sc.get("spawn")
+    if isinstance(spawn, dict) and "error" not in spawn:
+        b, t, n = spawn["beamish"], spawn["threads"], spawn["agents"]
+        row(f"| spawn {n} + 1 reply each | seconds | {_num(b['seconds'], 3)} | "
+            f"{_num(t['seconds'], 3)} | — | {_ratio(b['seconds'], t['seconds'])} threads |")
+        row(f"| spawn, one agent | p99 ms | {_num(b['spawn']['p99_us'] / 1000, 2)} | "
+            f"{_num(t['spawn']['p99_us'] / 1000, 2)} | — | "
+            f"{_ratio(b['spawn']['p99_us'], t['spawn']['p99_us'])} threads |")
+        bm, tm = b["memory"], t["memory"]
+        row(f"| idle agent memory | USS MiB (median) | {_num(bm['uss_bytes_median'] / 2**20, 2)} "
+            f"| {_num(tm['uss_bytes_per_agent'] / 2**20, 3)}* | — | |")
+        row(f"| idle agent memory | RSS MiB (median) | {_num(bm['rss_bytes_median'] / 2**20, 2)} "
+            f"| {_num(tm['rss_bytes_per_agent'] / 2**20, 3)}* | — | |")
+        if "pss_bytes_median" in bm:
+            row(f"| idle agent memory | PSS MiB (median) | "
+                f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
+    errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
+    lines.append("")
+    if spawn and "error" not in spawn:
+        lines.append("\\* threads: growth of the benchmark process's USS/RSS while the agent "
+                     "threads were spawned, divided by their number.")
+    if call:
+        lines.append("Latencies: one caller thread, an idle agent, after a warm-up; the "
+                     "runtimes alternate in blocks.")
+    if cast:
+        lines.append("msgs/s: from the first cast until every agent answered a call with its "
+                     "count; one sender thread.")
+    for name, err in errors.items():
+        lines.append(f"**{name} failed:** {err}")
+    if results.get("leftover_processes"):
+        lines.append(f"**{len(results['leftover_processes'])} process(es) outlived the run "
+                     "and were killed.**")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; return the exit status (see the module docstring)."""
+    args = _parse(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.spawn_agents is not None:
+        from dataclasses import replace
+        sizes = replace(sizes, spawn_agents=args.spawn_agents)
+    out_dir = args.out or _default_out()
+    try:
+        from importlib.metadata import version
+        beamish_version = version("beamish")
+    except Exception:  # noqa: BLE001 - a checkout without metadata
+        beamish_version = "unknown"
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "beamish_version": beamish_version,
+        "machine": machine_info(),
+        "config": {"durability": args.durability or "default", "sizes": vars(sizes),
+                   "scenarios": args.scenario_list},
+        "scenarios": {},
+    }
+    started = time.perf_counter()
+    log(f"[bench] {results['mode']} run: {', '.join(args.scenario_list)}; results to {out_dir}")
+
+    previous = None
+    if os.name == "posix" and _is_main_thread():
+        def on_term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        previous = signal.signal(signal.SIGTERM, on_term)
+    failed = False
+    harness = Harness(durability=args.durability)
+    try:
+        if "call" in args.scenario_list:
+            harness.start_raw()  # forks: before this process has any ZeroMQ context
+        harness.start()
+        for name in args.scenario_list:
+            t0 = time.perf_counter()
+            log(f"[{name}] start")
+            try:
+                figures = SCENARIOS[name](harness, sizes)
+            except Exception as exc:  # noqa: BLE001 - report it, run the others
+                failed = True
+                figures = {"error": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc()}
+                log(f"[{name}] FAILED: {figures['error']}")
+            figures["scenario_seconds"] = time.perf_counter() - t0
+            results["scenarios"][name] = figures
+            log(f"[{name}] done in {figures['scenario_seconds']:.1f} s")
+    finally:
+        log("[bench] shutting down")
+        try:
+            harness.close()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    results["timings"] = harness.timings
+    results["leftover_processes"] = harness.leftovers
+    results["duration_s"] = time.perf_counter() - started
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=2, default=str)
+        fh.write("\n")
+    report = markdown(results)
+    with open(os.path.join(out_dir, "report.md"), "w") as fh:
+        fh.write(report)
+    sys.stdout.write(report)
+    sys.stdout.flush()
+    log(f"[bench] done in {results['duration_s']:.1f} s; wrote {out_dir}/results.json")
+    return 1 if failed or harness.leftovers else 0
+
+
+def _is_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

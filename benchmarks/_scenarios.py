@@ -1,0 +1,335 @@
+"""The scenarios: each measures beamish and the threads runtime side by side, in one run.
+
+Every figure comes from a measurement made here; nothing is assumed. Where the two
+runtimes are measured in turn, they alternate in blocks (and rotate who goes first) so
+that drift in a noisy machine's speed lands on both alike.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import psutil
+
+from . import agents
+from ._raw import RawEcho
+from ._stats import latency_summary, median
+from .threads_runtime import ThreadsNode
+
+CALL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each scenario does (``--quick`` or full)."""
+
+    call_warmup: int
+    call_samples: int  # per runtime
+    call_blocks: int  # the samples come in this many alternating blocks
+    cast_warmup: int
+    cast_messages: int  # beamish, per repeat (casts are durable commits: slower)
+    cast_messages_threads: int  # threads, per repeat (same agents, in memory)
+    cast_repeats: int
+    cast_agents: tuple[int, ...]
+    spawn_agents: int
+
+
+QUICK = Sizes(call_warmup=300, call_samples=3000, call_blocks=6, cast_warmup=200,
+              cast_messages=3000, cast_messages_threads=30000, cast_repeats=3,
+              cast_agents=(1, 10), spawn_agents=100)
+FULL = Sizes(call_warmup=2000, call_samples=20000, call_blocks=20, cast_warmup=1000,
+             cast_messages=20000, cast_messages_threads=200000, cast_repeats=5,
+             cast_agents=(1, 100), spawn_agents=100)
+
+MESSAGE = {"seq": 0, "text": "ping"}
+
+
+def log(text: str) -> None:
+    """A progress line on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+class Harness:
+    """The runtimes under test for one run: a beamish node, a threads node, the raw
+    echo server. Everything it starts, `close` stops, and it checks that no process it
+    saw outlives the run."""
+
+    def __init__(self, durability: str | None = None) -> None:
+        self.durability = durability
+        self.raw: RawEcho | None = None
+        self.node: Any = None
+        self.node_dir = ""
+        self.threads: ThreadsNode | None = None
+        self.leftovers: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        self._names = 0
+
+    def start_raw(self) -> None:
+        """Fork the raw echo server; call before anything makes a ZeroMQ context."""
+        self.node_dir = tempfile.mkdtemp(prefix="bm-", dir="/tmp")
+        self.raw = RawEcho("ipc://" + os.path.join(self.node_dir, "raw.sock"))
+        self.raw.start()
+
+    def start(self) -> None:
+        """Start the beamish node and the threads node."""
+        from beamish.runtime import start_node
+        if not self.node_dir:
+            self.node_dir = tempfile.mkdtemp(prefix="bm-", dir="/tmp")
+        t0 = time.perf_counter()
+        self.node = start_node(os.path.join(self.node_dir, "n"), durability=self.durability)
+        self.timings["beamish_node_start_s"] = time.perf_counter() - t0
+        self.threads = ThreadsNode()
+
+    def name(self, prefix: str) -> str:
+        self._names += 1
+        return f"{prefix}-{self._names}"
+
+    def close(self) -> None:
+        """Stop everything; SIGKILL (and report) any process that outlived its shutdown."""
+        watched: list[psutil.Process] = []
+        try:
+            if self.threads is not None:
+                self.threads.shutdown()
+        finally:
+            try:
+                if self.node is not None:
+                    try:
+                        daemon = psutil.Process(self.node.pid)
+                        watched = [daemon, *daemon.children(recursive=True)]
+                    except psutil.Error:
+                        pass
+                    t0 = time.perf_counter()
+                    try:
+                        self.node.shutdown()
+                    finally:
+                        self.timings["beamish_node_shutdown_s"] = time.perf_counter() - t0
+            finally:
+                if self.raw is not None:
+                    self.raw.close()
+                self._reap(watched)
+                if self.node_dir:
+                    shutil.rmtree(self.node_dir, ignore_errors=True)
+
+    def _reap(self, watched: list[psutil.Process]) -> None:
+        for proc in watched:
+            try:
+                if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                self.leftovers.append({"pid": proc.pid, "cmdline": " ".join(proc.cmdline())})
+                proc.kill()
+            except psutil.Error:
+                continue
+        if self.leftovers:
+            log(f"[teardown] WARNING: {len(self.leftovers)} process(es) outlived the node's "
+                "shutdown and were killed")
+
+
+# -- call round trip ----------------------------------------------------------------------------
+def call_latency(h: Harness, sizes: Sizes) -> dict[str, Any]:
+    """Round trip of one call to one idle agent: beamish, threads, raw pyzmq floor."""
+    assert h.node is not None and h.threads is not None
+    payload = msgpack.packb(MESSAGE)
+    contenders: dict[str, Callable[[Any], Any]] = {}
+    if h.raw is not None:
+        h.raw.connect()
+        contenders["raw_zmq"] = lambda msg, rt=h.raw.round_trip: rt(payload)
+    b = h.node.spawn(agents.ECHO, name=h.name("echo"))
+    t = h.threads.spawn(agents.ECHO, name=h.name("echo"))
+    contenders["beamish"] = lambda msg, call=b.call: call(msg, CALL_TIMEOUT_S)
+    contenders["threads"] = lambda msg, call=t.call: call(msg, CALL_TIMEOUT_S)
+    ba = h.node.spawn(agents.ASYNC_ECHO, name=h.name("aecho"))
+    ta = h.threads.spawn(agents.ASYNC_ECHO, name=h.name("aecho"))
+    contenders["beamish_async"] = lambda msg, call=ba.call: call(msg, CALL_TIMEOUT_S)
+    contenders["threads_async"] = lambda msg, call=ta.call: call(msg, CALL_TIMEOUT_S)
+    for fn in contenders.values():
+        if fn(MESSAGE) != (payload if fn is contenders.get("raw_zmq") else MESSAGE):
+            raise AssertionError("an echo did not echo")
+    for key, fn in contenders.items():
+        for _ in range(sizes.call_warmup):
+            fn(MESSAGE)
+    samples: dict[str, list[int]] = {key: [] for key in contenders}
+    keys = list(contenders)
+    per_block = max(1, sizes.call_samples // sizes.call_blocks)
+    clock = time.perf_counter_ns
+    for block in range(sizes.call_blocks):
+        shift = block % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            fn, out = contenders[key], samples[key]
+            for i in range(per_block):
+                msg = {"seq": i, "text": "ping"}
+                t0 = clock()
+                fn(msg)
+                out.append(clock() - t0)
+    result: dict[str, Any] = {"message_bytes": len(payload), "blocks": sizes.call_blocks}
+    for key, ns in samples.items():
+        result[key] = latency_summary(ns)
+        s = result[key]
+        log(f"[call] {key:14s} p50 {s['p50_us']:8.1f} µs  p99 {s['p99_us']:8.1f} µs  "
+            f"(n={s['n']})")
+    if "raw_zmq" in result:
+        raw50 = result["raw_zmq"]["p50_us"]
+        result["beamish_p50_over_raw"] = result["beamish"]["p50_us"] / raw50
+        result["threads_p50_over_raw"] = result["threads"]["p50_us"] / raw50
+    result["beamish_p50_over_threads"] = result["beamish"]["p50_us"] / result["threads"]["p50_us"]
+    return result
+
+
+# -- cast throughput ----------------------------------------------------------------------------
+def _cast_round(cast: Callable[[str, Any], None], call: Callable[..., Any], names: list[str],
+                messages: int) -> dict[str, Any]:
+    """Cast ``messages`` round-robin to ``names``, then call each for its count; the
+    time runs from the first cast until the last count is back."""
+    before = [call(n, "count", CALL_TIMEOUT_S) for n in names]
+    k = len(names)
+    lat: list[int] = []
+    clock = time.perf_counter_ns
+    t0 = clock()
+    for i in range(messages):
+        msg = {"seq": i, "text": "ping"}
+        c0 = clock()
+        cast(names[i % k], msg)
+        lat.append(clock() - c0)
+    t_sent = clock()
+    after = [call(n, "count", CALL_TIMEOUT_S) for n in names]
+    t1 = clock()
+    handled = sum(a - b for a, b in zip(after, before))
+    if handled != messages:
+        raise AssertionError(f"{messages} casts sent, {handled} counted")
+    return {"messages": messages, "seconds": (t1 - t0) / 1e9,
+            "msgs_per_s": messages / ((t1 - t0) / 1e9),
+            "send_msgs_per_s": messages / ((t_sent - t0) / 1e9),
+            "cast_call": latency_summary(lat)}
+
+
+def cast_throughput(h: Harness, sizes: Sizes) -> dict[str, Any]:
+    """Casts per second to 1 agent and to many, from one sender thread."""
+    assert h.node is not None and h.threads is not None
+    out: dict[str, Any] = {}
+    for k in sizes.cast_agents:
+        runtimes: dict[str, tuple[Any, list[str], int]] = {}
+        t0 = time.perf_counter()
+        bnames = [h.node.spawn(agents.COUNTER, name=h.name("cnt")).name for _ in range(k)]
+        tnames = [h.threads.spawn(agents.COUNTER, name=h.name("cnt")).name for _ in range(k)]
+        log(f"[cast] {k} agent(s) spawned on each runtime in {time.perf_counter() - t0:.1f} s")
+        runtimes["beamish"] = (h.node, bnames, sizes.cast_messages)
+        runtimes["threads"] = (h.threads, tnames, sizes.cast_messages_threads)
+        for rt, names, _ in runtimes.values():
+            _cast_round(rt.cast, rt.call, names, max(sizes.cast_warmup, k))
+        rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in runtimes}
+        keys = list(runtimes)
+        for rep in range(sizes.cast_repeats):
+            shift = rep % len(keys)
+            for key in keys[shift:] + keys[:shift]:
+                rt, names, n = runtimes[key]
+                rounds[key].append(_cast_round(rt.cast, rt.call, names, n))
+        entry: dict[str, Any] = {}
+        for key, rs in rounds.items():
+            rates = [r["msgs_per_s"] for r in rs]
+            all_lat = {"p50_us": median([r["cast_call"]["p50_us"] for r in rs]),
+                       "p99_us": median([r["cast_call"]["p99_us"] for r in rs])}
+            entry[key] = {"agents": k, "messages_per_repeat": rs[0]["messages"],
+                          "repeats": len(rs), "msgs_per_s": median(rates),
+                          "msgs_per_s_min": min(rates), "msgs_per_s_max": max(rates),
+                          "send_msgs_per_s": median([r["send_msgs_per_s"] for r in rs]),
+                          "cast_call": all_lat, "rounds": rs}
+            log(f"[cast] {k:3d} agent(s) {key:8s} {median(rates):10,.0f} msgs/s "
+                f"(min {min(rates):,.0f}, max {max(rates):,.0f}); cast() p50 "
+                f"{all_lat['p50_us']:.1f} µs p99 {all_lat['p99_us']:.1f} µs")
+        entry["beamish_over_threads"] = entry["beamish"]["msgs_per_s"] / \
+            entry["threads"]["msgs_per_s"]
+        out[f"agents_{k}"] = entry
+    return out
+
+
+# -- spawn and memory -------------------------------------------------------------------------
+def _memory(pids: list[int]) -> dict[str, Any]:
+    uss, rss, pss = [], [], []
+    for pid in pids:
+        info = psutil.Process(pid).memory_full_info()
+        uss.append(info.uss)
+        rss.append(info.rss)
+        if hasattr(info, "pss"):
+            pss.append(info.pss)
+    res: dict[str, Any] = {"agents": len(pids),
+                           "uss_bytes_median": median(uss), "uss_bytes_mean": sum(uss) / len(uss),
+                           "rss_bytes_median": median(rss), "rss_bytes_mean": sum(rss) / len(rss)}
+    if pss:
+        res["pss_bytes_median"] = median(pss)
+        res["pss_bytes_mean"] = sum(pss) / len(pss)
+    return res
+
+
+def _self_memory() -> tuple[int, int]:
+    info = psutil.Process().memory_full_info()
+    return info.uss, info.rss
+
+
+def spawn_and_memory(h: Harness, sizes: Sizes) -> dict[str, Any]:
+    """Spawn N agents and get one reply from each; memory per idle agent."""
+    assert h.node is not None and h.threads is not None
+    n = sizes.spawn_agents
+    out: dict[str, Any] = {"agents": n}
+
+    def run(rt: Any) -> tuple[dict[str, Any], list[int]]:
+        spawn_ns: list[int] = []
+        clock = time.perf_counter_ns
+        t0 = clock()
+        refs = []
+        for _ in range(n):
+            s0 = clock()
+            refs.append(rt.spawn(agents.COUNTER, name=h.name("sp")))
+            spawn_ns.append(clock() - s0)
+        t_spawned = clock()
+        pids = [ref.call("pid", CALL_TIMEOUT_S) for ref in refs]
+        t1 = clock()
+        total = (t1 - t0) / 1e9
+        return {"seconds": total, "agents_per_s": n / total,
+                "spawn_seconds": (t_spawned - t0) / 1e9,
+                "spawn": latency_summary(spawn_ns)}, pids
+
+    uss0, rss0 = _self_memory()
+    out["threads"], tpids = run(h.threads)
+    uss1, rss1 = _self_memory()
+    out["threads"]["memory"] = {
+        "how": "growth of this process's USS/RSS while the agent threads were spawned, / N",
+        "uss_bytes_per_agent": (uss1 - uss0) / n, "rss_bytes_per_agent": (rss1 - rss0) / n}
+    log(f"[spawn] threads: {n} agents + 1 reply each in {out['threads']['seconds']:.3f} s "
+        f"({out['threads']['agents_per_s']:,.0f}/s)")
+
+    out["beamish"], bpids = run(h.node)
+    if len(set(bpids)) != n or os.getpid() in bpids or h.node.pid in bpids:
+        raise AssertionError(f"expected {n} distinct agent processes, got pids {bpids}")
+    log(f"[spawn] beamish: {n} agents + 1 reply each in {out['beamish']['seconds']:.3f} s "
+        f"({out['beamish']['agents_per_s']:,.1f}/s); spawn p50 "
+        f"{out['beamish']['spawn']['p50_us'] / 1000:.1f} ms p99 "
+        f"{out['beamish']['spawn']['p99_us'] / 1000:.1f} ms")
+    mem = _memory(bpids)
+    mem["how"] = "psutil memory_full_info() of each agent process (pids from a call)"
+    try:
+        daemon = psutil.Process(h.node.pid)
+        fixed = [daemon, *daemon.children(recursive=False)]
+        agents_set = set(bpids)
+        mem["node_overhead_uss_bytes"] = sum(
+            p.memory_full_info().uss for p in fixed if p.pid not in agents_set)
+    except psutil.Error:
+        pass
+    out["beamish"]["memory"] = mem
+    log(f"[spawn] beamish idle agent: USS {mem['uss_bytes_median'] / 2**20:.2f} MiB, "
+        f"RSS {mem['rss_bytes_median'] / 2**20:.2f} MiB (medians of {n})")
+    out["beamish_over_threads_seconds"] = out["beamish"]["seconds"] / out["threads"]["seconds"]
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Harness, Sizes], dict[str, Any]]] = {
+    "call": call_latency,
+    "cast": cast_throughput,
+    "spawn": spawn_and_memory,
+}
