@@ -51,8 +51,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              f"{','.join(SCENARIOS)})")
     parser.add_argument("--durability", choices=("process", "fsync", "memory"), default=None,
                         help="the beamish node's durability mode (default: the node's default)")
-    parser.add_argument("--spawn-agents", type=int, default=None, metavar="N",
-                        help="agents in the spawn scenario (default 100)")
+    parser.add_argument("--spawn-agents", default=None, metavar="N[,N...]",
+                        help="agent counts of the spawn scenario (default 100; full: 100,1000)")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in names if s not in SCENARIOS]
@@ -60,8 +60,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(SCENARIOS)}")
     args.scenario_list = [s for s in SCENARIOS if s in names]  # canonical order
-    if args.spawn_agents is not None and args.spawn_agents < 1:
-        parser.error("--spawn-agents must be at least 1")
+    if args.spawn_agents is not None:
+        try:
+            counts = tuple(int(x) for x in args.spawn_agents.split(",") if x.strip())
+        except ValueError:
+            counts = ()
+        if not counts or min(counts) < 1:
+            parser.error("--spawn-agents takes positive integers, e.g. 100,1000")
+        args.spawn_agents = counts
     return args
 
 
@@ -118,20 +124,25 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_ratio(b['cast_call']['p99_us'], t['cast_call']['p99_us'])} threads |")
     spawn = sc.get("spawn")
     if isinstance(spawn, dict) and "error" not in spawn:
-        b, t, n = spawn["beamish"], spawn["threads"], spawn["agents"]
-        row(f"| spawn {n} + 1 reply each | seconds | {_num(b['seconds'], 3)} | "
-            f"{_num(t['seconds'], 3)} | — | {_ratio(b['seconds'], t['seconds'])} threads |")
-        row(f"| spawn, one agent | p99 ms | {_num(b['spawn']['p99_us'] / 1000, 2)} | "
-            f"{_num(t['spawn']['p99_us'] / 1000, 2)} | — | "
-            f"{_ratio(b['spawn']['p99_us'], t['spawn']['p99_us'])} threads |")
-        bm, tm = b["memory"], t["memory"]
-        row(f"| idle agent memory | USS MiB (median) | {_num(bm['uss_bytes_median'] / 2**20, 2)} "
-            f"| {_num(tm['uss_bytes_per_agent'] / 2**20, 3)}* | — | |")
-        row(f"| idle agent memory | RSS MiB (median) | {_num(bm['rss_bytes_median'] / 2**20, 2)} "
-            f"| {_num(tm['rss_bytes_per_agent'] / 2**20, 3)}* | — | |")
-        if "pss_bytes_median" in bm:
-            row(f"| idle agent memory | PSS MiB (median) | "
-                f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
+        for key, entry in spawn.items():
+            if not key.startswith("agents_"):
+                continue
+            b, t, n = entry["beamish"], entry["threads"], entry["agents"]
+            row(f"| spawn {n} + 1 reply each | seconds | {_num(b['seconds'], 3)} | "
+                f"{_num(t['seconds'], 3)} | — | {_ratio(b['seconds'], t['seconds'])} threads |")
+            row(f"| spawn {n}, one spawn | p99 ms | {_num(b['spawn']['p99_us'] / 1000, 2)} | "
+                f"{_num(t['spawn']['p99_us'] / 1000, 2)} | — | "
+                f"{_ratio(b['spawn']['p99_us'], t['spawn']['p99_us'])} threads |")
+            bm, tm = b["memory"], t["memory"]
+            row(f"| {n} idle agents | USS MiB per agent (median) | "
+                f"{_num(bm['uss_bytes_median'] / 2**20, 2)} | "
+                f"{_num(tm['uss_bytes_per_agent'] / 2**20, 3)}* | — | |")
+            row(f"| {n} idle agents | RSS MiB per agent (median) | "
+                f"{_num(bm['rss_bytes_median'] / 2**20, 2)} | "
+                f"{_num(tm['rss_bytes_per_agent'] / 2**20, 3)}* | — | |")
+            if "pss_bytes_median" in bm:
+                row(f"| {n} idle agents | PSS MiB per agent (median) | "
+                    f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     lines.append("")
     if spawn and "error" not in spawn:
@@ -143,6 +154,11 @@ def markdown(results: dict[str, Any]) -> str:
     if cast:
         lines.append("msgs/s: from the first cast until every agent answered a call with its "
                      "count; one sender thread.")
+    tm = results.get("timings", {})
+    if "beamish_node_shutdown_s" in tm:
+        lines.append(f"beamish node: started in {tm['beamish_node_start_s']:.2f} s; shut down "
+                     f"in {tm['beamish_node_shutdown_s']:.2f} s with "
+                     f"{tm.get('beamish_agents_at_shutdown', '?')} agents.")
     for name, err in errors.items():
         lines.append(f"**{name} failed:** {err}")
     if results.get("leftover_processes"):

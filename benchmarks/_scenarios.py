@@ -39,15 +39,15 @@ class Sizes:
     cast_messages_threads: int  # threads, per repeat (same agents, in memory)
     cast_repeats: int
     cast_agents: tuple[int, ...]
-    spawn_agents: int
+    spawn_agents: tuple[int, ...]
 
 
 QUICK = Sizes(call_warmup=300, call_samples=3000, call_blocks=6, cast_warmup=200,
               cast_messages=3000, cast_messages_threads=30000, cast_repeats=3,
-              cast_agents=(1, 10), spawn_agents=100)
+              cast_agents=(1, 10), spawn_agents=(100,))
 FULL = Sizes(call_warmup=2000, call_samples=20000, call_blocks=20, cast_warmup=1000,
              cast_messages=20000, cast_messages_threads=200000, cast_repeats=5,
-             cast_agents=(1, 100), spawn_agents=100)
+             cast_agents=(1, 100), spawn_agents=(100, 1000))
 
 MESSAGE = {"seq": 0, "text": "ping"}
 
@@ -71,6 +71,7 @@ class Harness:
         self.leftovers: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
         self._names = 0
+        self.beamish_agents = 0  # spawned on the node (all still running at shutdown)
 
     def start_raw(self) -> None:
         """Fork the raw echo server; call before anything makes a ZeroMQ context."""
@@ -106,6 +107,7 @@ class Harness:
                         watched = [daemon, *daemon.children(recursive=True)]
                     except psutil.Error:
                         pass
+                    self.timings["beamish_agents_at_shutdown"] = self.beamish_agents
                     t0 = time.perf_counter()
                     try:
                         self.node.shutdown()
@@ -146,6 +148,7 @@ def call_latency(h: Harness, sizes: Sizes) -> dict[str, Any]:
     contenders["beamish"] = lambda msg, call=b.call: call(msg, CALL_TIMEOUT_S)
     contenders["threads"] = lambda msg, call=t.call: call(msg, CALL_TIMEOUT_S)
     ba = h.node.spawn(agents.ASYNC_ECHO, name=h.name("aecho"))
+    h.beamish_agents += 2
     ta = h.threads.spawn(agents.ASYNC_ECHO, name=h.name("aecho"))
     contenders["beamish_async"] = lambda msg, call=ba.call: call(msg, CALL_TIMEOUT_S)
     contenders["threads_async"] = lambda msg, call=ta.call: call(msg, CALL_TIMEOUT_S)
@@ -217,8 +220,9 @@ def cast_throughput(h: Harness, sizes: Sizes) -> dict[str, Any]:
         runtimes: dict[str, tuple[Any, list[str], int]] = {}
         t0 = time.perf_counter()
         bnames = [h.node.spawn(agents.COUNTER, name=h.name("cnt")).name for _ in range(k)]
+        h.beamish_agents += k
         tnames = [h.threads.spawn(agents.COUNTER, name=h.name("cnt")).name for _ in range(k)]
-        log(f"[cast] {k} agent(s) spawned on each runtime in {time.perf_counter() - t0:.1f} s")
+        log(f"[cast] {k} agent(s) spawned on each runtime in {time.perf_counter() - t0:.2f} s")
         runtimes["beamish"] = (h.node, bnames, sizes.cast_messages)
         runtimes["threads"] = (h.threads, tnames, sizes.cast_messages_threads)
         for rt, names, _ in runtimes.values():
@@ -274,8 +278,11 @@ def _self_memory() -> tuple[int, int]:
 
 def spawn_and_memory(h: Harness, sizes: Sizes) -> dict[str, Any]:
     """Spawn N agents and get one reply from each; memory per idle agent."""
+    return {f"agents_{n}": _spawn_n(h, n) for n in sizes.spawn_agents}
+
+
+def _spawn_n(h: Harness, n: int) -> dict[str, Any]:
     assert h.node is not None and h.threads is not None
-    n = sizes.spawn_agents
     out: dict[str, Any] = {"agents": n}
 
     def run(rt: Any) -> tuple[dict[str, Any], list[int]]:
@@ -296,7 +303,7 @@ def spawn_and_memory(h: Harness, sizes: Sizes) -> dict[str, Any]:
                 "spawn": latency_summary(spawn_ns)}, pids
 
     uss0, rss0 = _self_memory()
-    out["threads"], tpids = run(h.threads)
+    out["threads"], _ = run(h.threads)
     uss1, rss1 = _self_memory()
     out["threads"]["memory"] = {
         "how": "growth of this process's USS/RSS while the agent threads were spawned, / N",
@@ -305,6 +312,7 @@ def spawn_and_memory(h: Harness, sizes: Sizes) -> dict[str, Any]:
         f"({out['threads']['agents_per_s']:,.0f}/s)")
 
     out["beamish"], bpids = run(h.node)
+    h.beamish_agents += n
     if len(set(bpids)) != n or os.getpid() in bpids or h.node.pid in bpids:
         raise AssertionError(f"expected {n} distinct agent processes, got pids {bpids}")
     log(f"[spawn] beamish: {n} agents + 1 reply each in {out['beamish']['seconds']:.3f} s "
