@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from beamish.mailbox import Kind, encode_ring, pack
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
+from ._inflight import read_in_flight
 from ._osproc import process_start_time
 from ._store import Txn
 from ._types import Failure
@@ -232,8 +233,11 @@ class AgentSpawner:
             failure = Failure(kind="exit", message=f"exited with code {code}", exit_code=code)
         in_flight = failure.in_flight
         if in_flight is None and report is None and head is not None:
-            # Died without a word (signal, os._exit, limit): it was handling the head, if any.
-            in_flight = {"seq": head[0], "kind": head[1]["k"]}
+            # Died without a word (signal, os._exit, limit): its marker says whether it was
+            # handling a message (always the head: messages are handled in order).
+            busy = read_in_flight(node.paths.agent_busy(incn.id), incn.inc)
+            if busy == head[0]:
+                in_flight = {"seq": head[0], "kind": head[1]["k"]}
         attempt = 0
         if in_flight is not None:
             seq = int(in_flight["seq"])

@@ -36,6 +36,7 @@ from beamish.mailbox import EncodeError, Inbox, Kind, pack, unpack
 
 from ._agent import Agent
 from ._context import AgentContext
+from ._inflight import InFlight
 from ._control import ControlClient
 from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ._paths import NodePaths
@@ -96,6 +97,7 @@ class AgentLoop:
         self.store = Store(self.boot["store"], self.boot["durability"])
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.inbox = Inbox(self.zctx, self.paths.agent_inbox(self.id))
+        self.busy = InFlight(self.paths.agent_busy(self.id), self.boot["incarnation"])
         self.notify = self.zctx.socket(zmq.PUSH)
         self.notify.setsockopt(zmq.LINGER, 1000)
         self.notify.connect("ipc://" + self.paths.node_in)
@@ -137,6 +139,7 @@ class AgentLoop:
         self.notify.close(linger=1000)
         self.zctx.destroy(linger=0)
         self.store.close()
+        self.busy.close()
 
     def _call_user(self, fn: Any, *args: Any) -> Any:
         result = fn(*args)
@@ -347,6 +350,7 @@ class AgentLoop:
     def _handle(self, seq: int, record: dict[str, Any]) -> None:
         assert self.agent is not None
         kind = record["k"]
+        self.busy.mark(seq)
         try:
             msg = unpack(record["p"])
             if kind == "call":
@@ -386,6 +390,7 @@ class AgentLoop:
             if reply_rec is not None:
                 t.put_reply(record["id"], reply_rec)
         self.store.write(txn)
+        self.busy.clear()
         self.state = new_state
         self.processed = n
         self.next_seq = seq + 1

@@ -256,6 +256,12 @@ class NodeDaemon:
                     or not isinstance(env.payload.get("op"), str):
                 self.control.dropped += 1
                 continue
+            if env.payload["op"] == "shutdown":
+                # Answered here, before the loop ends, so the reply is not lost with it.
+                self.control.reply(ident, Envelope(Kind.REPLY, env.msg_id, b"", {
+                    "ok": True, "value": {"pid": os.getpid()}}))
+                self.stopping.set()
+                return
             self.pool.submit(self._run_command, ident, env)
 
     def _drain_reports(self) -> None:
@@ -390,13 +396,24 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
         signal.signal(sig, lambda *_: node.stopping.set())
     try:
         node.open()
-        node.restore(config)
     except BeamishError as exc:
         report(f"{type(exc).__name__}\t{exc}")
         return 2
-    report("ok")
-    log.info("node serving on %s (pid %d, durability %s)", paths.dir, os.getpid(),
-             node.durability)
+
+    def restore() -> None:
+        # Restoring starts agents, whose readiness the serving loop hears: run it beside it.
+        try:
+            node.restore(config)
+        except Exception as exc:  # noqa: BLE001 - reported to the starter, then we stop
+            log.exception("cannot restore the tree")
+            report(f"{type(exc).__name__}\t{exc}")
+            node.exit_code = 2
+            node.stopping.set()
+            return
+        report("ok")
+        log.info("node serving on %s (pid %d, durability %s)", paths.dir, os.getpid(),
+                 node.durability)
+    threading.Thread(target=restore, name="beamish-restore", daemon=True).start()
     try:
         node.serve()
     finally:

@@ -72,6 +72,10 @@ class NodePaths:
         """The doorbell socket of agent ``agent_id``."""
         return os.path.join(self.run, f"a{agent_id}.sock")
 
+    def agent_busy(self, agent_id: int) -> str:
+        """The in-flight marker file of agent ``agent_id`` (see `._inflight`)."""
+        return os.path.join(self.run, f"a{agent_id}.busy")
+
     def client_inbox(self, token: str) -> str:
         """The reply-doorbell socket of one client thread."""
         return os.path.join(self.run, f"c{token}.sock")

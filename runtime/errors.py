@@ -151,6 +151,9 @@ def error_from_wire(data: dict[str, Any]) -> BeamishError:
     err = cls.__new__(cls)
     BeamishError.__init__(err, str(data.get("message", "")))
     for key, value in data.get("attrs", {}).items():
+        if key == "failure" and isinstance(value, dict):
+            from ._types import Failure
+            value = Failure.from_dict(value)
         setattr(err, key, value)
     return err
 

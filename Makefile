@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench bench-full check-install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+bench: $(STAMP)
+	$(BIN)/beamish bench --quick
+
+bench-full: $(STAMP)
+	$(BIN)/beamish bench
+
+# A non-editable install into a throwaway venv, used from outside the checkout.
+check-install:
+	rm -rf /tmp/beamish-check-venv
+	$(PYTHON) -m venv /tmp/beamish-check-venv
+	/tmp/beamish-check-venv/bin/python -m pip install -q .
+	cd /tmp && /tmp/beamish-check-venv/bin/beamish --help > /dev/null
+	cd /tmp && /tmp/beamish-check-venv/bin/python -c "import beamish.runtime, beamish.supervisor, beamish.mailbox, beamish.benchmarks; print('non-editable install ok:', beamish.runtime.__file__)"
+	rm -rf /tmp/beamish-check-venv
+
+clean:
+	rm -rf $(VENV) build *.egg-info .beamish benchmarks/results

@@ -1,0 +1,128 @@
+"""Fixtures: short temp node dirs, nodes that are always shut down, and a check that no
+process a test started outlives it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from beamish.runtime import Node, start_node
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def wait_until(pred, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``pred`` until it returns a truthy value; fail the test with ``what`` if it
+    does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _descendants() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)
+                if p.status() != psutil.STATUS_ZOMBIE}
+    except psutil.Error:
+        return set()
+
+
+# Every process this test session starts inherits this mark, so a leak check finds ours
+# even after reparenting (an orphan) and ignores other sessions' nodes on the machine.
+SESSION_MARK = os.environ.setdefault("BEAMISH_TEST_SESSION", uuid.uuid4().hex)
+
+
+def _beamish_procs() -> set[int]:
+    found = set()
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get("BEAMISH_TEST_SESSION") == SESSION_MARK \
+                    and p.status() != psutil.STATUS_ZOMBIE:
+                found.add(p.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    """Fail a test that leaves a child process, a node daemon or a zygote behind
+    (and kill what it left, so later tests are not disturbed)."""
+    before_children = _descendants()
+    before_beamish = _beamish_procs()
+    yield
+    deadline = time.monotonic() + 10.0
+    while True:
+        leaked = (_descendants() - before_children) | (_beamish_procs() - before_beamish)
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    described = []
+    for pid in leaked:
+        try:
+            described.append(f"{pid} {' '.join(psutil.Process(pid).cmdline())[:120]}")
+        except psutil.Error:
+            described.append(str(pid))
+    for pid in leaked:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not leaked, f"processes outlived the test: {described}"
+
+
+@pytest.fixture
+def node_dir() -> Iterator[str]:
+    """A fresh, short node dir (unix socket paths must stay under ~100 characters)."""
+    base = tempfile.mkdtemp(prefix="bmt-", dir="/tmp")
+    yield os.path.join(base, "node")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def node(node_dir: str) -> Iterator[Node]:
+    """A running node, shut down after the test whatever happens."""
+    n = start_node(node_dir)
+    try:
+        yield n
+    finally:
+        shutdown_quietly(n)
+
+
+def shutdown_quietly(n: Node) -> None:
+    """Shut a node down; if it is already gone (a test killed it), make sure its processes are."""
+    try:
+        n.shutdown(timeout=60)
+    except Exception:  # noqa: BLE001 - the node may be dead on purpose; clean up below
+        n.close()
+        kill_tree(n.pid)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
