@@ -134,28 +134,48 @@ class Harness:
                 "shutdown and were killed")
 
 
+def _caller(ref: Any) -> Callable[[Any], Any]:
+    call = ref.call
+
+    def fn(msg: Any) -> Any:
+        return call(msg, CALL_TIMEOUT_S)
+    return fn
+
+
+def _raw_caller(raw: RawEcho, payload: bytes) -> Callable[[Any], Any]:
+    round_trip = raw.round_trip
+
+    def fn(msg: Any) -> Any:
+        return round_trip(payload)
+    return fn
+
+
 # -- call round trip ----------------------------------------------------------------------------
 def call_latency(h: Harness, sizes: Sizes) -> dict[str, Any]:
     """Round trip of one call to one idle agent: beamish, threads, raw pyzmq floor."""
     assert h.node is not None and h.threads is not None
-    payload = msgpack.packb(MESSAGE)
+    # The floor sends the message already packed: transport only, no codec, no Python
+    # runtime on either side beyond pyzmq's send and recv.
+    payload: bytes = msgpack.packb(MESSAGE)
     contenders: dict[str, Callable[[Any], Any]] = {}
+    expected: dict[str, Any] = {}
     if h.raw is not None:
         h.raw.connect()
-        contenders["raw_zmq"] = lambda msg, rt=h.raw.round_trip: rt(payload)
+        contenders["raw_zmq"] = _raw_caller(h.raw, payload)
+        expected["raw_zmq"] = payload
     b = h.node.spawn(agents.ECHO, name=h.name("echo"))
     t = h.threads.spawn(agents.ECHO, name=h.name("echo"))
-    contenders["beamish"] = lambda msg, call=b.call: call(msg, CALL_TIMEOUT_S)
-    contenders["threads"] = lambda msg, call=t.call: call(msg, CALL_TIMEOUT_S)
     ba = h.node.spawn(agents.ASYNC_ECHO, name=h.name("aecho"))
-    h.beamish_agents += 2
     ta = h.threads.spawn(agents.ASYNC_ECHO, name=h.name("aecho"))
-    contenders["beamish_async"] = lambda msg, call=ba.call: call(msg, CALL_TIMEOUT_S)
-    contenders["threads_async"] = lambda msg, call=ta.call: call(msg, CALL_TIMEOUT_S)
-    for fn in contenders.values():
-        if fn(MESSAGE) != (payload if fn is contenders.get("raw_zmq") else MESSAGE):
-            raise AssertionError("an echo did not echo")
+    h.beamish_agents += 2
+    for key, ref in (("beamish", b), ("threads", t), ("beamish_async", ba),
+                     ("threads_async", ta)):
+        contenders[key] = _caller(ref)
+        expected[key] = MESSAGE
     for key, fn in contenders.items():
+        if fn(MESSAGE) != expected[key]:
+            raise AssertionError(f"{key}: the echo did not echo")
+    for fn in contenders.values():
         for _ in range(sizes.call_warmup):
             fn(MESSAGE)
     samples: dict[str, list[int]] = {key: [] for key in contenders}
@@ -203,7 +223,7 @@ def _cast_round(cast: Callable[[str, Any], None], call: Callable[..., Any], name
     t_sent = clock()
     after = [call(n, "count", CALL_TIMEOUT_S) for n in names]
     t1 = clock()
-    handled = sum(a - b for a, b in zip(after, before))
+    handled = sum(a - b for a, b in zip(after, before, strict=True))
     if handled != messages:
         raise AssertionError(f"{messages} casts sent, {handled} counted")
     return {"messages": messages, "seconds": (t1 - t0) / 1e9,
