@@ -100,7 +100,10 @@ class AgentSpawner:
             "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
         }
         with self.lock:
-            pid = node.zygote.fork(boot, node.preload)
+            preload = list(node.preload)
+            if node.preload_agent_modules:
+                preload.append(rec["cls"].partition(":")[0])
+            pid = node.zygote.fork(boot, preload)
             incn = Incarnation(name, rec["id"], rec["incarnation"], pid,
                                process_start_time(pid))
             self.by_pid[pid] = incn

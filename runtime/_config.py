@@ -29,7 +29,12 @@ class NodeSection(_Strict):
     max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, gt=0)
     max_restarts: int = Field(3, ge=0)
     max_seconds: float = Field(5.0, gt=0)
+    # Modules the zygote imports before forking agents (their import is then shared).
     preload: list[str] = Field(default_factory=list)
+    # Import each agent class's module in the zygote on its first spawn, so later spawns
+    # of it skip the import (like gunicorn --preload). Turn off for modules whose import
+    # starts threads or opens connections: those must not be inherited across fork.
+    preload_agent_modules: bool = True
 
 
 class LimitsSection(_Strict):

@@ -103,7 +103,6 @@ class AgentLoop:
         self.notify.connect("ipc://" + self.paths.node_in)
         self.messenger = Messenger(self.paths, self.store, self.boot["max_message_bytes"],
                                    ctx=self.zctx)
-        self.doorbells = self.messenger._port().doorbells
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -118,6 +117,11 @@ class AgentLoop:
         finally:
             self._close()
         return 0
+
+    @property
+    def doorbells(self) -> Any:
+        """This process's doorbell sockets (made on first use: most agents never call)."""
+        return self.messenger._port().doorbells
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self.stop_reason is None:

@@ -67,7 +67,7 @@ class _Port:
     def __init__(self, ctx: zmq.Context[Any], paths: NodePaths) -> None:
         self.doorbells = Doorbells(ctx)
         self.inbox_path = paths.client_inbox(os.urandom(8).hex())
-        self.inbox = Inbox(ctx, self.inbox_path)
+        self.inbox = _LazyInbox(ctx, self.inbox_path)
         # Replies already received inline in their ring, still to be deleted from LMDB:
         # deleted in this thread's next append transaction (no extra commit per call).
         self.taken: list[bytes] = []
@@ -77,7 +77,29 @@ class _Port:
         self._finalizer()
 
 
-def _close_port(doorbells: Doorbells, inbox: Inbox) -> None:
+class _LazyInbox:
+    """The reply inbox, bound on first use (an agent that only replies never needs one)."""
+
+    def __init__(self, ctx: zmq.Context[Any], path: str) -> None:
+        self.ctx = ctx
+        self.path = path
+        self.inbox: Inbox | None = None
+
+    def recv(self, timeout: float | None) -> Any:
+        if self.inbox is None:
+            self.inbox = Inbox(self.ctx, self.path)
+        return self.inbox.recv(timeout)
+
+    def bind(self) -> None:
+        if self.inbox is None:
+            self.inbox = Inbox(self.ctx, self.path)
+
+    def close(self) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
+
+
+def _close_port(doorbells: Doorbells, inbox: _LazyInbox) -> None:
     doorbells.close()
     inbox.close()
 
@@ -152,6 +174,7 @@ class Messenger:
         """
         payload = encode_message(msg, self.limit, name)
         port = self._port()
+        port.inbox.bind()  # before the message is out: its reply ring must find us
         msg_id = new_msg_id()
         deadline = time.monotonic() + timeout
         wall_deadline = time.time() + timeout

@@ -64,6 +64,7 @@ class NodeDaemon:
         self.durability = config.node.durability
         self.max_message_bytes = config.node.max_message_bytes
         self.preload = list(config.node.preload)
+        self.preload_agent_modules = config.node.preload_agent_modules
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
         self.event_seq = 0
         self.event_cond = threading.Condition()

@@ -4,7 +4,6 @@ identifying a process by pid plus start time (pids are reused)."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -18,6 +17,16 @@ from beamish.mailbox import pack, unpack
 
 _LEN = struct.Struct(">I")
 PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+
+
+def _prctl() -> ctypes.CDLL:
+    # Resolved once (in the zygote, before forking): ctypes.util.find_library runs a
+    # subprocess and would cost ~13 ms per spawned agent.
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
 
 
 def die_with_parent(expected_parent: int) -> None:
@@ -27,8 +36,7 @@ def die_with_parent(expected_parent: int) -> None:
     ``getppid()``. Either way, if the parent is already gone, exit now.
     """
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _prctl().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     else:
         def watch() -> None:
             while os.getppid() == expected_parent:

@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Any
 
-from ._osproc import FrameReader, die_with_parent, returncode_from_status, send_frame
+from ._osproc import FrameReader, _prctl, die_with_parent, returncode_from_status, send_frame
 
 
 def _child(sock: socket.socket, wake_r: int, wake_w: int, boot: dict[str, Any],
@@ -66,6 +66,7 @@ def serve(fd: int) -> None:
     # Preload what every agent needs, then freeze: children share these pages.
     import beamish.runtime._loop  # noqa: F401
     import pydantic  # noqa: F401
+    _prctl()
     gc.collect()
     gc.freeze()
     reader = FrameReader(sock)
@@ -88,14 +89,32 @@ def serve(fd: int) -> None:
             return  # the node is gone; PDEATHSIG takes the children
         for req in frames:
             if req.get("op") == "fork":
-                for path in req.get("preload", []):
-                    __import__(path)
+                for module in req.get("preload", []):
+                    _preload(module)
                 pid = os.fork()
                 if pid == 0:
                     _child(sock, wake_r, wake_w, req["boot"], me)
                 send_frame(sock, {"op": "forked", "req": req["req"], "pid": pid})
             elif req.get("op") == "exit":
                 return
+
+
+_preloaded: set[str] = set()
+
+
+def _preload(module: str) -> None:
+    """Import an agent module here once, so every later fork inherits it (as gunicorn's
+    --preload): a spawn then skips the import. A module that fails to import is left to
+    the child, which reports the error properly."""
+    if module in _preloaded:
+        return
+    _preloaded.add(module)
+    try:
+        __import__(module)
+    except BaseException:  # noqa: BLE001 - the child will import it again and report why
+        return
+    gc.collect()
+    gc.freeze()
 
 
 def _reap(sock: socket.socket) -> None:
