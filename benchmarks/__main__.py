@@ -151,9 +151,13 @@ def markdown(results: dict[str, Any]) -> str:
     if call:
         lines.append("Latencies: one caller thread, an idle agent, after a warm-up; the "
                      "runtimes alternate in blocks.")
-    if cast:
+    if isinstance(cast, dict) and "agents_1" in cast:
+        b, t = cast["agents_1"]["beamish"], cast["agents_1"]["threads"]
         lines.append("msgs/s: from the first cast until every agent answered a call with its "
-                     "count; one sender thread.")
+                     f"count; one sender thread; median of {b['repeats']} repeats of "
+                     f"{b['messages_per_repeat']:,} (beamish) / {t['messages_per_repeat']:,} "
+                     "(threads) messages. cast() p99: how long the sender's cast() took "
+                     "(beamish returns once the message is committed to LMDB).")
     tm = results.get("timings", {})
     if "beamish_node_shutdown_s" in tm:
         lines.append(f"beamish node: started in {tm['beamish_node_start_s']:.2f} s; shut down "
@@ -169,7 +173,10 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; return the exit status (see the module docstring)."""
-    args = _parse(argv)
+    try:
+        args = _parse(argv)
+    except SystemExit as exc:  # --help, or bad arguments (argparse printed why)
+        return exc.code if isinstance(exc.code, int) else 2
     sizes = QUICK if args.quick else FULL
     if args.spawn_agents is not None:
         from dataclasses import replace
@@ -226,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     results["timings"] = harness.timings
     results["leftover_processes"] = harness.leftovers
     results["duration_s"] = time.perf_counter() - started
+    try:
+        results["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    except OSError:
+        pass
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2, default=str)
