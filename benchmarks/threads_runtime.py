@@ -198,12 +198,12 @@ class ThreadsNode:
         self._call_ids = itertools.count(1)
         self._incarnations = itertools.count(1)
         self._names = itertools.count(1)
+        self._closed = False
         self._root = Supervisor(
             SupervisorSpec(ROOT, max_restarts=max_restarts, max_seconds=max_seconds,
                            per_child_intensity=True),
             _ThreadSpawner(self), on_event=self._on_event)
         self._root.start()
-        self._closed = False
 
     # -- messages ------------------------------------------------------------------------------
     def _live(self, name: str) -> _Record:
