@@ -87,6 +87,10 @@ class AgentSpawner:
             if rec is None:
                 return None
             rec["incarnation"] = int(rec.get("incarnation", 0)) + 1
+            # Counted before the fork, so a caller that sees the new process's reply
+            # also sees the restart. A spawn (or a node start) marks the first start fresh.
+            if not rec.pop("fresh", False):
+                rec["restarts"] = int(rec.get("restarts", 0)) + 1
             rec["status"] = "starting"
             t.put_agent(rec)
             return rec
@@ -119,7 +123,7 @@ class AgentSpawner:
             if start_failure is not None:
                 self.start_failures[name] = start_failure
             raise StartFailed(str(reason))
-        node.set_status(name, "running", pid=pid, restarted=failure is not None)
+        node.set_status(name, "running", pid=pid)
         return incn
 
     def terminate_child(self, sup_id: str, spec: ChildSpec, handle: Any) -> ExitReason:

@@ -74,7 +74,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
                    "created": time.time(), "last_failure": None}
         rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
                    shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
-                   order=t.next_counter("order"))
+                   order=t.next_counter("order"), fresh=True)
         t.put_agent(rec)
         return rec
     rec = node.store.write(reserve)
@@ -224,7 +224,7 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
         raise SpawnError(name, f"it did not start ({exc})") from None
     except SupervisorError:
         spec = _child_spec(rec)
-        node.store.write(lambda t: t.put_agent({**rec, "status": "starting"}))
+        node.store.write(lambda t: t.put_agent({**rec, "status": "starting", "fresh": True}))
         try:
             shell.add_child(spec)
         except (StartFailed, SupervisorError) as exc:
@@ -289,7 +289,7 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
                              "last_failure": None, "cls": agent.cls, "args": agent.args,
                              "supervisor": agent.supervisor, "restart": agent.restart,
                              "shutdown": agent.shutdown, "limits": agent.limits.model_dump(),
-                             "status": "starting", "pid": None,
+                             "status": "starting", "pid": None, "fresh": True,
                              "order": t.next_counter("order")})
     node.store.write(txn)
 
@@ -315,6 +315,7 @@ def start_persisted(node: NodeDaemon) -> None:
         if shell is None:
             node.set_status(rec["name"], "failed")
             continue
+        node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
             shell.add_child(_child_spec(rec))
         except (StartFailed, SupervisorError) as exc:

@@ -61,6 +61,18 @@ def raise_reply_error(name: str, error: dict[str, Any]) -> None:
                       str(error.get("traceback", "")), Failure.from_dict(error.get("failure")))
 
 
+def raise_gone(name: str, rec: dict[str, Any] | None) -> None:
+    """Raise for a call whose agent left the tree while the call waited."""
+    if rec is None:
+        raise AgentNotFound(name, "it was deleted while this call waited")
+    failure = Failure.from_dict(rec.get("last_failure"))
+    why = f" after {failure.kind}: {failure.exc_type or failure.message}" if failure else ""
+    raise RemoteError(name, f"Agent{rec['status'].capitalize()}",
+                      f"the agent is {rec['status']}{why}; this call stays in its mailbox "
+                      f"and is handled if the agent comes back (node.restart({name!r}))",
+                      failure.traceback if failure else "", failure)
+
+
 class _Port:
     """One thread's sockets: doorbells out, and a bound inbox for reply rings."""
 
@@ -189,8 +201,11 @@ class Messenger:
                 port.taken.append(msg_id)
             elif got is None:
                 # No ring yet: the reply may be committed with its ring lost (the agent died
-                # right after its commit). LMDB has the truth.
-                reply = self.store.write(lambda t: t.pop_reply(msg_id))
+                # right after its commit). LMDB has the truth. And if the agent has since
+                # left the tree (marked failed, stopped), say so now instead of at timeout.
+                reply, rec = self.store.write(lambda t: (t.pop_reply(msg_id), t.get_agent(name)))
+                if reply is None and (rec is None or rec["status"] not in LIVE_STATUSES):
+                    raise_gone(name, rec)
             if reply is not None:
                 if reply.get("ok"):
                     return unpack(reply["v"])

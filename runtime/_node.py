@@ -202,8 +202,8 @@ class NodeDaemon:
         log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
 
     def set_status(self, name: str, status: str, pid: int | None = None,
-                   failure: Failure | None = None, restarted: bool = False) -> None:
-        """Update an agent's registry record: status, pid, last failure, restarts."""
+                   failure: Failure | None = None) -> None:
+        """Update an agent's registry record: status, pid, last failure."""
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
             if rec is None:
@@ -212,8 +212,6 @@ class NodeDaemon:
             rec["pid"] = pid
             if failure is not None:
                 rec["last_failure"] = failure.to_dict()
-            if restarted:
-                rec["restarts"] = int(rec.get("restarts", 0)) + 1
             t.put_agent(rec)
         self.store.write(txn)
 
