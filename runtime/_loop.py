@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import EncodeError, Inbox, Kind, pack, unpack
+from beamish.mailbox import EncodeError, Inbox, Kind, encode_ring, pack, unpack
 
 from ._agent import Agent
 from ._context import AgentContext
@@ -44,7 +44,7 @@ from ._store import Store, Txn
 from ._types import Escalate, Failure, Reset, Resume, Skip, Stop
 from .errors import StateError
 
-IDLE_RECHECK_S = 5.0  # re-read the mailbox this often even without a ring
+IDLE_RECHECK_S = 2.0  # re-read the mailbox this often even without a ring (a dropped ring)
 BATCH = 64
 NORMAL_REASONS = ("normal", "shutdown")
 
@@ -290,6 +290,7 @@ class AgentLoop:
                 if self.stop_reason is not None:
                     self._stop(self.stop_reason)
             batch = self._inline_batch(rings)
+            inline = batch is not None
             if batch is None:
                 batch, tail = self.store.read(lambda t: (t.peek(self.id, BATCH), t.tail(self.id)))
                 self.next_seq = batch[0][0] if batch else tail
@@ -298,11 +299,17 @@ class AgentLoop:
                 if self.stop_reason is not None or (ctx._timers
                                                     and ctx._next_timer_in() == 0.0):
                     break
-            if batch:
+            # After a read, look again (more may be queued than one batch). After an inline
+            # batch, every later message comes with its own ring, so wait for it.
+            if batch and not inline:
                 continue
             wait = ctx._next_timer_in()
             wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)
+            if self.inbox.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                continue  # rings arrived while handling: no need to sleep
             events = dict(poller.poll(int(wait * 1000) + 1))
+            if not events:
+                self.next_seq = None  # idle: re-read the mailbox, in case a ring was dropped
             if self.wake_r.fileno() in events:
                 try:
                     self.wake_r.recv(4096)
@@ -385,21 +392,21 @@ class AgentLoop:
         attempted = self.attempted == seq
         # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
         on_time = kind == "call" and record["d"] > time.time()
-        reply_rec = {"ok": True, "v": packed_reply, "expires": record["d"] + REPLY_GRACE_S} \
+        reply_rec = pack({"ok": True, "v": packed_reply, "expires": record["d"] + REPLY_GRACE_S}) \
             if on_time else None
 
         def txn(t: Txn) -> None:
             t.put_state(self.id, version, packed_state, n)
             t.remove(self.id, seq, attempted)
             if reply_rec is not None:
-                t.put_reply(record["id"], reply_rec)
+                t.put_reply_packed(record["id"], reply_rec)
         self.store.write(txn)
         self.busy.clear()
         self.state = new_state
         self.processed = n
         self.next_seq = seq + 1
         if reply_rec is not None:
-            self.doorbells.ring(record["r"], reply_ring(record["id"], reply_rec))
+            self.doorbells.ring(record["r"], encode_ring(Kind.REPLY, record["id"], reply_rec))
 
     def _handle_info(self, msg: Any) -> None:
         assert self.agent is not None

@@ -209,6 +209,10 @@ class Txn:
         """Store the reply to call ``msg_id`` for its caller to take."""
         self._put("replies", msg_id, reply)
 
+    def put_reply_packed(self, msg_id: bytes, packed: bytes) -> None:
+        """Store an already-packed reply record to call ``msg_id``."""
+        self.txn.put(msg_id, packed, db=self.dbs["replies"])
+
     def pop_reply(self, msg_id: bytes) -> dict[str, Any] | None:
         """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
         raw = self.txn.pop(msg_id, db=self.dbs["replies"])
