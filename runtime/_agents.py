@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from beamish.mailbox import Kind, encode_ring, pack
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
-from ._inflight import read_in_flight
+import psutil
+
+from ._inflight import read_in_flight, read_marker
 from ._osproc import process_start_time
 from ._store import Txn
 from ._types import Failure
@@ -47,6 +49,7 @@ class Incarnation:
     exited: Future[tuple[ExitReason, Failure | None]] = field(default_factory=Future)
     terminating: str | None = None  # the stop reason we asked for
     limit_kill: str | None = None  # "oom" | "timeout" | "cpu" when a limit killed it
+    limits: dict[str, float] = field(default_factory=dict)
 
     def signal(self, signum: int) -> bool:
         """Send ``signum`` if the pid is still this incarnation's process."""
@@ -102,6 +105,7 @@ class AgentSpawner:
             "id": rec["id"], "name": name, "cls": rec["cls"], "args": rec.get("args", {}),
             "incarnation": rec["incarnation"], "failure": failure.to_dict() if failure else None,
             "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
+            "limits": rec.get("limits") or {},
         }
         with self.lock:
             preload = list(node.preload)
@@ -109,7 +113,8 @@ class AgentSpawner:
                 preload.append(rec["cls"].partition(":")[0])
             pid = node.zygote.fork(boot, preload)
             incn = Incarnation(name, rec["id"], rec["incarnation"], pid,
-                               process_start_time(pid))
+                               process_start_time(pid),
+                               limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
             self.by_pid[pid] = incn
             self.current[name] = incn
         try:
@@ -157,6 +162,34 @@ class AgentSpawner:
             log.error("agent %r (pid %d) survived SIGKILL for %g s", spec.id, incn.pid,
                       KILL_WAIT_S)
             return ExitReason.abnormal("killed")
+
+    # -- limits --------------------------------------------------------------------------------
+    def check_limits(self) -> None:
+        """Kill every agent past its memory or handler-time limit (the node polls this)."""
+        with self.lock:
+            limited = [i for i in self.current.values() if i.limits and i.ready.done()]
+        for incn in limited:
+            why = self._over_limit(incn)
+            if why is not None and incn.limit_kill is None and incn.terminating is None:
+                incn.limit_kill = why[0]
+                log.warning("agent %r (pid %d) %s: killing it", incn.name, incn.pid, why[1])
+                incn.signal(signal.SIGKILL)
+
+    def _over_limit(self, incn: Incarnation) -> tuple[str, str] | None:
+        timeout = incn.limits.get("handler_timeout")
+        if timeout:
+            marker = read_marker(self.node.paths.agent_busy(incn.id), incn.inc)
+            if marker is not None and marker[1] > timeout:
+                return "timeout", f"handled one message for {marker[1]:.2f} s (limit {timeout:g})"
+        mem = incn.limits.get("memory_mb")
+        if mem:
+            try:
+                rss = psutil.Process(incn.pid).memory_info().rss
+            except psutil.Error:
+                return None
+            if rss > mem * 1024 * 1024:
+                return "oom", f"uses {rss / 1048576:.0f} MiB (limit {mem:g} MiB)"
+        return None
 
     # -- exits ---------------------------------------------------------------------------------
     def on_ready(self, payload: dict[str, Any]) -> None:
@@ -228,9 +261,15 @@ class AgentSpawner:
         if report is not None and report.get("failure"):
             failure = Failure.from_dict(report["failure"])
             assert failure is not None
+            if failure.exc_type == "MemoryError" and "memory_mb" in incn.limits:
+                # The RLIMIT_DATA backstop made an allocation fail: that is its memory limit.
+                failure = Failure(**{**failure.to_dict(), "kind": "oom"})
         elif incn.limit_kill is not None:
             failure = Failure(kind=incn.limit_kill, message=f"exceeded its {incn.limit_kill} limit",  # type: ignore[arg-type]
                               signal=-code if code < 0 else None)
+        elif code < 0 and -code == signal.SIGXCPU and "cpu_seconds" in incn.limits:
+            failure = Failure(kind="cpu", message=f"used its {incn.limits['cpu_seconds']:g} CPU "
+                              "seconds (RLIMIT_CPU)", signal=-code)
         elif code < 0:
             sig = -code
             kind = "killed" if sig == signal.SIGKILL else "signal"

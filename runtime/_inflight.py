@@ -13,8 +13,10 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
 
-_REC = struct.Struct(">QQ")  # seq being handled (0: idle), incarnation
+_REC = struct.Struct(">QQQ")  # seq being handled (0: idle), incarnation, start (ns)
+TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
 
 
 class InFlight:
@@ -36,21 +38,21 @@ class InFlight:
         self.clear()
 
     def mark(self, seq: int) -> None:
-        """Record that message ``seq`` is being handled."""
-        _REC.pack_into(self.map, 0, seq, self.incarnation)
+        """Record that message ``seq`` is being handled, from now (CLOCK_MONOTONIC)."""
+        _REC.pack_into(self.map, 0, seq, self.incarnation, time.monotonic_ns())
 
     def clear(self) -> None:
         """Record that no message is being handled."""
-        _REC.pack_into(self.map, 0, 0, self.incarnation)
+        _REC.pack_into(self.map, 0, 0, self.incarnation, 0)
 
     def close(self) -> None:
         """Unmap the file."""
         self.map.close()
 
 
-def read_in_flight(path: str, incarnation: int) -> int | None:
-    """The node's side: the seq the agent was handling when it died, or None if idle
-    (or the file is from another incarnation, or missing)."""
+def read_marker(path: str, incarnation: int) -> tuple[int, float] | None:
+    """The node's side: ``(seq, seconds since it started)`` of what the agent is (or was,
+    when it died) handling; None if idle, or the file is another incarnation's or missing."""
     try:
         with open(path, "rb") as fh:
             data = fh.read(_REC.size)
@@ -58,5 +60,13 @@ def read_in_flight(path: str, incarnation: int) -> int | None:
         return None
     if len(data) != _REC.size:
         return None
-    seq, inc = _REC.unpack(data)
-    return seq if seq and inc == incarnation else None
+    seq, inc, start = _REC.unpack(data)
+    if not seq or inc != incarnation:
+        return None
+    return seq, (time.monotonic_ns() - start) / 1e9
+
+
+def read_in_flight(path: str, incarnation: int) -> int | None:
+    """The seq of the mailbox message the agent was handling, or None."""
+    marker = read_marker(path, incarnation)
+    return None if marker is None or marker[0] == TIMER_SEQ else marker[0]

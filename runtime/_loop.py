@@ -36,7 +36,7 @@ from beamish.mailbox import EncodeError, Inbox, Kind, encode_ring, pack, unpack
 
 from ._agent import Agent
 from ._context import AgentContext
-from ._inflight import InFlight
+from ._inflight import TIMER_SEQ, InFlight
 from ._control import ControlClient
 from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ._paths import NodePaths
@@ -94,6 +94,7 @@ class AgentLoop:
     # -- setup -------------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped; return the process exit code (the report is in LMDB)."""
+        _apply_rlimits(self.boot.get("limits") or {})
         self.store = Store(self.boot["store"], self.boot["durability"])
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.inbox = Inbox(self.zctx, self.paths.agent_inbox(self.id))
@@ -410,6 +411,7 @@ class AgentLoop:
 
     def _handle_info(self, msg: Any) -> None:
         assert self.agent is not None
+        self.busy.mark(TIMER_SEQ)
         try:
             new_state = self._call_user(self.agent.handle_info, msg, self.state)
             if isinstance(new_state, Stop):
@@ -422,6 +424,7 @@ class AgentLoop:
         version = type(self.agent).version
         n = self.processed
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
+        self.busy.clear()
         self.state = new_state
 
 
@@ -429,6 +432,24 @@ def _remote_error(failure: Failure) -> dict[str, Any]:
     return {"type": failure.exc_type or failure.kind,
             "message": failure.message or f"the agent failed ({failure.kind})",
             "traceback": failure.traceback, "failure": failure.to_dict()}
+
+
+# Headroom above memory_mb for the kernel's RLIMIT_DATA backstop: the node's RSS check is
+# the limit; the rlimit only stops a bomb that outruns the check between two polls.
+RLIMIT_DATA_HEADROOM = 256 * 1024 * 1024
+
+
+def _apply_rlimits(limits: dict[str, Any]) -> None:
+    import resource
+    cpu = limits.get("cpu_seconds")
+    if cpu:
+        # The kernel sends SIGXCPU at the soft limit; the node reports kind "cpu".
+        soft = max(1, int(cpu + 0.999))
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+    mem = limits.get("memory_mb")
+    if mem and hasattr(resource, "RLIMIT_DATA"):
+        cap = int(mem * 1024 * 1024) + RLIMIT_DATA_HEADROOM
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
 def agent_main(boot: dict[str, Any]) -> int:

@@ -45,6 +45,7 @@ from .errors import (AgentNotFound, BeamishError, ConfigError, NodeAlreadyRunnin
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
 HOUSEKEEPING_S = 1.0
+LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ROOT = "root"
 
 
@@ -227,8 +228,12 @@ class NodeDaemon:
         poller.register(self.reports.sock, zmq.POLLIN)
         poller.register(self.results, zmq.POLLIN)
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        next_limits = time.monotonic() + LIMITS_CHECK_S
         while not self.stopping.is_set():
-            events = dict(poller.poll(200))
+            events = dict(poller.poll(int(LIMITS_CHECK_S * 1000)))
+            if time.monotonic() >= next_limits:
+                next_limits = time.monotonic() + LIMITS_CHECK_S
+                self.spawner.check_limits()
             if self.control.sock in events:
                 self._drain_control()
             if self.reports.sock in events:

@@ -131,3 +131,26 @@ class Stubborn(Agent):
         if path:
             with open(path, "a") as fh:
                 fh.write(reason + "\n")
+
+
+class Hog(Agent):
+    """Misbehaves on command: a memory bomb, an infinite pure-Python loop, a C call that never
+    returns, or burning CPU; counts what it handled otherwise."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"n": 0}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "bomb":
+            hoard = []
+            while True:
+                hoard.append(bytearray(8 * 1024 * 1024))
+        if msg == "spin":
+            while True:
+                pass
+        if msg == "c-sleep":
+            ctypes.CDLL(None).sleep(3600)
+        if msg == "get":
+            return state["n"], state
+        state["n"] += 1
+        return state["n"], state
