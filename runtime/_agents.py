@@ -22,7 +22,7 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 import psutil
 
-from ._inflight import read_in_flight, read_marker
+from ._inflight import read_in_flight, read_marker, was_ready
 from ._osproc import process_start_time
 from ._store import Txn
 from ._types import Failure
@@ -212,6 +212,10 @@ class AgentSpawner:
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
             log.exception("cannot classify the exit of agent %r", incn.name)
             reason, failure, escalate = ExitReason.abnormal(f"exit code {code}"), None, None
+        if not incn.ready.done() and was_ready(self.node.paths.agent_busy(incn.id), incn.inc):
+            # It started, then died before its ready report reached the main loop. The
+            # shell is still inside start_child; the exit posted below queues behind it.
+            incn.ready.set_result(True)
         if not incn.ready.done():
             incn.exited.set_result((reason, failure))
             incn.ready.set_result((reason, failure))

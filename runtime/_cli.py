@@ -153,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         node = connect(d)
         st = node._control.request("ping")
         print(f"node running on {st['dir']} (pid {st['pid']}, durability {st['durability']}, "
-              f"up {st['uptime']:.0f} s)")
+              f"up {st['uptime']:.0f} s, {st['dropped_frames']} malformed frames dropped)")
         node.close()
         return 0
     if args.command == "bench":

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, StartFailed,
-                                Strategy, SupervisorError, SupervisorSpec)
+                                SupervisorError, SupervisorSpec)
 
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
-from ._types import Failure
 from .errors import AgentNotFound, ConfigError, SpawnError
 
 if TYPE_CHECKING:
@@ -234,10 +233,10 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
 
 
 def _sup_spec(rec: dict[str, Any]) -> ChildSpec:
-    spec = SupervisorSpec(rec["name"], Strategy(rec["strategy"]), int(rec["max_restarts"]),
-                          float(rec["max_seconds"]),
+    # Strings go in as given: the specs validate them and name the field in the error.
+    spec = SupervisorSpec(rec["name"], rec["strategy"], rec["max_restarts"], rec["max_seconds"],
                           backoff=tuple(rec["backoff"]) if rec.get("backoff") else None)
-    return ChildSpec.for_supervisor(spec, RestartType(rec.get("restart", "permanent")))
+    return ChildSpec.for_supervisor(spec, rec.get("restart", "permanent"))
 
 
 def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",

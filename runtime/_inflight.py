@@ -15,7 +15,7 @@ import os
 import struct
 import time
 
-_REC = struct.Struct(">QQQ")  # seq being handled (0: idle), incarnation, start (ns)
+_REC = struct.Struct(">QQQQ")  # seq being handled (0: idle), incarnation, start (ns), ready
 TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
 
 
@@ -35,15 +35,22 @@ class InFlight:
         finally:
             os.close(fd)
         self.incarnation = incarnation
+        self.ready = 0
         self.clear()
 
     def mark(self, seq: int) -> None:
         """Record that message ``seq`` is being handled, from now (CLOCK_MONOTONIC)."""
-        _REC.pack_into(self.map, 0, seq, self.incarnation, time.monotonic_ns())
+        _REC.pack_into(self.map, 0, seq, self.incarnation, time.monotonic_ns(), self.ready)
 
     def clear(self) -> None:
         """Record that no message is being handled."""
-        _REC.pack_into(self.map, 0, 0, self.incarnation, 0)
+        _REC.pack_into(self.map, 0, 0, self.incarnation, 0, self.ready)
+
+    def set_ready(self) -> None:
+        """Record that init/recover ran (before telling the node): an exit the node hears
+        before the ready report is then still known as a crash after the start."""
+        self.ready = 1
+        self.clear()
 
     def close(self) -> None:
         """Unmap the file."""
@@ -60,10 +67,23 @@ def read_marker(path: str, incarnation: int) -> tuple[int, float] | None:
         return None
     if len(data) != _REC.size:
         return None
-    seq, inc, start = _REC.unpack(data)
+    seq, inc, start, _ = _REC.unpack(data)
     if not seq or inc != incarnation:
         return None
     return seq, (time.monotonic_ns() - start) / 1e9
+
+
+def was_ready(path: str, incarnation: int) -> bool:
+    """Whether that incarnation of the agent had finished its init/recover."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_REC.size)
+    except FileNotFoundError:
+        return False
+    if len(data) != _REC.size:
+        return False
+    _, inc, _, ready = _REC.unpack(data)
+    return inc == incarnation and ready == 1
 
 
 def read_in_flight(path: str, incarnation: int) -> int | None:

@@ -111,6 +111,7 @@ class AgentLoop:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             self._start()
+            self.busy.set_ready()
             self._notify({"ev": "ready"})
             self._serve()
         except _Exit:

@@ -21,26 +21,22 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psutil
 import zmq
 
 from beamish.mailbox import Envelope, Inbox, Kind, encode
-from beamish.supervisor import (ChildKind, ChildSpec, MonotonicClock, RestartType,
-                                StartFailed, Strategy, Supervisor, SupervisorError,
-                                SupervisorSpec)
+from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, SupervisorSpec)
 
 from ._agents import AgentSpawner
 from ._config import NodeConfig
-from ._messenger import LIVE_STATUSES, Messenger
+from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
-from .errors import (AgentNotFound, BeamishError, ConfigError, NodeAlreadyRunning, SpawnError)
+from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError)
 
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000

@@ -742,7 +742,7 @@ class Supervisor:
                 self._emit(EventKind.FAILED, action.id, "")
             elif isinstance(action, Retry):
                 id = action.id
-                self._post(lambda: self._run_event(RetryRestart(id)), drop_if_closed=True)
+                self._post(lambda id=id: self._run_event(RetryRestart(id)), drop_if_closed=True)
             elif isinstance(action, ShutdownSelf):
                 self._shutdown_self(action.reason)
             else:  # pragma: no cover - decide returns only the actions above

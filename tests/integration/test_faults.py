@@ -1,0 +1,39 @@
+"""Every kind of crash stays inside its agent: the others and the node keep serving, and
+the faulty agent comes back with its last committed state."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from beamish.runtime import RemoteError
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("msg, kind", [("raise", "exception"), ("exit", "exit"),
+                                       ("segv", "signal"), ("sigkill", "killed")])
+def test_crash_is_contained_and_state_is_kept(node, msg, kind):
+    faulty = node.spawn("tests.agents.basic:Faulty", name="faulty")
+    others = [node.spawn("tests.agents.basic:Counter", name=f"o{i}") for i in range(3)]
+    assert faulty.call("incr") == 1
+    with pytest.raises(RemoteError) as err:
+        faulty.call(msg, timeout=30)
+    assert err.value.failure.kind == kind
+    # an exception is skipped at once; the others are retried up to max_attempts
+    assert err.value.failure.attempt == (1 if kind == "exception" else 3)
+    assert faulty.call("get", timeout=10) == 1
+    assert [o.call("incr") for o in others] == [1, 1, 1]
+    assert node._control.request("ping")["pid"] == node.pid
+
+
+def test_an_external_sigkill_loop_never_loses_state(node):
+    ref = node.spawn("tests.agents.basic:Counter", name="c")
+    for round_ in range(3):
+        assert ref.call("incr") == round_ + 1
+        os.kill(node.info("c").pid, signal.SIGKILL)
+        wait_until(lambda r=round_: node.info("c").restarts == r + 1, what="the restart")
+    assert ref.call("get") == 3
