@@ -235,7 +235,6 @@ class AgentSpawner:
             shell.escalate(incn.name, incn, ExitReason.abnormal(escalate))
         else:
             shell.child_exited(incn.name, incn, reason)
-        self.node.pool.submit(self.node.after_exit, incn.name, sup)
 
     def _classify(self, incn: Incarnation, code: int
                   ) -> tuple[ExitReason, Failure | None, str | None]:

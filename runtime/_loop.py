@@ -302,8 +302,9 @@ class AgentLoop:
                                                     and ctx._next_timer_in() == 0.0):
                     break
             # After a read, look again (more may be queued than one batch). After an inline
-            # batch, every later message comes with its own ring, so wait for it.
-            if batch and not inline:
+            # batch, every later message comes with its own ring, so wait for it. A handler
+            # that returned Stop is stopped at the top of the loop, without waiting.
+            if (batch and not inline) or self.stop_reason is not None:
                 continue
             wait = ctx._next_timer_in()
             wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)

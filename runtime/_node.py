@@ -12,6 +12,7 @@ process exits into supervisor events.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import fcntl
 import json
 import logging
@@ -162,7 +163,18 @@ class NodeDaemon:
         if status is not None:
             self.set_status(name, status, pid=None)
             self.set_sup_status(name, status)
+        elif kind == "removed":
+            self._mark_exited(name)
         self.emit(str(kind), name, supervisor, reason)
+
+    def _mark_exited(self, name: str) -> None:
+        # A child that left the tree after exiting by itself (temporary; transient after a
+        # normal exit): its state stays, and a later spawn of the name resumes it.
+        def txn(t: Txn) -> None:
+            rec = t.get_agent(name)
+            if rec is not None and rec["status"] == "restarting":
+                t.put_agent({**rec, "status": "exited", "pid": None})
+        self.store.write(txn)
 
     def set_sup_status(self, name: str, status: str) -> None:
         """Record a nested supervisor's status (failed, running) in the registry."""
@@ -171,23 +183,6 @@ class NodeDaemon:
             if rec is not None and rec.get("status") != status:
                 t.put_sup({**rec, "status": status})
         self.store.write(txn)
-
-    def after_exit(self, name: str, sup: str) -> None:
-        """Once the supervisor handled an exit: an agent it forgot (temporary, or
-        transient after a normal exit) is marked exited."""
-        shell = self.shell(sup)
-        if shell is None:
-            return
-        try:
-            self.root.wait_idle(10.0)
-        except TimeoutError:
-            return
-        if all(child.id != name for child in shell.snapshot().children):
-            def txn(t: Txn) -> None:
-                rec = t.get_agent(name)
-                if rec is not None and rec["status"] == "restarting":
-                    t.put_agent({**rec, "status": "exited", "pid": None})
-            self.store.write(txn)
 
     def emit(self, kind: str, name: str, supervisor: str, reason: str = "") -> None:
         """Record an event (thread-safe) and wake followers."""
@@ -218,14 +213,21 @@ class NodeDaemon:
 
     # -- serving ---------------------------------------------------------------------------------
     def serve(self) -> None:
-        """Run the control loop until shutdown."""
+        """Run the control loop until shutdown, then keep it running while the tree stops:
+        agents still starting must have their ready reports heard, or stopping would wait
+        for them until their start timed out."""
         poller = zmq.Poller()
         poller.register(self.control.sock, zmq.POLLIN)
         poller.register(self.reports.sock, zmq.POLLIN)
         poller.register(self.results, zmq.POLLIN)
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         next_limits = time.monotonic() + LIMITS_CHECK_S
-        while not self.stopping.is_set():
+        stopper: threading.Thread | None = None
+        while stopper is None or stopper.is_alive():
+            if stopper is None and self.stopping.is_set():
+                log.info("node stopping: shutting down agents")
+                stopper = threading.Thread(target=self.shutdown_tree, name="beamish-stop")
+                stopper.start()
             events = dict(poller.poll(int(LIMITS_CHECK_S * 1000)))
             if time.monotonic() >= next_limits:
                 next_limits = time.monotonic() + LIMITS_CHECK_S
@@ -239,7 +241,7 @@ class NodeDaemon:
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 self._housekeeping()
-            if not self.zygote.alive():
+            if stopper is None and not self.zygote.alive():
                 log.error("the zygote died: stopping the node")
                 self.exit_code = 1
                 self.stopping.set()
@@ -255,6 +257,11 @@ class NodeDaemon:
             if env.kind is not Kind.CALL or not isinstance(env.payload, dict) \
                     or not isinstance(env.payload.get("op"), str):
                 self.control.dropped += 1
+                continue
+            if self.stopping.is_set():
+                self.control.reply(ident, Envelope(Kind.REPLY, env.msg_id, b"", {
+                    "ok": False, "error": {"type": "NodeNotRunning",
+                                           "message": "the node is stopping"}}))
                 continue
             if env.payload["op"] == "shutdown":
                 # Answered here, before the loop ends, so the reply is not lost with it.
@@ -394,6 +401,8 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.stopping.set())
+    # `kill -USR1 <node pid>` writes every thread's stack to the node log (for bug reports).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         node.open()
     except BeamishError as exc:
@@ -417,8 +426,9 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
     try:
         node.serve()
     finally:
-        log.info("node stopping: shutting down agents")
-        node.shutdown_tree()
+        if not node.stopping.is_set():  # serve() raised: still stop every agent
+            node.stopping.set()
+            node.shutdown_tree()
         node.close()
         log.info("node stopped")
     return node.exit_code

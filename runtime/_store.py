@@ -289,7 +289,9 @@ class Store:
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the LMDB store at {path!r}: {exc}") from exc
         self.lock = threading.RLock()
-        self.dbs = {name: self.env.open_db(name.encode()) for name in _DBS}
+        # One transaction for all the named databases (each open_db would commit its own).
+        with self.env.begin(write=True) as txn:
+            self.dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in _DBS}
         self.resizes = 0
 
     def _run(self, fn: Callable[[Txn], T], write: bool) -> T:

@@ -96,6 +96,9 @@ class EventKind(enum.StrEnum):
     STOPPED = "stopped"
     """The supervisor terminated a child. ``reason``: how it ended (``shutdown``, or
     ``abnormal: killed`` after its shutdown time)."""
+    REMOVED = "removed"
+    """A child left the tree: a temporary child that exited, a transient one after a
+    normal exit, or one taken out with ``remove_child``. ``name``: the child."""
     SHUTDOWN = "shutdown"
     """A supervisor stopped as asked (by ``shutdown()`` or its parent). ``name``: the supervisor."""
 
@@ -817,6 +820,7 @@ class Supervisor:
         self._emit(EventKind.BACKOFF, id, f"restart in {action.delay:.3f}s")
 
     def _forget(self, id: str) -> None:
+        self._emit(EventKind.REMOVED, id, "")
         self._cancel_timer(id)
         self._handles.pop(id, None)
         self._specs.pop(id, None)

@@ -154,3 +154,26 @@ class Hog(Agent):
             return state["n"], state
         state["n"] += 1
         return state["n"], state
+
+
+class Obedient(Agent):
+    """Stops when asked; records the reason its terminate saw in a file named by its args."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"file": args.get("file")}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if isinstance(msg, dict) and "sleep" in msg:
+            time.sleep(msg["sleep"])
+        if msg == "stop-normal":
+            return Stop("normal", reply="bye")
+        if msg == "stop-odd":
+            return Stop("odd", reply="bye")
+        if msg == "pid":
+            return os.getpid(), state
+        return "ok", state
+
+    def terminate(self, reason: str, state: dict[str, Any]) -> None:
+        if state.get("file"):
+            with open(state["file"], "a") as fh:
+                fh.write(reason + "\n")

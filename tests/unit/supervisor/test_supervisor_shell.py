@@ -590,6 +590,7 @@ def test_events_for_every_action(make: Make, spawner: FakeSpawner, events: Recor
         ("exited", "a", "root", "abnormal: crash"),
         ("restarted", "a", "root", ""),
         ("stopped", "a", "root", "shutdown"),
+        ("removed", "a", "root", ""),
     ]
 
 
