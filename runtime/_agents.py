@@ -23,6 +23,7 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 import psutil
 
 from ._inflight import read_in_flight, read_marker, was_ready
+from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
 from ._store import Txn
 from ._types import Failure
@@ -35,7 +36,7 @@ START_TIMEOUT_S = 60.0
 KILL_WAIT_S = 10.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Incarnation:
     """One process of one agent: the handle the supervisor holds for a running child."""
 
@@ -50,6 +51,8 @@ class Incarnation:
     terminating: str | None = None  # the stop reason we asked for
     limit_kill: str | None = None  # "oom" | "timeout" | "cpu" when a limit killed it
     limits: dict[str, float] = field(default_factory=dict)
+    trap_exits: bool = False  # from its ready report
+    link_kill: str | None = None  # why a linked agent's exit killed it
 
     def signal(self, signum: int) -> bool:
         """Send ``signum`` if the pid is still this incarnation's process."""
@@ -73,6 +76,7 @@ class AgentSpawner:
         self.next_failure: dict[str, Failure] = {}
         self.start_failures: dict[str, Failure] = {}
         self.stop_reasons: dict[str, str] = {}
+        self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -107,16 +111,20 @@ class AgentSpawner:
             "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
             "limits": rec.get("limits") or {},
         }
+        preload = list(node.preload)
+        if node.preload_agent_modules:
+            preload.append(rec["cls"].partition(":")[0])
+        # Not under self.lock: the zygote's reader thread, which answers this fork, may be
+        # taking that lock for another agent's exit at the same moment.
+        pid = node.zygote.fork(boot, preload)
+        incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
+                           limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
         with self.lock:
-            preload = list(node.preload)
-            if node.preload_agent_modules:
-                preload.append(rec["cls"].partition(":")[0])
-            pid = node.zygote.fork(boot, preload)
-            incn = Incarnation(name, rec["id"], rec["incarnation"], pid,
-                               process_start_time(pid),
-                               limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
             self.by_pid[pid] = incn
             self.current[name] = incn
+            early = self.early_exits.pop(pid, None)
+        if early is not None:
+            self.on_exit(pid, early)  # it died before we had registered it
         try:
             outcome = incn.ready.result(START_TIMEOUT_S)
         except FutureTimeout:
@@ -197,21 +205,24 @@ class AgentSpawner:
         with self.lock:
             incn = self.by_pid.get(int(payload.get("pid", -1)))
         if incn is not None and incn.inc == payload.get("inc") and not incn.ready.done():
+            incn.trap_exits = bool(payload.get("trap_exits"))
             incn.ready.set_result(True)
 
     def on_exit(self, pid: int, code: int) -> None:
         """The zygote reaped ``pid`` with Popen-style ``code`` (from its reader thread)."""
         with self.lock:
             incn = self.by_pid.pop(pid, None)
-            if incn is not None and self.current.get(incn.name) is incn:
+            if incn is None:
+                self.early_exits[pid] = code  # start_child registers it in a moment
+                return
+            if self.current.get(incn.name) is incn:
                 del self.current[incn.name]
-        if incn is None:
-            return
         try:
             reason, failure, escalate = self._classify(incn, code)
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
             log.exception("cannot classify the exit of agent %r", incn.name)
             reason, failure, escalate = ExitReason.abnormal(f"exit code {code}"), None, None
+        self._propagate(incn, reason)
         if not incn.ready.done() and was_ready(self.node.paths.agent_busy(incn.id), incn.inc):
             # It started, then died before its ready report reached the main loop. The
             # shell is still inside start_child; the exit posted below queues behind it.
@@ -235,6 +246,17 @@ class AgentSpawner:
             shell.escalate(incn.name, incn, ExitReason.abnormal(escalate))
         else:
             shell.child_exited(incn.name, incn, reason)
+
+    def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
+        """Fire the exited incarnation's monitors and links."""
+        with self.lock:
+            traps = {i: i.trap_exits for i in self.current.values()}
+        for action in self.node.links.exited(incn, str(reason), not reason.is_normal, traps):
+            if isinstance(action, Deliver):
+                self.node.deliver_info(action.to, action.message)
+            elif isinstance(action, KillLinked) and action.target.terminating is None:
+                action.target.link_kill = action.reason
+                action.target.signal(signal.SIGKILL)
 
     def _classify(self, incn: Incarnation, code: int
                   ) -> tuple[ExitReason, Failure | None, str | None]:
@@ -267,6 +289,8 @@ class AgentSpawner:
             if failure.exc_type == "MemoryError" and "memory_mb" in incn.limits:
                 # The RLIMIT_DATA backstop made an allocation fail: that is its memory limit.
                 failure = Failure(**{**failure.to_dict(), "kind": "oom"})
+        elif incn.link_kill is not None:
+            failure = Failure(kind="killed", message=incn.link_kill, signal=-code if code < 0 else None)
         elif incn.limit_kill is not None:
             failure = Failure(kind=incn.limit_kill, message=f"exceeded its {incn.limit_kill} limit",  # type: ignore[arg-type]
                               signal=-code if code < 0 else None)

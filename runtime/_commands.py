@@ -329,7 +329,47 @@ def shutdown(node: NodeDaemon) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
+def _live(node: NodeDaemon, name: str, inc: int | None = None) -> Any:
+    incn = node.spawner.current.get(name)
+    if incn is None or not incn.ready.done() or (inc is not None and incn.inc != inc):
+        return None
+    return incn
+
+
+def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
+    """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
+    watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
+    (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``."""
+    me = _live(node, watcher, inc)
+    if me is None:
+        raise AgentNotFound(watcher, "the monitoring agent itself is not running")
+    other = _live(node, target)
+    if other is None:
+        from ._links import NOPROC, down_message
+        node.deliver_info(me, down_message(target, NOPROC))
+        return {"target": target, "live": False}
+    node.links.monitor(me, other)
+    return {"target": target, "live": True}
+
+
+def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
+    """``{"op": "link", "watcher", "inc", "target"}`` -> ``{"target"}``: link the two agents'
+    processes both ways. An abnormal exit of one kills the other, unless it sets
+    ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``. Normal
+    exits do not propagate. From ``self.ctx.link``; a target not running raises
+    `AgentNotFound` (where Erlang would send exit ``noproc``)."""
+    me = _live(node, watcher, inc)
+    if me is None:
+        raise AgentNotFound(watcher, "the linking agent itself is not running")
+    other = _live(node, target)
+    if other is None:
+        raise AgentNotFound(target, "cannot link to it")
+    node.links.link(me, other)
+    return {"target": target}
+
+
 COMMANDS: dict[str, Callable[..., Any]] = {
+    "monitor": monitor, "link": link,
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
     "shutdown": shutdown, "add_supervisor": add_supervisor,

@@ -19,8 +19,10 @@ class AgentContext:
         name: this agent's name.
     """
 
-    def __init__(self, name: str, messenger: Messenger, control: ControlClient) -> None:
+    def __init__(self, name: str, messenger: Messenger, control: ControlClient,
+                 incarnation: int = 0) -> None:
         self.name = name
+        self._incarnation = incarnation
         self._messenger = messenger
         self._control = control
         self._timers: list[tuple[float, int, Any]] = []
@@ -40,6 +42,25 @@ class AgentContext:
         request = spawn_request(cls, args, name, **options)
         value = self._control.request("spawn", request, timeout=request["timeout"] + 5)
         return str(value["name"])
+
+    def monitor(self, name: str) -> None:
+        """Get ``Down(name, reason)`` in ``handle_info`` when agent ``name``'s process exits
+        (reason "noproc" at once if it is not running). Like Erlang, a monitor belongs to
+        this process: a restart of this agent drops it (monitor again in ``init`` or
+        ``recover``)."""
+        self._control.request("monitor", {"watcher": self.name, "inc": self._incarnation,
+                                          "target": name})
+
+    def link(self, name: str) -> None:
+        """Link this agent's process and agent ``name``'s both ways: an abnormal exit of one
+        kills the other, unless it sets ``trap_exits = True`` and then receives
+        ``Exit(name, reason)`` in ``handle_info``. Normal exits do not propagate.
+
+        Raises:
+            AgentNotFound: ``name`` is not running.
+        """
+        self._control.request("link", {"watcher": self.name, "inc": self._incarnation,
+                                       "target": name})
 
     def send_after(self, seconds: float, msg: Any) -> None:
         """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``.

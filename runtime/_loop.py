@@ -41,7 +41,7 @@ from ._control import ControlClient
 from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ._paths import NodePaths
 from ._store import Store, Txn
-from ._types import Escalate, Failure, Reset, Resume, Skip, Stop
+from ._types import Down, Escalate, Exit, Failure, Reset, Resume, Skip, Stop
 from .errors import StateError
 
 IDLE_RECHECK_S = 2.0  # re-read the mailbox this often even without a ring (a dropped ring)
@@ -112,7 +112,7 @@ class AgentLoop:
         try:
             self._start()
             self.busy.set_ready()
-            self._notify({"ev": "ready"})
+            self._notify({"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)})
             self._serve()
         except _Exit:
             pass
@@ -179,7 +179,8 @@ class AgentLoop:
             cls = load_class(self.boot["cls"])
             self.agent = cls()
             self.agent.ctx = AgentContext(self.name, self.messenger,
-                                          ControlClient(self.paths, self.zctx))
+                                          ControlClient(self.paths, self.zctx),
+                                          self.boot["incarnation"])
             raw = self.store.read(lambda t: t.get_state(self.id))
             self.state = self._load_state(raw)
             failure = Failure.from_dict(self.boot.get("failure"))
@@ -379,7 +380,9 @@ class AgentLoop:
                                     f"returned {type(result).__name__}, expected "
                                     "(reply, new_state) or Stop")
             else:
-                new_state = self._call_user(self.agent.handle_cast, msg, self.state)
+                handler = self.agent.handle_info if kind == "info" else self.agent.handle_cast
+                new_state = self._call_user(handler, _info_value(msg) if kind == "info"
+                                            else msg, self.state)
                 reply = None
                 if isinstance(new_state, Stop):
                     self.stop_reason = new_state.reason
@@ -428,6 +431,14 @@ class AgentLoop:
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
         self.busy.clear()
         self.state = new_state
+
+
+def _info_value(msg: Any) -> Any:
+    """Turn the data form of a Down/Exit back into the value handle_info receives."""
+    if isinstance(msg, dict) and msg.get("__beamish__") in ("Down", "Exit"):
+        cls = Down if msg["__beamish__"] == "Down" else Exit
+        return cls(str(msg["name"]), str(msg["reason"]))
+    return msg
 
 
 def _remote_error(failure: Failure) -> dict[str, Any]:

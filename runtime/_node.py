@@ -27,11 +27,12 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import Envelope, Inbox, Kind, encode
+from beamish.mailbox import Envelope, Inbox, Kind, encode, encode_ring, pack
 from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, SupervisorSpec)
 
 from ._agents import AgentSpawner
 from ._config import NodeConfig
+from ._links import LinkTable
 from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe
 from ._store import Store, Txn, memory_path, wipe
@@ -107,6 +108,7 @@ class NodeDaemon:
         self.store = Store(self.store_path, self.durability)
         # The zygote is started before any ZeroMQ context exists in this process.
         self.spawner = AgentSpawner(self)
+        self.links = LinkTable()
         self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit)
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.control = Inbox(self.zctx, self.paths.control, router=True,
@@ -206,6 +208,16 @@ class NodeDaemon:
                 rec["last_failure"] = failure.to_dict()
             t.put_agent(rec)
         self.store.write(txn)
+
+    def deliver_info(self, to: Any, message: dict[str, Any]) -> None:
+        """Append an info message (a Down or Exit) to the mailbox of incarnation ``to``, if it
+        is still the agent's live process (any thread)."""
+        if self.spawner.current.get(to.name) is not to:
+            return
+        record = {"k": "info", "p": pack(message), "t": time.time()}
+        seq = self.store.write(lambda t: t.append(to.id, record))
+        self.ring(self.paths.agent_inbox(to.id),
+                  encode_ring(Kind.RING, seq.to_bytes(8, "big"), pack(record)))
 
     def ring(self, path: str, frame: bytes) -> None:
         """Send a compact doorbell/system frame to an agent inbox (any thread)."""

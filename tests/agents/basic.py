@@ -177,3 +177,29 @@ class Obedient(Agent):
         if state.get("file"):
             with open(state["file"], "a") as fh:
                 fh.write(reason + "\n")
+
+
+class Watcher(Agent):
+    """Monitors or links other agents on command; keeps every Down/Exit it receives."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"seen": []}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "seen":
+            return state["seen"], state
+        if msg == "pid":
+            return os.getpid(), state
+        op, name = msg
+        getattr(self.ctx, op)(name)
+        return "ok", state
+
+    def handle_info(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["seen"].append([type(msg).__name__, msg.name, msg.reason])
+        return state
+
+
+class TrappingWatcher(Watcher):
+    """A Watcher that traps exits: linked crashes arrive as Exit messages."""
+
+    trap_exits = True

@@ -1,0 +1,93 @@
+"""Links and monitors, as in Erlang, between agent incarnations (a restart is a new process:
+its links and monitors are gone, as in Erlang).
+
+Pure bookkeeping: `LinkTable` says what must happen when an incarnation exits; the node
+carries it out (deliver a `Down`/`Exit` message to an agent's mailbox, or kill a linked
+agent that does not trap exits).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+NOPROC = "noproc"
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Append ``message`` (a `Down` or `Exit` as data) to ``to``'s mailbox."""
+
+    to: Any  # the receiving incarnation
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KillLinked:
+    """Kill ``target`` (it does not trap exits) because a linked agent exited abnormally."""
+
+    target: Any
+    reason: str
+
+
+def down_message(name: str, reason: str) -> dict[str, Any]:
+    """The data form of `Down(name, reason)` as it travels in a mailbox."""
+    return {"__beamish__": "Down", "name": name, "reason": reason}
+
+
+def exit_message(name: str, reason: str) -> dict[str, Any]:
+    """The data form of `Exit(name, reason)` as it travels in a mailbox."""
+    return {"__beamish__": "Exit", "name": name, "reason": reason}
+
+
+class LinkTable:
+    """Who monitors whom, and who is linked to whom. Keys are incarnation handles (one
+    process each); thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._monitors: dict[Any, set[Any]] = {}  # target incarnation -> watcher incarnations
+        self._links: dict[Any, set[Any]] = {}  # incarnation -> linked incarnations
+
+    def monitor(self, watcher: Any, target: Any) -> None:
+        """``watcher`` gets a Down when ``target`` exits (once)."""
+        with self._lock:
+            self._monitors.setdefault(target, set()).add(watcher)
+
+    def link(self, a: Any, b: Any) -> None:
+        """Link ``a`` and ``b`` both ways (idempotent)."""
+        if a is b:
+            return
+        with self._lock:
+            self._links.setdefault(a, set()).add(b)
+            self._links.setdefault(b, set()).add(a)
+
+    def exited(self, incn: Any, reason: str, abnormal: bool,
+               traps: dict[Any, bool]) -> list[Deliver | KillLinked]:
+        """``incn`` exited: forget its links and monitors and return what must happen.
+
+        Args:
+            incn: the incarnation that exited (with a ``name``).
+            reason: its exit reason, as text.
+            abnormal: whether the exit was abnormal (normal exits do not propagate by link).
+            traps: for each linked incarnation, whether it traps exits.
+        """
+        actions: list[Deliver | KillLinked] = []
+        with self._lock:
+            watchers = self._monitors.pop(incn, set())
+            for targets in self._monitors.values():
+                targets.discard(incn)  # its own monitors die with it
+            linked = self._links.pop(incn, set())
+            for other in linked:
+                self._links.get(other, set()).discard(incn)
+        for watcher in watchers:
+            actions.append(Deliver(watcher, down_message(incn.name, reason)))
+        if abnormal:
+            for other in linked:
+                if traps.get(other, False):
+                    actions.append(Deliver(other, exit_message(incn.name, reason)))
+                else:
+                    actions.append(KillLinked(other, f"linked agent {incn.name!r} exited: "
+                                                     f"{reason}"))
+        return actions
