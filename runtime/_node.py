@@ -300,6 +300,8 @@ class NodeDaemon:
             elif ev in ("dead_lettered", "recover_failed", "terminate_failed"):
                 name = self._name_of(payload.get("id"))
                 self.emit(ev, name, self.sup_of(name), str(payload.get("reason", "")))
+            else:
+                self.reports.dropped += 1  # well-formed, but not a report we know
 
     def _name_of(self, agent_id: Any) -> str:
         with self.spawner.lock:
