@@ -57,33 +57,28 @@ class InFlight:
         self.map.close()
 
 
-def read_marker(path: str, incarnation: int) -> tuple[int, float] | None:
-    """The node's side: ``(seq, seconds since it started)`` of what the agent is (or was,
-    when it died) handling; None if idle, or the file is another incarnation's or missing."""
+def _read(path: str) -> tuple[int, int, int, int] | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read(_REC.size)
     except FileNotFoundError:
         return None
-    if len(data) != _REC.size:
+    return _REC.unpack(data) if len(data) == _REC.size else None
+
+
+def read_marker(path: str, incarnation: int) -> tuple[int, float] | None:
+    """The node's side: ``(seq, seconds since it started)`` of what the agent is (or was,
+    when it died) handling; None if idle, or the file is another incarnation's or missing."""
+    rec = _read(path)
+    if rec is None or not rec[0] or rec[1] != incarnation:
         return None
-    seq, inc, start, _ = _REC.unpack(data)
-    if not seq or inc != incarnation:
-        return None
-    return seq, (time.monotonic_ns() - start) / 1e9
+    return rec[0], (time.monotonic_ns() - rec[2]) / 1e9
 
 
 def was_ready(path: str, incarnation: int) -> bool:
     """Whether that incarnation of the agent had finished its init/recover."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(_REC.size)
-    except FileNotFoundError:
-        return False
-    if len(data) != _REC.size:
-        return False
-    _, inc, _, ready = _REC.unpack(data)
-    return inc == incarnation and ready == 1
+    rec = _read(path)
+    return rec is not None and rec[1] == incarnation and rec[3] == 1
 
 
 def read_in_flight(path: str, incarnation: int) -> int | None:

@@ -259,13 +259,7 @@ class NodeDaemon:
                 self.stopping.set()
 
     def _drain_control(self) -> None:
-        for _ in range(1000):
-            got = self.control.recv_nowait()
-            if got is None:
-                if not self.control.sock.poll(0):
-                    return
-                continue
-            ident, env = got
+        for ident, env in self.control.drain(1000):
             if env.kind is not Kind.CALL or not isinstance(env.payload, dict) \
                     or not isinstance(env.payload.get("op"), str):
                 self.control.dropped += 1
@@ -280,17 +274,12 @@ class NodeDaemon:
                 self.control.reply(ident, Envelope(Kind.REPLY, env.msg_id, b"", {
                     "ok": True, "value": {"pid": os.getpid()}}))
                 self.stopping.set()
-                return
+                continue
             self.pool.submit(self._run_command, ident, env)
 
     def _drain_reports(self) -> None:
-        for _ in range(1000):
-            got = self.reports.recv_nowait()
-            if got is None:
-                if not self.reports.sock.poll(0):
-                    return
-                continue
-            payload = got[1].payload
+        for _, env in self.reports.drain(1000):
+            payload = env.payload
             if not isinstance(payload, dict):
                 self.reports.dropped += 1
                 continue

@@ -126,3 +126,17 @@ def kill_tree(pid: int) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(procs, timeout=10)
+
+
+def kill_node(n: Node) -> None:
+    """SIGKILL a node daemon (its agents die with it) and reap it, as a crash would."""
+    from beamish.runtime._client import _daemons
+    try:
+        os.kill(n.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    n.close()
+    kill_tree(n.pid)
+    proc = _daemons.pop(n.pid, None)
+    if proc is not None:
+        proc.wait(10)

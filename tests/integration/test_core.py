@@ -14,7 +14,7 @@ import pytest
 from beamish.runtime import (AgentNotFound, CallTimeout, ConfigError, MessageTooLarge,
                              NodeAlreadyRunning, NodeNotRunning, RemoteError, SpawnError,
                              connect, start_node)
-from tests.conftest import kill_tree, shutdown_quietly, wait_until
+from tests.conftest import kill_node, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -244,12 +244,7 @@ def test_no_orphans_after_sigkill_of_the_node(node_dir):
                        or psutil.Process(p).status() == psutil.STATUS_ZOMBIE,
                        what=f"pid {pid} to die with the node")
     finally:
-        n.close()
-        kill_tree(n.pid)
-        from beamish.runtime._client import _daemons
-        proc = _daemons.pop(n.pid, None)
-        if proc is not None:
-            proc.wait(10)
+        kill_node(n)
 
 
 def test_states_and_mailboxes_survive_a_node_restart(node_dir):
@@ -277,14 +272,8 @@ def test_whole_node_sigkill_then_restart_restores_state_and_pending_casts(node_d
         ref.cast({"sleep": 0.3})  # keeps the agent busy ...
         for _ in range(3):
             ref.cast("incr")  # ... while these wait, durably, in its mailbox
-        os.kill(n.pid, signal.SIGKILL)
     finally:
-        n.close()
-        kill_tree(n.pid)
-        from beamish.runtime._client import _daemons
-        proc = _daemons.pop(n.pid, None)
-        if proc is not None:
-            proc.wait(10)
+        kill_node(n)
     n = start_node(node_dir)
     try:
         # 5 calls + the sleeping cast (re-run: it never committed) + 3 pending casts
