@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         if verb in ("dead-letters", "info"):
             p.add_argument("--json", action="store_true")
+        if verb == "dead-letters":
+            p.add_argument("--resend", type=int, metavar="SEQ",
+                           help="put dead letter SEQ back at the end of the mailbox")
     for verb, text in (("ps", "list agents"), ("tree", "show the supervision tree"),
                        ("events", "show supervisor events")):
         p = sub.add_parser(verb, parents=[common], help=text)
@@ -223,6 +226,9 @@ def _client_command(node: Any, args: argparse.Namespace) -> int:
                 stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
                 print(f"{stamp} {ev.kind:<13} {ev.name} ({ev.supervisor}) {ev.reason}".rstrip(),
                       flush=True)
+    elif cmd == "dead-letters" and args.resend is not None:
+        new = node.resend_dead_letter(args.name, args.resend)
+        print(f"dead letter #{args.resend} of {args.name} re-sent as message #{new}")
     elif cmd == "dead-letters":
         entries = node.dead_letters(args.name)
         if args.json:

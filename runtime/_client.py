@@ -355,6 +355,15 @@ class Node:
         entries = self._control.request("dead_letters", {"name": name})
         return [{**e, "failure": Failure.from_dict(e["failure"])} for e in entries]
 
+    def resend_dead_letter(self, name: str, seq: int) -> int:
+        """Put dead letter ``seq`` of agent ``name`` back at the end of its mailbox (after
+        fixing what made it fail); return its new sequence number.
+
+        Raises:
+            AgentNotFound: the agent is not running; ConfigError: no such dead letter.
+        """
+        return int(self._control.request("resend_dead_letter", {"name": name, "seq": seq})["seq"])
+
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.
 

@@ -208,6 +208,30 @@ def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
              "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
 
 
+def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
+    """``{"op": "resend_dead_letter", "name", "seq"}`` -> ``{"name", "seq"}`` (the new seq):
+    move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
+    CLI: ``beamish dead-letters NAME --resend SEQ``."""
+    rec = _require(node, name)
+    if rec["status"] not in LIVE_STATUSES:
+        raise AgentNotFound(name, f"it is {rec['status']}; spawn or restart it first")
+
+    def txn(t: Txn) -> int | None:
+        entry = next((e for s_, e in t.dead(rec["id"]) if s_ == seq), None)
+        if entry is None:
+            return None
+        t.delete_dead(rec["id"], seq)
+        return t.append(rec["id"], entry["message"])
+    new_seq = node.store.write(txn)
+    if new_seq is None:
+        raise ConfigError(f"agent {name!r} has no dead letter #{seq} "
+                          f"(see `beamish dead-letters {name}`)")
+    from beamish.mailbox import Kind, encode_ring
+    node.ring(node.paths.agent_inbox(rec["id"]), encode_ring(Kind.RING, new_seq.to_bytes(8, "big")))
+    node.emit("resent", name, rec["supervisor"], f"dead letter #{seq} as #{new_seq}")
+    return {"name": name, "seq": new_seq}
+
+
 def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
     marked failed. CLI: ``beamish restart NAME``."""
@@ -369,7 +393,7 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {
-    "monitor": monitor, "link": link,
+    "monitor": monitor, "link": link, "resend_dead_letter": resend_dead_letter,
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
     "shutdown": shutdown, "add_supervisor": add_supervisor,

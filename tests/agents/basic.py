@@ -79,6 +79,11 @@ class Faulty(Agent):
     def handle_cast(self, msg: Any, state: dict[str, Any]) -> Any:
         if msg == "raise":
             raise ValueError("cast boom")
+        if msg == "flaky" and not state.get("healed"):
+            raise ConnectionError("upstream is down")
+        if msg == "heal":
+            state["healed"] = True
+            return state
         if msg == "stop":
             return Stop("normal")
         state["n"] += 1

@@ -44,3 +44,22 @@ def test_add_supervisor_refuses_bad_input(node):
         node.add_supervisor("s", parent="ghost")
     with pytest.raises(ConfigError, match="strategy"):
         node.add_supervisor("s", strategy="all_for_none")
+
+
+def test_backoff_delays_grow_and_show_in_ps(node):
+    node.add_supervisor("slow", max_restarts=10, max_seconds=30, backoff=(0.2, 2.0))
+    node.spawn(COUNTER, name="b", supervisor="slow")
+    delays = []
+    for _ in range(3):
+        info = node.info("b")
+        pid = info.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: node.info("b").status == "backoff", what="status backoff")
+        wait_until(lambda p=pid: (lambda i: i.status == "running" and i.pid != p)(node.info("b")),
+                   what="the delayed restart")
+        events = [e for e in node.events() if e.name == "b"]
+        exited = [e.time for e in events if e.kind == "exited"][-1]
+        restarted = [e.time for e in events if e.kind == "restarted"][-1]
+        delays.append(restarted - exited)
+    assert delays[0] >= 0.2 and delays[0] < delays[1] < delays[2], delays
+    assert node.call("b", "get") == 0

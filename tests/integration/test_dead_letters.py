@@ -1,0 +1,37 @@
+"""Skipped casts are kept with their failure, listed, and can be re-sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from beamish.runtime import ConfigError
+from tests.conftest import REPO, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_failing_cast_goes_to_the_dead_letters_and_can_be_resent(node):
+    ref = node.spawn("tests.agents.basic:Faulty", name="f")
+    ref.cast("flaky")
+    letters = wait_until(lambda: node.dead_letters("f"), what="the dead letter")
+    assert letters[0]["msg"] == "flaky" and letters[0]["kind"] == "cast"
+    failure = letters[0]["failure"]
+    assert failure.kind == "exception" and failure.exc_type == "ConnectionError"
+    assert any(e.kind == "dead_lettered" and e.name == "f" for e in node.events())
+    assert ref.call("get") == 0
+    ref.cast("heal")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, "-m", "beamish.runtime", "dead-letters", "f", "--json",
+                          "--dir", node.dir], env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert json.loads(out)[0]["seq"] == letters[0]["seq"]
+    node.resend_dead_letter("f", letters[0]["seq"])
+    wait_until(lambda: ref.call("get") == 1, what="the re-sent cast to be handled")
+    assert node.dead_letters("f") == []
+    with pytest.raises(ConfigError, match="no dead letter"):
+        node.resend_dead_letter("f", 12345)
