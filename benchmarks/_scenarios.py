@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import psutil
 
-from . import agents
+from . import _isolation, agents
 from ._raw import RawEcho
 from ._stats import latency_summary, median
 from .threads_runtime import ThreadsNode
@@ -40,14 +40,27 @@ class Sizes:
     cast_repeats: int
     cast_agents: tuple[int, ...]
     spawn_agents: tuple[int, ...]
+    noisy_samples: int = 3000  # per phase (idle, spinning), capped by noisy_spin_s
+    noisy_spin_s: float = 3.0  # how long the neighbour spins
+    cpu_agents: int = 2
+    cpu_work: int = 100_000  # loop iterations per work unit
+    cpu_target_s: float = 1.0  # CPU seconds of work per agent per round
+    cpu_repeats: int = 2
+    fault_casts: int = 50  # acknowledged casts to the faulty agent before the fault
+    thread_spin_s: float = 2.0  # the threads runtime's bounded "infinite" loop
+    kill9_casts: int = 300  # acknowledged casts before the node is SIGKILLed
 
 
 QUICK = Sizes(call_warmup=300, call_samples=3000, call_blocks=6, cast_warmup=200,
               cast_messages=3000, cast_messages_threads=30000, cast_repeats=3,
-              cast_agents=(1, 10), spawn_agents=(100,))
+              cast_agents=(1, 10), spawn_agents=(100,), noisy_samples=3000,
+              noisy_spin_s=3.0, cpu_target_s=1.0, cpu_repeats=2, fault_casts=50,
+              thread_spin_s=2.0, kill9_casts=300)
 FULL = Sizes(call_warmup=2000, call_samples=20000, call_blocks=20, cast_warmup=1000,
              cast_messages=20000, cast_messages_threads=200000, cast_repeats=5,
-             cast_agents=(1, 100), spawn_agents=(100, 1000))
+             cast_agents=(1, 100), spawn_agents=(100, 1000), noisy_samples=20000,
+             noisy_spin_s=8.0, cpu_target_s=3.0, cpu_repeats=3, fault_casts=500,
+             thread_spin_s=4.0, kill9_casts=2000)
 
 MESSAGE = {"seq": 0, "text": "ping"}
 
@@ -360,4 +373,8 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], dict[str, Any]]] = {
     "call": call_latency,
     "cast": cast_throughput,
     "spawn": spawn_and_memory,
+    "noisy": _isolation.noisy_neighbour,
+    "cpu": _isolation.cpu_bound,
+    "faults": _isolation.fault_matrix,
+    "kill9": _isolation.kill9,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from beamish.runtime import Agent
@@ -67,3 +68,94 @@ ECHO = f"{__name__}:Echo"
 ASYNC_ECHO = f"{__name__}:AsyncEcho"
 COUNTER = f"{__name__}:Counter"
 FLAKY = f"{__name__}:Flaky"
+
+
+def busy_loop(count: int) -> int:
+    """The unit of pure-Python CPU work: sum ``count`` integers in a Python loop (it holds
+    the GIL throughout; no C call that would release it)."""
+    total = 0
+    for i in range(count):
+        total += i
+    return total
+
+
+class Spinner(Agent):
+    """The noisy neighbour: the cast ``{"spin": seconds}`` spins the CPU in pure Python for
+    that long; the call ``"ping"`` answers ``"pong"`` (after any spin it is behind)."""
+
+    def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        return "pong", state
+
+    def handle_cast(self, msg: Any, state: Any) -> Any:
+        deadline = time.perf_counter() + float(msg["spin"])
+        while time.perf_counter() < deadline:
+            busy_loop(1000)
+        return state
+
+
+class Worker(Agent):
+    """CPU-bound work: the cast ``{"work": count}`` runs `busy_loop` (count) and counts one
+    unit; the call ``"count"`` answers the units done."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"n": 0}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if isinstance(msg, dict) and "work" in msg:
+            busy_loop(int(msg["work"]))
+            state["n"] += 1
+        return state["n"], state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        busy_loop(int(msg["work"]))
+        state["n"] += 1
+        return state
+
+
+class Faulty(Agent):
+    """Fails on command in the ways the fault matrix lists; the cast ``"incr"`` counts, the
+    call ``"count"`` answers the count and ``"pid"`` the process id.
+
+    Calls: ``"raise"`` (a Python exception), ``"exit"`` (``os._exit(3)``), ``"segv"``
+    (SIGSEGV in C: ``ctypes.string_at(0)``), ``"bomb"`` (allocates 8 MiB blocks until
+    stopped), ``"spin"`` (an infinite pure-Python loop), ``{"spin": seconds}`` (a bounded
+    one, for the threads runtime, which cannot stop a thread).
+    """
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"n": 0}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "count":
+            return state["n"], state
+        if msg == "pid":
+            return os.getpid(), state
+        if msg == "raise":
+            raise ValueError("boom")
+        if msg == "exit":
+            os._exit(3)
+        if msg == "segv":
+            import ctypes
+            ctypes.string_at(0)
+        if msg == "bomb":
+            hoard = []
+            while True:
+                hoard.append(bytearray(8 * 1024 * 1024))
+        if msg == "spin":
+            while True:
+                busy_loop(1000)
+        if isinstance(msg, dict) and "spin" in msg:
+            deadline = time.perf_counter() + float(msg["spin"])
+            while time.perf_counter() < deadline:
+                busy_loop(1000)
+            return "spun", state
+        return state["n"], state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["n"] += 1
+        return state
+
+
+SPINNER = f"{__name__}:Spinner"
+WORKER = f"{__name__}:Worker"
+FAULTY = f"{__name__}:Faulty"
