@@ -451,20 +451,25 @@ def _kill9_beamish(start_node: Any, h: Any, sizes: Any) -> dict[str, Any]:
         res["processes_before_kill"] = len(seen)
         os.kill(node.pid, signal.SIGKILL)
         t_kill = time.perf_counter()
-        t.join(30)
-        stop.set()
-        res["acked"] = acked[0]
-        res["sender_error"] = errors[0] if errors else None
-        # Agents die with their node: wait (bounded) for every process of the old tree.
-        gone_by = time.perf_counter() + 10
+        acked_at_kill = acked[0]
+        # Agents die with their node: wait (bounded) for every process of the old tree,
+        # while the sender goes on casting.
+        gone_by = t_kill + 10
         alive = seen
         while time.perf_counter() < gone_by:
             alive = [p for p in seen if _alive(p)]
             if not alive:
                 break
-            time.sleep(0.01)
+            time.sleep(0.002)
         res["orphans_after_kill"] = len(alive)
         res["all_gone_ms"] = (time.perf_counter() - t_kill) * 1000 if not alive else None
+        time.sleep(max(0.0, t_kill + 0.5 - time.perf_counter()))
+        stop.set()  # the sender stops 0.5 s after the kill, if no cast failed first
+        t.join(30)
+        res["acked"] = acked[0]
+        res["acked_at_kill"] = acked_at_kill
+        res["acked_after_kill"] = acked[0] - acked_at_kill
+        res["sender_error"] = errors[0] if errors else None
         try:
             node.close()
         except Exception:  # noqa: BLE001 - its daemon is dead
@@ -486,8 +491,10 @@ def _kill9_beamish(start_node: Any, h: Any, sizes: Any) -> dict[str, Any]:
         res["count_after_restart"] = count
         res["lost"] = max(0, acked[0] - count) if count is not None else acked[0]
         res["extra_unacknowledged"] = max(0, count - acked[0]) if count is not None else 0
-        _log(f"[kill9] beamish: {acked[0]} casts acknowledged, SIGKILL, {res['orphans_after_kill']}"
-             f" orphans; restarted in {res['restart_s']:.2f} s; count {count} -> lost "
+        _log(f"[kill9] beamish: {acked_at_kill} casts acknowledged, SIGKILL, "
+             f"{res['orphans_after_kill']} orphans (all gone in {_ms(res['all_gone_ms'])}); "
+             f"{res['acked_after_kill']} more acknowledged in the 0.5 s after the kill "
+             f"(sender error: {res['sender_error']}); restarted in {res['restart_s']:.2f} s; count {count} -> lost "
              f"{res['lost']}")
     finally:
         for n in nodes:
