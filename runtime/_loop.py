@@ -111,8 +111,7 @@ class AgentLoop:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             self._start()
-            self.busy.set_ready()
-            self._notify({"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)})
+            self._ready()
             self._serve()
         except _Exit:
             pass
@@ -124,6 +123,11 @@ class AgentLoop:
     def doorbells(self) -> Any:
         """This process's doorbell sockets (made on first use: most agents never call)."""
         return self.messenger._port().doorbells
+
+    def _ready(self) -> None:
+        # The marker first: an exit the node hears before this report is still a started one.
+        self.busy.set_ready()
+        self._notify({"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)})
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self.stop_reason is None:
@@ -227,12 +231,17 @@ class AgentLoop:
             retry = False
         elif isinstance(decision, Reset):
             self._init_state()
-        elif isinstance(decision, Stop):
+        elif isinstance(decision, (Stop, Escalate)):
+            # The restart itself succeeded; what recover chose is this incarnation's exit
+            # (its restart type, or escalation, decides what follows), not a failed start.
             self._commit_state()
-            self._report_and_exit({"phase": "recover", "stop": decision.reason})
-        elif isinstance(decision, Escalate):
-            self._commit_state()
-            self._report_and_exit({"phase": "recover", "escalate": decision.reason})
+            report = {"phase": "recover"}
+            if isinstance(decision, Stop):
+                report["stop"] = decision.reason
+            else:
+                report["escalate"] = decision.reason
+            self._ready()
+            self._report_and_exit(report)
         else:
             self._notify({"ev": "recover_failed",
                           "reason": f"recover returned {decision!r}, not Resume/Skip/Reset/"

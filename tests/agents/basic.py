@@ -208,3 +208,41 @@ class TrappingWatcher(Watcher):
     """A Watcher that traps exits: linked crashes arrive as Exit messages."""
 
     trap_exits = True
+
+
+class Recovering(Agent):
+    """Its ``recover`` answers as its args say; ``"work"`` crashes the process (os._exit)
+    while the state is ``poisoned`` (a history longer than 2 turns, say)."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        # A fresh init after a Reset starts with a short history (the marker file says so).
+        again = os.path.exists(args.get("marker", "/nonexistent"))
+        if args.get("marker"):
+            open(args["marker"], "a").close()
+        return {"mode": args.get("mode"), "history": ["t1"] if again else ["t1", "t2", "t3"]}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "state":
+            return state, state
+        if msg == "work":
+            if len(state["history"]) > 2:
+                os._exit(3)  # "context too long": dies every time until compacted
+            return {"answered_with": len(state["history"])}, state
+        return None, state
+
+    def recover(self, failure: Any, state: dict[str, Any]) -> Any:
+        from beamish.runtime import Escalate, Reset, Resume, Skip
+        mode = state["mode"]
+        if mode == "compact":
+            return Resume({**state, "history": state["history"][-1:], "compacted": True})
+        if mode == "skip":
+            return Skip({**state, "skipped": failure.kind})
+        if mode == "reset":
+            return Reset()
+        if mode == "stop":
+            return Stop("normal")
+        if mode == "escalate":
+            return Escalate("cannot go on")
+        if mode == "raise":
+            raise RuntimeError("recover itself failed")
+        return super().recover(failure, state)
