@@ -280,3 +280,24 @@ def test_whole_node_sigkill_then_restart_restores_state_and_pending_casts(node_d
         wait_until(lambda: n.call("f", "get") == 9, what="the pending casts to be handled")
     finally:
         shutdown_quietly(n)
+
+
+def test_a_sleeping_session_survives_a_node_restart_and_delete_erases_it(node_dir):
+    n = start_node(node_dir)
+    try:
+        ref = n.spawn(COUNTER, name="s", args={"start": 1})
+        ref.call("incr")
+        n.stop("s")  # asleep: no process, state kept
+        assert n.info("s").pid is None
+    finally:
+        n.shutdown()
+    n = start_node(node_dir)
+    try:
+        assert n.info("s").status == "stopped"  # it stays asleep across the restart
+        assert n.spawn(COUNTER, name="s").call("get") == 2  # and wakes up where it was
+        n.delete("s")
+        with pytest.raises(AgentNotFound):
+            n.info("s")
+        assert n.spawn(COUNTER, name="s", args={"start": 9}).call("get") == 9  # fresh
+    finally:
+        shutdown_quietly(n)
