@@ -2,7 +2,8 @@
 
 Runs the scenarios of `._scenarios` on beamish and on the plain-threads runtime side by
 side, in one run, prints progress lines on stderr and a Markdown table on stdout, and
-writes ``results.json`` (every figure, plus the machine) and ``report.md`` to ``--out``
+writes ``results.json`` (every figure, plus the machine), ``report.md`` (the table) and
+``REPORT.md`` (the table and PNG charts, when matplotlib is importable) to ``--out``
 (default ``benchmarks/results/<YYYYmmdd-HHMMSS>/``). ``beamish bench`` runs
 ``main(["--quick"])``.
 
@@ -23,6 +24,7 @@ import traceback
 from typing import Any
 
 from ._scenarios import FULL, QUICK, SCENARIOS, Harness, log
+from ._report import write_report
 from ._stats import machine_info
 
 
@@ -143,6 +145,7 @@ def markdown(results: dict[str, Any]) -> str:
             if "pss_bytes_median" in bm:
                 row(f"| {n} idle agents | PSS MiB per agent (median) | "
                     f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
+    _isolation_rows(sc, row)
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     lines.append("")
     if spawn and "error" not in spawn:
@@ -158,6 +161,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{b['messages_per_repeat']:,} (beamish) / {t['messages_per_repeat']:,} "
                      "(threads) messages. cast() p99: how long the sender's cast() took "
                      "(beamish returns once the message is committed to LMDB).")
+    lines.extend(_isolation_notes(sc))
     tm = results.get("timings", {})
     if "beamish_node_shutdown_s" in tm:
         lines.append(f"beamish node: started in {tm['beamish_node_start_s']:.2f} s; shut down "
@@ -169,6 +173,100 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"**{len(results['leftover_processes'])} process(es) outlived the run "
                      "and were killed.**")
     return "\n".join(lines) + "\n"
+
+
+def _ok(entry: Any) -> bool:
+    return isinstance(entry, dict) and "error" not in entry
+
+
+def _fault_cell(r: dict[str, Any]) -> str:
+    if r.get("process_died"):
+        sig = f", {r['signal']}" if r.get("signal") else ""
+        return f"process died (rc {r['returncode']}{sig})"
+    back = "never" if r["recovery_ms"] is None else f"{r['recovery_ms']:.1f} ms"
+    down = "" if r["downtime_ms"] is None else f" (down {r['downtime_ms']:,.0f} ms)"
+    kept = "yes" if r["state_kept"] else "no"
+    return (f"{r['survivors']['failed']} · {back}{down} · {kept} · {r['messages_lost']}")
+
+
+def _isolation_rows(sc: dict[str, Any], row: Any) -> None:
+    noisy = sc.get("noisy")
+    if _ok(noisy):
+        b, t = noisy["beamish"], noisy["threads"]
+        for phase, label in (("idle", "echo call, idle"),
+                             ("noisy", "echo call, a neighbour spinning")):
+            for q in ("p50", "p99"):
+                bv, tv = b[phase][f"{q}_us"], t[phase][f"{q}_us"]
+                row(f"| {label} | {q} µs | {_num(bv)} | {_num(tv)} | — | "
+                    f"{_ratio(bv, tv)} threads |")
+        row(f"| noisy neighbour | p99 spinning / idle | {b['p99_noisy_over_idle']:.2f}× | "
+            f"{t['p99_noisy_over_idle']:.2f}× | — | |")
+    cpu = sc.get("cpu")
+    if _ok(cpu):
+        b, t = cpu["beamish"]["units_per_s"], cpu["threads"]["units_per_s"]
+        row(f"| cpu-bound, {cpu['agents']} agents | work units/s | {_num(b)} | {_num(t)} | — | "
+            f"{_ratio(b, t)} threads |")
+    faults = sc.get("faults")
+    if _ok(faults):
+        for fault, r in faults["beamish"].items():
+            tr = faults["threads"].get(fault, {})
+            row(f"| fault: {fault.replace('_', ' ')} | survivors failed · back in · state "
+                f"kept · acked lost | {_fault_cell(r)} | {_fault_cell(tr) if tr else '—'} | — "
+                "| |")
+        b, t = faults["beamish"]["infinite_loop"], faults["threads"].get("infinite_loop", {})
+        if "survivors" in t and isinstance(t["survivors"].get("during"), dict):
+            bv = b["survivors"]["during"]["p99_us"]
+            tv = t["survivors"]["during"]["p99_us"]
+            row(f"| fault: infinite loop | survivors' call p99 µs during it | {_num(bv)} | "
+                f"{_num(tv)} | — | {_ratio(bv, tv)} threads |")
+    k9 = sc.get("kill9")
+    if _ok(k9):
+        b, t = k9["beamish"], k9["threads"]
+        row(f"| kill -9 whole node, restart | acknowledged casts lost | {b['lost']} of "
+            f"{b['acked']:,} | {t['lost']} of {t['acked']:,} | — | |")
+
+
+def _isolation_notes(sc: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    noisy = sc.get("noisy")
+    if _ok(noisy):
+        out.append(f"Noisy neighbour: one caller thread calls an echo agent, first idle, then "
+                   f"while another agent spins the CPU in pure Python for "
+                   f"{noisy['spin_seconds']:g} s (started with a cast).")
+    cpu = sc.get("cpu")
+    if _ok(cpu):
+        out.append(f"cpu-bound: each unit is a pure-Python loop of {cpu['work_per_unit']:,} "
+                   f"additions; one core of this process does "
+                   f"{cpu['one_core_units_per_s']:.1f} units/s (so the ideal for "
+                   f"{cpu['agents']} agents is {cpu['agents']}× that).")
+    faults = sc.get("faults")
+    if _ok(faults):
+        out.append(f"Faults: {faults['survivor_agents']} survivor agents are called in a loop "
+                   f"by a background thread throughout; the faulty agent has "
+                   f"{faults['casts_before_fault']} acknowledged casts before the fault and 10 "
+                   "more cast during it. *back in*: from the moment the faulting call "
+                   "returned (or the SIGKILL was sent) until the agent answered a call; *down*: "
+                   "from the fault's injection. On beamish a call that crashes the agent is "
+                   "retried up to 3 times before its caller gets RemoteError (the memory bomb "
+                   "runs with Limits(memory_mb=200), the infinite loop with "
+                   "Limits(handler_timeout=0.5)). On threads each fault runs in a subprocess; "
+                   "*process died* is its measured return code: every agent, its state and "
+                   "its mailbox went with it. Threads cannot kill a thread: the "
+                   f"infinite loop is bounded to {faults['thread_spin_s']:g} s there, and "
+                   "their memory bomb runs under an RLIMIT_AS on the whole process (a thread "
+                   "cannot have its own limit).")
+    k9 = sc.get("kill9")
+    if _ok(k9):
+        b = k9["beamish"]
+        out.append(f"kill -9: one sender thread casts to a Counter; after "
+                   f"{b['acked_at_kill']:,} acknowledged casts the node daemon is SIGKILLed "
+                   f"({b['orphans_after_kill']} agent processes outlived it); the sender goes "
+                   f"on for 0.5 s ({b['acked_after_kill']:,} more casts acknowledged, sender "
+                   f"error: {b['sender_error']}); the node is started again on the same dir "
+                   f"({b['restart_s']:.2f} s) and the Counter's count compared with every "
+                   "acknowledged cast. Threads: the same in a subprocess that is SIGKILLed, "
+                   "then a new one.")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(results)
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write(report)
+    charts = write_report(results, report, out_dir)
+    if charts:
+        log(f"[bench] charts: {', '.join(charts)}")
     sys.stdout.write(report)
     sys.stdout.flush()
     log(f"[bench] done in {results['duration_s']:.1f} s; wrote {out_dir}/results.json")
