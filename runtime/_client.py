@@ -293,8 +293,19 @@ class Node:
     def add_supervisor(self, name: str, strategy: str = "one_for_one", max_restarts: int = 3,
                        max_seconds: float = 5.0, parent: str = "root",
                        restart: str = "permanent",
-                       backoff: tuple[float, float] | None = None) -> None:
+                       backoff: tuple[float, float] | None = None,
+                       child_restart: str = "permanent",
+                       child_shutdown: float | str = 5.0) -> None:
         """Add a supervisor under ``parent``; spawn agents into it with ``supervisor=name``.
+
+        Args:
+            strategy: one_for_one, one_for_all, rest_for_one or simple_one_for_one (many
+                children of one template, added at run time with `spawn`).
+            max_restarts, max_seconds: the restart intensity.
+            restart: this supervisor's own restart type under its parent.
+            backoff: ``(min_s, max_s)``: delay restarts exponentially, with jitter.
+            child_restart, child_shutdown: for simple_one_for_one, the template every
+                child gets (a spawn's own restart/shutdown are then ignored).
 
         Raises:
             ConfigError: a bad argument (named), or a name in use.
@@ -302,7 +313,8 @@ class Node:
         self._control.request("add_supervisor", {
             "name": name, "strategy": strategy, "max_restarts": max_restarts,
             "max_seconds": max_seconds, "parent": parent, "restart": restart,
-            "backoff": list(backoff) if backoff else None})
+            "backoff": list(backoff) if backoff else None, "child_restart": child_restart,
+            "child_shutdown": child_shutdown})
 
     def stop(self, name: str, timeout: float = 120.0) -> None:
         """Stop an agent in order (``terminate``, then exit within its shutdown time). It

@@ -31,6 +31,14 @@ def _child_spec(rec: dict[str, Any]) -> ChildSpec:
     return ChildSpec(rec["name"], ChildKind.AGENT, RestartType(rec["restart"]), rec["shutdown"])
 
 
+def _add_agent(shell: Any, rec: dict[str, Any]) -> Any:
+    """Add an agent to its supervisor: by name for a simple_one_for_one supervisor (its
+    children are made from its template), else with the agent's own spec."""
+    if shell.spec.strategy == "simple_one_for_one":
+        return shell.add_child(rec["name"])
+    return shell.add_child(_child_spec(rec))
+
+
 def ping(node: NodeDaemon) -> dict[str, Any]:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime"}``. CLI: ``beamish node status``."""
     return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.durability,
@@ -55,6 +63,9 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     if shell is None:
         raise SpawnError(name or cls, f"no supervisor named {supervisor!r} (add it with "
                                       "node.add_supervisor first)")
+    template = shell.spec.template
+    if template is not None:  # simple_one_for_one: every child is made from the template
+        restart, shutdown = str(template.restart), template.shutdown
     fresh = False
 
     def reserve(t: Txn) -> dict[str, Any]:
@@ -80,7 +91,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     agent_name = rec["name"]
     node.spawner.next_failure.pop(agent_name, None)
     try:
-        shell.add_child(_child_spec(rec))
+        _add_agent(shell, rec)
     except (StartFailed, SupervisorError) as exc:
         failure = node.spawner.start_failures.pop(agent_name, None)
         if fresh:
@@ -246,10 +257,9 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
     except SupervisorError:
-        spec = _child_spec(rec)
         node.store.write(lambda t: t.put_agent({**rec, "status": "starting", "fresh": True}))
         try:
-            shell.add_child(spec)
+            _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
             node.set_status(name, rec["status"])
             raise SpawnError(name, f"it did not start ({exc})") from None
@@ -258,21 +268,31 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
 
 def _sup_spec(rec: dict[str, Any]) -> ChildSpec:
     # Strings go in as given: the specs validate them and name the field in the error.
+    template = None
+    if rec["strategy"] == "simple_one_for_one":
+        t = rec.get("template") or {}
+        template = ChildSpec("template", ChildKind.AGENT, t.get("restart", "permanent"),
+                             t.get("shutdown", 5.0))
     spec = SupervisorSpec(rec["name"], rec["strategy"], rec["max_restarts"], rec["max_seconds"],
-                          backoff=tuple(rec["backoff"]) if rec.get("backoff") else None)
+                          backoff=tuple(rec["backoff"]) if rec.get("backoff") else None,
+                          template=template)
     return ChildSpec.for_supervisor(spec, rec.get("restart", "permanent"))
 
 
 def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
                    max_restarts: int = 3, max_seconds: float = 5.0, parent: str = "root",
-                   restart: str = "permanent", backoff: list[float] | None = None
+                   restart: str = "permanent", backoff: list[float] | None = None,
+                   child_restart: str = "permanent", child_shutdown: Any = 5.0
                    ) -> dict[str, Any]:
     """``{"op": "add_supervisor", "name", "strategy", "max_restarts", "max_seconds", "parent",
-    "restart", "backoff"}`` -> ``{"name"}``: a nested supervisor, persisted with the tree.
+    "restart", "backoff", "child_restart", "child_shutdown"}`` -> ``{"name"}``: a nested
+    supervisor, persisted with the tree. For ``simple_one_for_one``, ``child_restart`` and
+    ``child_shutdown`` are the template every agent spawned into it gets.
     CLI: ``beamish add-supervisor NAME --strategy S --parent P``."""
     rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
            "max_seconds": max_seconds, "parent": parent, "restart": restart,
-           "backoff": backoff, "status": "running"}
+           "backoff": backoff, "status": "running",
+           "template": {"restart": child_restart, "shutdown": check_shutdown(child_shutdown)}}
     try:
         spec = _sup_spec(rec)
     except (InvalidSpec, ValueError) as exc:
@@ -304,6 +324,8 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
                            "max_restarts": sup.max_restarts, "max_seconds": sup.max_seconds,
                            "parent": sup.parent, "restart": sup.restart,
                            "backoff": list(sup.backoff) if sup.backoff else None,
+                           "template": {"restart": sup.child_restart,
+                                        "shutdown": sup.child_shutdown},
                            "status": "running", "order": t.next_counter("order")})
         for agent in config.agent:
             if t.get_agent(agent.name) is None:
@@ -340,7 +362,7 @@ def start_persisted(node: NodeDaemon) -> None:
             continue
         node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
-            shell.add_child(_child_spec(rec))
+            _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
             node.set_status(rec["name"], "failed")
             node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")

@@ -56,6 +56,9 @@ class SupervisorSection(_Strict):
     max_seconds: float = Field(5.0, gt=0)
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     backoff: tuple[float, float] | None = None
+    # simple_one_for_one: the template every agent spawned into it gets
+    child_restart: Literal["permanent", "transient", "temporary"] = "permanent"
+    child_shutdown: float | Literal["brutal_kill", "infinity"] = 5.0
 
 
 class AgentSection(_Strict):

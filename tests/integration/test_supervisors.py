@@ -63,3 +63,40 @@ def test_backoff_delays_grow_and_show_in_ps(node):
         delays.append(restarted - exited)
     assert delays[0] >= 0.2 and delays[0] < delays[1] < delays[2], delays
     assert node.call("b", "get") == 0
+
+
+def test_intensity_escalates_one_level_and_the_subtree_restarts(node):
+    node.add_supervisor("mid", max_restarts=1, max_seconds=10)
+    for name in "ab":
+        node.spawn(COUNTER, name=name, supervisor="mid")
+        node.call(name, "incr")
+    outside = node.spawn(COUNTER, name="outside")
+    outside_pid = node.info("outside").pid
+    b_pid = node.info("b").pid
+    for _ in range(2):  # the 2nd restart within 10 s is one too many for "mid"
+        pid = node.info("a").pid
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda p=pid: (lambda i: i.status == "running" and i.pid not in (None, p))(
+            node.info("a")), what="a restarted")
+    wait_until(lambda: any(e.kind == "escalated" and e.name == "mid" for e in node.events()),
+               what="mid to escalate")
+    wait_until(lambda: (lambda i: i.status == "running" and i.pid not in (None, b_pid))(
+        node.info("b")), what="b restarted with its supervisor")
+    assert [node.call(n, "get") for n in "ab"] == [1, 1]  # the subtree came back with state
+    assert node.info("outside").pid == outside_pid and outside.call("get") == 0  # root's other child untouched
+    mid = next(c for c in node.tree()["children"] if c["name"] == "mid")
+    assert [c["name"] for c in mid["children"]] == ["a", "b"]
+
+
+def test_simple_one_for_one_children_of_one_template(node):
+    node.add_supervisor("pool", strategy="simple_one_for_one", child_restart="transient")
+    for i in range(3):
+        node.spawn(COUNTER, name=f"w{i}", supervisor="pool", restart="permanent")
+    pid = node.info("w1").pid
+    os.kill(pid, signal.SIGKILL)  # abnormal: a transient child is restarted
+    wait_until(lambda: (lambda i: i.status == "running" and i.pid not in (None, pid))(
+        node.info("w1")), what="w1 restarted")
+    node.stop("w2")  # removed at run time
+    pool = next(c for c in node.tree()["children"] if c["name"] == "pool")
+    assert pool["strategy"] == "simple_one_for_one"
+    assert [c["name"] for c in pool["children"]] == ["w0", "w1"]
