@@ -15,8 +15,9 @@ sys.path.insert(0, REPO)
 from beamish.runtime import RemoteError, start_node  # noqa: E402
 
 
-def main() -> int:
-    """Run the demo; return the exit status."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo (``--no-bench``: skip the benchmark); return the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     node_dir = tempfile.mkdtemp(prefix="bm-demo-", dir="/tmp")
     print(f"== starting a node in {node_dir}")
     node = start_node(node_dir)
@@ -56,6 +57,8 @@ def main() -> int:
     finally:
         node.shutdown()
     print("== node stopped; its tree, states and mailboxes stay in", node_dir)
+    if "--no-bench" in argv:
+        return 0
     print("== the quick isolation benchmark: beamish vs plain threads (about a minute)")
     from benchmarks.__main__ import main as bench_main
     return bench_main(["--quick"])

@@ -76,6 +76,13 @@ def _node_locked(paths: NodePaths) -> bool:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None = None,
                durability: str | None = None, strict: bool | None = None,
                timeout: float = START_TIMEOUT_S) -> Node:
@@ -97,13 +104,18 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     """
     paths = NodePaths.of(dir if dir is not None else default_dir())
     paths.check_length()
-    if _node_locked(paths):
+    deadline = time.monotonic() + 5.0
+    while _node_locked(paths):
         pid = 0
         try:
             pid = int(read_node_info(paths).get("pid", 0))
         except NodeNotRunning:
             pass
-        raise NodeAlreadyRunning(paths.dir, pid)
+        # A node that was just killed can hold its lock a few ms past its death while the
+        # kernel tears it down: wait for that, not for a live node.
+        if _alive(pid) or time.monotonic() > deadline:
+            raise NodeAlreadyRunning(paths.dir, pid)
+        time.sleep(0.01)
     os.makedirs(paths.dir, mode=0o700, exist_ok=True)
     cmd = [sys.executable, "-m", "beamish.runtime", "node", "start", "--foreground",
            "--dir", paths.dir]

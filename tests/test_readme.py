@@ -26,3 +26,27 @@ def test_readme_shows_the_example_as_it_is():
     with open(os.path.join(REPO, "examples", "readme_example.out")) as fh:
         assert fh.read().strip() in readme
     assert readme.index("make demo") < 200 and readme.index("make test") < 300
+
+
+def _run_example(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_demo_runs():
+    out = _run_example("examples/demo.py", "--no-bench")
+    assert "counter-3 answers again with its state: 9" in out
+    assert out.count("RemoteError") == 3
+
+
+def test_chat_demo_runs():
+    out = _run_example("examples/chat_demo.py")
+    assert "1 compaction(s) by recover" in out and "messages still there" in out
+
+
+def test_quick_benchmark_smoke(tmp_path):
+    out = _run_example("-m", "benchmarks", "--quick", "--scenarios", "call", "--out",
+                       str(tmp_path))
+    assert "call round trip" in out and (tmp_path / "results.json").exists()
