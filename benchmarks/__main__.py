@@ -23,8 +23,8 @@ import time
 import traceback
 from typing import Any
 
-from ._scenarios import FULL, QUICK, SCENARIOS, Harness, log
 from ._report import write_report
+from ._scenarios import FULL, QUICK, SCENARIOS, Harness, log
 from ._stats import machine_info
 
 

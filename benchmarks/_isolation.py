@@ -472,7 +472,7 @@ def _kill9_beamish(start_node: Any, h: Any, sizes: Any) -> dict[str, Any]:
         res["sender_error"] = errors[0] if errors else None
         try:
             node.close()
-        except Exception:  # noqa: BLE001 - its daemon is dead
+        except Exception:  # noqa: BLE001, S110 - its daemon is dead
             pass
         nodes.remove(node)
         t0 = time.perf_counter()
@@ -501,7 +501,7 @@ def _kill9_beamish(start_node: Any, h: Any, sizes: Any) -> dict[str, Any]:
             seen += _tree_pids(n.pid)
             try:
                 n.shutdown()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - reaped below
                 pass
         for p in seen:
             if _alive(p):
