@@ -25,12 +25,12 @@ checkout, or ``beamish bench [--quick]`` from an installed package.
 Besides ``results.json`` and ``report.md``, a run writes ``REPORT.md`` with PNG charts
 (call latency, noisy-neighbour p99, CPU-bound throughput) when matplotlib is importable.
 
-Layout: `._scenarios` (the measurements; `._isolation` has the last four), `._report`
-(REPORT.md and charts), `._threads_child`, and `._scenarios`' `Harness` (which owns every
-process and node of a run; ``kill9`` starts and stops its own node in a ``finally``).
-Also: `._scenarios` (the measurements and the `Harness` that owns every process and
-node of a run), `.threads_runtime` (the baseline), `._raw` (the floor), `.agents` (the
-Agent classes both runtimes run; they are named by paths computed from ``__name__`` so
-they resolve as ``benchmarks.agents`` and as ``beamish.benchmarks.agents``), `._stats`.
+Layout: `._scenarios` (the first three measurements and the `Harness` that owns every
+process and node of a run), `._isolation` (noisy, cpu, faults, kill9; kill9 starts and
+stops its own node in a ``finally``), `._threads_child` (the threads runtime in a
+subprocess), `._report` (REPORT.md and its charts), `.threads_runtime` (the baseline),
+`._raw` (the floor), `.agents` (the Agent classes both runtimes run; they are named by
+paths computed from ``__name__`` so they resolve as ``benchmarks.agents`` and as
+``beamish.benchmarks.agents``), `._stats`.
 Imports inside this package are relative for the same reason.
 """
