@@ -22,12 +22,18 @@ class Agent:
         State: an optional pydantic model the state is validated into on load.
         trap_exits: receive `Exit` in `handle_info` instead of dying with a linked agent.
         max_attempts: no message is attempted more than this many times.
+        CallMessage, CastMessage: optional pydantic models; a call or cast that does not
+            validate is refused (the caller gets `RemoteError` of type ValidationError, a
+            cast goes to the dead letters) and the agent does not crash. The handler still
+            receives the plain data.
     """
 
     version: ClassVar[int] = 1
     State: ClassVar[Any] = None
     trap_exits: ClassVar[bool] = False
     max_attempts: ClassVar[int] = 3
+    CallMessage: ClassVar[Any] = None
+    CastMessage: ClassVar[Any] = None
     ctx: AgentContext
 
     def init(self, args: dict[str, Any]) -> Any:

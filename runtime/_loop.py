@@ -375,8 +375,12 @@ class AgentLoop:
         assert self.agent is not None
         kind = record["k"]
         self.busy.mark(seq)
+        msg = unpack(record["p"])
+        invalid = self._validate(kind, msg)
+        if invalid is not None:
+            self._refuse(seq, record, invalid)
+            return
         try:
-            msg = unpack(record["p"])
             if kind == "call":
                 result = self._call_user(self.agent.handle_call, msg, self.state)
                 if isinstance(result, Stop):
@@ -422,6 +426,30 @@ class AgentLoop:
         self.next_seq = seq + 1
         if reply_rec is not None:
             self.doorbells.ring(record["r"], encode_ring(Kind.REPLY, record["id"], reply_rec))
+
+    def _validate(self, kind: str, msg: Any) -> Failure | None:
+        """Check a message against the agent's declared model (``CallMessage`` or
+        ``CastMessage``, pydantic); a message that fails is refused, not handled."""
+        model = getattr(type(self.agent), {"call": "CallMessage", "cast": "CastMessage"}.get(
+            kind, ""), None)
+        if model is None:
+            return None
+        try:
+            model.model_validate(msg)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            return Failure(kind="exception", exc_type="ValidationError",
+                           message=f"the message does not fit {model.__name__} of agent "
+                                   f"{self.name!r}: {exc}")
+        return None
+
+    def _refuse(self, seq: int, record: dict[str, Any], failure: Failure) -> None:
+        """Answer an invalid call with the error (a cast goes to the dead letters) and go on:
+        a bad message is the sender's fault, so the agent does not crash."""
+        in_flight = {"seq": seq, "kind": record["k"]}
+        failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": 1})
+        self._skip_message(seq, failure)
+        self.busy.clear()
+        self.next_seq = seq + 1
 
     def _handle_info(self, msg: Any) -> None:
         assert self.agent is not None

@@ -246,3 +246,29 @@ class Recovering(Agent):
         if mode == "raise":
             raise RuntimeError("recover itself failed")
         return super().recover(failure, state)
+
+
+class Typed(Agent):
+    """Declares pydantic models for its messages and its state."""
+
+    from pydantic import BaseModel as _Base
+
+    class Ask(_Base):
+        question: str
+        max_words: int = 10
+
+    class Memo(_Base):
+        text: str
+
+    CallMessage = Ask
+    CastMessage = Memo
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"memos": []}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return {"echo": msg["question"], "memos": len(state["memos"])}, state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["memos"].append(msg["text"])
+        return state
