@@ -99,14 +99,6 @@ class Txn:
         self._put("meta", name.encode(), value)
         return value
 
-    def get_meta(self, name: str) -> Any:
-        """Return the meta value ``name`` or None."""
-        return self._get("meta", name.encode())
-
-    def put_meta(self, name: str, value: Any) -> None:
-        """Set the meta value ``name``."""
-        self._put("meta", name.encode(), value)
-
     # -- agents and supervisors ----------------------------------------------------------------
     def get_agent(self, name: str) -> dict[str, Any] | None:
         """Return the agent record named ``name``, or None."""
@@ -217,10 +209,6 @@ class Txn:
         """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
         raw = self.txn.pop(msg_id, db=self.dbs["replies"])
         return None if raw is None else unpack(raw)
-
-    def has_reply(self, msg_id: bytes) -> bool:
-        """Whether the reply to ``msg_id`` is there (read-only check)."""
-        return self.txn.get(msg_id, db=self.dbs["replies"]) is not None
 
     def expired_replies(self, now: float) -> list[bytes]:
         """Return the ids of replies whose caller's deadline passed long ago."""
