@@ -77,6 +77,7 @@ class AgentSpawner:
         self.start_failures: dict[str, Failure] = {}
         self.stop_reasons: dict[str, str] = {}
         self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
+        self.early_ready: dict[int, dict[str, Any]] = {}  # pid -> ready report, likewise
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -122,7 +123,10 @@ class AgentSpawner:
         with self.lock:
             self.by_pid[pid] = incn
             self.current[name] = incn
+            ready = self.early_ready.pop(pid, None)
             early = self.early_exits.pop(pid, None)
+        if ready is not None:
+            self.on_ready(ready)  # its report beat the zygote's answer to us
         if early is not None:
             self.on_exit(pid, early)  # it died before we had registered it
         try:
@@ -204,7 +208,10 @@ class AgentSpawner:
         """An agent reported that its init/recover ran."""
         with self.lock:
             incn = self.by_pid.get(int(payload.get("pid", -1)))
-        if incn is not None and incn.inc == payload.get("inc") and not incn.ready.done():
+            if incn is None:
+                self.early_ready[int(payload.get("pid", -1))] = payload
+                return
+        if incn.inc == payload.get("inc") and not incn.ready.done():
             incn.trap_exits = bool(payload.get("trap_exits"))
             incn.ready.set_result(True)
 

@@ -99,9 +99,6 @@ class AgentLoop:
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.inbox = Inbox(self.zctx, self.paths.agent_inbox(self.id))
         self.busy = InFlight(self.paths.agent_busy(self.id), self.boot["incarnation"])
-        self.notify = self.zctx.socket(zmq.PUSH)
-        self.notify.setsockopt(zmq.LINGER, 1000)
-        self.notify.connect("ipc://" + self.paths.node_in)
         self.messenger = Messenger(self.paths, self.store, self.boot["max_message_bytes"],
                                    ctx=self.zctx)
         self.wake_r, self.wake_w = socket.socketpair()
@@ -134,8 +131,15 @@ class AgentLoop:
             self.stop_reason = "shutdown"
 
     def _notify(self, payload: dict[str, Any]) -> None:
+        # A connection per report, closed (lingering until sent) right after: a thousand
+        # idle agents must not hold a thousand connections to the node (its fd limit).
         payload.update(id=self.id, inc=self.boot["incarnation"], pid=os.getpid())
-        self.notify.send_multipart([b"\x01", bytes([Kind.INFO]), b"", b"", pack(payload)])
+        sock = self.zctx.socket(zmq.PUSH)
+        try:
+            sock.connect("ipc://" + self.paths.node_in)
+            sock.send_multipart([b"\x01", bytes([Kind.INFO]), b"", b"", pack(payload)])
+        finally:
+            sock.close(linger=2000)
 
     def _report_and_exit(self, report: dict[str, Any]) -> None:
         report.update(inc=self.boot["incarnation"])
@@ -146,7 +150,6 @@ class AgentLoop:
         signal.set_wakeup_fd(-1)
         self.messenger.close()
         self.inbox.close()
-        self.notify.close(linger=1000)
         self.zctx.destroy(linger=0)
         self.store.close()
         self.busy.close()

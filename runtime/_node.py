@@ -382,6 +382,19 @@ class NodeDaemon:
 from ._commands import COMMANDS  # noqa: E402  (the command table needs NodeDaemon)
 
 
+def _raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: the node, its zygote and the agents
+    (which inherit it) hold sockets and LMDB files per agent and per client."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("cannot raise the open-files limit from %d", soft)
+
+
 def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
                ready_fd: int | None = None) -> int:
     """Run a node in this process until it is shut down; return its exit status.
@@ -400,6 +413,7 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
     except BeamishError as exc:
         report(f"{type(exc).__name__}\t{exc}")
         return 2
+    _raise_fd_limit()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for sig in (signal.SIGTERM, signal.SIGINT):
