@@ -76,6 +76,13 @@ def _node_locked(paths: NodePaths) -> bool:
         os.close(fd)
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    # poll, not select: a process with many sockets has fds above select's 1024 limit.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    return bool(poller.poll(int(timeout * 1000) + 1))
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -141,7 +148,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     try:
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
+            if left <= 0 or not _readable(r, left):
                 proc.kill()
                 raise NodeNotRunning(f"the node on {paths.dir!r} did not start within "
                                      f"{timeout:g} s; see {paths.log}")

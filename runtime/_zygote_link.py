@@ -58,9 +58,11 @@ class ZygoteLink:
 
     def _read(self) -> None:
         reader = FrameReader(self.sock)
+        poller = select.poll()  # not select(): no limit on the fd number
+        poller.register(self.sock, select.POLLIN | select.POLLHUP)
         while True:
             try:
-                select.select([self.sock], [], [])
+                poller.poll()
                 frames = reader.read()
             except OSError:
                 frames = None
