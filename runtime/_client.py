@@ -149,13 +149,19 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or not _readable(r, left):
-                proc.kill()
                 raise NodeNotRunning(f"the node on {paths.dir!r} did not start within "
                                      f"{timeout:g} s; see {paths.log}")
             chunk = os.read(r, 4096)
             if not chunk:
                 break
             line += chunk
+    except BaseException:
+        # Whatever went wrong while we waited (a timeout, Ctrl-C, a bug), the daemon must not
+        # outlive a start_node that did not return it.
+        proc.kill()
+        proc.wait(10)
+        _daemons.pop(proc.pid, None)
+        raise
     finally:
         os.close(r)
     text = line.decode(errors="replace").strip()
