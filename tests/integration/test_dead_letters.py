@@ -21,7 +21,9 @@ def test_a_failing_cast_goes_to_the_dead_letters_and_can_be_resent(node):
     letters = wait_until(lambda: node.dead_letters("f"), what="the dead letter")
     assert letters[0]["msg"] == "flaky" and letters[0]["kind"] == "cast"
     failure = letters[0]["failure"]
-    assert failure.kind == "exception" and failure.exc_type == "ConnectionError"
+    # (seen once under the full suite's load as another kind: the message says which)
+    assert failure.kind == "exception" and failure.exc_type == "ConnectionError", (
+        failure, [(e.kind, e.reason) for e in node.events() if e.name == "f"])
     assert any(e.kind == "dead_lettered" and e.name == "f" for e in node.events())
     assert ref.call("get") == 0
     ref.cast("heal")
