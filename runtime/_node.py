@@ -161,13 +161,14 @@ class NodeDaemon:
         return str(rec["supervisor"]) if rec else ROOT
 
     def _on_sup_event(self, kind: str, name: str, supervisor: str, reason: str) -> None:
+        # The event first: whoever sees the new status can then find the event too.
+        self.emit(str(kind), name, supervisor, reason)
         status = {"failed": "failed", "backoff": "backoff"}.get(str(kind))
         if status is not None:
             self.set_status(name, status, pid=None)
             self.set_sup_status(name, status)
         elif kind == "removed":
             self._mark_exited(name)
-        self.emit(str(kind), name, supervisor, reason)
 
     def _mark_exited(self, name: str) -> None:
         # A child that left the tree after exiting by itself (temporary; transient after a

@@ -52,8 +52,8 @@ def test_escalate_marks_the_root_child_failed(node):
 def test_a_raising_recover_is_treated_as_reset_and_reported(node, tmp_path):
     ref = node.spawn(AGENT, name="r", args={"mode": "raise", "marker": str(tmp_path / "m")})
     assert ref.call("work", timeout=20) == {"answered_with": 1}
-    assert any(e.kind == "recover_failed" and "recover itself failed" in e.reason
-               for e in node.events())
+    wait_until(lambda: any(e.kind == "recover_failed" and "recover itself failed" in e.reason
+                           for e in node.events()), what="the recover_failed event")
 
 
 def test_max_attempts_caps_a_recover_that_always_resumes(node):
