@@ -22,28 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ._clock import _Timer
 from ._errors import StartFailed
 from ._reason import ExitReason
 from ._spec import BRUTAL_KILL, ChildSpec
 from ._supervisor import Supervisor
 
 __all__ = ["FakeClock", "FakeHandle", "FakeSpawner", "ScriptedChild"]
-
-
-class _FakeTimer:
-    __slots__ = ("cancelled", "due", "fn", "seq")
-
-    def __init__(self, due: float, seq: int, fn: Callable[[], object]) -> None:
-        self.due = due
-        self.seq = seq
-        self.fn = fn
-        self.cancelled = False
-
-    def __lt__(self, other: _FakeTimer) -> bool:
-        return (self.due, self.seq) < (other.due, other.seq)
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class FakeClock:
@@ -58,7 +43,7 @@ class FakeClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
-        self._heap: list[_FakeTimer] = []
+        self._heap: list[_Timer] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
 
@@ -71,7 +56,7 @@ class FakeClock:
         with self._cond:
             return self._now
 
-    def call_later(self, delay: float, fn: Callable[[], object]) -> _FakeTimer:
+    def call_later(self, delay: float, fn: Callable[[], object]) -> _Timer:
         """Run ``fn()`` when the fake time reaches ``now() + delay``.
 
         Args:
@@ -82,7 +67,7 @@ class FakeClock:
             A handle whose ``cancel()`` stops it from running.
         """
         with self._cond:
-            timer = _FakeTimer(self._now + max(0.0, delay), next(self._seq), fn)
+            timer = _Timer(self._now + max(0.0, delay), next(self._seq), fn)
             heapq.heappush(self._heap, timer)
             self._cond.notify_all()
             return timer
