@@ -269,11 +269,14 @@ class AgentSpawner:
                   ) -> tuple[ExitReason, Failure | None, str | None]:
         node = self.node
 
-        def take_report(t: Txn) -> tuple[dict[str, Any] | None, tuple[int, dict[str, Any]] | None]:
+        # What its marker says it was handling (when it died without a word, below): not
+        # always the mailbox head, since a group's messages are removed in one commit.
+        busy = read_in_flight(node.paths.agent_busy(incn.id), incn.inc)
+
+        def take_report(t: Txn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
             report = t.pop_failure(incn.id)
-            head = t.peek(incn.id, 1)
-            return report, (head[0] if head else None)
-        report, head = node.store.write(take_report)
+            return report, (t.message(incn.id, busy) if busy is not None else None)
+        report, busy_msg = node.store.write(take_report)
         if report is not None and report.get("inc") != incn.inc:
             report = None
         if incn.terminating is not None:
@@ -312,12 +315,9 @@ class AgentSpawner:
         else:
             failure = Failure(kind="exit", message=f"exited with code {code}", exit_code=code)
         in_flight = failure.in_flight
-        if in_flight is None and report is None and head is not None:
-            # Died without a word (signal, os._exit, limit): its marker says whether it was
-            # handling a message (always the head: messages are handled in order).
-            busy = read_in_flight(node.paths.agent_busy(incn.id), incn.inc)
-            if busy == head[0]:
-                in_flight = {"seq": head[0], "kind": head[1]["k"]}
+        if in_flight is None and report is None and busy_msg is not None:
+            # Died without a word (signal, os._exit, limit) while handling that message.
+            in_flight = {"seq": busy, "kind": busy_msg["k"]}
         attempt = 0
         if in_flight is not None:
             seq = int(in_flight["seq"])

@@ -1,7 +1,7 @@
 """Which message an agent is handling, readable after it dies without a word.
 
 A 16-byte shared file mapping per agent (``run/a<id>.busy``): the agent writes the seq
-of the message it starts and clears it after the commit. Writes to a MAP_SHARED mapping
+of the message it starts and clears it when the handler returns. Writes to a MAP_SHARED mapping
 land in the page cache, so they survive SIGKILL, a segfault or an OOM kill; the node
 reads the file after the exit to tell "killed while handling message N" from "killed
 while idle" (and so which message's attempt count to raise). It costs a memory write per

@@ -50,11 +50,48 @@ from .errors import StateError
 # thousand idle agents would be noise for the busy ones (measured: noisy p99 3.1x idle).
 IDLE_RECHECK_S = 30.0
 BATCH = 64
+# A group of handled casts is committed once it is this old, even mid-batch (see _Group).
+GROUP_WINDOW_S = 0.002
 NORMAL_REASONS = ("normal", "shutdown")
 
 
 class _Exit(Exception):
     """Unwinds the loop to exit with a report already written."""
+
+
+class _Group:
+    """Messages handled since the last commit, committed together in one transaction: the
+    state after the last of them, the removal of each, and their replies (group commit).
+
+    A hard crash before the commit loses the group's state change and keeps its messages,
+    so they are handled again: still exactly once for the state. The loop commits a group
+    before the next handler when it holds a reply (a caller never waits for another
+    message's handler), when it is ``GROUP_WINDOW_S`` old, before a message that failed
+    before, and before anything else writes (timers, stop, a crash report, a skip).
+    """
+
+    __slots__ = ("removals", "replies", "packed_state", "processed", "started")
+
+    def __init__(self) -> None:
+        self.removals: list[tuple[int, bool]] = []  # (seq, had failed attempts)
+        self.replies: list[tuple[bytes, bytes, str]] = []  # (msg_id, packed record, caller)
+        self.packed_state = b""
+        self.processed = 0
+        self.started = 0.0
+
+    def add(self, seq: int, attempted: bool, packed_state: bytes, processed: int) -> None:
+        """Add a handled message and the state it left."""
+        if not self.removals:
+            self.started = time.monotonic()
+        self.removals.append((seq, attempted))
+        self.packed_state = packed_state
+        self.processed = processed
+
+    def due_before(self, seq: int, attempted: int | None) -> bool:
+        """Whether the group must be committed before message ``seq`` is handled."""
+        return bool(self.removals) and (
+            bool(self.replies) or seq == attempted or len(self.removals) >= BATCH
+            or time.monotonic() - self.started >= GROUP_WINDOW_S)
 
 
 def load_class(path: str) -> type[Agent]:
@@ -94,6 +131,7 @@ class AgentLoop:
         self.attempted: int | None = None  # the seq with failed attempts on record
         self.agent: Agent | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
+        self.group = _Group()
 
     # -- setup -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -146,6 +184,7 @@ class AgentLoop:
             sock.close(linger=2000)
 
     def _report_and_exit(self, report: dict[str, Any]) -> None:
+        self._flush()
         report.update(inc=self.boot["incarnation"])
         self.store.write(lambda t: t.put_failure(self.id, report))
         raise _Exit()
@@ -270,10 +309,11 @@ class AgentLoop:
         def txn(t: Txn) -> None:
             nonlocal ring, dead
             t.put_state(self.id, version, packed, n)
-            head = t.peek(self.id, 1)
-            if not head or head[0][0] != seq:
+            # Not always the head: a hard crash in a group leaves the group's earlier
+            # messages in the mailbox, before the one that failed.
+            msg = t.message(self.id, seq)
+            if msg is None:
                 return
-            msg = head[0][1]
             t.remove(self.id, seq)
             if msg["k"] == "call":
                 reply = {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
@@ -314,10 +354,13 @@ class AgentLoop:
                 batch, tail = self.store.read(lambda t: (t.peek(self.id, BATCH), t.tail(self.id)))
                 self.next_seq = batch[0][0] if batch else tail
             for seq, record in batch:
+                if self.group.due_before(seq, self.attempted):
+                    self._flush()
                 self._handle(seq, record)
                 if self.stop_reason is not None or (ctx._timers
                                                     and ctx._next_timer_in() == 0.0):
                     break
+            self._flush()
             # After a read, look again (more may be queued than one batch). After an inline
             # batch, every later message comes with its own ring, so wait for it. A handler
             # that returned Stop is stopped at the top of the loop, without waiting.
@@ -365,6 +408,7 @@ class AgentLoop:
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None
+        self._flush()
         try:
             self._call_user(self.agent.terminate, reason, self.state)
         except Exception as exc:  # noqa: BLE001 - reported, the stop goes on
@@ -413,26 +457,34 @@ class AgentLoop:
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, seq, record)
             return
-        version = type(self.agent).version
-        n = self.processed + 1
-        attempted = self.attempted == seq
+        self.busy.clear()
+        self.processed += 1
+        self.group.add(seq, self.attempted == seq, packed_state, self.processed)
         # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
-        on_time = kind == "call" and record["d"] > time.time()
-        reply_rec = pack({"ok": True, "v": packed_reply, "expires": record["d"] + REPLY_GRACE_S}) \
-            if on_time else None
+        if kind == "call" and record["d"] > time.time():
+            self.group.replies.append((record["id"], pack(
+                {"ok": True, "v": packed_reply, "expires": record["d"] + REPLY_GRACE_S}),
+                record["r"]))
+        self.state = new_state
+        self.next_seq = seq + 1
+
+    def _flush(self) -> None:
+        """Commit the group of handled messages (see `_Group`), then ring their callers."""
+        group = self.group
+        if not group.removals:
+            return
+        version = type(self.agent).version
 
         def txn(t: Txn) -> None:
-            t.put_state(self.id, version, packed_state, n)
-            t.remove(self.id, seq, attempted)
-            if reply_rec is not None:
-                t.put_reply_packed(record["id"], reply_rec)
+            t.put_state(self.id, version, group.packed_state, group.processed)
+            for seq, attempted in group.removals:
+                t.remove(self.id, seq, attempted)
+            for msg_id, reply_rec, _ in group.replies:
+                t.put_reply_packed(msg_id, reply_rec)
         self.store.write(txn)
-        self.busy.clear()
-        self.state = new_state
-        self.processed = n
-        self.next_seq = seq + 1
-        if reply_rec is not None:
-            self.doorbells.ring(record["r"], encode_ring(Kind.REPLY, record["id"], reply_rec))
+        self.group = _Group()
+        for msg_id, reply_rec, caller in group.replies:
+            self.doorbells.ring(caller, encode_ring(Kind.REPLY, msg_id, reply_rec))
 
     def _validate(self, kind: str, msg: Any) -> Failure | None:
         """Check a message against the agent's declared model (``CallMessage`` or
@@ -454,12 +506,14 @@ class AgentLoop:
         a bad message is the sender's fault, so the agent does not crash."""
         in_flight = {"seq": seq, "kind": record["k"]}
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": 1})
+        self._flush()
         self._skip_message(seq, failure)
         self.busy.clear()
         self.next_seq = seq + 1
 
     def _handle_info(self, msg: Any) -> None:
         assert self.agent is not None
+        self._flush()
         self.busy.mark(TIMER_SEQ)
         try:
             new_state = self._call_user(self.agent.handle_info, msg, self.state)

@@ -295,10 +295,13 @@ class NodeDaemon:
 
     def _name_of(self, agent_id: Any) -> str:
         with self.spawner.lock:
-            for incn in self.spawner.by_pid.values():
+            for incn in self.spawner.current.values():
                 if incn.id == agent_id:
                     return incn.name
-        return f"#{agent_id}"
+        # A report sent during recover can beat the zygote's answer to the fork, before
+        # the incarnation is registered: the store knows the name.
+        names = self.store.read(lambda t: [r["name"] for r in t.agents() if r["id"] == agent_id])
+        return names[0] if names else f"#{agent_id}"
 
     def _drain_results(self) -> None:
         while True:

@@ -159,6 +159,10 @@ class Txn:
         return [(_U64.unpack(k[8:])[0], unpack(v))
                 for k, v in self._prefix("mailbox", _id(agent_id), limit)]
 
+    def message(self, agent_id: int, seq: int) -> dict[str, Any] | None:
+        """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
+        return self._get("mailbox", _key(agent_id, seq))
+
     def tail(self, agent_id: int) -> int:
         """Return the sequence number the next appended message will get."""
         raw = self.txn.get(_id(agent_id), db=self.dbs["tails"])

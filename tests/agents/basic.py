@@ -79,6 +79,11 @@ class Faulty(Agent):
     def handle_cast(self, msg: Any, state: dict[str, Any]) -> Any:
         if msg == "raise":
             raise ValueError("cast boom")
+        if msg == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if isinstance(msg, dict) and "sleep" in msg:
+            time.sleep(msg["sleep"])
+            return state
         if msg == "flaky" and not state.get("healed"):
             raise ConnectionError("upstream is down")
         if msg == "heal":
