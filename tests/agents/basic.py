@@ -82,8 +82,7 @@ class Faulty(Agent):
         if msg == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
         if isinstance(msg, dict) and "sleep" in msg:
-            time.sleep(msg["sleep"])
-            return state
+            time.sleep(msg["sleep"])  # and counted, as any other cast
         if msg == "flaky" and not state.get("healed"):
             raise ConnectionError("upstream is down")
         if msg == "heal":

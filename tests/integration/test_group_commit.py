@@ -11,8 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 def _queue_behind_a_sleep(ref, middle: str) -> None:
-    """Cast 5 increments, ``middle`` and 5 more while the agent sleeps, so that they reach
-    it together, in one batch (one group)."""
+    """Cast 5 increments, ``middle`` and 5 more while the agent sleeps (a counted cast too),
+    so that they reach it together, in one batch (one group)."""
     ref.cast({"sleep": 0.5})
     for _ in range(5):
         ref.cast("inc")
@@ -31,7 +31,7 @@ def test_a_sigkill_in_the_middle_of_a_group_is_counted_and_retried_until_dead_le
     assert [letter["msg"] for letter in letters] == ["sigkill"]
     failure = letters[0]["failure"]
     assert failure.kind == "killed" and failure.attempt == 3
-    assert wait_until(lambda: ref.call("get") == 10, what="10 increments, each once")
+    assert wait_until(lambda: ref.call("get") == 11, what="11 casts counted, each once")
     assert node.info("g").restarts == 3
     assert node.info("g").mailbox_depth == 0
 
@@ -42,5 +42,5 @@ def test_an_exception_in_the_middle_of_a_group_keeps_the_messages_before_it(node
     letters = wait_until(lambda: node.dead_letters("g"), what="the dead letter")
     assert [letter["msg"] for letter in letters] == ["raise"]
     assert letters[0]["failure"].attempt == 1  # an exception is skipped at once
-    assert wait_until(lambda: ref.call("get") == 10, what="10 increments, each once")
+    assert wait_until(lambda: ref.call("get") == 11, what="11 casts counted, each once")
     assert node.info("g").restarts == 1
