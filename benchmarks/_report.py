@@ -141,8 +141,9 @@ def durability_section(d: Any) -> list[str]:
               f"before the kill + 1. The agent runs under a supervisor whose intensity allows "
               f"the {kill['trials']} restarts in a row (the root's default, 3 in 5 s, would "
               f"mark it failed). Stores: process/fsync on {fs.get('process', '?')}, memory on "
-              f"{fs.get('memory', '?')}. Memory mode runs the same LMDB commits on tmpfs (wiped when "
-              f"the node stops), so the cast ratio prices the disk, not the commit itself.",
+              f"{fs.get('memory', '?')}. Memory mode runs the same LMDB commits on tmpfs "
+              "(wiped when the node stops), so the cast ratio prices the disk, not the "
+              "commit itself.",
               f"For comparison (not measured here): {kt['context']}."]
     return lines
 
