@@ -23,9 +23,13 @@ import time
 import traceback
 from typing import Any
 
-from ._report import write_report
-from ._scenarios import FULL, QUICK, SCENARIOS, Harness, log
+from ._durability import durability
+from ._report import durability_section, write_report
+from ._scenarios import FULL, QUICK, Harness, log
+from ._scenarios import SCENARIOS as _SCENARIOS
 from ._stats import machine_info
+
+SCENARIOS = {**_SCENARIOS, "durability": durability}
 
 
 def _default_out() -> str:
@@ -172,6 +176,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("leftover_processes"):
         lines.append(f"**{len(results['leftover_processes'])} process(es) outlived the run "
                      "and were killed.**")
+    lines.extend(durability_section(sc.get("durability")))
     return "\n".join(lines) + "\n"
 
 
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     harness = Harness(durability=args.durability)
     try:
-        if "call" in args.scenario_list:
+        if "call" in args.scenario_list or "durability" in args.scenario_list:
             harness.start_raw()  # forks: before this process has any ZeroMQ context
         harness.start()
         for name in args.scenario_list:

@@ -47,6 +47,7 @@ def test_chat_demo_runs():
 
 
 def test_quick_benchmark_smoke(tmp_path):
-    out = _run_example("-m", "benchmarks", "--quick", "--scenarios", "call", "--out",
-                       str(tmp_path))
+    out = _run_example("-m", "benchmarks", "--quick", "--scenarios", "call,durability",
+                       "--out", str(tmp_path))
     assert "call round trip" in out and (tmp_path / "results.json").exists()
+    assert "Durability targets" in out and "SIGKILLed agent" in out
