@@ -38,6 +38,9 @@ class Kind(enum.IntEnum):
     RING = 7  # doorbell: "your durable mailbox has something new"; carries no data
 
 
+_KINDS = {int(kind): kind for kind in Kind}  # a dict lookup is ~20x cheaper than Kind(n)
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One decoded message.
@@ -154,8 +157,8 @@ def decode(frames: list[bytes], *, limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> En
     if len(kind) != 1:
         raise ProtocolError(f"bad kind frame {kind!r}")
     try:
-        k = Kind(kind[0])
-    except ValueError:
+        k = _KINDS[kind[0]]
+    except KeyError:
         raise ProtocolError(f"unknown kind {kind[0]}") from None
     if len(payload) > limit:
         raise PayloadTooLarge(len(payload), limit)
@@ -166,8 +169,8 @@ def _decode_ring(frame: bytes, limit: int) -> Envelope:
     if len(frame) < 3 or frame[0] != PROTOCOL_VERSION:
         raise ProtocolError("bad compact frame header")
     try:
-        kind = Kind(frame[1])
-    except ValueError:
+        kind = _KINDS[frame[1]]
+    except KeyError:
         raise ProtocolError(f"unknown kind {frame[1]}") from None
     end = 3 + frame[2]
     if len(frame) < end:

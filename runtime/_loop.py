@@ -368,7 +368,7 @@ class AgentLoop:
                 continue
             wait = ctx._next_timer_in()
             wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)
-            if self.inbox.sock.get(zmq.EVENTS) & zmq.POLLIN:
+            if self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
             events = dict(poller.poll(int(wait * 1000) + 1))
             if not events:
