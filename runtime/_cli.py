@@ -126,7 +126,8 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 def _print_tree(node: dict[str, Any], indent: str = "") -> None:
     if node["kind"] == "supervisor":
         print(f"{indent}{node['name']} [supervisor {node.get('strategy', '')}] "
-              f"{node.get('status', '')}".rstrip())
+              f"{node.get('status', '')} restarts={node.get('restarts', 0)} "
+              f"child_restarts={node.get('child_restarts', 0)}")
         for child in node.get("children", []):
             _print_tree(child, indent + "  ")
     else:

@@ -175,25 +175,31 @@ def ps(node: NodeDaemon) -> list[dict[str, Any]]:
 
 
 def tree(node: NodeDaemon) -> dict[str, Any]:
-    """``{"op": "tree"}`` -> nested ``{"name", "kind", "strategy", "status", "children"}``
-    with each agent's pid, status and restarts. CLI: ``beamish tree``."""
+    """``{"op": "tree"}`` -> nested ``{"name", "kind", "strategy", "status", "restarts",
+    "child_restarts", "children"}`` for each supervisor (``restarts``: how many times it
+    was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
+    children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
     recs = {r["name"]: r for r in node.store.read(lambda t: t.agents())}
 
-    def walk(snap: Any) -> dict[str, Any]:
+    def walk(snap: Any, status: str, restarts: int) -> dict[str, Any]:
         children = []
         for child in snap.children:
-            if child.kind is ChildKind.SUPERVISOR and child.supervisor is not None:
-                sub = walk(child.supervisor)
-                sub.update(status=str(child.status), restarts=child.restarts)
-                children.append(sub)
+            if child.kind is ChildKind.SUPERVISOR:
+                sub = child.supervisor  # None before its first start
+                children.append(walk(sub, str(child.status), child.restarts) if sub is not None else
+                                {"name": child.id, "kind": "supervisor", "strategy": "",
+                                 "status": str(child.status), "restarts": child.restarts,
+                                 "child_restarts": 0, "children": []})
             else:
                 rec = recs.get(child.id, {})
                 children.append({"name": child.id, "kind": "agent", "status": str(child.status),
                                  "restarts": int(rec.get("restarts", child.restarts)),
                                  "pid": rec.get("pid"), "cls": rec.get("cls", "")})
         return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
-                "status": "running", "children": children}
-    return walk(node.root.snapshot())
+                "status": status, "restarts": restarts,
+                "child_restarts": sum(c["restarts"] for c in children), "children": children}
+    root = node.root.snapshot()
+    return walk(root, "running" if root.running else "stopped", 0)
 
 
 def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ Where beamish departs from OTP it says so here:
 
 * a transient child that exits normally is *forgotten* rather than kept with no pid,
   so the name is free again (``node.spawn`` under the same name works);
+* a temporary child is also forgotten when its supervisor stops, so a restarted
+  supervisor does not start it again (OTP's ``init/1`` would start a static one);
 * a supervisor that reaches its intensity exits ``abnormal`` (OTP: ``shutdown``), so
   its parent treats it as a failed child whatever its restart type (SPEC);
 * ``per_child_intensity`` (the node's root) keeps one restart log per child and marks

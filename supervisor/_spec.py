@@ -130,7 +130,7 @@ class ChildSpec:
         kind: ``agent`` or ``supervisor``.
         restart: ``permanent``, ``transient`` or ``temporary``.
         shutdown: Seconds to wait after asking the child to stop before killing it,
-            ``"brutal_kill"`` or ``"infinity"``.
+            ``"brutal_kill"`` or ``"infinity"``; always ``"infinity"`` for a supervisor.
         backoff: ``(min_s, max_s)``: delay each restart exponentially with jitter,
             between ``min_s`` and ``max_s``; ``None`` uses the supervisor's backoff.
         supervisor: For a child of kind ``supervisor``, the nested supervisor's spec
@@ -162,6 +162,11 @@ class ChildSpec:
                 )
             if self.supervisor.id != self.id:
                 raise InvalidSpec("supervisor.id", self.supervisor.id, f"the child's id {self.id!r}")
+            if self.shutdown != INFINITY:
+                # A supervisor is a thread, not a process: there is nothing to kill. Its
+                # subtree stops child by child, each agent within its own shutdown.
+                raise InvalidSpec("shutdown", self.shutdown,
+                                  '"infinity" for a child of kind supervisor (its agents stop within their own shutdown)')
         elif self.supervisor is not None:
             raise InvalidSpec("supervisor", self.supervisor, "None for a child of kind agent")
 
@@ -177,7 +182,8 @@ class ChildSpec:
         Args:
             spec: The nested supervisor's spec; its id becomes the child's id.
             restart: The nested supervisor's restart type.
-            shutdown: Defaults to ``"infinity"``.
+            shutdown: Must be ``"infinity"`` (the default): a supervisor is a thread, so
+                nothing can be killed; its agents stop within their own shutdown.
 
         Returns:
             A spec of kind ``supervisor``.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from beamish.runtime import ConfigError
-from tests.conftest import wait_until
+from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -100,3 +103,31 @@ def test_simple_one_for_one_children_of_one_template(node):
     pool = next(c for c in node.tree()["children"] if c["name"] == "pool")
     assert pool["strategy"] == "simple_one_for_one"
     assert [c["name"] for c in pool["children"]] == ["w0", "w1"]
+
+
+def test_tree_shows_a_nested_supervisor_restart_count(node, node_dir):
+    node.add_supervisor("outer", max_restarts=5, max_seconds=10)
+    node.add_supervisor("mid", parent="outer", max_restarts=0, max_seconds=10)  # gives up at once
+    node.spawn(COUNTER, name="a", supervisor="mid")
+    pid = node.info("a").pid
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: any(e.kind == "escalated" and e.name == "mid" for e in node.events()),
+               what="mid to escalate")
+    wait_until(lambda: (lambda i: i.status == "running" and i.pid not in (None, pid))(node.info("a")),
+               what="a restarted with mid")
+    tree = node.tree()
+    assert (tree["name"], tree["restarts"]) == ("root", 0)
+    outer = next(c for c in tree["children"] if c["name"] == "outer")
+    mid = outer["children"][0]
+    assert (mid["name"], mid["status"], mid["restarts"]) == ("mid", "running", 1)
+    assert (outer["restarts"], outer["child_restarts"]) == (0, 1)  # mid's one restart, not a's
+    assert mid["child_restarts"] == mid["children"][0]["restarts"]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, "-m", "beamish.runtime", "tree", "--dir", node_dir], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("mid "))
+    assert "[supervisor one_for_one] running restarts=1 " in line, out
+    tree_json = json.loads(subprocess.run(
+        [sys.executable, "-m", "beamish.runtime", "tree", "--json", "--dir", node_dir], cwd=REPO,
+        env=env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert tree_json["children"][0]["children"][0]["restarts"] == 1

@@ -658,3 +658,15 @@ def test_public_methods_are_safe_from_many_threads(make: Make, spawner: FakeSpaw
     assert kept == sorted(f"w{n}-{i}" for n in range(8) for i in range(0, 15, 3))
     assert sorted(spawner.live()) == kept
     assert all(c.status is ChildStatus.RUNNING for c in sup.snapshot().children)
+
+
+def test_restarted_supervisor_does_not_start_its_temporary_children_again(make: Make, spawner: FakeSpawner) -> None:
+    # A deliberate difference from OTP, whose init/1 would start a static temporary child again.
+    mid = SupervisorSpec("mid", max_restarts=0, children=(ChildSpec("perm"), ChildSpec("temp", restart="temporary")))
+    root = make(SupervisorSpec("root", children=(ChildSpec.for_supervisor(mid),)))
+    spawner.clear_log()
+    spawner.crash("perm")  # mid gives up at once; root restarts it
+    settle(root)
+    assert spawner.log == [("terminate", "temp"), ("start", "perm")]
+    assert [c.id for c in root.child_supervisor("mid").snapshot().children] == ["perm"]
+    assert root.snapshot().child("mid").restarts == 1

@@ -34,6 +34,14 @@ def test_supervisor_child_shutdown_defaults_to_infinity() -> None:
     assert spec.shutdown_seconds == math.inf
 
 
+@pytest.mark.parametrize("shutdown", ["brutal_kill", 10.0, 0])
+def test_supervisor_child_shutdown_other_than_infinity_is_refused(shutdown: object) -> None:
+    # A supervisor is a thread: there is nothing to kill, so a timeout could not be honoured.
+    with pytest.raises(InvalidSpec, match=r"invalid shutdown: .*\(expected \"infinity\" for a child of kind supervisor"):
+        ChildSpec.for_supervisor(SupervisorSpec("workers"), shutdown=shutdown)  # type: ignore[arg-type]
+    assert ChildSpec.for_supervisor(SupervisorSpec("w"), shutdown=math.inf).shutdown == "infinity"
+
+
 @pytest.mark.parametrize(
     ("shutdown", "stored", "seconds"),
     [("brutal_kill", "brutal_kill", 0.0), ("infinity", "infinity", math.inf), (math.inf, "infinity", math.inf),
