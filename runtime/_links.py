@@ -70,7 +70,8 @@ class LinkTable:
         Args:
             incn: the incarnation that exited (with a ``name``).
             reason: its exit reason, as text.
-            abnormal: whether the exit was abnormal (normal exits do not propagate by link).
+            abnormal: whether the exit was abnormal (only those kill linked agents that do
+                not trap exits).
             traps: for each linked incarnation, whether it traps exits.
         """
         actions: list[Deliver | KillLinked] = []
@@ -83,11 +84,12 @@ class LinkTable:
                 self._links.get(other, set()).discard(incn)
         for watcher in watchers:
             actions.append(Deliver(watcher, down_message(incn.name, reason)))
-        if abnormal:
-            for other in linked:
-                if traps.get(other, False):
-                    actions.append(Deliver(other, exit_message(incn.name, reason)))
-                else:
-                    actions.append(KillLinked(other, f"linked agent {incn.name!r} exited: "
-                                                     f"{reason}"))
+        for other in linked:
+            # As in Erlang: a process that traps exits hears of every exit, normal ones
+            # too; the others are taken down by abnormal exits only.
+            if traps.get(other, False):
+                actions.append(Deliver(other, exit_message(incn.name, reason)))
+            elif abnormal:
+                actions.append(KillLinked(other, f"linked agent {incn.name!r} exited: "
+                                                 f"{reason}"))
         return actions

@@ -68,6 +68,15 @@ def test_links_work_both_ways_and_normal_exits_do_not_propagate(node):
     assert seen[0][:2] == ["Exit", "a"]
 
 
+def test_an_agent_trapping_exits_hears_of_a_normal_exit_too(node):
+    a = node.spawn(TRAPPER, name="a")
+    node.spawn(COUNTER, name="b")
+    a.call(["link", "b"])
+    node.stop("b")  # normal: it kills no one, but a trapping agent gets Exit, as in Erlang
+    seen = wait_until(lambda: a.call("seen"), what="the Exit message")
+    assert seen[0][:2] == ["Exit", "b"] and seen[0][2].startswith("normal")
+
+
 def test_link_to_a_dead_name_raises(node):
     a = node.spawn(WATCHER, name="a")
     with pytest.raises(RemoteError, match="AgentNotFound"):
