@@ -43,7 +43,7 @@ class Sizes:
     noisy_samples: int = 3000  # per phase (idle, spinning), capped by noisy_spin_s
     noisy_spin_s: float = 3.0  # how long the neighbour spins
     cpu_agents: int = 2
-    cpu_work: int = 100_000  # loop iterations per work unit
+    cpu_work: int = 1_000_000  # loop iterations per unit (~50 ms: a message's cost is <1%)
     cpu_target_s: float = 1.0  # CPU seconds of work per agent per round
     cpu_repeats: int = 2
     fault_casts: int = 50  # acknowledged casts to the faulty agent before the fault
