@@ -150,6 +150,10 @@ def markdown(results: dict[str, Any]) -> str:
                 row(f"| {n} idle agents | PSS MiB per agent (median) | "
                     f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
     _isolation_rows(sc, row)
+    targets = _target_rows(sc)
+    if targets:
+        lines.extend(["", "## Targets (issue 5, on this machine, this run)", "",
+                      "| target | figure | |", "| --- | --- | --- |", *targets])
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     lines.append("")
     if spawn and "error" not in spawn:
@@ -231,6 +235,46 @@ def _isolation_rows(sc: dict[str, Any], row: Any) -> None:
             f"{b['acked']:,} | {t['lost']} of {t['acked']:,} | — | |")
 
 
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def _target_rows(sc: dict[str, Any]) -> list[str]:
+    """One row per isolation target: what it asks, this run's figure, met or missed."""
+    out: list[str] = []
+    faults = sc.get("faults")
+    if _ok(faults) and "restart_target" in faults:
+        t = faults["restart_target"]
+        per = ", ".join(f"{f.replace('_', ' ')} {_num(v)}" for f, v in
+                        t["p50_ms_per_fault"].items())
+        never = f"; {t['never_answered']} trials never answered" if t["never_answered"] else ""
+        out.append(f"| fault matrix: every faulty agent answering again within "
+                   f"{t['target_ms']:g} ms at p50 (from its death; detection by a timeout or "
+                   f"limit poll aside) | p50 per fault (ms): {per}; overall "
+                   f"{_num(t['p50_ms_overall'])} ms over {t['trials']} trials{never} | "
+                   f"{_met(t['met'])} |")
+        b = faults["beamish"]
+        failed = sum(r["survivors"]["failed"] for r in b.values())
+        lost = sum(r["messages_lost"] for r in b.values())
+        out.append(f"| fault matrix: 0 failed survivor calls, 0 acknowledged messages lost, "
+                   f"state kept | {failed} failed, {lost} lost, state kept in "
+                   f"{sum(1 for r in b.values() if r['state_kept'])}/{len(b)} faults | "
+                   f"{_met(t['containment_met'])} |")
+    noisy = sc.get("noisy")
+    if _ok(noisy) and "target" in noisy:
+        t, b = noisy["target"], noisy["beamish"]
+        out.append(f"| noisy neighbour: {t['what']} | {t['figure']:.2f}× (p99 "
+                   f"{_num(b['idle']['p99_us'])} → {_num(b['noisy']['p99_us'])} µs) | "
+                   f"{_met(t['met'])} |")
+    cpu = sc.get("cpu")
+    if _ok(cpu) and "target" in cpu:
+        t = cpu["target"]
+        rounds = ", ".join(f"{r:.2f}×" for r in cpu.get("rounds_beamish_over_threads", []))
+        out.append(f"| {t['what']} | {t['figure']:.2f}× (rounds: {rounds}) | "
+                   f"{_met(t['met'])} |")
+    return out
+
+
 def _isolation_notes(sc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     noisy = sc.get("noisy")
@@ -249,9 +293,14 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
         out.append(f"Faults: {faults['survivor_agents']} survivor agents are called in a loop "
                    f"by a background thread throughout; the faulty agent has "
                    f"{faults['casts_before_fault']} acknowledged casts before the fault and 10 "
-                   "more cast during it. *back in*: from the moment the faulting call "
-                   "returned (or the SIGKILL was sent) until the agent answered a call; *down*: "
-                   "from the fault's injection. On beamish a call that crashes the agent is "
+                   "more cast during it. On beamish each fault runs "
+                   f"{faults.get('trials_per_fault', 1)} times (fresh agents each time): the "
+                   "times are medians, failures and losses totals. *back in*: from the last "
+                   "moment the faulty process was alive (it stamps the time into shared "
+                   "memory just before the fault and at every step of a bomb or loop; for "
+                   "SIGKILL, the kill) until it answered the benchmark's next call; *down*: "
+                   "from the fault's injection (it includes the retries of the fatal message "
+                   "and the time a limit takes to notice). On beamish a call that crashes the agent is "
                    "retried up to 3 times before its caller gets RemoteError (the memory bomb "
                    "runs with Limits(memory_mb=200), the infinite loop with "
                    "Limits(handler_timeout=0.5)). On threads each fault runs in a subprocess; "

@@ -8,7 +8,9 @@ both from a checkout (``benchmarks.agents``) and from the installed package
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
+import struct
 import time
 from typing import Any
 
@@ -119,13 +121,22 @@ class Faulty(Agent):
     Calls: ``"raise"`` (a Python exception), ``"exit"`` (``os._exit(3)``), ``"segv"``
     (SIGSEGV in C: ``ctypes.string_at(0)``), ``"bomb"`` (allocates 8 MiB blocks until
     stopped), ``"spin"`` (an infinite pure-Python loop), ``{"spin": seconds}`` (a bounded
-    one, for the threads runtime, which cannot stop a thread).
+    one, for the threads runtime, which cannot stop a thread). ``{"fault": one of those,
+    "stamp": path}`` does the same, writing ``time.monotonic()`` into the 8-byte file
+    ``path`` just before the fault and at every step of a bomb or a loop: the last value
+    there is the last moment the process was seen alive (how the benchmark times a restart
+    from the death itself, also for the retries it cannot see).
     """
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"n": 0}
 
     def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        stamp = _no_stamp
+        if isinstance(msg, dict) and "stamp" in msg:
+            stamp = _stamper(msg["stamp"])
+            msg = msg.get("fault", {k: v for k, v in msg.items() if k != "stamp"})
+        stamp()
         if msg == "count":
             return state["n"], state
         if msg == "pid":
@@ -141,19 +152,55 @@ class Faulty(Agent):
             hoard = []
             while True:
                 hoard.append(bytearray(8 * 1024 * 1024))
+                stamp()
         if msg == "spin":
             while True:
                 busy_loop(1000)
+                stamp()
         if isinstance(msg, dict) and "spin" in msg:
             deadline = time.perf_counter() + float(msg["spin"])
             while time.perf_counter() < deadline:
                 busy_loop(1000)
+                stamp()
             return "spun", state
         return state["n"], state
 
     def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
         state["n"] += 1
         return state
+
+
+def _no_stamp() -> None:
+    return None
+
+
+def _stamper(path: str) -> Any:
+    """A function writing ``time.monotonic()`` into the 8-byte file ``path`` (shared
+    memory: the value is there for other processes even if this one is SIGKILLed next)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        mem = mmap.mmap(fd, 8)
+    finally:
+        os.close(fd)
+    clock, pack_into = time.monotonic, struct.pack_into
+
+    def stamp() -> None:
+        pack_into("d", mem, 0, clock())
+    return stamp
+
+
+def read_stamp(path: str) -> float | None:
+    """The last moment a `Faulty` agent stamped into ``path`` (None: it never did)."""
+    with open(path, "rb") as fh:
+        value: float = struct.unpack("d", fh.read(8))[0]
+    return value or None
+
+
+def new_stamp(path: str) -> str:
+    """Create the empty stamp file ``path`` for `Faulty`; return it."""
+    with open(path, "wb") as fh:
+        fh.write(bytes(8))
+    return path
 
 
 SPINNER = f"{__name__}:Spinner"
