@@ -18,6 +18,8 @@ from ._errors import MailboxError, PayloadTooLarge, ProtocolError
 from ._protocol import (DEFAULT_MAX_MESSAGE_BYTES, Envelope, Kind, decode, encode, encode_ring,
                         new_msg_id)
 
+# How long closing doorbells waits for queued rings (term() of the context waits for them).
+RING_LINGER_MS = 200
 # Plain ints: pyzmq's enum wrappers cost ~3 us per check on the per-message path.
 EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
@@ -202,10 +204,12 @@ class Doorbells:
         if sock is not None:
             sock.close(linger=0)
 
-    def close(self) -> None:
-        """Close every socket."""
+    def close(self, linger_ms: int = RING_LINGER_MS) -> None:
+        """Close every socket, letting rings still queued go out for up to ``linger_ms``
+        (a process that casts and exits must not leave its ring behind: the agent would
+        find the message only at its next idle re-read)."""
         for sock in self.socks.values():
-            sock.close(linger=0)
+            sock.close(linger=linger_ms)
         self.socks.clear()
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +67,12 @@ def test_cli_help_teaches():
 def test_cli_node_stop_without_node(node_dir):
     proc = beamish("node", "stop", "--dir", node_dir, check=False)
     assert proc.returncode == 1 and "no node runs" in proc.stderr
+
+
+def test_a_cast_from_a_process_that_exits_at_once_is_handled_without_another_message(node):
+    # The CLI commits, rings and exits; its ring must not die with it (the agent would find
+    # the cast only at its idle re-read, 30 s later). No call follows: a call would ring.
+    node.spawn("tests.agents.basic:Counter", name="c")
+    before = node.info("c").processed
+    beamish("cast", "c", '"incr"', "--dir", node.dir)
+    wait_until(lambda: node.info("c").processed == before + 1, what="the CLI's cast handled")
