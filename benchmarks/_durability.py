@@ -28,7 +28,7 @@ import psutil
 from . import agents
 from ._isolation import _alive, _tree_pids
 from ._scenarios import (CALL_TIMEOUT_S, MESSAGE, QUICK, _cast_round, _caller, _raw_caller,
-                         log)
+                         log, time_in_blocks)
 from ._stats import latency_summary, median
 
 MODES = ("process", "memory", "fsync")
@@ -163,19 +163,7 @@ def _calls(nodes: dict[str, Any], raw: Any, sizes: Any) -> dict[str, Any]:
             raise AssertionError(f"{key}: the echo did not echo")
         for _ in range(max(20, sizes.call_warmup // share[key])):
             fn(MESSAGE)
-    samples: dict[str, list[int]] = {key: [] for key in contenders}
-    keys = list(contenders)
-    per_block = max(1, sizes.call_samples // sizes.call_blocks)
-    clock = time.perf_counter_ns
-    for block in range(sizes.call_blocks):
-        shift = block % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            fn, out_ns = contenders[key], samples[key]
-            for i in range(max(10, per_block // share[key])):
-                msg = {"seq": i, "text": "ping"}
-                t0 = clock()
-                fn(msg)
-                out_ns.append(clock() - t0)
+    samples = time_in_blocks(contenders, sizes, share)
     out: dict[str, Any] = {"blocks": sizes.call_blocks, "message_bytes": len(payload)}
     for key, ns in samples.items():
         out[key] = latency_summary(ns)

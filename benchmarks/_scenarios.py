@@ -165,6 +165,28 @@ def _raw_caller(raw: RawEcho, payload: bytes) -> Callable[[Any], Any]:
 
 
 # -- call round trip ----------------------------------------------------------------------------
+def time_in_blocks(contenders: dict[str, Callable[[Any], Any]], sizes: Sizes,
+                   share: dict[str, int] | None = None) -> dict[str, list[int]]:
+    """Time single calls of each contender (ns), in ``sizes.call_blocks`` blocks whose order
+    rotates, so that drift on a shared machine hits every contender alike. ``share``
+    divides one contender's samples per block (a slow one, e.g. fsync)."""
+    samples: dict[str, list[int]] = {key: [] for key in contenders}
+    keys = list(contenders)
+    per_block = max(1, sizes.call_samples // sizes.call_blocks)
+    clock = time.perf_counter_ns
+    for block in range(sizes.call_blocks):
+        shift = block % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            fn, out = contenders[key], samples[key]
+            n = per_block if share is None else max(10, per_block // share.get(key, 1))
+            for i in range(n):
+                msg = {"seq": i, "text": "ping"}
+                t0 = clock()
+                fn(msg)
+                out.append(clock() - t0)
+    return samples
+
+
 def call_latency(h: Harness, sizes: Sizes) -> dict[str, Any]:
     """Round trip of one call to one idle agent: beamish, threads, raw pyzmq floor."""
     assert h.node is not None and h.threads is not None
@@ -192,19 +214,7 @@ def call_latency(h: Harness, sizes: Sizes) -> dict[str, Any]:
     for fn in contenders.values():
         for _ in range(sizes.call_warmup):
             fn(MESSAGE)
-    samples: dict[str, list[int]] = {key: [] for key in contenders}
-    keys = list(contenders)
-    per_block = max(1, sizes.call_samples // sizes.call_blocks)
-    clock = time.perf_counter_ns
-    for block in range(sizes.call_blocks):
-        shift = block % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            fn, out = contenders[key], samples[key]
-            for i in range(per_block):
-                msg = {"seq": i, "text": "ping"}
-                t0 = clock()
-                fn(msg)
-                out.append(clock() - t0)
+    samples = time_in_blocks(contenders, sizes)
     result: dict[str, Any] = {"message_bytes": len(payload), "blocks": sizes.call_blocks}
     for key, ns in samples.items():
         result[key] = latency_summary(ns)
