@@ -111,12 +111,48 @@ def _failure_from_exc(exc: BaseException, in_flight: dict[str, Any] | None) -> d
                    in_flight=in_flight).to_dict()
 
 
+class Prepared:
+    """The setup a child does before it knows which agent it is: its own LMDB env and
+    ZeroMQ context (opened here, after the fork, never inherited) and its wake-up pair.
+
+    Args:
+        node: the node's fields of a boot record (``dir``, ``store``, ``durability``).
+    """
+
+    def __init__(self, node: dict[str, Any]) -> None:
+        self.node = {k: node.get(k) for k in ("dir", "store", "durability")}
+        self.store = Store(node["store"], node["durability"])
+        self.zctx: zmq.Context[Any] = zmq.Context()
+        # libzmq starts its IO and reaper threads with the first socket: start them now.
+        self.zctx.socket(zmq.PUSH).close(linger=0)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+
+    def fits(self, boot: dict[str, Any]) -> bool:
+        """Whether this setup is for the node of ``boot``."""
+        return all(boot.get(k) == v for k, v in self.node.items())
+
+    def close(self) -> None:
+        """Release it (a setup for another node)."""
+        self.zctx.destroy(linger=0)
+        self.store.close()
+        self.wake_r.close()
+        self.wake_w.close()
+
+
+def prepare(node: dict[str, Any]) -> Prepared:
+    """Do a child's agent-independent setup (see `Prepared`)."""
+    return Prepared(node)
+
+
 class AgentLoop:
     """Runs one agent in this (forked) process. Built from the boot record the node sent.
 
     Args:
         boot: ``{"dir", "store", "durability", "id", "name", "cls", "args",
-            "incarnation", "failure", "max_message_bytes"}``.
+            "incarnation", "failure", "max_message_bytes"}``, and ``"ready_fd"`` (the
+            zygote's ready socket) when forked by the zygote.
     """
 
     def __init__(self, boot: dict[str, Any]) -> None:
@@ -134,18 +170,25 @@ class AgentLoop:
         self.group = _Group()
 
     # -- setup -------------------------------------------------------------------------------
-    def run(self) -> int:
-        """Run until stopped; return the process exit code (the report is in LMDB)."""
+    def run(self, prepared: Prepared | None = None) -> int:
+        """Run until stopped; return the process exit code (the report is in LMDB).
+
+        Args:
+            prepared: the node-wide setup done before this process knew its agent (a warm
+                zygote child); made here when None or for another node.
+        """
         _apply_rlimits(self.boot.get("limits") or {})
-        self.store = Store(self.boot["store"], self.boot["durability"])
-        self.zctx: zmq.Context[Any] = zmq.Context()
+        if prepared is None or not prepared.fits(self.boot):
+            if prepared is not None:
+                prepared.close()
+            prepared = Prepared(self.boot)
+        self.store = prepared.store
+        self.zctx: zmq.Context[Any] = prepared.zctx
+        self.wake_r, self.wake_w = prepared.wake_r, prepared.wake_w
         self.inbox = Inbox(self.zctx, self.paths.agent_inbox(self.id))
         self.busy = InFlight(self.paths.agent_busy(self.id), self.boot["incarnation"])
         self.messenger = Messenger(self.paths, self.store, self.boot["max_message_bytes"],
                                    ctx=self.zctx)
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.wake_w.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
@@ -166,7 +209,15 @@ class AgentLoop:
     def _ready(self) -> None:
         # The marker first: an exit the node hears before this report is still a started one.
         self.busy.set_ready()
-        self._notify({"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)})
+        payload = {"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)}
+        fd = self.boot.get("ready_fd")
+        if fd is None:
+            self._notify(payload)
+            return
+        # The zygote's ready socket (a datagram per report, inherited): one system call
+        # instead of a ZeroMQ socket's connect, send and lingering close.
+        payload.update(id=self.id, inc=self.boot["incarnation"], pid=os.getpid())
+        os.write(fd, pack(payload))
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self.stop_reason is None:
@@ -563,7 +614,7 @@ def _apply_rlimits(limits: dict[str, Any]) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
-def agent_main(boot: dict[str, Any]) -> int:
+def agent_main(boot: dict[str, Any], prepared: Prepared | None = None) -> int:
     """Entry point of a forked agent process; returns its exit code."""
     sys.path[:0] = [p for p in boot.get("sys_path", []) if p not in sys.path]
-    return AgentLoop(boot).run()
+    return AgentLoop(boot).run(prepared)

@@ -109,7 +109,7 @@ class NodeDaemon:
         # The zygote is started before any ZeroMQ context exists in this process.
         self.spawner = AgentSpawner(self)
         self.links = LinkTable()
-        self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit)
+        self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready)
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.control = Inbox(self.zctx, self.paths.control, router=True,
                              limit=self.max_message_bytes)

@@ -1,16 +1,27 @@
 """The zygote: a preloaded interpreter that forks agent processes on request.
 
-The node starts it once (``python -m beamish.runtime._zygote FD``) before it opens LMDB
-or ZeroMQ; the zygote itself never opens either, so every agent opens its own after the
-fork (py-lmdb and libzmq forbid sharing them across fork). It imports the agent-side
-modules, runs ``gc.freeze()`` so the children's first collections do not touch (and
-copy) inherited pages, then serves on a Unix socket:
+The node starts it once (``python -m beamish.runtime._zygote FD READY_FD``) before it
+opens LMDB or ZeroMQ; the zygote itself never opens either, so every agent opens its own
+after the fork (py-lmdb and libzmq forbid sharing them across fork). It imports the
+agent-side modules, runs ``gc.freeze()`` so the children's first collections do not touch
+(and copy) inherited pages, then serves on a Unix socket:
 
     node -> zygote   {"op": "fork", "req": n, "boot": {...}}   -> {"op": "forked", "req": n, "pid": p}
     zygote -> node   {"op": "exited", "pid": p, "code": c}      (Popen-style: -signum)
 
-It reaps its children itself (it is their parent) and reports every exit. It dies with
-the node (PDEATHSIG), and its children die with it: no orphan agent ever.
+Agents report "ready" on the inherited datagram socket ``READY_FD`` (one write each),
+not on a ZeroMQ socket: the report is on every spawn's critical path.
+
+A few **warm** children wait forked ahead of time: each has done the setup that does not
+depend on which agent it becomes (its own LMDB env and ZeroMQ context, opened after the
+fork, in the child), and blocks reading its boot record from a pipe. A fork request hands
+the boot to a warm child (no fork on the request's path), and the zygote forks the
+replacement after answering. A warm child is not an agent until it gets its boot: its
+exit is not reported, and the pool is dropped (and refilled) whenever a preload imports
+something new, so warm children always hold what a cold fork would.
+
+It reaps its children itself (it is their parent) and reports every agent's exit. It dies
+with the node (PDEATHSIG), and its children die with it: no orphan agent ever.
 """
 
 from __future__ import annotations
@@ -20,27 +31,45 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import traceback
 from typing import Any
 
+from beamish.mailbox import pack, unpack
+
 from ._osproc import FrameReader, _prctl, die_with_parent, returncode_from_status, send_frame
 
+WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
+_LEN = struct.Struct(">I")
+# The boot fields every agent of a node shares; a warm child is prepared with them.
+NODE_FIELDS = ("dir", "store", "durability", "max_message_bytes")
 
-def _child(sock: socket.socket, wake_r: int, wake_w: int, boot: dict[str, Any],
-           zygote_pid: int) -> None:
+
+def _child_signals(zygote_pid: int) -> None:
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
+    die_with_parent(zygote_pid)
+
+
+def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
+           template: dict[str, Any], zygote_pid: int) -> None:
+    """The forked process: cold (``boot`` given) or warm (prepare, then read the boot)."""
     code = 1
     try:
-        sock.close()
-        os.close(wake_r)
-        os.close(wake_w)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
-        die_with_parent(zygote_pid)
-        from ._loop import agent_main
-        code = agent_main(boot)
+        for fd in close:
+            os.close(fd)
+        _child_signals(zygote_pid)
+        from ._loop import agent_main, prepare
+        prepared = prepare(template)
+        if boot is None:
+            assert boot_fd is not None
+            boot = _read_boot(boot_fd)
+            if boot is None:
+                return  # the zygote retired us before we were needed
+        code = agent_main(boot, prepared)
     except BaseException:  # noqa: BLE001 - the last resort of a child: report and exit
         traceback.print_exc()
     finally:
@@ -51,15 +80,124 @@ def _child(sock: socket.socket, wake_r: int, wake_w: int, boot: dict[str, Any],
             os._exit(code)
 
 
-def serve(fd: int) -> None:
-    """Serve fork requests on the inherited socket ``fd`` until the node closes it."""
+def _read_boot(fd: int) -> dict[str, Any] | None:
+    buf = b""
+    while True:
+        if len(buf) >= 4:
+            (n,) = _LEN.unpack_from(buf)
+            if len(buf) >= 4 + n:
+                os.close(fd)
+                value: dict[str, Any] = unpack(buf[4:4 + n])
+                return value
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None
+        buf += chunk
+
+
+class _Zygote:
+    def __init__(self, sock: socket.socket, ready_fd: int) -> None:
+        self.sock = sock
+        self.ready_fd = ready_fd
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.me = os.getpid()
+        self.template: dict[str, Any] | None = None
+        self.warm: list[tuple[int, int]] = []  # (pid, boot pipe's write end), oldest first
+        self.quiet: set[int] = set()  # warm or retired children: their exits are not agents'
+        self.warm_ok = True  # off for good once a warm child died unused (cold forks then)
+
+    def fork(self, boot: dict[str, Any] | None) -> tuple[int, int | None]:
+        """Fork a child: cold with ``boot``, or warm (returns the boot pipe's write end)."""
+        assert self.template is not None
+        boot_r = boot_w = None
+        if boot is None:
+            boot_r, boot_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            close = [self.sock.fileno(), self.wake_r, self.wake_w,
+                     *(w for _, w in self.warm)]
+            if boot_w is not None:
+                close.append(boot_w)
+            _child(close, boot, boot_r, {**self.template, "ready_fd": self.ready_fd},
+                   self.me)
+        if boot_r is not None:
+            os.close(boot_r)
+        return pid, boot_w
+
+    def spawn(self, boot: dict[str, Any]) -> int:
+        boot = {**boot, "ready_fd": self.ready_fd}
+        template = {k: boot.get(k) for k in NODE_FIELDS}
+        if template != self.template:
+            self.retire()
+            self.template = template
+        while self.warm:
+            pid, boot_w = self.warm.pop(0)
+            self.quiet.discard(pid)  # an agent from now on: its exit is reported
+            data = pack(boot)
+            try:
+                os.write(boot_w, _LEN.pack(len(data)))
+                _write_all(boot_w, data)
+            except OSError:
+                self.quiet.add(pid)  # it died unused: not an agent, try the next one
+                continue
+            finally:
+                os.close(boot_w)
+            return pid
+        return self.fork(boot)[0]
+
+    def refill(self) -> None:
+        while self.warm_ok and self.template is not None and len(self.warm) < WARM:
+            pid, boot_w = self.fork(None)
+            assert boot_w is not None
+            self.quiet.add(pid)
+            self.warm.append((pid, boot_w))
+
+    def retire(self) -> None:
+        """Drop the warm children (they lack a module just imported, or the node's fields
+        changed): closing the boot pipe makes each exit without becoming an agent."""
+        for _, boot_w in self.warm:
+            os.close(boot_w)
+        self.warm.clear()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.quiet:
+                self.quiet.discard(pid)
+                for entry in [e for e in self.warm if e[0] == pid]:
+                    # A warm child died before it was needed: something in its setup
+                    # fails, so stop forking ahead (cold forks report such errors).
+                    self.warm_ok = False
+                    self.warm.remove(entry)
+                    os.close(entry[1])
+                continue
+            send_frame(self.sock, {"op": "exited", "pid": pid,
+                                   "code": returncode_from_status(status)})
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def serve(fd: int, ready_fd: int) -> None:
+    """Serve fork requests on the inherited socket ``fd`` until the node closes it;
+    agents write their ready reports to the inherited datagram socket ``ready_fd``."""
     node_pid = os.getppid()
     die_with_parent(node_pid)
     sock = socket.socket(fileno=fd)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
+    os.set_inheritable(ready_fd, False)  # agents get it by fork, not their own exec's
+    z = _Zygote(sock, ready_fd)
+    signal.set_wakeup_fd(z.wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -70,18 +208,17 @@ def serve(fd: int) -> None:
     gc.collect()
     gc.freeze()
     reader = FrameReader(sock)
-    me = os.getpid()
     while True:
         try:
-            ready, _, _ = select.select([sock, wake_r], [], [])
+            ready, _, _ = select.select([sock, z.wake_r], [], [])
         except InterruptedError:
             continue
-        if wake_r in ready:
+        if z.wake_r in ready:
             try:
-                os.read(wake_r, 4096)
+                os.read(z.wake_r, 4096)
             except BlockingIOError:
                 pass
-        _reap(sock)
+        z.reap()
         if sock not in ready:
             continue
         frames = reader.read()
@@ -89,46 +226,37 @@ def serve(fd: int) -> None:
             return  # the node is gone; PDEATHSIG takes the children
         for req in frames:
             if req.get("op") == "fork":
-                for module in req.get("preload", []):
-                    _preload(module)
-                pid = os.fork()
-                if pid == 0:
-                    _child(sock, wake_r, wake_w, req["boot"], me)
+                if any([_preload(module) for module in req.get("preload", [])]):
+                    z.retire()
+                pid = z.spawn(req["boot"])
                 send_frame(sock, {"op": "forked", "req": req["req"], "pid": pid})
             elif req.get("op") == "exit":
                 return
+        z.refill()  # after answering: the replacement's fork is off the spawn's path
 
 
 _preloaded: set[str] = set()
 
 
-def _preload(module: str) -> None:
+def _preload(module: str) -> bool:
     """Import an agent module here once, so every later fork inherits it (as gunicorn's
     --preload): a spawn then skips the import. A module that fails to import is left to
-    the child, which reports the error properly."""
+    the child, which reports the error properly. Returns whether it imported anything."""
     if module in _preloaded:
-        return
+        return False
     _preloaded.add(module)
+    if module in sys.modules:
+        return False
     try:
         __import__(module)
     except BaseException:  # noqa: BLE001 - the child will import it again and report why
-        return
+        return True  # a failed import can leave submodules behind
     gc.collect()
     gc.freeze()
-
-
-def _reap(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        send_frame(sock, {"op": "exited", "pid": pid, "code": returncode_from_status(status)})
+    return True
 
 
 if __name__ == "__main__":
     sys.path[:0] = [p for p in os.environ.get("BEAMISH_SYS_PATH", "").split(os.pathsep)
                     if p and p not in sys.path]
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from beamish.mailbox import ProtocolError, unpack
+
 from ._osproc import FrameReader, send_frame
 from .errors import BeamishInternalError
 
@@ -24,22 +26,35 @@ class ZygoteLink:
         sys_path: the module search path agents import with.
         on_exit: called as ``on_exit(pid, returncode)`` (from the reader thread) for every
             agent process that ends.
+        on_ready: called with an agent's ready report (from the reader thread): agents
+            write it to a datagram socket the zygote passes on to them.
     """
 
-    def __init__(self, sys_path: list[str], on_exit: Callable[[int, int], None]) -> None:
+    def __init__(self, sys_path: list[str], on_exit: Callable[[int, int], None],
+                 on_ready: Callable[[dict[str, Any]], None]) -> None:
         self.on_exit = on_exit
+        self.on_ready = on_ready
         ours, theirs = socket.socketpair()
+        # Datagrams: each report arrives whole or not at all, and a stray write by some
+        # agent's own child cannot shift the framing of the others.
+        ready_ours, ready_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        ready_ours.setblocking(False)
         env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(sys_path))
         # Started from the node's main thread: PDEATHSIG follows the thread that forked.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "beamish.runtime._zygote", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            [sys.executable, "-m", "beamish.runtime._zygote", str(theirs.fileno()),
+             str(ready_theirs.fileno())],
+            pass_fds=(theirs.fileno(), ready_theirs.fileno()), env=env,
+            stdin=subprocess.DEVNULL)
         theirs.close()
+        ready_theirs.close()  # the zygote and its agents hold that end
+        self.ready = ready_ours
         self.sock = ours
         self.lock = threading.Lock()
         self.req = itertools.count(1)
         self.pending: dict[int, Future[int]] = {}
         self.closed = False
+        self.dropped_ready = 0  # datagrams on the ready socket that were not a report
         self.reader = threading.Thread(target=self._read, name="beamish-zygote", daemon=True)
         self.reader.start()
 
@@ -60,10 +75,15 @@ class ZygoteLink:
         reader = FrameReader(self.sock)
         poller = select.poll()  # not select(): no limit on the fd number
         poller.register(self.sock, select.POLLIN | select.POLLHUP)
+        poller.register(self.ready, select.POLLIN)
         while True:
             try:
-                poller.poll()
-                frames = reader.read()
+                events = dict(poller.poll())
+                # Ready reports first: an agent that reported and then died is heard in
+                # that order (its exit comes through the zygote, after it wrote).
+                if self.ready.fileno() in events:
+                    self._read_ready()
+                frames = reader.read() if self.sock.fileno() in events else []
             except OSError:
                 frames = None
             if frames is None:
@@ -81,6 +101,23 @@ class ZygoteLink:
                         fut.set_result(int(msg["pid"]))
                 elif msg["op"] == "exited":
                     self.on_exit(int(msg["pid"]), int(msg["code"]))
+
+    def _read_ready(self) -> None:
+        """Hand on every ready report queued (one datagram each); drop what is not one."""
+        while True:
+            try:
+                data = self.ready.recv(1 << 16)
+            except BlockingIOError:
+                return
+            try:
+                payload = unpack(data)
+            except ProtocolError:
+                self.dropped_ready += 1
+                continue
+            if isinstance(payload, dict):
+                self.on_ready(payload)
+            else:
+                self.dropped_ready += 1
 
     def alive(self) -> bool:
         """Whether the zygote process still runs."""
@@ -100,3 +137,4 @@ class ZygoteLink:
             self.proc.kill()
             self.proc.wait()
         self.sock.close()
+        self.ready.close()
