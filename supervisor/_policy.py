@@ -169,6 +169,11 @@ class Children(Mapping[str, ChildState]):
         new._map = mapping
         return new
 
+    def _copy(self) -> dict[str, ChildState]:
+        # dict(self.items()) would go through the Mapping ABC, one __getitem__ per child:
+        # 0.85 ms per decide with 1,000 children, against ~10 us for this C-level copy.
+        return dict(self._map)
+
     def __getitem__(self, id: str) -> ChildState:
         return self._map[id]
 
@@ -501,7 +506,7 @@ class _Plan:
     def __init__(self, spec: SupervisorSpec, state: SupervisorState, now: float) -> None:
         self.spec = spec
         self.now = now
-        self.children: dict[str, ChildState] = dict(state.children.items())
+        self.children: dict[str, ChildState] = state.children._copy()
         self.running = state.running
         self.log = state.log
         self.seed = state.seed
