@@ -60,7 +60,7 @@ QUICK = Sizes(call_warmup=300, call_samples=3000, call_blocks=6, cast_warmup=200
 FULL = Sizes(call_warmup=2000, call_samples=20000, call_blocks=20, cast_warmup=1000,
              cast_messages=20000, cast_messages_threads=200000, cast_repeats=5,
              cast_agents=(1, 100), spawn_agents=(100, 1000), noisy_samples=20000,
-             noisy_spin_s=8.0, cpu_target_s=3.0, cpu_repeats=3, fault_casts=500, fault_trials=9,
+             noisy_spin_s=8.0, cpu_target_s=3.0, cpu_repeats=5, fault_casts=500, fault_trials=9,
              thread_spin_s=4.0, kill9_casts=2000)
 
 MESSAGE = {"seq": 0, "text": "ping"}
