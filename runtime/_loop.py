@@ -191,6 +191,7 @@ class AgentLoop:
                                    ctx=self.zctx)
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.stdio = _stdio_identity()
         try:
             self._start()
             self._ready()
@@ -412,6 +413,8 @@ class AgentLoop:
                                                     and ctx._next_timer_in() == 0.0):
                     break
             self._flush()
+            if _stdio_identity() != self.stdio:
+                self._stdio_lost()
             # After a read, look again (more may be queued than one batch). After an inline
             # batch, every later message comes with its own ring, so wait for it. A handler
             # that returned Stop is stopped at the top of the loop, without waiting.
@@ -429,6 +432,14 @@ class AgentLoop:
                     self.wake_r.recv(4096)
                 except BlockingIOError:
                     pass
+
+    def _stdio_lost(self) -> None:
+        # A handler closed (or replaced) fd 0-2: the next file or socket opened would get
+        # that number, and a print would write into it. Start afresh instead.
+        failure = Failure(kind="exit", message="the agent closed or replaced its standard "
+                          "streams (fd 0-2); restarted so that no write to them can land in "
+                          "another file or socket")
+        self._report_and_exit({"phase": "handle", "failure": failure.to_dict()})
 
     def _drain_inbox(self) -> list[tuple[int, Any]]:
         """Read queued rings and system requests; return the rings' inline messages."""
@@ -580,6 +591,19 @@ class AgentLoop:
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
         self.busy.clear()
         self.state = new_state
+
+
+def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:
+    """What fds 0, 1 and 2 are (device and inode; None if closed)."""
+    out: list[tuple[int, int] | None] = []
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_dev, st.st_ino))
+    return tuple(out)
 
 
 def _info_value(msg: Any) -> Any:

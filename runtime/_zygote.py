@@ -47,6 +47,9 @@ NODE_FIELDS = ("dir", "store", "durability", "max_message_bytes")
 
 
 def _child_signals(zygote_pid: int) -> None:
+    # Its own process group: the processes an agent starts share it, and are killed with
+    # it when it exits (kill_group), instead of outliving it.
+    os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -107,6 +110,7 @@ class _Zygote:
         self.warm: list[tuple[int, int]] = []  # (pid, boot pipe's write end), oldest first
         self.quiet: set[int] = set()  # warm or retired children: their exits are not agents'
         self.warm_ok = True  # off for good once a warm child died unused (cold forks then)
+        self.agents: set[int] = set()  # live agents' pids (each leads its process group)
 
     def fork(self, boot: dict[str, Any] | None) -> tuple[int, int | None]:
         """Fork a child: cold with ``boot``, or warm (returns the boot pipe's write end)."""
@@ -144,8 +148,11 @@ class _Zygote:
                 continue
             finally:
                 os.close(boot_w)
+            self.agents.add(pid)
             return pid
-        return self.fork(boot)[0]
+        pid = self.fork(boot)[0]
+        self.agents.add(pid)
+        return pid
 
     def refill(self) -> None:
         while self.warm_ok and self.template is not None and len(self.warm) < WARM:
@@ -169,6 +176,8 @@ class _Zygote:
                 return
             if pid == 0:
                 return
+            kill_group(pid)  # what the child started dies with it
+            self.agents.discard(pid)
             if pid in self.quiet:
                 self.quiet.discard(pid)
                 for entry in [e for e in self.warm if e[0] == pid]:
@@ -180,6 +189,15 @@ class _Zygote:
                 continue
             send_frame(self.sock, {"op": "exited", "pid": pid,
                                    "code": returncode_from_status(status)})
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL what is left of the process group that child ``pid`` led (the processes it
+    started and did not take out of its group); nothing if none is left."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # no process left in the group (or it is not ours: never signal it)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -223,6 +241,8 @@ def serve(fd: int, ready_fd: int) -> None:
             continue
         frames = reader.read()
         if frames is None:
+            for pid in z.agents:
+                kill_group(pid)
             return  # the node is gone; PDEATHSIG takes the children
         for req in frames:
             if req.get("op") == "fork":
@@ -231,6 +251,8 @@ def serve(fd: int, ready_fd: int) -> None:
                 pid = z.spawn(req["boot"])
                 send_frame(sock, {"op": "forked", "req": req["req"], "pid": pid})
             elif req.get("op") == "exit":
+                for pid in z.agents:
+                    kill_group(pid)  # the node is stopping: nothing of an agent outlives it
                 return
         z.refill()  # after answering: the replacement's fork is off the spawn's path
 

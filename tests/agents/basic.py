@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import os
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -63,6 +64,12 @@ class Faulty(Agent):
             ctypes.string_at(0)
         if msg == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if isinstance(msg, dict) and "start_child" in msg:
+            return subprocess.Popen(["sleep", str(msg["start_child"])]).pid, state
+        if msg == "close_stdio":
+            for fd in (0, 1, 2):
+                os.close(fd)
+            return "closed", state
         if msg == "unserializable":
             state["bad"] = object()
             return "never", state

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
+import psutil
 import pytest
 
 from beamish.runtime import RemoteError
@@ -37,3 +38,36 @@ def test_an_external_sigkill_loop_never_loses_state(node):
         os.kill(node.info("c").pid, signal.SIGKILL)
         wait_until(lambda r=round_: node.info("c").restarts == r + 1, what="the restart")
     assert ref.call("get") == 3
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_processes_an_agent_started_die_with_it(node):
+    ref = node.spawn("tests.agents.basic:Faulty", name="f")
+    assert ref.call("incr") == 1
+    child = ref.call({"start_child": 120})
+    assert _running(child)
+    os.kill(node.info("f").pid, signal.SIGKILL)
+    wait_until(lambda: not _running(child), what="the agent's child killed with it")
+    assert ref.call("get", timeout=10) == 1  # and the agent is back, with its state
+    child = ref.call({"start_child": 120})
+    node.stop("f")
+    wait_until(lambda: not _running(child), what="the child killed when the agent stopped")
+
+
+def test_an_agent_that_closes_its_stdio_is_restarted_with_its_state(node):
+    ref = node.spawn("tests.agents.basic:Faulty", name="f")
+    other = node.spawn("tests.agents.basic:Counter", name="o")
+    assert ref.call("incr") == 1
+    pid = ref.call("pid")
+    assert ref.call("close_stdio") == "closed"
+    wait_until(lambda: node.info("f").restarts == 1, what="the restart")
+    failure = node.info("f").last_failure
+    assert failure.kind == "exit" and "standard streams" in failure.message
+    assert ref.call("pid") != pid and ref.call("get") == 1
+    assert other.call("incr") == 1
