@@ -159,6 +159,15 @@ def markdown(results: dict[str, Any]) -> str:
     if spawn and "error" not in spawn:
         lines.append("\\* threads: growth of the benchmark process's USS/RSS while the agent "
                      "threads were spawned, divided by their number.")
+        for entry in spawn.values():
+            busy = entry.get("beamish", {}).get("kernel_threads_cpu") if isinstance(
+                entry, dict) else None
+            if busy:
+                lines.append(f"Spawn: with the {entry['agents']:,} agents alive and idle, kernel "
+                             "threads used " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in
+                                                         busy.items())
+                             + " of a core (not beamish's processes; measured over 3 s). "
+                             "The spawned agents are deleted before the next scenario.")
     if call:
         lines.append("Latencies: one caller thread, an idle agent, after a warm-up; the "
                      "runtimes alternate in blocks.")
@@ -288,6 +297,10 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
                    f"additions; one core of this process does "
                    f"{cpu['one_core_units_per_s']:.1f} units/s (so the ideal for "
                    f"{cpu['agents']} agents is {cpu['agents']}× that).")
+        if cpu.get("kernel_threads_cpu"):
+            out.append("During the cpu rounds, kernel threads used " + ", ".join(
+                f"{k} {v * 100:.0f}%" for k, v in cpu["kernel_threads_cpu"].items())
+                + " of a core, which the agents could not have.")
     faults = sc.get("faults")
     if _ok(faults):
         out.append(f"Faults: {faults['survivor_agents']} survivor agents are called in a loop "

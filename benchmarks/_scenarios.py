@@ -20,6 +20,7 @@ import msgpack
 import psutil
 
 from . import _isolation, agents
+from ._kernel import kernel_threads_cpu, kernel_threads_snapshot
 from ._raw import RawEcho
 from ._stats import latency_summary, median
 from .threads_runtime import ThreadsNode
@@ -344,7 +345,7 @@ def _spawn_n(h: Harness, n: int) -> dict[str, Any]:
         total = (t1 - t0) / 1e9
         return {"seconds": total, "agents_per_s": n / total,
                 "spawn_seconds": (t_spawned - t0) / 1e9,
-                "spawn": latency_summary(spawn_ns)}, pids
+                "spawn": latency_summary(spawn_ns), "names": [ref.name for ref in refs]}, pids
 
     uss0, rss0 = _self_memory()
     out["threads"], _ = run(h.threads)
@@ -376,7 +377,30 @@ def _spawn_n(h: Harness, n: int) -> dict[str, Any]:
     out["beamish"]["memory"] = mem
     log(f"[spawn] beamish idle agent: USS {mem['uss_bytes_median'] / 2**20:.2f} MiB, "
         f"RSS {mem['rss_bytes_median'] / 2**20:.2f} MiB (medians of {n})")
+    out["beamish"]["kernel_threads_cpu"] = _kernel_threads_cpu(3.0)
     out["beamish_over_threads_seconds"] = out["beamish"]["seconds"] / out["threads"]["seconds"]
+    # The later scenarios start from a small node again, as they would alone (1,000 idle
+    # processes cost CPU on some kernels: see kernel_threads_cpu).
+    t0 = time.perf_counter()
+    for rt, key in ((h.node, "beamish"), (h.threads, "threads")):
+        for name in out[key].pop("names"):
+            if key == "beamish":
+                rt.delete(name)
+            else:
+                rt.stop(name)
+    h.beamish_agents -= n
+    out["cleanup_seconds"] = time.perf_counter() - t0
+    log(f"[spawn] deleted the {n} agents in {out['cleanup_seconds']:.1f} s")
+    return out
+
+
+def _kernel_threads_cpu(seconds: float) -> dict[str, float]:
+    snap = kernel_threads_snapshot()
+    time.sleep(seconds)
+    out = kernel_threads_cpu(snap)
+    if out:
+        log("[spawn] kernel threads busy while the agents idle: " + ", ".join(
+            f"{k} {v * 100:.0f}% of a core" for k, v in out.items()))
     return out
 
 
