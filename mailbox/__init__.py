@@ -19,6 +19,7 @@ from ._protocol import new_msg_id as new_msg_id
 from ._protocol import pack as pack
 from ._protocol import unpack as unpack
 from ._socket import MAX_IPC_PATH as MAX_IPC_PATH
+from ._socket import RING_LINGER_MS as RING_LINGER_MS
 from ._socket import Doorbells as Doorbells
 from ._socket import Inbox as Inbox
 from ._socket import Requester as Requester

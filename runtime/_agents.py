@@ -211,7 +211,8 @@ class AgentSpawner:
             if incn is None:
                 self.early_ready[int(payload.get("pid", -1))] = payload
                 return
-        if incn.inc == payload.get("inc") and not incn.ready.done():
+        if (incn.inc == payload.get("inc") and incn.id == payload.get("id")
+                and not incn.ready.done()):
             incn.trap_exits = bool(payload.get("trap_exits"))
             incn.ready.set_result(True)
 
@@ -222,6 +223,9 @@ class AgentSpawner:
             if incn is None:
                 self.early_exits[pid] = code  # start_child registers it in a moment
                 return
+            # A ready report read after this exit is stale: never let it meet a new process
+            # that reuses the pid.
+            self.early_ready.pop(pid, None)
             if self.current.get(incn.name) is incn:
                 del self.current[incn.name]
         try:
@@ -256,6 +260,11 @@ class AgentSpawner:
 
     def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
         """Fire the exited incarnation's monitors and links."""
+        if self.node.stopping.is_set():
+            # The whole node is going down: a Down or Exit queued now would wait in a
+            # durable mailbox and reach the next node's incarnations about this one's stop.
+            self.node.links.exited(incn, "shutdown", False, {})
+            return
         with self.lock:
             traps = {i: i.trap_exits for i in self.current.values()}
         for action in self.node.links.exited(incn, str(reason), not reason.is_normal, traps):

@@ -66,24 +66,27 @@ class _Group:
     A hard crash before the commit loses the group's state change and keeps its messages,
     so they are handled again: still exactly once for the state. The loop commits a group
     before the next handler when it holds a reply (a caller never waits for another
-    message's handler), when it is ``GROUP_WINDOW_S`` old, before a message that failed
-    before, and before anything else writes (timers, stop, a crash report, a skip).
+    message's handler), when it is ``GROUP_WINDOW_S`` old, and before anything else
+    writes (timers, stop, a crash report, a skip); a message that failed before is
+    committed alone.
     """
 
     __slots__ = ("removals", "replies", "packed_state", "processed", "started")
 
     def __init__(self) -> None:
-        self.removals: list[tuple[int, bool]] = []  # (seq, had failed attempts)
+        self.removals: list[int] = []  # seqs
         self.replies: list[tuple[bytes, bytes, str]] = []  # (msg_id, packed record, caller)
         self.packed_state = b""
         self.processed = 0
         self.started = 0.0
 
-    def add(self, seq: int, attempted: bool, packed_state: bytes, processed: int) -> None:
-        """Add a handled message and the state it left."""
+    def add(self, seq: int, packed_state: bytes, processed: int, started: float) -> None:
+        """Add a handled message and the state it left; ``started``: when its handler began
+        (a group's age counts from its first handler's start, so a slow handler is
+        committed before the next one runs)."""
         if not self.removals:
-            self.started = time.monotonic()
-        self.removals.append((seq, attempted))
+            self.started = started
+        self.removals.append(seq)
         self.packed_state = packed_state
         self.processed = processed
 
@@ -191,9 +194,10 @@ class AgentLoop:
                                    ctx=self.zctx)
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        self.stdio = _stdio_identity()
         try:
             self._start()
+            # After init/recover: an agent may point its stdio at a log file there.
+            self.stdio = _stdio_identity()
             self._ready()
             self._serve()
         except _Exit:
@@ -409,6 +413,10 @@ class AgentLoop:
                 if self.group.due_before(seq, self.attempted):
                     self._flush()
                 self._handle(seq, record)
+                if seq == self.attempted:
+                    # Committed alone, before and after: a hard crash of a later message in
+                    # its group would otherwise run it once more than max_attempts allows.
+                    self._flush()
                 if self.stop_reason is not None or (ctx._timers
                                                     and ctx._next_timer_in() == 0.0):
                     break
@@ -487,6 +495,7 @@ class AgentLoop:
     def _handle(self, seq: int, record: dict[str, Any]) -> None:
         assert self.agent is not None
         kind = record["k"]
+        started = time.monotonic()
         self.busy.mark(seq)
         msg = unpack(record["p"])
         invalid = self._validate(kind, msg)
@@ -521,7 +530,7 @@ class AgentLoop:
             return
         self.busy.clear()
         self.processed += 1
-        self.group.add(seq, self.attempted == seq, packed_state, self.processed)
+        self.group.add(seq, packed_state, self.processed, started)
         # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
         if kind == "call" and record["d"] > time.time():
             self.group.replies.append((record["id"], pack(
@@ -539,8 +548,8 @@ class AgentLoop:
 
         def txn(t: Txn) -> None:
             t.put_state(self.id, version, group.packed_state, group.processed)
-            for seq, attempted in group.removals:
-                t.remove(self.id, seq, attempted)
+            for seq in group.removals:
+                t.remove(self.id, seq)  # and its count of failed attempts, if any
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
         self.store.write(txn)

@@ -22,13 +22,14 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import (Doorbells, EncodeError, Inbox, Kind, PayloadTooLarge, encode_ring,
-                             new_msg_id, pack, unpack)
+from beamish.mailbox import (RING_LINGER_MS, Doorbells, EncodeError, Inbox, Kind, PayloadTooLarge,
+                             encode_ring, new_msg_id, pack, unpack)
 
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Failure
-from .errors import AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError
+from .errors import (AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError,
+                     StoreError)
 
 LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
@@ -76,14 +77,15 @@ def raise_gone(name: str, rec: dict[str, Any] | None) -> None:
 class _Port:
     """One thread's sockets: doorbells out, and a bound inbox for reply rings."""
 
-    def __init__(self, ctx: zmq.Context[Any], paths: NodePaths) -> None:
+    def __init__(self, ctx: zmq.Context[Any], paths: NodePaths, linger_ms: int) -> None:
         self.doorbells = Doorbells(ctx)
         self.inbox_path = paths.client_inbox(os.urandom(8).hex())
         self.inbox = _LazyInbox(ctx, self.inbox_path)
         # Replies already received inline in their ring, still to be deleted from LMDB:
         # deleted in this thread's next append transaction (no extra commit per call).
         self.taken: list[bytes] = []
-        self._finalizer = weakref.finalize(self, _close_port, self.doorbells, self.inbox)
+        self._finalizer = weakref.finalize(self, _close_port, self.doorbells, self.inbox,
+                                           linger_ms)
 
     def close(self) -> None:
         self._finalizer()
@@ -111,8 +113,8 @@ class _LazyInbox:
             self.inbox.close()
 
 
-def _close_port(doorbells: Doorbells, inbox: _LazyInbox) -> None:
-    doorbells.close()
+def _close_port(doorbells: Doorbells, inbox: _LazyInbox, linger_ms: int) -> None:
+    doorbells.close(linger_ms)
     inbox.close()
 
 
@@ -128,6 +130,18 @@ class _Append:
         self.route: tuple[int, int] | None = None  # (agent_id, seq) once committed
         self.error: Exception | None = None
         self.done = False
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """The error one thread's commit raised, as this thread's own exception (one object
+    raised in several threads at once would mix up their tracebacks)."""
+    if isinstance(exc, AgentNotFound):
+        return exc  # made for this message alone
+    if isinstance(exc, Exception):
+        copy = StoreError(f"the commit of this message failed: {type(exc).__name__}: {exc}")
+        copy.__cause__ = exc
+        return copy
+    return exc
 
 
 class _GroupAppender:
@@ -154,28 +168,35 @@ class _GroupAppender:
             AgentNotFound: no agent ``name``, or it is not live.
         """
         mine = _Append(name, packed, taken)
+        group: list[_Append] = []
         with self.cond:
             self.queue.append(mine)
             while self.committing and not mine.done:
                 self.cond.wait()
             if not mine.done:
-                group, self.queue = self.queue, []
-                self.committing = True
-        if not mine.done:
-            try:
-                self.store.write(lambda t: self._commit(t, group))
-            except Exception as exc:  # the store's error is each waiting sender's error
-                for item in group:
-                    item.error = exc
-                raise
-            finally:
-                with self.cond:
+                try:
+                    group, self.queue = self.queue, []
+                    self.committing = True
+                    # Under the condition, so that an interrupt (KeyboardInterrupt, a
+                    # SystemExit from a signal handler) cannot leave `committing` set.
+                    self.cond.release()
+                    try:
+                        self.store.write(lambda t: self._commit(t, group))
+                    finally:
+                        self.cond.acquire()
+                except BaseException as exc:
+                    # Nothing was committed: no waiting sender may take it as its ack.
+                    for item in group:
+                        item.route = None
+                        item.error = exc
+                    raise
+                finally:
                     self.committing = False
                     for item in group:
                         item.done = True
                     self.cond.notify_all()
         if mine.error is not None:
-            raise mine.error
+            raise _own_copy(mine.error)
         assert mine.route is not None
         return mine.route
 
@@ -211,6 +232,10 @@ class Messenger:
         self.store = store
         self.limit = max_message_bytes
         self._own_ctx = ctx is None
+        # A client process may cast and exit at once: its last rings must get out. An agent
+        # or the node (which pass their context) must not wait on rings to dead peers when
+        # they exit (a restart would pay it); their rings are only hints.
+        self.ring_linger_ms = RING_LINGER_MS if self._own_ctx else 0
         self.ctx: zmq.Context[Any] = ctx if ctx is not None else zmq.Context()
         self._local = threading.local()
         self._ports: weakref.WeakSet[_Port] = weakref.WeakSet()
@@ -221,7 +246,7 @@ class Messenger:
     def _port(self) -> _Port:
         port: _Port | None = getattr(self._local, "port", None)
         if port is None:
-            port = _Port(self.ctx, self.paths)
+            port = _Port(self.ctx, self.paths, self.ring_linger_ms)
             self._local.port = port
             with self._lock:
                 self._ports.add(port)

@@ -171,12 +171,15 @@ class _Zygote:
     def reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                # Peek first: while its zombie holds the pid, the group id cannot be reused,
+                # so killing the group cannot hit another process.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
-            kill_group(pid)  # what the child started dies with it
+            kill_group(info.si_pid)  # what the child started dies with it
+            pid, status = os.waitpid(info.si_pid, 0)
             self.agents.discard(pid)
             if pid in self.quiet:
                 self.quiet.discard(pid)

@@ -88,6 +88,13 @@ class Faulty(Agent):
             raise ValueError("cast boom")
         if msg == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if isinstance(msg, dict) and "kill_first" in msg:
+            # A side effect per attempt (a line in a file), and a SIGKILL for the first few.
+            with open(msg["kill_first"], "a") as fh:
+                fh.write("attempt\n")
+            with open(msg["kill_first"]) as fh:
+                if len(fh.readlines()) <= msg["times"]:
+                    os.kill(os.getpid(), signal.SIGKILL)
         if isinstance(msg, dict) and "sleep" in msg:
             time.sleep(msg["sleep"])  # and counted, as any other cast
         if msg == "flaky" and not state.get("healed"):

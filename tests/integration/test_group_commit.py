@@ -44,3 +44,18 @@ def test_an_exception_in_the_middle_of_a_group_keeps_the_messages_before_it(node
     assert letters[0]["failure"].attempt == 1  # an exception is skipped at once
     assert wait_until(lambda: ref.call("get") == 11, what="11 casts counted, each once")
     assert node.info("g").restarts == 1
+
+
+def test_a_message_that_succeeds_on_its_last_attempt_is_not_run_again(node, tmp_path):
+    # It is killed on its 1st and 2nd attempts and succeeds on its 3rd; the poison cast
+    # behind it must not take that success down with it (it would run a 4th time).
+    node.add_supervisor("s", strategy="one_for_one", max_restarts=10, max_seconds=60)
+    ref = node.spawn("tests.agents.basic:Faulty", name="g", supervisor="s")
+    attempts = tmp_path / "attempts"
+    ref.cast({"sleep": 0.3})
+    ref.cast({"kill_first": str(attempts), "times": 2})
+    ref.cast("sigkill")
+    letters = wait_until(lambda: node.dead_letters("g"), timeout=30, what="the dead letter")
+    assert [letter["msg"] for letter in letters] == ["sigkill"]
+    assert attempts.read_text().count("attempt") == 3
+    assert ref.call("get") == 2  # the sleep and the 3rd attempt, each counted once
