@@ -26,7 +26,7 @@ import msgpack
 import psutil
 
 from . import agents
-from ._isolation import _alive, _tree_pids
+from ._isolation import _tree_pids, kill_leftovers
 from ._scenarios import (CALL_TIMEOUT_S, MESSAGE, QUICK, _cast_round, _caller, _raw_caller,
                          log, time_in_blocks)
 from ._stats import latency_summary, median
@@ -98,13 +98,7 @@ class _Nodes:
                 except Exception as exc:  # noqa: BLE001 - the others still get stopped
                     log(f"[durability] the {mode} node did not shut down: "
                         f"{type(exc).__name__}: {exc}")
-            for p in self.seen.values():
-                if _alive(p):
-                    self.leftovers.append({"pid": p.pid, "cmdline": "durability scenario"})
-                    try:
-                        p.kill()
-                    except psutil.Error:
-                        pass
+            kill_leftovers(self.seen.values(), "durability scenario", self.leftovers)
             if self._memory_store and os.path.exists(self._memory_store):
                 self.leftovers.append({"pid": None,
                                        "cmdline": f"memory store left: {self._memory_store}"})

@@ -104,6 +104,18 @@ def _calibrate(work: int) -> float:
     return best
 
 
+def kill_leftovers(procs: Any, scenario: str, leftovers: list[dict[str, Any]]) -> None:
+    """SIGKILL every process of ``procs`` still alive after a scenario's nodes stopped,
+    and record it in ``leftovers`` (the report lists them: there should be none)."""
+    for p in procs:
+        if _alive(p):
+            leftovers.append({"pid": p.pid, "cmdline": scenario})
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass  # it went in the meantime: what we wanted
+
+
 def cpu_bound(h: Any, sizes: Any) -> dict[str, Any]:
     """N agents each doing pure-Python work: total work units per second."""
     n, work = sizes.cpu_agents, sizes.cpu_work
@@ -572,9 +584,9 @@ def _kill9_beamish(start_node: Any, h: Any, sizes: Any) -> dict[str, Any]:
         res["acked_after_kill"] = acked[0] - acked_at_kill
         res["sender_error"] = errors[0] if errors else None
         try:
-            node.close()
-        except Exception:  # noqa: BLE001, S110 - its daemon is dead
-            pass
+            node.close()  # only this process's sockets: its daemon is dead
+        except Exception as exc:  # noqa: BLE001 - the scenario goes on
+            _log(f"[kill9] closing the killed node's connection: {type(exc).__name__}: {exc}")
         nodes.remove(node)
         t0 = time.perf_counter()
         node2 = start_node(d, durability=h.durability)
@@ -602,15 +614,9 @@ def _kill9_beamish(start_node: Any, h: Any, sizes: Any) -> dict[str, Any]:
             seen += _tree_pids(n.pid)
             try:
                 n.shutdown()
-            except Exception:  # noqa: BLE001, S110 - reaped below
-                pass
-        for p in seen:
-            if _alive(p):
-                h.leftovers.append({"pid": p.pid, "cmdline": "kill9 scenario"})
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
+            except Exception as exc:  # noqa: BLE001 - its processes are reaped below
+                _log(f"[kill9] a node did not shut down: {type(exc).__name__}: {exc}")
+        kill_leftovers(seen, "kill9 scenario", h.leftovers)
         import shutil
         shutil.rmtree(base, ignore_errors=True)
     return res

@@ -42,6 +42,7 @@ import asyncio
 import importlib
 import inspect
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -82,6 +83,8 @@ def load_class(cls: Any) -> type[Agent]:
         raise TypeError(f"{cls!r} is not a beamish.runtime.Agent subclass")
     return obj
 
+
+_log = logging.getLogger("beamish.benchmarks.threads")
 
 class _Context:
     """What ``self.ctx`` gives a handler here: the same methods as beamish's
@@ -499,8 +502,9 @@ class ThreadsNode:
                     rec.held = item  # not handled: the next incarnation takes it first
                 try:
                     user(agent.terminate, incn.stop_reason, rec.state)
-                except Exception:  # noqa: BLE001 - the stop goes on, as in beamish
-                    pass
+                except Exception as exc:  # noqa: BLE001 - the stop goes on, as in beamish
+                    _log.warning("terminate of agent %r failed: %s: %s", rec.name,
+                                 type(exc).__name__, exc)
                 return ExitReason.shutdown(incn.stop_reason)
             kind = item[0]
             if kind == _WAKE:
