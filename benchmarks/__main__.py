@@ -24,6 +24,7 @@ import traceback
 from typing import Any
 
 from ._durability import durability
+from ._kernel import describe
 from ._report import durability_section, write_report
 from ._scenarios import FULL, QUICK, Harness, log
 from ._scenarios import SCENARIOS as _SCENARIOS
@@ -164,10 +165,9 @@ def markdown(results: dict[str, Any]) -> str:
                 entry, dict) else None
             if busy:
                 lines.append(f"Spawn: with the {entry['agents']:,} agents alive and idle, kernel "
-                             "threads used " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in
-                                                         busy.items())
-                             + " of a core (not beamish's processes; measured over 3 s). "
-                             "The spawned agents are deleted before the next scenario.")
+                             f"threads used {describe(busy)} of a core (not beamish's "
+                             "processes; measured over 3 s). The spawned agents are deleted "
+                             "before the next scenario.")
     if call:
         lines.append("Latencies: one caller thread, an idle agent, after a warm-up; the "
                      "runtimes alternate in blocks.")
@@ -298,9 +298,9 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
                    f"{cpu['one_core_units_per_s']:.1f} units/s (so the ideal for "
                    f"{cpu['agents']} agents is {cpu['agents']}× that).")
         if cpu.get("kernel_threads_cpu"):
-            out.append("During the cpu rounds, kernel threads used " + ", ".join(
-                f"{k} {v * 100:.0f}%" for k, v in cpu["kernel_threads_cpu"].items())
-                + " of a core, which the agents could not have.")
+            out.append(f"During the cpu rounds, kernel threads used "
+                       f"{describe(cpu['kernel_threads_cpu'])} of a core, which the agents "
+                       "could not have.")
     faults = sc.get("faults")
     if _ok(faults):
         out.append(f"Faults: {faults['survivor_agents']} survivor agents are called in a loop "

@@ -40,3 +40,8 @@ def kernel_threads_cpu(since: tuple[float, dict[int, tuple[str, float]]]) -> dic
         if share > 0.005:
             out[name] = round(share, 3)
     return out
+
+
+def describe(shares: dict[str, float]) -> str:
+    """``"kdamond.0 24%, kswapd0 3%"``: each kernel thread's share of one core."""
+    return ", ".join(f"{name} {share * 100:.0f}%" for name, share in shares.items())

@@ -20,7 +20,7 @@ import msgpack
 import psutil
 
 from . import _isolation, agents
-from ._kernel import kernel_threads_cpu, kernel_threads_snapshot
+from ._kernel import describe, kernel_threads_cpu, kernel_threads_snapshot
 from ._raw import RawEcho
 from ._stats import latency_summary, median
 from .threads_runtime import ThreadsNode
@@ -382,12 +382,10 @@ def _spawn_n(h: Harness, n: int) -> dict[str, Any]:
     # The later scenarios start from a small node again, as they would alone (1,000 idle
     # processes cost CPU on some kernels: see kernel_threads_cpu).
     t0 = time.perf_counter()
-    for rt, key in ((h.node, "beamish"), (h.threads, "threads")):
-        for name in out[key].pop("names"):
-            if key == "beamish":
-                rt.delete(name)
-            else:
-                rt.stop(name)
+    for name in out["beamish"].pop("names"):
+        h.node.delete(name)
+    for name in out["threads"].pop("names"):
+        h.threads.stop(name)
     h.beamish_agents -= n
     out["cleanup_seconds"] = time.perf_counter() - t0
     log(f"[spawn] deleted the {n} agents in {out['cleanup_seconds']:.1f} s")
@@ -399,8 +397,7 @@ def _kernel_threads_cpu(seconds: float) -> dict[str, float]:
     time.sleep(seconds)
     out = kernel_threads_cpu(snap)
     if out:
-        log("[spawn] kernel threads busy while the agents idle: " + ", ".join(
-            f"{k} {v * 100:.0f}% of a core" for k, v in out.items()))
+        log(f"[spawn] kernel threads busy while the agents idle: {describe(out)} of a core")
     return out
 
 

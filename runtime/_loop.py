@@ -144,11 +144,6 @@ class Prepared:
         self.wake_w.close()
 
 
-def prepare(node: dict[str, Any]) -> Prepared:
-    """Do a child's agent-independent setup (see `Prepared`)."""
-    return Prepared(node)
-
-
 class AgentLoop:
     """Runs one agent in this (forked) process. Built from the boot record the node sent.
 

@@ -99,14 +99,13 @@ class _LazyInbox:
         self.path = path
         self.inbox: Inbox | None = None
 
-    def recv(self, timeout: float | None) -> Any:
+    def bind(self) -> Inbox:
         if self.inbox is None:
             self.inbox = Inbox(self.ctx, self.path)
-        return self.inbox.recv(timeout)
+        return self.inbox
 
-    def bind(self) -> None:
-        if self.inbox is None:
-            self.inbox = Inbox(self.ctx, self.path)
+    def recv(self, timeout: float | None) -> Any:
+        return self.bind().recv(timeout)
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -128,7 +127,7 @@ class _Append:
         self.packed = packed
         self.taken = taken
         self.route: tuple[int, int] | None = None  # (agent_id, seq) once committed
-        self.error: Exception | None = None
+        self.error: BaseException | None = None  # AgentNotFound, or the commit's own error
         self.done = False
 
 

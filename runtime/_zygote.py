@@ -65,8 +65,8 @@ def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
         for fd in close:
             os.close(fd)
         _child_signals(zygote_pid)
-        from ._loop import agent_main, prepare
-        prepared = prepare(template)
+        from ._loop import Prepared, agent_main
+        prepared = Prepared(template)
         if boot is None:
             assert boot_fd is not None
             boot = _read_boot(boot_fd)
@@ -168,6 +168,12 @@ class _Zygote:
             os.close(boot_w)
         self.warm.clear()
 
+    def kill_agents(self) -> None:
+        """Kill every live agent's process group: the node is going, and nothing an agent
+        started may outlive it."""
+        for pid in self.agents:
+            kill_group(pid)
+
     def reap(self) -> None:
         while True:
             try:
@@ -244,8 +250,7 @@ def serve(fd: int, ready_fd: int) -> None:
             continue
         frames = reader.read()
         if frames is None:
-            for pid in z.agents:
-                kill_group(pid)
+            z.kill_agents()
             return  # the node is gone; PDEATHSIG takes the children
         for req in frames:
             if req.get("op") == "fork":
@@ -254,8 +259,7 @@ def serve(fd: int, ready_fd: int) -> None:
                 pid = z.spawn(req["boot"])
                 send_frame(sock, {"op": "forked", "req": req["req"], "pid": pid})
             elif req.get("op") == "exit":
-                for pid in z.agents:
-                    kill_group(pid)  # the node is stopping: nothing of an agent outlives it
+                z.kill_agents()
                 return
         z.refill()  # after answering: the replacement's fork is off the spawn's path
 
