@@ -13,6 +13,14 @@ from typing import Any
 from beamish.runtime import Agent, Stop
 
 
+def _mark_entered(msg: dict[str, Any]) -> None:
+    """Create the file named by ``msg["entered"]``, if any: the test then knows the
+    handler is running (a fixed sleep in the test could race a slow machine)."""
+    if msg.get("entered"):
+        with open(msg["entered"], "w"):
+            pass
+
+
 class Counter(Agent):
     """The SPEC's counter: ``"get"`` answers the count, anything else increments it."""
 
@@ -78,6 +86,7 @@ class Faulty(Agent):
         if msg == "pid":
             return os.getpid(), state
         if isinstance(msg, dict) and "sleep" in msg:
+            _mark_entered(msg)
             time.sleep(msg["sleep"])
             return "slept", state
         state["n"] += 1
@@ -187,6 +196,7 @@ class Obedient(Agent):
 
     def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if isinstance(msg, dict) and "sleep" in msg:
+            _mark_entered(msg)
             time.sleep(msg["sleep"])
         if msg == "stop-normal":
             return Stop("normal", reply="bye")

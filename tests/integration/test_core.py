@@ -125,14 +125,17 @@ def test_sigkill_restarts_with_last_committed_state(node):
     assert failure.in_flight is None  # killed while idle: no message is blamed
 
 
-def test_calls_wait_through_a_crash_and_get_the_retry_reply(node):
+def test_calls_wait_through_a_crash_and_get_the_retry_reply(node, tmp_path):
     ref = node.spawn(FAULTY, name="f")
     pid = ref.call("pid")
     import threading
     result = {}
-    t = threading.Thread(target=lambda: result.update(v=ref.call({"sleep": 0.5}, timeout=10)))
+    entered = tmp_path / "entered"
+    msg = {"sleep": 0.5, "entered": str(entered)}
+    t = threading.Thread(target=lambda: result.update(v=ref.call(msg, timeout=10)))
     t.start()
-    time.sleep(0.2)
+    wait_until(entered.exists, what="the handler to start")
+    entered.unlink()  # the retry creates it again; only the first attempt is killed
     os.kill(pid, signal.SIGKILL)  # mid-message: the default recover resumes (retries) it
     t.join(15)
     assert result == {"v": "slept"}

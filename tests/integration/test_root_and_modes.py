@@ -95,11 +95,13 @@ def test_stop_runs_terminate_with_reason_normal_and_shutdown_with_shutdown(node_
     assert log.read_text() == "normal\nshutdown\n"
 
 
-def test_shutdown_timeout_is_honoured_then_sigkill(node):
+def test_shutdown_timeout_is_honoured_then_sigkill(node, tmp_path):
     ref = node.spawn(OBEDIENT, name="slow", shutdown=0.5)
-    t = threading.Thread(target=lambda: _quiet(lambda: ref.call({"sleep": 30}, timeout=60)))
+    entered = tmp_path / "entered"
+    msg = {"sleep": 30, "entered": str(entered)}
+    t = threading.Thread(target=lambda: _quiet(lambda: ref.call(msg, timeout=60)))
     t.start()
-    time.sleep(0.3)  # it is inside the 30 s handler now
+    wait_until(entered.exists, what="the 30 s handler to start")
     started = time.monotonic()
     node.stop("slow")
     took = time.monotonic() - started
@@ -108,11 +110,13 @@ def test_shutdown_timeout_is_honoured_then_sigkill(node):
     t.join(65)
 
 
-def test_brutal_kill_does_not_wait(node):
+def test_brutal_kill_does_not_wait(node, tmp_path):
     ref = node.spawn(OBEDIENT, name="brute", shutdown="brutal_kill")
-    t = threading.Thread(target=lambda: _quiet(lambda: ref.call({"sleep": 30}, timeout=60)))
+    entered = tmp_path / "entered"
+    msg = {"sleep": 30, "entered": str(entered)}
+    t = threading.Thread(target=lambda: _quiet(lambda: ref.call(msg, timeout=60)))
     t.start()
-    time.sleep(0.3)
+    wait_until(entered.exists, what="the 30 s handler to start")
     started = time.monotonic()
     node.stop("brute")
     assert time.monotonic() - started < 5
