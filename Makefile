@@ -18,6 +18,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check --select F,E9,B runtime mailbox supervisor benchmarks tests examples
+	$(BIN)/mypy supervisor mailbox
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

@@ -89,7 +89,7 @@ def pack(value: Any, *, where: str = "a message", limit: int | None = None) -> b
         PayloadTooLarge: the encoding is over ``limit``.
     """
     try:
-        data = msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)
+        data: bytes = msgpack.packb(value, default=_default, use_bin_type=True, datetime=False)
     except TypeError as exc:
         raise EncodeError(str(exc).split(":")[-1].strip() or type(value).__name__, where) from None
     except (OverflowError, ValueError) as exc:

@@ -171,11 +171,11 @@ class Doorbells:
         self.skipped = 0
 
     def _sock(self, path: str) -> zmq.Socket[Any]:
-        sock = self.socks.get(path)
-        if sock is not None:
+        cached = self.socks.get(path)
+        if cached is not None:
             self.socks.move_to_end(path)
-            return sock
-        sock = self.ctx.socket(zmq.PUSH)
+            return cached
+        sock: zmq.Socket[Any] = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 0)
         # Deep enough that a ring is dropped only when its agent is far behind anyway.
         sock.setsockopt(zmq.SNDHWM, 100_000)

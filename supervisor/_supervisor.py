@@ -21,6 +21,7 @@ them), never the other way round, so the tree cannot deadlock on itself::
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import logging
 import queue
@@ -744,8 +745,8 @@ class Supervisor:
                 self._cancel_timer(action.id)
                 self._emit(EventKind.FAILED, action.id, "")
             elif isinstance(action, Retry):
-                id = action.id
-                self._post(lambda id=id: self._run_event(RetryRestart(id)), drop_if_closed=True)
+                self._post(functools.partial(self._run_event, RetryRestart(action.id)),
+                           drop_if_closed=True)
             elif isinstance(action, ShutdownSelf):
                 self._shutdown_self(action.reason)
             else:  # pragma: no cover - decide returns only the actions above
