@@ -21,6 +21,7 @@ from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, 
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
+from ._validation import check_limits
 from .errors import AgentNotFound, ConfigError, SpawnError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     """
     cls = class_path(cls)
     shutdown = check_shutdown(shutdown)
+    limits = check_limits(limits)  # never trusted from a client: a bad one killed the node
     if restart not in ("permanent", "transient", "temporary"):
         raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
     shell = node.shell(supervisor)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._spawnargs import check_shutdown, class_path
+from ._validation import LIMIT_MAX
 from .errors import ConfigError
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -40,9 +41,9 @@ class NodeSection(_Strict):
 class LimitsSection(_Strict):
     """``limits = {...}`` of an agent."""
 
-    memory_mb: float | None = Field(None, gt=0)
-    handler_timeout: float | None = Field(None, gt=0)
-    cpu_seconds: float | None = Field(None, gt=0)
+    memory_mb: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
+    handler_timeout: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
+    cpu_seconds: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
 
 
 class SupervisorSection(_Strict):

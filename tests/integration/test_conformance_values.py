@@ -1,0 +1,67 @@
+"""Issue 9, input values and codecs: limits, states and messages that must round-trip,
+timeouts, names and spawn args. Every bad value gets a clear, typed error at once (at the
+client, and again at the node, which never trusts a client); the node keeps serving and
+no agent crash-loops."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import msgpack
+import pytest
+
+from beamish.mailbox import new_msg_id
+from beamish.runtime import Limits, RemoteError
+from beamish.runtime.errors import (BadMessage, BeamishError, ConfigError, MessageTooLarge,
+                                    StateError)
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+ECHO = "tests.agents.basic:Echo"
+PAIRS = "tests.agents.values_agents:PairKeys"
+PROBER = "tests.agents.values_agents:Prober"
+
+
+def _raw_spawn(node, **fields):
+    """A spawn request straight on the control socket, as a client that skips the
+    client-side checks (any local process may) would send it."""
+    request = {"cls": ECHO, "args": {}, "name": "raw", "supervisor": "root",
+               "restart": "permanent", "shutdown": 5.0, "limits": {}, "timeout": 30.0,
+               **fields}
+    return node._control.request("spawn", request, timeout=35.0)
+
+
+def _still_serving(node):
+    assert node._control.request("ping")["pid"] == node.pid
+    assert {a.name for a in node.ps()} >= {"e"}
+
+
+# -- 1. Limits ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("field", ["memory_mb", "handler_timeout", "cpu_seconds"])
+@pytest.mark.parametrize("value", ["1", -1, 0, math.nan, math.inf, True, 1e12])
+def test_limits_refuse_bad_values_at_construction(field, value):
+    with pytest.raises(ConfigError) as err:
+        Limits(**{field: value})
+    assert field in str(err.value) and repr(value) in str(err.value)
+    assert "expected" in str(err.value)
+
+
+def test_bad_limits_are_refused_at_spawn_by_client_and_node(node):
+    node.spawn(ECHO, name="e")
+    with pytest.raises(ConfigError, match="handler_timeout='1'"):
+        node.spawn(ECHO, name="s1", limits={"handler_timeout": "1"})
+    # The node checks again: a client that skips the checks gets the same answer, and
+    # the node goes on serving (before: the string reached the node's limit check and
+    # killed the node as soon as the agent was busy).
+    for limits in ({"handler_timeout": "1"}, {"memory_mb": -5}, {"cpu_seconds": math.nan},
+                   {"handler_timeout": math.inf}, {"nosuch": 1}, ["handler_timeout"]):
+        with pytest.raises(ConfigError, match="limits"):
+            _raw_spawn(node, limits=limits)
+        assert "raw" not in {a.name for a in node.ps()}
+    _still_serving(node)
+    assert node.call("e", "still here") == "still here"
+    ok = node.spawn(ECHO, name="ok", limits=Limits(handler_timeout=30, memory_mb=512))
+    assert ok.call("x") == "x"
