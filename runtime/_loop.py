@@ -42,6 +42,7 @@ from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Down, Escalate, Exit, Failure, Reset, Resume, Skip, Stop
+from ._validation import pack_roundtrip
 from .errors import StateError
 
 # An idle agent re-reads its mailbox this often even without a ring. Rings are dropped only
@@ -257,8 +258,10 @@ class AgentLoop:
         return result
 
     def _pack_state(self, state: Any) -> bytes:
+        # Checked to decode again: a state that packs but cannot be loaded (a tuple dict
+        # key) would crash every restart of the agent once committed.
         try:
-            return pack(state, where=f"the state of agent {self.name!r}")
+            return pack_roundtrip(state, where=f"the state of agent {self.name!r}")
         except EncodeError as exc:
             raise StateError(str(exc)) from None
 
@@ -518,7 +521,7 @@ class AgentLoop:
                     self.stop_reason = new_state.reason
                     new_state = self.state
             packed_state = self._pack_state(new_state)
-            packed_reply = pack(reply, where=f"the reply of agent {self.name!r}") \
+            packed_reply = pack_roundtrip(reply, where=f"the reply of agent {self.name!r}") \
                 if kind == "call" else b""
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, seq, record)

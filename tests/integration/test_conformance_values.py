@@ -65,3 +65,31 @@ def test_bad_limits_are_refused_at_spawn_by_client_and_node(node):
     assert node.call("e", "still here") == "still here"
     ok = node.spawn(ECHO, name="ok", limits=Limits(handler_timeout=30, memory_mb=512))
     assert ok.call("x") == "x"
+
+
+# -- 2. A state must round-trip ----------------------------------------------------------------
+def test_a_state_that_would_not_load_is_refused_at_commit(node):
+    ref = node.spawn(PAIRS, name="pk")
+    assert ref.call("incr") == 1
+    with pytest.raises(RemoteError) as err:
+        ref.call("bad_state")
+    assert err.value.type == "StateError"
+    assert "'pk'" in err.value.message and "(1, 2)" in err.value.message
+    assert "tuple" in err.value.message
+    # The committed state is untouched and loads: the agent serves on, not crash-looping.
+    assert ref.call("get") == {"count": 1}
+    ref.cast("bad_state")  # a frozenset key, from handle_cast
+    entries = wait_until(lambda: node.dead_letters("pk"), what="the cast in the dead letters")
+    assert entries[0]["failure"].exc_type == "StateError"
+    assert "frozenset" in entries[0]["failure"].message
+    assert ref.call("incr") == 2
+    info = node.info("pk")
+    assert info.status == "running" and info.last_failure.exc_type == "StateError"
+
+
+def test_a_reply_that_would_not_decode_is_a_clean_failure(node):
+    ref = node.spawn(PAIRS, name="pk")
+    with pytest.raises(RemoteError) as err:
+        ref.call("bad_reply")
+    assert "tuple" in err.value.message and "'pk'" in err.value.message
+    assert ref.call("incr") == 1
