@@ -218,13 +218,23 @@ def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str
 
 
 def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
-    """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``.
+    """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
+    (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
-    from beamish.mailbox import unpack
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec["id"]))
-    return [{"seq": seq, "kind": e["message"]["k"], "msg": unpack(e["message"]["p"]),
+    return [{"seq": seq, "kind": e["message"].get("k"), "msg": _dead_msg(e["message"]),
              "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
+
+
+def _dead_msg(record: dict[str, Any]) -> Any:
+    """A dead letter's message; one refused because it does not decode is shown as its
+    raw bytes (so it can still be listed, inspected and deleted)."""
+    from beamish.mailbox import ProtocolError, unpack
+    try:
+        return unpack(record.get("p", b""))
+    except ProtocolError:
+        return record.get("p")
 
 
 def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:

@@ -369,7 +369,7 @@ class AgentLoop:
             if msg is None:
                 return
             t.remove(self.id, seq)
-            if msg["k"] == "call":
+            if _is_call(msg):
                 reply = {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
                          "e": _remote_error(failure)}
                 t.put_reply(msg["id"], reply)
@@ -492,10 +492,18 @@ class AgentLoop:
 
     def _handle(self, seq: int, record: dict[str, Any]) -> None:
         assert self.agent is not None
-        kind = record["k"]
         started = time.monotonic()
         self.busy.mark(seq)
-        msg = unpack(record["p"])
+        try:
+            kind, msg = _open_record(record)
+        except ValueError as exc:
+            # Inside no handler's error handling: a crash here would repeat on every
+            # restart. The sender's fault, so refused once, as an invalid message is.
+            self._refuse(seq, record, Failure(
+                kind="exception", exc_type="BadMessage",
+                message=f"agent {self.name!r} cannot decode this message, so it was refused "
+                        f"without being handled: {exc}"))
+            return
         invalid = self._validate(kind, msg)
         if invalid is not None:
             self._refuse(seq, record, invalid)
@@ -573,7 +581,7 @@ class AgentLoop:
     def _refuse(self, seq: int, record: dict[str, Any], failure: Failure) -> None:
         """Answer an invalid call with the error (a cast goes to the dead letters) and go on:
         a bad message is the sender's fault, so the agent does not crash."""
-        in_flight = {"seq": seq, "kind": record["k"]}
+        in_flight = {"seq": seq, "kind": record.get("k") if isinstance(record, dict) else None}
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": 1})
         self._flush()
         self._skip_message(seq, failure)
@@ -611,6 +619,28 @@ def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:
         else:
             out.append((st.st_dev, st.st_ino))
     return tuple(out)
+
+
+def _open_record(record: Any) -> tuple[str, Any]:
+    """A mailbox record's kind and decoded message.
+
+    Raises:
+        ValueError: the record is malformed or its message does not decode (a sender that
+            skipped the client's checks).
+    """
+    if not isinstance(record, dict) or record.get("k") not in ("call", "cast", "info") \
+            or not isinstance(record.get("p"), bytes):
+        raise ValueError("the mailbox record is malformed (not written by a beamish sender)")
+    if record["k"] == "call" and not _is_call(record):
+        raise ValueError("the call's record lacks its reply address or deadline")
+    return record["k"], unpack(record["p"])
+
+
+def _is_call(record: Any) -> bool:
+    """Whether ``record`` is a call whose caller can be answered."""
+    return (isinstance(record, dict) and record.get("k") == "call"
+            and isinstance(record.get("id"), bytes) and isinstance(record.get("r"), str)
+            and isinstance(record.get("d"), (int, float)))
 
 
 def _info_value(msg: Any) -> Any:

@@ -28,6 +28,7 @@ from beamish.mailbox import (RING_LINGER_MS, Doorbells, EncodeError, Inbox, Kind
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Failure
+from ._validation import pack_roundtrip
 from .errors import (AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError,
                      StoreError)
 
@@ -46,10 +47,12 @@ def encode_message(msg: Any, limit: int, target: str) -> bytes:
 
     Raises:
         MessageTooLarge: over ``limit`` bytes.
-        BadMessage: a value msgpack cannot carry.
+        BadMessage: a value msgpack cannot carry, or one it would not decode again
+            (a tuple dict key).
     """
     try:
-        return pack(msg, where=f"a message to agent {target!r}", limit=limit)
+        # Checked to decode again: the agent could not read a message that does not.
+        return pack_roundtrip(msg, where=f"a message to agent {target!r}", limit=limit)
     except PayloadTooLarge as exc:
         raise MessageTooLarge(exc.size, exc.limit, target) from None
     except EncodeError as exc:

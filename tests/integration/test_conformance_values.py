@@ -93,3 +93,43 @@ def test_a_reply_that_would_not_decode_is_a_clean_failure(node):
         ref.call("bad_reply")
     assert "tuple" in err.value.message and "'pk'" in err.value.message
     assert ref.call("incr") == 1
+
+
+# -- 3. Messages must round-trip ---------------------------------------------------------------
+def test_an_undecodable_message_is_refused_at_the_sender(node):
+    ref = node.spawn(PAIRS, name="pk")
+    for send in (lambda: ref.cast({(1, 2): 3}), lambda: ref.call({"k": {(1, 2): 3}})):
+        with pytest.raises(BadMessage) as err:
+            send()
+        assert "(1, 2)" in str(err.value) and "'pk'" in str(err.value)
+    assert node.info("pk").mailbox_depth == 0
+    # From inside an agent too.
+    node.spawn(PROBER, name="probe")
+    out = node.call("probe", {"op": "cast_pairs", "name": "pk"})
+    assert out["raised"] == "BadMessage"
+    assert ref.call("incr") == 1 and node.info("pk").restarts == 0
+
+
+def test_an_undecodable_message_in_the_mailbox_is_refused_once_not_a_crash_loop(node):
+    # A sender that skips the checks (an old client, a hostile local process) commits a
+    # message the agent cannot decode. Before: the agent crashed on it three times.
+    ref = node.spawn(PAIRS, name="pk")
+    pid = node.info("pk").pid
+    messenger = node._messenger
+    port = messenger._port()
+    port.inbox.bind()
+    raw = msgpack.packb({(1, 2): 3})
+    messenger._append("pk", {"k": "cast", "p": raw, "t": time.time()}, port)
+    msg_id = new_msg_id()
+    deadline = time.time() + 60
+    messenger._append("pk", {"k": "call", "p": raw, "t": time.time(), "id": msg_id,
+                             "r": port.inbox_path, "d": deadline}, port)
+    reply = wait_until(lambda: node._store.write(lambda t: t.pop_reply(msg_id)), timeout=30,
+                       what="the refused call's error reply")
+    assert reply["ok"] is False and reply["e"]["type"] == "BadMessage"
+    assert "'pk'" in reply["e"]["message"]
+    entries = wait_until(lambda: node.dead_letters("pk"), what="the cast in the dead letters")
+    assert len(entries) == 1 and entries[0]["failure"].exc_type == "BadMessage"
+    assert ref.call("incr") == 1
+    info = node.info("pk")
+    assert info.pid == pid and info.restarts == 0 and info.status == "running"
