@@ -26,6 +26,7 @@ from ._paths import NodePaths, default_dir, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
+from ._validation import check_timeout
 from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
 
 START_TIMEOUT_S = 60.0
@@ -109,6 +110,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         NodeAlreadyRunning: a node already runs on ``dir``.
         ConfigError: a bad config file or dir (nothing was started).
     """
+    timeout = check_timeout(timeout)
     paths = NodePaths.of(dir if dir is not None else default_dir())
     paths.check_length()
     deadline = time.monotonic() + 5.0
@@ -377,6 +379,8 @@ class Node:
 
     def events(self, follow: bool = False, since: int = 0) -> Any:
         """Return recent `Event` s; with ``follow=True`` an iterator that waits for new ones."""
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise ConfigError(f"since={since!r}: expected an event sequence number >= 0")
         if not follow:
             return [Event(**e) for e in self._control.request("events", {"since": since})]
         return self._follow(since)
@@ -405,7 +409,11 @@ class Node:
         """Stop every agent in reverse start order, then the daemon; return once it exited.
 
         The tree, states and mailboxes persist: `start_node` on the dir brings them back.
+
+        Raises:
+            ConfigError: ``timeout`` is not a finite number > 0 (nothing was stopped).
         """
+        timeout = check_timeout(timeout)
         try:
             self._control.request("shutdown", timeout=10.0)
         except NodeNotRunning:

@@ -21,7 +21,7 @@ from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, 
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
-from ._validation import check_limits
+from ._validation import check_limits, check_timeout
 from .errors import AgentNotFound, ConfigError, SpawnError
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     cls = class_path(cls)
     shutdown = check_shutdown(shutdown)
     limits = check_limits(limits)  # never trusted from a client: a bad one killed the node
+    check_timeout(timeout)
     if restart not in ("permanent", "transient", "temporary"):
         raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
     shell = node.shell(supervisor)
@@ -207,7 +208,10 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
 def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
     """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
     to ``wait`` seconds for one. CLI: ``beamish events [--follow]``."""
-    deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
+    if not isinstance(since, int) or isinstance(since, bool):
+        raise ConfigError(f"since={since!r}: expected an event sequence number (int)")
+    deadline = time.monotonic() + min(check_timeout(wait, "wait", allow_inf=True,
+                                                    allow_zero=True), 30.0)
     with node.event_cond:
         while True:
             found = [e for e in node.events if e["seq"] > since]

@@ -10,6 +10,7 @@ from typing import Any
 from ._control import ControlClient
 from ._messenger import Messenger
 from ._spawnargs import spawn_request
+from ._validation import check_timeout
 
 
 class AgentContext:
@@ -66,7 +67,11 @@ class AgentContext:
         """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``.
 
         Timers live in the agent's process: a crash or restart cancels them.
+
+        Raises:
+            ConfigError: ``seconds`` is not a finite number >= 0.
         """
+        seconds = check_timeout(seconds, "seconds", allow_zero=True)  # NaN breaks the heap
         heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._seq), msg))
 
     def _next_timer_in(self) -> float | None:

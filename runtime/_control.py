@@ -16,6 +16,7 @@ import zmq
 from beamish.mailbox import Requester, RequestTimeout
 
 from ._paths import NodePaths
+from ._validation import check_timeout
 from .errors import NodeNotRunning, error_from_wire
 
 
@@ -48,9 +49,11 @@ class ControlClient:
         """Run control op ``op`` with ``args`` on the node and return its value.
 
         Raises:
+            ConfigError: ``timeout`` is not a finite number > 0.
             NodeNotRunning: the node did not answer within ``timeout``.
             BeamishError: the error the node reported, rebuilt with its type.
         """
+        timeout = check_timeout(timeout)
         req = self._requester()
         try:
             answer = req.request({**(args or {}), "op": op}, timeout)

@@ -28,7 +28,7 @@ from beamish.mailbox import (RING_LINGER_MS, Doorbells, EncodeError, Inbox, Kind
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Failure
-from ._validation import pack_roundtrip
+from ._validation import check_timeout, pack_roundtrip
 from .errors import (AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError,
                      StoreError)
 
@@ -282,8 +282,10 @@ class Messenger:
 
         Raises:
             CallTimeout: no reply within ``timeout`` (the message is still handled later).
+            ConfigError: ``timeout`` is not a number > 0 (``math.inf`` waits forever).
             AgentNotFound, RemoteError, MessageTooLarge, BadMessage.
         """
+        timeout = check_timeout(timeout, allow_inf=True)  # NaN spun forever, a write a turn
         payload = encode_message(msg, self.limit, name)
         port = self._port()
         port.inbox.bind()  # before the message is out: its reply ring must find us

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ._types import Limits
-from ._validation import check_limits
+from ._validation import check_limits, check_timeout
 from .errors import ConfigError
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
@@ -67,4 +67,4 @@ def spawn_request(cls: Any, args: dict[str, Any] | None = None, name: str | None
         limits = limits.to_dict()
     return {"cls": class_path(cls), "args": args or {}, "name": name,
             "supervisor": supervisor, "restart": restart, "shutdown": check_shutdown(shutdown),
-            "limits": check_limits(limits), "timeout": timeout}
+            "limits": check_limits(limits), "timeout": check_timeout(timeout)}

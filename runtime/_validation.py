@@ -98,17 +98,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_timeout(value: Any, field: str = "timeout", *, allow_inf: bool = False) -> float:
-    """Return ``value`` as seconds if it is a number > 0 (finite unless ``allow_inf``).
+def check_timeout(value: Any, field: str = "timeout", *, allow_inf: bool = False,
+                  allow_zero: bool = False) -> float:
+    """Return ``value`` as seconds if it is a number > 0 (>= 0 with ``allow_zero``;
+    finite unless ``allow_inf``).
 
     Raises:
         ConfigError: a non-number, NaN, zero, a negative number, or an infinity where
             waiting forever is not allowed.
     """
-    expected = ("a number of seconds > 0 (math.inf waits forever)" if allow_inf
-                else "a finite number of seconds > 0")
-    if not _is_number(value) or math.isnan(value) or value <= 0 \
-            or (math.isinf(value) and not allow_inf):
+    expected = (f"a {'' if allow_inf else 'finite '}number of seconds "
+                f"{'>= 0' if allow_zero else '> 0'}"
+                f"{' (math.inf waits forever)' if allow_inf else ''}")
+    if not _is_number(value) or math.isnan(value) or value < 0 \
+            or (value == 0 and not allow_zero) or (math.isinf(value) and not allow_inf):
         raise ConfigError(f"{field}={_show(value)}: expected {expected}")
     return float(value)
 

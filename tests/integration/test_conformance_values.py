@@ -133,3 +133,55 @@ def test_an_undecodable_message_in_the_mailbox_is_refused_once_not_a_crash_loop(
     assert ref.call("incr") == 1
     info = node.info("pk")
     assert info.pid == pid and info.restarts == 0 and info.status == "running"
+
+
+# -- 4. Timeouts -------------------------------------------------------------------------------
+def _returns(fn, what):
+    """Run ``fn`` in a thread and return what it raised (it must not hang: before the fix,
+    call(timeout=nan) never returned)."""
+    result = {}
+
+    def run():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["exc"] = exc
+        else:
+            result["exc"] = None
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), f"{what} did not return"
+    return result["exc"]
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1, 0, "5", True, None])
+def test_bad_call_timeouts_raise_at_once(node, timeout):
+    node.spawn(ECHO, name="e")
+    exc = _returns(lambda: node.call("e", "hi", timeout=timeout), "call(timeout=%r)" % timeout)
+    assert isinstance(exc, ConfigError) and "timeout=" in str(exc), exc
+    assert node.info("e").mailbox_depth == 0
+
+
+def test_bad_timeouts_everywhere_raise_config_error(node):
+    node.spawn(ECHO, name="e")
+    node.spawn(PROBER, name="probe")
+    for what, fn in [
+        ("ref.call", lambda: node.ref("e").call("hi", timeout=math.nan)),
+        ("spawn", lambda: node.spawn(ECHO, name="x", timeout=math.nan)),
+        ("stop", lambda: node.stop("e", timeout=-1)),
+        ("delete", lambda: node.delete("e", timeout=math.inf)),
+        ("restart", lambda: node.restart("e", timeout="1")),
+        ("shutdown", lambda: node.shutdown(timeout=math.nan)),
+    ]:
+        exc = _returns(fn, what)
+        assert isinstance(exc, ConfigError) and "timeout" in str(exc), (what, exc)
+    out = node.call("probe", {"op": "call_nan", "name": "e"})
+    assert out["raised"] == "ConfigError" and "timeout" in out["message"]
+    # The node checks what reaches it too: an events wait of NaN, a spawn timeout of -1.
+    with pytest.raises(ConfigError, match="wait"):
+        node._control.request("events", {"since": 0, "wait": math.nan})
+    with pytest.raises(ConfigError, match="timeout"):
+        _raw_spawn(node, timeout=-1.0)
+    assert node.call("e", "hi", timeout=math.inf) == "hi"  # OTP's infinity
+    assert node.info("e").status == "running"

@@ -54,6 +54,12 @@ def test_bad_timeouts(value):
         check_timeout(value, "wait")
 
 
+def test_zero_only_where_allowed():
+    assert check_timeout(0, "seconds", allow_zero=True) == 0.0
+    with pytest.raises(ConfigError, match=">= 0"):
+        check_timeout(-0.5, "seconds", allow_zero=True)
+
+
 def test_infinity_only_where_allowed():
     assert check_timeout(math.inf, allow_inf=True) == math.inf
     with pytest.raises(ConfigError, match="math.inf waits forever"):
