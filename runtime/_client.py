@@ -26,7 +26,7 @@ from ._paths import NodePaths, default_dir, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
-from ._validation import check_timeout
+from ._validation import check_lookup_name, check_name, check_timeout
 from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
 
 START_TIMEOUT_S = 60.0
@@ -337,6 +337,8 @@ class Node:
         Raises:
             ConfigError: a bad argument (named), or a name in use.
         """
+        check_name(name)
+        check_name(parent, "parent")
         self._control.request("add_supervisor", {
             "name": name, "strategy": strategy, "max_restarts": max_restarts,
             "max_seconds": max_seconds, "parent": parent, "restart": restart,
@@ -350,15 +352,15 @@ class Node:
         Raises:
             AgentNotFound: no agent has this name.
         """
-        self._control.request("stop", {"name": name}, timeout=timeout)
+        self._control.request("stop", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def delete(self, name: str, timeout: float = 120.0) -> None:
         """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
-        self._control.request("delete", {"name": name}, timeout=timeout)
+        self._control.request("delete", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Restart an agent (or supervisor) marked failed."""
-        self._control.request("restart", {"name": name}, timeout=timeout)
+        self._control.request("restart", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def info(self, name: str) -> AgentInfo:
         """Return an `AgentInfo` snapshot of agent ``name``.
@@ -366,7 +368,7 @@ class Node:
         Raises:
             AgentNotFound: no agent has this name.
         """
-        return _agent_info(self._control.request("info", {"name": name}))
+        return _agent_info(self._control.request("info", {"name": check_lookup_name(name)}))
 
     def ps(self) -> list[AgentInfo]:
         """Return `AgentInfo` for every agent, in start order."""
@@ -393,7 +395,7 @@ class Node:
 
     def dead_letters(self, name: str) -> list[dict[str, Any]]:
         """Return the casts set aside by `Skip` for agent ``name``, with their failures."""
-        entries = self._control.request("dead_letters", {"name": name})
+        entries = self._control.request("dead_letters", {"name": check_lookup_name(name)})
         return [{**e, "failure": Failure.from_dict(e["failure"])} for e in entries]
 
     def resend_dead_letter(self, name: str, seq: int) -> int:
@@ -403,7 +405,8 @@ class Node:
         Raises:
             AgentNotFound: the agent is not running; ConfigError: no such dead letter.
         """
-        return int(self._control.request("resend_dead_letter", {"name": name, "seq": seq})["seq"])
+        return int(self._control.request("resend_dead_letter", {"name": check_lookup_name(name),
+                                                                 "seq": seq})["seq"])
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.

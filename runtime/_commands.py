@@ -21,7 +21,7 @@ from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, 
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
-from ._validation import check_limits, check_timeout
+from ._validation import check_limits, check_lookup_name, check_name, check_timeout
 from .errors import AgentNotFound, ConfigError, SpawnError
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
     """
     cls = class_path(cls)
+    if name is not None:
+        check_name(name)
+    check_name(supervisor, "supervisor")
     shutdown = check_shutdown(shutdown)
     limits = check_limits(limits)  # never trusted from a client: a bad one killed the node
     check_timeout(timeout)
@@ -108,6 +111,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
 
 
 def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
+    check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
         raise AgentNotFound(name)
@@ -268,6 +272,7 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
 def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
     marked failed. CLI: ``beamish restart NAME``."""
+    check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
         raise AgentNotFound(name)
@@ -311,6 +316,8 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     supervisor, persisted with the tree. For ``simple_one_for_one``, ``child_restart`` and
     ``child_shutdown`` are the template every agent spawned into it gets.
     CLI: ``beamish add-supervisor NAME --strategy S --parent P``."""
+    check_name(name)
+    check_name(parent, "parent")
     rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
            "max_seconds": max_seconds, "parent": parent, "restart": restart,
            "backoff": backoff, "status": "running",
@@ -408,6 +415,8 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
     watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
     (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``."""
+    check_name(watcher, "watcher")
+    check_name(target, "target")
     me = _live(node, watcher, inc)
     if me is None:
         raise AgentNotFound(watcher, "the monitoring agent itself is not running")
@@ -426,6 +435,8 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any
     ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``. Normal
     exits do not propagate. From ``self.ctx.link``; a target not running raises
     `AgentNotFound` (where Erlang would send exit ``noproc``)."""
+    check_name(watcher, "watcher")
+    check_name(target, "target")
     me = _live(node, watcher, inc)
     if me is None:
         raise AgentNotFound(watcher, "the linking agent itself is not running")

@@ -10,7 +10,7 @@ from typing import Any
 from ._control import ControlClient
 from ._messenger import Messenger
 from ._spawnargs import spawn_request
-from ._validation import check_timeout
+from ._validation import check_name, check_timeout
 
 
 class AgentContext:
@@ -49,6 +49,7 @@ class AgentContext:
         (reason "noproc" at once if it is not running). Like Erlang, a monitor belongs to
         this process: a restart of this agent drops it (monitor again in ``init`` or
         ``recover``)."""
+        check_name(name)
         self._control.request("monitor", {"watcher": self.name, "inc": self._incarnation,
                                           "target": name})
 
@@ -60,6 +61,7 @@ class AgentContext:
         Raises:
             AgentNotFound: ``name`` is not running.
         """
+        check_name(name)
         self._control.request("link", {"watcher": self.name, "inc": self._incarnation,
                                        "target": name})
 

@@ -28,7 +28,7 @@ from beamish.mailbox import (RING_LINGER_MS, Doorbells, EncodeError, Inbox, Kind
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Failure
-from ._validation import check_timeout, pack_roundtrip
+from ._validation import check_name, check_timeout, pack_roundtrip
 from .errors import (AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError,
                      StoreError)
 
@@ -272,8 +272,9 @@ class Messenger:
         """Append ``msg`` to agent ``name``'s mailbox; return once it is committed.
 
         Raises:
-            AgentNotFound, MessageTooLarge, BadMessage.
+            AgentNotFound, MessageTooLarge, BadMessage; ConfigError: not a valid name.
         """
+        check_name(name)
         payload = encode_message(msg, self.limit, name)
         self._append(name, {"k": "cast", "p": payload, "t": time.time()}, self._port())
 
@@ -285,6 +286,7 @@ class Messenger:
             ConfigError: ``timeout`` is not a number > 0 (``math.inf`` waits forever).
             AgentNotFound, RemoteError, MessageTooLarge, BadMessage.
         """
+        check_name(name)
         timeout = check_timeout(timeout, allow_inf=True)  # NaN spun forever, a write a turn
         payload = encode_message(msg, self.limit, name)
         port = self._port()

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ._types import Limits
-from ._validation import check_limits, check_timeout
+from ._validation import check_limits, check_name, check_timeout
 from .errors import ConfigError
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
@@ -61,8 +61,9 @@ def spawn_request(cls: Any, args: dict[str, Any] | None = None, name: str | None
         raise ConfigError(f"restart={restart!r}: expected one of {', '.join(RESTART_TYPES)}")
     if args is not None and not isinstance(args, dict):
         raise ConfigError(f"args={args!r}: expected a dict")
-    if name is not None and (not isinstance(name, str) or not name or len(name) > 200):
-        raise ConfigError(f"name={name!r}: expected a non-empty string of at most 200 characters")
+    if name is not None:
+        check_name(name)
+    check_name(supervisor, "supervisor")
     if isinstance(limits, Limits):
         limits = limits.to_dict()
     return {"cls": class_path(cls), "args": args or {}, "name": name,

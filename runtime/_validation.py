@@ -7,6 +7,7 @@ node checks again because it never trusts a client (any local process may talk t
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -32,6 +33,11 @@ def name_problem(name: Any) -> str | None:
     """Why ``name`` is not a valid agent or supervisor name, or None if it is."""
     if not isinstance(name, str):
         return f"it is a {type(name).__name__}, not a string"
+    return _str_name_problem(name)
+
+
+@functools.lru_cache(maxsize=4096)  # checked on every call and cast: mostly the same names
+def _str_name_problem(name: str) -> str | None:
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:

@@ -185,3 +185,47 @@ def test_bad_timeouts_everywhere_raise_config_error(node):
         _raw_spawn(node, timeout=-1.0)
     assert node.call("e", "hi", timeout=math.inf) == "hi"  # OTP's infinity
     assert node.info("e").status == "running"
+
+
+# -- 5. Names ----------------------------------------------------------------------------------
+BAD_NAMES = ["", "a b", "a/b", "tab\there", "nl\n", "nul\x00", "\udc80", "\U0001F600" * 130,
+             "-flag", "\u200b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_names_are_refused_with_the_rule(node, name):
+    with pytest.raises(ConfigError) as err:
+        node.spawn(ECHO, name=name)
+    assert "not a valid name" in str(err.value) and "1 to 200 bytes" in str(err.value)
+    for fn in (lambda: node.call(name, "hi"), lambda: node.cast(name, "hi"),
+               lambda: node.add_supervisor(name)):
+        with pytest.raises(ConfigError, match="not a valid name"):
+            fn()
+    for fn in (lambda: node.info(name), lambda: node.stop(name)):
+        with pytest.raises(BeamishError):  # AgentNotFound or ConfigError, never a raw error
+            fn()
+    assert node.ps() == []
+
+
+def test_the_node_refuses_bad_names_from_any_client(node):
+    node.spawn(ECHO, name="e")
+    node.spawn(PROBER, name="probe")
+    for name in ("a b", "a/b", "x\x1b[2J", ""):
+        with pytest.raises(ConfigError, match="not a valid name"):
+            _raw_spawn(node, name=name)
+        with pytest.raises(ConfigError, match="not a valid name"):
+            node._control.request("add_supervisor", {"name": name})
+        for op in ("spawn", "call", "cast", "monitor", "link"):
+            out = node.call("probe", {"op": op, "name": name})
+            assert out["raised"] == "ConfigError" and "not a valid name" in out["message"], \
+                (op, name, out)
+    # The node checks what a client that skips the checks sends to monitor and link.
+    for op in ("monitor", "link"):
+        with pytest.raises(ConfigError, match="not a valid name"):
+            node._control.request(op, {"watcher": "probe", "inc": 1, "target": "a b"})
+    with pytest.raises(ConfigError, match="supervisor="):
+        _raw_spawn(node, supervisor="a b")
+    assert sorted(a.name for a in node.ps()) == ["e", "probe"]
+    # What the rule allows: any printable, non-space UTF-8 (dots, colons, accents, emoji).
+    for name in ("worker-1", "chat.alice", "ünïcode", "k:v", "\U0001F600" * 50):
+        assert node.spawn(ECHO, name=name).call(name) == name

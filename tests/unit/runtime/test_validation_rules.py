@@ -114,3 +114,13 @@ def test_pack_roundtrip_keeps_the_codec_errors():
         pack_roundtrip(object(), where="x")
     with pytest.raises(PayloadTooLarge):
         pack_roundtrip(b"x" * 100, where="x", limit=10)
+
+
+def test_config_file_names_follow_the_rule():
+    good = {"supervisor": [{"name": "workers"}],
+            "agent": [{"name": "w.1", "class": "m:C", "supervisor": "workers"}]}
+    assert parse_config(good).agent[0].name == "w.1"
+    for bad in ({"supervisor": [{"name": "a/b"}]},
+                {"agent": [{"name": "has space", "class": "m:C"}]}):
+        with pytest.raises(ConfigError, match="not a valid name"):
+            parse_config(bad)
