@@ -312,8 +312,10 @@ class Node:
         Raises:
             SpawnError: the name is in use, the class cannot be imported, or init failed.
             ConfigError: an argument is invalid.
+            BadMessage, MessageTooLarge: ``args`` cannot be sent (named in the error).
         """
-        request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout)
+        request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
+                                max_bytes=self._messenger.limit)
         value = self._control.request("spawn", request, timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 

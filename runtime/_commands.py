@@ -19,7 +19,7 @@ from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, 
                                 SupervisorError, SupervisorSpec)
 
 from ._messenger import LIVE_STATUSES
-from ._spawnargs import check_shutdown, class_path
+from ._spawnargs import check_args, check_shutdown, class_path
 from ._store import Txn
 from ._validation import check_limits, check_lookup_name, check_name, check_timeout
 from .errors import AgentNotFound, ConfigError, SpawnError
@@ -57,6 +57,9 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
     """
     cls = class_path(cls)
+    if not isinstance(args, dict):
+        raise ConfigError(f"args={args!r:.80}: expected a dict")
+    check_args(args, name, node.max_message_bytes)
     if name is not None:
         check_name(name)
     check_name(supervisor, "supervisor")

@@ -40,7 +40,7 @@ class AgentContext:
     def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
               **options: Any) -> str:
         """Spawn another agent (same arguments as `Node.spawn`); return its name."""
-        request = spawn_request(cls, args, name, **options)
+        request = spawn_request(cls, args, name, **options, max_bytes=self._messenger.limit)
         value = self._control.request("spawn", request, timeout=request["timeout"] + 5)
         return str(value["name"])
 

@@ -14,8 +14,7 @@ import pytest
 
 from beamish.mailbox import new_msg_id
 from beamish.runtime import Limits, RemoteError
-from beamish.runtime.errors import (BadMessage, BeamishError, ConfigError, MessageTooLarge,
-                                    StateError)
+from beamish.runtime.errors import BadMessage, BeamishError, ConfigError, MessageTooLarge
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
@@ -229,3 +228,21 @@ def test_the_node_refuses_bad_names_from_any_client(node):
     # What the rule allows: any printable, non-space UTF-8 (dots, colons, accents, emoji).
     for name in ("worker-1", "chat.alice", "ünïcode", "k:v", "\U0001F600" * 50):
         assert node.spawn(ECHO, name=name).call(name) == name
+
+
+# -- 6. Spawn args -----------------------------------------------------------------------------
+def test_bad_spawn_args_raise_beamish_errors(node):
+    with pytest.raises(BadMessage, match="args"):
+        node.spawn(ECHO, name="x", args={"f": object()})
+    with pytest.raises(BadMessage, match=r"\(1, 2\)"):
+        node.spawn(ECHO, name="x", args={"pairs": {(1, 2): 3}})
+    limit = 16 * 1024 * 1024
+    with pytest.raises(MessageTooLarge) as err:
+        node.spawn(ECHO, name="x", args={"blob": b"x" * limit})
+    assert err.value.limit == limit and "args" in str(err.value)
+    with pytest.raises(ConfigError, match="args"):
+        _raw_spawn(node, name="x", args=["not", "a", "dict"])
+    node.spawn(PROBER, name="probe")
+    out = node.call("probe", {"op": "spawn", "name": "y", "args": {"ok": [1]}})
+    assert out["raised"] is None
+    assert sorted(a.name for a in node.ps()) == ["probe", "y"]
