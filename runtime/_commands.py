@@ -392,6 +392,13 @@ def start_persisted(node: NodeDaemon) -> None:
         if shell is None:
             node.set_status(rec["name"], "failed")
             continue
+        try:
+            # A record stored before limits were checked: a bad one would kill the node.
+            check_limits(rec.get("limits"))
+        except ConfigError as exc:
+            node.set_status(rec["name"], "failed")
+            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
+            continue
         node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
             _add_agent(shell, rec)

@@ -66,6 +66,35 @@ def test_bad_limits_are_refused_at_spawn_by_client_and_node(node):
     assert ok.call("x") == "x"
 
 
+def test_a_stored_agent_with_bad_limits_is_not_started(node_dir):
+    # An agent stored by a beamish that did not check limits: a node start must not run it
+    # (its handler_timeout='1' would kill the node as soon as it got busy).
+    from beamish.runtime import start_node
+    from beamish.runtime._store import Store
+    from tests.conftest import shutdown_quietly
+    n = start_node(node_dir)
+    try:
+        n.spawn(ECHO, name="legacy")
+        n.spawn(ECHO, name="e")
+        store_path = n._store_path
+    finally:
+        shutdown_quietly(n)
+    store = Store(store_path, "process")
+    try:
+        store.write(lambda t: t.put_agent({**t.get_agent("legacy"),
+                                           "limits": {"handler_timeout": "1"}}))
+    finally:
+        store.close()
+    n = start_node(node_dir)
+    try:
+        assert n.info("legacy").status == "failed"
+        assert any(e.kind == "failed" and e.name == "legacy" and "handler_timeout" in e.reason
+                   for e in n.events())
+        assert n.call("e", "hi") == "hi"
+    finally:
+        shutdown_quietly(n)
+
+
 # -- 2. A state must round-trip ----------------------------------------------------------------
 def test_a_state_that_would_not_load_is_refused_at_commit(node):
     ref = node.spawn(PAIRS, name="pk")
