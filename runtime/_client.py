@@ -26,6 +26,7 @@ from ._paths import NodePaths, default_dir, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
+from ._validation import check_lookup_name, check_name, check_timeout
 from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
 
 START_TIMEOUT_S = 60.0
@@ -109,6 +110,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         NodeAlreadyRunning: a node already runs on ``dir``.
         ConfigError: a bad config file or dir (nothing was started).
     """
+    timeout = check_timeout(timeout)
     paths = NodePaths.of(dir if dir is not None else default_dir())
     paths.check_length()
     deadline = time.monotonic() + 5.0
@@ -310,8 +312,10 @@ class Node:
         Raises:
             SpawnError: the name is in use, the class cannot be imported, or init failed.
             ConfigError: an argument is invalid.
+            BadMessage, MessageTooLarge: ``args`` cannot be sent (named in the error).
         """
-        request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout)
+        request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
+                                max_bytes=self._messenger.limit)
         value = self._control.request("spawn", request, timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 
@@ -335,6 +339,8 @@ class Node:
         Raises:
             ConfigError: a bad argument (named), or a name in use.
         """
+        check_name(name)
+        check_name(parent, "parent")
         self._control.request("add_supervisor", {
             "name": name, "strategy": strategy, "max_restarts": max_restarts,
             "max_seconds": max_seconds, "parent": parent, "restart": restart,
@@ -348,15 +354,15 @@ class Node:
         Raises:
             AgentNotFound: no agent has this name.
         """
-        self._control.request("stop", {"name": name}, timeout=timeout)
+        self._control.request("stop", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def delete(self, name: str, timeout: float = 120.0) -> None:
         """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
-        self._control.request("delete", {"name": name}, timeout=timeout)
+        self._control.request("delete", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Restart an agent (or supervisor) marked failed."""
-        self._control.request("restart", {"name": name}, timeout=timeout)
+        self._control.request("restart", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def info(self, name: str) -> AgentInfo:
         """Return an `AgentInfo` snapshot of agent ``name``.
@@ -364,7 +370,7 @@ class Node:
         Raises:
             AgentNotFound: no agent has this name.
         """
-        return _agent_info(self._control.request("info", {"name": name}))
+        return _agent_info(self._control.request("info", {"name": check_lookup_name(name)}))
 
     def ps(self) -> list[AgentInfo]:
         """Return `AgentInfo` for every agent, in start order."""
@@ -377,6 +383,8 @@ class Node:
 
     def events(self, follow: bool = False, since: int = 0) -> Any:
         """Return recent `Event` s; with ``follow=True`` an iterator that waits for new ones."""
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise ConfigError(f"since={since!r}: expected an event sequence number >= 0")
         if not follow:
             return [Event(**e) for e in self._control.request("events", {"since": since})]
         return self._follow(since)
@@ -389,7 +397,7 @@ class Node:
 
     def dead_letters(self, name: str) -> list[dict[str, Any]]:
         """Return the casts set aside by `Skip` for agent ``name``, with their failures."""
-        entries = self._control.request("dead_letters", {"name": name})
+        entries = self._control.request("dead_letters", {"name": check_lookup_name(name)})
         return [{**e, "failure": Failure.from_dict(e["failure"])} for e in entries]
 
     def resend_dead_letter(self, name: str, seq: int) -> int:
@@ -399,13 +407,18 @@ class Node:
         Raises:
             AgentNotFound: the agent is not running; ConfigError: no such dead letter.
         """
-        return int(self._control.request("resend_dead_letter", {"name": name, "seq": seq})["seq"])
+        return int(self._control.request("resend_dead_letter", {"name": check_lookup_name(name),
+                                                                 "seq": seq})["seq"])
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.
 
         The tree, states and mailboxes persist: `start_node` on the dir brings them back.
+
+        Raises:
+            ConfigError: ``timeout`` is not a finite number > 0 (nothing was stopped).
         """
+        timeout = check_timeout(timeout)
         try:
             self._control.request("shutdown", timeout=10.0)
         except NodeNotRunning:

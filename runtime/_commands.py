@@ -19,8 +19,9 @@ from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, 
                                 SupervisorError, SupervisorSpec)
 
 from ._messenger import LIVE_STATUSES
-from ._spawnargs import check_shutdown, class_path
+from ._spawnargs import check_args, check_shutdown, class_path
 from ._store import Txn
+from ._validation import check_limits, check_lookup_name, check_name, check_timeout
 from .errors import AgentNotFound, ConfigError, SpawnError
 
 if TYPE_CHECKING:
@@ -56,7 +57,15 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
     """
     cls = class_path(cls)
+    if not isinstance(args, dict):
+        raise ConfigError(f"args={args!r:.80}: expected a dict")
+    check_args(args, name, node.max_message_bytes)
+    if name is not None:
+        check_name(name)
+    check_name(supervisor, "supervisor")
     shutdown = check_shutdown(shutdown)
+    limits = check_limits(limits)  # never trusted from a client: a bad one killed the node
+    check_timeout(timeout)
     if restart not in ("permanent", "transient", "temporary"):
         raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
     shell = node.shell(supervisor)
@@ -105,6 +114,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
 
 
 def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
+    check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
         raise AgentNotFound(name)
@@ -205,7 +215,10 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
 def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
     """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
     to ``wait`` seconds for one. CLI: ``beamish events [--follow]``."""
-    deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
+    if not isinstance(since, int) or isinstance(since, bool):
+        raise ConfigError(f"since={since!r}: expected an event sequence number (int)")
+    deadline = time.monotonic() + min(check_timeout(wait, "wait", allow_inf=True,
+                                                    allow_zero=True), 30.0)
     with node.event_cond:
         while True:
             found = [e for e in node.events if e["seq"] > since]
@@ -216,13 +229,23 @@ def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str
 
 
 def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
-    """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``.
+    """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
+    (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
-    from beamish.mailbox import unpack
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec["id"]))
-    return [{"seq": seq, "kind": e["message"]["k"], "msg": unpack(e["message"]["p"]),
+    return [{"seq": seq, "kind": e["message"].get("k"), "msg": _dead_msg(e["message"]),
              "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
+
+
+def _dead_msg(record: dict[str, Any]) -> Any:
+    """A dead letter's message; one refused because it does not decode is shown as its
+    raw bytes (so it can still be listed, inspected and deleted)."""
+    from beamish.mailbox import ProtocolError, unpack
+    try:
+        return unpack(record.get("p", b""))
+    except ProtocolError:
+        return record.get("p")
 
 
 def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
@@ -252,6 +275,7 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
 def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
     marked failed. CLI: ``beamish restart NAME``."""
+    check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
         raise AgentNotFound(name)
@@ -295,6 +319,8 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     supervisor, persisted with the tree. For ``simple_one_for_one``, ``child_restart`` and
     ``child_shutdown`` are the template every agent spawned into it gets.
     CLI: ``beamish add-supervisor NAME --strategy S --parent P``."""
+    check_name(name)
+    check_name(parent, "parent")
     rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
            "max_seconds": max_seconds, "parent": parent, "restart": restart,
            "backoff": backoff, "status": "running",
@@ -366,6 +392,13 @@ def start_persisted(node: NodeDaemon) -> None:
         if shell is None:
             node.set_status(rec["name"], "failed")
             continue
+        try:
+            # A record stored before limits were checked: a bad one would kill the node.
+            check_limits(rec.get("limits"))
+        except ConfigError as exc:
+            node.set_status(rec["name"], "failed")
+            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
+            continue
         node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
             _add_agent(shell, rec)
@@ -392,6 +425,8 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
     watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
     (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``."""
+    check_name(watcher, "watcher")
+    check_name(target, "target")
     me = _live(node, watcher, inc)
     if me is None:
         raise AgentNotFound(watcher, "the monitoring agent itself is not running")
@@ -410,6 +445,8 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any
     ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``. Normal
     exits do not propagate. From ``self.ctx.link``; a target not running raises
     `AgentNotFound` (where Erlang would send exit ``noproc``)."""
+    check_name(watcher, "watcher")
+    check_name(target, "target")
     me = _live(node, watcher, inc)
     if me is None:
         raise AgentNotFound(watcher, "the linking agent itself is not running")

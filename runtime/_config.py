@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._spawnargs import check_shutdown, class_path
+from ._validation import LIMIT_MAX, check_name
 from .errors import ConfigError
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -40,9 +41,9 @@ class NodeSection(_Strict):
 class LimitsSection(_Strict):
     """``limits = {...}`` of an agent."""
 
-    memory_mb: float | None = Field(None, gt=0)
-    handler_timeout: float | None = Field(None, gt=0)
-    cpu_seconds: float | None = Field(None, gt=0)
+    memory_mb: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
+    handler_timeout: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
+    cpu_seconds: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
 
 
 class SupervisorSection(_Strict):
@@ -107,6 +108,7 @@ class NodeConfig(_Strict):
         known = {"root"}
         names: set[str] = set()
         for i, sup in enumerate(self.supervisor):
+            check_name(sup.name, f"supervisor[{i}].name")
             if sup.name in known or sup.name in names:
                 raise ConfigError(f"supervisor[{i}].name: {sup.name!r} is used twice")
             if sup.parent not in known:
@@ -114,6 +116,7 @@ class NodeConfig(_Strict):
                                   "supervisor declared above it")
             known.add(sup.name)
         for i, agent in enumerate(self.agent):
+            check_name(agent.name, f"agent[{i}].name")
             if agent.name in names or agent.name in known:
                 raise ConfigError(f"agent[{i}].name: {agent.name!r} is used twice")
             if agent.supervisor not in known:

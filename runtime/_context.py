@@ -10,6 +10,7 @@ from typing import Any
 from ._control import ControlClient
 from ._messenger import Messenger
 from ._spawnargs import spawn_request
+from ._validation import check_name, check_timeout
 
 
 class AgentContext:
@@ -39,7 +40,7 @@ class AgentContext:
     def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
               **options: Any) -> str:
         """Spawn another agent (same arguments as `Node.spawn`); return its name."""
-        request = spawn_request(cls, args, name, **options)
+        request = spawn_request(cls, args, name, **options, max_bytes=self._messenger.limit)
         value = self._control.request("spawn", request, timeout=request["timeout"] + 5)
         return str(value["name"])
 
@@ -48,6 +49,7 @@ class AgentContext:
         (reason "noproc" at once if it is not running). Like Erlang, a monitor belongs to
         this process: a restart of this agent drops it (monitor again in ``init`` or
         ``recover``)."""
+        check_name(name)
         self._control.request("monitor", {"watcher": self.name, "inc": self._incarnation,
                                           "target": name})
 
@@ -59,6 +61,7 @@ class AgentContext:
         Raises:
             AgentNotFound: ``name`` is not running.
         """
+        check_name(name)
         self._control.request("link", {"watcher": self.name, "inc": self._incarnation,
                                        "target": name})
 
@@ -66,7 +69,11 @@ class AgentContext:
         """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``.
 
         Timers live in the agent's process: a crash or restart cancels them.
+
+        Raises:
+            ConfigError: ``seconds`` is not a finite number >= 0.
         """
+        seconds = check_timeout(seconds, "seconds", allow_zero=True)  # NaN breaks the heap
         heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._seq), msg))
 
     def _next_timer_in(self) -> float | None:

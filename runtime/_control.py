@@ -13,10 +13,11 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import Requester, RequestTimeout
+from beamish.mailbox import EncodeError, PayloadTooLarge, Requester, RequestTimeout
 
 from ._paths import NodePaths
-from .errors import NodeNotRunning, error_from_wire
+from ._validation import check_timeout
+from .errors import BadMessage, MessageTooLarge, NodeNotRunning, error_from_wire
 
 
 class ControlClient:
@@ -48,12 +49,19 @@ class ControlClient:
         """Run control op ``op`` with ``args`` on the node and return its value.
 
         Raises:
+            ConfigError: ``timeout`` is not a finite number > 0.
+            BadMessage, MessageTooLarge: the request cannot be sent.
             NodeNotRunning: the node did not answer within ``timeout``.
             BeamishError: the error the node reported, rebuilt with its type.
         """
+        timeout = check_timeout(timeout)
         req = self._requester()
         try:
             answer = req.request({**(args or {}), "op": op}, timeout)
+        except PayloadTooLarge as exc:
+            raise MessageTooLarge(exc.size, exc.limit, what=f"the {op!r} request") from None
+        except EncodeError as exc:
+            raise BadMessage(f"the {op!r} request: {exc}") from None
         except RequestTimeout:
             # The socket may now hold a late reply; a fresh one keeps requests matched.
             req.close()

@@ -42,6 +42,7 @@ from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Down, Escalate, Exit, Failure, Reset, Resume, Skip, Stop
+from ._validation import pack_roundtrip
 from .errors import StateError
 
 # An idle agent re-reads its mailbox this often even without a ring. Rings are dropped only
@@ -257,8 +258,10 @@ class AgentLoop:
         return result
 
     def _pack_state(self, state: Any) -> bytes:
+        # Checked to decode again: a state that packs but cannot be loaded (a tuple dict
+        # key) would crash every restart of the agent once committed.
         try:
-            return pack(state, where=f"the state of agent {self.name!r}")
+            return pack_roundtrip(state, where=f"the state of agent {self.name!r}")
         except EncodeError as exc:
             raise StateError(str(exc)) from None
 
@@ -366,7 +369,7 @@ class AgentLoop:
             if msg is None:
                 return
             t.remove(self.id, seq)
-            if msg["k"] == "call":
+            if _is_call(msg):
                 reply = {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
                          "e": _remote_error(failure)}
                 t.put_reply(msg["id"], reply)
@@ -489,10 +492,18 @@ class AgentLoop:
 
     def _handle(self, seq: int, record: dict[str, Any]) -> None:
         assert self.agent is not None
-        kind = record["k"]
         started = time.monotonic()
         self.busy.mark(seq)
-        msg = unpack(record["p"])
+        try:
+            kind, msg = _open_record(record)
+        except ValueError as exc:
+            # Inside no handler's error handling: a crash here would repeat on every
+            # restart. The sender's fault, so refused once, as an invalid message is.
+            self._refuse(seq, record, Failure(
+                kind="exception", exc_type="BadMessage",
+                message=f"agent {self.name!r} cannot decode this message, so it was refused "
+                        f"without being handled: {exc}"))
+            return
         invalid = self._validate(kind, msg)
         if invalid is not None:
             self._refuse(seq, record, invalid)
@@ -518,7 +529,7 @@ class AgentLoop:
                     self.stop_reason = new_state.reason
                     new_state = self.state
             packed_state = self._pack_state(new_state)
-            packed_reply = pack(reply, where=f"the reply of agent {self.name!r}") \
+            packed_reply = pack_roundtrip(reply, where=f"the reply of agent {self.name!r}") \
                 if kind == "call" else b""
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, seq, record)
@@ -570,7 +581,7 @@ class AgentLoop:
     def _refuse(self, seq: int, record: dict[str, Any], failure: Failure) -> None:
         """Answer an invalid call with the error (a cast goes to the dead letters) and go on:
         a bad message is the sender's fault, so the agent does not crash."""
-        in_flight = {"seq": seq, "kind": record["k"]}
+        in_flight = {"seq": seq, "kind": record.get("k") if isinstance(record, dict) else None}
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": 1})
         self._flush()
         self._skip_message(seq, failure)
@@ -608,6 +619,28 @@ def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:
         else:
             out.append((st.st_dev, st.st_ino))
     return tuple(out)
+
+
+def _open_record(record: Any) -> tuple[str, Any]:
+    """A mailbox record's kind and decoded message.
+
+    Raises:
+        ValueError: the record is malformed or its message does not decode (a sender that
+            skipped the client's checks).
+    """
+    if not isinstance(record, dict) or record.get("k") not in ("call", "cast", "info") \
+            or not isinstance(record.get("p"), bytes):
+        raise ValueError("the mailbox record is malformed (not written by a beamish sender)")
+    if record["k"] == "call" and not _is_call(record):
+        raise ValueError("the call's record lacks its reply address or deadline")
+    return record["k"], unpack(record["p"])
+
+
+def _is_call(record: Any) -> bool:
+    """Whether ``record`` is a call whose caller can be answered."""
+    return (isinstance(record, dict) and record.get("k") == "call"
+            and isinstance(record.get("id"), bytes) and isinstance(record.get("r"), str)
+            and isinstance(record.get("d"), (int, float)))
 
 
 def _info_value(msg: Any) -> Any:

@@ -28,6 +28,7 @@ from beamish.mailbox import (RING_LINGER_MS, Doorbells, EncodeError, Inbox, Kind
 from ._paths import NodePaths
 from ._store import Store, Txn
 from ._types import Failure
+from ._validation import check_name, check_timeout, pack_roundtrip
 from .errors import (AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError,
                      StoreError)
 
@@ -46,10 +47,12 @@ def encode_message(msg: Any, limit: int, target: str) -> bytes:
 
     Raises:
         MessageTooLarge: over ``limit`` bytes.
-        BadMessage: a value msgpack cannot carry.
+        BadMessage: a value msgpack cannot carry, or one it would not decode again
+            (a tuple dict key).
     """
     try:
-        return pack(msg, where=f"a message to agent {target!r}", limit=limit)
+        # Checked to decode again: the agent could not read a message that does not.
+        return pack_roundtrip(msg, where=f"a message to agent {target!r}", limit=limit)
     except PayloadTooLarge as exc:
         raise MessageTooLarge(exc.size, exc.limit, target) from None
     except EncodeError as exc:
@@ -269,8 +272,9 @@ class Messenger:
         """Append ``msg`` to agent ``name``'s mailbox; return once it is committed.
 
         Raises:
-            AgentNotFound, MessageTooLarge, BadMessage.
+            AgentNotFound, MessageTooLarge, BadMessage; ConfigError: not a valid name.
         """
+        check_name(name)
         payload = encode_message(msg, self.limit, name)
         self._append(name, {"k": "cast", "p": payload, "t": time.time()}, self._port())
 
@@ -279,8 +283,11 @@ class Messenger:
 
         Raises:
             CallTimeout: no reply within ``timeout`` (the message is still handled later).
+            ConfigError: ``timeout`` is not a number > 0 (``math.inf`` waits forever).
             AgentNotFound, RemoteError, MessageTooLarge, BadMessage.
         """
+        check_name(name)
+        timeout = check_timeout(timeout, allow_inf=True)  # NaN spun forever, a write a turn
         payload = encode_message(msg, self.limit, name)
         port = self._port()
         port.inbox.bind()  # before the message is out: its reply ring must find us

@@ -6,7 +6,10 @@ import math
 from typing import Any
 
 from ._types import Limits
-from .errors import ConfigError
+from beamish.mailbox import EncodeError, PayloadTooLarge
+
+from ._validation import check_limits, check_name, check_timeout, pack_roundtrip
+from .errors import BadMessage, ConfigError, MessageTooLarge
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
 
@@ -47,23 +50,45 @@ def check_shutdown(value: Any) -> float | str:
     raise ConfigError(f"shutdown={value!r}: expected seconds >= 0, 'brutal_kill' or 'infinity'")
 
 
+def check_args(args: dict[str, Any], name: str | None, max_bytes: int | None) -> None:
+    """Check that a spawn's ``args`` encode, decode again and fit ``max_bytes``.
+
+    Raises:
+        BadMessage, MessageTooLarge: naming the agent and the args.
+    """
+    what = f"the args of spawn({name!r})" if name else "the spawn args"
+    try:
+        pack_roundtrip(args, where=what, limit=max_bytes)
+    except PayloadTooLarge as exc:
+        raise MessageTooLarge(exc.size, exc.limit, what=what) from None
+    except EncodeError as exc:
+        raise BadMessage(str(exc)) from None
+
+
 def spawn_request(cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
                   supervisor: str = "root", restart: str = "permanent",
                   shutdown: float | str = 5.0, limits: Limits | dict[str, Any] | None = None,
-                  timeout: float = 30.0) -> dict[str, Any]:
+                  timeout: float = 30.0, *, max_bytes: int | None = None) -> dict[str, Any]:
     """Check spawn arguments and return the control request's fields.
+
+    Args:
+        max_bytes: the node's ``max_message_bytes``, which ``args`` must fit.
 
     Raises:
         ConfigError: an argument is invalid (named, with what was expected).
+        BadMessage: ``args`` holds a value msgpack cannot carry (or would not decode).
+        MessageTooLarge: ``args`` is over ``max_bytes`` encoded.
     """
     if restart not in RESTART_TYPES:
         raise ConfigError(f"restart={restart!r}: expected one of {', '.join(RESTART_TYPES)}")
     if args is not None and not isinstance(args, dict):
         raise ConfigError(f"args={args!r}: expected a dict")
-    if name is not None and (not isinstance(name, str) or not name or len(name) > 200):
-        raise ConfigError(f"name={name!r}: expected a non-empty string of at most 200 characters")
+    if name is not None:
+        check_name(name)
+    check_name(supervisor, "supervisor")
+    check_args(args or {}, name, max_bytes)
     if isinstance(limits, Limits):
         limits = limits.to_dict()
     return {"cls": class_path(cls), "args": args or {}, "name": name,
             "supervisor": supervisor, "restart": restart, "shutdown": check_shutdown(shutdown),
-            "limits": limits or {}, "timeout": timeout}
+            "limits": check_limits(limits), "timeout": check_timeout(timeout)}

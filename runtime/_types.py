@@ -105,6 +105,9 @@ class Exit:
 class Limits:
     """Per-agent resource limits; exceeding one kills the agent (kind oom/timeout/cpu).
 
+    Each is None (no limit) or a finite number > 0 and at most 1e9; anything else raises
+    `ConfigError` here, and again at the node for a spawn that skipped this class.
+
     Attributes:
         memory_mb: resident memory limit in MiB, or None.
         handler_timeout: seconds one message may take, or None.
@@ -114,6 +117,12 @@ class Limits:
     memory_mb: float | None = None
     handler_timeout: float | None = None
     cpu_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check every field (raises `ConfigError` naming the field, value and rule)."""
+        from ._validation import check_limit
+        for name in ("memory_mb", "handler_timeout", "cpu_seconds"):
+            check_limit(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the limits as msgpack-ready data."""

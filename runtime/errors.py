@@ -71,18 +71,19 @@ class RemoteError(BeamishError):
 
 
 class MessageTooLarge(BeamishError, ValueError):
-    """A message is over the node's `max_message_bytes`; nothing was sent.
+    """A message (or a spawn's args) is over the node's `max_message_bytes`; nothing was sent.
 
     Attributes:
         size: encoded size in bytes.
         limit: the limit in bytes.
     """
 
-    def __init__(self, size: int, limit: int, target: str = "") -> None:
+    def __init__(self, size: int, limit: int, target: str = "", what: str = "") -> None:
         to = f" to agent {target!r}" if target else ""
         super().__init__(
-            f"message{to} is {size} bytes encoded, over max_message_bytes={limit}; nothing was "
-            "sent (send a reference to the data, or raise max_message_bytes in the node config)"
+            f"{what or 'message' + to} is {size} bytes encoded, over max_message_bytes={limit}; "
+            "nothing was sent (send a reference to the data, or raise max_message_bytes in the "
+            "node config)"
         )
         self.size = size
         self.limit = limit
@@ -159,7 +160,8 @@ def error_from_wire(data: dict[str, Any]) -> BeamishError:
 
 
 class BadMessage(BeamishError, TypeError):
-    """A message (or reply) holds a value msgpack cannot carry; nothing was sent."""
+    """A message (or reply, or a spawn's args) holds a value msgpack cannot carry, or one
+    it would not decode again (a tuple dict key); nothing was sent."""
 
 
 ERRORS["BadMessage"] = BadMessage
