@@ -77,11 +77,13 @@ def test_monotonic_clock_runs_callbacks_in_due_order_and_cancels() -> None:
     try:
         done = threading.Event()
         ran: list[str] = []
-        clock.call_later(0.002, lambda: ran.append("b"))
+        # Gaps far wider than a busy machine's pause between two lines: "b" is scheduled
+        # first but due later, and "x" is cancelled long before it is due.
+        clock.call_later(0.3, lambda: ran.append("b"))
         clock.call_later(0.001, lambda: ran.append("a"))
         clock.call_later(0.001, lambda: 1 / 0)  # logged, does not stop the others
-        clock.call_later(0.003, lambda: ran.append("x")).cancel()
-        clock.call_later(0.004, done.set)
+        clock.call_later(5.0, lambda: ran.append("x")).cancel()
+        clock.call_later(0.4, done.set)
         assert done.wait(WAIT)
         assert ran == ["a", "b"]
         assert clock.now() > 0
