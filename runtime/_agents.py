@@ -300,6 +300,11 @@ class AgentSpawner:
                 return ExitReason.normal(why), None, None
             if why == "shutdown":
                 return ExitReason.shutdown(why), None, None
+            if report.get("phase") == "recover":
+                # recover chose this stop and gave the failed message up: a restart after
+                # it has nothing to recover from (no failure, so no recover and the last
+                # failure shown stays the one recover dealt with).
+                return ExitReason.abnormal(why), None, None
             failure = Failure(kind="exit", message=f"stopped: {why}", exit_code=code)
             return ExitReason.abnormal(why), failure, None
         if report is not None and report.get("failure"):

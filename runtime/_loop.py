@@ -331,11 +331,17 @@ class AgentLoop:
         elif isinstance(decision, (Stop, Escalate)):
             # The restart itself succeeded; what recover chose is this incarnation's exit
             # (its restart type, or escalation, decides what follows), not a failed start.
-            self._commit_state()
             report = {"phase": "recover"}
             if isinstance(decision, Stop):
+                # Stop gives the in-flight message up as Skip does, so that the next
+                # incarnation (a permanent agent comes back) serves the next message.
+                if seq is not None:
+                    self._skip_message(int(seq), failure)
+                else:
+                    self._commit_state()
                 report["stop"] = decision.reason
             else:
+                self._commit_state()
                 report["escalate"] = decision.reason
             self._ready()
             self._report_and_exit(report)
