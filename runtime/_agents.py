@@ -86,9 +86,18 @@ class AgentSpawner:
         Raises:
             StartFailed: it exited (or hung) before it was ready.
         """
+        failure = self.next_failure.pop(spec.id, None)
+        try:
+            return self._start(spec.id, failure)
+        except BaseException:
+            if failure is not None:
+                # Still pending: only a start that ran recover to the end consumes it, so
+                # a recover that kills its process runs again at the next (counted) restart.
+                self.next_failure.setdefault(spec.id, failure)
+            raise
+
+    def _start(self, name: str, failure: Failure | None) -> Incarnation:
         node = self.node
-        name = spec.id
-        failure = self.next_failure.pop(name, None)
 
         def txn(t: Txn) -> dict[str, Any] | None:
             rec = t.get_agent(name)

@@ -44,20 +44,26 @@ class GivesUp(Agent):
 
 
 class CrashingRecover(Agent):
-    """``"work"`` raises the first time (the file ``args["tried"]`` records it) and answers
-    after that; its ``recover`` notes each run in ``args["log"]``, then kills its own
-    process (``os._exit``), every time."""
+    """``"work"`` (a call or a cast) raises the first time (the file ``args["tried"]``
+    records it) and succeeds after that; its ``recover`` notes each run in
+    ``args["log"]``, then kills its own process (``os._exit``), every time."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"log": args["log"], "tried": args["tried"]}
 
     def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return self._work(state) if msg == "work" else "ok", state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
         if msg == "work":
-            if not os.path.exists(state["tried"]):
-                _note(state["tried"], "tried")
-                raise RuntimeError("the first try fails")
-            return "worked", state
-        return "ok", state
+            self._work(state)
+        return state
+
+    def _work(self, state: dict[str, Any]) -> str:
+        if not os.path.exists(state["tried"]):
+            _note(state["tried"], "tried")
+            raise RuntimeError("the first try fails")
+        return "worked"
 
     def recover(self, failure: Any, state: dict[str, Any]) -> Any:
         _note(state["log"], "recover")

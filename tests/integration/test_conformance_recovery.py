@@ -80,3 +80,34 @@ def test_stop_with_an_abnormal_reason_from_recover_restarts_a_transient_agent(no
     assert len(_lines(log)) == 1  # the restart after Stop does not run recover again
     assert node.info("g").last_failure.exc_type == "ValueError"  # what really went wrong
 
+
+# -- every restart runs recover (issue 9, item 4) ---------------------------------------------
+def test_a_recover_that_crashes_is_run_at_every_restart_until_the_root_marks_it_failed(
+        patient_node, tmp_path):
+    node = patient_node
+    log, tried = tmp_path / "recover.log", tmp_path / "tried"
+    ref = node.spawn(f"{AGENTS}:CrashingRecover", name="r",
+                     args={"log": str(log), "tried": str(tried)})
+    with pytest.raises(RemoteError):
+        ref.call("work", timeout=60)  # never answered by a start that skipped recover
+    wait_until(lambda: node.info("r").status == "failed", timeout=60, what="r marked failed")
+    info = node.info("r")
+    assert info.restarts == 3  # the root's intensity: 3 restarts, the 4th is one too many
+    assert len(_lines(log)) == 3  # each of them ran recover
+    assert any(e.kind == "failed" and e.name == "r" for e in node.events())
+
+
+def test_a_recover_that_crashes_makes_its_nested_supervisor_escalate(patient_node, tmp_path):
+    node = patient_node
+    log, tried = tmp_path / "recover.log", tmp_path / "tried"
+    node.add_supervisor("mid", max_restarts=1, max_seconds=60)
+    ref = node.spawn(f"{AGENTS}:CrashingRecover", name="r", supervisor="mid",
+                     args={"log": str(log), "tried": str(tried)})
+    ref.cast("work")  # before: the second restart skipped recover, and the retry succeeded
+    wait_until(lambda: any(e.kind == "escalated" and e.name == "mid" for e in node.events()),
+               timeout=60, what="mid to escalate")
+    # The root restarts mid, whose child still cannot start: mid ends failed at the root.
+    wait_until(lambda: next(c for c in node.tree()["children"] if c["name"] == "mid")["status"]
+               == "failed", timeout=60, what="mid marked failed")
+    assert len(_lines(log)) == node.info("r").restarts  # no start skipped recover
+
