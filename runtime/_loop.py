@@ -511,18 +511,21 @@ class AgentLoop:
                     self.stop_reason = result.reason
                 elif isinstance(result, tuple) and len(result) == 2:
                     reply, new_state = result
+                    _check_state("handle_call", self.name, new_state, self.state,
+                                 "(reply, None)")
                 else:
-                    raise TypeError(f"bad_return_value: handle_call of agent {self.name!r} "
-                                    f"returned {type(result).__name__}, expected "
-                                    "(reply, new_state) or Stop")
+                    raise _bad_return_value("handle_call", self.name, _short(result),
+                                            "(reply, new_state) or Stop")
             else:
-                handler = self.agent.handle_info if kind == "info" else self.agent.handle_cast
-                new_state = self._call_user(handler, _info_value(msg) if kind == "info"
-                                            else msg, self.state)
+                handler_name = "handle_info" if kind == "info" else "handle_cast"
+                new_state = self._call_user(getattr(self.agent, handler_name),
+                                            _info_value(msg) if kind == "info" else msg,
+                                            self.state)
                 reply = None
                 if isinstance(new_state, Stop):
                     self.stop_reason = new_state.reason
                     new_state = self.state
+                _check_state(handler_name, self.name, new_state, self.state, "None")
             packed_state = self._pack_state(new_state)
             packed_reply = pack(reply, where=f"the reply of agent {self.name!r}") \
                 if kind == "call" else b""
@@ -592,6 +595,7 @@ class AgentLoop:
             if isinstance(new_state, Stop):
                 self.stop_reason = new_state.reason
                 new_state = self.state
+            _check_state("handle_info", self.name, new_state, self.state, "None")
             packed = self._pack_state(new_state)
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, None, None)
@@ -601,6 +605,25 @@ class AgentLoop:
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
         self.busy.clear()
         self.state = new_state
+
+
+def _bad_return_value(handler: str, agent: str, returned: str, expected: str) -> TypeError:
+    return TypeError(f"bad_return_value: {handler} of agent {agent!r} returned {returned}, "
+                     f"expected {expected}; the committed state is kept")
+
+
+def _check_state(handler: str, agent: str, new_state: Any, prior: Any, returned: str) -> None:
+    """Refuse a None new state over a state that was not None: a handler that forgot its
+    ``return`` (OTP's bad_return_value). An agent whose state is None may keep it None."""
+    if new_state is None and prior is not None:
+        raise _bad_return_value(handler, agent, returned, "the new state (or Stop)"
+                                if handler != "handle_call" else "(reply, new_state) or Stop")
+
+
+def _short(value: Any) -> str:
+    """A short description of a value, for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"a {type(value).__name__}"
 
 
 def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:

@@ -111,3 +111,51 @@ def test_a_recover_that_crashes_makes_its_nested_supervisor_escalate(patient_nod
                == "failed", timeout=60, what="mid marked failed")
     assert len(_lines(log)) == node.info("r").restarts  # no start skipped recover
 
+
+# -- a handler must return its state (issue 9, item 6) ----------------------------------------
+def _forgot(failure, handler: str) -> bool:  # type: ignore[no-untyped-def]
+    return (failure is not None and failure.kind == "exception"
+            and failure.exc_type == "TypeError" and "bad_return_value" in failure.message
+            and handler in failure.message and "None" in failure.message)
+
+
+def test_a_cast_returning_none_is_a_crash_and_the_state_is_untouched(node):
+    ref = node.spawn(f"{AGENTS}:Forgetful", name="f")
+    ref.cast("incr")
+    ref.cast("forget")
+    wait_until(lambda: node.dead_letters("f"), timeout=30, what="the cast dead-lettered")
+    [dead] = node.dead_letters("f")
+    assert dead["msg"] == "forget" and _forgot(dead["failure"], "handle_cast"), dead["failure"]
+    assert ref.call("get", timeout=10) == {"n": 1}  # neither None nor the in-place change
+    assert _forgot(node.info("f").last_failure, "handle_cast")
+
+
+def test_a_timer_or_down_handled_into_none_is_a_crash_and_the_state_is_untouched(node):
+    ref = node.spawn(f"{AGENTS}:Forgetful", name="f")
+    assert ref.call("incr") == 1
+    assert ref.call("arm") == "armed"  # a timer, handled outside the mailbox
+    wait_until(lambda: node.info("f").restarts == 1, timeout=30, what="the crash on the timer")
+    assert _forgot(node.info("f").last_failure, "handle_info")
+    assert ref.call("get", timeout=10) == {"n": 1}
+    assert ref.call(["monitor", "nobody"]) == "monitoring"  # a Down, through the mailbox
+    wait_until(lambda: node.info("f").restarts == 2, timeout=30, what="the crash on the Down")
+    assert _forgot(node.info("f").last_failure, "handle_info")
+    assert ref.call("get", timeout=10) == {"n": 1}
+
+
+def test_a_call_replying_with_a_none_state_is_a_crash_as_well(node):
+    ref = node.spawn(f"{AGENTS}:Forgetful", name="f")
+    assert ref.call("incr") == 1
+    with pytest.raises(RemoteError) as err:
+        ref.call("forget", timeout=30)
+    assert _forgot(err.value.failure, "handle_call")
+    assert ref.call("get", timeout=10) == {"n": 1}
+
+
+def test_an_agent_whose_state_is_none_may_keep_returning_none(node):
+    ref = node.spawn(f"{AGENTS}:Stateless", name="s")
+    ref.cast("x")
+    assert ref.call("ping") == {"echo": "ping", "state": None}
+    info = node.info("s")
+    assert info.restarts == 0 and info.last_failure is None and info.processed == 2
+
