@@ -532,7 +532,7 @@ class AgentLoop:
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, seq, record)
             return
-        self.busy.clear()
+        self.busy.returned()
         self.processed += 1
         self.group.add(seq, packed_state, self.processed, started)
         # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
@@ -557,6 +557,7 @@ class AgentLoop:
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
         self.store.write(txn)
+        self.busy.committed()
         self.group = _Group()
         for msg_id, reply_rec, caller in group.replies:
             self.doorbells.ring(caller, encode_ring(Kind.REPLY, msg_id, reply_rec))

@@ -159,3 +159,22 @@ def test_an_agent_whose_state_is_none_may_keep_returning_none(node):
     info = node.info("s")
     assert info.restarts == 0 and info.last_failure is None and info.processed == 2
 
+
+# -- every attempt counts, whatever the moment of death (issue 9, hostile input) -------------
+def test_a_death_after_the_handler_returned_counts_as_an_attempt(node, tmp_path):
+    # A tolerant supervisor: only max_attempts may end the loop, not the intensity.
+    node.add_supervisor("tolerant", max_restarts=1000, max_seconds=60)
+    log = tmp_path / "attempts.log"
+    ref = node.spawn(f"{AGENTS}:DiesAfterReturn", name="d", supervisor="tolerant",
+                     args={"log": str(log)})
+    ref.cast("incr")
+    ref.cast({"op": "doomed"})  # its handler returns; the process dies before the commit
+    ref.cast("incr")
+    wait_until(lambda: node.dead_letters("d") or len(_lines(log)) > 3, timeout=60,
+               what="the doomed cast dead-lettered (or attempted past max_attempts)")
+    assert len(_lines(log)) == 3  # max_attempts, not one more
+    [dead] = node.dead_letters("d")
+    assert dead["msg"] == {"op": "doomed"}
+    assert dead["failure"].kind == "signal" and dead["failure"].attempt == 3
+    assert ref.call("get", timeout=10) == 2  # both other casts, each applied once
+    assert node.info("d").restarts == 3
