@@ -122,7 +122,7 @@ def blame(unfinished: Unfinished, present: set[int]) -> tuple[int | None, tuple[
     return blamed, tuple(s for s in group if s != blamed)
 
 
-def _read(path: str) -> tuple[int, int, int, int] | None:
+def _read(path: str) -> tuple[int, ...] | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read(_REC.size)

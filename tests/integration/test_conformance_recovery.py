@@ -46,7 +46,7 @@ def test_stop_from_recover_gives_the_call_up_and_a_permanent_agent_serves_the_ne
     assert err.value.type == "ValueError" and err.value.failure.kind == "exception"
     # It stopped normally and, being permanent, came back: a second restart, counted.
     wait_until(lambda: (lambda i: i.status == "running" and i.restarts == 2)(node.info("g")),
-               what="the come-back after the stop")
+               timeout=30, what="the come-back after the stop")
     assert ref.call("incr", timeout=10) == 2  # the next message is served, the state kept
     assert len(_lines(log)) == 1  # recover ran once: never again for the given-up message
     kinds = [e.kind for e in node.events() if e.name == "g"]
@@ -61,7 +61,8 @@ def test_stop_from_recover_dead_letters_the_cast(node, tmp_path):
     wait_until(lambda: node.dead_letters("g"), timeout=30, what="the poison cast dead-lettered")
     [dead] = node.dead_letters("g")
     assert dead["msg"] == "poison" and dead["failure"].exc_type == "ValueError"
-    wait_until(lambda: node.info("g").restarts == 2, what="the come-back after the stop")
+    wait_until(lambda: node.info("g").restarts == 2, timeout=30,
+               what="the come-back after the stop")
     assert ref.call("get", timeout=10) == 1  # the cast after the poison one was handled
     assert len(_lines(log)) == 1
     assert node.info("g").status == "running"
@@ -75,7 +76,7 @@ def test_stop_with_an_abnormal_reason_from_recover_restarts_a_transient_agent(no
     with pytest.raises(RemoteError):
         ref.call("poison", timeout=30)
     wait_until(lambda: (lambda i: i.status == "running" and i.restarts == 2)(node.info("g")),
-               what="the restart after the abnormal stop")
+               timeout=30, what="the restart after the abnormal stop")
     assert ref.call("incr", timeout=10) == 2
     assert len(_lines(log)) == 1  # the restart after Stop does not run recover again
     assert node.info("g").last_failure.exc_type == "ValueError"  # what really went wrong
