@@ -26,6 +26,10 @@ class Agent:
             validate is refused (the caller gets `RemoteError` of type ValidationError, a
             cast goes to the dead letters) and the agent does not crash. The handler still
             receives the plain data.
+
+    A handler that returns None as the new state while the state is not None (a
+    forgotten ``return``) crashes the agent with a ``TypeError`` (OTP's
+    bad_return_value); the committed state is kept. A state that is None may stay None.
     """
 
     version: ClassVar[int] = 1

@@ -22,7 +22,7 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 import psutil
 
-from ._inflight import read_in_flight, read_marker, was_ready
+from ._inflight import blame, read_marker, read_unfinished, was_ready
 from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
 from ._store import Txn
@@ -86,9 +86,18 @@ class AgentSpawner:
         Raises:
             StartFailed: it exited (or hung) before it was ready.
         """
+        failure = self.next_failure.pop(spec.id, None)
+        try:
+            return self._start(spec.id, failure)
+        except BaseException:
+            if failure is not None:
+                # Still pending: only a start that ran recover to the end consumes it, so
+                # a recover that kills its process runs again at the next (counted) restart.
+                self.next_failure.setdefault(spec.id, failure)
+            raise
+
+    def _start(self, name: str, failure: Failure | None) -> Incarnation:
         node = self.node
-        name = spec.id
-        failure = self.next_failure.pop(name, None)
 
         def txn(t: Txn) -> dict[str, Any] | None:
             rec = t.get_agent(name)
@@ -278,14 +287,20 @@ class AgentSpawner:
                   ) -> tuple[ExitReason, Failure | None, str | None]:
         node = self.node
 
-        # What its marker says it was handling (when it died without a word, below): not
-        # always the mailbox head, since a group's messages are removed in one commit.
-        busy = read_in_flight(node.paths.agent_busy(incn.id), incn.inc)
+        # What its marker says it had begun and not committed (when it died without a
+        # word, below): not always the mailbox head, since a group commits in one go.
+        unfinished = read_unfinished(node.paths.agent_busy(incn.id), incn.inc)
 
-        def take_report(t: Txn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        def take_report(t: Txn) -> tuple[dict[str, Any] | None, dict[int, str]]:
             report = t.pop_failure(incn.id)
-            return report, (t.message(incn.id, busy) if busy is not None else None)
-        report, busy_msg = node.store.write(take_report)
+            kinds = t.kinds_between(incn.id, unfinished.first, unfinished.last) \
+                if unfinished.last else {}
+            if unfinished.handling is not None:
+                msg = t.message(incn.id, unfinished.handling)
+                if msg is not None:
+                    kinds[unfinished.handling] = str(msg["k"])
+            return report, kinds
+        report, kinds = node.store.write(take_report)
         if report is not None and report.get("inc") != incn.inc:
             report = None
         if incn.terminating is not None:
@@ -300,6 +315,11 @@ class AgentSpawner:
                 return ExitReason.normal(why), None, None
             if why == "shutdown":
                 return ExitReason.shutdown(why), None, None
+            if report.get("phase") == "recover":
+                # recover chose this stop and gave the failed message up: a restart after
+                # it has nothing to recover from (no failure, so no recover and the last
+                # failure shown stays the one recover dealt with).
+                return ExitReason.abnormal(why), None, None
             failure = Failure(kind="exit", message=f"stopped: {why}", exit_code=code)
             return ExitReason.abnormal(why), failure, None
         if report is not None and report.get("failure"):
@@ -324,13 +344,22 @@ class AgentSpawner:
         else:
             failure = Failure(kind="exit", message=f"exited with code {code}", exit_code=code)
         in_flight = failure.in_flight
-        if in_flight is None and report is None and busy_msg is not None:
-            # Died without a word (signal, os._exit, limit) while handling that message.
-            in_flight = {"seq": busy, "kind": busy_msg["k"]}
+        also: tuple[int, ...] = ()
+        if in_flight is None and report is None:
+            # Died without a word (signal, os._exit, limit) while handling a message, or
+            # after handlers returned and before their commit: each was an attempt.
+            blamed, also = blame(unfinished, set(kinds))
+            if blamed is not None:
+                in_flight = {"seq": blamed, "kind": kinds[blamed]}
         attempt = 0
-        if in_flight is not None:
-            seq = int(in_flight["seq"])
-            attempt = node.store.write(lambda t: t.bump_attempts(incn.id, seq))
+        if in_flight is not None or also:
+            seq = None if in_flight is None else int(in_flight["seq"])
+
+            def bump(t: Txn) -> int:
+                for other in also:
+                    t.bump_attempts(incn.id, other)
+                return t.bump_attempts(incn.id, seq) if seq is not None else 0
+            attempt = node.store.write(bump)
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": attempt})
         return ExitReason.abnormal(f"{failure.kind}: {failure.exc_type or failure.message}"), \
             failure, None

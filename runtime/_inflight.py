@@ -6,6 +6,12 @@ land in the page cache, so they survive SIGKILL, a segfault or an OOM kill; the 
 reads the file after the exit to tell "killed while handling message N" from "killed
 while idle" (and so which message's attempt count to raise). It costs a memory write per
 message, no system call.
+
+A handler's return is not the end of an attempt: its result waits for the group commit
+(see ``_loop._Group``). The file also holds the first and last messages whose handlers
+returned and whose results are not committed yet, so a death in that window (a native
+destructor that crashes once the message is dropped, a kill between two handlers of a
+group) still counts as an attempt at them.
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ import mmap
 import os
 import struct
 import time
+from dataclasses import dataclass
 
-_REC = struct.Struct(">QQQQ")  # seq being handled (0: idle), incarnation, start (ns), ready
+# seq being handled (0: idle), incarnation, start (ns), ready, and the first and last seqs
+# whose handlers returned but whose results are not committed yet (0: none)
+_REC = struct.Struct(">QQQQQQ")
 TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
 
 
 class InFlight:
-    """The agent's side: mark and clear the message being handled.
+    """The agent's side: mark the message being handled, then the handled messages that
+    wait for their commit.
 
     Args:
         path: the agent's ``.busy`` file.
@@ -36,15 +46,35 @@ class InFlight:
             os.close(fd)
         self.incarnation = incarnation
         self.ready = 0
-        self.clear()
+        self.seq = self.start = self.first = self.last = 0
+        self._write()
+
+    def _write(self) -> None:
+        _REC.pack_into(self.map, 0, self.seq, self.incarnation, self.start, self.ready,
+                       self.first, self.last)
 
     def mark(self, seq: int) -> None:
         """Record that message ``seq`` is being handled, from now (CLOCK_MONOTONIC)."""
-        _REC.pack_into(self.map, 0, seq, self.incarnation, time.monotonic_ns(), self.ready)
+        self.seq, self.start = seq, time.monotonic_ns()
+        self._write()
+
+    def returned(self) -> None:
+        """Record that the marked message's handler returned: its result now waits for
+        the group's commit (`committed`)."""
+        self.first = self.first or self.seq
+        self.last = self.seq
+        self.seq = self.start = 0
+        self._write()
+
+    def committed(self) -> None:
+        """Record that every handled message's result is committed."""
+        self.first = self.last = 0
+        self._write()
 
     def clear(self) -> None:
-        """Record that no message is being handled."""
-        _REC.pack_into(self.map, 0, 0, self.incarnation, 0, self.ready)
+        """Record that no message is being handled (one done without a group commit)."""
+        self.seq = self.start = 0
+        self._write()
 
     def set_ready(self) -> None:
         """Record that init/recover ran (before telling the node): an exit the node hears
@@ -57,7 +87,42 @@ class InFlight:
         self.map.close()
 
 
-def _read(path: str) -> tuple[int, int, int, int] | None:
+@dataclass(frozen=True)
+class Unfinished:
+    """What an agent's process had begun and not committed when it died, from its file.
+
+    Attributes:
+        handling: the mailbox message whose handler was running, or None.
+        first: the first message whose handler returned and whose result was not
+            committed yet (0: none); every message from ``first`` to ``last`` still in
+            the mailbox is one of them (a group commits all or nothing).
+        last: the last such message (0: none).
+    """
+
+    handling: int | None = None
+    first: int = 0
+    last: int = 0
+
+
+def blame(unfinished: Unfinished, present: set[int]) -> tuple[int | None, tuple[int, ...]]:
+    """Which message a death without a word counts against, and which other messages it
+    cost an attempt, given the ``present`` seqs (those of ``unfinished`` that are still
+    in the mailbox, i.e. not committed).
+
+    The message whose handler was running is blamed; if none was, the last one whose
+    handler returned (its result was lost before the commit: a crash after the return).
+    Every other uncommitted message of the group was attempted too.
+    """
+    group = tuple(s for s in sorted(present) if unfinished.first <= s <= unfinished.last)
+    blamed: int | None = None
+    if unfinished.handling is not None:
+        blamed = unfinished.handling if unfinished.handling in present else None
+    elif group:
+        blamed = group[-1]
+    return blamed, tuple(s for s in group if s != blamed)
+
+
+def _read(path: str) -> tuple[int, ...] | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read(_REC.size)
@@ -81,7 +146,10 @@ def was_ready(path: str, incarnation: int) -> bool:
     return rec is not None and rec[1] == incarnation and rec[3] == 1
 
 
-def read_in_flight(path: str, incarnation: int) -> int | None:
-    """The seq of the mailbox message the agent was handling, or None."""
-    marker = read_marker(path, incarnation)
-    return None if marker is None or marker[0] == TIMER_SEQ else marker[0]
+def read_unfinished(path: str, incarnation: int) -> Unfinished:
+    """The node's side, after the exit: what that incarnation had begun and not committed."""
+    rec = _read(path)
+    if rec is None or rec[1] != incarnation:
+        return Unfinished()
+    seq = rec[0] if rec[0] and rec[0] != TIMER_SEQ else None
+    return Unfinished(seq, rec[4], rec[5])

@@ -334,11 +334,17 @@ class AgentLoop:
         elif isinstance(decision, (Stop, Escalate)):
             # The restart itself succeeded; what recover chose is this incarnation's exit
             # (its restart type, or escalation, decides what follows), not a failed start.
-            self._commit_state()
             report = {"phase": "recover"}
             if isinstance(decision, Stop):
+                # Stop gives the in-flight message up as Skip does, so that the next
+                # incarnation (a permanent agent comes back) serves the next message.
+                if seq is not None:
+                    self._skip_message(int(seq), failure)
+                else:
+                    self._commit_state()
                 report["stop"] = decision.reason
             else:
+                self._commit_state()
                 report["escalate"] = decision.reason
             self._ready()
             self._report_and_exit(report)
@@ -516,25 +522,28 @@ class AgentLoop:
                     self.stop_reason = result.reason
                 elif isinstance(result, tuple) and len(result) == 2:
                     reply, new_state = result
+                    _check_state("handle_call", self.name, new_state, self.state,
+                                 "(reply, None)")
                 else:
-                    raise TypeError(f"bad_return_value: handle_call of agent {self.name!r} "
-                                    f"returned {type(result).__name__}, expected "
-                                    "(reply, new_state) or Stop")
+                    raise _bad_return_value("handle_call", self.name, _short(result),
+                                            "(reply, new_state) or Stop")
             else:
-                handler = self.agent.handle_info if kind == "info" else self.agent.handle_cast
-                new_state = self._call_user(handler, _info_value(msg) if kind == "info"
-                                            else msg, self.state)
+                handler_name = "handle_info" if kind == "info" else "handle_cast"
+                new_state = self._call_user(getattr(self.agent, handler_name),
+                                            _info_value(msg) if kind == "info" else msg,
+                                            self.state)
                 reply = None
                 if isinstance(new_state, Stop):
                     self.stop_reason = new_state.reason
                     new_state = self.state
+                _check_state(handler_name, self.name, new_state, self.state, "None")
             packed_state = self._pack_state(new_state)
             packed_reply = pack_roundtrip(reply, where=f"the reply of agent {self.name!r}") \
                 if kind == "call" else b""
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, seq, record)
             return
-        self.busy.clear()
+        self.busy.returned()
         self.processed += 1
         self.group.add(seq, packed_state, self.processed, started)
         # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
@@ -559,6 +568,7 @@ class AgentLoop:
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
         self.store.write(txn)
+        self.busy.committed()
         self.group = _Group()
         for msg_id, reply_rec, caller in group.replies:
             self.doorbells.ring(caller, encode_ring(Kind.REPLY, msg_id, reply_rec))
@@ -597,6 +607,7 @@ class AgentLoop:
             if isinstance(new_state, Stop):
                 self.stop_reason = new_state.reason
                 new_state = self.state
+            _check_state("handle_info", self.name, new_state, self.state, "None")
             packed = self._pack_state(new_state)
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, None, None)
@@ -606,6 +617,25 @@ class AgentLoop:
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
         self.busy.clear()
         self.state = new_state
+
+
+def _bad_return_value(handler: str, agent: str, returned: str, expected: str) -> TypeError:
+    return TypeError(f"bad_return_value: {handler} of agent {agent!r} returned {returned}, "
+                     f"expected {expected}; the committed state is kept")
+
+
+def _check_state(handler: str, agent: str, new_state: Any, prior: Any, returned: str) -> None:
+    """Refuse a None new state over a state that was not None: a handler that forgot its
+    ``return`` (OTP's bad_return_value). An agent whose state is None may keep it None."""
+    if new_state is None and prior is not None:
+        raise _bad_return_value(handler, agent, returned, "the new state (or Stop)"
+                                if handler != "handle_call" else "(reply, new_state) or Stop")
+
+
+def _short(value: Any) -> str:
+    """A short description of a value, for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"a {type(value).__name__}"
 
 
 def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:

@@ -163,6 +163,19 @@ class Txn:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
         return self._get("mailbox", _key(agent_id, seq))
 
+    def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
+        """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
+        cur = self.txn.cursor(db=self.dbs["mailbox"])
+        out: dict[int, str] = {}
+        if first > last or not cur.set_range(_key(agent_id, first)):
+            return out
+        end = _key(agent_id, last)
+        for key, value in cur:
+            if key > end:
+                break
+            out[_U64.unpack(key[8:])[0]] = str(unpack(value)["k"])
+        return out
+
     def tail(self, agent_id: int) -> int:
         """Return the sequence number the next appended message will get."""
         raw = self.txn.get(_id(agent_id), db=self.dbs["tails"])

@@ -71,7 +71,9 @@ class Reset:
 class Stop:
     """Stop the agent with ``reason`` ("normal" and "shutdown" are normal exits).
 
-    Returned from ``recover``, or from a handler in place of the new state.
+    Returned from a handler in place of the new state, or from ``recover``: there it first
+    gives the in-flight message up as `Skip` does; the restart type then decides whether
+    the agent comes back (without running ``recover`` again) to serve the next message.
     """
 
     reason: str = "normal"
