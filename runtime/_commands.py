@@ -61,8 +61,9 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
     shell = node.shell(supervisor)
     if shell is None:
-        raise SpawnError(name or cls, f"no supervisor named {supervisor!r} (add it with "
-                                      "node.add_supervisor first)")
+        raise SpawnError(name or cls, f"no supervisor named {supervisor!r}; add it first: "
+                         f"`beamish add-supervisor {supervisor}` from the shell, or "
+                         f"node.add_supervisor({supervisor!r}) from Python")
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
