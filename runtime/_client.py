@@ -22,7 +22,7 @@ import psutil
 
 from ._control import ControlClient
 from ._messenger import Messenger
-from ._paths import NodePaths, default_dir, read_node_info
+from ._paths import NodePaths, default_dir, dir_error, make_dir, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
@@ -65,6 +65,8 @@ def _node_locked(paths: NodePaths) -> bool:
         fd = os.open(paths.lock, os.O_RDWR)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise dir_error(paths.dir, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -123,7 +125,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         if _alive(pid) or time.monotonic() > deadline:
             raise NodeAlreadyRunning(paths.dir, pid)
         time.sleep(0.01)
-    os.makedirs(paths.dir, mode=0o700, exist_ok=True)
+    make_dir(paths)
     cmd = [sys.executable, "-m", "beamish.runtime", "node", "start", "--foreground",
            "--dir", paths.dir]
     if config is not None:
@@ -135,7 +137,12 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     r, w = os.pipe()
     cmd += ["--ready-fd", str(w)]
     env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(_abs_sys_path()))
-    log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    try:
+        log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    except OSError as exc:
+        os.close(r)
+        os.close(w)
+        raise dir_error(paths.dir, exc) from None
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=(w,), env=env, start_new_session=True)

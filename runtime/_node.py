@@ -34,11 +34,11 @@ from ._agents import AgentSpawner
 from ._config import NodeConfig
 from ._links import LinkTable
 from ._messenger import Messenger
-from ._paths import NodePaths, check_dir_safe
+from ._paths import NodePaths, check_dir_safe, dir_error, make_dir
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
-from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError)
+from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError, StoreError)
 
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
@@ -82,9 +82,12 @@ class NodeDaemon:
             ConfigError: the dir is unsafe or too long.
         """
         self.paths.check_length()
-        os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
+        make_dir(self.paths)
         check_dir_safe(self.paths.dir)
-        self.lock_fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.lock_fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise dir_error(self.paths.dir, exc) from None
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,7 +99,11 @@ class NodeDaemon:
                 pass
             os.close(self.lock_fd)
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
-        os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            os.close(self.lock_fd)
+            raise dir_error(self.paths.dir, exc) from None
 
     def open(self) -> None:
         """Open the store and the sockets, start the zygote, and restore the tree."""
@@ -359,6 +366,20 @@ class NodeDaemon:
                     t.delete_reply(msg_id)
             self.store.write(txn)
 
+    def close_partial(self) -> None:
+        """Release what a failed `open` had opened (the zygote first: it is a process)."""
+        for attr in ("zygote", "messenger", "control", "reports", "store"):
+            obj = self.__dict__.get(attr)
+            if obj is None:
+                continue
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001 - the start already failed; say so, go on
+                log.exception("cannot close the %s of a node that failed to open", attr)
+        zctx = self.__dict__.get("zctx")
+        if zctx is not None:
+            zctx.destroy(linger=0)
+
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown_tree(self) -> None:
         """Stop every agent in reverse start order; their records stay for the next start."""
@@ -412,11 +433,16 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
         if ready_fd is not None:
             os.write(ready_fd, (line + "\n").encode())
             os.close(ready_fd)
+
+    def refuse(exc: BeamishError) -> int:
+        # Said on stderr too: in the foreground (systemd, Docker) that is all the user sees.
+        print(f"beamish: the node did not start: {exc}", file=sys.stderr, flush=True)
+        report(f"{type(exc).__name__}\t{exc}")
+        return 2
     try:
         node.lock_dir()
     except BeamishError as exc:
-        report(f"{type(exc).__name__}\t{exc}")
-        return 2
+        return refuse(exc)
     _raise_fd_limit()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -427,8 +453,15 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
     try:
         node.open()
     except BeamishError as exc:
-        report(f"{type(exc).__name__}\t{exc}")
-        return 2
+        node.close_partial()
+        return refuse(exc)
+    except OSError as exc:
+        log.exception("cannot open the node")
+        node.close_partial()
+        return refuse(StoreError(
+            f"cannot open the node's files in {paths.dir!r}: {exc.strerror or exc}: "
+            f"{exc.filename}; move that path away or use another --dir (traceback in the "
+            "log)"))
 
     def restore() -> None:
         # Restoring starts agents, whose readiness the serving loop hears: run it beside it.

@@ -113,3 +113,59 @@ def test_bench_refuses_dir(node_dir):
         proc = beamish(*argv)
         assert proc.returncode == 2 and "--dir" in proc.stderr, proc
         assert not os.path.exists(node_dir)
+
+
+# -- item 4: a --dir that cannot be used says why, exit 2 -------------------------------------
+
+def _as_unprivileged() -> list[str]:
+    """A command prefix under which file permissions apply: root ignores them unless it
+    drops CAP_DAC_OVERRIDE (setpriv keeps uid 0, so the venv stays readable)."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_an_unwritable_dir_is_refused_clearly(tmp_path):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        target = str(parent / "node")
+        for argv in (["node", "start"], ["node", "start", "--foreground"]):
+            proc = subprocess.run(
+                [*_as_unprivileged(), sys.executable, "-m", "beamish.runtime", *argv,
+                 "--dir", target], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 2, proc
+            assert "Traceback" not in proc.stderr and "permission denied" in proc.stderr, proc
+            assert "--dir" in proc.stderr
+    finally:
+        parent.chmod(0o755)
+
+
+def test_a_dir_naming_a_file_is_refused_clearly(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a dir")
+    for argv in (["node", "start"], ["node", "start", "--foreground"], ["ps"], ["node", "status"],
+                 ["spawn", "tests.agents.basic:Counter"]):
+        proc = beamish(*argv, "--dir", str(afile))
+        assert proc.returncode == 2, (argv, proc)
+        assert "Traceback" not in proc.stderr and "not a directory" in proc.stderr, (argv, proc)
+
+
+# -- item 5: --foreground says why it did not start -------------------------------------------
+
+def test_foreground_on_a_running_nodes_dir_says_so(node):
+    proc = beamish("node", "start", "--foreground", "--dir", node.dir)
+    assert proc.returncode == 2
+    assert "already runs" in proc.stderr and "beamish node stop" in proc.stderr, proc.stderr
+
+
+def test_foreground_whose_open_fails_says_so(node_dir):
+    os.makedirs(node_dir, mode=0o700)
+    with open(os.path.join(node_dir, "store"), "w") as fh:
+        fh.write("in the way")
+    proc = beamish("node", "start", "--foreground", "--dir", node_dir)
+    assert proc.returncode == 2, proc
+    assert "beamish: the node did not start" in proc.stderr, proc.stderr
+    assert "store" in proc.stderr and "another --dir" in proc.stderr
