@@ -8,10 +8,13 @@ are raised again, with their type, by the client.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import time
+import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
 
@@ -419,6 +422,59 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)
     return {"target": target}
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    tp = get_origin(tp) or tp
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_matches(value, a) for a in get_args(tp))
+    if tp is type(None):
+        return value is None
+    tp = get_origin(tp) or tp
+    if isinstance(value, bool) and tp in (int, float):
+        return False
+    if tp is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, tp)
+
+
+@functools.cache
+def _params(handler: Callable[..., Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The argument types of a command (after ``node``) and which are required."""
+    hints = get_type_hints(handler, localns={"NodeDaemon": object})
+    params = list(inspect.signature(handler).parameters.values())[1:]
+    return ({p.name: hints.get(p.name, Any) for p in params},
+            frozenset(p.name for p in params if p.default is inspect.Parameter.empty))
+
+
+def check_args(op: str, handler: Callable[..., Any], args: dict[str, Any]) -> None:
+    """Check a request's arguments against command ``handler``'s signature and types, so a
+    caller's mistake is a `ConfigError` and a TypeError inside a command stays a bug.
+
+    Raises:
+        ConfigError: naming the missing, unexpected or mistyped argument.
+    """
+    types_, required = _params(handler)
+    problems = [f"missing argument {name!r}" for name in sorted(required - set(args))]
+    unexpected = sorted(set(args) - set(types_))
+    if unexpected:
+        problems.append(f"unexpected argument {unexpected[0]!r} (it takes: "
+                        f"{', '.join(types_) or 'no arguments'})")
+    problems += [f"{name}={value!r}: expected {_type_name(types_[name])}"
+                 for name, value in args.items()
+                 if name in types_ and not _matches(value, types_[name])]
+    if problems:
+        raise ConfigError(f"bad arguments to {op!r}: {'; '.join(problems)}")
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {

@@ -337,6 +337,7 @@ class NodeDaemon:
         try:
             if handler is None:
                 raise ConfigError(f"unknown command {op!r}; known: {', '.join(sorted(COMMANDS))}")
+            check_args(op, handler, req)
             answer: dict[str, Any] = {"ok": True, "value": handler(self, **req)}
         except BeamishError as exc:
             attrs = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float))}
@@ -344,9 +345,6 @@ class NodeDaemon:
                 attrs["failure"] = exc.failure.to_dict()
             answer = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
                                              "attrs": attrs}}
-        except TypeError as exc:
-            answer = {"ok": False, "error": {"type": "ConfigError",
-                                             "message": f"bad arguments to {op!r}: {exc}"}}
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; it is logged
             log.exception("command %r failed", op)
             answer = {"ok": False, "error": {
@@ -404,7 +402,7 @@ class NodeDaemon:
         os.close(self.lock_fd)
 
 
-from ._commands import COMMANDS  # noqa: E402  (the command table needs NodeDaemon)
+from ._commands import COMMANDS, check_args  # noqa: E402  (the command table needs NodeDaemon)
 
 
 def _raise_fd_limit() -> None:

@@ -169,3 +169,36 @@ def test_foreground_whose_open_fails_says_so(node_dir):
     assert proc.returncode == 2, proc
     assert "beamish: the node did not start" in proc.stderr, proc.stderr
     assert "store" in proc.stderr and "another --dir" in proc.stderr
+
+
+# -- item 7 of the issue: a TypeError inside the node is a bug, not a user error -------------
+
+def test_an_internal_type_error_is_reported_as_a_bug(node):
+    from beamish.runtime.errors import BeamishInternalError
+    node.spawn("tests.agents.basic:Counter", name="c")
+    # A registry record the node's own code cannot read (as a bug would leave it): `info`
+    # then fails with a TypeError inside the node, which is no fault of the caller's.
+    node._store.write(lambda t: t.put_agent({**t.get_agent("c"), "restarts": [1]}))
+    with pytest.raises(BeamishInternalError, match="this is a bug") as err:
+        node.info("c")
+    assert "TypeError" in str(err.value)
+    assert "Traceback" in err.value.traceback
+    with open(node.paths.log, encoding="utf-8") as fh:
+        logged = fh.read()
+    assert "command 'info' failed" in logged and "TypeError" in logged
+
+
+@pytest.mark.parametrize(("op", "args", "says"), [
+    ("info", {}, "missing argument 'name'"),
+    ("info", {"name": "c", "colour": 1}, "unexpected argument 'colour'"),
+    ("info", {"name": 5}, "name=5: expected str"),
+    ("events", {"since": "x"}, "since='x': expected int"),
+    ("add_supervisor", {"name": "s", "max_restarts": "3"}, "max_restarts='3': expected int"),
+    ("spawn", {"cls": "a:B", "args": [1], "name": None}, "args=[1]: expected dict"),
+])
+def test_bad_arguments_are_named_config_errors(node, op, args, says):
+    from beamish.runtime.errors import ConfigError
+    with pytest.raises(ConfigError, match=f"bad arguments to {op!r}") as err:
+        node._control.request(op, args)
+    assert says in str(err.value)
+    assert node.ps() == []  # and the node still serves
