@@ -273,7 +273,8 @@ class Node:
         self._store_path = str(info["store"])
         self._store = _acquire_store(self._store_path, str(info["durability"]))
         self._messenger = Messenger(paths, self._store, int(info["max_message_bytes"]))
-        self._control = ControlClient(paths, self._messenger.ctx)
+        pid = self.pid
+        self._control = ControlClient(paths, self._messenger.ctx, alive=lambda: _alive(pid))
         self._closed = False
 
     # -- messages ------------------------------------------------------------------------------

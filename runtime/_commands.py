@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import os
 import time
 import types
@@ -206,17 +207,22 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
     return walk(root, "running" if root.running else "stopped", 0)
 
 
+def events_since(node: NodeDaemon, since: int) -> list[dict[str, Any]]:
+    """Return the kept events with ``seq > since`` (any thread)."""
+    with node.event_cond:
+        if node.events and node.events[0]["seq"] > since:
+            return list(node.events)
+        # seqs are consecutive: the first wanted one sits at a known offset
+        first = since - node.events[0]["seq"] + 1 if node.events else 0
+        return list(itertools.islice(node.events, max(first, 0), None))
+
+
 def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
     """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
-    to ``wait`` seconds for one. CLI: ``beamish events [--follow]``."""
-    deadline = time.monotonic() + min(max(wait, 0.0), 30.0)
-    with node.event_cond:
-        while True:
-            found = [e for e in node.events if e["seq"] > since]
-            remaining = deadline - time.monotonic()
-            if found or remaining <= 0:
-                return found
-            node.event_cond.wait(remaining)
+    to ``wait`` seconds (at most 30) for one. The node's main loop serves it without a
+    command thread (a waiting follower holds no thread); this function is the
+    no-wait form. CLI: ``beamish events [--follow]``."""
+    return events_since(node, since)
 
 
 def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import faulthandler
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -45,6 +47,18 @@ EVENTS_KEPT = 10_000
 HOUSEKEEPING_S = 1.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ROOT = "root"
+FOLLOWERS_MAX = 4096  # events long-polls parked at once
+EVENTS_WAIT_MAX_S = 30.0
+
+
+@dataclass(frozen=True)
+class _Follower:
+    """An ``events`` long-poll parked on the main loop until news or its deadline."""
+
+    ident: bytes
+    msg_id: bytes
+    since: int
+    deadline: float
 
 
 class NodeDaemon:
@@ -69,6 +83,7 @@ class NodeDaemon:
         self.event_cond = threading.Condition()
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
+        self.followers: list[_Follower] = []  # main loop only
         self.exit_code = 0
         self.dropped_frames = 0
         self.started_at = time.time()
@@ -258,6 +273,8 @@ class NodeDaemon:
                 self._drain_reports()
             if self.results in events:
                 self._drain_results()
+            if self.followers:
+                self._serve_followers()
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 self._housekeeping()
@@ -283,7 +300,57 @@ class NodeDaemon:
                     "ok": True, "value": {"pid": os.getpid()}}))
                 self.stopping.set()
                 continue
+            if env.payload["op"] == "events":
+                # Served here, never by a pool thread: a waiting follower holds nothing.
+                self._events_request(ident, env)
+                continue
             self.pool.submit(self._run_command, ident, env)
+
+    def _answer(self, ident: bytes, msg_id: bytes, answer: dict[str, Any]) -> None:
+        self.control.reply(ident, Envelope(Kind.REPLY, msg_id, b"", answer))
+
+    def _events_request(self, ident: bytes, env: Envelope) -> None:
+        req = dict(env.payload)
+        req.pop("op")
+        try:
+            check_args("events", COMMANDS["events"], req)
+            wait = float(req.get("wait", 0.0))
+            if not math.isfinite(wait):
+                raise ConfigError(f"bad arguments to 'events': wait={wait!r}: expected a "
+                                  "finite number of seconds")
+            if len(self.followers) >= FOLLOWERS_MAX:
+                raise ConfigError(f"too many clients follow events ({FOLLOWERS_MAX}); stop "
+                                  "some `beamish events --follow`")
+        except ConfigError as exc:
+            self._answer(ident, env.msg_id, {"ok": False, "error": {
+                "type": "ConfigError", "message": str(exc), "attrs": {}}})
+            return
+        since = int(req.get("since", 0))
+        found = events_since(self, since)
+        if found or wait <= 0:
+            self._answer(ident, env.msg_id, {"ok": True, "value": found})
+            return
+        self.followers.append(_Follower(ident, env.msg_id, since, time.monotonic()
+                                        + min(wait, EVENTS_WAIT_MAX_S)))
+
+    def _serve_followers(self) -> None:
+        """Answer the parked followers that have news or whose wait ran out."""
+        if self.stopping.is_set():
+            for f in self.followers:
+                self._answer(f.ident, f.msg_id, {"ok": False, "error": {
+                    "type": "NodeNotRunning", "message": "the node is stopping", "attrs": {}}})
+            self.followers = []
+            return
+        now, seq = time.monotonic(), self.event_seq
+        waiting = []
+        for f in self.followers:
+            if f.since < seq:
+                self._answer(f.ident, f.msg_id, {"ok": True, "value": events_since(self, f.since)})
+            elif now >= f.deadline:
+                self._answer(f.ident, f.msg_id, {"ok": True, "value": []})
+            else:
+                waiting.append(f)
+        self.followers = waiting
 
     def _drain_reports(self) -> None:
         for _, env in self.reports.drain(1000):
@@ -402,7 +469,7 @@ class NodeDaemon:
         os.close(self.lock_fd)
 
 
-from ._commands import COMMANDS, check_args  # noqa: E402  (the command table needs NodeDaemon)
+from ._commands import COMMANDS, check_args, events_since  # noqa: E402  (the command table needs NodeDaemon)
 
 
 def _raise_fd_limit() -> None:

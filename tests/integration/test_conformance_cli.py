@@ -202,3 +202,100 @@ def test_bad_arguments_are_named_config_errors(node, op, args, says):
         node._control.request(op, args)
     assert says in str(err.value)
     assert node.ps() == []  # and the node still serves
+
+
+# -- events followers: no command thread held; the node's death said at once ----------------
+
+def test_many_followers_leave_the_node_serving(node):
+    import threading
+
+    from beamish.runtime import connect
+    since = max([e.seq for e in node.events()], default=0)
+    followers = 80  # more than the node's 64 command threads
+    got: list[list[dict]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def follow() -> None:
+        try:
+            # One long-poll, as node.events(follow=True) makes: it waits up to 30 s for news.
+            found = node._control.request("events", {"since": since, "wait": 30.0}, timeout=60)
+            with lock:
+                got.append(found)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            with lock:
+                errors.append(exc)
+    threads = [threading.Thread(target=follow) for _ in range(followers)]
+    for t in threads:
+        t.start()
+    try:
+        # While they wait, the node serves commands and new clients at once: neither must
+        # wait for a follower's 30 s to run out (a 10 s request timeout says so).
+        assert node._control.request("ps", timeout=10.0) == []
+        other = connect(node.dir, timeout=10.0)
+        other.close()
+        node.spawn("tests.agents.basic:Counter", name="news", timeout=10.0)
+    finally:
+        for t in threads:
+            t.join(60)
+    assert not errors, errors[:3]
+    # Every follower was woken by the spawn's event, not by its wait running out.
+    assert len(got) == followers
+    assert all(any(e["kind"] == "spawned" and e["name"] == "news" for e in found)
+               for found in got)
+
+
+def test_a_follower_hears_at_once_that_the_node_was_killed(node_dir):
+    import signal
+    import threading
+
+    from beamish.runtime import start_node
+    from beamish.runtime.errors import NodeNotRunning
+    from tests.conftest import kill_node
+    n = start_node(node_dir)
+    outcome: list[BaseException] = []
+    waiting = threading.Event()
+
+    def follow() -> None:
+        try:
+            stream = n.events(follow=True)
+            waiting.set()
+            for _ in stream:
+                pass
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome.append(exc)
+    t = threading.Thread(target=follow)
+    t.start()
+    try:
+        waiting.wait(10)
+        os.kill(n.pid, signal.SIGKILL)
+        t.join(10)  # not the 40 s request timeout
+        assert not t.is_alive(), "the follower did not notice the node died"
+        assert len(outcome) == 1 and isinstance(outcome[0], NodeNotRunning), outcome
+        assert "went away" in str(outcome[0]) and "node.log" in str(outcome[0])
+    finally:
+        kill_node(n)
+        t.join(60)
+
+
+def test_cli_events_follow_exits_when_the_node_is_killed(node):
+    import signal
+
+    from tests.conftest import kill_node
+    node.spawn("tests.agents.basic:Counter", name="c")
+    proc = subprocess.Popen([sys.executable, "-m", "beamish.runtime", "events", "--follow",
+                             "--dir", node.dir], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "spawned" in proc.stdout.readline()  # it is following
+        os.kill(node.pid, signal.SIGKILL)
+        rc = proc.wait(10)  # not the 40 s request timeout
+        err = proc.stderr.read()
+        assert rc != 0 and "went away" in err, (rc, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+        kill_node(node)
