@@ -98,7 +98,8 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     """Start a node daemon in the background on ``dir`` and connect to it.
 
     The daemon imports agent modules with this process's ``sys.path`` (its current
-    directory and ``PYTHONPATH`` included). Its log is ``DIR/node.log``.
+    directory and ``PYTHONPATH`` included), after the dirs in ``$BEAMISH_SYS_PATH`` if set.
+    Its log is ``DIR/node.log``.
 
     Args:
         dir: the node dir (default ``$BEAMISH_DIR``, else ``./.beamish``).
@@ -136,7 +137,10 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         cmd += ["--strict"]
     r, w = os.pipe()
     cmd += ["--ready-fd", str(w)]
-    env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(_abs_sys_path()))
+    # $BEAMISH_SYS_PATH (dirs to import agent classes from) goes before this process's path.
+    extra = [os.path.abspath(p) for p in os.environ.get("BEAMISH_SYS_PATH", "").split(os.pathsep)
+             if p]
+    env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(extra + _abs_sys_path()))
     try:
         log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     except OSError as exc:

@@ -299,3 +299,44 @@ def test_cli_events_follow_exits_when_the_node_is_killed(node):
         proc.stdout.close()
         proc.stderr.close()
         kill_node(node)
+
+
+# -- an agent class the node cannot import says where the node looks --------------------------
+
+OUTSIDE_AGENT = '''
+from beamish.runtime import Agent
+
+
+class Thing(Agent):
+    def handle_call(self, msg, state):
+        return "thing", state
+'''
+
+
+def test_an_import_error_says_the_node_imports_with_its_own_path(tmp_path, node_dir):
+    (tmp_path / "b9_outside_agent.py").write_text(OUTSIDE_AGENT)
+    start = beamish("node", "start", "--dir", node_dir)  # from the repo: tmp_path not on path
+    assert start.returncode == 0, start.stderr
+    try:
+        proc = beamish("spawn", "b9_outside_agent:Thing", "--name", "t", "--dir", node_dir)
+        assert proc.returncode == 1
+        assert "No module named 'b9_outside_agent'" in proc.stderr
+        assert "sys.path it was started with" in proc.stderr, proc.stderr
+        assert "BEAMISH_SYS_PATH" in proc.stderr and REPO in proc.stderr
+    finally:
+        beamish("node", "stop", "--dir", node_dir)
+    # What the error says works: BEAMISH_SYS_PATH for `node start`.
+    start = beamish("node", "start", "--dir", node_dir, env={"BEAMISH_SYS_PATH": str(tmp_path)})
+    assert start.returncode == 0, start.stderr
+    try:
+        proc = beamish("spawn", "b9_outside_agent:Thing", "--name", "t", "--dir", node_dir)
+        assert proc.returncode == 0, proc.stderr
+        assert beamish("call", "t", '"x"', "--dir", node_dir).stdout.strip() == '"thing"'
+    finally:
+        beamish("node", "stop", "--dir", node_dir)
+
+
+def test_a_missing_class_in_a_module_is_named(node):
+    from beamish.runtime.errors import SpawnError
+    with pytest.raises(SpawnError, match=r"module 'tests.agents.basic' has no class 'Nope'"):
+        node.spawn("tests.agents.basic:Nope")
