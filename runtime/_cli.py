@@ -235,6 +235,11 @@ def _run(args: argparse.Namespace) -> int:
             node = start_node(d, config=args.config, durability=args.durability,
                               strict=args.strict or None)
             print(f"node started on {node.dir} (pid {node.pid}); log: {node.paths.log}")
+            for line in node.start_report.lines():
+                print(f"beamish: warning: {line}", file=sys.stderr)
+            if node.start_report.failures:
+                print("beamish: (`beamish node start --strict` refuses to start with agents "
+                      "that fail)", file=sys.stderr)
             node.close()
             return 0
         if args.node_command == "stop":

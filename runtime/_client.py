@@ -20,13 +20,15 @@ from typing import Any
 
 import psutil
 
+from ._config import StartReport
 from ._control import ControlClient
 from ._messenger import Messenger
 from ._paths import NodePaths, default_dir, dir_error, make_dir, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
-from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
+from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning,
+                     SpawnError)
 
 START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
@@ -108,9 +110,13 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         strict: stop the whole node when the root's intensity is exceeded (OTP's root).
         timeout: seconds to wait for the daemon to serve.
 
+    Agents of the tree that did not start, and config entries the persisted tree overrode,
+    are in the returned node's ``start_report`` (a `StartReport`; also in the node log).
+
     Raises:
         NodeAlreadyRunning: a node already runs on ``dir``.
         ConfigError: a bad config file or dir (nothing was started).
+        SpawnError: strict mode, and agents of the tree did not start (the node stopped).
     """
     paths = NodePaths.of(dir if dir is not None else default_dir())
     paths.check_length()
@@ -176,17 +182,27 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     finally:
         os.close(r)
     text = line.decode(errors="replace").strip()
-    if text != "ok":
-        proc.wait(10)
+    kind, _, message = text.partition("\t")
+    if kind == "ok":
+        node = connect(paths.dir)
+        if message:
+            node.start_report = StartReport.from_json(message)
+        return node
+    if kind == "failed":  # strict: agents of the tree did not start; the node stops
+        report = StartReport.from_json(message)
+        proc.wait(START_TIMEOUT_S)
         _daemons.pop(proc.pid, None)
-        kind, _, message = text.partition("\t")
-        if kind in ERRORS and message:
-            if kind == "NodeAlreadyRunning":
-                raise NodeAlreadyRunning(paths.dir, 0)
-            raise ERRORS[kind](message)
-        raise NodeNotRunning(f"the node on {paths.dir!r} failed to start "
-                             f"(exit {proc.returncode}); see {paths.log}")
-    return connect(paths.dir)
+        names = ", ".join(f.name for f in report.failures)
+        raise SpawnError(names, "did not start, so the strict node stopped:\n  "
+                         + "\n  ".join(report.lines()))
+    proc.wait(10)
+    _daemons.pop(proc.pid, None)
+    if kind in ERRORS and message:
+        if kind == "NodeAlreadyRunning":
+            raise NodeAlreadyRunning(paths.dir, 0)
+        raise ERRORS[kind](message)
+    raise NodeNotRunning(f"the node on {paths.dir!r} failed to start "
+                         f"(exit {proc.returncode}); see {paths.log}")
 
 
 def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> Node:
@@ -279,6 +295,8 @@ class Node:
         self._messenger = Messenger(paths, self._store, int(info["max_message_bytes"]))
         pid = self.pid
         self._control = ControlClient(paths, self._messenger.ctx, alive=lambda: _alive(pid))
+        # What `start_node` did not apply as the tree declares it (set by start_node).
+        self.start_report = StartReport()
         self._closed = False
 
     # -- messages ------------------------------------------------------------------------------

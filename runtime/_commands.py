@@ -22,6 +22,7 @@ import psutil
 from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, StartFailed,
                                 SupervisorError, SupervisorSpec)
 
+from ._config import ConfigDrift, agent_drift
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
@@ -330,10 +331,14 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     return {"name": name}
 
 
-def add_config_entries(node: NodeDaemon, config: Any) -> None:
+def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
     """Persist the config file's supervisors and agents that the store does not hold yet
-    (a restarted node keeps what it had: the store wins over the file)."""
+    (a restarted node keeps what it had: the store wins over the file). Returns the agents
+    whose entry differs from their persisted record (logged as warnings)."""
+    drift: list[ConfigDrift] = []
+
     def txn(t: Txn) -> None:
+        drift.clear()
         for sup in config.supervisor:
             if t.get_sup(sup.name) is None:
                 t.put_sup({"name": sup.name, "strategy": sup.strategy,
@@ -344,7 +349,12 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
                                         "shutdown": sup.child_shutdown},
                            "status": "running", "order": t.next_counter("order")})
         for agent in config.agent:
-            if t.get_agent(agent.name) is None:
+            rec = t.get_agent(agent.name)
+            if rec is not None:
+                found = agent_drift(rec, agent, node.paths.dir)
+                if found is not None:
+                    drift.append(found)
+            if rec is None:
                 t.put_agent({"name": agent.name, "id": t.next_counter("agent_id"),
                              "incarnation": 0, "restarts": 0, "created": time.time(),
                              "last_failure": None, "cls": agent.cls, "args": agent.args,
@@ -353,11 +363,14 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
                              "status": "starting", "pid": None, "fresh": True,
                              "order": t.next_counter("order")})
     node.store.write(txn)
+    return drift
 
 
-def start_persisted(node: NodeDaemon) -> None:
+def start_persisted(node: NodeDaemon) -> dict[str, str]:
     """Start the persisted tree in start order: supervisors, and every agent that was live
-    (stopped, exited and failed agents stay as they were)."""
+    (stopped, exited and failed agents stay as they were). Returns why each agent that
+    failed to start did, by name."""
+    failures: dict[str, str] = {}
     sups, agents = node.store.read(lambda t: (t.sups(), t.agents()))
     items = [("sup", r) for r in sups] + [("agent", r) for r in agents]
     for kind, rec in sorted(items, key=lambda item: item[1].get("order", 0)):
@@ -375,13 +388,19 @@ def start_persisted(node: NodeDaemon) -> None:
         shell = node.shell(rec["supervisor"])
         if shell is None:
             node.set_status(rec["name"], "failed")
+            failures[rec["name"]] = f"its supervisor {rec['supervisor']!r} did not start"
             continue
         node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
-            node.set_status(rec["name"], "failed")
-            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
+            failure = node.spawner.start_failures.pop(rec["name"], None)
+            reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
+                else (failure.message if failure else str(exc))
+            failures[rec["name"]] = reason
+            node.set_status(rec["name"], "failed", failure=failure)
+            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {reason}")
+    return failures
 
 
 def shutdown(node: NodeDaemon) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from beamish.mailbox import Envelope, Inbox, Kind, encode, encode_ring, pack
 from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, SupervisorSpec)
 
 from ._agents import AgentSpawner
-from ._config import NodeConfig
+from ._config import AgentStartFailure, NodeConfig, StartReport
 from ._links import LinkTable
 from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe, dir_error, make_dir
@@ -170,12 +170,24 @@ class NodeDaemon:
         self.exit_code = 1
         self.stopping.set()
 
-    def restore(self, config: NodeConfig) -> None:
+    def restore(self, config: NodeConfig) -> StartReport:
         """Rebuild the persisted tree (adding what the config declares that is not there
-        yet), then start every agent that was live, in start order."""
+        yet), then start every agent that was live, in start order. Returns the agents
+        that did not start and the config entries the persisted tree overrode."""
         from ._commands import add_config_entries, start_persisted
-        add_config_entries(self, config)
-        start_persisted(self)
+        drift = add_config_entries(self, config)
+        failed = start_persisted(self)
+        recs = {r["name"]: r for r in self.store.read(lambda t: t.agents())}
+        for agent in config.agent:  # declared, and failed before this start
+            rec = recs.get(agent.name)
+            if rec is not None and rec["status"] == "failed" and agent.name not in failed:
+                last = rec.get("last_failure") or {}
+                failed[agent.name] = ("it was marked failed before this start"
+                                      + (f" ({last.get('exc_type') or last.get('kind')}: "
+                                         f"{last.get('message')})" if last else ""))
+        return StartReport(
+            tuple(AgentStartFailure(name, str(recs.get(name, {}).get("cls", "?")), why)
+                  for name, why in failed.items()), tuple(drift))
 
     def sup_of(self, name: str) -> str:
         """Return the supervisor of agent ``name`` (from the registry)."""
@@ -531,14 +543,23 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
     def restore() -> None:
         # Restoring starts agents, whose readiness the serving loop hears: run it beside it.
         try:
-            node.restore(config)
+            started = node.restore(config)
         except Exception as exc:  # noqa: BLE001 - reported to the starter, then we stop
             log.exception("cannot restore the tree")
             report(f"{type(exc).__name__}\t{exc}")
             node.exit_code = 2
             node.stopping.set()
             return
-        report("ok")
+        for line in started.lines():
+            log.warning("%s", line)
+        if started.failures and config.node.strict:
+            log.error("strict mode: %d agent(s) of the tree did not start: stopping the node",
+                      len(started.failures))
+            report(f"failed\t{started.to_json()}")
+            node.exit_code = 1
+            node.stopping.set()
+            return
+        report(f"ok\t{started.to_json()}" if started.failures or started.drift else "ok")
         log.info("node serving on %s (pid %d, durability %s)", paths.dir, os.getpid(),
                  node.durability)
     threading.Thread(target=restore, name="beamish-restore", daemon=True).start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -340,3 +341,88 @@ def test_a_missing_class_in_a_module_is_named(node):
     from beamish.runtime.errors import SpawnError
     with pytest.raises(SpawnError, match=r"module 'tests.agents.basic' has no class 'Nope'"):
         node.spawn("tests.agents.basic:Nope")
+
+
+# -- a config's agents that fail to start, and edited entries, are reported --------------------
+
+def _write_config(path, agents: list[dict]) -> str:
+    lines = []
+    for a in agents:
+        lines.append("[[agent]]")
+        for key, value in a.items():
+            lines.append(f"{key} = {json.dumps(value) if not isinstance(value, dict) else _inline(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _inline(table: dict) -> str:
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + " }"
+
+
+def test_a_config_agent_that_does_not_start_is_reported(tmp_path, node_dir):
+    config = _write_config(tmp_path / "beamish.toml", [
+        {"name": "good", "class": "tests.agents.basic:Counter"},
+        {"name": "bad", "class": "tests.agents.basic:NoSuchClass"}])
+    proc = beamish("node", "start", "--config", config, "--dir", node_dir)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert "node started" in proc.stdout
+        assert "agent 'bad' (tests.agents.basic:NoSuchClass) did not start" in proc.stderr
+        assert "has no class 'NoSuchClass'" in proc.stderr and "--strict" in proc.stderr
+        assert "'good'" not in proc.stderr
+    finally:
+        beamish("node", "stop", "--dir", node_dir)
+    # The API has it too.
+    from beamish.runtime import start_node
+    n = start_node(node_dir, config=config)
+    try:
+        assert [(f.name, f.cls) for f in n.start_report.failures] == \
+            [("bad", "tests.agents.basic:NoSuchClass")]
+        assert "before this start" in n.start_report.failures[0].reason
+    finally:
+        n.shutdown()
+
+
+def test_strict_refuses_to_start_with_an_agent_that_fails(tmp_path, node_dir):
+    config = _write_config(tmp_path / "beamish.toml", [
+        {"name": "good", "class": "tests.agents.basic:Counter"},
+        {"name": "bad", "class": "no_such_module_b9:Agent"}])
+    proc = beamish("node", "start", "--strict", "--config", config, "--dir", node_dir)
+    try:
+        assert proc.returncode != 0, proc
+        assert "'bad'" in proc.stderr and "No module named 'no_such_module_b9'" in proc.stderr
+        assert "strict" in proc.stderr
+        assert "no node runs" in beamish("node", "status", "--dir", node_dir).stderr
+    finally:
+        beamish("node", "stop", "--dir", node_dir)
+
+
+def test_an_edited_config_entry_is_reported_with_how_to_apply_it(tmp_path, node_dir):
+    path = tmp_path / "beamish.toml"
+    config = _write_config(path, [{"name": "c", "class": "tests.agents.basic:Counter",
+                                   "args": {"start": 1}}])
+    proc = beamish("node", "start", "--config", config, "--dir", node_dir)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    beamish("node", "stop", "--dir", node_dir)
+    _write_config(path, [{"name": "c", "class": "tests.agents.basic:Echo", "args": {"start": 1},
+                          "restart": "transient", "limits": {"memory_mb": 300}}])
+    proc = beamish("node", "start", "--config", config, "--dir", node_dir)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert "agent 'c'" in proc.stderr and "cls, restart, limits" in proc.stderr, proc.stderr
+        assert "persisted record wins" in proc.stderr
+        assert f"beamish stop c --dir {node_dir}" in proc.stderr
+        assert "beamish spawn tests.agents.basic:Echo --name c" in proc.stderr
+        # The command it gives applies the entry.
+        cmd = shlex.split(proc.stderr.split("then `", 1)[1].split("`", 1)[0])[1:]
+        assert beamish("stop", "c", "--dir", node_dir).returncode == 0
+        done = beamish(*cmd)
+        assert done.returncode == 0, done.stderr
+        assert beamish("call", "c", '"hi"', "--dir", node_dir).stdout.strip() == '"hi"'
+    finally:
+        beamish("node", "stop", "--dir", node_dir)
+    proc = beamish("node", "start", "--config", config, "--dir", node_dir)
+    try:
+        assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    finally:
+        beamish("node", "stop", "--dir", node_dir)
