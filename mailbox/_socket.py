@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -213,6 +214,9 @@ class Doorbells:
         self.socks.clear()
 
 
+ALIVE_CHECK_S = 0.25  # how often a waiting Requester checks its peer is alive
+
+
 class Requester:
     """A DEALER connected to a ROUTER inbox: request/reply matched by msg_id.
 
@@ -227,19 +231,29 @@ class Requester:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
         self.sock.connect(ipc_address(path))
 
-    def request(self, payload: Any, timeout: float) -> Any:
+    def request(self, payload: Any, timeout: float,
+                alive: Callable[[], bool] | None = None) -> Any:
         """Send ``payload`` as a CALL and return the payload of its REPLY.
 
+        Args:
+            alive: checked every `ALIVE_CHECK_S` while waiting: a peer known dead ends the
+                wait at once (with `RequestTimeout`) instead of at ``timeout``.
+
         Raises:
-            RequestTimeout: no reply within ``timeout`` seconds.
+            RequestTimeout: no reply within ``timeout`` seconds, or ``alive()`` said no.
         """
         msg_id = new_msg_id()
         self.sock.send_multipart(encode(Envelope(Kind.CALL, msg_id, b"", payload), limit=self.limit))
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.sock.poll(int(remaining * 1000) + 1):
+            if remaining <= 0:
                 raise RequestTimeout(f"no reply within {timeout:g} s")
+            step = remaining if alive is None else min(remaining, ALIVE_CHECK_S)
+            if not self.sock.poll(int(step * 1000) + 1):
+                if alive is not None and not alive():
+                    raise RequestTimeout("the peer went away")
+                continue
             frames = self.sock.recv_multipart()
             try:
                 env = decode(frames, limit=self.limit)

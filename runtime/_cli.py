@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import math
 import os
 import sys
 import time
@@ -28,17 +30,63 @@ examples:
 """
 
 
+def json_hint(text: str) -> str:
+    """Return a hint fitting input ``text`` that is not valid JSON (pure; for error messages)."""
+    head = text.strip()[:1]
+    if head == "{":
+        return ("a JSON object needs double quotes around its keys and strings, e.g. "
+                "'{\"start\": 1}'")
+    if head == "[":
+        return "a JSON array needs double quotes around its strings, e.g. '[\"a\", 1]'"
+    if "'" in text:
+        return "JSON strings take double quotes, not single ones, e.g. '\"incr\"'"
+    return "quote strings, e.g. '\"incr\"' (the single quotes are for the shell)"
+
+
 def _json_arg(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"not valid JSON ({exc.msg} at column {exc.colno}): {text!r}; quote strings, e.g. "
-            "'\"incr\"'") from None
+            f"not valid JSON ({exc.msg} at column {exc.colno}): {text!r}; {json_hint(text)}"
+        ) from None
+
+
+def _positive(flag: str) -> Any:
+    """An argparse type: a finite number > 0, named ``flag`` in its error."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a number > 0")
+        return value
+    return parse
+
+
+def _shutdown_arg(text: str) -> float | str:
+    if text in ("brutal_kill", "infinity"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"--shutdown {text!r}: expected seconds >= 0, brutal_kill or infinity")
+    return value
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("beamish")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser (exposed for tests and docs)."""
+    """Build the argument parser (exposed for tests and docs). Every argument has help text."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", default=argparse.SUPPRESS,
                         help="node dir (default $BEAMISH_DIR, else ./.beamish)")
@@ -47,49 +95,71 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="beamish: a BEAM-like runtime for Python AI agents. Each agent runs in "
                     "its own process, supervised OTP-style, with its state in LMDB.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"beamish {_version()}",
+                        help="print the installed version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                help="what to do (`beamish COMMAND --help` for each)")
 
     node = sub.add_parser("node", help="start, stop or inspect the node daemon",
                           parents=[common])
-    node_sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    node_sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True,
+                                   help="start, stop or status")
     start = node_sub.add_parser("start", parents=[common], help="start a node on the dir")
-    start.add_argument("--config", help="a beamish.toml declaring the initial tree")
+    start.add_argument("--config", metavar="FILE",
+                       help="a beamish.toml declaring the initial tree (default: none)")
     start.add_argument("--foreground", action="store_true",
                        help="run in this process (logs to stderr) instead of in the background")
     start.add_argument("--durability", choices=["process", "fsync", "memory"],
-                       help="override the config's durability")
+                       help="override the config's durability (default process)")
     start.add_argument("--strict", action="store_true",
-                       help="stop the node when the root's restart intensity is exceeded")
+                       help="stop the node when the root's restart intensity is exceeded, "
+                            "and refuse to start when an agent of the tree fails to start")
     start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     node_sub.add_parser("stop", parents=[common], help="stop every agent, then the node")
     node_sub.add_parser("status", parents=[common], help="is a node running here?")
 
     sp = sub.add_parser("spawn", parents=[common], help="start an agent")
-    sp.add_argument("cls", metavar="MODULE:CLASS")
-    sp.add_argument("--name")
-    sp.add_argument("--args", type=_json_arg, default={}, help="JSON object passed to init")
-    sp.add_argument("--supervisor", default="root")
+    sp.add_argument("cls", metavar="MODULE:CLASS",
+                    help="the agent class, importable by the node (e.g. app.agents:Counter)")
+    sp.add_argument("--name", help="a unique agent name (default: the class name and a number)")
+    sp.add_argument("--args", type=_json_arg, default={}, metavar="JSON",
+                    help="a JSON object passed to init (default {})")
+    sp.add_argument("--supervisor", default="root",
+                    help="the supervisor to start it under (default root)")
     sp.add_argument("--restart", choices=["permanent", "transient", "temporary"],
-                    default="permanent")
-    sp.add_argument("--shutdown", default="5.0",
-                    help="seconds, brutal_kill or infinity (default 5)")
+                    default="permanent", help="when to restart it (default permanent)")
+    sp.add_argument("--shutdown", type=_shutdown_arg, default=5.0, metavar="S",
+                    help="seconds to wait for an orderly stop, brutal_kill or infinity "
+                         "(default 5)")
+    sp.add_argument("--memory-mb", type=_positive("--memory-mb"), metavar="MB",
+                    help="kill it past this resident memory, in MiB (default: no limit)")
+    sp.add_argument("--handler-timeout", type=_positive("--handler-timeout"), metavar="S",
+                    help="kill it when one message takes longer, in seconds "
+                         "(default: no limit)")
+    sp.add_argument("--cpu-seconds", type=_positive("--cpu-seconds"), metavar="S",
+                    help="kill it past this CPU time per incarnation, in seconds "
+                         "(default: no limit)")
 
     call = sub.add_parser("call", parents=[common], help="call an agent; prints the reply")
-    call.add_argument("name")
-    call.add_argument("msg", type=_json_arg, metavar="JSON")
-    call.add_argument("--timeout", type=float, default=5.0)
+    call.add_argument("name", metavar="NAME", help="the agent to call")
+    call.add_argument("msg", type=_json_arg, metavar="JSON",
+                      help="the message, as JSON (a string needs quotes: '\"incr\"')")
+    call.add_argument("--timeout", type=_positive("--timeout"), default=5.0, metavar="S",
+                      help="seconds to wait for the reply (default 5)")
     cast = sub.add_parser("cast", parents=[common], help="cast to an agent")
-    cast.add_argument("name")
-    cast.add_argument("msg", type=_json_arg, metavar="JSON")
+    cast.add_argument("name", metavar="NAME", help="the agent to cast to")
+    cast.add_argument("msg", type=_json_arg, metavar="JSON",
+                      help="the message, as JSON (a string needs quotes: '\"incr\"')")
     for verb, text in (("stop", "stop an agent in order (state kept)"),
                        ("delete", "stop an agent and erase its state"),
                        ("restart", "restart an agent marked failed"),
                        ("dead-letters", "show the casts an agent skipped"),
                        ("info", "show one agent")):
         p = sub.add_parser(verb, parents=[common], help=text)
-        p.add_argument("name")
+        p.add_argument("name", metavar="NAME",
+                       help="the supervisor or agent" if verb == "restart" else "the agent")
         if verb in ("dead-letters", "info"):
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true", help="machine-readable output")
         if verb == "dead-letters":
             p.add_argument("--resend", type=int, metavar="SEQ",
                            help="put dead letter SEQ back at the end of the mailbox")
@@ -98,18 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, parents=[common], help=text)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if verb == "events":
-            p.add_argument("--follow", "-f", action="store_true", help="wait for new events")
+            p.add_argument("--follow", "-f", action="store_true",
+                           help="wait for new events until Ctrl-C or the node stops")
     sv = sub.add_parser("add-supervisor", parents=[common], help="add a supervisor")
-    sv.add_argument("name")
+    sv.add_argument("name", metavar="NAME", help="a unique supervisor name")
     sv.add_argument("--strategy", default="one_for_one",
-                    choices=["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"])
-    sv.add_argument("--max-restarts", type=int, default=3)
-    sv.add_argument("--max-seconds", type=float, default=5.0)
-    sv.add_argument("--parent", default="root")
-    bench = sub.add_parser("bench", parents=[common],
-                           help="run the isolation benchmarks (beamish vs threads)")
+                    choices=["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"],
+                    help="what a child's failure restarts (default one_for_one)")
+    sv.add_argument("--max-restarts", type=int, default=3, metavar="N",
+                    help="restart intensity: it gives up after more than N restarts within "
+                         "--max-seconds (default 3)")
+    sv.add_argument("--max-seconds", type=_positive("--max-seconds"), default=5.0,
+                    metavar="S", help="the intensity window, in seconds (default 5)")
+    sv.add_argument("--parent", default="root",
+                    help="the supervisor to start it under (default root)")
+    sv.add_argument("--restart", choices=["permanent", "transient", "temporary"],
+                    default="permanent",
+                    help="its own restart type under its parent (default permanent)")
+    sv.add_argument("--backoff", type=_positive("--backoff"), nargs=2, metavar=("MIN", "MAX"),
+                    help="delay restarts exponentially from MIN to MAX seconds, with jitter "
+                         "(default: restart at once)")
+    sv.add_argument("--child-restart", choices=["permanent", "transient", "temporary"],
+                    default="permanent",
+                    help="simple_one_for_one: every child's restart type (default permanent)")
+    sv.add_argument("--child-shutdown", type=_shutdown_arg, default=5.0, metavar="S",
+                    help="simple_one_for_one: every child's shutdown, seconds, brutal_kill "
+                         "or infinity (default 5)")
+    bench = sub.add_parser("bench", help="run the isolation benchmarks (beamish vs threads); "
+                                         "it runs its own nodes in temp dirs (no --dir)")
     bench.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
-    bench.add_argument("--out", help="results dir (default benchmarks/results/<time>)")
+    bench.add_argument("--out", metavar="DIR",
+                       help="results dir (default benchmarks/results/<time>)")
     return parser
 
 
@@ -146,6 +235,11 @@ def _run(args: argparse.Namespace) -> int:
             node = start_node(d, config=args.config, durability=args.durability,
                               strict=args.strict or None)
             print(f"node started on {node.dir} (pid {node.pid}); log: {node.paths.log}")
+            for line in node.start_report.lines():
+                print(f"beamish: warning: {line}", file=sys.stderr)
+            if node.start_report.failures:
+                print("beamish: (`beamish node start --strict` refuses to start with agents "
+                      "that fail)", file=sys.stderr)
             node.close()
             return 0
         if args.node_command == "stop":
@@ -174,13 +268,11 @@ def _run(args: argparse.Namespace) -> int:
 def _client_command(node: Any, args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "spawn":
-        shutdown: Any = args.shutdown
-        try:
-            shutdown = float(shutdown)
-        except ValueError:
-            pass
+        from ._types import Limits
+        limits = Limits(memory_mb=args.memory_mb, handler_timeout=args.handler_timeout,
+                        cpu_seconds=args.cpu_seconds)
         ref = node.spawn(args.cls, args=args.args, name=args.name, supervisor=args.supervisor,
-                         restart=args.restart, shutdown=shutdown)
+                         restart=args.restart, shutdown=args.shutdown, limits=limits)
         info = ref.info()
         print(f"spawned {ref.name} (pid {info.pid})")
     elif cmd == "call":
@@ -198,7 +290,11 @@ def _client_command(node: Any, args: argparse.Namespace) -> int:
         print(f"restarted {args.name}")
     elif cmd == "add-supervisor":
         node.add_supervisor(args.name, strategy=args.strategy, max_restarts=args.max_restarts,
-                            max_seconds=args.max_seconds, parent=args.parent)
+                            max_seconds=args.max_seconds, parent=args.parent,
+                            restart=args.restart,
+                            backoff=tuple(args.backoff) if args.backoff else None,
+                            child_restart=args.child_restart,
+                            child_shutdown=args.child_shutdown)
         print(f"added supervisor {args.name} under {args.parent}")
     elif cmd == "info":
         info = node.info(args.name)
@@ -266,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``beamish`` command; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench" and hasattr(args, "dir"):
+        parser.error("bench runs its own nodes in temporary dirs; --dir does not apply to it "
+                     "(use --out DIR for where its results go)")
     try:
         return _run(args)
     except ConfigError as exc:

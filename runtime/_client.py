@@ -20,14 +20,16 @@ from typing import Any
 
 import psutil
 
+from ._config import StartReport
 from ._control import ControlClient
 from ._messenger import Messenger
-from ._paths import NodePaths, default_dir, read_node_info
+from ._paths import NodePaths, default_dir, dir_error, make_dir, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
 from ._validation import check_lookup_name, check_name, check_timeout
-from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
+from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning,
+                     SpawnError)
 
 START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
@@ -66,6 +68,8 @@ def _node_locked(paths: NodePaths) -> bool:
         fd = os.open(paths.lock, os.O_RDWR)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise dir_error(paths.dir, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -97,7 +101,8 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     """Start a node daemon in the background on ``dir`` and connect to it.
 
     The daemon imports agent modules with this process's ``sys.path`` (its current
-    directory and ``PYTHONPATH`` included). Its log is ``DIR/node.log``.
+    directory and ``PYTHONPATH`` included), after the dirs in ``$BEAMISH_SYS_PATH`` if set.
+    Its log is ``DIR/node.log``.
 
     Args:
         dir: the node dir (default ``$BEAMISH_DIR``, else ``./.beamish``).
@@ -106,9 +111,13 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         strict: stop the whole node when the root's intensity is exceeded (OTP's root).
         timeout: seconds to wait for the daemon to serve.
 
+    Agents of the tree that did not start, and config entries the persisted tree overrode,
+    are in the returned node's ``start_report`` (a `StartReport`; also in the node log).
+
     Raises:
         NodeAlreadyRunning: a node already runs on ``dir``.
         ConfigError: a bad config file or dir (nothing was started).
+        SpawnError: strict mode, and agents of the tree did not start (the node stopped).
     """
     timeout = check_timeout(timeout)
     paths = NodePaths.of(dir if dir is not None else default_dir())
@@ -125,7 +134,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         if _alive(pid) or time.monotonic() > deadline:
             raise NodeAlreadyRunning(paths.dir, pid)
         time.sleep(0.01)
-    os.makedirs(paths.dir, mode=0o700, exist_ok=True)
+    make_dir(paths)
     cmd = [sys.executable, "-m", "beamish.runtime", "node", "start", "--foreground",
            "--dir", paths.dir]
     if config is not None:
@@ -136,8 +145,16 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
         cmd += ["--strict"]
     r, w = os.pipe()
     cmd += ["--ready-fd", str(w)]
-    env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(_abs_sys_path()))
-    log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    # $BEAMISH_SYS_PATH (dirs to import agent classes from) goes before this process's path.
+    extra = [os.path.abspath(p) for p in os.environ.get("BEAMISH_SYS_PATH", "").split(os.pathsep)
+             if p]
+    env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(extra + _abs_sys_path()))
+    try:
+        log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    except OSError as exc:
+        os.close(r)
+        os.close(w)
+        raise dir_error(paths.dir, exc) from None
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=(w,), env=env, start_new_session=True)
@@ -167,17 +184,27 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     finally:
         os.close(r)
     text = line.decode(errors="replace").strip()
-    if text != "ok":
-        proc.wait(10)
+    kind, _, message = text.partition("\t")
+    if kind == "ok":
+        node = connect(paths.dir)
+        if message:
+            node.start_report = StartReport.from_json(message)
+        return node
+    if kind == "failed":  # strict: agents of the tree did not start; the node stops
+        report = StartReport.from_json(message)
+        proc.wait(START_TIMEOUT_S)
         _daemons.pop(proc.pid, None)
-        kind, _, message = text.partition("\t")
-        if kind in ERRORS and message:
-            if kind == "NodeAlreadyRunning":
-                raise NodeAlreadyRunning(paths.dir, 0)
-            raise ERRORS[kind](message)
-        raise NodeNotRunning(f"the node on {paths.dir!r} failed to start "
-                             f"(exit {proc.returncode}); see {paths.log}")
-    return connect(paths.dir)
+        names = ", ".join(f.name for f in report.failures)
+        raise SpawnError(names, "did not start, so the strict node stopped:\n  "
+                         + "\n  ".join(report.lines()))
+    proc.wait(10)
+    _daemons.pop(proc.pid, None)
+    if kind in ERRORS and message:
+        if kind == "NodeAlreadyRunning":
+            raise NodeAlreadyRunning(paths.dir, 0)
+        raise ERRORS[kind](message)
+    raise NodeNotRunning(f"the node on {paths.dir!r} failed to start "
+                         f"(exit {proc.returncode}); see {paths.log}")
 
 
 def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> Node:
@@ -268,7 +295,10 @@ class Node:
         self._store_path = str(info["store"])
         self._store = _acquire_store(self._store_path, str(info["durability"]))
         self._messenger = Messenger(paths, self._store, int(info["max_message_bytes"]))
-        self._control = ControlClient(paths, self._messenger.ctx)
+        pid = self.pid
+        self._control = ControlClient(paths, self._messenger.ctx, alive=lambda: _alive(pid))
+        # What `start_node` did not apply as the tree declares it (set by start_node).
+        self.start_report = StartReport()
         self._closed = False
 
     # -- messages ------------------------------------------------------------------------------

@@ -8,18 +8,24 @@ are raised again, with their type, by the client.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import itertools
 import os
 import time
+import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
 
 from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, StartFailed,
                                 SupervisorError, SupervisorSpec)
 
+from ._config import ConfigDrift, agent_drift
 from ._messenger import LIVE_STATUSES
-from ._spawnargs import check_args, check_shutdown, class_path
+from ._spawnargs import check_args as check_spawn_args
+from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
 from ._validation import check_limits, check_lookup_name, check_name, check_timeout
 from .errors import AgentNotFound, ConfigError, SpawnError
@@ -59,7 +65,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     cls = class_path(cls)
     if not isinstance(args, dict):
         raise ConfigError(f"args={args!r:.80}: expected a dict")
-    check_args(args, name, node.max_message_bytes)
+    check_spawn_args(args, name, node.max_message_bytes)
     if name is not None:
         check_name(name)
     check_name(supervisor, "supervisor")
@@ -70,8 +76,9 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
     shell = node.shell(supervisor)
     if shell is None:
-        raise SpawnError(name or cls, f"no supervisor named {supervisor!r} (add it with "
-                                      "node.add_supervisor first)")
+        raise SpawnError(name or cls, f"no supervisor named {supervisor!r}; add it first: "
+                         f"`beamish add-supervisor {supervisor}` from the shell, or "
+                         f"node.add_supervisor({supervisor!r}) from Python")
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
@@ -212,20 +219,24 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
     return walk(root, "running" if root.running else "stopped", 0)
 
 
+def events_since(node: NodeDaemon, since: int) -> list[dict[str, Any]]:
+    """Return the kept events with ``seq > since`` (any thread)."""
+    with node.event_cond:
+        if node.events and node.events[0]["seq"] > since:
+            return list(node.events)
+        # seqs are consecutive: the first wanted one sits at a known offset
+        first = since - node.events[0]["seq"] + 1 if node.events else 0
+        return list(itertools.islice(node.events, max(first, 0), None))
+
+
 def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
     """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
-    to ``wait`` seconds for one. CLI: ``beamish events [--follow]``."""
+    to ``wait`` seconds (at most 30) for one. The node's main loop serves it without a
+    command thread (a waiting follower holds no thread); this function is the
+    no-wait form. CLI: ``beamish events [--follow]``."""
     if not isinstance(since, int) or isinstance(since, bool):
         raise ConfigError(f"since={since!r}: expected an event sequence number (int)")
-    deadline = time.monotonic() + min(check_timeout(wait, "wait", allow_inf=True,
-                                                    allow_zero=True), 30.0)
-    with node.event_cond:
-        while True:
-            found = [e for e in node.events if e["seq"] > since]
-            remaining = deadline - time.monotonic()
-            if found or remaining <= 0:
-                return found
-            node.event_cond.wait(remaining)
+    return events_since(node, since)
 
 
 def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
@@ -346,10 +357,14 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     return {"name": name}
 
 
-def add_config_entries(node: NodeDaemon, config: Any) -> None:
+def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
     """Persist the config file's supervisors and agents that the store does not hold yet
-    (a restarted node keeps what it had: the store wins over the file)."""
+    (a restarted node keeps what it had: the store wins over the file). Returns the agents
+    whose entry differs from their persisted record (logged as warnings)."""
+    drift: list[ConfigDrift] = []
+
     def txn(t: Txn) -> None:
+        drift.clear()
         for sup in config.supervisor:
             if t.get_sup(sup.name) is None:
                 t.put_sup({"name": sup.name, "strategy": sup.strategy,
@@ -360,7 +375,12 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
                                         "shutdown": sup.child_shutdown},
                            "status": "running", "order": t.next_counter("order")})
         for agent in config.agent:
-            if t.get_agent(agent.name) is None:
+            rec = t.get_agent(agent.name)
+            if rec is not None:
+                found = agent_drift(rec, agent, node.paths.dir)
+                if found is not None:
+                    drift.append(found)
+            if rec is None:
                 t.put_agent({"name": agent.name, "id": t.next_counter("agent_id"),
                              "incarnation": 0, "restarts": 0, "created": time.time(),
                              "last_failure": None, "cls": agent.cls, "args": agent.args,
@@ -369,11 +389,14 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
                              "status": "starting", "pid": None, "fresh": True,
                              "order": t.next_counter("order")})
     node.store.write(txn)
+    return drift
 
 
-def start_persisted(node: NodeDaemon) -> None:
+def start_persisted(node: NodeDaemon) -> dict[str, str]:
     """Start the persisted tree in start order: supervisors, and every agent that was live
-    (stopped, exited and failed agents stay as they were)."""
+    (stopped, exited and failed agents stay as they were). Returns why each agent that
+    failed to start did, by name."""
+    failures: dict[str, str] = {}
     sups, agents = node.store.read(lambda t: (t.sups(), t.agents()))
     items = [("sup", r) for r in sups] + [("agent", r) for r in agents]
     for kind, rec in sorted(items, key=lambda item: item[1].get("order", 0)):
@@ -391,20 +414,27 @@ def start_persisted(node: NodeDaemon) -> None:
         shell = node.shell(rec["supervisor"])
         if shell is None:
             node.set_status(rec["name"], "failed")
+            failures[rec["name"]] = f"its supervisor {rec['supervisor']!r} did not start"
             continue
         try:
             # A record stored before limits were checked: a bad one would kill the node.
             check_limits(rec.get("limits"))
         except ConfigError as exc:
             node.set_status(rec["name"], "failed")
+            failures[rec["name"]] = str(exc)
             node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
             continue
         node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
-            node.set_status(rec["name"], "failed")
-            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
+            failure = node.spawner.start_failures.pop(rec["name"], None)
+            reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
+                else (failure.message if failure else str(exc))
+            failures[rec["name"]] = reason
+            node.set_status(rec["name"], "failed", failure=failure)
+            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {reason}")
+    return failures
 
 
 def shutdown(node: NodeDaemon) -> dict[str, Any]:
@@ -455,6 +485,59 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)
     return {"target": target}
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    tp = get_origin(tp) or tp
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_matches(value, a) for a in get_args(tp))
+    if tp is type(None):
+        return value is None
+    tp = get_origin(tp) or tp
+    if isinstance(value, bool) and tp in (int, float):
+        return False
+    if tp is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, tp)
+
+
+@functools.cache
+def _params(handler: Callable[..., Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The argument types of a command (after ``node``) and which are required."""
+    hints = get_type_hints(handler, localns={"NodeDaemon": object})
+    params = list(inspect.signature(handler).parameters.values())[1:]
+    return ({p.name: hints.get(p.name, Any) for p in params},
+            frozenset(p.name for p in params if p.default is inspect.Parameter.empty))
+
+
+def check_args(op: str, handler: Callable[..., Any], args: dict[str, Any]) -> None:
+    """Check a request's arguments against command ``handler``'s signature and types, so a
+    caller's mistake is a `ConfigError` and a TypeError inside a command stays a bug.
+
+    Raises:
+        ConfigError: naming the missing, unexpected or mistyped argument.
+    """
+    types_, required = _params(handler)
+    problems = [f"missing argument {name!r}" for name in sorted(required - set(args))]
+    unexpected = sorted(set(args) - set(types_))
+    if unexpected:
+        problems.append(f"unexpected argument {unexpected[0]!r} (it takes: "
+                        f"{', '.join(types_) or 'no arguments'})")
+    problems += [f"{name}={value!r}: expected {_type_name(types_[name])}"
+                 for name, value in args.items()
+                 if name in types_ and not _matches(value, types_[name])]
+    if problems:
+        raise ConfigError(f"bad arguments to {op!r}: {'; '.join(problems)}")
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {

@@ -6,7 +6,10 @@ expected; no node ever starts half-built.
 
 from __future__ import annotations
 
+import json
+import shlex
 import tomllib
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -166,3 +169,105 @@ def load_config(path: str) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
     return parse_config(data, f"config file {path!r}")
+
+
+@dataclass(frozen=True)
+class AgentStartFailure:
+    """An agent of the tree that did not start when the node started.
+
+    Attributes:
+        name: the agent's name.
+        cls: its class path.
+        reason: why (e.g. ``ModuleNotFoundError: No module named 'app'``).
+    """
+
+    name: str
+    cls: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConfigDrift:
+    """A config file entry for an agent the node already has, differing from its persisted
+    record: the record wins (the file only adds what the store lacks).
+
+    Attributes:
+        name: the agent's name.
+        fields: the fields that differ (``cls``, ``args``, ``supervisor``, ...).
+        apply: the commands that apply the file's entry.
+    """
+
+    name: str
+    fields: tuple[str, ...]
+    apply: str
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """What a node start did not apply as the tree declares it (empty when all went well).
+
+    Attributes:
+        failures: agents that did not start.
+        drift: config entries ignored because the persisted record differs.
+    """
+
+    failures: tuple[AgentStartFailure, ...] = ()
+    drift: tuple[ConfigDrift, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> str:
+        """Encode for the node's ready line."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> StartReport:
+        """Decode `to_json`'s output."""
+        data = json.loads(text)
+        return cls(tuple(AgentStartFailure(**f) for f in data.get("failures", ())),
+                   tuple(ConfigDrift(d["name"], tuple(d["fields"]), d["apply"])
+                         for d in data.get("drift", ())))
+
+    def lines(self) -> list[str]:
+        """Human-readable lines, one problem each, saying what to do."""
+        out = []
+        for f in self.failures:
+            out.append(f"agent {f.name!r} ({f.cls}) did not start: {f.reason}; fix it, then "
+                       f"`beamish restart {f.name}`, or start the node again")
+        for d in self.drift:
+            out.append(f"agent {d.name!r}: the config file's entry differs from the node's "
+                       f"persisted record in {', '.join(d.fields)}; the persisted record wins "
+                       f"(the file only adds new entries). To apply the file's entry, keeping "
+                       f"the agent's state: {d.apply}")
+        return out
+
+
+_AGENT_FIELDS = ("cls", "args", "supervisor", "restart", "shutdown", "limits")
+
+
+def _limits(value: Any) -> dict[str, Any]:
+    return {k: v for k, v in (value or {}).items() if v is not None}
+
+
+def agent_drift(rec: dict[str, Any], agent: AgentSection, dir: str) -> ConfigDrift | None:
+    """Compare a persisted agent record with its config entry (pure): the differing
+    fields and the commands that apply the entry (on node dir ``dir``), or None if they
+    agree."""
+    wanted = {"cls": agent.cls, "args": agent.args, "supervisor": agent.supervisor,
+              "restart": agent.restart, "shutdown": agent.shutdown,
+              "limits": _limits(agent.limits.model_dump())}
+    have = {**{k: rec.get(k) for k in _AGENT_FIELDS}, "limits": _limits(rec.get("limits"))}
+    fields = tuple(k for k in _AGENT_FIELDS if json.dumps(wanted[k], sort_keys=True, default=str)
+                   != json.dumps(have[k], sort_keys=True, default=str))
+    if not fields:
+        return None
+    spawn = ["beamish", "spawn", agent.cls, "--name", agent.name, "--supervisor",
+             agent.supervisor, "--restart", agent.restart, "--shutdown", str(agent.shutdown)]
+    if agent.args:
+        spawn += ["--args", json.dumps(agent.args)]
+    for key, value in _limits(agent.limits.model_dump()).items():
+        spawn += [f"--{key.replace('_', '-')}", str(value)]
+    spawn += ["--dir", dir]
+    stop = shlex.join(["beamish", "stop", agent.name, "--dir", dir])
+    return ConfigDrift(agent.name, fields,
+                       f"`{stop}` then `{shlex.join(spawn)}` (args are "
+                       f"only read by init: a fresh start needs `beamish delete {agent.name}` "
+                       "and a node restart, which erases its state)")

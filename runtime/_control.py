@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -26,11 +27,15 @@ class ControlClient:
     Args:
         paths: the node's paths.
         ctx: the ZeroMQ context to use.
+        alive: whether the node's process still lives; a request ends as soon as it does
+            not (`NodeNotRunning`), not at its timeout.
     """
 
-    def __init__(self, paths: NodePaths, ctx: zmq.Context[Any]) -> None:
+    def __init__(self, paths: NodePaths, ctx: zmq.Context[Any],
+                 alive: Callable[[], bool] | None = None) -> None:
         self.paths = paths
         self.ctx = ctx
+        self.alive = alive
         self._local = threading.local()
         self._all: weakref.WeakSet[Requester] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -57,7 +62,7 @@ class ControlClient:
         timeout = check_timeout(timeout)
         req = self._requester()
         try:
-            answer = req.request({**(args or {}), "op": op}, timeout)
+            answer = req.request({**(args or {}), "op": op}, timeout, self.alive)
         except PayloadTooLarge as exc:
             raise MessageTooLarge(exc.size, exc.limit, what=f"the {op!r} request") from None
         except EncodeError as exc:
@@ -66,6 +71,11 @@ class ControlClient:
             # The socket may now hold a late reply; a fresh one keeps requests matched.
             req.close()
             self._local.req = None
+            if self.alive is not None and not self.alive():
+                raise NodeNotRunning(
+                    f"the node on {self.paths.dir!r} went away while answering {op!r} (it "
+                    f"was killed or crashed; see {self.paths.log}); start it again with "
+                    f"`beamish node start --dir {self.paths.dir}`") from None
             raise NodeNotRunning(
                 f"the node on {self.paths.dir!r} did not answer {op!r} within {timeout:g} s "
                 "(is it running? `beamish node status`)") from None

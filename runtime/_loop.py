@@ -101,9 +101,23 @@ class _Group:
 def load_class(path: str) -> type[Agent]:
     """Import ``"package.module:Class"`` and check it is an `Agent` subclass."""
     module_name, _, qual = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        dirs = [p for p in sys.path if os.path.isdir(p)]
+        shown = os.pathsep.join(dirs[:4]) + (os.pathsep + "..." if len(dirs) > 4 else "")
+        raise type(exc)(
+            f"{exc}. The node imports agent classes with the directory and sys.path it was "
+            f"started with (cwd {os.getcwd()!r}; sys.path {shown}): start the node from your "
+            "project's directory or with PYTHONPATH naming it, or set BEAMISH_SYS_PATH "
+            f"({os.pathsep}-separated dirs) for `beamish node start`; then spawn again",
+            name=exc.name, path=exc.path) from exc
     for part in qual.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f"{path}: module {module_name!r} has no class {qual!r} "
+                                 "(check the name after the ':')") from None
     if not (isinstance(obj, type) and issubclass(obj, Agent)):
         raise TypeError(f"{path} is not a beamish.runtime.Agent subclass")
     return obj

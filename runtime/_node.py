@@ -16,6 +16,7 @@ import faulthandler
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -31,20 +33,32 @@ from beamish.mailbox import Envelope, Inbox, Kind, encode, encode_ring, pack
 from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, SupervisorSpec)
 
 from ._agents import AgentSpawner
-from ._config import NodeConfig
+from ._config import AgentStartFailure, NodeConfig, StartReport
 from ._links import LinkTable
 from ._messenger import Messenger
-from ._paths import NodePaths, check_dir_safe
+from ._paths import NodePaths, check_dir_safe, dir_error, make_dir
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
-from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError)
+from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError, StoreError)
 
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
 HOUSEKEEPING_S = 1.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ROOT = "root"
+FOLLOWERS_MAX = 4096  # events long-polls parked at once
+EVENTS_WAIT_MAX_S = 30.0
+
+
+@dataclass(frozen=True)
+class _Follower:
+    """An ``events`` long-poll parked on the main loop until news or its deadline."""
+
+    ident: bytes
+    msg_id: bytes
+    since: int
+    deadline: float
 
 
 class NodeDaemon:
@@ -69,6 +83,7 @@ class NodeDaemon:
         self.event_cond = threading.Condition()
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
+        self.followers: list[_Follower] = []  # main loop only
         self.exit_code = 0
         self.dropped_frames = 0
         self.started_at = time.time()
@@ -82,9 +97,12 @@ class NodeDaemon:
             ConfigError: the dir is unsafe or too long.
         """
         self.paths.check_length()
-        os.makedirs(self.paths.dir, mode=0o700, exist_ok=True)
+        make_dir(self.paths)
         check_dir_safe(self.paths.dir)
-        self.lock_fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.lock_fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise dir_error(self.paths.dir, exc) from None
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,7 +114,11 @@ class NodeDaemon:
                 pass
             os.close(self.lock_fd)
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
-        os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            os.close(self.lock_fd)
+            raise dir_error(self.paths.dir, exc) from None
 
     def open(self) -> None:
         """Open the store and the sockets, start the zygote, and restore the tree."""
@@ -148,12 +170,24 @@ class NodeDaemon:
         self.exit_code = 1
         self.stopping.set()
 
-    def restore(self, config: NodeConfig) -> None:
+    def restore(self, config: NodeConfig) -> StartReport:
         """Rebuild the persisted tree (adding what the config declares that is not there
-        yet), then start every agent that was live, in start order."""
+        yet), then start every agent that was live, in start order. Returns the agents
+        that did not start and the config entries the persisted tree overrode."""
         from ._commands import add_config_entries, start_persisted
-        add_config_entries(self, config)
-        start_persisted(self)
+        drift = add_config_entries(self, config)
+        failed = start_persisted(self)
+        recs = {r["name"]: r for r in self.store.read(lambda t: t.agents())}
+        for agent in config.agent:  # declared, and failed before this start
+            rec = recs.get(agent.name)
+            if rec is not None and rec["status"] == "failed" and agent.name not in failed:
+                last = rec.get("last_failure") or {}
+                failed[agent.name] = ("it was marked failed before this start"
+                                      + (f" ({last.get('exc_type') or last.get('kind')}: "
+                                         f"{last.get('message')})" if last else ""))
+        return StartReport(
+            tuple(AgentStartFailure(name, str(recs.get(name, {}).get("cls", "?")), why)
+                  for name, why in failed.items()), tuple(drift))
 
     def sup_of(self, name: str) -> str:
         """Return the supervisor of agent ``name`` (from the registry)."""
@@ -251,6 +285,8 @@ class NodeDaemon:
                 self._drain_reports()
             if self.results in events:
                 self._drain_results()
+            if self.followers:
+                self._serve_followers()
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 self._housekeeping()
@@ -276,7 +312,57 @@ class NodeDaemon:
                     "ok": True, "value": {"pid": os.getpid()}}))
                 self.stopping.set()
                 continue
+            if env.payload["op"] == "events":
+                # Served here, never by a pool thread: a waiting follower holds nothing.
+                self._events_request(ident, env)
+                continue
             self.pool.submit(self._run_command, ident, env)
+
+    def _answer(self, ident: bytes, msg_id: bytes, answer: dict[str, Any]) -> None:
+        self.control.reply(ident, Envelope(Kind.REPLY, msg_id, b"", answer))
+
+    def _events_request(self, ident: bytes, env: Envelope) -> None:
+        req = dict(env.payload)
+        req.pop("op")
+        try:
+            check_args("events", COMMANDS["events"], req)
+            wait = float(req.get("wait", 0.0))
+            if not math.isfinite(wait):
+                raise ConfigError(f"bad arguments to 'events': wait={wait!r}: expected a "
+                                  "finite number of seconds")
+            if len(self.followers) >= FOLLOWERS_MAX:
+                raise ConfigError(f"too many clients follow events ({FOLLOWERS_MAX}); stop "
+                                  "some `beamish events --follow`")
+        except ConfigError as exc:
+            self._answer(ident, env.msg_id, {"ok": False, "error": {
+                "type": "ConfigError", "message": str(exc), "attrs": {}}})
+            return
+        since = int(req.get("since", 0))
+        found = events_since(self, since)
+        if found or wait <= 0:
+            self._answer(ident, env.msg_id, {"ok": True, "value": found})
+            return
+        self.followers.append(_Follower(ident, env.msg_id, since, time.monotonic()
+                                        + min(wait, EVENTS_WAIT_MAX_S)))
+
+    def _serve_followers(self) -> None:
+        """Answer the parked followers that have news or whose wait ran out."""
+        if self.stopping.is_set():
+            for f in self.followers:
+                self._answer(f.ident, f.msg_id, {"ok": False, "error": {
+                    "type": "NodeNotRunning", "message": "the node is stopping", "attrs": {}}})
+            self.followers = []
+            return
+        now, seq = time.monotonic(), self.event_seq
+        waiting = []
+        for f in self.followers:
+            if f.since < seq:
+                self._answer(f.ident, f.msg_id, {"ok": True, "value": events_since(self, f.since)})
+            elif now >= f.deadline:
+                self._answer(f.ident, f.msg_id, {"ok": True, "value": []})
+            else:
+                waiting.append(f)
+        self.followers = waiting
 
     def _drain_reports(self) -> None:
         for _, env in self.reports.drain(1000):
@@ -330,6 +416,7 @@ class NodeDaemon:
         try:
             if handler is None:
                 raise ConfigError(f"unknown command {op!r}; known: {', '.join(sorted(COMMANDS))}")
+            check_args(op, handler, req)
             answer: dict[str, Any] = {"ok": True, "value": handler(self, **req)}
         except BeamishError as exc:
             attrs = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float))}
@@ -337,9 +424,6 @@ class NodeDaemon:
                 attrs["failure"] = exc.failure.to_dict()
             answer = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
                                              "attrs": attrs}}
-        except TypeError as exc:
-            answer = {"ok": False, "error": {"type": "ConfigError",
-                                             "message": f"bad arguments to {op!r}: {exc}"}}
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; it is logged
             log.exception("command %r failed", op)
             answer = {"ok": False, "error": {
@@ -358,6 +442,20 @@ class NodeDaemon:
                 for msg_id in expired:
                     t.delete_reply(msg_id)
             self.store.write(txn)
+
+    def close_partial(self) -> None:
+        """Release what a failed `open` had opened (the zygote first: it is a process)."""
+        for attr in ("zygote", "messenger", "control", "reports", "store"):
+            obj = self.__dict__.get(attr)
+            if obj is None:
+                continue
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001 - the start already failed; say so, go on
+                log.exception("cannot close the %s of a node that failed to open", attr)
+        zctx = self.__dict__.get("zctx")
+        if zctx is not None:
+            zctx.destroy(linger=0)
 
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown_tree(self) -> None:
@@ -383,7 +481,7 @@ class NodeDaemon:
         os.close(self.lock_fd)
 
 
-from ._commands import COMMANDS  # noqa: E402  (the command table needs NodeDaemon)
+from ._commands import COMMANDS, check_args, events_since  # noqa: E402  (the command table needs NodeDaemon)
 
 
 def _raise_fd_limit() -> None:
@@ -412,11 +510,16 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
         if ready_fd is not None:
             os.write(ready_fd, (line + "\n").encode())
             os.close(ready_fd)
+
+    def refuse(exc: BeamishError) -> int:
+        # Said on stderr too: in the foreground (systemd, Docker) that is all the user sees.
+        print(f"beamish: the node did not start: {exc}", file=sys.stderr, flush=True)
+        report(f"{type(exc).__name__}\t{exc}")
+        return 2
     try:
         node.lock_dir()
     except BeamishError as exc:
-        report(f"{type(exc).__name__}\t{exc}")
-        return 2
+        return refuse(exc)
     _raise_fd_limit()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -427,20 +530,36 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
     try:
         node.open()
     except BeamishError as exc:
-        report(f"{type(exc).__name__}\t{exc}")
-        return 2
+        node.close_partial()
+        return refuse(exc)
+    except OSError as exc:
+        log.exception("cannot open the node")
+        node.close_partial()
+        return refuse(StoreError(
+            f"cannot open the node's files in {paths.dir!r}: {exc.strerror or exc}: "
+            f"{exc.filename}; move that path away or use another --dir (traceback in the "
+            "log)"))
 
     def restore() -> None:
         # Restoring starts agents, whose readiness the serving loop hears: run it beside it.
         try:
-            node.restore(config)
+            started = node.restore(config)
         except Exception as exc:  # noqa: BLE001 - reported to the starter, then we stop
             log.exception("cannot restore the tree")
             report(f"{type(exc).__name__}\t{exc}")
             node.exit_code = 2
             node.stopping.set()
             return
-        report("ok")
+        for line in started.lines():
+            log.warning("%s", line)
+        if started.failures and config.node.strict:
+            log.error("strict mode: %d agent(s) of the tree did not start: stopping the node",
+                      len(started.failures))
+            report(f"failed\t{started.to_json()}")
+            node.exit_code = 1
+            node.stopping.set()
+            return
+        report(f"ok\t{started.to_json()}" if started.failures or started.drift else "ok")
         log.info("node serving on %s (pid %d, durability %s)", paths.dir, os.getpid(),
                  node.durability)
     threading.Thread(target=restore, name="beamish-restore", daemon=True).start()

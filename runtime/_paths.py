@@ -95,6 +95,31 @@ class NodePaths:
             )
 
 
+def dir_error(dir: str, exc: OSError) -> ConfigError:
+    """Turn an OSError met while creating or opening node dir ``dir`` into a `ConfigError`
+    that says what is wrong and what to do (pure)."""
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        return ConfigError(f"node dir {dir!r} is not a directory (it, or a dir above it, is a "
+                           "file); pass --dir a directory, or a path where one can be created")
+    if isinstance(exc, PermissionError):
+        return ConfigError(f"cannot create or write node dir {dir!r}: permission denied "
+                           f"({exc.filename}); pick a dir you can write (--dir or "
+                           "$BEAMISH_DIR), or fix its permissions")
+    return ConfigError(f"cannot use node dir {dir!r}: {exc.strerror or exc} ({exc.filename})")
+
+
+def make_dir(paths: NodePaths) -> None:
+    """Create the node dir (0700, parents too) if it is missing.
+
+    Raises:
+        ConfigError: it cannot be created or is not a directory (see `dir_error`).
+    """
+    try:
+        os.makedirs(paths.dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise dir_error(paths.dir, exc) from None
+
+
 def check_dir_safe(dir: str) -> None:
     """Refuse a node dir owned by another user or writable by group/others.
 
@@ -122,4 +147,6 @@ def read_node_info(paths: NodePaths) -> dict[str, Any]:
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise NodeNotRunning(f"no node runs on {paths.dir!r} (start one with "
                              f"`beamish node start --dir {paths.dir}`)") from exc
+    except OSError as exc:
+        raise dir_error(paths.dir, exc) from None
     return data

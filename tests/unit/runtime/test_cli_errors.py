@@ -1,0 +1,62 @@
+"""Pure pieces of the CLI and the node's command dispatch (issue 9): hints, argument checks,
+dir errors and config drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from beamish.runtime._cli import json_hint
+from beamish.runtime._commands import check_args
+from beamish.runtime._config import AgentSection, StartReport, agent_drift
+from beamish.runtime._paths import dir_error
+from beamish.runtime.errors import ConfigError
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("{start: 1}", "keys"), ("[a, 'b']", "array"), ("'incr'", "not single"),
+    ("incr", "quote strings"),
+])
+def test_json_hint_fits_the_input(text, says):
+    assert says in json_hint(text)
+
+
+def _cmd(node: Any, name: str, n: int = 1, when: float | None = None,
+         args: dict[str, Any] | None = None) -> None:
+    """A command signature to check against."""
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ({}, "missing argument 'name'"),
+    ({"name": "a", "x": 1}, "unexpected argument 'x'"),
+    ({"name": "a", "n": True}, "n=True: expected int"),
+    ({"name": "a", "when": "soon"}, "when='soon': expected float or None"),
+    ({"name": "a", "args": [1]}, "args=[1]: expected dict or None"),
+])
+def test_check_args_names_what_is_wrong(args, says):
+    with pytest.raises(ConfigError, match="bad arguments to 'op'") as err:
+        check_args("op", _cmd, args)
+    assert says in str(err.value)
+
+
+def test_check_args_accepts_good_arguments():
+    check_args("op", _cmd, {"name": "a", "n": 2, "when": 1, "args": {"k": 1}})
+    check_args("op", _cmd, {"name": "a", "when": None})
+
+
+def test_dir_error_says_what_to_do():
+    assert "not a directory" in str(dir_error("/x", NotADirectoryError(20, "no", "/x/y")))
+    assert "permission denied" in str(dir_error("/x", PermissionError(13, "no", "/x")))
+
+
+def test_agent_drift_names_fields_and_round_trips():
+    agent = AgentSection.model_validate({"name": "c", "class": "m:C", "args": {"a": 1}})
+    rec = {"cls": "m:C", "args": {"a": 1}, "supervisor": "root", "restart": "permanent",
+           "shutdown": 5.0, "limits": {"memory_mb": None}}
+    assert agent_drift(rec, agent, "/d") is None
+    drift = agent_drift({**rec, "cls": "m:Old", "restart": "temporary"}, agent, "/d")
+    assert drift is not None and drift.fields == ("cls", "restart")
+    assert "beamish spawn m:C --name c" in drift.apply and "--dir /d" in drift.apply
+    report = StartReport(drift=(drift,))
+    assert StartReport.from_json(report.to_json()) == report
