@@ -25,6 +25,7 @@ import psutil
 from ._inflight import read_in_flight, read_marker, was_ready
 from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
+from ._reports import Rejected, Report, parse_report
 from ._store import Txn
 from ._types import Failure
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("beamish.node")
 START_TIMEOUT_S = 60.0
 KILL_WAIT_S = 10.0
+EARLY_READY_KEPT = 4096  # ready reports held for pids not registered yet
 
 
 @dataclass(eq=False)
@@ -77,7 +79,8 @@ class AgentSpawner:
         self.start_failures: dict[str, Failure] = {}
         self.stop_reasons: dict[str, str] = {}
         self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
-        self.early_ready: dict[int, dict[str, Any]] = {}  # pid -> ready report, likewise
+        self.early_ready: dict[int, Report] = {}  # pid -> ready report, likewise
+        self.rejected_reports = 0  # ready reports that were not valid, dropped
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -204,16 +207,29 @@ class AgentSpawner:
         return None
 
     # -- exits ---------------------------------------------------------------------------------
-    def on_ready(self, payload: dict[str, Any]) -> None:
-        """An agent reported that its init/recover ran."""
-        with self.lock:
-            incn = self.by_pid.get(int(payload.get("pid", -1)))
-            if incn is None:
-                self.early_ready[int(payload.get("pid", -1))] = payload
+    def on_ready(self, report: Report | dict[str, Any]) -> None:
+        """An agent reported that its init/recover ran (a raw payload is parsed first: one
+        that is not a valid ready report is dropped and counted in ``rejected_reports``)."""
+        if not isinstance(report, Report):
+            parsed = parse_report(report)
+            if not isinstance(parsed, Report) or parsed.ev != "ready":
+                with self.lock:
+                    self.rejected_reports += 1
+                log.warning("dropped an invalid ready report: %s",
+                            parsed.why if isinstance(parsed, Rejected) else parsed.ev)
                 return
-        if (incn.inc == payload.get("inc") and incn.id == payload.get("id")
-                and not incn.ready.done()):
-            incn.trap_exits = bool(payload.get("trap_exits"))
+            report = parsed
+        with self.lock:
+            incn = self.by_pid.get(report.pid)
+            if incn is None:
+                # Bounded: reports for pids that never become ours must not pile up.
+                while len(self.early_ready) >= EARLY_READY_KEPT:
+                    del self.early_ready[next(iter(self.early_ready))]
+                    self.rejected_reports += 1
+                self.early_ready[report.pid] = report
+                return
+        if incn.inc == report.inc and incn.id == report.id and not incn.ready.done():
+            incn.trap_exits = report.trap_exits
             incn.ready.set_result(True)
 
     def on_exit(self, pid: int, code: int) -> None:

@@ -43,7 +43,7 @@ def ping(node: NodeDaemon) -> dict[str, Any]:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime"}``. CLI: ``beamish node status``."""
     return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.durability,
             "uptime": time.time() - node.started_at, "dropped_frames": node.control.dropped
-            + node.reports.dropped, "strict": node.config.node.strict}
+            + node.reports.dropped + node.spawner.rejected_reports, "strict": node.config.node.strict}
 
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,

@@ -35,6 +35,7 @@ from ._config import NodeConfig
 from ._links import LinkTable
 from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe
+from ._reports import Rejected, parse_report
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
@@ -280,20 +281,20 @@ class NodeDaemon:
 
     def _drain_reports(self) -> None:
         for _, env in self.reports.drain(1000):
-            payload = env.payload
-            if not isinstance(payload, dict):
+            report = parse_report(env.payload) if env.kind is Kind.INFO \
+                else Rejected(f"a {env.kind.name} envelope is not a report")
+            if isinstance(report, Rejected):
+                # Sent by a process that runs user code: never trusted, never fatal.
                 self.reports.dropped += 1
-                continue
-            ev = payload.get("ev")
-            if ev == "ready":
-                self.spawner.on_ready(payload)
-            elif ev in ("dead_lettered", "recover_failed", "terminate_failed"):
-                name = self._name_of(payload.get("id"))
-                self.emit(ev, name, self.sup_of(name), str(payload.get("reason", "")))
+                log.warning("dropped an invalid report on %s: %s", self.paths.node_in,
+                            report.why)
+            elif report.ev == "ready":
+                self.spawner.on_ready(report)
             else:
-                self.reports.dropped += 1  # well-formed, but not a report we know
+                name = self._name_of(report.id)
+                self.emit(report.ev, name, self.sup_of(name), report.reason)
 
-    def _name_of(self, agent_id: Any) -> str:
+    def _name_of(self, agent_id: int) -> str:
         with self.spawner.lock:
             for incn in self.spawner.current.values():
                 if incn.id == agent_id:

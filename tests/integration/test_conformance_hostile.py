@@ -1,0 +1,87 @@
+"""Issue 9, hostile input and faults at the node and the mailbox: reports from processes
+that run user code are untrusted, every dropped frame is counted and shown, a full disk
+says so, node.log is capped and never followed through a symlink, and an agent handles
+only what its durable mailbox holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import msgpack
+import pytest
+import zmq
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _push(ctx: zmq.Context, path: str) -> zmq.Socket:  # type: ignore[type-arg]
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect("ipc://" + path)
+    return sock
+
+
+def _info_frames(payload: object) -> list[bytes]:
+    """A well-framed INFO envelope (what an agent's report looks like) around ``payload``."""
+    return [b"\x01", b"\x04", b"", b"", msgpack.packb(payload, use_bin_type=True)]
+
+
+def _malformed_reports(pid: int, agent_id: int) -> list[object]:
+    """Reports a process running user code could send: right envelope, wrong fields."""
+    return [
+        {"ev": "ready", "pid": "not a pid"},  # observed: stopped every agent
+        {"ev": "ready", "pid": None, "id": agent_id, "inc": 1},
+        {"ev": "ready", "pid": [pid], "id": agent_id, "inc": 1},
+        {"ev": "ready", "pid": {"a": 1}},
+        {"ev": "ready", "pid": 1.5, "id": agent_id, "inc": 1},
+        {"ev": "ready", "pid": 2 ** 64 - 1, "id": agent_id, "inc": 1},
+        {"ev": "ready", "pid": -7, "id": agent_id, "inc": 1},
+        {"ev": "ready", "pid": True, "id": agent_id, "inc": 1},
+        {"ev": "ready", "pid": pid, "id": [agent_id], "inc": {"x": 1}},
+        {"ev": "ready", "pid": pid, "id": agent_id, "inc": 1, "trap_exits": "yes"},
+        {"ev": "ready", "pid": b"\x00\x01", "id": agent_id, "inc": 1},
+        {"ev": "dead_lettered", "id": {"nested": [1, 2]}, "reason": {"no": "string"}},
+        {"ev": "dead_lettered", "id": agent_id, "pid": pid, "inc": 1, "seq": "x",
+         "reason": "r"},
+        {"ev": "recover_failed", "id": None, "reason": ["a", "b"]},
+        {"ev": "terminate_failed", "id": -(2 ** 63), "pid": pid, "inc": 1, "reason": "r"},
+        {"ev": ["ready"], "pid": pid},
+        {"ev": None},
+        {"ev": "ready"},
+        {"ev": "nosuch", "pid": pid},
+        {},
+        {1: 2, "ev": "ready", "pid": pid},
+        [1, 2, 3],
+        "ready",
+        12,
+        None,
+    ]
+
+
+def test_malformed_reports_are_dropped_and_counted_and_the_node_keeps_serving(node):
+    ref = node.spawn("tests.agents.basic:Counter", name="c")
+    assert ref.call("incr") == 1
+    pid = ref.call("pid")
+    agent_id = 1
+    before = node._control.request("ping")["dropped_frames"]
+    bad = _malformed_reports(pid, agent_id)
+    ctx = zmq.Context()
+    try:
+        sock = _push(ctx, node.paths.node_in)
+        for payload in bad * 3:
+            sock.send_multipart(_info_frames(payload))
+        wait_until(lambda: node._control.request("ping")["dropped_frames"] - before
+                   >= len(bad) * 3, what="every malformed report to be counted")
+    finally:
+        ctx.destroy(linger=0)
+    # The node kept serving: the agent answers with its state, a new one spawns, and a
+    # killed one is restarted.
+    assert ref.call("incr") == 2
+    assert node.spawn("tests.agents.basic:Counter", name="d").call("get") == 0
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: node.info("c").pid not in (None, pid) and node.info("c").status
+               == "running", what="the killed agent to be restarted")
+    assert ref.call("get") == 2
