@@ -22,7 +22,7 @@ import psutil
 
 from ._control import ControlClient
 from ._messenger import Messenger
-from ._paths import NodePaths, default_dir, read_node_info
+from ._paths import NodePaths, check_dir_safe, default_dir, open_log, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
 from ._types import AgentInfo, Event, Failure, Limits
@@ -124,6 +124,8 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
             raise NodeAlreadyRunning(paths.dir, pid)
         time.sleep(0.01)
     os.makedirs(paths.dir, mode=0o700, exist_ok=True)
+    # Before anything is created in it: a dir others can write may hold planted links.
+    check_dir_safe(paths.dir)
     cmd = [sys.executable, "-m", "beamish.runtime", "node", "start", "--foreground",
            "--dir", paths.dir]
     if config is not None:
@@ -135,7 +137,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     r, w = os.pipe()
     cmd += ["--ready-fd", str(w)]
     env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(_abs_sys_path()))
-    log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    log = open(open_log(paths), "ab")
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=(w,), env=env, start_new_session=True)

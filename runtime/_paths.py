@@ -110,6 +110,28 @@ def check_dir_safe(dir: str) -> None:
                           f"{stat.S_IMODE(st.st_mode):o}); run `chmod 700 {dir}`")
 
 
+def open_log(paths: NodePaths) -> int:
+    """Open (or create, 0600) the node's log for appending and return the fd; a symlink
+    or anything but a regular file there is refused, never followed.
+
+    Raises:
+        ConfigError: ``node.log`` is a symlink or not a regular file.
+    """
+    try:
+        fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if os.path.islink(paths.log):
+            raise ConfigError(f"{paths.log!r} is a symlink; beamish never follows one for "
+                              f"its log: remove it (`rm {paths.log}`)") from None
+        raise ConfigError(f"cannot open the node log {paths.log!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{paths.log!r} is not a regular file: remove it")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def read_node_info(paths: NodePaths) -> dict[str, Any]:
     """Read the running node's ``node.json``.
 

@@ -12,7 +12,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.conftest import wait_until
+from tests.conftest import shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +85,35 @@ def test_malformed_reports_are_dropped_and_counted_and_the_node_keeps_serving(no
     wait_until(lambda: node.info("c").pid not in (None, pid) and node.info("c").status
                == "running", what="the killed agent to be restarted")
     assert ref.call("get") == 2
+
+
+def _refused(start_node, node_dir: str, match: str) -> None:  # type: ignore[no-untyped-def]
+    """Start a node on ``node_dir``, expecting a ConfigError matching ``match``."""
+    from beamish.runtime import ConfigError
+    try:
+        n = start_node(node_dir)
+    except ConfigError as exc:
+        assert match in str(exc)
+        return
+    shutdown_quietly(n)
+    pytest.fail(f"a node started on {node_dir}")
+
+
+def test_a_world_writable_dir_is_refused_before_anything_is_created_in_it(node_dir):
+    from beamish.runtime import start_node
+    os.makedirs(node_dir)
+    os.chmod(node_dir, 0o777)
+    target = os.path.join(os.path.dirname(node_dir), "victim")
+    os.symlink(target, os.path.join(node_dir, "node.log"))
+    _refused(start_node, node_dir, "writable by others")
+    assert not os.path.lexists(target), "the planted node.log symlink was followed"
+    assert sorted(os.listdir(node_dir)) == ["node.log"]
+
+
+def test_a_symlink_planted_as_node_log_is_never_followed(node_dir):
+    from beamish.runtime import start_node
+    os.makedirs(node_dir, mode=0o700)
+    target = os.path.join(os.path.dirname(node_dir), "victim")
+    os.symlink(target, os.path.join(node_dir, "node.log"))
+    _refused(start_node, node_dir, "node.log")
+    assert not os.path.lexists(target), "the planted node.log symlink was followed"
