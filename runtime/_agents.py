@@ -22,7 +22,7 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 import psutil
 
-from ._inflight import read_in_flight, read_marker, was_ready
+from ._inflight import read_dropped, read_in_flight, read_marker, was_ready
 from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
 from ._reports import Rejected, Report, parse_report
@@ -81,6 +81,7 @@ class AgentSpawner:
         self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
         self.early_ready: dict[int, Report] = {}  # pid -> ready report, likewise
         self.rejected_reports = 0  # ready reports that were not valid, dropped
+        self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -244,6 +245,8 @@ class AgentSpawner:
             self.early_ready.pop(pid, None)
             if self.current.get(incn.name) is incn:
                 del self.current[incn.name]
+            # Before a new process of the agent resets the marker.
+            self.agent_dropped += read_dropped(self.node.paths.agent_busy(incn.id), incn.inc)
         try:
             reason, failure, escalate = self._classify(incn, code)
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report

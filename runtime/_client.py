@@ -25,7 +25,7 @@ from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe, default_dir, open_log, read_node_info
 from ._spawnargs import spawn_request
 from ._store import Store
-from ._types import AgentInfo, Event, Failure, Limits
+from ._types import AgentInfo, DroppedFrames, Event, Failure, Limits, NodeStatus
 from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning)
 
 START_TIMEOUT_S = 60.0
@@ -402,6 +402,13 @@ class Node:
             AgentNotFound: the agent is not running; ConfigError: no such dead letter.
         """
         return int(self._control.request("resend_dead_letter", {"name": name, "seq": seq})["seq"])
+
+    def status(self) -> NodeStatus:
+        """The node's pid, dir, uptime and the invalid frames it and its agents dropped."""
+        st = self._control.request("ping")
+        return NodeStatus(int(st["pid"]), str(st["dir"]), str(st["durability"]),
+                          float(st["uptime"]), bool(st["strict"]),
+                          DroppedFrames(**st["dropped"]))
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.

@@ -1,6 +1,6 @@
 """Which message an agent is handling, readable after it dies without a word.
 
-A 16-byte shared file mapping per agent (``run/a<id>.busy``): the agent writes the seq
+A small shared file mapping per agent (``run/a<id>.busy``): the agent writes the seq
 of the message it starts and clears it when the handler returns. Writes to a MAP_SHARED mapping
 land in the page cache, so they survive SIGKILL, a segfault or an OOM kill; the node
 reads the file after the exit to tell "killed while handling message N" from "killed
@@ -15,7 +15,9 @@ import os
 import struct
 import time
 
-_REC = struct.Struct(">QQQQ")  # seq being handled (0: idle), incarnation, start (ns), ready
+# seq being handled (0: idle), incarnation, start (ns), ready, frames its sockets dropped
+_REC = struct.Struct(">QQQQQ")
+_DROPPED, _DROPPED_AT = struct.Struct(">Q"), 32
 TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
 
 
@@ -36,15 +38,24 @@ class InFlight:
             os.close(fd)
         self.incarnation = incarnation
         self.ready = 0
+        self.dropped = 0
         self.clear()
 
     def mark(self, seq: int) -> None:
         """Record that message ``seq`` is being handled, from now (CLOCK_MONOTONIC)."""
-        _REC.pack_into(self.map, 0, seq, self.incarnation, time.monotonic_ns(), self.ready)
+        _REC.pack_into(self.map, 0, seq, self.incarnation, time.monotonic_ns(), self.ready,
+                       self.dropped)
 
     def clear(self) -> None:
         """Record that no message is being handled."""
-        _REC.pack_into(self.map, 0, 0, self.incarnation, 0, self.ready)
+        _REC.pack_into(self.map, 0, 0, self.incarnation, 0, self.ready, self.dropped)
+
+    def set_dropped(self, count: int) -> None:
+        """Publish how many invalid frames this process's sockets dropped (the node adds
+        them up for ``node status``)."""
+        if count != self.dropped:
+            self.dropped = count
+            _DROPPED.pack_into(self.map, _DROPPED_AT, count)
 
     def set_ready(self) -> None:
         """Record that init/recover ran (before telling the node): an exit the node hears
@@ -57,7 +68,7 @@ class InFlight:
         self.map.close()
 
 
-def _read(path: str) -> tuple[int, int, int, int] | None:
+def _read(path: str) -> tuple[int, int, int, int, int] | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read(_REC.size)
@@ -85,3 +96,9 @@ def read_in_flight(path: str, incarnation: int) -> int | None:
     """The seq of the mailbox message the agent was handling, or None."""
     marker = read_marker(path, incarnation)
     return None if marker is None or marker[0] == TIMER_SEQ else marker[0]
+
+
+def read_dropped(path: str, incarnation: int) -> int:
+    """How many invalid frames that incarnation's sockets dropped (0 if unknown)."""
+    rec = _read(path)
+    return rec[4] if rec is not None and rec[1] == incarnation else 0

@@ -240,7 +240,16 @@ class AgentLoop:
         self.store.write(lambda t: t.put_failure(self.id, report))
         raise _Exit()
 
+    def _publish_dropped(self) -> None:
+        """Show the node how many invalid frames this process's sockets dropped (in the
+        in-flight marker; published before each idle wait and at exit)."""
+        ctx = getattr(self.agent, "ctx", None)
+        control = ctx._control if isinstance(ctx, AgentContext) else None
+        self.busy.set_dropped(self.inbox.dropped + self.messenger.dropped_frames()
+                              + (control.dropped_frames() if control is not None else 0))
+
     def _close(self) -> None:
+        self._publish_dropped()
         signal.set_wakeup_fd(-1)
         self.messenger.close()
         self.inbox.close()
@@ -427,6 +436,7 @@ class AgentLoop:
             wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)
             if self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
+            self._publish_dropped()
             events = dict(poller.poll(int(wait * 1000) + 1))
             if not events:
                 self.next_seq = None  # idle: re-read the mailbox, in case a ring was dropped

@@ -12,6 +12,8 @@ import msgpack
 import pytest
 import zmq
 
+from beamish.mailbox import DEFAULT_MAX_MESSAGE_BYTES
+
 from tests.conftest import shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -117,3 +119,61 @@ def test_a_symlink_planted_as_node_log_is_never_followed(node_dir):
     os.symlink(target, os.path.join(node_dir, "node.log"))
     _refused(start_node, node_dir, "node.log")
     assert not os.path.lexists(target), "the planted node.log symlink was followed"
+
+
+GARBAGE = [
+    [b"not msgpack at all"],
+    [b"\x09", b"\x01", b"", b"", b"\xc1"],
+    [b"\x01", b"\x63", b"", b"", b"\x80"],
+    [b"\x01"],
+    [b"a", b"b", b"c"],
+]
+
+
+def test_every_dropped_frame_is_counted_and_shown_in_node_status(node):
+    """Frames a few KiB over the limit (which ZeroMQ's own limit used to drop unseen) and
+    garbage sent to an agent's own socket are all counted, and `node status` (API, CLI
+    and --json) shows them."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    ref = node.spawn("tests.agents.basic:Counter", name="c")
+    ref.call("incr")
+    limit = DEFAULT_MAX_MESSAGE_BYTES  # of every node and agent socket, by default
+    oversized = [b"\x01", b"\x02", b"", b"", b"\xc4" + os.urandom(limit + 8192)]
+    ctx = zmq.Context()
+    try:
+        control = ctx.socket(zmq.DEALER)
+        control.setsockopt(zmq.LINGER, 1000)
+        control.connect("ipc://" + node.paths.control)
+        control.send_multipart(oversized)
+        _push(ctx, node.paths.node_in).send_multipart(oversized)
+        agent = _push(ctx, node.paths.agent_inbox(1))
+        agent.send_multipart(oversized)
+        for frames in GARBAGE:
+            agent.send_multipart(frames)
+        want = {"control": 1, "reports": 1, "agents": 1 + len(GARBAGE)}
+
+        def counted():  # type: ignore[no-untyped-def]
+            dropped = node.status().dropped_frames
+            return all(getattr(dropped, k) >= v for k, v in want.items()) and dropped
+        dropped = wait_until(counted, what=f"the dropped frames {want} to be counted")
+        assert node.status().dropped_frames.total >= sum(want.values())
+    finally:
+        ctx.destroy(linger=0)
+    assert ref.call("incr") == 2  # the agent kept serving, with its state
+    # The counts of an agent's earlier processes are kept when it restarts.
+    os.kill(ref.call("pid"), signal.SIGKILL)
+    wait_until(lambda: node.info("c").status == "running" and node.info("c").restarts == 1,
+               what="the agent to be restarted")
+    assert node.status().dropped_frames.agents >= dropped.agents
+    env = dict(os.environ, PYTHONPATH=REPO)
+    cli = [sys.executable, "-m", "beamish.runtime", "node", "status", "--dir", node.dir]
+    out = subprocess.run(cli, env=env, capture_output=True, text=True, check=True).stdout
+    assert f"agents {node.status().dropped_frames.agents}" in out
+    st = json.loads(subprocess.run([*cli, "--json"], env=env, capture_output=True, text=True,
+                                   check=True).stdout)
+    assert st["dropped_frames"]["agents"] >= dropped.agents
+    assert st["dropped_frames"]["control"] >= 1
