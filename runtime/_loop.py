@@ -467,7 +467,7 @@ class AgentLoop:
 
     def _inline_batch(self, rings: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
         """The messages the rings carried, if they are exactly the next ones of the mailbox
-        (so reading LMDB would return the same); None when LMDB must be read."""
+        and the mailbox holds them as carried; None when LMDB must be read."""
         expected = self.next_seq
         if expected is None or not rings:
             return None
@@ -479,7 +479,15 @@ class AgentLoop:
                 return None  # a gap (a dropped ring) or a message too big to inline
             batch.append((seq, record))
             expected += 1
-        return batch or None
+        if not batch:
+            return None
+        # A ring is only a hint, and any process of this user can send one: the durable
+        # mailbox is the truth. Its copies replace the ring's (one read, no cursor walk).
+        stored = self.store.read(lambda t: [t.message(self.id, seq) for seq, _ in batch])
+        if any(got != record for got, (_, record) in zip(stored, batch)):
+            self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
+            return None
+        return [(seq, got) for got, (seq, _) in zip(stored, batch)]
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None

@@ -177,3 +177,35 @@ def test_every_dropped_frame_is_counted_and_shown_in_node_status(node):
                                    check=True).stdout)
     assert st["dropped_frames"]["agents"] >= dropped.agents
     assert st["dropped_frames"]["control"] >= 1
+
+
+def test_a_ring_for_a_message_never_committed_is_not_handled(node):
+    """A well-formed ring for the next sequence number, carrying a message that was never
+    committed to the durable mailbox: the agent handles only what its mailbox holds."""
+    import time
+
+    from beamish.mailbox import Kind, encode_ring, pack
+    ref = node.spawn("tests.agents.basic:Counter", name="c")
+    assert ref.call("incr") == 1  # seq 1: the next one is 2
+    ctx = zmq.Context()
+    try:
+        reply_path = node.paths.client_inbox("f0f0f0f0f0f0f0f0")
+        replies = ctx.socket(zmq.PULL)
+        replies.setsockopt(zmq.LINGER, 0)
+        replies.bind("ipc://" + reply_path)
+        forged = {"k": "call", "p": pack("incr"), "t": time.time(), "id": os.urandom(16),
+                  "r": reply_path, "d": time.time() + 60}
+        _push(ctx, node.paths.agent_inbox(1)).send(
+            encode_ring(Kind.RING, (2).to_bytes(8, "big"), pack(forged)))
+
+        def refused() -> bool:
+            if replies.poll(0):
+                pytest.fail("the agent handled (and answered) a message not in its mailbox")
+            return node.status().dropped_frames.agents >= 1
+        wait_until(refused, what="the forged ring to be dropped and counted")
+        assert not replies.poll(0)
+    finally:
+        ctx.destroy(linger=0)
+    assert ref.call("get") == 1  # seq 2 is the real next message, and the state is intact
+    assert ref.call("incr") == 2
+    assert node.info("c").processed == 3
