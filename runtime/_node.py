@@ -34,7 +34,7 @@ from ._agents import AgentSpawner
 from ._config import NodeConfig
 from ._links import LinkTable
 from ._messenger import Messenger
-from ._paths import NodePaths, check_dir_safe
+from ._paths import NodePaths, check_dir_safe, rotate_log
 from ._reports import Rejected, parse_report
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
@@ -352,6 +352,14 @@ class NodeDaemon:
 
     def _housekeeping(self) -> None:
         self.store.reader_check()
+        try:
+            if rotate_log(self.paths.log, 2, self.config.node.log_max_bytes,
+                          self.config.node.log_keep):
+                log.info("rotated %s (over %d bytes; %d older kept)", self.paths.log,
+                         self.config.node.log_max_bytes, self.config.node.log_keep)
+        except OSError as exc:
+            log.warning("cannot rotate %s (%s): truncated it without a copy", self.paths.log,
+                        exc)
         now = time.time()
         expired = self.store.read(lambda t: t.expired_replies(now))
         if expired:

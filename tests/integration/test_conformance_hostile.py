@@ -209,3 +209,30 @@ def test_a_ring_for_a_message_never_committed_is_not_handled(node):
     assert ref.call("get") == 1  # seq 2 is the real next message, and the state is intact
     assert ref.call("incr") == 2
     assert node.info("c").processed == 3
+
+
+def test_node_log_is_rotated_at_its_size_cap(node_dir, tmp_path):
+    from beamish.runtime import start_node
+    cap, keep = 64 * 1024, 2
+    config = tmp_path / "beamish.toml"
+    config.write_text(f"[node]\nlog_max_bytes = {cap}\nlog_keep = {keep}\n")
+    n = start_node(node_dir, config=str(config))
+    try:
+        log = n.paths.log
+        ref = n.spawn("tests.agents.hostile_agents:Chatty", name="chatty")
+        for round in range(4):
+            ref.call({"lines": 200, "tag": f"round-{round}"})  # ~200 KiB: over the cap
+            wait_until(lambda: os.path.getsize(log) < cap, timeout=30,
+                       what=f"node.log to be rotated (round {round})")
+        gens = sorted(f for f in os.listdir(node_dir) if f.startswith("node.log."))
+        assert gens == [f"node.log.{i}" for i in range(1, keep + 1)]
+        with open(log + ".1", encoding="utf-8") as fh:
+            assert "round-3" in fh.read()
+        with open(log + f".{keep}", encoding="utf-8") as fh:
+            assert "round-2" in fh.read()
+        # The node and its agents keep writing to node.log after a rotation.
+        n.spawn("tests.agents.basic:Counter", name="after-rotation")
+        wait_until(lambda: "after-rotation" in open(log, encoding="utf-8").read(),
+                   what="the node to log into node.log after the rotation")
+    finally:
+        shutdown_quietly(n)
