@@ -26,7 +26,7 @@ from ._inflight import read_dropped, read_in_flight, read_marker, was_ready
 from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
 from ._reports import Rejected, Report, parse_report
-from ._store import Txn
+from ._store import Txn, filesystem_full, full_disk_advice
 from ._types import Failure
 
 if TYPE_CHECKING:
@@ -293,6 +293,17 @@ class AgentSpawner:
                 action.target.link_kill = action.reason
                 action.target.signal(signal.SIGKILL)
 
+    def _disk_full(self) -> str:
+        """Why an agent that died without a report may have died: its store's (or the node
+        dir's) filesystem is full. A full disk shows as an I/O error (exit code 1) or, for
+        a write through a shared mapping on a full tmpfs, as SIGBUS."""
+        for path in (self.node.store_path, self.node.paths.dir):
+            full = filesystem_full(path)
+            if full is not None:
+                return (f", most likely because {full}; what to do: "
+                        f"{full_disk_advice(self.node.durability)}")
+        return ""
+
     def _classify(self, incn: Incarnation, code: int
                   ) -> tuple[ExitReason, Failure | None, str | None]:
         node = self.node
@@ -338,10 +349,11 @@ class AgentSpawner:
         elif code < 0:
             sig = -code
             kind = "killed" if sig == signal.SIGKILL else "signal"
-            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}",
-                              signal=sig)
+            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}"
+                              f"{self._disk_full()}", signal=sig)
         else:
-            failure = Failure(kind="exit", message=f"exited with code {code}", exit_code=code)
+            failure = Failure(kind="exit", message=f"exited with code {code}"
+                              f"{self._disk_full()}", exit_code=code)
         in_flight = failure.in_flight
         if in_flight is None and report is None and busy_msg is not None:
             # Died without a word (signal, os._exit, limit) while handling that message.

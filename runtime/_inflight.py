@@ -32,7 +32,9 @@ class InFlight:
     def __init__(self, path: str, incarnation: int) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            os.ftruncate(fd, _REC.size)
+            # Written, not only truncated: the page then exists, and a full filesystem is
+            # an OSError here rather than a SIGBUS at the first write to the mapping.
+            os.pwrite(fd, bytes(_REC.size), 0)
             self.map = mmap.mmap(fd, _REC.size)
         finally:
             os.close(fd)

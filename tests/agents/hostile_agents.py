@@ -19,3 +19,18 @@ class Chatty(Agent):
             sys.stdout.write(line)
         sys.stdout.flush()
         return os.getpid(), state
+
+
+class Hoarder(Agent):
+    """Keeps what it is cast in its state: ``{"kib": n}`` adds ``n`` KiB of random bytes
+    (incompressible), so every commit writes more."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"blobs": [], "kib": 0}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "size":
+            return state["kib"], state
+        state["blobs"].append(os.urandom(1024 * int(msg["kib"])))
+        state["kib"] += int(msg["kib"])
+        return state["kib"], state

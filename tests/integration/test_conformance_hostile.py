@@ -236,3 +236,54 @@ def test_node_log_is_rotated_at_its_size_cap(node_dir, tmp_path):
                    what="the node to log into node.log after the rotation")
     finally:
         shutdown_quietly(n)
+
+
+def _mounted(path: str) -> bool:
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        return any(line.split()[1] == path for line in fh)
+
+
+@pytest.fixture
+def small_fs():  # type: ignore[no-untyped-def]
+    """A 6 MiB tmpfs, mounted for the test and always unmounted after it (checked: a test
+    must never leak a mount)."""
+    import shutil
+    import subprocess
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    base = tempfile.mkdtemp(prefix="bmf-", dir="/tmp")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", base],
+                   check=True)
+    try:
+        yield base
+    finally:
+        if subprocess.run(["umount", base]).returncode != 0:
+            subprocess.run(["umount", "-l", base])  # still busy: detach it, then fail
+            leaked = True
+        else:
+            leaked = _mounted(base)
+        shutil.rmtree(base, ignore_errors=True)
+        assert not leaked and not _mounted(base), f"the test left {base} mounted"
+
+
+def test_a_full_disk_is_reported_as_a_full_disk(small_fs):
+    from beamish.runtime import RemoteError, SpawnError, start_node
+    n = start_node(os.path.join(small_fs, "node"))
+    try:
+        ref = n.spawn("tests.agents.hostile_agents:Hoarder", name="h")
+        with pytest.raises(RemoteError) as err:
+            for _ in range(100):  # 256 KiB more state per call: the 6 MiB fill up
+                ref.call({"kib": 256}, timeout=30)
+        assert "full" in str(err.value), err.value
+
+        def failure():  # type: ignore[no-untyped-def]
+            return n.info("h").last_failure
+        got = wait_until(failure, what="the failure to be recorded")
+        assert "full" in got.message and "free space" in got.message, got
+        # A new agent cannot start either: the error says why and what to do.
+        with pytest.raises(SpawnError) as err2:
+            n.spawn("tests.agents.basic:Counter", name="x")
+        assert "full" in str(err2.value) and "free space" in str(err2.value), err2.value
+    finally:
+        shutdown_quietly(n)
