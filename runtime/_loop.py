@@ -484,10 +484,10 @@ class AgentLoop:
         # A ring is only a hint, and any process of this user can send one: the durable
         # mailbox is the truth. Its copies replace the ring's (one read, no cursor walk).
         stored = self.store.read(lambda t: [t.message(self.id, seq) for seq, _ in batch])
-        if any(got != record for got, (_, record) in zip(stored, batch)):
+        if any(got != record for got, (_, record) in zip(stored, batch, strict=True)):
             self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
             return None
-        return [(seq, got) for got, (seq, _) in zip(stored, batch)]
+        return [(seq, got) for got, (seq, _) in zip(stored, batch, strict=True)]
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None
