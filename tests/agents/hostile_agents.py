@@ -34,3 +34,27 @@ class Hoarder(Agent):
         state["blobs"].append(os.urandom(1024 * int(msg["kib"])))
         state["kib"] += int(msg["kib"])
         return state["kib"], state
+
+
+class Forger(Agent):
+    """Sends the node report frames it is given, from its own (user code) process:
+    ``{"dir": node_dir, "payloads": [...]}`` sends each payload as an INFO envelope to the
+    node's report socket."""
+
+    def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        import msgpack
+        import zmq
+
+        from beamish.runtime._paths import NodePaths
+        ctx = zmq.Context()
+        try:
+            sock = ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.connect("ipc://" + NodePaths(msg["dir"]).node_in)
+            for payload in msg["payloads"]:
+                sock.send_multipart([b"\x01", b"\x04", b"", b"",
+                                     msgpack.packb(payload, use_bin_type=True)])
+            sock.close(linger=2000)
+        finally:
+            ctx.term()
+        return len(msg["payloads"]), state

@@ -287,3 +287,21 @@ def test_a_full_disk_is_reported_as_a_full_disk(small_fs):
         assert "full" in str(err2.value) and "free space" in str(err2.value), err2.value
     finally:
         shutdown_quietly(n)
+
+
+def test_malformed_reports_from_an_agent_process_are_dropped(node):
+    """The same shapes, sent by an agent (a process that runs user code) from its handler."""
+    ref = node.spawn("tests.agents.basic:Counter", name="c")
+    pid = ref.call("pid")
+    before = node.status().dropped_frames.reports
+    forger = node.spawn("tests.agents.hostile_agents:Forger", name="forger")
+    bad = _malformed_reports(pid, 1)
+    assert forger.call({"dir": node.dir, "payloads": bad}, timeout=30) == len(bad)
+    wait_until(lambda: node.status().dropped_frames.reports - before >= len(bad),
+               what="every malformed report to be counted")
+    assert ref.call("incr") == 1
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: node.info("c").pid not in (None, pid) and node.info("c").status
+               == "running", what="the killed agent to be restarted")
+    assert ref.call("get") == 1
+    assert node.spawn("tests.agents.basic:Counter", name="d").call("get") == 0
