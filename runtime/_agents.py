@@ -25,7 +25,7 @@ import psutil
 from ._inflight import read_dropped, read_in_flight, read_marker, was_ready
 from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
-from ._reports import Rejected, Report, parse_report
+from ._reports import Rejected, Report, parse_report, worth_logging
 from ._store import Txn, filesystem_full, full_disk_advice
 from ._types import Failure
 
@@ -216,8 +216,10 @@ class AgentSpawner:
             if not isinstance(parsed, Report) or parsed.ev != "ready":
                 with self.lock:
                     self.rejected_reports += 1
-                log.warning("dropped an invalid ready report: %s",
-                            parsed.why if isinstance(parsed, Rejected) else parsed.ev)
+                    count = self.rejected_reports
+                if worth_logging(count):
+                    log.warning("dropped an invalid ready report (%d so far): %s", count,
+                                parsed.why if isinstance(parsed, Rejected) else parsed.ev)
                 return
             report = parsed
         with self.lock:

@@ -35,7 +35,7 @@ from ._config import NodeConfig
 from ._links import LinkTable
 from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe, rotate_log
-from ._reports import Rejected, parse_report
+from ._reports import Rejected, parse_report, worth_logging
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
@@ -286,8 +286,9 @@ class NodeDaemon:
             if isinstance(report, Rejected):
                 # Sent by a process that runs user code: never trusted, never fatal.
                 self.reports.dropped += 1
-                log.warning("dropped an invalid report on %s: %s", self.paths.node_in,
-                            report.why)
+                if worth_logging(self.reports.dropped):
+                    log.warning("dropped an invalid report on %s (%d so far): %s",
+                                self.paths.node_in, self.reports.dropped, report.why)
             elif report.ev == "ready":
                 self.spawner.on_ready(report)
             else:

@@ -50,6 +50,12 @@ class Rejected:
     why: str
 
 
+def worth_logging(count: int) -> bool:
+    """Whether the ``count``-th dropped frame is logged: the first ten, then one in a
+    thousand, so that a flood of garbage cannot flood the log (all are counted)."""
+    return count <= 10 or count % 1000 == 0
+
+
 def _int_field(payload: dict[Any, Any], key: str, low: int, high: int) -> int | str:
     value = payload.get(key)
     # bool is an int subclass; a float or a string is never a pid or an id.
