@@ -28,6 +28,7 @@ from ._osproc import process_start_time
 from ._reports import Rejected, Report, parse_report, worth_logging
 from ._store import Txn, filesystem_full, full_disk_advice
 from ._types import Failure
+from .errors import StoreFullError
 
 if TYPE_CHECKING:
     from ._node import NodeDaemon
@@ -144,7 +145,11 @@ class AgentSpawner:
             if start_failure is not None:
                 self.start_failures[name] = start_failure
             raise StartFailed(str(reason))
-        node.set_status(name, "running", pid=pid)
+        try:
+            node.set_status(name, "running", pid=pid)
+        except StoreFullError:
+            # It runs: the supervisor must hold it. The registry catches up at its next write.
+            log.exception("cannot record that agent %r (pid %d) runs", name, pid)
         return incn
 
     def terminate_child(self, sup_id: str, spec: ChildSpec, handle: Any) -> ExitReason:
@@ -270,7 +275,11 @@ class AgentSpawner:
             return  # terminate_child is waiting for this; the shell knows
         if failure is not None:
             self.next_failure[incn.name] = failure
-        self.node.set_status(incn.name, "restarting", pid=None, failure=failure)
+        try:
+            self.node.set_status(incn.name, "restarting", pid=None, failure=failure)
+        except StoreFullError:
+            # The exit must still reach its supervisor (this is the zygote's reader thread).
+            log.exception("cannot record the exit of agent %r", incn.name)
         shell = self.node.shell(sup)
         if shell is None:
             return
@@ -290,7 +299,11 @@ class AgentSpawner:
             traps = {i: i.trap_exits for i in self.current.values()}
         for action in self.node.links.exited(incn, str(reason), not reason.is_normal, traps):
             if isinstance(action, Deliver):
-                self.node.deliver_info(action.to, action.message)
+                try:
+                    self.node.deliver_info(action.to, action.message)
+                except StoreFullError:
+                    log.exception("cannot deliver %r to agent %r", action.message,
+                                  action.to.name)
             elif isinstance(action, KillLinked) and action.target.terminating is None:
                 action.target.link_kill = action.reason
                 action.target.signal(signal.SIGKILL)
@@ -351,8 +364,9 @@ class AgentSpawner:
         elif code < 0:
             sig = -code
             kind = "killed" if sig == signal.SIGKILL else "signal"
-            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}"
-                              f"{self._disk_full()}", signal=sig)
+            full = self._disk_full() if sig == signal.SIGBUS else ""
+            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}{full}",
+                              signal=sig)
         else:
             failure = Failure(kind="exit", message=f"exited with code {code}"
                               f"{self._disk_full()}", exit_code=code)

@@ -305,3 +305,48 @@ def test_malformed_reports_from_an_agent_process_are_dropped(node):
                == "running", what="the killed agent to be restarted")
     assert ref.call("get") == 1
     assert node.spawn("tests.agents.basic:Counter", name="d").call("get") == 0
+
+
+def _fill(path: str) -> None:
+    """Write ``path`` until its filesystem has no space left."""
+    import errno
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def test_the_node_keeps_serving_while_its_disk_is_full(small_fs):
+    from beamish.runtime import SpawnError, start_node
+    from beamish.runtime.errors import StoreFullError
+    n = start_node(os.path.join(small_fs, "node"))
+    try:
+        ref = n.spawn("tests.agents.basic:Counter", name="c")
+        assert ref.call("incr") == 1
+        pid = ref.call("pid")
+        filler = os.path.join(small_fs, "filler")
+        _fill(filler)
+        # The node's own commits fail now too: an agent's death must still reach its
+        # supervisor, and every client error names the full disk.
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises((StoreFullError, SpawnError), match="is full"):
+            n.spawn("tests.agents.basic:Counter", name="d")
+        with pytest.raises(StoreFullError, match="free space"):
+            ref.cast("x" * (1 << 20))  # needs new pages (a small one may fit in freed ones)
+        assert n.status().pid == n.pid  # still serving
+        os.unlink(filler)
+
+        def back() -> bool:
+            info = n.info("c")
+            if info.status == "failed":  # its supervisor gave up while the disk was full
+                n.restart("c")
+                return False
+            return info.status == "running" and info.pid not in (None, pid)
+        wait_until(back, timeout=30, what="the agent to run again once the disk has room")
+        assert ref.call("incr") == 2
+        assert n.spawn("tests.agents.basic:Counter", name="e").call("get") == 0
+    finally:
+        shutdown_quietly(n)
