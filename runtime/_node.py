@@ -39,7 +39,7 @@ from ._reports import Rejected, parse_report, worth_logging
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
-from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError)
+from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError, StoreFullError)
 
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
@@ -367,7 +367,10 @@ class NodeDaemon:
             def txn(t: Txn) -> None:
                 for msg_id in expired:
                     t.delete_reply(msg_id)
-            self.store.write(txn)
+            try:
+                self.store.write(txn)
+            except StoreFullError as exc:  # tried again next second; the loop goes on
+                log.warning("cannot delete %d expired replies: %s", len(expired), exc)
 
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown_tree(self) -> None:
