@@ -28,6 +28,17 @@ EVENTS, POLLIN, NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 MAX_IPC_PATH = 100
 
 
+def zmq_size_ceiling(limit: int) -> int:
+    """The frame size past which ZeroMQ itself closes the connection (``ZMQ_MAXMSGSIZE``).
+
+    Twice the payload limit (and 64 KiB more): a frame over the limit, but under this,
+    reaches our decoder, which drops and counts it; only a frame past this closes the
+    connection unseen (libzmq reports that as an ordinary disconnect), a guard against
+    a peer that would make us buffer gigabytes.
+    """
+    return 2 * limit + 65536
+
+
 class RequestTimeout(MailboxError, TimeoutError):
     """No reply arrived within the timeout."""
 
@@ -71,7 +82,7 @@ class Inbox:
         self.path = path
         self.sock = ctx.socket(zmq.ROUTER if router else zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, limit + 4096)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, zmq_size_ceiling(limit))
         if router:
             self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if os.path.exists(path):
@@ -226,6 +237,7 @@ class Requester:
     def __init__(self, ctx: zmq.Context[Any], path: str,
                  limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.limit = limit
+        self.dropped = 0  # malformed or oversized replies seen and dropped
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
@@ -258,6 +270,7 @@ class Requester:
             try:
                 env = decode(frames, limit=self.limit)
             except (ProtocolError, PayloadTooLarge):
+                self.dropped += 1
                 continue
             if env.kind is Kind.REPLY and env.msg_id == msg_id:
                 return env.payload

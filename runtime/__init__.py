@@ -15,11 +15,13 @@ from ._client import start_node as start_node
 from ._context import AgentContext as AgentContext
 from ._types import AgentInfo as AgentInfo
 from ._types import Down as Down
+from ._types import DroppedFrames as DroppedFrames
 from ._types import Escalate as Escalate
 from ._types import Event as Event
 from ._types import Exit as Exit
 from ._types import Failure as Failure
 from ._types import Limits as Limits
+from ._types import NodeStatus as NodeStatus
 from ._types import Reset as Reset
 from ._types import Resume as Resume
 from ._types import Skip as Skip

@@ -22,11 +22,13 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 import psutil
 
-from ._inflight import blame, read_marker, read_unfinished, was_ready
+from ._inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
 from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
-from ._store import Txn
+from ._reports import Rejected, Report, parse_report, worth_logging
+from ._store import Txn, filesystem_full, full_disk_advice
 from ._types import Failure
+from .errors import StoreFullError
 
 if TYPE_CHECKING:
     from ._node import NodeDaemon
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("beamish.node")
 START_TIMEOUT_S = 60.0
 KILL_WAIT_S = 10.0
+EARLY_READY_KEPT = 4096  # ready reports held for pids not registered yet
 
 
 @dataclass(eq=False)
@@ -77,7 +80,9 @@ class AgentSpawner:
         self.start_failures: dict[str, Failure] = {}
         self.stop_reasons: dict[str, str] = {}
         self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
-        self.early_ready: dict[int, dict[str, Any]] = {}  # pid -> ready report, likewise
+        self.early_ready: dict[int, Report] = {}  # pid -> ready report, likewise
+        self.rejected_reports = 0  # ready reports that were not valid, dropped
+        self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -149,7 +154,11 @@ class AgentSpawner:
             if start_failure is not None:
                 self.start_failures[name] = start_failure
             raise StartFailed(str(reason))
-        node.set_status(name, "running", pid=pid)
+        try:
+            node.set_status(name, "running", pid=pid)
+        except StoreFullError:
+            # It runs: the supervisor must hold it. The registry catches up at its next write.
+            log.exception("cannot record that agent %r (pid %d) runs", name, pid)
         return incn
 
     def terminate_child(self, sup_id: str, spec: ChildSpec, handle: Any) -> ExitReason:
@@ -213,16 +222,31 @@ class AgentSpawner:
         return None
 
     # -- exits ---------------------------------------------------------------------------------
-    def on_ready(self, payload: dict[str, Any]) -> None:
-        """An agent reported that its init/recover ran."""
-        with self.lock:
-            incn = self.by_pid.get(int(payload.get("pid", -1)))
-            if incn is None:
-                self.early_ready[int(payload.get("pid", -1))] = payload
+    def on_ready(self, report: Report | dict[str, Any]) -> None:
+        """An agent reported that its init/recover ran (a raw payload is parsed first: one
+        that is not a valid ready report is dropped and counted in ``rejected_reports``)."""
+        if not isinstance(report, Report):
+            parsed = parse_report(report)
+            if not isinstance(parsed, Report) or parsed.ev != "ready":
+                with self.lock:
+                    self.rejected_reports += 1
+                    count = self.rejected_reports
+                if worth_logging(count):
+                    log.warning("dropped an invalid ready report (%d so far): %s", count,
+                                parsed.why if isinstance(parsed, Rejected) else parsed.ev)
                 return
-        if (incn.inc == payload.get("inc") and incn.id == payload.get("id")
-                and not incn.ready.done()):
-            incn.trap_exits = bool(payload.get("trap_exits"))
+            report = parsed
+        with self.lock:
+            incn = self.by_pid.get(report.pid)
+            if incn is None:
+                # Bounded: reports for pids that never become ours must not pile up.
+                while len(self.early_ready) >= EARLY_READY_KEPT:
+                    del self.early_ready[next(iter(self.early_ready))]
+                    self.rejected_reports += 1
+                self.early_ready[report.pid] = report
+                return
+        if incn.inc == report.inc and incn.id == report.id and not incn.ready.done():
+            incn.trap_exits = report.trap_exits
             incn.ready.set_result(True)
 
     def on_exit(self, pid: int, code: int) -> None:
@@ -237,6 +261,8 @@ class AgentSpawner:
             self.early_ready.pop(pid, None)
             if self.current.get(incn.name) is incn:
                 del self.current[incn.name]
+            # Before a new process of the agent resets the marker.
+            self.agent_dropped += read_dropped(self.node.paths.agent_busy(incn.id), incn.inc)
         try:
             reason, failure, escalate = self._classify(incn, code)
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
@@ -258,7 +284,11 @@ class AgentSpawner:
             return  # terminate_child is waiting for this; the shell knows
         if failure is not None:
             self.next_failure[incn.name] = failure
-        self.node.set_status(incn.name, "restarting", pid=None, failure=failure)
+        try:
+            self.node.set_status(incn.name, "restarting", pid=None, failure=failure)
+        except StoreFullError:
+            # The exit must still reach its supervisor (this is the zygote's reader thread).
+            log.exception("cannot record the exit of agent %r", incn.name)
         shell = self.node.shell(sup)
         if shell is None:
             return
@@ -278,10 +308,25 @@ class AgentSpawner:
             traps = {i: i.trap_exits for i in self.current.values()}
         for action in self.node.links.exited(incn, str(reason), not reason.is_normal, traps):
             if isinstance(action, Deliver):
-                self.node.deliver_info(action.to, action.message)
+                try:
+                    self.node.deliver_info(action.to, action.message)
+                except StoreFullError:
+                    log.exception("cannot deliver %r to agent %r", action.message,
+                                  action.to.name)
             elif isinstance(action, KillLinked) and action.target.terminating is None:
                 action.target.link_kill = action.reason
                 action.target.signal(signal.SIGKILL)
+
+    def _disk_full(self) -> str:
+        """Why an agent that died without a report may have died: its store's (or the node
+        dir's) filesystem is full. A full disk shows as an I/O error (exit code 1) or, for
+        a write through a shared mapping on a full tmpfs, as SIGBUS."""
+        for path in (self.node.store_path, self.node.paths.dir):
+            full = filesystem_full(path)
+            if full is not None:
+                return (f", most likely because {full}; what to do: "
+                        f"{full_disk_advice(self.node.durability)}")
+        return ""
 
     def _classify(self, incn: Incarnation, code: int
                   ) -> tuple[ExitReason, Failure | None, str | None]:
@@ -339,10 +384,12 @@ class AgentSpawner:
         elif code < 0:
             sig = -code
             kind = "killed" if sig == signal.SIGKILL else "signal"
-            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}",
+            full = self._disk_full() if sig == signal.SIGBUS else ""
+            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}{full}",
                               signal=sig)
         else:
-            failure = Failure(kind="exit", message=f"exited with code {code}", exit_code=code)
+            failure = Failure(kind="exit", message=f"exited with code {code}"
+                              f"{self._disk_full()}", exit_code=code)
         in_flight = failure.in_flight
         also: tuple[int, ...] = ()
         if in_flight is None and report is None:

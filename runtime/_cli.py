@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "and refuse to start when an agent of the tree fails to start")
     start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     node_sub.add_parser("stop", parents=[common], help="stop every agent, then the node")
-    node_sub.add_parser("status", parents=[common], help="is a node running here?")
+    node_sub.add_parser("status", parents=[common], help="is a node running here?").add_argument(
+        "--json", action="store_true", help="machine-readable output")
 
     sp = sub.add_parser("spawn", parents=[common], help="start an agent")
     sp.add_argument("cls", metavar="MODULE:CLASS",
@@ -249,10 +251,17 @@ def _run(args: argparse.Namespace) -> int:
             print(f"node on {node.dir} (pid {pid}) stopped")
             return 0
         node = connect(d)
-        st = node._control.request("ping")
-        print(f"node running on {st['dir']} (pid {st['pid']}, durability {st['durability']}, "
-              f"up {st['uptime']:.0f} s, {st['dropped_frames']} malformed frames dropped)")
-        node.close()
+        try:
+            st = node.status()
+        finally:
+            node.close()
+        if args.json:
+            print(json.dumps(dataclasses.asdict(st)))
+            return 0
+        dr = st.dropped_frames
+        print(f"node running on {st.dir} (pid {st.pid}, durability {st.durability}, "
+              f"up {st.uptime:.0f} s); invalid frames dropped: {dr.total} (control "
+              f"{dr.control}, reports {dr.reports}, ready {dr.ready}, agents {dr.agents})")
         return 0
     if args.command == "bench":
         from beamish.benchmarks.__main__ import main as bench_main

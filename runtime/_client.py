@@ -23,10 +23,11 @@ import psutil
 from ._config import StartReport
 from ._control import ControlClient
 from ._messenger import Messenger
-from ._paths import NodePaths, default_dir, dir_error, make_dir, read_node_info
+from ._paths import (NodePaths, check_dir_safe, default_dir, dir_error, make_dir, open_log,
+                     read_node_info)
 from ._spawnargs import spawn_request
 from ._store import Store
-from ._types import AgentInfo, Event, Failure, Limits
+from ._types import AgentInfo, DroppedFrames, Event, Failure, Limits, NodeStatus
 from ._validation import check_lookup_name, check_name, check_timeout
 from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning,
                      SpawnError)
@@ -135,6 +136,8 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
             raise NodeAlreadyRunning(paths.dir, pid)
         time.sleep(0.01)
     make_dir(paths)
+    # Before anything is created in it: a dir others can write may hold planted links.
+    check_dir_safe(paths.dir)
     cmd = [sys.executable, "-m", "beamish.runtime", "node", "start", "--foreground",
            "--dir", paths.dir]
     if config is not None:
@@ -150,11 +153,11 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
              if p]
     env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(extra + _abs_sys_path()))
     try:
-        log = open(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
-    except OSError as exc:
+        log = open(open_log(paths), "ab")
+    except ConfigError:
         os.close(r)
         os.close(w)
-        raise dir_error(paths.dir, exc) from None
+        raise
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 pass_fds=(w,), env=env, start_new_session=True)
@@ -439,6 +442,13 @@ class Node:
         """
         return int(self._control.request("resend_dead_letter", {"name": check_lookup_name(name),
                                                                  "seq": seq})["seq"])
+
+    def status(self) -> NodeStatus:
+        """The node's pid, dir, uptime and the invalid frames it and its agents dropped."""
+        st = self._control.request("ping")
+        return NodeStatus(int(st["pid"]), str(st["dir"]), str(st["durability"]),
+                          float(st["uptime"]), bool(st["strict"]),
+                          DroppedFrames(**st["dropped"]))
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.

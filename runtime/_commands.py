@@ -15,6 +15,7 @@ import os
 import time
 import types
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
@@ -23,10 +24,12 @@ from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, 
                                 SupervisorError, SupervisorSpec)
 
 from ._config import ConfigDrift, agent_drift
+from ._inflight import read_dropped
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_args as check_spawn_args
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
+from ._types import DroppedFrames
 from ._validation import check_limits, check_lookup_name, check_name, check_timeout
 from .errors import AgentNotFound, ConfigError, SpawnError
 
@@ -47,10 +50,26 @@ def _add_agent(shell: Any, rec: dict[str, Any]) -> Any:
 
 
 def ping(node: NodeDaemon) -> dict[str, Any]:
-    """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime"}``. CLI: ``beamish node status``."""
+    """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime", "strict",
+    "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`)}``.
+    CLI: ``beamish node status``."""
+    dropped = dropped_frames(node)
     return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.durability,
-            "uptime": time.time() - node.started_at, "dropped_frames": node.control.dropped
-            + node.reports.dropped, "strict": node.config.node.strict}
+            "uptime": time.time() - node.started_at, "dropped_frames": dropped.total,
+            "dropped": asdict(dropped), "strict": node.config.node.strict}
+
+
+def dropped_frames(node: NodeDaemon) -> DroppedFrames:
+    """Count the invalid frames dropped so far: the node's sockets, and every agent's
+    (live processes publish theirs in their in-flight marker; exited ones were added up)."""
+    spawner = node.spawner
+    with spawner.lock:
+        live = [(incn.id, incn.inc) for incn in spawner.current.values()]
+        agents = spawner.agent_dropped
+    agents += sum(read_dropped(node.paths.agent_busy(i), inc) for i, inc in live)
+    return DroppedFrames(control=node.control.dropped, reports=node.reports.dropped,
+                         ready=spawner.rejected_reports + node.zygote.dropped_ready,
+                         agents=agents)
 
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,

@@ -39,6 +39,10 @@ class NodeSection(_Strict):
     # of it skip the import (like gunicorn --preload). Turn off for modules whose import
     # starts threads or opens connections: those must not be inherited across fork.
     preload_agent_modules: bool = True
+    # node.log (a background node's log, its agents' output too) is rotated past this size,
+    # keeping this many older generations (node.log.1 the newest).
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096)
+    log_keep: int = Field(3, ge=1, le=100)
 
 
 class LimitsSection(_Strict):

@@ -83,6 +83,11 @@ class ControlClient:
             return answer.get("value")
         raise error_from_wire(answer.get("error", {}))
 
+    def dropped_frames(self) -> int:
+        """How many invalid replies this client's sockets dropped."""
+        with self._lock:
+            return sum(req.dropped for req in self._all)
+
     def close(self) -> None:
         """Close every thread's socket."""
         with self._lock:

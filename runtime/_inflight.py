@@ -1,6 +1,6 @@
 """Which message an agent is handling, readable after it dies without a word.
 
-A 16-byte shared file mapping per agent (``run/a<id>.busy``): the agent writes the seq
+A small shared file mapping per agent (``run/a<id>.busy``): the agent writes the seq
 of the message it starts and clears it when the handler returns. Writes to a MAP_SHARED mapping
 land in the page cache, so they survive SIGKILL, a segfault or an OOM kill; the node
 reads the file after the exit to tell "killed while handling message N" from "killed
@@ -23,8 +23,10 @@ import time
 from dataclasses import dataclass
 
 # seq being handled (0: idle), incarnation, start (ns), ready, and the first and last seqs
-# whose handlers returned but whose results are not committed yet (0: none)
-_REC = struct.Struct(">QQQQQQ")
+# whose handlers returned but whose results are not committed yet (0: none), and how many
+# frames its sockets dropped
+_REC = struct.Struct(">QQQQQQQ")
+_DROPPED, _DROPPED_AT = struct.Struct(">Q"), 48
 TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
 
 
@@ -40,18 +42,20 @@ class InFlight:
     def __init__(self, path: str, incarnation: int) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            os.ftruncate(fd, _REC.size)
+            # Written, not only truncated: the page then exists, and a full filesystem is
+            # an OSError here rather than a SIGBUS at the first write to the mapping.
+            os.pwrite(fd, bytes(_REC.size), 0)
             self.map = mmap.mmap(fd, _REC.size)
         finally:
             os.close(fd)
         self.incarnation = incarnation
         self.ready = 0
-        self.seq = self.start = self.first = self.last = 0
+        self.seq = self.start = self.first = self.last = self.dropped = 0
         self._write()
 
     def _write(self) -> None:
         _REC.pack_into(self.map, 0, self.seq, self.incarnation, self.start, self.ready,
-                       self.first, self.last)
+                       self.first, self.last, self.dropped)
 
     def mark(self, seq: int) -> None:
         """Record that message ``seq`` is being handled, from now (CLOCK_MONOTONIC)."""
@@ -75,6 +79,13 @@ class InFlight:
         """Record that no message is being handled (one done without a group commit)."""
         self.seq = self.start = 0
         self._write()
+
+    def set_dropped(self, count: int) -> None:
+        """Publish how many invalid frames this process's sockets dropped (the node adds
+        them up for ``node status``)."""
+        if count != self.dropped:
+            self.dropped = count
+            _DROPPED.pack_into(self.map, _DROPPED_AT, count)
 
     def set_ready(self) -> None:
         """Record that init/recover ran (before telling the node): an exit the node hears
@@ -153,3 +164,9 @@ def read_unfinished(path: str, incarnation: int) -> Unfinished:
         return Unfinished()
     seq = rec[0] if rec[0] and rec[0] != TIMER_SEQ else None
     return Unfinished(seq, rec[4], rec[5])
+
+
+def read_dropped(path: str, incarnation: int) -> int:
+    """How many invalid frames that incarnation's sockets dropped (0 if unknown)."""
+    rec = _read(path)
+    return rec[6] if rec is not None and rec[1] == incarnation else 0

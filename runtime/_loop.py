@@ -255,7 +255,16 @@ class AgentLoop:
         self.store.write(lambda t: t.put_failure(self.id, report))
         raise _Exit()
 
+    def _publish_dropped(self) -> None:
+        """Show the node how many invalid frames this process's sockets dropped (in the
+        in-flight marker; published before each idle wait and at exit)."""
+        ctx = getattr(self.agent, "ctx", None)
+        control = ctx._control if isinstance(ctx, AgentContext) else None
+        self.busy.set_dropped(self.inbox.dropped + self.messenger.dropped_frames()
+                              + (control.dropped_frames() if control is not None else 0))
+
     def _close(self) -> None:
+        self._publish_dropped()
         signal.set_wakeup_fd(-1)
         self.messenger.close()
         self.inbox.close()
@@ -450,6 +459,7 @@ class AgentLoop:
             wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)
             if self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
+            self._publish_dropped()
             events = dict(poller.poll(int(wait * 1000) + 1))
             if not events:
                 self.next_seq = None  # idle: re-read the mailbox, in case a ring was dropped
@@ -480,7 +490,7 @@ class AgentLoop:
 
     def _inline_batch(self, rings: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
         """The messages the rings carried, if they are exactly the next ones of the mailbox
-        (so reading LMDB would return the same); None when LMDB must be read."""
+        and the mailbox holds them as carried; None when LMDB must be read."""
         expected = self.next_seq
         if expected is None or not rings:
             return None
@@ -492,7 +502,15 @@ class AgentLoop:
                 return None  # a gap (a dropped ring) or a message too big to inline
             batch.append((seq, record))
             expected += 1
-        return batch or None
+        if not batch:
+            return None
+        # A ring is only a hint, and any process of this user can send one: the durable
+        # mailbox is the truth. Its copies replace the ring's (one read, no cursor walk).
+        stored = self.store.read(lambda t: [t.message(self.id, seq) for seq, _ in batch])
+        if any(got != record for got, (_, record) in zip(stored, batch, strict=True)):
+            self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
+            return None
+        return [(seq, got) for got, (seq, _) in zip(stored, batch, strict=True)]
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None

@@ -317,6 +317,11 @@ class Messenger:
             if time.monotonic() >= deadline:
                 raise CallTimeout(name, timeout)
 
+    def dropped_frames(self) -> int:
+        """How many invalid frames the reply inboxes of this messenger's threads dropped."""
+        with self._lock:
+            return sum(p.inbox.inbox.dropped for p in self._ports if p.inbox.inbox is not None)
+
     def close(self) -> None:
         """Close every thread's sockets and the ZeroMQ context."""
         if self.closed:

@@ -36,11 +36,13 @@ from ._agents import AgentSpawner
 from ._config import AgentStartFailure, NodeConfig, StartReport
 from ._links import LinkTable
 from ._messenger import Messenger
-from ._paths import NodePaths, check_dir_safe, dir_error, make_dir
+from ._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
+from ._reports import Rejected, parse_report, worth_logging
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
 from ._zygote_link import ZygoteLink
-from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError, StoreError)
+from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError, StoreError,
+                     StoreFullError)
 
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
@@ -366,20 +368,21 @@ class NodeDaemon:
 
     def _drain_reports(self) -> None:
         for _, env in self.reports.drain(1000):
-            payload = env.payload
-            if not isinstance(payload, dict):
+            report = parse_report(env.payload) if env.kind is Kind.INFO \
+                else Rejected(f"a {env.kind.name} envelope is not a report")
+            if isinstance(report, Rejected):
+                # Sent by a process that runs user code: never trusted, never fatal.
                 self.reports.dropped += 1
-                continue
-            ev = payload.get("ev")
-            if ev == "ready":
-                self.spawner.on_ready(payload)
-            elif ev in ("dead_lettered", "recover_failed", "terminate_failed"):
-                name = self._name_of(payload.get("id"))
-                self.emit(ev, name, self.sup_of(name), str(payload.get("reason", "")))
+                if worth_logging(self.reports.dropped):
+                    log.warning("dropped an invalid report on %s (%d so far): %s",
+                                self.paths.node_in, self.reports.dropped, report.why)
+            elif report.ev == "ready":
+                self.spawner.on_ready(report)
             else:
-                self.reports.dropped += 1  # well-formed, but not a report we know
+                name = self._name_of(report.id)
+                self.emit(report.ev, name, self.sup_of(name), report.reason)
 
-    def _name_of(self, agent_id: Any) -> str:
+    def _name_of(self, agent_id: int) -> str:
         with self.spawner.lock:
             for incn in self.spawner.current.values():
                 if incn.id == agent_id:
@@ -435,13 +438,24 @@ class NodeDaemon:
 
     def _housekeeping(self) -> None:
         self.store.reader_check()
+        try:
+            if rotate_log(self.paths.log, 2, self.config.node.log_max_bytes,
+                          self.config.node.log_keep):
+                log.info("rotated %s (over %d bytes; %d older kept)", self.paths.log,
+                         self.config.node.log_max_bytes, self.config.node.log_keep)
+        except OSError as exc:
+            log.warning("cannot rotate %s (%s): truncated it without a copy", self.paths.log,
+                        exc)
         now = time.time()
         expired = self.store.read(lambda t: t.expired_replies(now))
         if expired:
             def txn(t: Txn) -> None:
                 for msg_id in expired:
                     t.delete_reply(msg_id)
-            self.store.write(txn)
+            try:
+                self.store.write(txn)
+            except StoreFullError as exc:  # tried again next second; the loop goes on
+                log.warning("cannot delete %d expired replies: %s", len(expired), exc)
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""

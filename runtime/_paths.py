@@ -135,6 +135,78 @@ def check_dir_safe(dir: str) -> None:
                           f"{stat.S_IMODE(st.st_mode):o}); run `chmod 700 {dir}`")
 
 
+def open_log(paths: NodePaths) -> int:
+    """Open (or create, 0600) the node's log for appending and return the fd; a symlink
+    or anything but a regular file there is refused, never followed.
+
+    Raises:
+        ConfigError: ``node.log`` is a symlink or not a regular file.
+    """
+    try:
+        fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if os.path.islink(paths.log):
+            raise ConfigError(f"{paths.log!r} is a symlink; beamish never follows one for "
+                              f"its log: remove it (`rm {paths.log}`)") from None
+        raise dir_error(paths.dir, exc) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{paths.log!r} is not a regular file: remove it")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def rotate_log(path: str, fd: int, max_bytes: int, keep: int) -> bool:
+    """Rotate the log at ``path`` if it is the file open as ``fd`` and past ``max_bytes``.
+
+    Copy-truncate: ``path.N`` becomes ``path.N+1`` (the oldest past ``keep`` is dropped),
+    the log is copied to ``path.1`` and truncated in place. Every process writing to it
+    (the node, the zygote, the agents, which inherited the descriptor) appends with
+    O_APPEND, so each goes on at the new end; a line written between the copy and the
+    truncation is lost. Nothing is followed through a symlink.
+
+    Returns:
+        Whether it rotated.
+
+    Raises:
+        OSError: a file could not be renamed or written (the log is then truncated all
+            the same, so that it stays under its cap).
+    """
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False  # no such descriptor: nothing is logged there
+    if not stat.S_ISREG(st.st_mode) or st.st_size <= max_bytes:
+        return False
+    try:
+        lst = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if (lst.st_dev, lst.st_ino) != (st.st_dev, st.st_ino):
+        return False  # not the file we write (a foreground node's stderr, or replaced)
+    try:
+        for i in range(keep - 1, 0, -1):
+            if os.path.lexists(f"{path}.{i}"):
+                os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+        tmp = f"{path}.1.tmp"
+        src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600)
+            try:
+                while os.sendfile(dst, src, None, 1 << 20):
+                    pass
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        os.replace(tmp, f"{path}.1")
+    finally:
+        os.ftruncate(fd, 0)
+    return True
+
+
 def read_node_info(paths: NodePaths) -> dict[str, Any]:
     """Read the running node's ``node.json``.
 

@@ -34,7 +34,7 @@ import lmdb
 
 from beamish.mailbox import pack, unpack
 
-from .errors import StoreError
+from .errors import StoreError, StoreFullError
 
 Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
@@ -44,6 +44,34 @@ _DBS = ("agents", "routes", "sups", "mailbox", "tails", "state", "replies", "dea
         "failures", "meta")
 _U64 = struct.Struct(">Q")
 T = TypeVar("T")
+# Less free space than this (or no free inode) on a filesystem after a failed write: full.
+FULL_BELOW_BYTES = 1024 * 1024
+
+
+def filesystem_full(path: str) -> str | None:
+    """Say so if the filesystem holding ``path`` is (nearly) full; None if it is not (or
+    cannot be checked). LMDB reports a write that ran out of space as EIO or ENOSPC, and
+    a write to a full tmpfs through a shared mapping as SIGBUS: asking the filesystem is
+    the one test that covers them all."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= FULL_BELOW_BYTES and (st.f_files == 0 or st.f_favail > 0):
+        return None
+    size = st.f_blocks * st.f_frsize
+    what = f"{free // 1024} KiB free of {size // 1024} KiB" if st.f_favail or not st.f_files \
+        else "no free inode"
+    return f"the filesystem holding {path!r} is full ({what})"
+
+
+def full_disk_advice(durability: str) -> str:
+    """What to do about a full store filesystem."""
+    where = "/dev/shm (durability 'memory' keeps the store there)" \
+        if durability == "memory" else "that filesystem"
+    return (f"free space on {where}, or move the node dir to a larger filesystem "
+            "(`--dir`), then `beamish restart NAME` for each agent marked failed")
 
 
 def _id(agent_id: int) -> bytes:
@@ -286,6 +314,7 @@ class Store:
             raise StoreError(f"durability {durability!r} is not one of {DURABILITIES}")
         os.makedirs(path, mode=0o700, exist_ok=True)
         self.path = path
+        self.durability = durability
         sync = durability == "fsync"
         try:
             self.env = lmdb.open(path, map_size=INITIAL_MAP_SIZE, max_dbs=len(_DBS) + 2,
@@ -310,6 +339,13 @@ class Store:
                 except lmdb.MapFullError:
                     self.env.set_mapsize(self.env.info()["map_size"] * 2)
                     self.resizes += 1
+                except lmdb.Error as exc:
+                    full = filesystem_full(self.path) if write else None
+                    if full is None:
+                        raise
+                    raise StoreFullError(
+                        f"cannot commit to the store: {full} (LMDB: {exc}); nothing was "
+                        f"committed. What to do: {full_disk_advice(self.durability)}") from exc
 
     def read(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn(txn)`` in a read-only transaction and return its result."""

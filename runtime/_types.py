@@ -180,3 +180,48 @@ class Event:
     reason: str
     time: float
     seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class DroppedFrames:
+    """Invalid frames (malformed, oversized, not a known report) dropped and counted, by
+    where they arrived. Nothing dropped is ever fatal.
+
+    Attributes:
+        control: on the node's control socket (from clients).
+        reports: on the node's report socket (from agents).
+        ready: ready reports from agents (through the zygote) that were invalid.
+        agents: on agents' own sockets (doorbells, reply inboxes), over every process of
+            every agent since the node started.
+    """
+
+    control: int = 0
+    reports: int = 0
+    ready: int = 0
+    agents: int = 0
+
+    @property
+    def total(self) -> int:
+        """All of them."""
+        return self.control + self.reports + self.ready + self.agents
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A running node, from `Node.status` (CLI: ``beamish node status``).
+
+    Attributes:
+        pid: the daemon's pid.
+        dir: the node dir.
+        durability: "process", "fsync" or "memory".
+        uptime: seconds since it started.
+        strict: whether the root's intensity stops the node.
+        dropped_frames: the invalid frames dropped, by socket.
+    """
+
+    pid: int
+    dir: str
+    durability: str
+    uptime: float
+    strict: bool
+    dropped_frames: DroppedFrames

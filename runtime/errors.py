@@ -165,3 +165,11 @@ class BadMessage(BeamishError, TypeError):
 
 
 ERRORS["BadMessage"] = BadMessage
+
+
+class StoreFullError(StoreError):
+    """The filesystem holding the LMDB store (or the node dir) is full: nothing was
+    committed. Free space there, or move the node dir to a larger filesystem."""
+
+
+ERRORS["StoreFullError"] = StoreFullError
