@@ -347,11 +347,16 @@ class AgentLoop:
         if seq is not None:
             self.attempted = int(seq)
         retry = True
-        if isinstance(decision, Resume):
-            self.state = decision.state
-        elif isinstance(decision, Skip):
-            self.state = decision.state
-            retry = False
+        if isinstance(decision, (Resume, Skip)):
+            if decision.state is None and self.state is not None:
+                # A recover that forgot its state (OTP's bad_return_value): the committed
+                # state is kept rather than replaced by None; its choice stands.
+                self._notify({"ev": "recover_failed", "reason": str(_bad_return_value(
+                    "recover", self.name, _short(decision),
+                    f"{type(decision).__name__}(state) with the state to go on from"))})
+            else:
+                self.state = decision.state
+            retry = isinstance(decision, Resume)
         elif isinstance(decision, Reset):
             self._init_state()
         elif isinstance(decision, (Stop, Escalate)):

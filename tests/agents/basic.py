@@ -265,6 +265,8 @@ class Recovering(Agent):
             return Resume({**state, "history": state["history"][-1:], "compacted": True})
         if mode == "skip":
             return Skip({**state, "skipped": failure.kind})
+        if mode == "skip-forgetting-state":
+            return Skip(None)  # a bug: the state must be kept, and the bug reported
         if mode == "reset":
             return Reset()
         if mode == "stop":

@@ -27,6 +27,15 @@ def test_skip_gives_the_caller_remote_error_and_adopts_the_state(node):
     assert ref.call("state")["skipped"] == "exit"
 
 
+def test_a_recover_choice_with_a_none_state_keeps_the_state_and_is_reported(node):
+    ref = node.spawn(AGENT, name="r", args={"mode": "skip-forgetting-state"})
+    with pytest.raises(RemoteError):
+        ref.call("work", timeout=20)
+    assert ref.call("state")["history"] == ["t1", "t2", "t3"]  # not replaced by None
+    wait_until(lambda: any(e.kind == "recover_failed" and "bad_return_value" in e.reason
+                           for e in node.events()), what="the recover_failed event")
+
+
 def test_reset_runs_init_again_then_retries(node, tmp_path):
     ref = node.spawn(AGENT, name="r", args={"mode": "reset", "marker": str(tmp_path / "m")})
     assert ref.call("work", timeout=20) == {"answered_with": 1}  # init ran again: short history
