@@ -381,21 +381,26 @@ def shutdown(node: NodeDaemon) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
-def _live(node: NodeDaemon, name: str, inc: int | None = None) -> Any:
-    incn = node.spawner.current.get(name)
-    if incn is None or not incn.ready.done() or (inc is not None and incn.inc != inc):
-        return None
-    return incn
+# How long a monitor or link request from an agent's init waits for the node to register
+# that agent's process (its request can beat the zygote's answer to the fork).
+REGISTER_WAIT_S = 10.0
+
+
+def _requester(node: NodeDaemon, name: str, inc: int, what: str) -> Any:
+    me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
+    if me is None:
+        raise AgentNotFound(name, f"the {what} agent itself is not running")
+    return me
 
 
 def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
     """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
     watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
-    (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``."""
-    me = _live(node, watcher, inc)
-    if me is None:
-        raise AgentNotFound(watcher, "the monitoring agent itself is not running")
-    other = _live(node, target)
+    (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``, in a
+    handler, ``init`` or ``recover`` (a process still in its ``init`` counts as running,
+    the watcher's and the target's alike)."""
+    me = _requester(node, watcher, inc, "monitoring")
+    other = node.spawner.incarnation(target)
     if other is None:
         from ._links import NOPROC, down_message
         node.deliver_info(me, down_message(target, NOPROC))
@@ -404,16 +409,19 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     return {"target": target, "live": True}
 
 
-def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
-    """``{"op": "link", "watcher", "inc", "target"}`` -> ``{"target"}``: link the two agents'
-    processes both ways. An abnormal exit of one kills the other, unless it sets
-    ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``. Normal
-    exits do not propagate. From ``self.ctx.link``; a target not running raises
-    `AgentNotFound` (where Erlang would send exit ``noproc``)."""
-    me = _live(node, watcher, inc)
-    if me is None:
-        raise AgentNotFound(watcher, "the linking agent itself is not running")
-    other = _live(node, target)
+def link(node: NodeDaemon, watcher: str, inc: int, target: str,
+         trap_exits: bool = False) -> dict[str, Any]:
+    """``{"op": "link", "watcher", "inc", "target", "trap_exits"}`` -> ``{"target"}``: link
+    the two agents' processes both ways. An abnormal exit of one kills the other, unless it
+    sets ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``.
+    Normal exits do not propagate. From ``self.ctx.link``, in a handler, ``init`` or
+    ``recover`` (``trap_exits`` is the watcher's class attribute: from ``init`` it comes
+    before its ready report does); a target not running raises `AgentNotFound` (where
+    Erlang would send exit ``noproc``)."""
+    me = _requester(node, watcher, inc, "linking")
+    if trap_exits:
+        me.trap_exits = True
+    other = node.spawner.incarnation(target)
     if other is None:
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)

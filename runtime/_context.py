@@ -20,9 +20,10 @@ class AgentContext:
     """
 
     def __init__(self, name: str, messenger: Messenger, control: ControlClient,
-                 incarnation: int = 0) -> None:
+                 incarnation: int = 0, trap_exits: bool = False) -> None:
         self.name = name
         self._incarnation = incarnation
+        self._trap_exits = trap_exits
         self._messenger = messenger
         self._control = control
         self._timers: list[tuple[float, int, Any]] = []
@@ -60,7 +61,7 @@ class AgentContext:
             AgentNotFound: ``name`` is not running.
         """
         self._control.request("link", {"watcher": self.name, "inc": self._incarnation,
-                                       "target": name})
+                                       "target": name, "trap_exits": self._trap_exits})
 
     def send_after(self, seconds: float, msg: Any) -> None:
         """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``.

@@ -281,7 +281,7 @@ class AgentLoop:
             self.agent = cls()
             self.agent.ctx = AgentContext(self.name, self.messenger,
                                           ControlClient(self.paths, self.zctx),
-                                          self.boot["incarnation"])
+                                          self.boot["incarnation"], bool(cls.trap_exits))
             raw = self.store.read(lambda t: t.get_state(self.id))
             self.state = self._load_state(raw)
             failure = Failure.from_dict(self.boot.get("failure"))

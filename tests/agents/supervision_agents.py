@@ -1,0 +1,63 @@
+"""Test agents for the supervision conformance tests (issue 9): agents that set links and
+monitors in ``init``/``recover``, and agents that spawn from ``init``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from beamish.runtime import Agent, BeamishError, Resume
+
+
+class InitWatcher(Agent):
+    """Runs ``args["init_ops"]`` (``[op, name]`` pairs, op ``monitor`` or ``link``) in
+    ``init`` and ``args["recover_ops"]`` in ``recover``; keeps every Down/Exit it gets.
+    ``"crash"`` kills its process (``os._exit``)."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        for op, name in args.get("init_ops", []):
+            getattr(self.ctx, op)(name)
+        return {"seen": [], "recover_ops": args.get("recover_ops", [])}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "seen":
+            return state["seen"], state
+        if msg == "pid":
+            return os.getpid(), state
+        if msg == "crash":
+            os._exit(7)
+        return None, state
+
+    def handle_info(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["seen"].append([type(msg).__name__, msg.name, msg.reason])
+        return state
+
+    def recover(self, failure: Any, state: dict[str, Any]) -> Any:
+        for op, name in state.get("recover_ops", []):
+            getattr(self.ctx, op)(name)
+        return Resume(state)
+
+
+class TrappingInitWatcher(InitWatcher):
+    """An `InitWatcher` that traps exits."""
+
+    trap_exits = True
+
+
+class InitSpawner(Agent):
+    """Spawns ``args["child_cls"]`` named ``args["child"]`` into ``args["into"]`` from
+    ``init``; keeps the spawn's outcome (the name, or the error's type and message)."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            got = self.ctx.spawn(args["child_cls"], name=args["child"],
+                                 supervisor=args["into"], timeout=args.get("timeout", 30.0))
+            outcome: list[Any] = ["ok", got]
+        except BeamishError as exc:
+            outcome = [type(exc).__name__, str(exc)]
+        return {"outcome": outcome}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "outcome":
+            return state["outcome"], state
+        return None, state
