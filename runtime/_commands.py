@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, StartFailed,
-                                SupervisorError, SupervisorSpec)
+from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, NotFound, RestartType,
+                                Running, StartFailed, SupervisorError, SupervisorSpec)
 
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
-from .errors import AgentNotFound, ConfigError, SpawnError
+from .errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 
 if TYPE_CHECKING:
     from ._node import NodeDaemon
@@ -251,24 +251,46 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
 
 def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
-    marked failed. CLI: ``beamish restart NAME``."""
+    marked failed (or an agent that is stopped or exited). One that runs, or is about to
+    restart, is refused with `AlreadyRunning` and left exactly as it was (pid, restart
+    count, intensity history). CLI: ``beamish restart NAME``."""
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
+        sup = node.store.read(lambda t: t.get_sup(name))
+        if sup is not None:
+            return _restart_supervisor(node, sup)
         raise AgentNotFound(name)
     shell = node.shell(rec["supervisor"])
     if shell is None:
         raise AgentNotFound(name, f"its supervisor {rec['supervisor']!r} is gone")
     try:
         shell.restart_child(name)
+    except Running as exc:
+        raise AlreadyRunning(name, exc.status) from None
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
-    except SupervisorError:
+    except NotFound:  # not in the tree any more (stopped, exited): add it back
         node.store.write(lambda t: t.put_agent({**rec, "status": "starting", "fresh": True}))
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
             node.set_status(name, rec["status"])
             raise SpawnError(name, f"it did not start ({exc})") from None
+    return {"name": name, "status": "running"}
+
+
+def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
+    name = rec["name"]
+    parent = node.shell(rec["parent"])
+    if parent is None:
+        raise AgentNotFound(name, f"it is a supervisor whose parent {rec['parent']!r} is gone")
+    try:
+        parent.restart_child(name)
+    except Running as exc:
+        raise AlreadyRunning(name, exc.status, what="supervisor") from None
+    except (StartFailed, SupervisorError) as exc:
+        raise SpawnError(name, f"the supervisor did not start ({exc})") from None
+    node.set_sup_status(name, "running")
     return {"name": name, "status": "running"}
 
 

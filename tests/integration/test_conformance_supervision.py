@@ -1,0 +1,199 @@
+"""Issue 9, supervision and the agent registry, through real processes: links and monitors
+set in ``init``/``recover``, ``restart`` of a running child, temporary bystanders, spawn
+from ``init``, one namespace for agents and supervisors, and a node killed mid-spawn."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from beamish.runtime import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+COUNTER = "tests.agents.basic:Counter"
+INIT_WATCHER = "tests.agents.supervision_agents:InitWatcher"
+TRAPPING_INIT_WATCHER = "tests.agents.supervision_agents:TrappingInitWatcher"
+INIT_SPAWNER = "tests.agents.supervision_agents:InitSpawner"
+
+
+def _kill(node, name):
+    os.kill(node.info(name).pid, signal.SIGKILL)
+
+
+def _running_again(node, name, old_pid):
+    info = node.info(name)
+    return info.status == "running" and info.pid not in (None, old_pid)
+
+
+# -- item 1: monitor and link in init and recover ------------------------------------------------
+
+def test_monitor_and_link_set_in_init_deliver_down_and_exit(node):
+    node.spawn(COUNTER, name="target")
+    node.spawn(COUNTER, name="peer")
+    w = node.spawn(TRAPPING_INIT_WATCHER, name="w", args={
+        "init_ops": [["monitor", "target"], ["link", "peer"], ["monitor", "ghost"]]})
+    w_pid = w.call("pid")
+    _kill(node, "target")
+    _kill(node, "peer")
+    seen = wait_until(lambda: (lambda s: len(s) >= 3 and s)(w.call("seen")),
+                      what="Down ghost, Down target and Exit peer")
+    assert seen[0] == ["Down", "ghost", "noproc"]
+    assert sorted(s[:2] for s in seen[1:]) == [["Down", "target"], ["Exit", "peer"]]
+    assert all("killed" in s[2] for s in seen[1:])
+    assert w.call("pid") == w_pid  # it traps exits: not taken down
+
+
+def test_link_set_in_init_takes_the_agent_down_with_its_peer(node):
+    node.spawn(COUNTER, name="peer")
+    w = node.spawn(INIT_WATCHER, name="w", args={"init_ops": [["link", "peer"]]})
+    w_pid = w.call("pid")
+    _kill(node, "peer")
+    wait_until(lambda: _running_again(node, "w", w_pid), what="w killed by its link, restarted")
+    failure = node.info("w").last_failure
+    assert failure.kind == "killed" and "linked agent 'peer'" in failure.message
+
+
+def test_monitor_and_link_set_in_recover_hold_after_the_restart(node):
+    node.spawn(COUNTER, name="target")
+    node.spawn(COUNTER, name="peer")
+    w = node.spawn(TRAPPING_INIT_WATCHER, name="w", args={
+        "recover_ops": [["monitor", "target"], ["link", "peer"]]})
+    w_pid = w.call("pid")
+    _kill(node, "w")  # the restarted process runs recover, which sets them
+    wait_until(lambda: _running_again(node, "w", w_pid), what="w restarted through recover")
+    w_pid = w.call("pid")
+    _kill(node, "target")
+    _kill(node, "peer")
+    seen = wait_until(lambda: (lambda s: len(s) >= 2 and s)(w.call("seen")),
+                      what="Down target and Exit peer")
+    assert sorted(s[:2] for s in seen) == [["Down", "target"], ["Exit", "peer"]]
+    assert w.call("pid") == w_pid
+
+
+# -- item 3: restart of a running child is refused, the record untouched ---------------------------
+
+def test_restart_of_a_running_agent_is_refused_and_leaves_its_record(node):
+    c1 = node.spawn(COUNTER, name="c1")
+    pid = c1.call("pid")
+    _kill(node, "c1")  # one restart on the record before we try
+    wait_until(lambda: _running_again(node, "c1", pid), what="c1 restarted")
+    before = node.info("c1")
+    with pytest.raises(AlreadyRunning, match=r"c1.*running.*beamish stop c1"):
+        node.restart("c1")
+    after = node.info("c1")
+    assert (after.status, after.pid, after.restarts) == ("running", before.pid, 1)
+    assert [r.pid for r in node.ps() if r.name == "c1"] == [before.pid]
+    _kill(node, "c1")  # its next crash is counted as usual
+    wait_until(lambda: node.info("c1").restarts == 2 and node.info("c1").status == "running",
+               what="the next crash counted")
+
+
+def test_cli_restart_of_a_running_agent_says_to_stop_it_first(node):
+    from tests.integration.test_cli import beamish
+    pid = node.spawn(COUNTER, name="c1").call("pid")
+    proc = beamish("restart", "c1", "--dir", node.dir, check=False)
+    assert proc.returncode == 1 and "`beamish stop c1` first" in proc.stderr, proc.stderr
+    rows = json.loads(beamish("ps", "--json", "--dir", node.dir).stdout)
+    assert [(r["name"], r["pid"], r["restarts"]) for r in rows] == [("c1", pid, 0)]
+
+
+def test_restart_of_a_running_supervisor_is_refused(node):
+    node.add_supervisor("team")
+    node.spawn(COUNTER, name="member", supervisor="team")
+    pid = node.info("member").pid
+    with pytest.raises(AlreadyRunning, match=r"team.*running"):
+        node.restart("team")
+    assert node.info("member").pid == pid
+    assert node.tree()["children"][0]["status"] == "running"
+
+
+# -- item 5: temporary bystanders are gone -----------------------------------------------------
+
+def _assert_gone(node, name):
+    with pytest.raises(AgentNotFound):
+        node.call(name, "get", timeout=30)
+    assert name not in [c["name"] for c in node.tree()["children"][0]["children"]]
+    node.spawn(COUNTER, name=name, supervisor="root")  # the name is free again
+    node.delete(name)
+
+
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_a_temporary_bystander_is_gone_after_its_supervisor_restarts_the_group(node, strategy):
+    node.add_supervisor("g", strategy=strategy)
+    first = node.spawn(COUNTER, name="first", supervisor="g")
+    node.spawn(COUNTER, name="temp", supervisor="g", restart="temporary")
+    pid = first.call("pid")
+    _kill(node, "first")
+    wait_until(lambda: _running_again(node, "first", pid), what="first restarted")
+    wait_until(lambda: node.info("temp").status != "running", what="temp's record updated")
+    _assert_gone(node, "temp")
+
+
+def test_a_temporary_child_is_gone_when_its_supervisor_escalates(node):
+    node.add_supervisor("g", max_restarts=0)
+    first = node.spawn(COUNTER, name="first", supervisor="g")
+    node.spawn(COUNTER, name="temp", supervisor="g", restart="temporary")
+    pid = first.call("pid")
+    _kill(node, "first")  # g gives up at once; root restarts it, without temp
+    wait_until(lambda: _running_again(node, "first", pid), what="g and first restarted")
+    wait_until(lambda: node.info("temp").status != "running", what="temp's record updated")
+    _assert_gone(node, "temp")
+
+
+# -- item 4: spawn from init -------------------------------------------------------------------
+
+def test_spawn_from_init_into_its_own_supervisor_is_refused_at_once(node):
+    p = node.spawn(INIT_SPAWNER, name="p", args={
+        "child_cls": COUNTER, "child": "kid", "into": "root", "timeout": 5.0})
+    kind, message = p.call("outcome")
+    assert kind == "SpawnError", message
+    assert "'root'" in message and "init" in message and "after init" in message
+    with pytest.raises(AgentNotFound):
+        node.info("kid")  # nothing reserved, nothing half-made
+    assert [c["name"] for c in node.tree()["children"]] == ["p"]
+
+
+def test_spawn_from_init_into_an_ancestor_that_is_starting_it_is_refused(node):
+    node.add_supervisor("outer", strategy="one_for_all")
+    node.add_supervisor("inner", parent="outer")
+    node.spawn(COUNTER, name="sibling", supervisor="outer")
+    # Spawned normally, outer is idle: its init may spawn into outer.
+    p = node.spawn(INIT_SPAWNER, name="p", supervisor="inner", args={
+        "child_cls": COUNTER, "child": "kid", "into": "outer", "timeout": 5.0})
+    assert p.call("outcome") == ["ok", "kid"]
+    node.delete("kid")
+    # Restarted with inner by outer (one_for_all): outer is busy starting inner, which is
+    # busy starting p; the spawn is refused at once instead of deadlocking.
+    pid = node.info("sibling").pid
+    _kill(node, "sibling")
+    wait_until(lambda: _running_again(node, "sibling", pid), what="outer restarted its group")
+    kind, message = wait_until(lambda: p.call("outcome"), what="p's outcome")
+    assert kind == "SpawnError" and "'outer'" in message, message
+
+
+def test_spawn_from_init_into_another_supervisor_works(node):
+    node.add_supervisor("kids")
+    p = node.spawn(INIT_SPAWNER, name="p", args={
+        "child_cls": COUNTER, "child": "kid", "into": "kids"})
+    assert p.call("outcome") == ["ok", "kid"]
+    assert node.call("kid", "incr") == 1
+    kids = [c for c in node.tree()["children"] if c["name"] == "kids"][0]
+    assert [c["name"] for c in kids["children"]] == ["kid"]
+
+
+# -- item 5 (issue "lesser"): one namespace for agents and supervisors -----------------------------
+
+def test_agents_and_supervisors_share_one_namespace(node):
+    node.add_supervisor("workers")
+    with pytest.raises(SpawnError, match="supervisor"):
+        node.spawn(COUNTER, name="workers")
+    with pytest.raises(SpawnError, match="supervisor"):
+        node.spawn(COUNTER, name="root")
+    node.spawn(COUNTER, name="c1")
+    with pytest.raises(ConfigError, match="already used"):
+        node.add_supervisor("c1")
+    assert [r.name for r in node.ps()] == ["c1"]
