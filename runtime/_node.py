@@ -33,7 +33,7 @@ from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, Supervisor
 from ._agents import AgentSpawner
 from ._config import NodeConfig
 from ._links import LinkTable
-from ._messenger import Messenger
+from ._messenger import LIVE_STATUSES, Messenger
 from ._paths import NodePaths, check_dir_safe
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
@@ -172,10 +172,16 @@ class NodeDaemon:
 
     def _mark_exited(self, name: str) -> None:
         # A child that left the tree after exiting by itself (temporary; transient after a
-        # normal exit): its state stays, and a later spawn of the name resumes it.
+        # normal exit), or a temporary one stopped as a one_for_all/rest_for_one bystander
+        # or with its supervisor (still "running" here: the supervisor stopped it): its
+        # state stays, and a later spawn of the name resumes it. Not while the node stops:
+        # a node restarted on the dir brings back what was running.
+        if self.stopping.is_set():
+            return
+
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
-            if rec is not None and rec["status"] == "restarting":
+            if rec is not None and rec["status"] in LIVE_STATUSES:
                 t.put_agent({**rec, "status": "exited", "pid": None})
         self.store.write(txn)
 

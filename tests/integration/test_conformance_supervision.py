@@ -10,8 +10,8 @@ import signal
 
 import pytest
 
-from beamish.runtime import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
-from tests.conftest import wait_until
+from beamish.runtime import AgentNotFound, AlreadyRunning, ConfigError, SpawnError, start_node
+from tests.conftest import shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -142,6 +142,19 @@ def test_a_temporary_child_is_gone_when_its_supervisor_escalates(node):
     wait_until(lambda: _running_again(node, "first", pid), what="g and first restarted")
     wait_until(lambda: node.info("temp").status != "running", what="temp's record updated")
     _assert_gone(node, "temp")
+
+
+def test_a_temporary_child_comes_back_with_a_restarted_node(node_dir):
+    n = start_node(node_dir)
+    try:
+        n.spawn(COUNTER, name="temp", restart="temporary").call("incr")
+    finally:
+        shutdown_quietly(n)
+    n = start_node(node_dir)  # a node stop is not the child's exit: it comes back
+    try:
+        assert n.call("temp", "get") == 1
+    finally:
+        shutdown_quietly(n)
 
 
 # -- item 4: spawn from init -------------------------------------------------------------------
