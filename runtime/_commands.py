@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, NotFound, RestartType,
-                                Running, StartFailed, SupervisorError, SupervisorSpec)
+from beamish.supervisor import (ChildKind, ChildSpec, ChildStatus, InvalidSpec, NotFound,
+                                RestartType, Running, StartFailed, SupervisorError,
+                                SupervisorSpec)
 
 from ._messenger import LIVE_STATUSES
 from ._spawnargs import check_shutdown, class_path
@@ -48,13 +49,18 @@ def ping(node: NodeDaemon) -> dict[str, Any]:
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
-          limits: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits"}``
-    -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its committed state was loaded).
+          limits: dict[str, Any] | None = None, timeout: float = 30.0,
+          caller: str | None = None, caller_phase: str | None = None) -> dict[str, Any]:
+    """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
+    "caller", "caller_phase"}`` -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its
+    committed state was loaded). ``caller``/``caller_phase`` come from ``self.ctx.spawn``
+    (the spawning agent, and "init"/"recover" while it starts).
 
     A name in use by a live agent is refused; the name of a stopped agent resumes it
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
     """
+    if caller is not None and caller_phase is not None:
+        _refuse_deadlocking_spawn(node, caller, caller_phase, supervisor, name or str(cls))
     cls = class_path(cls)
     shutdown = check_shutdown(shutdown)
     if restart not in ("permanent", "transient", "temporary"):
@@ -102,6 +108,34 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
             if agent_name in node.spawner.current else None}
+
+
+def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervisor: str,
+                              name: str) -> None:
+    """Refuse a spawn from ``caller``'s init/recover into a supervisor that is blocked until
+    that init/recover returns: its own, and each ancestor that is starting its branch (a
+    supervisor starts one child at a time and waits for it, as in OTP, where this
+    deadlocks)."""
+    child, shell = caller, node.shell(node.sup_of(caller))
+    path = [caller]
+    while shell is not None:
+        try:
+            status = shell.snapshot().child(child).status
+        except NotFound:
+            return
+        if status is not ChildStatus.STARTING:
+            return  # this supervisor is not waiting on our start: the spawn can be served
+        path.append(shell.id)
+        if shell.id == supervisor:
+            how = (f"its supervisor {supervisor!r} waits until that returns" if len(path) == 2
+                   else f"supervisor {supervisor!r} is starting "
+                        + ", which is starting ".join(repr(p) for p in reversed(path[1:-1]))
+                        + ", which waits until that returns")
+            raise SpawnError(name, f"agent {caller!r} asked for it from its {phase}, and "
+                             f"{how}, so the spawn could never be served; spawn it after "
+                             f"{phase} returns (e.g. self.ctx.send_after(0, msg) in {phase}, "
+                             "then spawn in handle_info) or into another supervisor")
+        child, shell = shell.id, shell.parent
 
 
 def _require(node: NodeDaemon, name: str) -> dict[str, Any]:

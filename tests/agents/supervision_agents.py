@@ -46,18 +46,30 @@ class TrappingInitWatcher(InitWatcher):
 
 class InitSpawner(Agent):
     """Spawns ``args["child_cls"]`` named ``args["child"]`` into ``args["into"]`` from
-    ``init``; keeps the spawn's outcome (the name, or the error's type and message)."""
+    ``init``, and named ``args["recover_child"]`` (if given) from ``recover``; keeps each
+    spawn's outcome (the name, or the error's type and message)."""
+
+    def _spawn(self, args: dict[str, Any], child: str) -> list[Any]:
+        try:
+            return ["ok", self.ctx.spawn(args["child_cls"], name=child, supervisor=args["into"],
+                                         timeout=args.get("timeout", 30.0))]
+        except BeamishError as exc:
+            return [type(exc).__name__, str(exc)]
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
-        try:
-            got = self.ctx.spawn(args["child_cls"], name=args["child"],
-                                 supervisor=args["into"], timeout=args.get("timeout", 30.0))
-            outcome: list[Any] = ["ok", got]
-        except BeamishError as exc:
-            outcome = [type(exc).__name__, str(exc)]
-        return {"outcome": outcome}
+        return {"args": args, "outcome": self._spawn(args, args["child"]),
+                "recovered": None}
 
     def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if msg == "outcome":
             return state["outcome"], state
+        if msg == "recovered":
+            return state["recovered"], state
+        if msg == "pid":
+            return os.getpid(), state
         return None, state
+
+    def recover(self, failure: Any, state: dict[str, Any]) -> Any:
+        if state["args"].get("recover_child"):
+            state["recovered"] = self._spawn(state["args"], state["args"]["recover_child"])
+        return Resume(state)

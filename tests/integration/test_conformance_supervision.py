@@ -170,22 +170,24 @@ def test_spawn_from_init_into_its_own_supervisor_is_refused_at_once(node):
     assert [c["name"] for c in node.tree()["children"]] == ["p"]
 
 
-def test_spawn_from_init_into_an_ancestor_that_is_starting_it_is_refused(node):
-    node.add_supervisor("outer", strategy="one_for_all")
-    node.add_supervisor("inner", parent="outer")
-    node.spawn(COUNTER, name="sibling", supervisor="outer")
-    # Spawned normally, outer is idle: its init may spawn into outer.
+def test_spawn_from_recover_into_an_ancestor_that_is_starting_it_is_refused(node):
+    node.add_supervisor("outer")
+    node.add_supervisor("inner", parent="outer", max_restarts=0)
+    # Spawned normally, outer is idle: p's init may spawn into outer.
     p = node.spawn(INIT_SPAWNER, name="p", supervisor="inner", args={
-        "child_cls": COUNTER, "child": "kid", "into": "outer", "timeout": 5.0})
+        "child_cls": COUNTER, "child": "kid", "into": "outer", "recover_child": "kid2",
+        "timeout": 5.0})
     assert p.call("outcome") == ["ok", "kid"]
-    node.delete("kid")
-    # Restarted with inner by outer (one_for_all): outer is busy starting inner, which is
-    # busy starting p; the spawn is refused at once instead of deadlocking.
-    pid = node.info("sibling").pid
-    _kill(node, "sibling")
-    wait_until(lambda: _running_again(node, "sibling", pid), what="outer restarted its group")
-    kind, message = wait_until(lambda: p.call("outcome"), what="p's outcome")
-    assert kind == "SpawnError" and "'outer'" in message, message
+    # Killed, p makes inner give up; outer restarts inner, which starts p, whose recover
+    # spawns into outer: outer is busy starting inner, inner busy starting p.
+    pid = p.call("pid")
+    _kill(node, "p")
+    wait_until(lambda: _running_again(node, "p", pid), what="outer restarted inner and p")
+    kind, message = p.call("recovered")
+    assert kind == "SpawnError", message
+    assert "'outer'" in message and "'inner'" in message and "after recover" in message
+    with pytest.raises(AgentNotFound):
+        node.info("kid2")
 
 
 def test_spawn_from_init_into_another_supervisor_works(node):
