@@ -69,6 +69,8 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     if shell is None:
         raise SpawnError(name or cls, f"no supervisor named {supervisor!r} (add it with "
                                       "node.add_supervisor first)")
+    if name is not None and _is_supervisor(node, name):
+        raise SpawnError(name, _SUP_NAME)
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
@@ -84,8 +86,14 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         if rec is None:
             fresh = True
             agent_id = t.next_counter("agent_id")
+            if agent_name and t.get_sup(agent_name) is not None:
+                raise SpawnError(agent_name, _SUP_NAME)
             if not agent_name:
                 agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
+                # A generated name must be free too (someone may have picked it by hand).
+                while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
+                    agent_id = t.next_counter("agent_id")
+                    agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
             rec = {"name": agent_name, "id": agent_id, "incarnation": 0, "restarts": 0,
                    "created": time.time(), "last_failure": None}
         rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
@@ -136,6 +144,14 @@ def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervi
                              f"{phase} returns (e.g. self.ctx.send_after(0, msg) in {phase}, "
                              "then spawn in handle_info) or into another supervisor")
         child, shell = shell.id, shell.parent
+
+
+_SUP_NAME = ("a supervisor has that name, and agents and supervisors share one namespace; "
+             "pick another name")
+
+
+def _is_supervisor(node: NodeDaemon, name: str) -> bool:
+    return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
 def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
@@ -380,6 +396,16 @@ def add_config_entries(node: NodeDaemon, config: Any) -> None:
     """Persist the config file's supervisors and agents that the store does not hold yet
     (a restarted node keeps what it had: the store wins over the file)."""
     def txn(t: Txn) -> None:
+        for sup in config.supervisor:
+            if t.get_agent(sup.name) is not None:
+                raise ConfigError(f"supervisor {sup.name!r}: an agent has that name in the "
+                                  "node's store, and agents and supervisors share one "
+                                  "namespace; rename one (or `beamish delete` the agent)")
+        for agent in config.agent:
+            if t.get_sup(agent.name) is not None:
+                raise ConfigError(f"agent {agent.name!r}: a supervisor has that name in the "
+                                  "node's store, and agents and supervisors share one "
+                                  "namespace; rename it")
         for sup in config.supervisor:
             if t.get_sup(sup.name) is None:
                 t.put_sup({"name": sup.name, "strategy": sup.strategy,

@@ -204,11 +204,31 @@ def test_spawn_from_init_into_another_supervisor_works(node):
 
 def test_agents_and_supervisors_share_one_namespace(node):
     node.add_supervisor("workers")
-    with pytest.raises(SpawnError, match="supervisor"):
-        node.spawn(COUNTER, name="workers")
-    with pytest.raises(SpawnError, match="supervisor"):
-        node.spawn(COUNTER, name="root")
+    node.add_supervisor("other")
+    for name, sup in [("workers", "root"), ("workers", "other"), ("root", "other"),
+                      ("other", "workers")]:
+        with pytest.raises(SpawnError, match="one namespace"):
+            node.spawn(COUNTER, name=name, supervisor=sup)
     node.spawn(COUNTER, name="c1")
     with pytest.raises(ConfigError, match="already used"):
         node.add_supervisor("c1")
-    assert [r.name for r in node.ps()] == ["c1"]
+    first = node.spawn(COUNTER).name  # counter-<id>
+    n = int(first.rpartition("-")[2])
+    # The next generated name, taken by hand first (with the id before it): it is skipped.
+    node.spawn(COUNTER, name=f"counter-{n + 2}").call("incr")
+    auto = node.spawn(COUNTER)
+    assert auto.name not in ("c1", first, f"counter-{n + 2}")
+    assert node.call(f"counter-{n + 2}", "get") == 1 and auto.call("get") == 0
+    assert len({r.name for r in node.ps()}) == 4
+
+
+def test_a_config_agent_named_like_a_persisted_supervisor_is_refused(node_dir, tmp_path):
+    n = start_node(node_dir)
+    try:
+        n.add_supervisor("team")
+    finally:
+        shutdown_quietly(n)
+    cfg = tmp_path / "beamish.toml"
+    cfg.write_text('[[agent]]\nname = "team"\nclass = "tests.agents.basic:Counter"\n')
+    with pytest.raises(ConfigError, match="'team'.*one namespace"):
+        shutdown_quietly(start_node(node_dir, config=str(cfg)))
