@@ -80,6 +80,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         nonlocal fresh
         agent_name = name
         rec = t.get_agent(agent_name) if agent_name else None
+        prev = rec["status"] if rec is not None else None
         if rec is not None and rec["status"] in LIVE_STATUSES | {"failed"}:
             raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
                              f"(pid {rec.get('pid')}); pick another name or stop it first")
@@ -98,7 +99,8 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
                    "created": time.time(), "last_failure": None}
         rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
                    shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
-                   order=t.next_counter("order"), fresh=True)
+                   order=t.next_counter("order"), fresh=True,
+                   spawning={"prev": prev})  # until the spawn completes: see _roll_back_spawn
         t.put_agent(rec)
         return rec
     rec = node.store.write(reserve)
@@ -108,14 +110,41 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         _add_agent(shell, rec)
     except (StartFailed, SupervisorError) as exc:
         failure = node.spawner.start_failures.pop(agent_name, None)
-        if fresh:
-            node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(agent_name)))
-        else:
-            node.set_status(agent_name, "stopped")
+        _roll_back_spawn(node, rec, "stopped")
         detail = f"{failure.exc_type}: {failure.message}" if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
+    _spawn_completed(node, agent_name)
     return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
             if agent_name in node.spawner.current else None}
+
+
+def _spawn_completed(node: NodeDaemon, name: str) -> None:
+    def txn(t: Txn) -> None:
+        rec = t.get_agent(name)
+        if rec is not None and "spawning" in rec:
+            del rec["spawning"]
+            t.put_agent(rec)
+    node.store.write(txn)
+
+
+def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: str) -> None:
+    """Undo a spawn that did not complete: a new name's record and data are erased (the
+    name is free again); a resumed agent goes back to ``resumed_status``, its state kept.
+
+    A record still marked ``spawning`` when a node restarts on the dir was never
+    acknowledged (the node died first): the restore completes it, or rolls it back with
+    this, never leaving a half-made agent."""
+    name = rec["name"]
+    if rec.get("spawning", {}).get("prev") is None:
+        node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
+        return
+
+    def txn(t: Txn) -> None:
+        cur = t.get_agent(name)
+        if cur is not None:
+            cur.pop("spawning", None)
+            t.put_agent({**cur, "status": resumed_status, "pid": None})
+    node.store.write(txn)
 
 
 def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervisor: str,
@@ -445,15 +474,24 @@ def start_persisted(node: NodeDaemon) -> None:
         if rec["status"] not in LIVE_STATUSES:
             continue
         shell = node.shell(rec["supervisor"])
-        if shell is None:
-            node.set_status(rec["name"], "failed")
-            continue
-        node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
         try:
+            if shell is None:
+                raise StartFailed(f"its supervisor {rec['supervisor']!r} is gone")
+            node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
+            if "spawning" in rec:  # never acknowledged: the spawn is undone, not failed
+                node.spawner.start_failures.pop(rec["name"], None)
+                _roll_back_spawn(node, rec, rec["spawning"].get("prev") or "stopped")
+                node.emit("removed", rec["name"], rec["supervisor"],
+                          f"a spawn the node never acknowledged (it stopped first) did not "
+                          f"complete on restart, so it was rolled back: {exc}")
+                continue
             node.set_status(rec["name"], "failed")
             node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
+            continue
+        if "spawning" in rec:
+            _spawn_completed(node, rec["name"])
 
 
 def shutdown(node: NodeDaemon) -> dict[str, Any]:

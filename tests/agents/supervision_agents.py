@@ -4,6 +4,7 @@ monitors in ``init``/``recover``, and agents that spawn from ``init``."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from beamish.runtime import Agent, BeamishError, Resume
@@ -73,3 +74,26 @@ class InitSpawner(Agent):
         if state["args"].get("recover_child"):
             state["recovered"] = self._spawn(state["args"], state["args"]["recover_child"])
         return Resume(state)
+
+
+class GatedInit(Agent):
+    """A counter whose ``init`` is driven by files: it creates ``args["entered"]`` on
+    entry, raises if ``args["fail_if"]`` exists, and waits (up to a minute) for
+    ``args["wait_for"]`` to exist. ``"get"`` answers the count."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("entered"):
+            open(args["entered"], "a").close()
+        if args.get("fail_if") and os.path.exists(args["fail_if"]):
+            raise RuntimeError("init refused: the fail_if file exists")
+        deadline = time.monotonic() + 60
+        while args.get("wait_for") and not os.path.exists(args["wait_for"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)  # a test agent's gate, not a test's wait
+        return {"n": args.get("start", 0)}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if msg == "get":
+            return state["n"], state
+        state["n"] += 1
+        return state["n"], state

@@ -7,17 +7,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 
 import pytest
 
-from beamish.runtime import AgentNotFound, AlreadyRunning, ConfigError, SpawnError, start_node
-from tests.conftest import shutdown_quietly, wait_until
+from beamish.runtime import (AgentNotFound, AlreadyRunning, BeamishError, ConfigError,
+                             SpawnError, start_node)
+from tests.conftest import kill_node, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
 INIT_WATCHER = "tests.agents.supervision_agents:InitWatcher"
 TRAPPING_INIT_WATCHER = "tests.agents.supervision_agents:TrappingInitWatcher"
 INIT_SPAWNER = "tests.agents.supervision_agents:InitSpawner"
+GATED = "tests.agents.supervision_agents:GatedInit"
 
 
 def _kill(node, name):
@@ -232,3 +235,107 @@ def test_a_config_agent_named_like_a_persisted_supervisor_is_refused(node_dir, t
     cfg.write_text('[[agent]]\nname = "team"\nclass = "tests.agents.basic:Counter"\n')
     with pytest.raises(ConfigError, match="'team'.*one namespace"):
         shutdown_quietly(start_node(node_dir, config=str(cfg)))
+
+
+# -- kill -9 of the node during a spawn storm ------------------------------------------------------
+
+def _kill_node_group(n):
+    os.killpg(os.getpgid(n.pid), signal.SIGKILL)  # the node's process group, as `kill -9 -PGID`
+
+
+def _storm(n, k, args, attempted, acked, stop):
+    i = 0
+    while not stop.is_set():
+        name = f"s{k}-{i}"
+        i += 1
+        attempted.append(name)
+        try:
+            n.spawn(GATED, name=name, args=args, timeout=1.0)
+        except BeamishError:
+            return  # the node is gone: this spawn was never acknowledged
+        acked.append(name)
+
+
+def _spawn_in_flight(n, name, args):
+    try:
+        n.spawn(GATED, name=name, args=args, timeout=1.0)
+    except BeamishError:
+        pass  # the node died before it answered: the test checks what the restart made
+
+
+def _assert_all_or_nothing(n, acked, unacked):
+    infos = {i.name: i for i in n.ps()}
+    in_tree = {c["name"] for c in n.tree()["children"]}
+    for name in acked:  # every acknowledged spawn is there, running, in the tree
+        assert infos[name].status == "running" and name in in_tree, infos[name]
+        assert n.call(name, "get") == 7
+    for name in unacked:  # each unacknowledged one is all there or not at all
+        if name in infos:
+            assert infos[name].status == "running" and name in in_tree, infos[name]
+            assert n.call(name, "get") == 7
+        else:
+            assert name not in in_tree
+            with pytest.raises(AgentNotFound):
+                n.call(name, "get")
+            n.spawn(COUNTER, name=name)  # the name is free
+            n.delete(name)
+    assert [i.name for i in infos.values() if i.status == "failed"] == []
+
+
+def test_kill_9_during_a_spawn_storm_completes_or_rolls_back_every_spawn(node_dir, tmp_path):
+    # An init that ran before the kill committed its state; one that had not runs again
+    # on the restarted node, and fails there: its spawn must be rolled back.
+    fail_if = str(tmp_path / "fail-init")
+    n = start_node(node_dir)
+    attempted: list[str] = []
+    acked: list[str] = []
+    stop = threading.Event()
+    args = {"start": 7, "fail_if": fail_if}
+    threads = [threading.Thread(target=_storm, args=(n, k, args, attempted, acked, stop))
+               for k in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(acked) >= 30, timeout=60, what="30 acknowledged spawns")
+        _kill_node_group(n)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        kill_node(n)
+    unacked = set(attempted) - set(acked)
+    assert unacked, "no spawn was in flight when the node died"
+    open(fail_if, "w").close()
+    n = start_node(node_dir)
+    try:
+        _assert_all_or_nothing(n, acked, unacked)
+    finally:
+        shutdown_quietly(n)
+
+
+@pytest.mark.parametrize("outcome", ["completed", "rolled back"])
+def test_a_spawn_in_init_when_the_node_dies_is_completed_or_rolled_back(node_dir, tmp_path,
+                                                                        outcome):
+    entered, gate, fail_if = (str(tmp_path / f) for f in ("entered", "gate", "fail"))
+    n = start_node(node_dir)
+    n.spawn(COUNTER, name="old")
+    args = {"start": 7, "entered": entered, "wait_for": gate, "fail_if": fail_if}
+    spawner = threading.Thread(target=_spawn_in_flight, args=(n, "new", args))
+    try:
+        spawner.start()
+        wait_until(lambda: os.path.exists(entered), what="the new agent's init entered")
+        _kill_node_group(n)
+    finally:
+        spawner.join(60)
+        kill_node(n)
+    open(gate, "w").close()
+    if outcome == "rolled back":
+        open(fail_if, "w").close()  # its init fails on the restarted node
+    n = start_node(node_dir)
+    try:
+        _assert_all_or_nothing(n, [], ["new"])  # its spawn was never acknowledged
+        names = {i.name for i in n.ps()}
+        assert ("new" in names) == (outcome == "completed")
+        assert n.call("old", "get") == 0
+    finally:
+        shutdown_quietly(n)
