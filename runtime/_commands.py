@@ -197,14 +197,18 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
     CLI: ``beamish stop NAME``."""
     rec = _require(node, name)
     shell = node.shell(rec["supervisor"])
-    if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
-        node.spawner.stop_reasons[name] = "normal"
-        try:
-            shell.remove_child(name)
-        except SupervisorError:
-            pass  # not a child any more (failed, or exited meanwhile): nothing to stop
-        node.spawner.stop_reasons.pop(name, None)
-    node.set_status(name, "stopped")
+    node.removing.add(name)
+    try:
+        if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
+            node.spawner.stop_reasons[name] = "normal"
+            try:
+                shell.remove_child(name)
+            except SupervisorError:
+                pass  # not a child any more (failed, or exited meanwhile): nothing to stop
+            node.spawner.stop_reasons.pop(name, None)
+        node.set_status(name, "stopped")
+    finally:
+        node.removing.discard(name)
     node.emit("stopped", name, rec["supervisor"], "normal")
     return {"name": name, "status": "stopped"}
 

@@ -33,7 +33,7 @@ from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, Supervisor
 from ._agents import AgentSpawner
 from ._config import NodeConfig
 from ._links import LinkTable
-from ._messenger import LIVE_STATUSES, Messenger
+from ._messenger import Messenger
 from ._paths import NodePaths, check_dir_safe
 from ._store import Store, Txn, memory_path, wipe
 from ._types import Failure
@@ -69,6 +69,7 @@ class NodeDaemon:
         self.event_cond = threading.Condition()
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
+        self.removing: set[str] = set()  # agents a stop command is taking out of the tree
         self.exit_code = 0
         self.dropped_frames = 0
         self.started_at = time.time()
@@ -176,12 +177,13 @@ class NodeDaemon:
         # or with its supervisor (still "running" here: the supervisor stopped it): its
         # state stays, and a later spawn of the name resumes it. Not while the node stops:
         # a node restarted on the dir brings back what was running.
-        if self.stopping.is_set():
-            return
+        if self.stopping.is_set() or name in self.removing:
+            return  # (a stop or delete sets the status itself)
 
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
-            if rec is not None and rec["status"] in LIVE_STATUSES:
+            # Not "starting": a spawn that failed undoes its own reservation.
+            if rec is not None and rec["status"] in ("running", "restarting"):
                 t.put_agent({**rec, "status": "exited", "pid": None})
         self.store.write(txn)
 

@@ -175,11 +175,13 @@ class AlreadyRunning(BeamishError):
     """
 
     def __init__(self, name: str, status: str = "running", what: str = "agent") -> None:
+        state = {"backoff": "waiting for its restart (backoff)",
+                 "starting": "starting"}.get(status, status)
         super().__init__(
-            f"{what} {name!r} is {status}: restart is for a failed or stopped one, and it was "
+            f"{what} {name!r} is {state}: restart is for a failed or stopped one, and it was "
             f"left as it was (to restart it anyway, `beamish stop {name}` first, then "
             f"`beamish restart {name}`)" if what == "agent" else
-            f"{what} {name!r} is {status}: restart is for a failed one, and it was left as it "
+            f"{what} {name!r} is {state}: restart is for a failed one, and it was left as it "
             "was")
         self.name = name
         self.status = status

@@ -93,6 +93,10 @@ def test_restart_of_a_running_agent_is_refused_and_leaves_its_record(node):
     _kill(node, "c1")  # its next crash is counted as usual
     wait_until(lambda: node.info("c1").restarts == 2 and node.info("c1").status == "running",
                what="the next crash counted")
+    c1.call("incr")
+    node.stop("c1")  # what the error says to do
+    node.restart("c1")
+    assert node.info("c1").status == "running" and c1.call("get") == 1
 
 
 def test_cli_restart_of_a_running_agent_says_to_stop_it_first(node):
