@@ -118,6 +118,23 @@ def test_restart_of_a_running_supervisor_is_refused(node):
     assert node.tree()["children"][0]["status"] == "running"
 
 
+def test_restart_of_a_failed_supervisor_brings_its_subtree_back(node):
+    node.add_supervisor("team", max_restarts=0)  # gives up at its child's first crash
+    node.spawn(COUNTER, name="member", supervisor="team").call("incr")
+    for i in range(4):  # the root restarts team 3 times in 5 s; the 4th time it is failed
+        pid = wait_until(lambda: (lambda x: x.status == "running" and x.pid)(
+            node.info("member")), what="member running")
+        os.kill(pid, signal.SIGKILL)
+        if i < 3:
+            wait_until(lambda p=pid: _running_again(node, "member", p), what="team restarted")
+    wait_until(lambda: node.tree()["children"][0]["status"] == "failed", what="team failed")
+    node.restart("team")
+    assert node.tree()["children"][0]["status"] == "running"
+    assert node.call("member", "get") == 1
+    with pytest.raises(AlreadyRunning):
+        node.restart("team")
+
+
 # -- item 5: temporary bystanders are gone -----------------------------------------------------
 
 def _assert_gone(node, name):
