@@ -74,10 +74,8 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
-    fresh = False
 
     def reserve(t: Txn) -> dict[str, Any]:
-        nonlocal fresh
         agent_name = name
         rec = t.get_agent(agent_name) if agent_name else None
         prev = rec["status"] if rec is not None else None
@@ -85,7 +83,6 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
             raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
                              f"(pid {rec.get('pid')}); pick another name or stop it first")
         if rec is None:
-            fresh = True
             agent_id = t.next_counter("agent_id")
             if agent_name and t.get_sup(agent_name) is not None:
                 raise SpawnError(agent_name, _SUP_NAME)
@@ -510,7 +507,7 @@ def shutdown(node: NodeDaemon) -> dict[str, Any]:
 REGISTER_WAIT_S = 10.0
 
 
-def _requester(node: NodeDaemon, name: str, inc: int, what: str) -> Any:
+def _watcher_incarnation(node: NodeDaemon, name: str, inc: int, what: str) -> Any:
     me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
     if me is None:
         raise AgentNotFound(name, f"the {what} agent itself is not running")
@@ -523,7 +520,7 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``, in a
     handler, ``init`` or ``recover`` (a process still in its ``init`` counts as running,
     the watcher's and the target's alike)."""
-    me = _requester(node, watcher, inc, "monitoring")
+    me = _watcher_incarnation(node, watcher, inc, "monitoring")
     other = node.spawner.incarnation(target)
     if other is None:
         from ._links import NOPROC, down_message
@@ -542,7 +539,7 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str,
     ``recover`` (``trap_exits`` is the watcher's class attribute: from ``init`` it comes
     before its ready report does); a target not running raises `AgentNotFound` (where
     Erlang would send exit ``noproc``)."""
-    me = _requester(node, watcher, inc, "linking")
+    me = _watcher_incarnation(node, watcher, inc, "linking")
     if trap_exits:
         me.trap_exits = True
     other = node.spawner.incarnation(target)
