@@ -27,6 +27,7 @@ from ._types import Resume as Resume
 from ._types import Skip as Skip
 from ._types import Stop as Stop
 from .errors import AgentNotFound as AgentNotFound
+from .errors import AlreadyRunning as AlreadyRunning
 from .errors import BadMessage as BadMessage
 from .errors import BeamishError as BeamishError
 from .errors import CallTimeout as CallTimeout

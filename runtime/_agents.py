@@ -74,6 +74,9 @@ class AgentSpawner:
     def __init__(self, node: NodeDaemon) -> None:
         self.node = node
         self.lock = threading.Lock()
+        # Notified when an incarnation is registered: a request its init sends (monitor,
+        # link) can beat the zygote's answer to the fork, and waits for it.
+        self.registered = threading.Condition(self.lock)
         self.by_pid: dict[int, Incarnation] = {}
         self.current: dict[str, Incarnation] = {}
         self.next_failure: dict[str, Failure] = {}
@@ -134,11 +137,12 @@ class AgentSpawner:
         pid = node.zygote.fork(boot, preload)
         incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
                            limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
-        with self.lock:
+        with self.registered:
             self.by_pid[pid] = incn
             self.current[name] = incn
             ready = self.early_ready.pop(pid, None)
             early = self.early_exits.pop(pid, None)
+            self.registered.notify_all()
         if ready is not None:
             self.on_ready(ready)  # its report beat the zygote's answer to us
         if early is not None:
@@ -160,6 +164,31 @@ class AgentSpawner:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
         return incn
+
+    def incarnation(self, name: str, inc: int | None = None,
+                    wait: float = 0.0) -> Incarnation | None:
+        """Return agent ``name``'s live process, one still in ``init``/``recover`` included
+        (as in Erlang, a process exists from its spawn), or ``None``.
+
+        Args:
+            name: the agent.
+            inc: only this incarnation; wait up to ``wait`` seconds for it to be registered.
+            wait: seconds.
+        """
+        def found() -> Incarnation | None:
+            incn = self.current.get(name)
+            if incn is None or (inc is not None and incn.inc != inc) or incn.exited.done():
+                return None
+            return incn
+
+        def settled() -> bool:
+            incn = self.current.get(name)
+            return found() is not None or (incn is not None and inc is not None
+                                           and incn.inc > inc)
+        with self.registered:
+            if inc is not None and wait > 0:
+                self.registered.wait_for(settled, wait)
+            return found()
 
     def terminate_child(self, sup_id: str, spec: ChildSpec, handle: Any) -> ExitReason:
         """Stop the agent: ask, wait ``spec.shutdown`` seconds, then SIGKILL.

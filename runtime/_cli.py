@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the message, as JSON (a string needs quotes: '\"incr\"')")
     for verb, text in (("stop", "stop an agent in order (state kept)"),
                        ("delete", "stop an agent and erase its state"),
-                       ("restart", "restart an agent marked failed"),
+                       ("restart", "restart a failed agent or supervisor (refused while it runs)"),
                        ("dead-letters", "show the casts an agent skipped"),
                        ("info", "show one agent")):
         p = sub.add_parser(verb, parents=[common], help=text)

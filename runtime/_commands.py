@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hin
 
 import psutil
 
-from beamish.supervisor import (ChildKind, ChildSpec, InvalidSpec, RestartType, StartFailed,
-                                SupervisorError, SupervisorSpec)
+from beamish.supervisor import (ChildKind, ChildSpec, ChildStatus, InvalidSpec, NotFound,
+                                RestartType, Running, StartFailed, SupervisorError,
+                                SupervisorSpec)
 
 from ._config import ConfigDrift, agent_drift
 from ._inflight import read_dropped
@@ -31,7 +32,7 @@ from ._spawnargs import check_shutdown, class_path
 from ._store import Txn
 from ._types import DroppedFrames
 from ._validation import check_limits, check_lookup_name, check_name, check_timeout
-from .errors import AgentNotFound, ConfigError, SpawnError
+from .errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 
 if TYPE_CHECKING:
     from ._node import NodeDaemon
@@ -74,13 +75,18 @@ def dropped_frames(node: NodeDaemon) -> DroppedFrames:
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
-          limits: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits"}``
-    -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its committed state was loaded).
+          limits: dict[str, Any] | None = None, timeout: float = 30.0,
+          caller: str | None = None, caller_phase: str | None = None) -> dict[str, Any]:
+    """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
+    "caller", "caller_phase"}`` -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its
+    committed state was loaded). ``caller``/``caller_phase`` come from ``self.ctx.spawn``
+    (the spawning agent, and "init"/"recover" while it starts).
 
     A name in use by a live agent is refused; the name of a stopped agent resumes it
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
     """
+    if caller is not None and caller_phase is not None:
+        _refuse_deadlocking_spawn(node, caller, caller_phase, supervisor, name or str(cls))
     cls = class_path(cls)
     if not isinstance(args, dict):
         raise ConfigError(f"args={args!r:.80}: expected a dict")
@@ -98,28 +104,35 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         raise SpawnError(name or cls, f"no supervisor named {supervisor!r}; add it first: "
                          f"`beamish add-supervisor {supervisor}` from the shell, or "
                          f"node.add_supervisor({supervisor!r}) from Python")
+    if name is not None and _is_supervisor(node, name):
+        raise SpawnError(name, _SUP_NAME)
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
-    fresh = False
 
     def reserve(t: Txn) -> dict[str, Any]:
-        nonlocal fresh
         agent_name = name
         rec = t.get_agent(agent_name) if agent_name else None
+        prev = rec["status"] if rec is not None else None
         if rec is not None and rec["status"] in LIVE_STATUSES | {"failed"}:
             raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
                              f"(pid {rec.get('pid')}); pick another name or stop it first")
         if rec is None:
-            fresh = True
             agent_id = t.next_counter("agent_id")
+            if agent_name and t.get_sup(agent_name) is not None:
+                raise SpawnError(agent_name, _SUP_NAME)
             if not agent_name:
                 agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
+                # A generated name must be free too (someone may have picked it by hand).
+                while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
+                    agent_id = t.next_counter("agent_id")
+                    agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
             rec = {"name": agent_name, "id": agent_id, "incarnation": 0, "restarts": 0,
                    "created": time.time(), "last_failure": None}
         rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
                    shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
-                   order=t.next_counter("order"), fresh=True)
+                   order=t.next_counter("order"), fresh=True,
+                   spawning={"prev": prev})  # until the spawn completes: see _roll_back_spawn
         t.put_agent(rec)
         return rec
     rec = node.store.write(reserve)
@@ -129,14 +142,77 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         _add_agent(shell, rec)
     except (StartFailed, SupervisorError) as exc:
         failure = node.spawner.start_failures.pop(agent_name, None)
-        if fresh:
-            node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(agent_name)))
-        else:
-            node.set_status(agent_name, "stopped")
+        _roll_back_spawn(node, rec, "stopped")
         detail = f"{failure.exc_type}: {failure.message}" if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
+    _spawn_completed(node, agent_name)
     return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
             if agent_name in node.spawner.current else None}
+
+
+def _spawn_completed(node: NodeDaemon, name: str) -> None:
+    def txn(t: Txn) -> None:
+        rec = t.get_agent(name)
+        if rec is not None and "spawning" in rec:
+            del rec["spawning"]
+            t.put_agent(rec)
+    node.store.write(txn)
+
+
+def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: str) -> None:
+    """Undo a spawn that did not complete: a new name's record and data are erased (the
+    name is free again); a resumed agent goes back to ``resumed_status``, its state kept.
+
+    A record still marked ``spawning`` when a node restarts on the dir was never
+    acknowledged (the node died first): the restore completes it, or rolls it back with
+    this, never leaving a half-made agent."""
+    name = rec["name"]
+    if rec.get("spawning", {}).get("prev") is None:
+        node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
+        return
+
+    def txn(t: Txn) -> None:
+        cur = t.get_agent(name)
+        if cur is not None:
+            cur.pop("spawning", None)
+            t.put_agent({**cur, "status": resumed_status, "pid": None})
+    node.store.write(txn)
+
+
+def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervisor: str,
+                              name: str) -> None:
+    """Refuse a spawn from ``caller``'s init/recover into a supervisor that is blocked until
+    that init/recover returns: its own, and each ancestor that is starting its branch (a
+    supervisor starts one child at a time and waits for it, as in OTP, where this
+    deadlocks)."""
+    child, shell = caller, node.shell(node.sup_of(caller))
+    path = [caller]
+    while shell is not None:
+        try:
+            status = shell.snapshot().child(child).status
+        except NotFound:
+            return
+        if status is not ChildStatus.STARTING:
+            return  # this supervisor is not waiting on our start: the spawn can be served
+        path.append(shell.id)
+        if shell.id == supervisor:
+            how = (f"its supervisor {supervisor!r} waits until that returns" if len(path) == 2
+                   else f"supervisor {supervisor!r} is starting "
+                        + ", which is starting ".join(repr(p) for p in reversed(path[1:-1]))
+                        + ", which waits until that returns")
+            raise SpawnError(name, f"agent {caller!r} asked for it from its {phase}, and "
+                             f"{how}, so the spawn could never be served; spawn it after "
+                             f"{phase} returns (e.g. self.ctx.send_after(0, msg) in {phase}, "
+                             "then spawn in handle_info) or into another supervisor")
+        child, shell = shell.id, shell.parent
+
+
+_SUP_NAME = ("a supervisor has that name, and agents and supervisors share one namespace; "
+             "pick another name")
+
+
+def _is_supervisor(node: NodeDaemon, name: str) -> bool:
+    return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
 def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
@@ -154,14 +230,18 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
     CLI: ``beamish stop NAME``."""
     rec = _require(node, name)
     shell = node.shell(rec["supervisor"])
-    if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
-        node.spawner.stop_reasons[name] = "normal"
-        try:
-            shell.remove_child(name)
-        except SupervisorError:
-            pass  # not a child any more (failed, or exited meanwhile): nothing to stop
-        node.spawner.stop_reasons.pop(name, None)
-    node.set_status(name, "stopped")
+    node.removing.add(name)
+    try:
+        if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
+            node.spawner.stop_reasons[name] = "normal"
+            try:
+                shell.remove_child(name)
+            except SupervisorError:
+                pass  # not a child any more (failed, or exited meanwhile): nothing to stop
+            node.spawner.stop_reasons.pop(name, None)
+        node.set_status(name, "stopped")
+    finally:
+        node.removing.discard(name)
     node.emit("stopped", name, rec["supervisor"], "normal")
     return {"name": name, "status": "stopped"}
 
@@ -304,25 +384,47 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
 
 def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
-    marked failed. CLI: ``beamish restart NAME``."""
+    marked failed (or an agent that is stopped or exited). One that runs, or is about to
+    restart, is refused with `AlreadyRunning` and left exactly as it was (pid, restart
+    count, intensity history). CLI: ``beamish restart NAME``."""
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
+        sup = node.store.read(lambda t: t.get_sup(name))
+        if sup is not None:
+            return _restart_supervisor(node, sup)
         raise AgentNotFound(name)
     shell = node.shell(rec["supervisor"])
     if shell is None:
         raise AgentNotFound(name, f"its supervisor {rec['supervisor']!r} is gone")
     try:
         shell.restart_child(name)
+    except Running as exc:
+        raise AlreadyRunning(name, exc.status) from None
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
-    except SupervisorError:
+    except NotFound:  # not in the tree any more (stopped, exited): add it back
         node.store.write(lambda t: t.put_agent({**rec, "status": "starting", "fresh": True}))
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
             node.set_status(name, rec["status"])
             raise SpawnError(name, f"it did not start ({exc})") from None
+    return {"name": name, "status": "running"}
+
+
+def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
+    name = rec["name"]
+    parent = node.shell(rec["parent"])
+    if parent is None:
+        raise AgentNotFound(name, f"it is a supervisor whose parent {rec['parent']!r} is gone")
+    try:
+        parent.restart_child(name)
+    except Running as exc:
+        raise AlreadyRunning(name, exc.status, what="supervisor") from None
+    except (StartFailed, SupervisorError) as exc:
+        raise SpawnError(name, f"the supervisor did not start ({exc})") from None
+    node.set_sup_status(name, "running")
     return {"name": name, "status": "running"}
 
 
@@ -385,6 +487,16 @@ def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
     def txn(t: Txn) -> None:
         drift.clear()
         for sup in config.supervisor:
+            if t.get_agent(sup.name) is not None:
+                raise ConfigError(f"supervisor {sup.name!r}: an agent has that name in the "
+                                  "node's store, and agents and supervisors share one "
+                                  "namespace; rename one (or `beamish delete` the agent)")
+        for agent in config.agent:
+            if t.get_sup(agent.name) is not None:
+                raise ConfigError(f"agent {agent.name!r}: a supervisor has that name in the "
+                                  "node's store, and agents and supervisors share one "
+                                  "namespace; rename it")
+        for sup in config.supervisor:
             if t.get_sup(sup.name) is None:
                 t.put_sup({"name": sup.name, "strategy": sup.strategy,
                            "max_restarts": sup.max_restarts, "max_seconds": sup.max_seconds,
@@ -431,28 +543,29 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
         if rec["status"] not in LIVE_STATUSES:
             continue
         shell = node.shell(rec["supervisor"])
-        if shell is None:
-            node.set_status(rec["name"], "failed")
-            failures[rec["name"]] = f"its supervisor {rec['supervisor']!r} did not start"
-            continue
         try:
+            if shell is None:
+                raise StartFailed(f"its supervisor {rec['supervisor']!r} did not start")
             # A record stored before limits were checked: a bad one would kill the node.
             check_limits(rec.get("limits"))
-        except ConfigError as exc:
-            node.set_status(rec["name"], "failed")
-            failures[rec["name"]] = str(exc)
-            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {exc}")
-            continue
-        node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
-        try:
+            node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
             _add_agent(shell, rec)
-        except (StartFailed, SupervisorError) as exc:
+        except (StartFailed, SupervisorError, ConfigError) as exc:
             failure = node.spawner.start_failures.pop(rec["name"], None)
             reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
                 else (failure.message if failure else str(exc))
+            if "spawning" in rec:  # never acknowledged: the spawn is undone, not failed
+                _roll_back_spawn(node, rec, rec["spawning"].get("prev") or "stopped")
+                node.emit("removed", rec["name"], rec["supervisor"],
+                          f"a spawn the node never acknowledged (it stopped first) did not "
+                          f"complete on restart, so it was rolled back: {reason}")
+                continue
             failures[rec["name"]] = reason
             node.set_status(rec["name"], "failed", failure=failure)
             node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {reason}")
+            continue
+        if "spawning" in rec:
+            _spawn_completed(node, rec["name"])
     return failures
 
 
@@ -463,23 +576,28 @@ def shutdown(node: NodeDaemon) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
-def _live(node: NodeDaemon, name: str, inc: int | None = None) -> Any:
-    incn = node.spawner.current.get(name)
-    if incn is None or not incn.ready.done() or (inc is not None and incn.inc != inc):
-        return None
-    return incn
+# How long a monitor or link request from an agent's init waits for the node to register
+# that agent's process (its request can beat the zygote's answer to the fork).
+REGISTER_WAIT_S = 10.0
+
+
+def _watcher_incarnation(node: NodeDaemon, name: str, inc: int, what: str) -> Any:
+    me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
+    if me is None:
+        raise AgentNotFound(name, f"the {what} agent itself is not running")
+    return me
 
 
 def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
     """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
     watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
-    (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``."""
+    (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``, in a
+    handler, ``init`` or ``recover`` (a process still in its ``init`` counts as running,
+    the watcher's and the target's alike)."""
     check_name(watcher, "watcher")
     check_name(target, "target")
-    me = _live(node, watcher, inc)
-    if me is None:
-        raise AgentNotFound(watcher, "the monitoring agent itself is not running")
-    other = _live(node, target)
+    me = _watcher_incarnation(node, watcher, inc, "monitoring")
+    other = node.spawner.incarnation(target)
     if other is None:
         from ._links import NOPROC, down_message
         node.deliver_info(me, down_message(target, NOPROC))
@@ -488,18 +606,21 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     return {"target": target, "live": True}
 
 
-def link(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
-    """``{"op": "link", "watcher", "inc", "target"}`` -> ``{"target"}``: link the two agents'
-    processes both ways. An abnormal exit of one kills the other, unless it sets
-    ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``. Normal
-    exits do not propagate. From ``self.ctx.link``; a target not running raises
-    `AgentNotFound` (where Erlang would send exit ``noproc``)."""
+def link(node: NodeDaemon, watcher: str, inc: int, target: str,
+         trap_exits: bool = False) -> dict[str, Any]:
+    """``{"op": "link", "watcher", "inc", "target", "trap_exits"}`` -> ``{"target"}``: link
+    the two agents' processes both ways. An abnormal exit of one kills the other, unless it
+    sets ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``.
+    Normal exits do not propagate. From ``self.ctx.link``, in a handler, ``init`` or
+    ``recover`` (``trap_exits`` is the watcher's class attribute: from ``init`` it comes
+    before its ready report does); a target not running raises `AgentNotFound` (where
+    Erlang would send exit ``noproc``)."""
     check_name(watcher, "watcher")
     check_name(target, "target")
-    me = _live(node, watcher, inc)
-    if me is None:
-        raise AgentNotFound(watcher, "the linking agent itself is not running")
-    other = _live(node, target)
+    me = _watcher_incarnation(node, watcher, inc, "linking")
+    if trap_exits:
+        me.trap_exits = True
+    other = node.spawner.incarnation(target)
     if other is None:
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)

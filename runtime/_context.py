@@ -21,11 +21,15 @@ class AgentContext:
     """
 
     def __init__(self, name: str, messenger: Messenger, control: ControlClient,
-                 incarnation: int = 0) -> None:
+                 incarnation: int = 0, trap_exits: bool = False) -> None:
         self.name = name
         self._incarnation = incarnation
+        self._trap_exits = trap_exits
         self._messenger = messenger
         self._control = control
+        # "init" or "recover" while the agent's start runs (its supervisor waits for it
+        # then), None once it is ready: the node refuses a spawn that would deadlock.
+        self._phase: str | None = None
         self._timers: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
 
@@ -39,8 +43,16 @@ class AgentContext:
 
     def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
               **options: Any) -> str:
-        """Spawn another agent (same arguments as `Node.spawn`); return its name."""
+        """Spawn another agent (same arguments as `Node.spawn`); return its name.
+
+        From ``init`` or ``recover``, a spawn into this agent's own supervisor (or into an
+        ancestor that is starting this agent's branch) is refused at once with
+        `SpawnError`: that supervisor waits for this start to finish, so the spawn could
+        never be served. Spawn such a child once started (e.g. ``self.ctx.send_after(0,
+        "spawn")`` in ``init``, then spawn in ``handle_info``) or into another supervisor.
+        """
         request = spawn_request(cls, args, name, **options, max_bytes=self._messenger.limit)
+        request.update(caller=self.name, caller_phase=self._phase)
         value = self._control.request("spawn", request, timeout=request["timeout"] + 5)
         return str(value["name"])
 
@@ -63,7 +75,7 @@ class AgentContext:
         """
         check_name(name)
         self._control.request("link", {"watcher": self.name, "inc": self._incarnation,
-                                       "target": name})
+                                       "target": name, "trap_exits": self._trap_exits})
 
     def send_after(self, seconds: float, msg: Any) -> None:
         """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``.

@@ -224,6 +224,8 @@ class AgentLoop:
     def _ready(self) -> None:
         # The marker first: an exit the node hears before this report is still a started one.
         self.busy.set_ready()
+        if self.agent is not None:
+            self.agent.ctx._phase = None
         payload = {"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)}
         fd = self.boot.get("ready_fd")
         if fd is None:
@@ -307,10 +309,11 @@ class AgentLoop:
             self.agent = cls()
             self.agent.ctx = AgentContext(self.name, self.messenger,
                                           ControlClient(self.paths, self.zctx),
-                                          self.boot["incarnation"])
+                                          self.boot["incarnation"], bool(cls.trap_exits))
             raw = self.store.read(lambda t: t.get_state(self.id))
             self.state = self._load_state(raw)
             failure = Failure.from_dict(self.boot.get("failure"))
+            self.agent.ctx._phase = "recover" if failure is not None else "init"
             if failure is not None:
                 self._recover(failure, raw is not None)
             elif raw is None:

@@ -86,6 +86,7 @@ class NodeDaemon:
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
         self.followers: list[_Follower] = []  # main loop only
+        self.removing: set[str] = set()  # agents a stop command is taking out of the tree
         self.exit_code = 0
         self.dropped_frames = 0
         self.started_at = time.time()
@@ -208,10 +209,17 @@ class NodeDaemon:
 
     def _mark_exited(self, name: str) -> None:
         # A child that left the tree after exiting by itself (temporary; transient after a
-        # normal exit): its state stays, and a later spawn of the name resumes it.
+        # normal exit), or a temporary one stopped as a one_for_all/rest_for_one bystander
+        # or with its supervisor (still "running" here: the supervisor stopped it): its
+        # state stays, and a later spawn of the name resumes it. Not while the node stops:
+        # a node restarted on the dir brings back what was running.
+        if self.stopping.is_set() or name in self.removing:
+            return  # (a stop or delete sets the status itself)
+
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
-            if rec is not None and rec["status"] == "restarting":
+            # Not "starting": a spawn that failed undoes its own reservation.
+            if rec is not None and rec["status"] in ("running", "restarting"):
                 t.put_agent({**rec, "status": "exited", "pid": None})
         self.store.write(txn)
 

@@ -173,3 +173,28 @@ class StoreFullError(StoreError):
 
 
 ERRORS["StoreFullError"] = StoreFullError
+
+
+class AlreadyRunning(BeamishError):
+    """A restart was asked of an agent or supervisor that is running (or about to restart):
+    only a failed or stopped one can be restarted; the running one is left as it was.
+
+    Attributes:
+        name: the agent's or supervisor's name.
+        status: its status.
+    """
+
+    def __init__(self, name: str, status: str = "running", what: str = "agent") -> None:
+        state = {"backoff": "waiting for its restart (backoff)",
+                 "starting": "starting"}.get(status, status)
+        super().__init__(
+            f"{what} {name!r} is {state}: restart is for a failed or stopped one, and it was "
+            f"left as it was (to restart it anyway, `beamish stop {name}` first, then "
+            f"`beamish restart {name}`)" if what == "agent" else
+            f"{what} {name!r} is {state}: restart is for a failed one, and it was left as it "
+            "was")
+        self.name = name
+        self.status = status
+
+
+ERRORS["AlreadyRunning"] = AlreadyRunning
