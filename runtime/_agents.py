@@ -122,6 +122,9 @@ class AgentSpawner:
         rec = node.store.write(txn)
         if rec is None:
             raise StartFailed(f"agent {name!r} has no record")
+        if failure is None and rec.get("recover_pending"):
+            # The node restarted between a failure and the start that runs recover for it.
+            failure = Failure.from_dict(rec.get("last_failure"))
         boot = {
             "dir": node.paths.dir, "store": node.store_path, "durability": node.durability,
             "id": rec["id"], "name": name, "cls": rec["cls"], "args": rec.get("args", {}),
@@ -159,7 +162,8 @@ class AgentSpawner:
                 self.start_failures[name] = start_failure
             raise StartFailed(str(reason))
         try:
-            node.set_status(name, "running", pid=pid)
+            # This start ran recover if a failure was pending: it is consumed.
+            node.set_status(name, "running", pid=pid, recover_pending=False)
         except StoreFullError:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
@@ -314,7 +318,8 @@ class AgentSpawner:
         if failure is not None:
             self.next_failure[incn.name] = failure
         try:
-            self.node.set_status(incn.name, "restarting", pid=None, failure=failure)
+            self.node.set_status(incn.name, "restarting", pid=None, failure=failure,
+                                 recover_pending=failure is not None)
         except StoreFullError:
             # The exit must still reach its supervisor (this is the zygote's reader thread).
             log.exception("cannot record the exit of agent %r", incn.name)

@@ -133,6 +133,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
                    shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
                    order=t.next_counter("order"), fresh=True,
                    spawning={"prev": prev})  # until the spawn completes: see _roll_back_spawn
+        rec.pop("recover_pending", None)  # a new spawn is not a restart: nothing to recover
         t.put_agent(rec)
         return rec
     rec = node.store.write(reserve)

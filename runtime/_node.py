@@ -241,8 +241,9 @@ class NodeDaemon:
         log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
 
     def set_status(self, name: str, status: str, pid: int | None = None,
-                   failure: Failure | None = None) -> None:
-        """Update an agent's registry record: status, pid, last failure."""
+                   failure: Failure | None = None, recover_pending: bool | None = None) -> None:
+        """Update an agent's registry record: status, pid, last failure, and whether that
+        failure still waits for a start that runs ``recover`` (None: leave it as it is)."""
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
             if rec is None:
@@ -251,6 +252,10 @@ class NodeDaemon:
             rec["pid"] = pid
             if failure is not None:
                 rec["last_failure"] = failure.to_dict()
+            if recover_pending:
+                rec["recover_pending"] = True
+            elif recover_pending is not None:
+                rec.pop("recover_pending", None)
             t.put_agent(rec)
         self.store.write(txn)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from typing import Any
 
 from beamish.runtime import Agent, Stop
@@ -143,3 +144,29 @@ class DiesAfterReturn(Agent):
             msg["native"] = _NativeHandle()
         state["n"] += 1
         return state
+
+
+class HeldRecover(Agent):
+    """``"work"`` (a cast) raises the first time (the file ``args["tried"]`` records it) and
+    counts after that; its ``recover`` notes each run in ``args["log"]``, then, while the
+    file ``args["hold"]`` exists, hangs (the start never completes), else resumes."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"n": 0, "log": args["log"], "tried": args["tried"], "hold": args["hold"]}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return state["n"], state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        if not os.path.exists(state["tried"]):
+            _note(state["tried"], "tried")
+            raise RuntimeError("the first try fails")
+        state["n"] += 1
+        return state
+
+    def recover(self, failure: Any, state: dict[str, Any]) -> Any:
+        from beamish.runtime import Resume
+        _note(state["log"], f"recover {failure.kind}")
+        while os.path.exists(state["hold"]):
+            time.sleep(0.05)
+        return Resume(state)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from beamish.runtime import Node, RemoteError, start_node
-from tests.conftest import shutdown_quietly, wait_until
+from tests.conftest import kill_node, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 AGENTS = "tests.agents.recovery_agents"
@@ -179,3 +179,28 @@ def test_a_death_after_the_handler_returned_counts_as_an_attempt(node, tmp_path)
     assert dead["failure"].kind == "signal" and dead["failure"].attempt == 3
     assert ref.call("get", timeout=10) == 2  # both other casts, each applied once
     assert node.info("d").restarts == 3
+
+
+def test_a_failure_pending_when_the_node_is_killed_is_recovered_after_its_restart(
+        node_dir, tmp_path):
+    log, tried, hold = tmp_path / "recover.log", tmp_path / "tried", tmp_path / "hold"
+    hold.touch()
+    n = start_node(node_dir)
+    try:
+        n.spawn(f"{AGENTS}:HeldRecover", name="r",
+                args={"log": str(log), "tried": str(tried), "hold": str(hold)})
+        n.cast("r", "work")
+        # The restart's recover runs and hangs: the failure is still pending. Kill the node.
+        wait_until(lambda: len(_lines(log)) == 1, what="the first recover")
+    finally:
+        kill_node(n)
+    hold.unlink()
+    n = start_node(node_dir)
+    try:
+        # The node's restore is a start like any other after that failure: recover runs.
+        wait_until(lambda: len(_lines(log)) == 2, what="recover after the node restart")
+        assert _lines(log) == ["recover exception", "recover exception"]
+        assert n.call("r", "get") == 1  # the message, retried once after recover
+        assert n.info("r").status == "running"
+    finally:
+        shutdown_quietly(n)
