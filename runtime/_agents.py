@@ -27,6 +27,7 @@ from ._links import Deliver, KillLinked
 from ._osproc import process_start_time
 from ._store import Txn
 from ._types import Failure
+from ._zygote_link import PreloadRefused, ZygoteLost
 
 if TYPE_CHECKING:
     from ._node import NodeDaemon
@@ -78,6 +79,7 @@ class AgentSpawner:
         self.stop_reasons: dict[str, str] = {}
         self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
         self.early_ready: dict[int, dict[str, Any]] = {}  # pid -> ready report, likewise
+        self.lost_with_zygote: dict[int, str] = {}  # pid -> how the zygote it died with ended
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -117,7 +119,16 @@ class AgentSpawner:
             preload.append(rec["cls"].partition(":")[0])
         # Not under self.lock: the zygote's reader thread, which answers this fork, may be
         # taking that lock for another agent's exit at the same moment.
-        pid = node.zygote.fork(boot, preload)
+        try:
+            pid = node.zygote.fork(boot, preload)
+        except PreloadRefused as exc:
+            self.start_failures[name] = Failure(
+                kind="exit", message=f"module {exc.module!r} cannot be loaded: {exc.why} "
+                f"(found by a trial import; the zygote and the other agents are unharmed): "
+                f"fix the module, or set preload_agent_modules = false")
+            raise StartFailed(str(exc)) from None
+        except ZygoteLost as exc:
+            raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
                            limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
         with self.lock:
@@ -258,6 +269,27 @@ class AgentSpawner:
         else:
             shell.child_exited(incn.name, incn, reason)
 
+    def on_zygote_lost(self, pids: set[int], why: str) -> None:
+        """The zygote died (``why``): the agents it had forked (``pids``) die with it
+        (PDEATHSIG). Make sure each is dead, then report each exit as a SIGKILL, so its
+        supervisor restarts it (from a new zygote) as its spec says."""
+        with self.lock:
+            victims = [self.by_pid[pid] for pid in pids if pid in self.by_pid]
+        for incn in victims:
+            incn.signal(signal.SIGKILL)
+        for pid in pids:
+            # What an agent started, in its process group, has no PDEATHSIG: kill it. The
+            # group's members keep its id from being reused as a pid meanwhile.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for incn in victims:
+            _wait_gone(incn.pid, incn.create_time)
+        for pid in pids:
+            self.lost_with_zygote[pid] = why
+            self.on_exit(pid, -signal.SIGKILL)
+
     def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
         """Fire the exited incarnation's monitors and links."""
         if self.node.stopping.is_set():
@@ -286,6 +318,7 @@ class AgentSpawner:
             report = t.pop_failure(incn.id)
             return report, (t.message(incn.id, busy) if busy is not None else None)
         report, busy_msg = node.store.write(take_report)
+        lost = self.lost_with_zygote.pop(incn.pid, None)
         if report is not None and report.get("inc") != incn.inc:
             report = None
         if incn.terminating is not None:
@@ -313,6 +346,9 @@ class AgentSpawner:
         elif incn.limit_kill is not None:
             failure = Failure(kind=incn.limit_kill, message=f"exceeded its {incn.limit_kill} limit",  # type: ignore[arg-type]
                               signal=-code if code < 0 else None)
+        elif lost is not None:
+            failure = Failure(kind="killed", message=f"killed with the zygote, which died ({lost})",
+                              signal=-code if code < 0 else None)
         elif code < 0 and -code == signal.SIGXCPU and "cpu_seconds" in incn.limits:
             failure = Failure(kind="cpu", message=f"used its {incn.limits['cpu_seconds']:g} CPU "
                               "seconds (RLIMIT_CPU)", signal=-code)
@@ -334,3 +370,17 @@ class AgentSpawner:
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": attempt})
         return ExitReason.abnormal(f"{failure.kind}: {failure.exc_type or failure.message}"), \
             failure, None
+
+
+def _wait_gone(pid: int, create_time: float | None) -> None:
+    """Wait (up to `KILL_WAIT_S`) until process ``pid`` of ``create_time`` is dead."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() != create_time or proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.01)
+    log.error("agent pid %d outlived its zygote for %g s", pid, KILL_WAIT_S)

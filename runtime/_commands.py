@@ -43,7 +43,7 @@ def ping(node: NodeDaemon) -> dict[str, Any]:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime"}``. CLI: ``beamish node status``."""
     return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.durability,
             "uptime": time.time() - node.started_at, "dropped_frames": node.control.dropped
-            + node.reports.dropped, "strict": node.config.node.strict}
+            + node.reports.dropped + node.zygote.dropped, "strict": node.config.node.strict}
 
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
@@ -98,7 +98,8 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
             node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(agent_name)))
         else:
             node.set_status(agent_name, "stopped")
-        detail = f"{failure.exc_type}: {failure.message}" if failure else str(exc)
+        detail = (f"{failure.exc_type}: {failure.message}" if failure.exc_type
+                  else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
             if agent_name in node.spawner.current else None}
