@@ -206,6 +206,25 @@ class _Zygote:
                                    "code": returncode_from_status(status)})
 
 
+    def find_vanished(self) -> None:
+        """Report agents the kernel reaped behind our back: while an import had SIGCHLD
+        ignored, a child that ended left no status to wait for. Its exit code is lost;
+        it is reported as killed, so its supervisor restarts it."""
+        for pid in list(self.agents) + list(self.quiet):
+            try:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                continue  # still our child (running, or a zombie reap() takes)
+            except ChildProcessError:
+                pass
+            self.agents.discard(pid)
+            if pid in self.quiet:
+                self.quiet.discard(pid)
+                continue
+            print(f"beamish zygote: agent pid {pid} ended while an import ignored SIGCHLD; "
+                  "its exit status is lost", file=sys.stderr, flush=True)
+            send_frame(self.sock, {"op": "exited", "pid": pid, "code": -signal.SIGKILL})
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL what is left of the process group that child ``pid`` led (the processes it
     started and did not take out of its group); nothing if none is left."""
@@ -303,6 +322,7 @@ def _after_import(z: _Zygote, node_pid: int) -> None:
     _zygote_signals(z)
     die_with_parent(node_pid)
     z.reap()
+    z.find_vanished()
 
 
 _preloaded: set[str] = set()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import psutil
 import pytest
 
+from beamish.runtime import start_node
 from beamish.runtime.errors import SpawnError
-from tests.conftest import wait_until
+from tests.conftest import shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -128,3 +130,32 @@ def test_garbage_on_the_ready_socket_is_dropped_and_counted(node):
                what="c1 to be restarted after the garbage")
     assert vandal.call("incr") == 1
     assert_still_serving(node, counts)
+
+
+def test_an_agent_that_dies_while_an_import_ignores_sigchld_is_still_restarted(
+        node_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZYGOTE_TEST_MARKERS", str(tmp_path))
+    node = start_node(node_dir)
+    try:
+        counts = counters(node, ["c1"])
+        old = node.info("c1").pid
+        spawned = {}
+
+        def spawn() -> None:
+            spawned["ref"] = node.spawn("tests.agents.zygote_sigchld_window:Idle", name="w",
+                                        timeout=60)
+        spawner = threading.Thread(target=spawn)
+        spawner.start()
+        wait_until(lambda: (tmp_path / "importing").exists(), timeout=60,
+                   what="the zygote to be inside the import")
+        os.kill(old, signal.SIGKILL)
+        # The kernel reaps it at once (SIGCHLD ignored): no zombie, no status to wait for.
+        wait_until(lambda: not psutil.pid_exists(old), timeout=30, what="c1 to be gone")
+        (tmp_path / "go").touch()
+        spawner.join(90)
+        assert spawned["ref"].call("hi") == "ok"
+        wait_until(lambda: restarted(node, "c1", old), timeout=30,
+                   what="c1 to be restarted after dying unseen")
+        assert_still_serving(node, counts)
+    finally:
+        shutdown_quietly(node)
