@@ -124,8 +124,8 @@ class AgentSpawner:
         except PreloadRefused as exc:
             self.start_failures[name] = Failure(
                 kind="exit", message=f"module {exc.module!r} cannot be loaded: {exc.why} "
-                f"(found by a trial import; the zygote and the other agents are unharmed): "
-                f"fix the module, or set preload_agent_modules = false")
+                "(found by a trial import in a throwaway process; the zygote and the other "
+                "agents are unharmed): fix the module, it would kill any agent importing it")
             raise StartFailed(str(exc)) from None
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None

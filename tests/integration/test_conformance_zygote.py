@@ -159,3 +159,26 @@ def test_an_agent_that_dies_while_an_import_ignores_sigchld_is_still_restarted(
         assert_still_serving(node, counts)
     finally:
         shutdown_quietly(node)
+
+
+def test_a_zygote_that_keeps_dying_stops_the_node(node):
+    node.spawn(COUNTER, name="c1")
+    node_proc = psutil.Process(node.pid)
+    killed: list[int] = []
+
+    def new_zygote() -> psutil.Process | None:
+        try:
+            zygote = zygote_of(node)
+        except (AssertionError, psutil.Error):
+            return None  # between two zygotes
+        return zygote if zygote.pid not in killed else None
+
+    for _ in range(6):  # the first and 5 replacements (ZYGOTE_MAX_RESTARTS)
+        zygote = wait_until(new_zygote, timeout=30, what="a new zygote")
+        killed.append(zygote.pid)
+        zygote.kill()
+    wait_until(lambda: not node_proc.is_running()
+               or node_proc.status() == psutil.STATUS_ZOMBIE, timeout=60,
+               what="the node to stop after its sixth zygote died")
+    with open(os.path.join(node.dir, "node.log"), encoding="utf-8") as fh:
+        assert "the zygote died 6 times within 60 s: stopping the node" in fh.read()
