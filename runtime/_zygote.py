@@ -399,7 +399,11 @@ def _probe(z: _Zygote, module: str) -> str:
         return f"importing it did not finish within {PROBE_TIMEOUT_S:g} s"
     code = returncode_from_status(status)
     if code < 0:
-        return f"importing it killed the process with {signal.Signals(-code).name}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"importing it killed the process with {name}"
     return f"importing it ended the process: exited with code {code}"
 
 
