@@ -95,8 +95,13 @@ def test_a_dead_zygote_is_replaced_and_its_agents_restarted_as_killed(node):
     counts = counters(node, ["c1", "c2", "c3"])
     node.spawn(COUNTER, name="temp", restart="temporary")
     pids = {name: node.info(name).pid for name in counts}
+    # A process an agent started (its process group) has no PDEATHSIG of its own.
+    grandchild = node.spawn("tests.agents.basic:Faulty", name="f").call({"start_child": 300})
     old = zygote_of(node)
     old.kill()  # as the OOM killer would
+    wait_until(lambda: not psutil.pid_exists(grandchild)
+               or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE, timeout=30,
+               what="the process an agent started to die with it")
     for name, pid in pids.items():
         wait_until(lambda name=name, pid=pid: restarted(node, name, pid), timeout=60,
                    what=f"{name} to be restarted after its zygote died")
