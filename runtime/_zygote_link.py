@@ -26,6 +26,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from beamish.mailbox import ProtocolError, unpack
 
 from ._osproc import FrameReader, send_frame
@@ -257,9 +259,16 @@ class ZygoteLink:
             if fut is not None:
                 fut.set_exception(PreloadRefused(msg["module"], msg["error"]))
             return
-        gen.agents.add(msg["pid"])
+        pid = msg["pid"]
+        if not _may_be_child(pid, gen.proc.pid):
+            self._drop(f"a fork answer naming pid {pid}, which is not the zygote's child")
+            if fut is not None:
+                fut.set_exception(ZygoteLost(f"the zygote answered with pid {pid}, "
+                                             "which is not its child"))
+            return
+        gen.agents.add(pid)
         if fut is not None:
-            fut.set_result(msg["pid"])
+            fut.set_result(pid)
         else:
             # Its requester gave up waiting: no one will supervise it, so it must not run.
             log.warning("the zygote forked pid %d for a request that timed out: killing it",
@@ -374,6 +383,17 @@ class ZygoteLink:
             gen.proc.kill()
             gen.proc.wait()
         gen.close()
+
+
+def _may_be_child(pid: int, parent: int) -> bool:
+    """Whether ``pid`` is a child of ``parent``, or already gone (a child that ended at
+    once: its exit report follows)."""
+    try:
+        return bool(psutil.Process(pid).ppid() == parent)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -187,3 +187,20 @@ def test_a_zygote_that_keeps_dying_stops_the_node(node):
                what="the node to stop after its sixth zygote died")
     with open(os.path.join(node.dir, "node.log"), encoding="utf-8") as fh:
         assert "the zygote died 6 times within 60 s: stopping the node" in fh.read()
+
+
+def test_forged_frames_from_the_zygote_are_dropped_and_counted(node):
+    counts = counters(node, ["c1"])
+    before = node._control.request("ping")["dropped_frames"]
+    ref = node.spawn("tests.agents.zygote_frame_vandal:Innocent", name="v", timeout=60)
+    assert ref.call("hi") == "ok"
+    # 11 forged frames; the one answering no request is not malformed, but its pid (1,
+    # not a child of the zygote) is refused too.
+    wait_until(lambda: node._control.request("ping")["dropped_frames"] >= before + 11,
+               timeout=30, what="the forged frames to be counted")
+    assert psutil.pid_exists(1)
+    old = node.info("c1").pid
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: restarted(node, "c1", old), timeout=30,
+               what="c1 to be restarted after the forged frames")
+    assert_still_serving(node, counts)
