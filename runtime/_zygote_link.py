@@ -178,7 +178,6 @@ class ZygoteLink:
         self.req = itertools.count(1)
         self.closed = False
         self.dropped = 0  # frames and datagrams from the zygote or agents that did not fit
-        self.restarts = 0
         self.gen = self._start()
 
     def _start(self) -> _Generation:
@@ -199,15 +198,26 @@ class ZygoteLink:
         deadline = time.monotonic() + timeout
         fut: Future[int] = Future()
         with self.lock:
-            while self.gen.dead and not self.closed:
-                if not self.lock.wait(deadline - time.monotonic()):
-                    raise ZygoteLost(f"no zygote to fork from within {timeout:g} s")
-            if self.closed:
-                raise ZygoteLost("the zygote is gone; the node is stopping")
-            n = next(self.req)
-            self.gen.pending[n] = fut
-            send_frame(self.gen.sock, {"op": "fork", "req": n, "boot": boot,
-                                       "preload": preload or []})
+            while True:
+                while self.gen.dead and not self.closed:
+                    if not self.lock.wait(deadline - time.monotonic()):
+                        raise ZygoteLost(f"no zygote to fork from within {timeout:g} s")
+                if self.closed:
+                    raise ZygoteLost("the zygote is gone; the node is stopping")
+                gen, n = self.gen, next(self.req)
+                gen.pending[n] = fut
+                try:
+                    send_frame(gen.sock, {"op": "fork", "req": n, "boot": boot,
+                                          "preload": preload or []})
+                    break
+                except OSError:
+                    # It died and its reader has not seen it yet: the request never
+                    # arrived, so it goes to the zygote that replaces this one.
+                    del gen.pending[n]
+                    if not self.lock.wait_for(lambda gen=gen: gen.dead or self.closed,
+                                              deadline - time.monotonic()):
+                        raise ZygoteLost(f"no zygote to fork from within {timeout:g} s") \
+                            from None
         try:
             return fut.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
@@ -261,10 +271,13 @@ class ZygoteLink:
             return
         pid = msg["pid"]
         if not _may_be_child(pid, gen.proc.pid):
-            self._drop(f"a fork answer naming pid {pid}, which is not the zygote's child")
+            if gen.proc.poll() is not None:
+                error = ZygoteLost("the zygote died as it forked it")  # the child was orphaned
+            else:
+                self._drop(f"a fork answer naming pid {pid}, which is not the zygote's child")
+                error = ZygoteLost(f"the zygote answered with pid {pid}, not its child")
             if fut is not None:
-                fut.set_exception(ZygoteLost(f"the zygote answered with pid {pid}, "
-                                             "which is not its child"))
+                fut.set_exception(error)
             return
         gen.agents.add(pid)
         if fut is not None:
@@ -359,7 +372,6 @@ class ZygoteLink:
         new = _Generation(self.sys_path)
         with self.lock:
             self.gen = new
-            self.restarts += 1
             self.lock.notify_all()
         threading.Thread(target=self._read, args=(new,), name="beamish-zygote",
                          daemon=True).start()
