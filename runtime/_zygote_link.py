@@ -35,6 +35,7 @@ from .errors import BeamishInternalError
 
 log = logging.getLogger("beamish.node")
 MAX_PID = 1 << 22  # Linux's highest pid_max
+EARLY_READY_MAX = 1024  # ready reports held for pids not (yet) answered as forked
 READY_BUF = 1 << 16  # a ready report is ~60 bytes; a bigger datagram is cut and dropped
 
 
@@ -147,6 +148,9 @@ class _Generation:
         self.sock = ours
         self.pending: dict[int, Future[int]] = {}
         self.agents: set[int] = set()  # pids it forked whose exit it has not reported
+        # Ready reports that beat the fork answer for their pid, oldest first; what an
+        # agent's own child sends is never answered for, hence the bound.
+        self.early: dict[int, ReadyReport] = {}
         self.dead = False  # its socket reached end of stream
 
     def close(self) -> None:
@@ -261,6 +265,7 @@ class ZygoteLink:
         op = msg["op"]
         if op == "exited":
             gen.agents.discard(msg["pid"])
+            gen.early.pop(msg["pid"], None)
             self.on_exit(msg["pid"], msg["code"])
             return
         with self.lock:
@@ -280,13 +285,16 @@ class ZygoteLink:
                 fut.set_exception(error)
             return
         gen.agents.add(pid)
-        if fut is not None:
-            fut.set_result(pid)
-        else:
+        early = gen.early.pop(pid, None)
+        if fut is None:
             # Its requester gave up waiting: no one will supervise it, so it must not run.
             log.warning("the zygote forked pid %d for a request that timed out: killing it",
-                        msg["pid"])
-            self._kill_child(gen, msg["pid"])
+                        pid)
+            self._kill_child(gen, pid)
+            return
+        fut.set_result(pid)
+        if early is not None:
+            self.on_ready(early.to_dict())  # its report beat this answer
 
     @staticmethod
     def _kill_child(gen: _Generation, pid: int) -> None:
@@ -342,6 +350,16 @@ class ZygoteLink:
             sender = _sender_pid(ancillary)
             if sender is not None and sender != report.pid:
                 self._drop(f"a ready report for pid {report.pid} sent by pid {sender}")
+                continue
+            if report.pid not in gen.agents:
+                # Not (yet) known as forked: held until the zygote's answer names it.
+                gen.early.pop(report.pid, None)
+                gen.early[report.pid] = report
+                if len(gen.early) > EARLY_READY_MAX:
+                    stale = next(iter(gen.early))
+                    del gen.early[stale]
+                    self._drop(f"a ready report from pid {stale}, which the zygote never "
+                               "named as forked")
                 continue
             try:
                 self.on_ready(report.to_dict())

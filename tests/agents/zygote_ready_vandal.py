@@ -53,9 +53,30 @@ def garbage(pid: int) -> list[bytes]:
     ]
 
 
+def _fork_reports(count: int) -> int:
+    """Fork ``count`` short-lived children that each send a well-formed ready report for
+    itself (the kernel vouches for its pid), none of them an agent. Returns how many sent."""
+    fds = _ready_sockets()
+    sent = 0
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                sock = socket.socket(fileno=os.dup(fds[0]))
+                sock.send(pack({"ev": "ready", "id": 1, "inc": 1, "pid": os.getpid()}))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        sent += status == 0
+    return sent
+
+
 class ReadyVandal(Agent):
     """``"vandalize"`` writes every garbage datagram to each inherited datagram socket
-    and answers how many it wrote; ``"get"``/``"incr"`` count, as a counter."""
+    and answers how many it wrote; ``{"fork_reports": n}`` has n children report ready;
+    ``"get"``/``"incr"`` count, as a counter."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"n": 0}
@@ -75,6 +96,8 @@ class ReadyVandal(Agent):
                 finally:
                     sock.close()
             return written, state
+        if isinstance(msg, dict) and "fork_reports" in msg:
+            return _fork_reports(int(msg["fork_reports"])), state
         if msg == "get":
             return state["n"], state
         state["n"] += 1

@@ -137,6 +137,20 @@ def test_garbage_on_the_ready_socket_is_dropped_and_counted(node):
     assert_still_serving(node, counts)
 
 
+def test_ready_reports_from_processes_that_are_not_agents_are_bounded(node):
+    counts = counters(node, ["c1"])
+    vandal = node.spawn("tests.agents.zygote_ready_vandal:ReadyVandal", name="vandal")
+    before = node._control.request("ping")["dropped_frames"]
+    # Each child's report is well-formed and its own, but no child is an agent: the node
+    # holds at most 1024 such reports (one may still meet its fork answer) and drops the rest.
+    sent = vandal.call({"fork_reports": 1200}, timeout=120)
+    assert sent == 1200
+    wait_until(lambda: node._control.request("ping")["dropped_frames"] - before >= 1200 - 1024,
+               timeout=30, what="the reports past the bound to be dropped and counted")
+    assert node.spawn(COUNTER, name="fresh", timeout=60).call("incr", timeout=30) == 1
+    assert_still_serving(node, counts)
+
+
 def test_an_agent_that_dies_while_an_import_ignores_sigchld_is_still_restarted(
         node_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ZYGOTE_TEST_MARKERS", str(tmp_path))
