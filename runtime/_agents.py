@@ -29,6 +29,7 @@ from ._reports import Rejected, Report, parse_report, worth_logging
 from ._store import Txn, filesystem_full, full_disk_advice
 from ._types import Failure
 from .errors import StoreFullError
+from ._zygote_link import PreloadRefused, ZygoteLost
 
 if TYPE_CHECKING:
     from ._node import NodeDaemon
@@ -86,6 +87,7 @@ class AgentSpawner:
         self.early_ready: dict[int, Report] = {}  # pid -> ready report, likewise
         self.rejected_reports = 0  # ready reports that were not valid, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
+        self.lost_with_zygote: dict[int, str] = {}  # pid -> how the zygote it died with ended
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -137,7 +139,16 @@ class AgentSpawner:
             preload.append(rec["cls"].partition(":")[0])
         # Not under self.lock: the zygote's reader thread, which answers this fork, may be
         # taking that lock for another agent's exit at the same moment.
-        pid = node.zygote.fork(boot, preload)
+        try:
+            pid = node.zygote.fork(boot, preload)
+        except PreloadRefused as exc:
+            self.start_failures[name] = Failure(
+                kind="exit", message=f"module {exc.module!r} cannot be loaded: {exc.why} "
+                "(found by a trial import in a throwaway process; the zygote and the other "
+                "agents are unharmed): fix the module, it would kill any agent importing it")
+            raise StartFailed(str(exc)) from None
+        except ZygoteLost as exc:
+            raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
                            limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
         with self.registered:
@@ -331,6 +342,27 @@ class AgentSpawner:
         else:
             shell.child_exited(incn.name, incn, reason)
 
+    def on_zygote_lost(self, pids: set[int], why: str) -> None:
+        """The zygote died (``why``): the agents it had forked (``pids``) die with it
+        (PDEATHSIG). Make sure each is dead, then report each exit as a SIGKILL, so its
+        supervisor restarts it (from a new zygote) as its spec says."""
+        with self.lock:
+            victims = [self.by_pid[pid] for pid in pids if pid in self.by_pid]
+        for incn in victims:
+            incn.signal(signal.SIGKILL)
+        for pid in pids:
+            # What an agent started, in its process group, has no PDEATHSIG: kill it. The
+            # group's members keep its id from being reused as a pid meanwhile.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for incn in victims:
+            _wait_gone(incn.pid, incn.create_time)
+        for pid in pids:
+            self.lost_with_zygote[pid] = why
+            self.on_exit(pid, -signal.SIGKILL)
+
     def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
         """Fire the exited incarnation's monitors and links."""
         if self.node.stopping.is_set():
@@ -380,6 +412,7 @@ class AgentSpawner:
                     kinds[unfinished.handling] = str(msg["k"])
             return report, kinds
         report, kinds = node.store.write(take_report)
+        lost = self.lost_with_zygote.pop(incn.pid, None)
         if report is not None and report.get("inc") != incn.inc:
             report = None
         if incn.terminating is not None:
@@ -411,6 +444,9 @@ class AgentSpawner:
             failure = Failure(kind="killed", message=incn.link_kill, signal=-code if code < 0 else None)
         elif incn.limit_kill is not None:
             failure = Failure(kind=incn.limit_kill, message=f"exceeded its {incn.limit_kill} limit",  # type: ignore[arg-type]
+                              signal=-code if code < 0 else None)
+        elif lost is not None:
+            failure = Failure(kind="killed", message=f"killed with the zygote, which died ({lost})",
                               signal=-code if code < 0 else None)
         elif code < 0 and -code == signal.SIGXCPU and "cpu_seconds" in incn.limits:
             failure = Failure(kind="cpu", message=f"used its {incn.limits['cpu_seconds']:g} CPU "
@@ -444,3 +480,17 @@ class AgentSpawner:
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": attempt})
         return ExitReason.abnormal(f"{failure.kind}: {failure.exc_type or failure.message}"), \
             failure, None
+
+
+def _wait_gone(pid: int, create_time: float | None) -> None:
+    """Wait (up to `KILL_WAIT_S`) until process ``pid`` of ``create_time`` is dead."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() != create_time or proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.01)
+    log.error("agent pid %d outlived its zygote for %g s", pid, KILL_WAIT_S)

@@ -69,7 +69,7 @@ def dropped_frames(node: NodeDaemon) -> DroppedFrames:
         agents = spawner.agent_dropped
     agents += sum(read_dropped(node.paths.agent_busy(i), inc) for i, inc in live)
     return DroppedFrames(control=node.control.dropped, reports=node.reports.dropped,
-                         ready=spawner.rejected_reports + node.zygote.dropped_ready,
+                         ready=spawner.rejected_reports + node.zygote.dropped,
                          agents=agents)
 
 
@@ -144,7 +144,8 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     except (StartFailed, SupervisorError) as exc:
         failure = node.spawner.start_failures.pop(agent_name, None)
         _roll_back_spawn(node, rec, "stopped")
-        detail = f"{failure.exc_type}: {failure.message}" if failure else str(exc)
+        detail = (f"{failure.exc_type}: {failure.message}" if failure.exc_type
+                  else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     _spawn_completed(node, agent_name)
     return {"name": agent_name, "pid": node.spawner.current[agent_name].pid

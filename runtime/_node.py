@@ -49,6 +49,7 @@ EVENTS_KEPT = 10_000
 HOUSEKEEPING_S = 1.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ROOT = "root"
+ZYGOTE_MAX_RESTARTS, ZYGOTE_PERIOD_S = 5, 60.0  # a zygote dying more often stops the node
 FOLLOWERS_MAX = 4096  # events long-polls parked at once
 EVENTS_WAIT_MAX_S = 30.0
 
@@ -89,6 +90,7 @@ class NodeDaemon:
         self.removing: set[str] = set()  # agents a stop command is taking out of the tree
         self.exit_code = 0
         self.dropped_frames = 0
+        self.zygote_deaths: list[float] = []  # monotonic times the zygote died
         self.started_at = time.time()
 
     # -- start -------------------------------------------------------------------------------
@@ -134,7 +136,8 @@ class NodeDaemon:
         # The zygote is started before any ZeroMQ context exists in this process.
         self.spawner = AgentSpawner(self)
         self.links = LinkTable()
-        self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready)
+        self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready,
+                                 self.spawner.on_zygote_lost)
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.control = Inbox(self.zctx, self.paths.control, router=True,
                              limit=self.max_message_bytes)
@@ -305,10 +308,23 @@ class NodeDaemon:
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 self._housekeeping()
-            if stopper is None and not self.zygote.alive():
-                log.error("the zygote died: stopping the node")
-                self.exit_code = 1
-                self.stopping.set()
+            if not self.zygote.alive() and not self.zygote.closed:
+                self._replace_zygote()
+
+    def _replace_zygote(self) -> None:
+        """Start a new zygote after one died (its agents are restarted as killed), unless
+        they die too often: then the node stops, as before."""
+        now = time.monotonic()
+        self.zygote_deaths = [t for t in self.zygote_deaths if now - t < ZYGOTE_PERIOD_S]
+        self.zygote_deaths.append(now)
+        if len(self.zygote_deaths) > ZYGOTE_MAX_RESTARTS:
+            log.error("the zygote died %d times within %g s: stopping the node",
+                      len(self.zygote_deaths), ZYGOTE_PERIOD_S)
+            self.exit_code = 1
+            self.stopping.set()
+            self.zygote.close()
+            return
+        self.zygote.restart()
 
     def _drain_control(self) -> None:
         for ident, env in self.control.drain(1000):

@@ -1,13 +1,18 @@
 """The zygote: a preloaded interpreter that forks agent processes on request.
 
-The node starts it once (``python -m beamish.runtime._zygote FD READY_FD``) before it
-opens LMDB or ZeroMQ; the zygote itself never opens either, so every agent opens its own
+The node starts it (``python -m beamish.runtime._zygote FD READY_FD``; again if it dies)
+before it opens LMDB or ZeroMQ; the zygote itself never opens either, so every agent opens its own
 after the fork (py-lmdb and libzmq forbid sharing them across fork). It imports the
 agent-side modules, runs ``gc.freeze()`` so the children's first collections do not touch
 (and copy) inherited pages, then serves on a Unix socket:
 
     node -> zygote   {"op": "fork", "req": n, "boot": {...}}   -> {"op": "forked", "req": n, "pid": p}
+                                                                 or {"op": "refused", "req": n, "module": m, "error": why}
     zygote -> node   {"op": "exited", "pid": p, "code": c}      (Popen-style: -signum)
+
+A fork request names modules to preload. Each is imported in a throwaway child first
+(`_probe`): one whose import kills that child is refused, naming how, and never reaches
+the zygote; after every import the zygote's own signal dispositions are restored.
 
 Agents report "ready" on the inherited datagram socket ``READY_FD`` (one write each),
 not on a ZeroMQ socket: the report is on every spawn's critical path.
@@ -33,6 +38,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -200,6 +206,25 @@ class _Zygote:
                                    "code": returncode_from_status(status)})
 
 
+    def find_vanished(self) -> None:
+        """Report agents the kernel reaped behind our back: while an import had SIGCHLD
+        ignored, a child that ended left no status to wait for. Its exit code is lost;
+        it is reported as killed, so its supervisor restarts it."""
+        for pid in list(self.agents) + list(self.quiet):
+            try:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                continue  # still our child (running, or a zombie reap() takes)
+            except ChildProcessError:
+                pass
+            self.agents.discard(pid)
+            if pid in self.quiet:
+                self.quiet.discard(pid)
+                continue
+            print(f"beamish zygote: agent pid {pid} ended while an import ignored SIGCHLD; "
+                  "its exit status is lost", file=sys.stderr, flush=True)
+            send_frame(self.sock, {"op": "exited", "pid": pid, "code": -signal.SIGKILL})
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL what is left of the process group that child ``pid`` led (the processes it
     started and did not take out of its group); nothing if none is left."""
@@ -216,6 +241,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _zygote_signals(z: _Zygote) -> None:
+    """Install the signal dispositions the zygote depends on. Run again after every
+    import of user code: a module that set SIGCHLD to ignored would make the kernel reap
+    agents behind the zygote's back (no exit reported, no restart)."""
+    signal.set_wakeup_fd(z.wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def serve(fd: int, ready_fd: int) -> None:
     """Serve fork requests on the inherited socket ``fd`` until the node closes it;
     agents write their ready reports to the inherited datagram socket ``ready_fd``."""
@@ -224,10 +259,7 @@ def serve(fd: int, ready_fd: int) -> None:
     sock = socket.socket(fileno=fd)
     os.set_inheritable(ready_fd, False)  # agents get it by fork, not their own exec's
     z = _Zygote(sock, ready_fd)
-    signal.set_wakeup_fd(z.wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _zygote_signals(z)
     # Preload what every agent needs, then freeze: children share these pages.
     import beamish.runtime._loop  # noqa: F401
     import pydantic  # noqa: F401
@@ -253,29 +285,69 @@ def serve(fd: int, ready_fd: int) -> None:
             z.kill_agents()
             return  # the node is gone; PDEATHSIG takes the children
         for req in frames:
+            if not isinstance(req, dict):
+                continue  # the node sends only dicts; nothing else is a request
             if req.get("op") == "fork":
-                if any([_preload(module) for module in req.get("preload", [])]):
-                    z.retire()
-                pid = z.spawn(req["boot"])
-                send_frame(sock, {"op": "forked", "req": req["req"], "pid": pid})
+                _serve_fork(z, req, node_pid)
             elif req.get("op") == "exit":
                 z.kill_agents()
                 return
         z.refill()  # after answering: the replacement's fork is off the spawn's path
 
 
+def _serve_fork(z: _Zygote, req: dict[str, Any], node_pid: int) -> None:
+    """Preload the request's modules (each tried in a throwaway child first), then fork
+    the agent; or refuse it, naming the module whose import kills its process."""
+    imported = False
+    for module in req.get("preload", []):
+        outcome = _preload(z, module)
+        if isinstance(outcome, str):
+            send_frame(z.sock, {"op": "refused", "req": req["req"], "module": module,
+                                "error": outcome})
+            if imported:
+                z.retire()
+            _after_import(z, node_pid)
+            return
+        imported = imported or outcome
+    if imported:
+        z.retire()
+        _after_import(z, node_pid)
+    pid = z.spawn(req["boot"])
+    send_frame(z.sock, {"op": "forked", "req": req["req"], "pid": pid})
+
+
+def _after_import(z: _Zygote, node_pid: int) -> None:
+    # Undo what an import may have changed that the zygote relies on, and hear the exits
+    # of agents that ended while it (or its probe) ran.
+    _zygote_signals(z)
+    die_with_parent(node_pid)
+    z.reap()
+    z.find_vanished()
+
+
 _preloaded: set[str] = set()
+PROBE_TIMEOUT_S = 45.0  # a slower trial import is not preloaded (the agent imports it)
 
 
-def _preload(module: str) -> bool:
+def _preload(z: _Zygote, module: str) -> bool | str:
     """Import an agent module here once, so every later fork inherits it (as gunicorn's
-    --preload): a spawn then skips the import. A module that fails to import is left to
-    the child, which reports the error properly. Returns whether it imported anything."""
+    --preload): a spawn then skips the import.
+
+    User code must not take the zygote down, so the module is first imported in a
+    throwaway child (`_probe`): only if that child survives is it imported here. Returns
+    whether it imported anything, or why the module cannot be used (the trial import
+    killed its process). A module whose import merely raises is left to the agent's own
+    process, which reports the error properly.
+    """
     if module in _preloaded:
         return False
-    _preloaded.add(module)
     if module in sys.modules:
+        _preloaded.add(module)
         return False
+    verdict = _probe(z, module)
+    if verdict != "ok":
+        return False if verdict == "raised" else verdict
+    _preloaded.add(module)
     try:
         __import__(module)
     except BaseException:  # noqa: BLE001 - the child will import it again and report why
@@ -283,6 +355,86 @@ def _preload(module: str) -> bool:
     gc.collect()
     gc.freeze()
     return True
+
+
+def _probe(z: _Zygote, module: str) -> str:
+    """Import ``module`` in a forked child; return "ok", "raised" (an exception, or over
+    `PROBE_TIMEOUT_S`: left to the agent's own process), or a sentence saying how the
+    import killed the child."""
+    verdict_r, verdict_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            for fd in (z.sock.fileno(), z.wake_r, z.wake_w, z.ready_fd, verdict_r,
+                       *(w for _, w in z.warm)):
+                os.close(fd)
+            _child_signals(z.me)
+            try:
+                __import__(module)
+                os.write(verdict_w, b"k")
+            except BaseException:  # noqa: BLE001 - an exception is the agent's to report
+                os.write(verdict_w, b"r")
+        except BaseException:  # noqa: BLE001 - the last resort of a child: report and exit
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(verdict_w)
+    try:
+        verdict = _read_verdict(z, pid, verdict_r, PROBE_TIMEOUT_S)
+    finally:
+        os.close(verdict_r)
+    kill_group(pid)  # what its import started dies with it (its zombie holds the group)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    z.reap()  # agents that exited while we watched the probe (their wake-up was read)
+    if verdict == b"k":
+        return "ok"
+    if verdict == b"r":
+        return "raised"
+    if verdict is None:
+        # Slow is not hostile: the agent's own process imports it, under its start timeout.
+        print(f"beamish zygote: the trial import of {module!r} took over "
+              f"{PROBE_TIMEOUT_S:g} s; not preloading it", file=sys.stderr, flush=True)
+        return "raised"
+    code = returncode_from_status(status)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"importing it killed the process with {name}"
+    return f"importing it ended the process: exited with code {code}"
+
+
+def _read_verdict(z: _Zygote, pid: int, fd: int, timeout: float) -> bytes | None:
+    """The probe's one-byte verdict; b"" if it died without one, None on timeout.
+
+    Its exit is watched too (SIGCHLD wakes us): a process its import started may hold
+    the pipe open after the probe itself died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            ready, _, _ = select.select([fd, z.wake_r], [], [], left)
+        except InterruptedError:
+            continue
+        if fd in ready:
+            return os.read(fd, 1)
+        try:
+            os.read(z.wake_r, 4096)
+        except BlockingIOError:
+            pass
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is not None and info.si_pid == pid:
+            ready, _, _ = select.select([fd], [], [], 0)
+            return os.read(fd, 1) if ready else b""
 
 
 if __name__ == "__main__":

@@ -1,44 +1,140 @@
-"""The node's side of the zygote: start it, ask it to fork, hear about exits."""
+"""The node's side of the zygote: start it, ask it to fork, hear about exits, and start
+a new one when it dies.
+
+The zygote and the agents run user code, so nothing they write is trusted: every frame
+and ready datagram is checked field by field, and what does not fit is dropped, counted
+(`ZygoteLink.dropped`, shown by ``beamish node status``) and logged. The reader thread
+never dies of a bad input.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import select
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 from beamish.mailbox import ProtocolError, unpack
 
 from ._osproc import FrameReader, send_frame
 from .errors import BeamishInternalError
 
+log = logging.getLogger("beamish.node")
+MAX_PID = 1 << 22  # Linux's highest pid_max
+EARLY_READY_MAX = 1024  # ready reports held for pids not (yet) answered as forked
+READY_BUF = 1 << 16  # a ready report is ~60 bytes; a bigger datagram is cut and dropped
 
-class ZygoteLink:
-    """Runs the zygote process and talks to it.
 
-    Args:
-        sys_path: the module search path agents import with.
-        on_exit: called as ``on_exit(pid, returncode)`` (from the reader thread) for every
-            agent process that ends.
-        on_ready: called with an agent's ready report (from the reader thread): agents
-            write it to a datagram socket the zygote passes on to them.
+_PASSCRED = getattr(socket, "SO_PASSCRED", None)  # Linux
+_UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_CREDS_SPACE = socket.CMSG_SPACE(_UCRED.size) if _PASSCRED is not None else 0
+
+
+def _sender_pid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The sender's pid from SCM_CREDENTIALS (None where the OS does not say)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == getattr(socket, "SCM_CREDENTIALS", -1) \
+                and len(data) >= _UCRED.size:
+            return int(_UCRED.unpack_from(data)[0])
+    return None
+
+
+class ZygoteLost(BeamishInternalError):
+    """The zygote died (or the node is stopping) before it answered a fork request."""
+
+
+class PreloadRefused(BeamishInternalError):
+    """The zygote refused a fork: importing one of its modules kills the importing process.
+
+    Attributes:
+        module: the module's name.
+        why: how its trial import ended (e.g. "importing it killed the process with SIGSEGV").
     """
 
-    def __init__(self, sys_path: list[str], on_exit: Callable[[int, int], None],
-                 on_ready: Callable[[dict[str, Any]], None]) -> None:
-        self.on_exit = on_exit
-        self.on_ready = on_ready
+    def __init__(self, module: str, why: str) -> None:
+        super().__init__(f"module {module!r} cannot be loaded: {why}")
+        self.module = module
+        self.why = why
+
+
+@dataclass(frozen=True)
+class ReadyReport:
+    """An agent's "ready" datagram, checked: its process, agent id and incarnation."""
+
+    pid: int
+    id: int
+    inc: int
+    trap_exits: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as the spawner takes it."""
+        return {"ev": "ready", "pid": self.pid, "id": self.id, "inc": self.inc,
+                "trap_exits": self.trap_exits}
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def parse_ready(data: bytes) -> ReadyReport | None:
+    """Decode one ready datagram; None if any field does not fit (it is then dropped)."""
+    try:
+        payload = unpack(data)
+    except (ProtocolError, ValueError, TypeError):
+        return None
+    if not isinstance(payload, dict) or payload.get("ev", "ready") != "ready":
+        return None
+    pid, agent_id, inc = payload.get("pid"), payload.get("id"), payload.get("inc")
+    trap = payload.get("trap_exits", False)
+    if not (_is_int(pid, 1, MAX_PID) and _is_int(agent_id, 0, 1 << 63)
+            and _is_int(inc, 0, 1 << 63) and type(trap) is bool):
+        return None
+    return ReadyReport(pid, agent_id, inc, trap)
+
+
+def parse_zygote_frame(msg: Any) -> dict[str, Any] | None:
+    """Check one frame from the zygote (which imports user code); None if it does not fit."""
+    if not isinstance(msg, dict):
+        return None
+    op = msg.get("op")
+    if op == "forked" and _is_int(msg.get("req"), 1, 1 << 63) \
+            and _is_int(msg.get("pid"), 1, MAX_PID):
+        return msg
+    if op == "exited" and _is_int(msg.get("pid"), 1, MAX_PID) \
+            and _is_int(msg.get("code"), -255, 255):
+        return msg
+    if op == "refused" and _is_int(msg.get("req"), 1, 1 << 63) \
+            and isinstance(msg.get("module"), str) and isinstance(msg.get("error"), str):
+        return msg
+    return None
+
+
+class _Generation:
+    """One zygote process and the sockets to it (a new one when it is replaced)."""
+
+    def __init__(self, sys_path: list[str]) -> None:
         ours, theirs = socket.socketpair()
         # Datagrams: each report arrives whole or not at all, and a stray write by some
         # agent's own child cannot shift the framing of the others.
         ready_ours, ready_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         ready_ours.setblocking(False)
+        if _PASSCRED is not None:
+            # The kernel tells us who sent each report: a forged pid is dropped.
+            ready_ours.setsockopt(socket.SOL_SOCKET, _PASSCRED, 1)
         env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(sys_path))
         # Started from the node's main thread: PDEATHSIG follows the thread that forked.
         self.proc = subprocess.Popen(
@@ -50,91 +146,293 @@ class ZygoteLink:
         ready_theirs.close()  # the zygote and its agents hold that end
         self.ready = ready_ours
         self.sock = ours
-        self.lock = threading.Lock()
-        self.req = itertools.count(1)
         self.pending: dict[int, Future[int]] = {}
+        self.agents: set[int] = set()  # pids it forked whose exit it has not reported
+        # Ready reports that beat the fork answer for their pid, oldest first; what an
+        # agent's own child sends is never answered for, hence the bound.
+        self.early: dict[int, ReadyReport] = {}
+        self.dead = False  # its socket reached end of stream
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ready.close()
+
+
+class ZygoteLink:
+    """Runs the zygote process and talks to it; `restart` replaces it after it died.
+
+    Args:
+        sys_path: the module search path agents import with.
+        on_exit: called as ``on_exit(pid, returncode)`` (from the reader thread) for every
+            agent process that ends.
+        on_ready: called with an agent's checked ready report (from the reader thread):
+            agents write it to a datagram socket the zygote passes on to them.
+        on_lost: called (from the reader thread) with the pids of the agents a zygote
+            that died had forked and not yet reported dead; they die with it.
+    """
+
+    def __init__(self, sys_path: list[str], on_exit: Callable[[int, int], None],
+                 on_ready: Callable[[dict[str, Any]], None],
+                 on_lost: Callable[[set[int], str], None] | None = None) -> None:
+        self.sys_path = sys_path
+        self.on_exit = on_exit
+        self.on_ready = on_ready
+        self.on_lost = on_lost
+        self.lock = threading.Condition()
+        self.req = itertools.count(1)
         self.closed = False
-        self.dropped_ready = 0  # datagrams on the ready socket that were not a report
-        self.reader = threading.Thread(target=self._read, name="beamish-zygote", daemon=True)
-        self.reader.start()
+        self.dropped = 0  # frames and datagrams from the zygote or agents that did not fit
+        self.gen = self._start()
+
+    def _start(self) -> _Generation:
+        gen = _Generation(self.sys_path)
+        threading.Thread(target=self._read, args=(gen,), name="beamish-zygote",
+                         daemon=True).start()
+        return gen
 
     def fork(self, boot: dict[str, Any], preload: list[str] | None = None,
-             timeout: float = 30.0) -> int:
-        """Ask the zygote to fork an agent with ``boot``; return the new pid."""
+             timeout: float = 120.0) -> int:
+        """Ask the zygote to fork an agent with ``boot``; return the new pid. While a
+        dead zygote is being replaced, wait for the new one.
+
+        Raises:
+            PreloadRefused: importing a module of ``preload`` kills the importing process.
+            ZygoteLost: the zygote died before it answered, or the node is stopping.
+        """
+        deadline = time.monotonic() + timeout
         fut: Future[int] = Future()
         with self.lock:
-            if self.closed:
-                raise BeamishInternalError("the zygote is gone; the node is stopping")
-            n = next(self.req)
-            self.pending[n] = fut
-            send_frame(self.sock, {"op": "fork", "req": n, "boot": boot,
-                                   "preload": preload or []})
-        return fut.result(timeout)
+            while True:
+                while self.gen.dead and not self.closed:
+                    if not self.lock.wait(deadline - time.monotonic()):
+                        raise ZygoteLost(f"no zygote to fork from within {timeout:g} s")
+                if self.closed:
+                    raise ZygoteLost("the zygote is gone; the node is stopping")
+                gen, n = self.gen, next(self.req)
+                gen.pending[n] = fut
+                try:
+                    send_frame(gen.sock, {"op": "fork", "req": n, "boot": boot,
+                                          "preload": preload or []})
+                    break
+                except OSError:
+                    # It died and its reader has not seen it yet: the request never
+                    # arrived, so it goes to the zygote that replaces this one.
+                    del gen.pending[n]
+                    if not self.lock.wait_for(lambda gen=gen: gen.dead or self.closed,
+                                              deadline - time.monotonic()):
+                        raise ZygoteLost(f"no zygote to fork from within {timeout:g} s") \
+                            from None
+        try:
+            return fut.result(max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise ZygoteLost(f"the zygote did not answer a fork within {timeout:g} s") from None
 
-    def _read(self) -> None:
-        reader = FrameReader(self.sock)
+    def _read(self, gen: _Generation) -> None:
+        reader = FrameReader(gen.sock)
         poller = select.poll()  # not select(): no limit on the fd number
-        poller.register(self.sock, select.POLLIN | select.POLLHUP)
-        poller.register(self.ready, select.POLLIN)
+        poller.register(gen.sock, select.POLLIN | select.POLLHUP)
+        poller.register(gen.ready, select.POLLIN)
         while True:
             try:
                 events = dict(poller.poll())
                 # Ready reports first: an agent that reported and then died is heard in
                 # that order (its exit comes through the zygote, after it wrote).
-                if self.ready.fileno() in events:
-                    self._read_ready()
-                frames = reader.read() if self.sock.fileno() in events else []
+                if gen.ready.fileno() in events:
+                    self._read_ready(gen)
+                frames = reader.read() if gen.sock.fileno() in events else []
+            except ProtocolError as exc:
+                # A frame that is not msgpack: the stream cannot be trusted any more.
+                self._drop(f"an undecodable frame from the zygote ({exc})")
+                gen.proc.kill()
+                frames = None
             except OSError:
                 frames = None
             if frames is None:
-                with self.lock:
-                    self.closed = True
-                    for fut in self.pending.values():
-                        fut.set_exception(BeamishInternalError("the zygote exited"))
-                    self.pending.clear()
+                self._lost(gen)
                 return
             for msg in frames:
-                if msg["op"] == "forked":
-                    with self.lock:
-                        fut = self.pending.pop(msg["req"], None)
-                    if fut is not None:
-                        fut.set_result(int(msg["pid"]))
-                elif msg["op"] == "exited":
-                    self.on_exit(int(msg["pid"]), int(msg["code"]))
+                try:
+                    self._handle(gen, msg)
+                except Exception:  # noqa: BLE001 - the reader must outlive any one frame
+                    self.dropped += 1
+                    log.exception("cannot handle a frame from the zygote: %.200r", msg)
 
-    def _read_ready(self) -> None:
+    def _handle(self, gen: _Generation, raw: Any) -> None:
+        msg = parse_zygote_frame(raw)
+        if msg is None:
+            self._drop(f"a malformed frame from the zygote: {raw!r:.200}")
+            return
+        op = msg["op"]
+        if op == "exited":
+            gen.agents.discard(msg["pid"])
+            gen.early.pop(msg["pid"], None)
+            self.on_exit(msg["pid"], msg["code"])
+            return
+        with self.lock:
+            fut = gen.pending.pop(msg["req"], None)
+        if op == "refused":
+            if fut is not None:
+                fut.set_exception(PreloadRefused(msg["module"], msg["error"]))
+            return
+        pid = msg["pid"]
+        if not _may_be_child(pid, gen.proc.pid):
+            if gen.proc.poll() is not None:
+                error = ZygoteLost("the zygote died as it forked it")  # the child was orphaned
+            else:
+                self._drop(f"a fork answer naming pid {pid}, which is not the zygote's child")
+                error = ZygoteLost(f"the zygote answered with pid {pid}, not its child")
+            if fut is not None:
+                fut.set_exception(error)
+            return
+        gen.agents.add(pid)
+        early = gen.early.pop(pid, None)
+        if fut is None:
+            # Its requester gave up waiting: no one will supervise it, so it must not run.
+            log.warning("the zygote forked pid %d for a request that timed out: killing it",
+                        pid)
+            self._kill_child(gen, pid)
+            return
+        fut.set_result(pid)
+        if early is not None:
+            self.on_ready(early.to_dict())  # its report beat this answer
+
+    @staticmethod
+    def _kill_child(gen: _Generation, pid: int) -> None:
+        # Only a child of the zygote that it has not reported dead (its pid is not reused).
+        if pid in gen.agents:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _lost(self, gen: _Generation) -> None:
+        """The zygote's socket closed: fail its pending forks, and (unless the node closed
+        it) report the agents that die with it."""
+        try:
+            self._read_ready(gen)  # reports written before it died still count
+        except OSError:
+            pass
+        with self.lock:
+            gen.dead = True
+            pending = list(gen.pending.values())
+            gen.pending.clear()
+            closing = self.closed
+            self.lock.notify_all()
+        for fut in pending:
+            fut.set_exception(ZygoteLost("the zygote died before it answered"))
+        if closing or self.on_lost is None:
+            return
+        try:
+            gen.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            gen.proc.kill()  # its socket is closed: it is of no more use
+            gen.proc.wait()
+        why = describe_exit(gen.proc.returncode)
+        log.error("the zygote (pid %d) died (%s): its %d agents die with it; "
+                  "starting a new zygote", gen.proc.pid, why, len(gen.agents))
+        self.on_lost(set(gen.agents), why)
+
+    def _drop(self, what: str) -> None:
+        self.dropped += 1
+        log.warning("dropped %s", what)
+
+    def _read_ready(self, gen: _Generation) -> None:
         """Hand on every ready report queued (one datagram each); drop what is not one."""
         while True:
             try:
-                data = self.ready.recv(1 << 16)
+                data, ancillary, _, _ = gen.ready.recvmsg(READY_BUF, _CREDS_SPACE)
             except BlockingIOError:
                 return
-            try:
-                payload = unpack(data)
-            except ProtocolError:
-                self.dropped_ready += 1
+            report = parse_ready(data)
+            if report is None:
+                self._drop(f"a malformed ready datagram ({len(data)} bytes): {data[:80]!r}")
                 continue
-            if isinstance(payload, dict):
-                self.on_ready(payload)
-            else:
-                self.dropped_ready += 1
+            sender = _sender_pid(ancillary)
+            if sender is not None and sender != report.pid:
+                self._drop(f"a ready report for pid {report.pid} sent by pid {sender}")
+                continue
+            if report.pid not in gen.agents:
+                # Not (yet) known as forked: held until the zygote's answer names it.
+                gen.early.pop(report.pid, None)
+                gen.early[report.pid] = report
+                if len(gen.early) > EARLY_READY_MAX:
+                    stale = next(iter(gen.early))
+                    del gen.early[stale]
+                    self._drop(f"a ready report from pid {stale}, which the zygote never "
+                               "named as forked")
+                continue
+            try:
+                self.on_ready(report.to_dict())
+            except Exception:  # noqa: BLE001 - the reader must outlive any one report
+                self.dropped += 1
+                log.exception("cannot handle the ready report %r", report)
 
     def alive(self) -> bool:
-        """Whether the zygote process still runs."""
-        return self.proc.poll() is None
+        """Whether the zygote process still runs (and its socket is open)."""
+        return not self.gen.dead and self.gen.proc.poll() is None
+
+    def restart(self) -> None:
+        """Replace a dead zygote (from the node's main thread: PDEATHSIG follows the
+        thread that started it). Forks waiting for it go on with the new one."""
+        old = self.gen
+        if old.proc.poll() is None:
+            old.proc.kill()
+        with self.lock:
+            if self.closed:
+                return
+        # Wait for the reader to see the end of the old socket (it fails the old pending
+        # forks and reports the old agents) before forks go to the new zygote.
+        with self.lock:
+            if not self.lock.wait_for(lambda: old.dead, 5.0):
+                # Something else holds its socket open: end the stream from our side.
+                old.sock.shutdown(socket.SHUT_RDWR)
+            self.lock.wait_for(lambda: old.dead)
+        new = _Generation(self.sys_path)
+        with self.lock:
+            self.gen = new
+            self.lock.notify_all()
+        threading.Thread(target=self._read, args=(new,), name="beamish-zygote",
+                         daemon=True).start()
+        old.proc.wait()
+        old.close()
 
     def close(self) -> None:
         """Stop the zygote (its remaining children die with it)."""
         with self.lock:
-            if not self.closed:
+            self.closed = True
+            self.lock.notify_all()
+            gen = self.gen
+            if not gen.dead:
                 try:
-                    send_frame(self.sock, {"op": "exit"})
+                    send_frame(gen.sock, {"op": "exit"})
                 except OSError:
                     pass
         try:
-            self.proc.wait(5)
+            gen.proc.wait(5)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.sock.close()
-        self.ready.close()
+            gen.proc.kill()
+            gen.proc.wait()
+        gen.close()
+
+
+def _may_be_child(pid: int, parent: int) -> bool:
+    """Whether ``pid`` is a child of ``parent``, or already gone (a child that ended at
+    once: its exit report follows)."""
+    try:
+        return bool(psutil.Process(pid).ppid() == parent)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Say how a process ended from its Popen-style return code."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
