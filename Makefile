@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check --select F,E9,B runtime mailbox supervisor benchmarks tests examples
+	$(BIN)/ruff check runtime mailbox supervisor benchmarks tests examples
 	$(BIN)/mypy supervisor mailbox
 	$(BIN)/python -m pytest -q
 

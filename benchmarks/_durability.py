@@ -27,8 +27,16 @@ import psutil
 
 from . import agents
 from ._isolation import _tree_pids, kill_leftovers
-from ._scenarios import (CALL_TIMEOUT_S, MESSAGE, QUICK, _cast_round, _caller, _raw_caller,
-                         log, time_in_blocks)
+from ._scenarios import (
+    CALL_TIMEOUT_S,
+    MESSAGE,
+    QUICK,
+    _caller,
+    _cast_round,
+    _raw_caller,
+    log,
+    time_in_blocks,
+)
 from ._stats import latency_summary, median
 
 MODES = ("process", "memory", "fsync")
@@ -72,7 +80,7 @@ class _Nodes:
 
     def start(self) -> None:
         from beamish.runtime import start_node
-        from beamish.runtime._store import memory_path
+        from beamish.runtime.store.lmdb import memory_path
         for mode in MODES:
             d = os.path.join(self.base, mode[0])
             t0 = time.perf_counter()

@@ -54,8 +54,15 @@ from typing import Any
 
 from beamish.runtime import Agent, Escalate, Failure, Reset, Resume, Skip, Stop
 from beamish.runtime.errors import AgentNotFound, CallTimeout, RemoteError, SpawnError
-from beamish.supervisor import (ChildSpec, EventKind, ExitReason, RestartType, StartFailed,
-                                Supervisor, SupervisorSpec)
+from beamish.supervisor import (
+    ChildSpec,
+    EventKind,
+    ExitReason,
+    RestartType,
+    StartFailed,
+    Supervisor,
+    SupervisorSpec,
+)
 
 __all__ = ["ThreadsNode", "ThreadsRef", "load_class"]
 

@@ -16,8 +16,15 @@ from typing import Any
 import zmq
 
 from ._errors import MailboxError, PayloadTooLarge, ProtocolError
-from ._protocol import (DEFAULT_MAX_MESSAGE_BYTES, Envelope, Kind, decode, encode, encode_ring,
-                        new_msg_id)
+from ._protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Envelope,
+    Kind,
+    decode,
+    encode,
+    encode_ring,
+    new_msg_id,
+)
 
 # How long closing doorbells waits for queued rings (term() of the context waits for them).
 RING_LINGER_MS = 200

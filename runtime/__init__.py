@@ -1,18 +1,39 @@
 """beamish.runtime: agents in their own OS processes, supervised, with durable state.
 
-Layering: ``beamish.mailbox`` (wire format, sockets) and ``beamish.supervisor`` (specs and
-pure restart decisions) are leaves; this package wires them to the OS (zygote, node
-daemon, agent loop, LMDB store) and is the public facade.
+``beamish.mailbox`` (wire format, sockets) and ``beamish.supervisor`` (specs and the pure
+restart decisions) are leaves; this package wires them to the OS and is the public facade:
+what this module re-exports is the API, everything else is internal. Its layers, top to
+bottom; a module imports only its own layer and those below (``tests/test_layering.py``):
+
+    client/     in the user's process      api.py (Node, AgentRef, start_node, connect),
+                                           cli.py (the ``beamish`` command)
+    node/       the node daemon process    daemon.py (main loop, events, housekeeping),
+                                           commands.py (one function per control command),
+                                           spawner.py (starts agents, classifies exits),
+                                           zygote_link.py (talks to the zygote),
+                                           links.py (links and monitors), config.py
+    agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
+                process                    message loop and group commit), context.py
+                                           (self.ctx), base.py (the Agent class),
+                                           inflight.py (what an agent is handling, for the
+                                           node to read after a crash)
+    messaging/  any process                messenger.py (call/cast: append, ring, reply),
+                                           control.py (requests to the node), reports.py,
+                                           spawnargs.py
+    store/      any process                lmdb.py (the only module that imports lmdb)
+    (ground)    any process                errors.py, _types.py (public records),
+                                           _validation.py, _paths.py, _osproc.py
+
+Where things happen:
+    a message is appended    messaging/messenger.py  Messenger._append -> store Txn.append;
+                             the agent finds it in agent/loop.py and commits its removal
+                             with the new state (group commit: loop.py ``_Group``)
+    an exit is classified    node/spawner.py  AgentSpawner.on_exit -> _classify (Failure)
+    a restart is decided     beamish.supervisor.decide (pure), run by the supervisor shells
+                             that node/daemon.py keeps, starting agents through spawner.py
 """
 
 from . import errors as errors
-from ._agent import Agent as Agent
-from ._client import AgentRef as AgentRef
-from ._client import AsyncNode as AsyncNode
-from ._client import Node as Node
-from ._client import connect as connect
-from ._client import start_node as start_node
-from ._context import AgentContext as AgentContext
 from ._types import AgentInfo as AgentInfo
 from ._types import Down as Down
 from ._types import DroppedFrames as DroppedFrames
@@ -26,6 +47,13 @@ from ._types import Reset as Reset
 from ._types import Resume as Resume
 from ._types import Skip as Skip
 from ._types import Stop as Stop
+from .agent.base import Agent as Agent
+from .agent.context import AgentContext as AgentContext
+from .client.api import AgentRef as AgentRef
+from .client.api import AsyncNode as AsyncNode
+from .client.api import Node as Node
+from .client.api import connect as connect
+from .client.api import start_node as start_node
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AlreadyRunning as AlreadyRunning
 from .errors import BadMessage as BadMessage

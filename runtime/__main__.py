@@ -1,5 +1,5 @@
 """``python -m beamish.runtime ...`` is the ``beamish`` command."""
 
-from ._cli import main
+from .client.cli import main
 
 raise SystemExit(main())

@@ -73,7 +73,7 @@ class NodePaths:
         return os.path.join(self.run, f"a{agent_id}.sock")
 
     def agent_busy(self, agent_id: int) -> str:
-        """The in-flight marker file of agent ``agent_id`` (see `._inflight`)."""
+        """The in-flight marker file of agent ``agent_id`` (see `.agent.inflight`)."""
         return os.path.join(self.run, f"a{agent_id}.busy")
 
     def client_inbox(self, token: str) -> str:

@@ -44,10 +44,10 @@ from ._policy import AddChild as AddChild
 from ._policy import BackoffElapsed as BackoffElapsed
 from ._policy import Boot as Boot
 from ._policy import ChildExited as ChildExited
+from ._policy import Children as Children
 from ._policy import ChildStarted as ChildStarted
 from ._policy import ChildState as ChildState
 from ._policy import ChildStatus as ChildStatus
-from ._policy import Children as Children
 from ._policy import Escalate as Escalate
 from ._policy import Event as Event
 from ._policy import Forget as Forget

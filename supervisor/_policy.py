@@ -42,7 +42,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ._errors import AlreadyPresent, AlreadyStarted, InvalidSpec, NotFound, NotRunning, Running, SupervisorError
+from ._errors import (
+    AlreadyPresent,
+    AlreadyStarted,
+    InvalidSpec,
+    NotFound,
+    NotRunning,
+    Running,
+    SupervisorError,
+)
 from ._reason import ExitReason
 from ._restarts import RestartLog
 from ._spec import ChildSpec, RestartType, Strategy, SupervisorSpec
@@ -646,10 +654,10 @@ def _child_exited(p: _Plan, event: ChildExited) -> None:
         return
     attempt = child.attempt
     backoff = p.spec.backoff_for(child.spec)
-    if backoff is not None and child.started_at is not None:
-        # A child that stayed up longer than the window is not crash-looping any more.
-        if p.now - child.started_at >= max(p.spec.max_seconds, backoff[1]):
-            attempt = 0
+    # A child that stayed up longer than the window is not crash-looping any more.
+    if (backoff is not None and child.started_at is not None
+            and p.now - child.started_at >= max(p.spec.max_seconds, backoff[1])):
+        attempt = 0
     p.update(event.id, status=ChildStatus.RESTARTING, started_at=None, attempt=attempt)
     p.restart(event.id)
 

@@ -130,7 +130,7 @@ def kill_tree(pid: int) -> None:
 
 def kill_node(n: Node) -> None:
     """SIGKILL a node daemon (its agents die with it) and reap it, as a crash would."""
-    from beamish.runtime._client import _daemons
+    from beamish.runtime.client.api import _daemons
     try:
         os.kill(n.pid, signal.SIGKILL)
     except ProcessLookupError:

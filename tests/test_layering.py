@@ -3,8 +3,10 @@ Each is imported in a fresh interpreter with what it must not use made unimporta
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,10 +29,56 @@ def test_leaf_imports_without_forbidden_modules(package):
 def test_runtime_reexports_the_public_names():
     import beamish.runtime as rt
     import beamish.runtime.errors as errors
-    for name in ("Agent start_node connect Node AgentRef Limits AgentInfo Event Failure Resume "
-                 "Skip Reset Stop Escalate Down Exit").split():
+    for name in ["Agent", "start_node", "connect", "Node", "AgentRef", "Limits", "AgentInfo", "Event", "Failure", "Resume", "Skip", "Reset", "Stop", "Escalate", "Down", "Exit"]:
         assert hasattr(rt, name), name
-    for name in ("BeamishError CallTimeout AgentNotFound RemoteError MessageTooLarge "
-                 "NodeNotRunning NodeAlreadyRunning SpawnError ConfigError").split():
+    for name in ["BeamishError", "CallTimeout", "AgentNotFound", "RemoteError", "MessageTooLarge", "NodeNotRunning", "NodeAlreadyRunning", "SpawnError", "ConfigError"]:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.BeamishError) and cls.__doc__, name
+
+
+# runtime's layers, top to bottom: a module may import its own layer and those below it.
+# Ground: the public types and errors, validation, paths and OS helpers.
+RUNTIME_LAYERS = ["client", "node", "agent", "messaging", "store", "<ground>"]
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
+
+
+def _layer(module: str) -> str:
+    """The layer of a module path under runtime (``node.spawner`` -> ``node``)."""
+    head = module.split(".")[0]
+    return head if head in RUNTIME_LAYERS else "<ground>"
+
+
+def _runtime_imports(path: Path) -> list[tuple[int, str]]:
+    """Every module under runtime that ``path`` imports (at any depth of the file,
+    ``TYPE_CHECKING`` blocks and function bodies included), as a path under runtime."""
+    rel = path.relative_to(RUNTIME_DIR).with_suffix("")
+    package = list(rel.parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target] if node.module else [a.name for a in node.names]
+            elif node.module and node.module.startswith("beamish.runtime."):
+                names = [node.module.removeprefix("beamish.runtime.")]
+            else:
+                continue
+            found += [(node.lineno, n) for n in names if n]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.removeprefix("beamish.runtime."))
+                      for a in node.names if a.name.startswith("beamish.runtime.")]
+    return found
+
+
+def test_runtime_layers_import_only_downwards():
+    wrong = []
+    for path in sorted(RUNTIME_DIR.rglob("*.py")):
+        rel = path.relative_to(RUNTIME_DIR)
+        if rel.parts == ("__init__.py",) or rel.parts == ("__main__.py",):
+            continue  # the facade re-exports from every layer
+        own = _layer(".".join(rel.with_suffix("").parts))
+        for line, target in _runtime_imports(path):
+            if RUNTIME_LAYERS.index(_layer(target)) < RUNTIME_LAYERS.index(own):
+                wrong.append(f"{rel}:{line} ({own}) imports {target} ({_layer(target)})")
+    assert not wrong, "imports that go up a layer:\n" + "\n".join(wrong)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from beamish.runtime._cli import build_parser
+from beamish.runtime.client.cli import build_parser
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

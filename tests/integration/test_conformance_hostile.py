@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
 from beamish.mailbox import DEFAULT_MAX_MESSAGE_BYTES
-
 from tests.conftest import shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -232,7 +232,7 @@ def test_node_log_is_rotated_at_its_size_cap(node_dir, tmp_path):
             assert "round-2" in fh.read()
         # The node and its agents keep writing to node.log after a rotation.
         n.spawn("tests.agents.basic:Counter", name="after-rotation")
-        wait_until(lambda: "after-rotation" in open(log, encoding="utf-8").read(),
+        wait_until(lambda: "after-rotation" in Path(log).read_text(encoding="utf-8"),
                    what="the node to log into node.log after the rotation")
     finally:
         shutdown_quietly(n)

@@ -11,8 +11,14 @@ import threading
 
 import pytest
 
-from beamish.runtime import (AgentNotFound, AlreadyRunning, BeamishError, ConfigError,
-                             SpawnError, start_node)
+from beamish.runtime import (
+    AgentNotFound,
+    AlreadyRunning,
+    BeamishError,
+    ConfigError,
+    SpawnError,
+    start_node,
+)
 from tests.conftest import kill_node, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow

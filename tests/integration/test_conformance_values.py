@@ -70,7 +70,7 @@ def test_a_stored_agent_with_bad_limits_is_not_started(node_dir):
     # An agent stored by a beamish that did not check limits: a node start must not run it
     # (its handler_timeout='1' would kill the node as soon as it got busy).
     from beamish.runtime import start_node
-    from beamish.runtime._store import Store
+    from beamish.runtime.store.lmdb import Store
     from tests.conftest import shutdown_quietly
     n = start_node(node_dir)
     try:
@@ -186,7 +186,7 @@ def _returns(fn, what):
 @pytest.mark.parametrize("timeout", [math.nan, -1, 0, "5", True, None])
 def test_bad_call_timeouts_raise_at_once(node, timeout):
     node.spawn(ECHO, name="e")
-    exc = _returns(lambda: node.call("e", "hi", timeout=timeout), "call(timeout=%r)" % timeout)
+    exc = _returns(lambda: node.call("e", "hi", timeout=timeout), f"call(timeout={timeout!r})")
     assert isinstance(exc, ConfigError) and "timeout=" in str(exc), exc
     assert node.info("e").mailbox_depth == 0
 

@@ -25,7 +25,7 @@ COUNTER = "tests.agents.basic:Counter"
 def zygote_of(node) -> psutil.Process:  # type: ignore[no-untyped-def]
     """The node's live zygote process."""
     for child in psutil.Process(node.pid).children():
-        if "beamish.runtime._zygote" in " ".join(child.cmdline()):
+        if "beamish.runtime.agent.zygote" in " ".join(child.cmdline()):
             return child
     raise AssertionError("the node has no zygote")
 

@@ -11,9 +11,18 @@ import time
 import psutil
 import pytest
 
-from beamish.runtime import (AgentNotFound, CallTimeout, ConfigError, MessageTooLarge,
-                             NodeAlreadyRunning, NodeNotRunning, RemoteError, SpawnError,
-                             connect, start_node)
+from beamish.runtime import (
+    AgentNotFound,
+    CallTimeout,
+    ConfigError,
+    MessageTooLarge,
+    NodeAlreadyRunning,
+    NodeNotRunning,
+    RemoteError,
+    SpawnError,
+    connect,
+    start_node,
+)
 from tests.conftest import kill_node, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow

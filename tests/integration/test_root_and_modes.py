@@ -42,7 +42,7 @@ def test_root_marks_a_child_failed_past_its_intensity_and_serves_the_rest(node):
 
 def test_strict_node_stops_non_zero_when_root_intensity_is_exceeded(node_dir):
     n = start_node(node_dir, strict=True)
-    from beamish.runtime._client import _daemons
+    from beamish.runtime.client.api import _daemons
     proc = _daemons[n.pid]
     try:
         n.spawn(COUNTER, name="flaky")

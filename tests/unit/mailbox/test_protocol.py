@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from beamish.mailbox import (EncodeError, Envelope, Kind, PayloadTooLarge, ProtocolError, decode,
-                             encode, encode_ring, pack, unpack)
+from beamish.mailbox import (
+    EncodeError,
+    Envelope,
+    Kind,
+    PayloadTooLarge,
+    ProtocolError,
+    decode,
+    encode,
+    encode_ring,
+    pack,
+    unpack,
+)
 
 
 def test_envelope_round_trip():

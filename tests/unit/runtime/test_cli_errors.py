@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from beamish.runtime._cli import json_hint
-from beamish.runtime._commands import check_args
-from beamish.runtime._config import AgentSection, StartReport, agent_drift
 from beamish.runtime._paths import dir_error
+from beamish.runtime.client.cli import json_hint
 from beamish.runtime.errors import ConfigError
+from beamish.runtime.node.commands import check_args
+from beamish.runtime.node.config import AgentSection, StartReport, agent_drift
 
 
 @pytest.mark.parametrize(("text", "says"), [

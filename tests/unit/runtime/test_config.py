@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beamish.runtime import ConfigError
-from beamish.runtime._config import load_config, parse_config
+from beamish.runtime.node.config import load_config, parse_config
 
 GOOD = """
 [node]

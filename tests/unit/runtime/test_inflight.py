@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from beamish.runtime._inflight import (TIMER_SEQ, InFlight, Unfinished, blame,
-                                       read_unfinished)
+from beamish.runtime.agent.inflight import TIMER_SEQ, InFlight, Unfinished, blame, read_unfinished
 
 
 def test_a_running_handler_is_blamed_and_the_uncommitted_group_counted_too():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from beamish.runtime._store import INITIAL_MAP_SIZE, Store
+from beamish.runtime.store.lmdb import INITIAL_MAP_SIZE, Store
 
 
 def test_mailbox_is_ordered_and_removal_is_by_seq(tmp_path):
@@ -36,7 +36,7 @@ def test_map_grows_past_its_initial_size_and_other_processes_follow(tmp_path):
         total += 64 * len(blob)
     assert store.map_size() > INITIAL_MAP_SIZE and store.resizes >= 1
     # Another process with the old map size adopts the new one (MapResizedError handled).
-    code = ("import sys; from beamish.runtime._store import Store; s = Store(sys.argv[1]); "
+    code = ("import sys; from beamish.runtime.store.lmdb import Store; s = Store(sys.argv[1]); "
             "s.write(lambda t: t.append(1, {'b': b'y' * 65536})); "
             "print(s.read(lambda t: t.depth(1)))")
     out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,

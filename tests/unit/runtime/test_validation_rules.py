@@ -8,11 +8,19 @@ import pytest
 
 from beamish.mailbox import EncodeError, PayloadTooLarge, unpack
 from beamish.runtime import Limits
-from beamish.runtime._config import parse_config
-from beamish.runtime._validation import (NAME_MAX_BYTES, NotRoundTrip, bad_key_path,
-                                         check_limits, check_lookup_name, check_name,
-                                         check_timeout, name_problem, pack_roundtrip)
+from beamish.runtime._validation import (
+    NAME_MAX_BYTES,
+    NotRoundTrip,
+    bad_key_path,
+    check_limits,
+    check_lookup_name,
+    check_name,
+    check_timeout,
+    name_problem,
+    pack_roundtrip,
+)
 from beamish.runtime.errors import ConfigError
+from beamish.runtime.node.config import parse_config
 
 
 @pytest.mark.parametrize("name", ["c1", "worker-1", "chat.alice", "k:v", "ünïcode", "a" * 200,
@@ -130,7 +138,7 @@ def test_mailbox_records_are_opened_or_refused_never_crash():
     import msgpack
 
     from beamish.mailbox import pack
-    from beamish.runtime._loop import _is_call, _open_record
+    from beamish.runtime.agent.loop import _is_call, _open_record
     call = {"k": "call", "p": pack("hi"), "id": b"x" * 16, "r": "/tmp/inbox", "d": 1.0}
     assert _open_record(call) == ("call", "hi") and _is_call(call)
     assert _open_record({"k": "cast", "p": pack([1])}) == ("cast", [1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beamish.mailbox import pack
-from beamish.runtime._zygote_link import ReadyReport, parse_ready, parse_zygote_frame
+from beamish.runtime.node.zygote_link import ReadyReport, parse_ready, parse_zygote_frame
 
 
 def test_a_well_formed_ready_report_is_taken():

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sup_helpers import WAIT, Recorder
 
 from beamish.supervisor import ChildSpec, Supervisor, SupervisorSpec
 from beamish.supervisor.testing import FakeClock, FakeSpawner
-from sup_helpers import WAIT, Recorder
 
 # tests/strategies.py (hypothesis strategies) lives two levels up.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

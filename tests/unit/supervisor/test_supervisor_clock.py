@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sup_helpers import WAIT
 
 from beamish.supervisor import Clock, MonotonicClock
 from beamish.supervisor.testing import FakeClock
-
-from sup_helpers import WAIT
 
 
 def test_fake_clock_runs_due_callbacks_in_order() -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from sup_helpers import WAIT, Recorder
 
 from beamish.supervisor import (
     INTENSITY_REASON,
@@ -31,8 +32,6 @@ from beamish.supervisor import (
     SupervisorSpec,
 )
 from beamish.supervisor.testing import FakeClock, FakeSpawner, ScriptedChild
-
-from sup_helpers import WAIT, Recorder
 
 Make = Callable[..., Supervisor]
 CRASH = ExitReason.abnormal("crash")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from sup_helpers import WAIT, Recorder
 
 from beamish.supervisor import (
     INTENSITY_REASON,
@@ -29,8 +30,6 @@ from beamish.supervisor import (
     SupervisorSpec,
 )
 from beamish.supervisor.testing import FakeClock, FakeHandle, FakeSpawner
-
-from sup_helpers import WAIT, Recorder
 
 REASONS = {
     "normal": ExitReason.normal(),

@@ -30,8 +30,8 @@ import psutil
 
 from beamish.mailbox import ProtocolError, unpack
 
-from ._osproc import FrameReader, send_frame
-from .errors import BeamishInternalError
+from .._osproc import FrameReader, send_frame
+from ..errors import BeamishInternalError
 
 log = logging.getLogger("beamish.node")
 MAX_PID = 1 << 22  # Linux's highest pid_max
@@ -138,7 +138,7 @@ class _Generation:
         env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(sys_path))
         # Started from the node's main thread: PDEATHSIG follows the thread that forked.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "beamish.runtime._zygote", str(theirs.fileno()),
+            [sys.executable, "-m", "beamish.runtime.agent.zygote", str(theirs.fileno()),
              str(ready_theirs.fileno())],
             pass_fds=(theirs.fileno(), ready_theirs.fileno()), env=env,
             stdin=subprocess.DEVNULL)

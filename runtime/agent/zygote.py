@@ -1,6 +1,6 @@
 """The zygote: a preloaded interpreter that forks agent processes on request.
 
-The node starts it (``python -m beamish.runtime._zygote FD READY_FD``; again if it dies)
+The node starts it (``python -m beamish.runtime.agent.zygote FD READY_FD``; again if it dies)
 before it opens LMDB or ZeroMQ; the zygote itself never opens either, so every agent opens its own
 after the fork (py-lmdb and libzmq forbid sharing them across fork). It imports the
 agent-side modules, runs ``gc.freeze()`` so the children's first collections do not touch
@@ -44,7 +44,7 @@ from typing import Any
 
 from beamish.mailbox import pack, unpack
 
-from ._osproc import FrameReader, _prctl, die_with_parent, returncode_from_status, send_frame
+from .._osproc import FrameReader, _prctl, die_with_parent, returncode_from_status, send_frame
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 _LEN = struct.Struct(">I")
@@ -71,7 +71,7 @@ def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
         for fd in close:
             os.close(fd)
         _child_signals(zygote_pid)
-        from ._loop import Prepared, agent_main
+        from .loop import Prepared, agent_main
         prepared = Prepared(template)
         if boot is None:
             assert boot_fd is not None
@@ -261,8 +261,9 @@ def serve(fd: int, ready_fd: int) -> None:
     z = _Zygote(sock, ready_fd)
     _zygote_signals(z)
     # Preload what every agent needs, then freeze: children share these pages.
-    import beamish.runtime._loop  # noqa: F401
     import pydantic  # noqa: F401
+
+    import beamish.runtime.agent.loop  # noqa: F401
     _prctl()
     gc.collect()
     gc.freeze()

@@ -34,16 +34,16 @@ import zmq
 
 from beamish.mailbox import EncodeError, Inbox, Kind, encode_ring, pack, unpack
 
-from ._agent import Agent
-from ._context import AgentContext
-from ._inflight import TIMER_SEQ, InFlight
-from ._control import ControlClient
-from ._messenger import REPLY_GRACE_S, Messenger, reply_ring
-from ._paths import NodePaths
-from ._store import Store, Txn
-from ._types import Down, Escalate, Exit, Failure, Reset, Resume, Skip, Stop
-from ._validation import pack_roundtrip
-from .errors import StateError
+from .._paths import NodePaths
+from .._types import Down, Escalate, Exit, Failure, Reset, Resume, Skip, Stop
+from .._validation import pack_roundtrip
+from ..errors import StateError
+from ..messaging.control import ControlClient
+from ..messaging.messenger import REPLY_GRACE_S, Messenger, reply_ring
+from ..store.lmdb import Store, Txn
+from .base import Agent
+from .context import AgentContext
+from .inflight import TIMER_SEQ, InFlight
 
 # An idle agent re-reads its mailbox this often even without a ring. Rings are dropped only
 # when 100,000 are queued to one agent (which then re-reads anyway) or in flight when it
@@ -491,9 +491,9 @@ class AgentLoop:
         for _, env in self.inbox.drain():
             if env.kind is Kind.RING and len(env.msg_id) == 8:
                 rings.append((int.from_bytes(env.msg_id, "big"), env.payload))
-            elif env.kind is Kind.SYSTEM and isinstance(env.payload, dict):
-                if env.payload.get("op") == "stop" and self.stop_reason is None:
-                    self.stop_reason = str(env.payload.get("reason", "normal"))
+            elif (env.kind is Kind.SYSTEM and isinstance(env.payload, dict)
+                  and env.payload.get("op") == "stop" and self.stop_reason is None):
+                self.stop_reason = str(env.payload.get("reason", "normal"))
         return rings
 
     def _inline_batch(self, rings: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._spawnargs import check_shutdown, class_path
-from ._validation import LIMIT_MAX, check_name
-from .errors import ConfigError
+from .._validation import LIMIT_MAX, check_name
+from ..errors import ConfigError
+from ..messaging.spawnargs import check_shutdown, class_path
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 

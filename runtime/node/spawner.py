@@ -17,22 +17,22 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from beamish.mailbox import Kind, encode_ring, pack
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
-import psutil
-
-from ._inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
-from ._links import Deliver, KillLinked
-from ._osproc import process_start_time
-from ._reports import Rejected, Report, parse_report, worth_logging
-from ._store import Txn, filesystem_full, full_disk_advice
-from ._types import Failure
-from .errors import StoreFullError
-from ._zygote_link import PreloadRefused, ZygoteLost
+from .._osproc import process_start_time
+from .._types import Failure
+from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
+from ..errors import StoreFullError
+from ..messaging.reports import Rejected, Report, parse_report, worth_logging
+from ..store.lmdb import Txn, filesystem_full, full_disk_advice
+from .links import Deliver, KillLinked
+from .zygote_link import PreloadRefused, ZygoteLost
 
 if TYPE_CHECKING:
-    from ._node import NodeDaemon
+    from .daemon import NodeDaemon
 
 log = logging.getLogger("beamish.node")
 START_TIMEOUT_S = 60.0

@@ -20,22 +20,31 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hin
 
 import psutil
 
-from beamish.supervisor import (ChildKind, ChildSpec, ChildStatus, InvalidSpec, NotFound,
-                                RestartType, Running, StartFailed, SupervisorError,
-                                SupervisorSpec)
+from beamish.supervisor import (
+    ChildKind,
+    ChildSpec,
+    ChildStatus,
+    InvalidSpec,
+    NotFound,
+    RestartType,
+    Running,
+    StartFailed,
+    SupervisorError,
+    SupervisorSpec,
+)
 
-from ._config import ConfigDrift, agent_drift
-from ._inflight import read_dropped
-from ._messenger import LIVE_STATUSES
-from ._spawnargs import check_args as check_spawn_args
-from ._spawnargs import check_shutdown, class_path
-from ._store import Txn
-from ._types import DroppedFrames
-from ._validation import check_limits, check_lookup_name, check_name, check_timeout
-from .errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
+from .._types import DroppedFrames
+from .._validation import check_limits, check_lookup_name, check_name, check_timeout
+from ..agent.inflight import read_dropped
+from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
+from ..messaging.messenger import LIVE_STATUSES
+from ..messaging.spawnargs import check_args as check_spawn_args
+from ..messaging.spawnargs import check_shutdown, class_path
+from ..store.lmdb import Txn
+from .config import ConfigDrift, agent_drift
 
 if TYPE_CHECKING:
-    from ._node import NodeDaemon
+    from .daemon import NodeDaemon
 
 
 def _child_spec(rec: dict[str, Any]) -> ChildSpec:
@@ -601,7 +610,7 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     me = _watcher_incarnation(node, watcher, inc, "monitoring")
     other = node.spawner.incarnation(target)
     if other is None:
-        from ._links import NOPROC, down_message
+        from .links import NOPROC, down_message
         node.deliver_info(me, down_message(target, NOPROC))
         return {"target": target, "live": False}
     node.links.monitor(me, other)

@@ -20,17 +20,30 @@ from typing import Any
 
 import psutil
 
-from ._config import StartReport
-from ._control import ControlClient
-from ._messenger import Messenger
-from ._paths import (NodePaths, check_dir_safe, default_dir, dir_error, make_dir, open_log,
-                     read_node_info)
-from ._spawnargs import spawn_request
-from ._store import Store
-from ._types import AgentInfo, DroppedFrames, Event, Failure, Limits, NodeStatus
-from ._validation import check_lookup_name, check_name, check_timeout
-from .errors import (ERRORS, BeamishError, ConfigError, NodeAlreadyRunning, NodeNotRunning,
-                     SpawnError)
+from .._paths import (
+    NodePaths,
+    check_dir_safe,
+    default_dir,
+    dir_error,
+    make_dir,
+    open_log,
+    read_node_info,
+)
+from .._types import AgentInfo, DroppedFrames, Event, Failure, Limits, NodeStatus
+from .._validation import check_lookup_name, check_name, check_timeout
+from ..errors import (
+    ERRORS,
+    BeamishError,
+    ConfigError,
+    NodeAlreadyRunning,
+    NodeNotRunning,
+    SpawnError,
+)
+from ..messaging.control import ControlClient
+from ..messaging.messenger import Messenger
+from ..messaging.spawnargs import spawn_request
+from ..node.config import StartReport
+from ..store.lmdb import Store
 
 START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
@@ -153,7 +166,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
              if p]
     env = dict(os.environ, BEAMISH_SYS_PATH=os.pathsep.join(extra + _abs_sys_path()))
     try:
-        log = open(open_log(paths), "ab")
+        log = open(open_log(paths), "ab")  # noqa: SIM115 - closed below, once Popen has it
     except ConfigError:
         os.close(r)
         os.close(w)

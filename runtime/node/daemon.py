@@ -30,19 +30,25 @@ from typing import Any
 import zmq
 
 from beamish.mailbox import Envelope, Inbox, Kind, encode, encode_ring, pack
-from beamish.supervisor import (MonotonicClock, Strategy, Supervisor, SupervisorSpec)
+from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
-from ._agents import AgentSpawner
-from ._config import AgentStartFailure, NodeConfig, StartReport
-from ._links import LinkTable
-from ._messenger import Messenger
-from ._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
-from ._reports import Rejected, parse_report, worth_logging
-from ._store import Store, Txn, memory_path, wipe
-from ._types import Failure
-from ._zygote_link import ZygoteLink
-from .errors import (BeamishError, ConfigError, NodeAlreadyRunning, SpawnError, StoreError,
-                     StoreFullError)
+from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
+from .._types import Failure
+from ..errors import (
+    BeamishError,
+    ConfigError,
+    NodeAlreadyRunning,
+    SpawnError,
+    StoreError,
+    StoreFullError,
+)
+from ..messaging.messenger import Messenger
+from ..messaging.reports import Rejected, parse_report, worth_logging
+from ..store.lmdb import Store, Txn, memory_path, wipe
+from .config import AgentStartFailure, NodeConfig, StartReport
+from .links import LinkTable
+from .spawner import AgentSpawner
+from .zygote_link import ZygoteLink
 
 log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
@@ -180,7 +186,7 @@ class NodeDaemon:
         """Rebuild the persisted tree (adding what the config declares that is not there
         yet), then start every agent that was live, in start order. Returns the agents
         that did not start and the config entries the persisted tree overrode."""
-        from ._commands import add_config_entries, start_persisted
+        from .commands import add_config_entries, start_persisted
         drift = add_config_entries(self, config)
         failed = start_persisted(self)
         recs = {r["name"]: r for r in self.store.read(lambda t: t.agents())}
@@ -524,7 +530,7 @@ class NodeDaemon:
         os.close(self.lock_fd)
 
 
-from ._commands import COMMANDS, check_args, events_since  # noqa: E402  (the command table needs NodeDaemon)
+from .commands import COMMANDS, check_args, events_since  # noqa: E402  (the command table needs NodeDaemon)
 
 
 def _raise_fd_limit() -> None:

@@ -7,10 +7,10 @@ import itertools
 import time
 from typing import Any
 
-from ._control import ControlClient
-from ._messenger import Messenger
-from ._spawnargs import spawn_request
-from ._validation import check_name, check_timeout
+from .._validation import check_name, check_timeout
+from ..messaging.control import ControlClient
+from ..messaging.messenger import Messenger
+from ..messaging.spawnargs import spawn_request
 
 
 class AgentContext:

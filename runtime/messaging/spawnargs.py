@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._types import Limits
 from beamish.mailbox import EncodeError, PayloadTooLarge
 
-from ._validation import check_limits, check_name, check_timeout, pack_roundtrip
-from .errors import BadMessage, ConfigError, MessageTooLarge
+from .._types import Limits
+from .._validation import check_limits, check_name, check_timeout, pack_roundtrip
+from ..errors import BadMessage, ConfigError, MessageTooLarge
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
 

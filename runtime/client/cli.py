@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-from ._paths import NodePaths, default_dir
-from .errors import BeamishError, ConfigError
+from .._paths import NodePaths, default_dir
+from ..errors import BeamishError, ConfigError
 
 EPILOG = """\
 examples:
@@ -228,7 +228,7 @@ def _print_tree(node: dict[str, Any], indent: str = "") -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._client import connect, start_node
+    from .api import connect, start_node
     d = getattr(args, "dir", None) or default_dir()
     if args.command == "node":
         if args.node_command == "start":
@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
 def _client_command(node: Any, args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "spawn":
-        from ._types import Limits
+        from .._types import Limits
         limits = Limits(memory_mb=args.memory_mb, handler_timeout=args.handler_timeout,
                         cpu_seconds=args.cpu_seconds)
         ref = node.spawn(args.cls, args=args.args, name=args.name, supervisor=args.supervisor,
@@ -351,8 +351,8 @@ def _client_command(node: Any, args: argparse.Namespace) -> int:
 
 
 def _foreground(args: argparse.Namespace, d: str) -> int:
-    from ._config import NodeConfig, load_config
-    from ._node import run_daemon
+    from ..node.config import NodeConfig, load_config
+    from ..node.daemon import run_daemon
     config = load_config(args.config) if args.config else NodeConfig()
     node_overrides: dict[str, Any] = {}
     if args.durability:

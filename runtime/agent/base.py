@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._types import Failure, Resume, Skip
+from .._types import Failure, Resume, Skip
 
 if TYPE_CHECKING:
-    from ._context import AgentContext
+    from .context import AgentContext
 
 
 class Agent:

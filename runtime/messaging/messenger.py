@@ -22,15 +22,31 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import (RING_LINGER_MS, Doorbells, EncodeError, Inbox, Kind, PayloadTooLarge,
-                             encode_ring, new_msg_id, pack, unpack)
+from beamish.mailbox import (
+    RING_LINGER_MS,
+    Doorbells,
+    EncodeError,
+    Inbox,
+    Kind,
+    PayloadTooLarge,
+    encode_ring,
+    new_msg_id,
+    pack,
+    unpack,
+)
 
-from ._paths import NodePaths
-from ._store import Store, Txn
-from ._types import Failure
-from ._validation import check_name, check_timeout, pack_roundtrip
-from .errors import (AgentNotFound, BadMessage, CallTimeout, MessageTooLarge, RemoteError,
-                     StoreError)
+from .._paths import NodePaths
+from .._types import Failure
+from .._validation import check_name, check_timeout, pack_roundtrip
+from ..errors import (
+    AgentNotFound,
+    BadMessage,
+    CallTimeout,
+    MessageTooLarge,
+    RemoteError,
+    StoreError,
+)
+from ..store.lmdb import Store, Txn
 
 LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in

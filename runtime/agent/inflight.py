@@ -8,7 +8,7 @@ while idle" (and so which message's attempt count to raise). It costs a memory w
 message, no system call.
 
 A handler's return is not the end of an attempt: its result waits for the group commit
-(see ``_loop._Group``). The file also holds the first and last messages whose handlers
+(see ``loop._Group``). The file also holds the first and last messages whose handlers
 returned and whose results are not committed yet, so a death in that window (a native
 destructor that crashes once the message is dropped, a kill between two handlers of a
 group) still counts as an attempt at them.

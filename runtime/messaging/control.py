@@ -16,9 +16,9 @@ import zmq
 
 from beamish.mailbox import EncodeError, PayloadTooLarge, Requester, RequestTimeout
 
-from ._paths import NodePaths
-from ._validation import check_timeout
-from .errors import BadMessage, MessageTooLarge, NodeNotRunning, error_from_wire
+from .._paths import NodePaths
+from .._validation import check_timeout
+from ..errors import BadMessage, MessageTooLarge, NodeNotRunning, error_from_wire
 
 
 class ControlClient:

@@ -34,7 +34,7 @@ import lmdb
 
 from beamish.mailbox import pack, unpack
 
-from .errors import StoreError, StoreFullError
+from ..errors import StoreError, StoreFullError
 
 Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
@@ -113,11 +113,9 @@ class Txn:
         cur = self.txn.cursor(db=self.dbs[db])
         if not cur.set_range(prefix):
             return
-        n = 0
-        for key, value in cur:
+        for n, (key, value) in enumerate(cur):
             if not key.startswith(prefix) or (limit is not None and n >= limit):
                 return
-            n += 1
             yield key, value
 
     # -- meta --------------------------------------------------------------------------------
