@@ -557,8 +557,6 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
         try:
             if shell is None:
                 raise StartFailed(f"its supervisor {rec['supervisor']!r} did not start")
-            # A record stored before limits were checked: a bad one would kill the node.
-            check_limits(rec.get("limits"))
             node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError, ConfigError) as exc:

@@ -24,8 +24,9 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 from .._osproc import process_start_time
 from .._types import Failure
+from .._validation import check_limits
 from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
-from ..errors import StoreFullError
+from ..errors import ConfigError, StoreFullError
 from ..messaging.reports import Rejected, Report, parse_report, worth_logging
 from ..store.lmdb import Txn, filesystem_full, full_disk_advice
 from .links import Deliver, KillLinked
@@ -124,6 +125,15 @@ class AgentSpawner:
         rec = node.store.write(txn)
         if rec is None:
             raise StartFailed(f"agent {name!r} has no record")
+        try:
+            # Every start goes through here (spawn, restart, node start): a record stored by
+            # an older beamish with a bad limit must not reach the limit checks.
+            limits = check_limits(rec.get("limits"))
+        except ConfigError as exc:
+            why = (f"its stored limits are invalid ({exc}); `beamish stop {name}`, then spawn "
+                   "it again with valid limits")
+            self.start_failures[name] = Failure(kind="exit", message=why)
+            raise StartFailed(why) from None
         if failure is None and rec.get("recover_pending"):
             # The node restarted between a failure and the start that runs recover for it.
             failure = Failure.from_dict(rec.get("last_failure"))
@@ -132,7 +142,7 @@ class AgentSpawner:
             "id": rec["id"], "name": name, "cls": rec["cls"], "args": rec.get("args", {}),
             "incarnation": rec["incarnation"], "failure": failure.to_dict() if failure else None,
             "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
-            "limits": rec.get("limits") or {},
+            "limits": limits,
         }
         preload = list(node.preload)
         if node.preload_agent_modules:
@@ -150,7 +160,7 @@ class AgentSpawner:
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
-                           limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
+                           limits={k: v for k, v in limits.items() if v})
         with self.registered:
             self.by_pid[pid] = incn
             self.current[name] = incn
@@ -243,7 +253,11 @@ class AgentSpawner:
         with self.lock:
             limited = [i for i in self.current.values() if i.limits and i.ready.done()]
         for incn in limited:
-            why = self._over_limit(incn)
+            try:
+                why = self._over_limit(incn)
+            except Exception:  # noqa: BLE001 - one agent's check must not stop the node
+                log.exception("cannot check the limits of agent %r (pid %d)", incn.name, incn.pid)
+                continue
             if why is not None and incn.limit_kill is None and incn.terminating is None:
                 incn.limit_kill = why[0]
                 log.warning("agent %r (pid %d) %s: killing it", incn.name, incn.pid, why[1])

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from beamish.mailbox import new_msg_id
-from beamish.runtime import Limits, RemoteError
+from beamish.runtime import Limits, RemoteError, SpawnError
 from beamish.runtime.errors import BadMessage, BeamishError, ConfigError, MessageTooLarge
 from tests.conftest import wait_until
 
@@ -90,6 +90,12 @@ def test_a_stored_agent_with_bad_limits_is_not_started(node_dir):
         assert n.info("legacy").status == "failed"
         assert any(e.kind == "failed" and e.name == "legacy" and "handler_timeout" in e.reason
                    for e in n.events())
+        assert n.call("e", "hi") == "hi"
+        # `restart` goes through the same check (it once restarted the record's bad limits,
+        # and the node died at the agent's first busy moment).
+        with pytest.raises(SpawnError, match="stored limits are invalid"):
+            n.restart("legacy")
+        assert n.info("legacy").status == "failed"
         assert n.call("e", "hi") == "hi"
     finally:
         shutdown_quietly(n)
