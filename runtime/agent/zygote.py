@@ -327,6 +327,9 @@ def _after_import(z: _Zygote, node_pid: int) -> None:
 
 
 _preloaded: set[str] = set()
+# Modules whose trial import raised or was too slow: left to each agent's own process, and
+# never probed again (a probe blocks this single-threaded server: forks and reaps wait).
+_not_preloaded: set[str] = set()
 PROBE_TIMEOUT_S = 45.0  # a slower trial import is not preloaded (the agent imports it)
 
 
@@ -340,14 +343,17 @@ def _preload(z: _Zygote, module: str) -> bool | str:
     killed its process). A module whose import merely raises is left to the agent's own
     process, which reports the error properly.
     """
-    if module in _preloaded:
+    if module in _preloaded or module in _not_preloaded:
         return False
     if module in sys.modules:
         _preloaded.add(module)
         return False
     verdict = _probe(z, module)
+    if verdict == "raised":
+        _not_preloaded.add(module)
+        return False
     if verdict != "ok":
-        return False if verdict == "raised" else verdict
+        return verdict  # it kills its importer: probed again at each spawn, refused each time
     _preloaded.add(module)
     try:
         __import__(module)

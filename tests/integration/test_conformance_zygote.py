@@ -218,3 +218,19 @@ def test_forged_frames_from_the_zygote_are_dropped_and_counted(node):
     wait_until(lambda: restarted(node, "c1", old), timeout=30,
                what="c1 to be restarted after the forged frames")
     assert_still_serving(node, counts)
+
+
+def test_a_module_whose_import_raises_is_probed_once(node_dir, tmp_path, monkeypatch):
+    # A trial import blocks the single-threaded zygote; one that raised is remembered, so
+    # every later spawn of that module pays only its own agent's import.
+    log = tmp_path / "imports"
+    monkeypatch.setenv("BEAMISH_TEST_IMPORT_LOG", str(log))
+    n = start_node(node_dir)
+    try:
+        for i in range(3):
+            with pytest.raises(SpawnError, match="refuses to import"):
+                n.spawn("tests.agents.zygote_raises_at_import:Nothing", name=f"r{i}")
+        assert len(log.read_text().splitlines()) == 1 + 3  # one probe, then each agent
+        assert n.spawn(COUNTER, name="c").call("incr") == 1
+    finally:
+        shutdown_quietly(n)
