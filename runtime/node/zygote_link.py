@@ -152,6 +152,8 @@ class _Generation:
         # agent's own child sends is never answered for, hence the bound.
         self.early: dict[int, ReadyReport] = {}
         self.dead = False  # its socket reached end of stream
+        self.exit_requested = False  # the node asked it to exit (its agents are not lost)
+        self.reader_done = threading.Event()  # its reader thread returned
 
     def close(self) -> None:
         self.sock.close()
@@ -228,6 +230,12 @@ class ZygoteLink:
             raise ZygoteLost(f"the zygote did not answer a fork within {timeout:g} s") from None
 
     def _read(self, gen: _Generation) -> None:
+        try:
+            self._read_frames(gen)
+        finally:
+            gen.reader_done.set()
+
+    def _read_frames(self, gen: _Generation) -> None:
         reader = FrameReader(gen.sock)
         poller = select.poll()  # not select(): no limit on the fd number
         poller.register(gen.sock, select.POLLIN | select.POLLHUP)
@@ -310,13 +318,16 @@ class ZygoteLink:
         it) report the agents that die with it."""
         try:
             self._read_ready(gen)  # reports written before it died still count
-        except OSError:
-            pass
+        except OSError as exc:
+            log.warning("cannot read the last ready reports of the zygote (pid %d): %s",
+                        gen.proc.pid, exc)
         with self.lock:
             gen.dead = True
             pending = list(gen.pending.values())
             gen.pending.clear()
-            closing = self.closed
+            # Not self.closed: a node that stops because its zygote keeps dying closes the
+            # link too, and the agents of a zygote that died must still be reported.
+            closing = gen.exit_requested
             self.lock.notify_all()
         for fut in pending:
             fut.set_exception(ZygoteLost("the zygote died before it answered"))
@@ -387,7 +398,12 @@ class ZygoteLink:
                 # Something else holds its socket open: end the stream from our side.
                 old.sock.shutdown(socket.SHUT_RDWR)
             self.lock.wait_for(lambda: old.dead)
-        new = _Generation(self.sys_path)
+        try:
+            new = _Generation(self.sys_path)
+        except OSError as exc:
+            # Out of fds or processes, say: the node tries again (and counts the death).
+            log.error("cannot start a new zygote: %s", exc)
+            return
         with self.lock:
             self.gen = new
             self.lock.notify_all()
@@ -405,13 +421,17 @@ class ZygoteLink:
             if not gen.dead:
                 try:
                     send_frame(gen.sock, {"op": "exit"})
+                    gen.exit_requested = True
                 except OSError:
-                    pass
+                    pass  # it is dead: its reader reports its agents as lost
         try:
             gen.proc.wait(5)
         except subprocess.TimeoutExpired:
             gen.proc.kill()
             gen.proc.wait()
+        # Its sockets are closed once its reader is done with them (reporting lost agents).
+        if not gen.reader_done.wait(30.0):
+            log.warning("the zygote's reader did not finish within 30 s; closing anyway")
         gen.close()
 
 
