@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hin
 import psutil
 
 from beamish.supervisor import (
+    AlreadyPresent,
     ChildKind,
     ChildSpec,
     ChildStatus,
@@ -415,9 +416,20 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
     except NotFound:  # not in the tree any more (stopped, exited): add it back
-        node.store.write(lambda t: t.put_agent({**rec, "status": "starting", "fresh": True}))
+        def claim(t: Txn) -> dict[str, Any]:
+            # Read and marked in one transaction: of two concurrent restarts, one claims it.
+            cur = t.get_agent(name)
+            if cur is None:
+                raise AgentNotFound(name)
+            if cur["status"] in LIVE_STATUSES:
+                raise AlreadyRunning(name, cur["status"])
+            t.put_agent({**cur, "status": "starting", "fresh": True})
+            return dict(cur)
+        rec = node.store.write(claim)
         try:
             _add_agent(shell, rec)
+        except AlreadyPresent:
+            raise AlreadyRunning(name, "starting") from None  # another restart won the race
         except (StartFailed, SupervisorError) as exc:
             node.set_status(name, rec["status"])
             raise SpawnError(name, f"it did not start ({exc})") from None
@@ -475,16 +487,26 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     shell = node.shell(parent)
     if shell is None:
         raise ConfigError(f"parent={parent!r}: no such supervisor (root or one added before)")
-    if node.shell(name) is not None or node.store.read(lambda t: t.get_agent(name)):
-        raise ConfigError(f"name={name!r}: already used by a supervisor or an agent")
+    taken = ConfigError(f"name={name!r}: already used by a supervisor or an agent")
+    if node.shell(name) is not None:
+        raise taken
+    token = os.urandom(8).hex()  # which record is ours, should a concurrent add race us
 
     def txn(t: Txn) -> None:
-        t.put_sup({**rec, "order": t.next_counter("order")})
+        # Checked in the writing transaction: a concurrent spawn or add_supervisor of the
+        # same name checks in its own, so only one of them can hold the name.
+        if t.get_agent(name) is not None or t.get_sup(name) is not None:
+            raise taken
+        t.put_sup({**rec, "order": t.next_counter("order"), "token": token})
     node.store.write(txn)
     try:
         shell.add_child(spec)
     except (StartFailed, SupervisorError) as exc:
-        node.store.write(lambda t: t.delete_sup(name))
+        def undo(t: Txn) -> None:
+            mine = t.get_sup(name)
+            if mine is not None and mine.get("token") == token:
+                t.delete_sup(name)
+        node.store.write(undo)
         raise ConfigError(f"supervisor {name!r} did not start: {exc}") from None
     return {"name": name}
 

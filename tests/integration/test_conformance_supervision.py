@@ -17,6 +17,7 @@ from beamish.runtime import (
     BeamishError,
     ConfigError,
     SpawnError,
+    connect,
     start_node,
 )
 from tests.conftest import kill_node, shutdown_quietly, wait_until
@@ -366,3 +367,48 @@ def test_a_spawn_in_init_when_the_node_dies_is_completed_or_rolled_back(node_dir
         assert n.call("old", "get") == 0
     finally:
         shutdown_quietly(n)
+
+
+def _race(*calls):  # type: ignore[no-untyped-def]
+    """Run the calls at once (a barrier between them); return each one's result or error."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i, fn):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        try:
+            results[i] = fn()
+        except BeamishError as exc:
+            results[i] = exc
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_two_restarts_of_a_stopped_agent_at_once_start_it_once(node):
+    ref = node.spawn(COUNTER, name="c", args={"start": 5})
+    ref.call("incr")
+    other = connect(node.dir)  # a second client: one client's requests go one at a time
+    for _ in range(5):
+        node.stop("c")
+        results = _race(lambda: node.restart("c"), lambda: other.restart("c"))
+        errors = [r for r in results if isinstance(r, BeamishError)]
+        assert len(errors) == 1 and isinstance(errors[0], AlreadyRunning), results
+        info = node.info("c")
+        assert info.status == "running" and info.pid is not None  # the record is whole
+        assert ref.call("get") == 6
+
+
+def test_a_spawn_and_an_add_supervisor_of_one_name_at_once_leave_one_owner(node):
+    other = connect(node.dir)
+    for i in range(5):
+        name = f"both-{i}"
+        results = _race(lambda: node.spawn(COUNTER, name=name),
+                        lambda: other.add_supervisor(name))
+        errors = [r for r in results if isinstance(r, BeamishError)]
+        assert len(errors) == 1, results
+        tree = json.dumps(node.tree())
+        assert tree.count(f'"{name}"') == 1, tree
