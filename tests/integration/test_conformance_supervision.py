@@ -406,8 +406,8 @@ def test_a_spawn_and_an_add_supervisor_of_one_name_at_once_leave_one_owner(node)
     other = connect(node.dir)
     for i in range(5):
         name = f"both-{i}"
-        results = _race(lambda: node.spawn(COUNTER, name=name),
-                        lambda: other.add_supervisor(name))
+        results = _race(lambda n=name: node.spawn(COUNTER, name=n),
+                        lambda n=name: other.add_supervisor(n))
         errors = [r for r in results if isinstance(r, BeamishError)]
         assert len(errors) == 1, results
         tree = json.dumps(node.tree())
