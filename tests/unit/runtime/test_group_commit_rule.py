@@ -95,7 +95,7 @@ def loop(tmp_path: Any) -> Any:
     store = Store(str(tmp_path / "store"))
     agent = AgentLoop({"name": "a", "id": 1, "dir": str(tmp_path / "node"), "incarnation": 1})
     agent.store = store
-    agent.inbox = SimpleNamespace(dropped=0)  # only its count of dropped rings is used
+    agent.inbox = SimpleNamespace(dropped=0)  # type: ignore[assignment]  # only its count
     yield agent
     store.close()
 
