@@ -2,7 +2,8 @@
 every process exit into an `ExitReason` and, when abnormal, a classified `Failure`.
 
 Death is judged from the OS (the zygote's ``waitpid``), never from the agent's own word;
-the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason).
+the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason). The rules
+are the pure ``classify.py``; ``_classify`` gathers their evidence and charges attempts.
 """
 
 from __future__ import annotations
