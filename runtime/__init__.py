@@ -9,14 +9,16 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            cli.py (the ``beamish`` command)
     node/       the node daemon process    daemon.py (main loop, events, housekeeping),
                                            commands.py (one function per control command),
-                                           spawner.py (starts agents, classifies exits),
+                                           spawner.py (starts agents, gathers exits),
+                                           classify.py (what an exit means: pure),
                                            zygote_link.py (talks to the zygote),
                                            links.py (links and monitors), config.py
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
-                process                    message loop and group commit), context.py
-                                           (self.ctx), base.py (the Agent class),
-                                           inflight.py (what an agent is handling, for the
-                                           node to read after a crash)
+                process                    message loop and group commit), policy.py (the
+                                           loop's pure decisions: recover's answer, when a
+                                           group commits), context.py (self.ctx), base.py
+                                           (the Agent class), inflight.py (what an agent is
+                                           handling, for the node to read after a crash)
     messaging/  any process                messenger.py (call/cast: append, ring, reply),
                                            control.py (requests to the node), reports.py,
                                            spawnargs.py
@@ -27,8 +29,10 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
 Where things happen:
     a message is appended    messaging/messenger.py  Messenger._append -> store Txn.append;
                              the agent finds it in agent/loop.py and commits its removal
-                             with the new state (group commit: loop.py ``_Group``)
-    an exit is classified    node/spawner.py  AgentSpawner.on_exit -> _classify (Failure)
+                             with the new state (group commit: loop.py ``_Group``, its
+                             rule agent/policy.py ``commit_before``)
+    an exit is classified    node/classify.py  classify(ExitEvidence) (pure, -> Failure),
+                             run by node/spawner.py AgentSpawner.on_exit -> _classify
     a restart is decided     beamish.supervisor.decide (pure), run by the supervisor shells
                              that node/daemon.py keeps, starting agents through spawner.py
 """

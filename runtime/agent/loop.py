@@ -35,7 +35,7 @@ import zmq
 from beamish.mailbox import EncodeError, Inbox, Kind, encode_ring, pack, unpack
 
 from .._paths import NodePaths
-from .._types import Down, Escalate, Exit, Failure, Reset, Resume, Skip, Stop
+from .._types import Down, Exit, Failure, Stop
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
@@ -44,15 +44,21 @@ from ..store.lmdb import Store, Txn
 from .base import Agent
 from .context import AgentContext
 from .inflight import TIMER_SEQ, InFlight
+from .policy import (
+    BATCH,
+    RecoverRaised,
+    bad_return_value,
+    commit_after,
+    commit_before,
+    plan_recover,
+    short,
+)
 
 # An idle agent re-reads its mailbox this often even without a ring. Rings are dropped only
 # when 100,000 are queued to one agent (which then re-reads anyway) or in flight when it
 # dies (its successor reads at start), so this is a backstop; frequent wake-ups of a
 # thousand idle agents would be noise for the busy ones (measured: noisy p99 3.1x idle).
 IDLE_RECHECK_S = 30.0
-BATCH = 64
-# A group of handled casts is committed once it is this old, even mid-batch (see _Group).
-GROUP_WINDOW_S = 0.002
 NORMAL_REASONS = ("normal", "shutdown")
 
 
@@ -69,7 +75,7 @@ class _Group:
     before the next handler when it holds a reply (a caller never waits for another
     message's handler), when it is ``GROUP_WINDOW_S`` old, and before anything else
     writes (timers, stop, a crash report, a skip); a message that failed before is
-    committed alone.
+    committed alone. The rule is `policy.commit_before` / `policy.commit_after` (pure).
     """
 
     __slots__ = ("removals", "replies", "packed_state", "processed", "started")
@@ -92,10 +98,10 @@ class _Group:
         self.processed = processed
 
     def due_before(self, seq: int, attempted: int | None) -> bool:
-        """Whether the group must be committed before message ``seq`` is handled."""
-        return bool(self.removals) and (
-            bool(self.replies) or seq == attempted or len(self.removals) >= BATCH
-            or time.monotonic() - self.started >= GROUP_WINDOW_S)
+        """Whether the group must be committed before message ``seq`` is handled (now)."""
+        return bool(self.removals) and commit_before(
+            len(self.removals), bool(self.replies), time.monotonic() - self.started, seq,
+            attempted) is not None
 
 
 def load_class(path: str) -> type[Agent]:
@@ -341,53 +347,28 @@ class AgentLoop:
         assert self.agent is not None
         if not had_state:
             self._init_state()
+        answer: object
         try:
-            decision = self._call_user(self.agent.recover, failure, self.state)
+            answer = self._call_user(self.agent.recover, failure, self.state)
         except Exception as exc:  # noqa: BLE001 - a raising recover is treated as Reset
-            self._notify({"ev": "recover_failed", "reason": f"{type(exc).__name__}: {exc}"})
-            decision = Reset()
-        seq = (failure.in_flight or {}).get("seq")
-        if seq is not None:
-            self.attempted = int(seq)
-        retry = True
-        if isinstance(decision, (Resume, Skip)):
-            if decision.state is None and self.state is not None:
-                # A recover that forgot its state (OTP's bad_return_value): the committed
-                # state is kept rather than replaced by None; its choice stands.
-                self._notify({"ev": "recover_failed", "reason": str(_bad_return_value(
-                    "recover", self.name, _short(decision),
-                    f"{type(decision).__name__}(state) with the state to go on from"))})
-            else:
-                self.state = decision.state
-            retry = isinstance(decision, Resume)
-        elif isinstance(decision, Reset):
+            answer = RecoverRaised(exc)
+        plan = plan_recover(answer, failure, self.state is not None,
+                            type(self.agent).max_attempts, self.name)
+        if plan.complaint is not None:
+            self._notify({"ev": "recover_failed", "reason": plan.complaint})
+        if plan.attempted is not None:
+            self.attempted = plan.attempted
+        if plan.adopt_state:
+            self.state = plan.state
+        elif plan.reinit:
             self._init_state()
-        elif isinstance(decision, (Stop, Escalate)):
-            # The restart itself succeeded; what recover chose is this incarnation's exit
-            # (its restart type, or escalation, decides what follows), not a failed start.
-            report = {"phase": "recover"}
-            if isinstance(decision, Stop):
-                # Stop gives the in-flight message up as Skip does, so that the next
-                # incarnation (a permanent agent comes back) serves the next message.
-                if seq is not None:
-                    self._skip_message(int(seq), failure)
-                else:
-                    self._commit_state()
-                report["stop"] = decision.reason
-            else:
-                self._commit_state()
-                report["escalate"] = decision.reason
-            self._ready()
-            self._report_and_exit(report)
-        else:
-            self._notify({"ev": "recover_failed",
-                          "reason": f"recover returned {decision!r}, not Resume/Skip/Reset/"
-                                    "Stop/Escalate"})
-            self._init_state()
-        if seq is not None and (not retry or failure.attempt >= type(self.agent).max_attempts):
-            self._skip_message(int(seq), failure)
+        if plan.skip is not None:
+            self._skip_message(plan.skip, failure)
         else:
             self._commit_state()
+        if plan.exit is not None:
+            self._ready()
+            self._report_and_exit({"phase": "recover", plan.exit.value: plan.reason})
 
     def _skip_message(self, seq: int, failure: Failure) -> None:
         packed = self._pack_state(self.state)
@@ -448,7 +429,7 @@ class AgentLoop:
                 if self.group.due_before(seq, self.attempted):
                     self._flush()
                 self._handle(seq, record)
-                if seq == self.attempted:
+                if commit_after(seq, self.attempted):
                     # Committed alone, before and after: a hard crash of a later message in
                     # its group would otherwise run it once more than max_attempts allows.
                     self._flush()
@@ -565,8 +546,8 @@ class AgentLoop:
                     _check_state("handle_call", self.name, new_state, self.state,
                                  "(reply, None)")
                 else:
-                    raise _bad_return_value("handle_call", self.name, _short(result),
-                                            "(reply, new_state) or Stop")
+                    raise bad_return_value("handle_call", self.name, short(result),
+                                           "(reply, new_state) or Stop")
             else:
                 handler_name = "handle_info" if kind == "info" else "handle_cast"
                 new_state = self._call_user(getattr(self.agent, handler_name),
@@ -659,23 +640,12 @@ class AgentLoop:
         self.state = new_state
 
 
-def _bad_return_value(handler: str, agent: str, returned: str, expected: str) -> TypeError:
-    return TypeError(f"bad_return_value: {handler} of agent {agent!r} returned {returned}, "
-                     f"expected {expected}; the committed state is kept")
-
-
 def _check_state(handler: str, agent: str, new_state: Any, prior: Any, returned: str) -> None:
     """Refuse a None new state over a state that was not None: a handler that forgot its
     ``return`` (OTP's bad_return_value). An agent whose state is None may keep it None."""
     if new_state is None and prior is not None:
-        raise _bad_return_value(handler, agent, returned, "the new state (or Stop)"
-                                if handler != "handle_call" else "(reply, new_state) or Stop")
-
-
-def _short(value: Any) -> str:
-    """A short description of a value, for an error message."""
-    text = repr(value)
-    return text if len(text) <= 80 else f"a {type(value).__name__}"
+        raise bad_return_value(handler, agent, returned, "the new state (or Stop)"
+                               if handler != "handle_call" else "(reply, new_state) or Stop")
 
 
 def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:

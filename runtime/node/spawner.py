@@ -2,7 +2,8 @@
 every process exit into an `ExitReason` and, when abnormal, a classified `Failure`.
 
 Death is judged from the OS (the zygote's ``waitpid``), never from the agent's own word;
-the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason).
+the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason). The rules
+are the pure ``classify.py``; ``_classify`` gathers their evidence and charges attempts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -25,10 +26,11 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 from .._osproc import process_start_time
 from .._types import Failure
 from .._validation import check_limits
-from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
+from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
 from ..messaging.reports import Rejected, Report, parse_report, worth_logging
 from ..store.lmdb import Txn, filesystem_full, full_disk_advice
+from .classify import ExitEvidence, LimitKind, classify
 from .links import Deliver, KillLinked
 from .zygote_link import PreloadRefused, ZygoteLost
 
@@ -54,7 +56,7 @@ class Incarnation:
     ready: Future[Any] = field(default_factory=Future)
     exited: Future[tuple[ExitReason, Failure | None]] = field(default_factory=Future)
     terminating: str | None = None  # the stop reason we asked for
-    limit_kill: str | None = None  # "oom" | "timeout" | "cpu" when a limit killed it
+    limit_kill: LimitKind | None = None  # when a limit killed it
     limits: dict[str, float] = field(default_factory=dict)
     trap_exits: bool = False  # from its ready report
     link_kill: str | None = None  # why a linked agent's exit killed it
@@ -263,7 +265,7 @@ class AgentSpawner:
                 log.warning("agent %r (pid %d) %s: killing it", incn.name, incn.pid, why[1])
                 incn.signal(signal.SIGKILL)
 
-    def _over_limit(self, incn: Incarnation) -> tuple[str, str] | None:
+    def _over_limit(self, incn: Incarnation) -> tuple[LimitKind, str] | None:
         timeout = incn.limits.get("handler_timeout")
         if timeout:
             marker = read_marker(self.node.paths.agent_busy(incn.id), incn.inc)
@@ -410,10 +412,11 @@ class AgentSpawner:
 
     def _classify(self, incn: Incarnation, code: int
                   ) -> tuple[ExitReason, Failure | None, str | None]:
+        """Gather the exit's evidence, `classify` it (pure), then charge the attempts."""
         node = self.node
 
         # What its marker says it had begun and not committed (when it died without a
-        # word, below): not always the mailbox head, since a group commits in one go.
+        # word): not always the mailbox head, since a group commits in one go.
         unfinished = read_unfinished(node.paths.agent_busy(incn.id), incn.inc)
 
         def take_report(t: Txn) -> tuple[dict[str, Any] | None, dict[int, str]]:
@@ -426,74 +429,22 @@ class AgentSpawner:
                     kinds[unfinished.handling] = str(msg["k"])
             return report, kinds
         report, kinds = node.store.write(take_report)
-        lost = self.lost_with_zygote.pop(incn.pid, None)
-        if report is not None and report.get("inc") != incn.inc:
-            report = None
-        if incn.terminating is not None:
-            r = incn.terminating
-            return (ExitReason.normal(r) if r == "normal" else ExitReason.shutdown(r)), None, None
-        if report is not None and report.get("escalate"):
-            why = str(report["escalate"])
-            return ExitReason.abnormal(f"escalate: {why}"), None, why
-        if report is not None and "stop" in report:
-            why = str(report["stop"])
-            if why == "normal":
-                return ExitReason.normal(why), None, None
-            if why == "shutdown":
-                return ExitReason.shutdown(why), None, None
-            if report.get("phase") == "recover":
-                # recover chose this stop and gave the failed message up: a restart after
-                # it has nothing to recover from (no failure, so no recover and the last
-                # failure shown stays the one recover dealt with).
-                return ExitReason.abnormal(why), None, None
-            failure = Failure(kind="exit", message=f"stopped: {why}", exit_code=code)
-            return ExitReason.abnormal(why), failure, None
-        if report is not None and report.get("failure"):
-            failure = Failure.from_dict(report["failure"])
-            assert failure is not None
-            if failure.exc_type == "MemoryError" and "memory_mb" in incn.limits:
-                # The RLIMIT_DATA backstop made an allocation fail: that is its memory limit.
-                failure = Failure(**{**failure.to_dict(), "kind": "oom"})
-        elif incn.link_kill is not None:
-            failure = Failure(kind="killed", message=incn.link_kill, signal=-code if code < 0 else None)
-        elif incn.limit_kill is not None:
-            failure = Failure(kind=incn.limit_kill, message=f"exceeded its {incn.limit_kill} limit",  # type: ignore[arg-type]
-                              signal=-code if code < 0 else None)
-        elif lost is not None:
-            failure = Failure(kind="killed", message=f"killed with the zygote, which died ({lost})",
-                              signal=-code if code < 0 else None)
-        elif code < 0 and -code == signal.SIGXCPU and "cpu_seconds" in incn.limits:
-            failure = Failure(kind="cpu", message=f"used its {incn.limits['cpu_seconds']:g} CPU "
-                              "seconds (RLIMIT_CPU)", signal=-code)
-        elif code < 0:
-            sig = -code
-            kind = "killed" if sig == signal.SIGKILL else "signal"
-            full = self._disk_full() if sig == signal.SIGBUS else ""
-            failure = Failure(kind=kind, message=f"killed by {signal.Signals(sig).name}{full}",
-                              signal=sig)
-        else:
-            failure = Failure(kind="exit", message=f"exited with code {code}"
-                              f"{self._disk_full()}", exit_code=code)
-        in_flight = failure.in_flight
-        also: tuple[int, ...] = ()
-        if in_flight is None and report is None:
-            # Died without a word (signal, os._exit, limit) while handling a message, or
-            # after handlers returned and before their commit: each was an attempt.
-            blamed, also = blame(unfinished, set(kinds))
-            if blamed is not None:
-                in_flight = {"seq": blamed, "kind": kinds[blamed]}
-        attempt = 0
-        if in_flight is not None or also:
-            seq = None if in_flight is None else int(in_flight["seq"])
+        verdict = classify(ExitEvidence(
+            code=code, incarnation=incn.inc, report=report, terminating=incn.terminating,
+            unfinished=unfinished, kinds=kinds, link_kill=incn.link_kill,
+            limit_kill=incn.limit_kill, zygote_lost=self.lost_with_zygote.pop(incn.pid, None),
+            limits=incn.limits,
+            disk_full=self._disk_full() if code >= 0 or code == -signal.SIGBUS else ""))
+        failure = verdict.failure
+        if failure is not None and (verdict.charge is not None or verdict.also_charge):
+            seq, also = verdict.charge, verdict.also_charge
 
             def bump(t: Txn) -> int:
                 for other in also:
                     t.bump_attempts(incn.id, other)
                 return t.bump_attempts(incn.id, seq) if seq is not None else 0
-            attempt = node.store.write(bump)
-        failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": attempt})
-        return ExitReason.abnormal(f"{failure.kind}: {failure.exc_type or failure.message}"), \
-            failure, None
+            failure = replace(failure, attempt=node.store.write(bump))
+        return verdict.reason, failure, verdict.escalate
 
 
 def _wait_gone(pid: int, create_time: float | None) -> None:
