@@ -3,9 +3,8 @@ a new one when it dies.
 
 The zygote and the agents run user code, so nothing they write is trusted: every frame
 and ready datagram is checked field by field (``messaging/wire.py``), and what does not
-fit is dropped, counted
-(`ZygoteLink.dropped`, shown by ``beamish node status``) and logged. The reader thread
-never dies of a bad input.
+fit is dropped, counted (`ZygoteLink.dropped`, shown by ``beamish node status``) and
+logged. The reader thread never dies of a bad input.
 """
 
 from __future__ import annotations
