@@ -15,7 +15,9 @@ built and parsed here and nowhere else.
 is the runtime's frames on top of it. Everything that arrives from a process that runs user
 code (agents, the zygote) is untrusted: each parse function checks every field and returns
 a record, or ``None``/`Rejected` for a frame that is then dropped and counted by its caller.
-Pure: no sockets, no files, no processes.
+Pure: no sockets, no files, no processes. (The control protocol, ``{"op", ...}`` requests
+from clients and agents to the node and its ``{"ok", ...}`` answers, is `control.py`'s and
+the node's.)
 """
 
 from __future__ import annotations
