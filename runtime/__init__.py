@@ -20,7 +20,9 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            (the Agent class), inflight.py (what an agent is
                                            handling, for the node to read after a crash)
     messaging/  any process                messenger.py (call/cast: append, ring, reply),
-                                           control.py (requests to the node), reports.py,
+                                           control.py (requests to the node), wire.py
+                                           (every frame between the runtime's processes:
+                                           rings, replies, stop, reports, zygote pipe),
                                            spawnargs.py
     store/      any process                lmdb.py (the only module that imports lmdb)
     (ground)    any process                errors.py, _types.py (public records),

@@ -1,21 +1,15 @@
-"""Small OS helpers: parent-death signals, length-prefixed frames on a Unix socket, and
-identifying a process by pid plus start time (pids are reused)."""
+"""Small OS helpers: parent-death signals, and identifying a process by pid plus start
+time (pids are reused)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
-from typing import Any
 
-from beamish.mailbox import pack, unpack
-
-_LEN = struct.Struct(">I")
 PR_SET_PDEATHSIG = 1
 _libc: ctypes.CDLL | None = None
 
@@ -45,35 +39,6 @@ def die_with_parent(expected_parent: int) -> None:
         threading.Thread(target=watch, name="beamish-parent-watch", daemon=True).start()
     if os.getppid() != expected_parent:
         os._exit(1)
-
-
-def send_frame(sock: socket.socket, value: Any) -> None:
-    """Send one msgpack value with a 4-byte length prefix (blocking)."""
-    data = pack(value)
-    sock.sendall(_LEN.pack(len(data)) + data)
-
-
-class FrameReader:
-    """Reassembles length-prefixed msgpack frames from a stream socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def read(self) -> list[Any] | None:
-        """Read what is available (the socket must be readable); None at end of stream."""
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            return None
-        self.buf += chunk
-        frames = []
-        while len(self.buf) >= 4:
-            (n,) = _LEN.unpack_from(self.buf)
-            if len(self.buf) < 4 + n:
-                break
-            frames.append(unpack(bytes(self.buf[4:4 + n])))
-            del self.buf[:4 + n]
-        return frames
 
 
 def process_start_time(pid: int) -> float | None:

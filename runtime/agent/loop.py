@@ -32,14 +32,26 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import EncodeError, Inbox, Kind, encode_ring, pack, unpack
+from beamish.mailbox import EncodeError, Inbox, pack, unpack
 
 from .._paths import NodePaths
 from .._types import Down, Exit, Failure, Stop
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
-from ..messaging.messenger import REPLY_GRACE_S, Messenger, reply_ring
+from ..messaging.messenger import REPLY_GRACE_S, Messenger
+from ..messaging.wire import (
+    Report,
+    ReportKind,
+    Ring,
+    StopRequest,
+    node_fields,
+    parse_agent_inbox,
+    ready_datagram,
+    reply_frame,
+    reply_ring,
+    report_frames,
+)
 from ..store.lmdb import Store, Txn
 from .base import Agent
 from .context import AgentContext
@@ -140,11 +152,11 @@ class Prepared:
     ZeroMQ context (opened here, after the fork, never inherited) and its wake-up pair.
 
     Args:
-        node: the node's fields of a boot record (``dir``, ``store``, ``durability``).
+        node: a boot record; its node's fields (``wire.BOOT_NODE_FIELDS``) are used.
     """
 
     def __init__(self, node: dict[str, Any]) -> None:
-        self.node = {k: node.get(k) for k in ("dir", "store", "durability")}
+        self.node = node_fields(node)
         self.store = Store(node["store"], node["durability"])
         self.zctx: zmq.Context[Any] = zmq.Context()
         # libzmq starts its IO and reaper threads with the first socket: start them now.
@@ -232,28 +244,32 @@ class AgentLoop:
         self.busy.set_ready()
         if self.agent is not None:
             self.agent.ctx._phase = None
-        payload = {"ev": "ready", "trap_exits": bool(type(self.agent).trap_exits)}
+        report = Report(ReportKind.READY, self.id, self.boot["incarnation"], os.getpid(),
+                        trap_exits=bool(type(self.agent).trap_exits))
         fd = self.boot.get("ready_fd")
         if fd is None:
-            self._notify(payload)
+            self._send_report(report)
             return
         # The zygote's ready socket (a datagram per report, inherited): one system call
         # instead of a ZeroMQ socket's connect, send and lingering close.
-        payload.update(id=self.id, inc=self.boot["incarnation"], pid=os.getpid())
-        os.write(fd, pack(payload))
+        os.write(fd, ready_datagram(report))
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self.stop_reason is None:
             self.stop_reason = "shutdown"
 
-    def _notify(self, payload: dict[str, Any]) -> None:
+    def _notify(self, ev: ReportKind, reason: str, seq: int | None = None) -> None:
+        """Report ``ev`` (a failure that does not end this process) to the node."""
+        self._send_report(Report(ev, self.id, self.boot["incarnation"], os.getpid(),
+                                 reason=reason, seq=seq))
+
+    def _send_report(self, report: Report) -> None:
         # A connection per report, closed (lingering until sent) right after: a thousand
         # idle agents must not hold a thousand connections to the node (its fd limit).
-        payload.update(id=self.id, inc=self.boot["incarnation"], pid=os.getpid())
         sock = self.zctx.socket(zmq.PUSH)
         try:
             sock.connect("ipc://" + self.paths.node_in)
-            sock.send_multipart([b"\x01", bytes([Kind.INFO]), b"", b"", pack(payload)])
+            sock.send_multipart(report_frames(report))
         finally:
             sock.close(linger=2000)
 
@@ -355,7 +371,7 @@ class AgentLoop:
         plan = plan_recover(answer, failure, self.state is not None,
                             type(self.agent).max_attempts, self.name)
         if plan.complaint is not None:
-            self._notify({"ev": "recover_failed", "reason": plan.complaint})
+            self._notify(ReportKind.RECOVER_FAILED, plan.complaint)
         if plan.attempted is not None:
             self.attempted = plan.attempted
         if plan.adopt_state:
@@ -400,8 +416,8 @@ class AgentLoop:
         if ring is not None:
             self.doorbells.ring(ring[0], reply_ring(ring[1], ring[2]))
         if dead:
-            self._notify({"ev": "dead_lettered", "seq": seq,
-                          "reason": f"{failure.kind}: {failure.exc_type or failure.message}"})
+            self._notify(ReportKind.DEAD_LETTERED,
+                         f"{failure.kind}: {failure.exc_type or failure.message}", seq)
 
     # -- serving -------------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -470,11 +486,11 @@ class AgentLoop:
         """Read queued rings and system requests; return the rings' inline messages."""
         rings: list[tuple[int, Any]] = []
         for _, env in self.inbox.drain():
-            if env.kind is Kind.RING and len(env.msg_id) == 8:
-                rings.append((int.from_bytes(env.msg_id, "big"), env.payload))
-            elif (env.kind is Kind.SYSTEM and isinstance(env.payload, dict)
-                  and env.payload.get("op") == "stop" and self.stop_reason is None):
-                self.stop_reason = str(env.payload.get("reason", "normal"))
+            got = parse_agent_inbox(env)
+            if isinstance(got, Ring):
+                rings.append(got)
+            elif isinstance(got, StopRequest) and self.stop_reason is None:
+                self.stop_reason = got.reason
         return rings
 
     def _inline_batch(self, rings: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
@@ -507,7 +523,7 @@ class AgentLoop:
         try:
             self._call_user(self.agent.terminate, reason, self.state)
         except Exception as exc:  # noqa: BLE001 - reported, the stop goes on
-            self._notify({"ev": "terminate_failed", "reason": f"{type(exc).__name__}: {exc}"})
+            self._notify(ReportKind.TERMINATE_FAILED, f"{type(exc).__name__}: {exc}")
         self._report_and_exit({"phase": "stop", "stop": reason})
 
     def _crash(self, exc: BaseException, seq: int | None, record: dict[str, Any] | None
@@ -592,7 +608,7 @@ class AgentLoop:
         self.busy.committed()
         self.group = _Group()
         for msg_id, reply_rec, caller in group.replies:
-            self.doorbells.ring(caller, encode_ring(Kind.REPLY, msg_id, reply_rec))
+            self.doorbells.ring(caller, reply_frame(msg_id, reply_rec))
 
     def _validate(self, kind: str, msg: Any) -> Failure | None:
         """Check a message against the agent's declared model (``CallMessage`` or

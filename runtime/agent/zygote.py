@@ -10,6 +10,8 @@ agent-side modules, runs ``gc.freeze()`` so the children's first collections do 
                                                                  or {"op": "refused", "req": n, "module": m, "error": why}
     zygote -> node   {"op": "exited", "pid": p, "code": c}      (Popen-style: -signum)
 
+(each a length-prefixed msgpack frame; built and parsed in ``messaging/wire.py``).
+
 A fork request names modules to preload. Each is imported in a throwaway child first
 (`_probe`): one whose import kills that child is refused, naming how, and never reaches
 the zygote; after every import the zygote's own signal dispositions are restored.
@@ -36,20 +38,27 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
 from typing import Any
 
-from beamish.mailbox import pack, unpack
-
-from .._osproc import FrameReader, _prctl, die_with_parent, returncode_from_status, send_frame
+from .._osproc import _prctl, die_with_parent, returncode_from_status
+from ..messaging.wire import (
+    Exited,
+    ExitRequest,
+    Forked,
+    ForkRequest,
+    FrameDecoder,
+    Refused,
+    ZygoteFrame,
+    encode_frame,
+    encode_zygote_frame,
+    node_fields,
+    parse_zygote_request,
+)
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
-_LEN = struct.Struct(">I")
-# The boot fields every agent of a node shares; a warm child is prepared with them.
-NODE_FIELDS = ("dir", "store", "durability", "max_message_bytes")
 
 
 def _child_signals(zygote_pid: int) -> None:
@@ -90,18 +99,16 @@ def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
 
 
 def _read_boot(fd: int) -> dict[str, Any] | None:
-    buf = b""
+    decoder = FrameDecoder()
     while True:
-        if len(buf) >= 4:
-            (n,) = _LEN.unpack_from(buf)
-            if len(buf) >= 4 + n:
-                os.close(fd)
-                value: dict[str, Any] = unpack(buf[4:4 + n])
-                return value
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             return None
-        buf += chunk
+        frames = decoder.feed(chunk)
+        if frames:
+            os.close(fd)
+            value: dict[str, Any] = frames[0]
+            return value
 
 
 class _Zygote:
@@ -138,17 +145,15 @@ class _Zygote:
 
     def spawn(self, boot: dict[str, Any]) -> int:
         boot = {**boot, "ready_fd": self.ready_fd}
-        template = {k: boot.get(k) for k in NODE_FIELDS}
+        template = node_fields(boot)
         if template != self.template:
             self.retire()
             self.template = template
         while self.warm:
             pid, boot_w = self.warm.pop(0)
             self.quiet.discard(pid)  # an agent from now on: its exit is reported
-            data = pack(boot)
             try:
-                os.write(boot_w, _LEN.pack(len(data)))
-                _write_all(boot_w, data)
+                _write_all(boot_w, encode_frame(boot))
             except OSError:
                 self.quiet.add(pid)  # it died unused: not an agent, try the next one
                 continue
@@ -202,8 +207,7 @@ class _Zygote:
                     self.warm.remove(entry)
                     os.close(entry[1])
                 continue
-            send_frame(self.sock, {"op": "exited", "pid": pid,
-                                   "code": returncode_from_status(status)})
+            self.send(Exited(pid, returncode_from_status(status)))
 
 
     def find_vanished(self) -> None:
@@ -222,7 +226,11 @@ class _Zygote:
                 continue
             print(f"beamish zygote: agent pid {pid} ended while an import ignored SIGCHLD; "
                   "its exit status is lost", file=sys.stderr, flush=True)
-            send_frame(self.sock, {"op": "exited", "pid": pid, "code": -signal.SIGKILL})
+            self.send(Exited(pid, -signal.SIGKILL))
+
+    def send(self, frame: ZygoteFrame) -> None:
+        """Send ``frame`` to the node (blocking)."""
+        self.sock.sendall(encode_zygote_frame(frame))
 
 
 def kill_group(pid: int) -> None:
@@ -267,7 +275,7 @@ def serve(fd: int, ready_fd: int) -> None:
     _prctl()
     gc.collect()
     gc.freeze()
-    reader = FrameReader(sock)
+    decoder = FrameDecoder()
     while True:
         try:
             ready, _, _ = select.select([sock, z.wake_r], [], [])
@@ -281,30 +289,28 @@ def serve(fd: int, ready_fd: int) -> None:
         z.reap()
         if sock not in ready:
             continue
-        frames = reader.read()
-        if frames is None:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
             z.kill_agents()
             return  # the node is gone; PDEATHSIG takes the children
-        for req in frames:
-            if not isinstance(req, dict):
-                continue  # the node sends only dicts; nothing else is a request
-            if req.get("op") == "fork":
+        for msg in decoder.feed(chunk):
+            req = parse_zygote_request(msg)
+            if isinstance(req, ForkRequest):
                 _serve_fork(z, req, node_pid)
-            elif req.get("op") == "exit":
+            elif isinstance(req, ExitRequest):
                 z.kill_agents()
                 return
         z.refill()  # after answering: the replacement's fork is off the spawn's path
 
 
-def _serve_fork(z: _Zygote, req: dict[str, Any], node_pid: int) -> None:
+def _serve_fork(z: _Zygote, req: ForkRequest, node_pid: int) -> None:
     """Preload the request's modules (each tried in a throwaway child first), then fork
     the agent; or refuse it, naming the module whose import kills its process."""
     imported = False
-    for module in req.get("preload", []):
+    for module in req.preload:
         outcome = _preload(z, module)
         if isinstance(outcome, str):
-            send_frame(z.sock, {"op": "refused", "req": req["req"], "module": module,
-                                "error": outcome})
+            z.send(Refused(req.req, module, outcome))
             if imported:
                 z.retire()
             _after_import(z, node_pid)
@@ -313,8 +319,8 @@ def _serve_fork(z: _Zygote, req: dict[str, Any], node_pid: int) -> None:
     if imported:
         z.retire()
         _after_import(z, node_pid)
-    pid = z.spawn(req["boot"])
-    send_frame(z.sock, {"op": "forked", "req": req["req"], "pid": pid})
+    pid = z.spawn(req.boot)
+    z.send(Forked(req.req, pid))
 
 
 def _after_import(z: _Zygote, node_pid: int) -> None:

@@ -27,9 +27,7 @@ from beamish.mailbox import (
     Doorbells,
     EncodeError,
     Inbox,
-    Kind,
     PayloadTooLarge,
-    encode_ring,
     new_msg_id,
     pack,
     unpack,
@@ -47,6 +45,7 @@ from ..errors import (
     StoreError,
 )
 from ..store.lmdb import Store, Txn
+from .wire import parse_reply_ring, ring_frame
 
 LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
@@ -281,8 +280,7 @@ class Messenger:
             raise
         port.taken.clear()
         inline = packed if len(packed) <= INLINE_RING_BYTES else b""
-        port.doorbells.ring(self.paths.agent_inbox(agent_id),
-                            encode_ring(Kind.RING, seq.to_bytes(8, "big"), inline))
+        port.doorbells.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, inline))
 
     def cast(self, name: str, msg: Any) -> None:
         """Append ``msg`` to agent ``name``'s mailbox; return once it is committed.
@@ -316,8 +314,9 @@ class Messenger:
             remaining = deadline - time.monotonic()
             got = port.inbox.recv(max(0.0, min(remaining, REPLY_RECHECK_S)))
             reply = None
-            if got is not None and got[1].msg_id == msg_id and isinstance(got[1].payload, dict):
-                reply = got[1].payload  # the committed reply, carried in its ring
+            ring = parse_reply_ring(got[1]) if got is not None else None
+            if ring is not None and ring.msg_id == msg_id:
+                reply = ring.reply  # the committed reply, carried in its ring
                 port.taken.append(msg_id)
             elif got is None:
                 # No ring yet: the reply may be committed with its ring lost (the agent died
@@ -349,8 +348,3 @@ class Messenger:
         if self._own_ctx:
             self.ctx.destroy(linger=0)
 
-
-def reply_ring(msg_id: bytes, reply: dict[str, Any]) -> bytes:
-    """The ring an agent sends a caller once the reply to ``msg_id`` is committed; it
-    carries the reply itself, so the caller need not read it back from LMDB."""
-    return encode_ring(Kind.REPLY, msg_id, pack(reply))

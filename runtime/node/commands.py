@@ -41,6 +41,7 @@ from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.messenger import LIVE_STATUSES
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
+from ..messaging.wire import ring_frame
 from ..store.lmdb import Txn
 from .config import ConfigDrift, agent_drift
 
@@ -388,8 +389,7 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
     if new_seq is None:
         raise ConfigError(f"agent {name!r} has no dead letter #{seq} "
                           f"(see `beamish dead-letters {name}`)")
-    from beamish.mailbox import Kind, encode_ring
-    node.ring(node.paths.agent_inbox(rec["id"]), encode_ring(Kind.RING, new_seq.to_bytes(8, "big")))
+    node.ring(node.paths.agent_inbox(rec["id"]), ring_frame(new_seq))
     node.emit("resent", name, rec["supervisor"], f"dead letter #{seq} as #{new_seq}")
     return {"name": name, "seq": new_seq}
 

@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from beamish.mailbox import DEFAULT_MAX_MESSAGE_BYTES
+
 from .._validation import LIMIT_MAX, check_name
 from ..errors import ConfigError
 from ..messaging.spawnargs import check_shutdown, class_path
-
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class _Strict(BaseModel):

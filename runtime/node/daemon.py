@@ -29,7 +29,7 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import Envelope, Inbox, Kind, encode, encode_ring, pack
+from beamish.mailbox import Envelope, Inbox, Kind, encode, pack
 from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
@@ -43,7 +43,7 @@ from ..errors import (
     StoreFullError,
 )
 from ..messaging.messenger import Messenger
-from ..messaging.reports import Rejected, parse_report, worth_logging
+from ..messaging.wire import Rejected, ReportKind, parse_report, ring_frame, worth_logging
 from ..store.lmdb import Store, Txn, memory_path, wipe
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
@@ -275,8 +275,7 @@ class NodeDaemon:
             return
         record = {"k": "info", "p": pack(message), "t": time.time()}
         seq = self.store.write(lambda t: t.append(to.id, record))
-        self.ring(self.paths.agent_inbox(to.id),
-                  encode_ring(Kind.RING, seq.to_bytes(8, "big"), pack(record)))
+        self.ring(self.paths.agent_inbox(to.id), ring_frame(seq, pack(record)))
 
     def ring(self, path: str, frame: bytes) -> None:
         """Send a compact doorbell/system frame to an agent inbox (any thread)."""
@@ -411,11 +410,11 @@ class NodeDaemon:
                 if worth_logging(self.reports.dropped):
                     log.warning("dropped an invalid report on %s (%d so far): %s",
                                 self.paths.node_in, self.reports.dropped, report.why)
-            elif report.ev == "ready":
+            elif report.ev is ReportKind.READY:
                 self.spawner.on_ready(report)
             else:
                 name = self._name_of(report.id)
-                self.emit(report.ev, name, self.sup_of(name), report.reason)
+                self.emit(report.ev.value, name, self.sup_of(name), report.reason)
 
     def _name_of(self, agent_id: int) -> str:
         with self.spawner.lock:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from beamish.mailbox import Kind, encode_ring, pack
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 from .._osproc import process_start_time
@@ -28,7 +27,7 @@ from .._types import Failure
 from .._validation import check_limits
 from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
-from ..messaging.reports import Rejected, Report, parse_report, worth_logging
+from ..messaging.wire import Report, stop_frame
 from ..store.lmdb import Txn, filesystem_full, full_disk_advice
 from .classify import ExitEvidence, LimitKind, classify
 from .links import Deliver, KillLinked
@@ -88,7 +87,7 @@ class AgentSpawner:
         self.stop_reasons: dict[str, str] = {}
         self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
         self.early_ready: dict[int, Report] = {}  # pid -> ready report, likewise
-        self.rejected_reports = 0  # ready reports that were not valid, dropped
+        self.rejected_reports = 0  # ready reports for pids never registered, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
         self.lost_with_zygote: dict[int, str] = {}  # pid -> how the zygote it died with ended
 
@@ -232,8 +231,7 @@ class AgentSpawner:
             incn.signal(signal.SIGKILL)
             wait = KILL_WAIT_S
         else:
-            self.node.ring(self.node.paths.agent_inbox(incn.id),
-                           encode_ring(Kind.SYSTEM, b"", pack({"op": "stop", "reason": reason})))
+            self.node.ring(self.node.paths.agent_inbox(incn.id), stop_frame(reason))
             wait = None if spec.shutdown == "infinity" else float(spec.shutdown)  # type: ignore[arg-type]
         try:
             return incn.exited.result(wait)[0]
@@ -282,20 +280,9 @@ class AgentSpawner:
         return None
 
     # -- exits ---------------------------------------------------------------------------------
-    def on_ready(self, report: Report | dict[str, Any]) -> None:
-        """An agent reported that its init/recover ran (a raw payload is parsed first: one
-        that is not a valid ready report is dropped and counted in ``rejected_reports``)."""
-        if not isinstance(report, Report):
-            parsed = parse_report(report)
-            if not isinstance(parsed, Report) or parsed.ev != "ready":
-                with self.lock:
-                    self.rejected_reports += 1
-                    count = self.rejected_reports
-                if worth_logging(count):
-                    log.warning("dropped an invalid ready report (%d so far): %s", count,
-                                parsed.why if isinstance(parsed, Rejected) else parsed.ev)
-                return
-            report = parsed
+    def on_ready(self, report: Report) -> None:
+        """An agent reported that its init/recover ran (``report``: a ready report, checked
+        by `wire.parse_report` or `wire.parse_ready`)."""
         with self.lock:
             incn = self.by_pid.get(report.pid)
             if incn is None:

@@ -2,9 +2,9 @@
 a new one when it dies.
 
 The zygote and the agents run user code, so nothing they write is trusted: every frame
-and ready datagram is checked field by field, and what does not fit is dropped, counted
-(`ZygoteLink.dropped`, shown by ``beamish node status``) and logged. The reader thread
-never dies of a bad input.
+and ready datagram is checked field by field (``messaging/wire.py``), and what does not
+fit is dropped, counted (`ZygoteLink.dropped`, shown by ``beamish node status``) and
+logged. The reader thread never dies of a bad input.
 """
 
 from __future__ import annotations
@@ -23,18 +23,26 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
-from beamish.mailbox import ProtocolError, unpack
+from beamish.mailbox import ProtocolError
 
-from .._osproc import FrameReader, send_frame
 from ..errors import BeamishInternalError
+from ..messaging.wire import (
+    Exited,
+    ExitRequest,
+    ForkRequest,
+    FrameDecoder,
+    Refused,
+    Report,
+    encode_zygote_request,
+    parse_ready,
+    parse_zygote_frame,
+)
 
 log = logging.getLogger("beamish.node")
-MAX_PID = 1 << 22  # Linux's highest pid_max
 EARLY_READY_MAX = 1024  # ready reports held for pids not (yet) answered as forked
 READY_BUF = 1 << 16  # a ready report is ~60 bytes; a bigger datagram is cut and dropped
 
@@ -71,58 +79,6 @@ class PreloadRefused(BeamishInternalError):
         self.why = why
 
 
-@dataclass(frozen=True)
-class ReadyReport:
-    """An agent's "ready" datagram, checked: its process, agent id and incarnation."""
-
-    pid: int
-    id: int
-    inc: int
-    trap_exits: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as the spawner takes it."""
-        return {"ev": "ready", "pid": self.pid, "id": self.id, "inc": self.inc,
-                "trap_exits": self.trap_exits}
-
-
-def _is_int(value: Any, low: int, high: int) -> bool:
-    return type(value) is int and low <= value <= high
-
-
-def parse_ready(data: bytes) -> ReadyReport | None:
-    """Decode one ready datagram; None if any field does not fit (it is then dropped)."""
-    try:
-        payload = unpack(data)
-    except (ProtocolError, ValueError, TypeError):
-        return None
-    if not isinstance(payload, dict) or payload.get("ev", "ready") != "ready":
-        return None
-    pid, agent_id, inc = payload.get("pid"), payload.get("id"), payload.get("inc")
-    trap = payload.get("trap_exits", False)
-    if not (_is_int(pid, 1, MAX_PID) and _is_int(agent_id, 0, 1 << 63)
-            and _is_int(inc, 0, 1 << 63) and type(trap) is bool):
-        return None
-    return ReadyReport(pid, agent_id, inc, trap)
-
-
-def parse_zygote_frame(msg: Any) -> dict[str, Any] | None:
-    """Check one frame from the zygote (which imports user code); None if it does not fit."""
-    if not isinstance(msg, dict):
-        return None
-    op = msg.get("op")
-    if op == "forked" and _is_int(msg.get("req"), 1, 1 << 63) \
-            and _is_int(msg.get("pid"), 1, MAX_PID):
-        return msg
-    if op == "exited" and _is_int(msg.get("pid"), 1, MAX_PID) \
-            and _is_int(msg.get("code"), -255, 255):
-        return msg
-    if op == "refused" and _is_int(msg.get("req"), 1, 1 << 63) \
-            and isinstance(msg.get("module"), str) and isinstance(msg.get("error"), str):
-        return msg
-    return None
-
-
 class _Generation:
     """One zygote process and the sockets to it (a new one when it is replaced)."""
 
@@ -150,7 +106,7 @@ class _Generation:
         self.agents: set[int] = set()  # pids it forked whose exit it has not reported
         # Ready reports that beat the fork answer for their pid, oldest first; what an
         # agent's own child sends is never answered for, hence the bound.
-        self.early: dict[int, ReadyReport] = {}
+        self.early: dict[int, Report] = {}
         self.dead = False  # its socket reached end of stream
         self.exit_requested = False  # the node asked it to exit (its agents are not lost)
         self.reader_done = threading.Event()  # its reader thread returned
@@ -167,14 +123,14 @@ class ZygoteLink:
         sys_path: the module search path agents import with.
         on_exit: called as ``on_exit(pid, returncode)`` (from the reader thread) for every
             agent process that ends.
-        on_ready: called with an agent's checked ready report (from the reader thread):
+        on_ready: called with an agent's ready report, checked (from the reader thread):
             agents write it to a datagram socket the zygote passes on to them.
         on_lost: called (from the reader thread) with the pids of the agents a zygote
             that died had forked and not yet reported dead; they die with it.
     """
 
     def __init__(self, sys_path: list[str], on_exit: Callable[[int, int], None],
-                 on_ready: Callable[[dict[str, Any]], None],
+                 on_ready: Callable[[Report], None],
                  on_lost: Callable[[set[int], str], None] | None = None) -> None:
         self.sys_path = sys_path
         self.on_exit = on_exit
@@ -213,8 +169,8 @@ class ZygoteLink:
                 gen, n = self.gen, next(self.req)
                 gen.pending[n] = fut
                 try:
-                    send_frame(gen.sock, {"op": "fork", "req": n, "boot": boot,
-                                          "preload": preload or []})
+                    gen.sock.sendall(encode_zygote_request(
+                        ForkRequest(n, boot, tuple(preload or ()))))
                     break
                 except OSError:
                     # It died and its reader has not seen it yet: the request never
@@ -236,7 +192,7 @@ class ZygoteLink:
             gen.reader_done.set()
 
     def _read_frames(self, gen: _Generation) -> None:
-        reader = FrameReader(gen.sock)
+        decoder = FrameDecoder()
         poller = select.poll()  # not select(): no limit on the fd number
         poller.register(gen.sock, select.POLLIN | select.POLLHUP)
         poller.register(gen.ready, select.POLLIN)
@@ -247,7 +203,8 @@ class ZygoteLink:
                 # that order (its exit comes through the zygote, after it wrote).
                 if gen.ready.fileno() in events:
                     self._read_ready(gen)
-                frames = reader.read() if gen.sock.fileno() in events else []
+                frames = _read_frames(gen.sock, decoder) if gen.sock.fileno() in events \
+                    else []
             except ProtocolError as exc:
                 # A frame that is not msgpack: the stream cannot be trusted any more.
                 self._drop(f"an undecodable frame from the zygote ({exc})")
@@ -270,19 +227,18 @@ class ZygoteLink:
         if msg is None:
             self._drop(f"a malformed frame from the zygote: {raw!r:.200}")
             return
-        op = msg["op"]
-        if op == "exited":
-            gen.agents.discard(msg["pid"])
-            gen.early.pop(msg["pid"], None)
-            self.on_exit(msg["pid"], msg["code"])
+        if isinstance(msg, Exited):
+            gen.agents.discard(msg.pid)
+            gen.early.pop(msg.pid, None)
+            self.on_exit(msg.pid, msg.code)
             return
         with self.lock:
-            fut = gen.pending.pop(msg["req"], None)
-        if op == "refused":
+            fut = gen.pending.pop(msg.req, None)
+        if isinstance(msg, Refused):
             if fut is not None:
-                fut.set_exception(PreloadRefused(msg["module"], msg["error"]))
+                fut.set_exception(PreloadRefused(msg.module, msg.error))
             return
-        pid = msg["pid"]
+        pid = msg.pid
         if not _may_be_child(pid, gen.proc.pid):
             if gen.proc.poll() is not None:
                 error = ZygoteLost("the zygote died as it forked it")  # the child was orphaned
@@ -302,7 +258,7 @@ class ZygoteLink:
             return
         fut.set_result(pid)
         if early is not None:
-            self.on_ready(early.to_dict())  # its report beat this answer
+            self.on_ready(early)  # its report beat this answer
 
     @staticmethod
     def _kill_child(gen: _Generation, pid: int) -> None:
@@ -373,7 +329,7 @@ class ZygoteLink:
                                "named as forked")
                 continue
             try:
-                self.on_ready(report.to_dict())
+                self.on_ready(report)
             except Exception:  # noqa: BLE001 - the reader must outlive any one report
                 self.dropped += 1
                 log.exception("cannot handle the ready report %r", report)
@@ -420,7 +376,7 @@ class ZygoteLink:
             gen = self.gen
             if not gen.dead:
                 try:
-                    send_frame(gen.sock, {"op": "exit"})
+                    gen.sock.sendall(encode_zygote_request(ExitRequest()))
                     gen.exit_requested = True
                 except OSError:
                     pass  # it is dead: its reader reports its agents as lost
@@ -433,6 +389,17 @@ class ZygoteLink:
         if not gen.reader_done.wait(30.0):
             log.warning("the zygote's reader did not finish within 30 s; closing anyway")
         gen.close()
+
+
+def _read_frames(sock: socket.socket, decoder: FrameDecoder) -> list[Any] | None:
+    """Read what the (readable) stream ``sock`` holds; the frames it completed, or None at
+    its end.
+
+    Raises:
+        ProtocolError: a frame is not msgpack.
+    """
+    chunk = sock.recv(1 << 16)
+    return decoder.feed(chunk) if chunk else None
 
 
 def _may_be_child(pid: int, parent: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beamish.runtime.messaging.reports import MAX_PID, Rejected, Report, parse_report
+from beamish.runtime.messaging.wire import MAX_PID, Rejected, Report, parse_report
 
 GOOD = {"ev": "ready", "id": 3, "inc": 2, "pid": 4242, "trap_exits": True}
 

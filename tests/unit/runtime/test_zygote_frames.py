@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from beamish.mailbox import pack
-from beamish.runtime.node.zygote_link import ReadyReport, parse_ready, parse_zygote_frame
+from beamish.runtime.messaging.wire import Report, ReportKind, parse_ready, parse_zygote_frame
 
 
 def test_a_well_formed_ready_report_is_taken():
     data = pack({"ev": "ready", "pid": 42, "id": 3, "inc": 7, "trap_exits": True})
-    assert parse_ready(data) == ReadyReport(pid=42, id=3, inc=7, trap_exits=True)
-    assert parse_ready(pack({"pid": 42, "id": 3, "inc": 7})) == ReadyReport(42, 3, 7, False)
+    assert parse_ready(data) == Report(ReportKind.READY, pid=42, id=3, inc=7, trap_exits=True)
+    assert parse_ready(pack({"pid": 42, "id": 3, "inc": 7})) == Report(ReportKind.READY, 3, 7, 42)
 
 
 @pytest.mark.parametrize("data", [
