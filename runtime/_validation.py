@@ -65,9 +65,9 @@ def check_name(name: Any, field: str = "name") -> str:
         ConfigError: it does not (naming the field, the value and the rule).
     """
     problem = name_problem(name)
-    if problem is not None:
-        raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
-    return name
+    if problem is None and isinstance(name, str):
+        return name
+    raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
 
 
 def check_lookup_name(name: Any, field: str = "name") -> str:
@@ -90,9 +90,9 @@ def check_lookup_name(name: Any, field: str = "name") -> str:
         else:
             if not 0 < size <= 511:
                 problem = "it is empty" if size == 0 else f"it is {size} bytes of UTF-8"
-    if problem is not None:
-        raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
-    return name
+    if problem is None and isinstance(name, str):
+        return name
+    raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
 
 
 def _show(value: Any) -> str:

@@ -22,8 +22,8 @@ def class_path(cls: Any) -> str:
             string is not of the form ``module:Class``.
     """
     if isinstance(cls, str):
-        module, sep, qual = cls.partition(":")
-        if not sep or not module or not qual:
+        head, sep, tail = cls.partition(":")
+        if not sep or not head or not tail:
             raise ConfigError(f"agent class {cls!r} must be given as 'package.module:Class'")
         return cls
     module = getattr(cls, "__module__", None)
