@@ -24,13 +24,13 @@ test: $(STAMP)
 # mypy must see the installed names (beamish.runtime is the folder runtime/, see package-dir in
 # pyproject.toml), and it follows neither package-dir nor the editable install's import hook:
 # so it reads a tree of symlinks that gives the checkout's folders their package names. The
-# packages to check and the tree's path are in pyproject.toml [tool.mypy]. An error names
-# .venv/typecheck/beamish/runtime/x.py: that is runtime/x.py.
+# packages to check and the tree's path are in pyproject.toml [tool.mypy]. Errors are shown
+# with the checkout's paths (runtime/x.py, not .venv/typecheck/beamish/runtime/x.py).
 TYPECHECK := $(VENV)/typecheck/beamish
 typecheck: $(STAMP)
-	mkdir -p $(TYPECHECK)
-	for p in runtime supervisor mailbox benchmarks; do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
-	$(BIN)/mypy
+	@mkdir -p $(TYPECHECK)
+	@for p in runtime supervisor mailbox benchmarks; do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	@out=$$($(BIN)/mypy 2>&1); rc=$$?; printf '%s\n' "$$out" | sed 's#^$(TYPECHECK)/##'; exit $$rc
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
