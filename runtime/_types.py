@@ -126,7 +126,7 @@ class Limits:
         for name in ("memory_mb", "handler_timeout", "cpu_seconds"):
             check_limit(name, getattr(self, name))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float | None]:
         """Return the limits as msgpack-ready data."""
         return asdict(self)
 

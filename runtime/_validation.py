@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TypeGuard
 
 import msgpack
 
@@ -29,7 +29,7 @@ LIMIT_FIELDS = ("memory_mb", "handler_timeout", "cpu_seconds")
 _LIMIT_UNITS = {"memory_mb": "MiB", "handler_timeout": "seconds", "cpu_seconds": "CPU seconds"}
 
 
-def name_problem(name: Any) -> str | None:
+def name_problem(name: object) -> str | None:
     """Why ``name`` is not a valid agent or supervisor name, or None if it is."""
     if not isinstance(name, str):
         return f"it is a {type(name).__name__}, not a string"
@@ -58,19 +58,19 @@ def _str_name_problem(name: str) -> str | None:
     return None
 
 
-def check_name(name: Any, field: str = "name") -> str:
+def check_name(name: object, field: str = "name") -> str:
     """Return ``name`` if it follows `NAME_RULE`.
 
     Raises:
         ConfigError: it does not (naming the field, the value and the rule).
     """
     problem = name_problem(name)
-    if problem is not None:
-        raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
-    return name
+    if problem is None and isinstance(name, str):
+        return name
+    raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
 
 
-def check_lookup_name(name: Any, field: str = "name") -> str:
+def check_lookup_name(name: object, field: str = "name") -> str:
     """Return ``name`` if it can name a stored agent (a string that is a valid LMDB key).
 
     Looser than `check_name`, so that an agent stored under a name an older beamish let
@@ -90,21 +90,21 @@ def check_lookup_name(name: Any, field: str = "name") -> str:
         else:
             if not 0 < size <= 511:
                 problem = "it is empty" if size == 0 else f"it is {size} bytes of UTF-8"
-    if problem is not None:
-        raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
-    return name
+    if problem is None and isinstance(name, str):
+        return name
+    raise ConfigError(f"{field}={_show(name)} is not a valid name: {problem}; {NAME_RULE}")
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_timeout(value: Any, field: str = "timeout", *, allow_inf: bool = False,
+def check_timeout(value: object, field: str = "timeout", *, allow_inf: bool = False,
                   allow_zero: bool = False) -> float:
     """Return ``value`` as seconds if it is a number > 0 (>= 0 with ``allow_zero``;
     finite unless ``allow_inf``).
@@ -122,7 +122,7 @@ def check_timeout(value: Any, field: str = "timeout", *, allow_inf: bool = False
     return float(value)
 
 
-def check_limit(field: str, value: Any) -> float | None:
+def check_limit(field: str, value: object) -> float | None:
     """Return one `Limits` field's value if it is None or a finite number in (0, 1e9].
 
     Raises:
@@ -136,7 +136,7 @@ def check_limit(field: str, value: Any) -> float | None:
     return float(value)
 
 
-def check_limits(data: Any) -> dict[str, float]:
+def check_limits(data: object) -> dict[str, float]:
     """Return a spawn's limits (a dict of `Limits` fields, or None) as a checked dict
     without the unset fields.
 
@@ -180,7 +180,7 @@ class NotRoundTrip(EncodeError):
 _KEY_TYPES = (str, bytes, int, float, bool, type(None))
 
 
-def bad_key_path(value: Any, path: str = "", depth: int = 0) -> tuple[str, str] | None:
+def bad_key_path(value: object, path: str = "", depth: int = 0) -> tuple[str, str] | None:
     """Find a dict key in ``value`` that msgpack cannot bring back as a key: return
     ``(path, key type)``, or None. Only walked after a decode failed (it is slow)."""
     if depth > 600:  # msgpack refuses deeper values anyway
@@ -204,7 +204,7 @@ def bad_key_path(value: Any, path: str = "", depth: int = 0) -> tuple[str, str] 
     return None
 
 
-def pack_roundtrip(value: Any, *, where: str, limit: int | None = None) -> bytes:
+def pack_roundtrip(value: object, *, where: str, limit: int | None = None) -> bytes:
     """`pack` ``value`` and check that the bytes decode again, so that what is committed
     can always be loaded (a state after a crash, a message by its agent).
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._types import Failure, Resume, Skip
+from .._types import Escalate, Failure, Reset, Resume, Skip, Stop
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .context import AgentContext
+
+# What `Agent.recover` returns (an ``async def recover`` returns an awaitable of it).
+RecoverChoice = Resume | Skip | Reset | Stop | Escalate
 
 
 class Agent:
@@ -33,11 +39,11 @@ class Agent:
     """
 
     version: ClassVar[int] = 1
-    State: ClassVar[Any] = None
+    State: ClassVar[type[BaseModel] | None] = None
     trap_exits: ClassVar[bool] = False
     max_attempts: ClassVar[int] = 3
-    CallMessage: ClassVar[Any] = None
-    CastMessage: ClassVar[Any] = None
+    CallMessage: ClassVar[type[BaseModel] | None] = None
+    CastMessage: ClassVar[type[BaseModel] | None] = None
     ctx: AgentContext
 
     def init(self, args: dict[str, Any]) -> Any:
@@ -60,7 +66,7 @@ class Agent:
         """Handle a timer, `Down` or `Exit` message: return the new state (or `Stop`)."""
         return state
 
-    def recover(self, failure: Failure, state: Any) -> Any:
+    def recover(self, failure: Failure, state: Any) -> RecoverChoice | Awaitable[RecoverChoice]:
         """Choose how to go on after a failure, in the freshly restarted process.
 
         Args:

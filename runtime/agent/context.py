@@ -41,7 +41,7 @@ class AgentContext:
         """Cast ``msg`` to agent ``name``; returns once it is durably in its mailbox."""
         self._messenger.cast(name, msg)
 
-    def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
+    def spawn(self, cls: type | str, args: dict[str, Any] | None = None, name: str | None = None,
               **options: Any) -> str:
         """Spawn another agent (same arguments as `Node.spawn`); return its name.
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 import psutil
 
@@ -31,6 +31,7 @@ from .._paths import (
 )
 from .._types import AgentInfo, DroppedFrames, Event, Failure, Limits, NodeStatus
 from .._validation import check_lookup_name, check_name, check_timeout
+from ..agent.base import Agent
 from ..errors import (
     ERRORS,
     BeamishError,
@@ -339,8 +340,8 @@ class Node:
         return AgentRef(self, name)
 
     # -- the tree ------------------------------------------------------------------------------
-    def spawn(self, cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
-              supervisor: str = "root", restart: str = "permanent",
+    def spawn(self, cls: type[Agent] | str, args: dict[str, Any] | None = None,
+              name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Limits | None = None,
               timeout: float = 30.0) -> AgentRef:
         """Start an agent in its own process and return once its ``init`` ran.
@@ -427,7 +428,14 @@ class Node:
         value: dict[str, Any] = self._control.request("tree")
         return value
 
-    def events(self, follow: bool = False, since: int = 0) -> Any:
+    @overload
+    def events(self, follow: Literal[False] = False, since: int = 0) -> list[Event]: ...
+    @overload
+    def events(self, follow: Literal[True], since: int = 0) -> Iterator[Event]: ...
+    @overload
+    def events(self, follow: bool, since: int = 0) -> list[Event] | Iterator[Event]: ...
+
+    def events(self, follow: bool = False, since: int = 0) -> list[Event] | Iterator[Event]:
         """Return recent `Event` s; with ``follow=True`` an iterator that waits for new ones."""
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise ConfigError(f"since={since!r}: expected an event sequence number >= 0")
@@ -540,7 +548,7 @@ class AsyncNode:
         """`Node.cast` as a coroutine."""
         await self.node.acast(name, msg)
 
-    async def spawn(self, cls: Any, **kwargs: Any) -> AgentRef:
+    async def spawn(self, cls: type[Agent] | str, **kwargs: Any) -> AgentRef:
         """`Node.spawn` as a coroutine."""
         return await asyncio.to_thread(self.node.spawn, cls, **kwargs)
 

@@ -11,10 +11,14 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .._paths import NodePaths, default_dir
 from ..errors import BeamishError, ConfigError
+
+if TYPE_CHECKING:
+    from .api import Node
 
 EPILOG = """\
 examples:
@@ -53,7 +57,7 @@ def _json_arg(text: str) -> Any:
         ) from None
 
 
-def _positive(flag: str) -> Any:
+def _positive(flag: str) -> Callable[[str], float]:
     """An argparse type: a finite number > 0, named ``flag`` in its error."""
     def parse(text: str) -> float:
         try:
@@ -208,7 +212,7 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 1048576:.1f} MiB" if n else "-"
 
 
-def _print_table(rows: list[list[str]], header: list[str]) -> None:
+def _print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -274,7 +278,7 @@ def _run(args: argparse.Namespace) -> int:
         node.close()
 
 
-def _client_command(node: Any, args: argparse.Namespace) -> int:
+def _client_command(node: Node, args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "spawn":
         from .._types import Limits
@@ -354,7 +358,7 @@ def _foreground(args: argparse.Namespace, d: str) -> int:
     from ..node.config import NodeConfig, load_config
     from ..node.daemon import run_daemon
     config = load_config(args.config) if args.config else NodeConfig()
-    node_overrides: dict[str, Any] = {}
+    node_overrides: dict[str, str | bool] = {}
     if args.durability:
         node_overrides["durability"] = args.durability
     if args.strict:

@@ -14,7 +14,7 @@ from ..errors import BadMessage, ConfigError, MessageTooLarge
 RESTART_TYPES = ("permanent", "transient", "temporary")
 
 
-def class_path(cls: Any) -> str:
+def class_path(cls: object) -> str:
     """Return ``"package.module:Class"`` for an agent class or a path string.
 
     Raises:
@@ -22,8 +22,8 @@ def class_path(cls: Any) -> str:
             string is not of the form ``module:Class``.
     """
     if isinstance(cls, str):
-        module, sep, qual = cls.partition(":")
-        if not sep or not module or not qual:
+        head, sep, tail = cls.partition(":")
+        if not sep or not head or not tail:
             raise ConfigError(f"agent class {cls!r} must be given as 'package.module:Class'")
         return cls
     module = getattr(cls, "__module__", None)
@@ -40,7 +40,7 @@ def class_path(cls: Any) -> str:
     return f"{module}:{qual}"
 
 
-def check_shutdown(value: Any) -> float | str:
+def check_shutdown(value: object) -> float | str:
     """Validate a child's ``shutdown`` (seconds, "brutal_kill" or "infinity")."""
     if value in ("brutal_kill", "infinity"):
         return str(value)
@@ -65,7 +65,7 @@ def check_args(args: dict[str, Any], name: str | None, max_bytes: int | None) ->
         raise BadMessage(str(exc)) from None
 
 
-def spawn_request(cls: Any, args: dict[str, Any] | None = None, name: str | None = None,
+def spawn_request(cls: object, args: dict[str, Any] | None = None, name: str | None = None,
                   supervisor: str = "root", restart: str = "permanent",
                   shutdown: float | str = 5.0, limits: Limits | dict[str, Any] | None = None,
                   timeout: float = 30.0, *, max_bytes: int | None = None) -> dict[str, Any]:

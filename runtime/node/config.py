@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -92,7 +93,7 @@ class AgentSection(_Strict):
 
     @field_validator("shutdown")
     @classmethod
-    def _shutdown(cls, value: Any) -> Any:
+    def _shutdown(cls, value: object) -> float | str:
         try:
             return check_shutdown(value)
         except ConfigError as exc:
@@ -247,7 +248,7 @@ class StartReport:
 _AGENT_FIELDS = ("cls", "args", "supervisor", "restart", "shutdown", "limits")
 
 
-def _limits(value: Any) -> dict[str, Any]:
+def _limits(value: Mapping[str, float | None] | None) -> dict[str, float]:
     return {k: v for k, v in (value or {}).items() if v is not None}
 
 

@@ -10,52 +10,64 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 NOPROC = "noproc"
 
 
+class Named(Protocol):
+    """What the table needs of an incarnation: its agent's name (and identity, to hash)."""
+
+    @property
+    def name(self) -> str:
+        """The agent's name."""
+        ...
+
+
+Incn = TypeVar("Incn", bound=Named)  # the node's incarnation handle
+
+
 @dataclass(frozen=True)
-class Deliver:
+class Deliver(Generic[Incn]):
     """Append ``message`` (a `Down` or `Exit` as data) to ``to``'s mailbox."""
 
-    to: Any  # the receiving incarnation
-    message: dict[str, Any]
+    to: Incn  # the receiving incarnation
+    message: dict[str, str]
 
 
 @dataclass(frozen=True)
-class KillLinked:
+class KillLinked(Generic[Incn]):
     """Kill ``target`` (it does not trap exits) because a linked agent exited abnormally."""
 
-    target: Any
+    target: Incn
     reason: str
 
 
-def down_message(name: str, reason: str) -> dict[str, Any]:
+def down_message(name: str, reason: str) -> dict[str, str]:
     """The data form of `Down(name, reason)` as it travels in a mailbox."""
     return {"__beamish__": "Down", "name": name, "reason": reason}
 
 
-def exit_message(name: str, reason: str) -> dict[str, Any]:
+def exit_message(name: str, reason: str) -> dict[str, str]:
     """The data form of `Exit(name, reason)` as it travels in a mailbox."""
     return {"__beamish__": "Exit", "name": name, "reason": reason}
 
 
-class LinkTable:
+class LinkTable(Generic[Incn]):
     """Who monitors whom, and who is linked to whom. Keys are incarnation handles (one
     process each); thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._monitors: dict[Any, set[Any]] = {}  # target incarnation -> watcher incarnations
-        self._links: dict[Any, set[Any]] = {}  # incarnation -> linked incarnations
+        self._monitors: dict[Incn, set[Incn]] = {}  # target incarnation -> watcher incarnations
+        self._links: dict[Incn, set[Incn]] = {}  # incarnation -> linked incarnations
 
-    def monitor(self, watcher: Any, target: Any) -> None:
+    def monitor(self, watcher: Incn, target: Incn) -> None:
         """``watcher`` gets a Down when ``target`` exits (once)."""
         with self._lock:
             self._monitors.setdefault(target, set()).add(watcher)
 
-    def link(self, a: Any, b: Any) -> None:
+    def link(self, a: Incn, b: Incn) -> None:
         """Link ``a`` and ``b`` both ways (idempotent)."""
         if a is b:
             return
@@ -63,8 +75,8 @@ class LinkTable:
             self._links.setdefault(a, set()).add(b)
             self._links.setdefault(b, set()).add(a)
 
-    def exited(self, incn: Any, reason: str, abnormal: bool,
-               traps: dict[Any, bool]) -> list[Deliver | KillLinked]:
+    def exited(self, incn: Incn, reason: str, abnormal: bool,
+               traps: dict[Incn, bool]) -> list[Deliver[Incn] | KillLinked[Incn]]:
         """``incn`` exited: forget its links and monitors and return what must happen.
 
         Args:
@@ -74,7 +86,7 @@ class LinkTable:
                 not trap exits).
             traps: for each linked incarnation, whether it traps exits.
         """
-        actions: list[Deliver | KillLinked] = []
+        actions: list[Deliver[Incn] | KillLinked[Incn]] = []
         with self._lock:
             watchers = self._monitors.pop(incn, set())
             for targets in self._monitors.values():
