@@ -278,7 +278,7 @@ def serve(fd: int, ready_fd: int) -> None:
     decoder = FrameDecoder()
     while True:
         try:
-            ready, _, _ = select.select([sock, z.wake_r], [], [])
+            ready, _, _ = select.select([sock.fileno(), z.wake_r], [], [])
         except InterruptedError:
             continue
         if z.wake_r in ready:
@@ -287,7 +287,7 @@ def serve(fd: int, ready_fd: int) -> None:
             except BlockingIOError:
                 pass
         z.reap()
-        if sock not in ready:
+        if sock.fileno() not in ready:
             continue
         chunk = sock.recv(1 << 16)
         if not chunk:

@@ -9,6 +9,7 @@ logged. The reader thread never dies of a bad input.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -176,7 +177,7 @@ class ZygoteLink:
                     # It died and its reader has not seen it yet: the request never
                     # arrived, so it goes to the zygote that replaces this one.
                     del gen.pending[n]
-                    if not self.lock.wait_for(lambda gen=gen: gen.dead or self.closed,
+                    if not self.lock.wait_for(functools.partial(self._gone, gen),
                                               deadline - time.monotonic()):
                         raise ZygoteLost(f"no zygote to fork from within {timeout:g} s") \
                             from None
@@ -184,6 +185,10 @@ class ZygoteLink:
             return fut.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             raise ZygoteLost(f"the zygote did not answer a fork within {timeout:g} s") from None
+
+    def _gone(self, gen: _Generation) -> bool:
+        """Whether ``gen`` has died (its reader saw the end) or the link was closed."""
+        return gen.dead or self.closed
 
     def _read(self, gen: _Generation) -> None:
         try:
