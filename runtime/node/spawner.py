@@ -301,7 +301,11 @@ class AgentSpawner:
         with self.lock:
             incn = self.by_pid.pop(pid, None)
             if incn is None:
-                self.early_exits[pid] = code  # start_child registers it in a moment
+                # start_child registers it in a moment; an exit nobody registers (its fork
+                # request timed out) must not pile up, nor meet a later process on its pid.
+                while len(self.early_exits) >= EARLY_READY_KEPT:
+                    self.early_exits.pop(next(iter(self.early_exits)), None)
+                self.early_exits[pid] = code
                 return
             # A ready report read after this exit is stale: never let it meet a new process
             # that reuses the pid.
@@ -363,7 +367,12 @@ class AgentSpawner:
         for incn in victims:
             _wait_gone(incn.pid, incn.create_time)
         for pid in pids:
-            self.lost_with_zygote[pid] = why
+            # A pid not registered yet is held as an early exit, bounded (see on_exit): one
+            # whose fork request timed out is never registered and must not pile up.
+            with self.lock:
+                while len(self.lost_with_zygote) >= EARLY_READY_KEPT:
+                    self.lost_with_zygote.pop(next(iter(self.lost_with_zygote)), None)
+                self.lost_with_zygote[pid] = why
             self.on_exit(pid, -signal.SIGKILL)
 
     def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
