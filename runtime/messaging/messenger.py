@@ -36,7 +36,7 @@ from beamish.mailbox import (
 )
 
 from .._paths import NodePaths
-from .._types import Failure
+from .._types import ACCEPTS_MESSAGES, Failure
 from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
@@ -48,7 +48,6 @@ from ..errors import (
 )
 from ..store.lmdb import Store, Txn
 
-LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
 # normal operation; this bounds the cost if one is).
 REPLY_RECHECK_S = 0.2
@@ -228,7 +227,7 @@ class _GroupAppender:
             item.route, item.error = None, None
             if route is None:
                 item.error = AgentNotFound(item.name)
-            elif route[1] not in LIVE_STATUSES:
+            elif route[1] not in ACCEPTS_MESSAGES:
                 item.error = AgentNotFound(item.name, f"it is {route[1]}")
             else:
                 item.route = (route[0], t.append_packed(route[0], item.packed))
@@ -324,7 +323,7 @@ class Messenger:
                 # right after its commit). LMDB has the truth. And if the agent has since
                 # left the tree (marked failed, stopped), say so now instead of at timeout.
                 reply, rec = self.store.write(lambda t: (t.pop_reply(msg_id), t.get_agent(name)))
-                if reply is None and (rec is None or rec["status"] not in LIVE_STATUSES):
+                if reply is None and (rec is None or rec["status"] not in ACCEPTS_MESSAGES):
                     raise_gone(name, rec)
             if reply is not None:
                 if reply.get("ok"):

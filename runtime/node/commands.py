@@ -33,11 +33,10 @@ from beamish.supervisor import (
     SupervisorSpec,
 )
 
-from .._types import DroppedFrames
+from .._types import ACCEPTS_MESSAGES, IN_TREE, AgentStatus, DroppedFrames, agent_status
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
 from ..agent.inflight import read_dropped
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
-from ..messaging.messenger import LIVE_STATUSES
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..store.lmdb import Txn
@@ -123,7 +122,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         agent_name = name
         rec = t.get_agent(agent_name) if agent_name else None
         prev = rec["status"] if rec is not None else None
-        if rec is not None and rec["status"] in LIVE_STATUSES | {"failed"}:
+        if rec is not None and rec["status"] in IN_TREE:
             raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
                              f"(pid {rec.get('pid')}); pick another name or stop it first")
         if rec is None:
@@ -139,7 +138,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
             rec = {"name": agent_name, "id": agent_id, "incarnation": 0, "restarts": 0,
                    "created": time.time(), "last_failure": None}
         rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
-                   shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
+                   shutdown=shutdown, limits=limits or {}, status=AgentStatus.STARTING, pid=None,
                    order=t.next_counter("order"), fresh=True,
                    spawning={"prev": prev})  # until the spawn completes: see _roll_back_spawn
         rec.pop("recover_pending", None)  # a new spawn is not a restart: nothing to recover
@@ -152,7 +151,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         _add_agent(shell, rec)
     except (StartFailed, SupervisorError) as exc:
         failure = node.spawner.start_failures.pop(agent_name, None)
-        _roll_back_spawn(node, rec, "stopped")
+        _roll_back_spawn(node, rec, AgentStatus.STOPPED)
         detail = (f"{failure.exc_type}: {failure.message}" if failure.exc_type
                   else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
@@ -170,7 +169,8 @@ def _spawn_completed(node: NodeDaemon, name: str) -> None:
     node.store.write(txn)
 
 
-def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: str) -> None:
+def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: AgentStatus
+                     ) -> None:
     """Undo a spawn that did not complete: a new name's record and data are erased (the
     name is free again); a resumed agent goes back to ``resumed_status``, its state kept.
 
@@ -243,18 +243,18 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
     shell = node.shell(rec["supervisor"])
     node.removing.add(name)
     try:
-        if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
+        if rec["status"] in IN_TREE and shell is not None:
             node.spawner.stop_reasons[name] = "normal"
             try:
                 shell.remove_child(name)
             except SupervisorError:
                 pass  # not a child any more (failed, or exited meanwhile): nothing to stop
             node.spawner.stop_reasons.pop(name, None)
-        node.set_status(name, "stopped")
+        node.set_status(name, AgentStatus.STOPPED)
     finally:
         node.removing.discard(name)
     node.emit("stopped", name, rec["supervisor"], "normal")
-    return {"name": name, "status": "stopped"}
+    return {"name": name, "status": AgentStatus.STOPPED}
 
 
 def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
@@ -281,7 +281,7 @@ def _proc_stats(pid: int | None) -> tuple[int, float]:
 
 def _info_of(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
     depth, processed = node.store.read(lambda t: (t.depth(rec["id"]), t.processed(rec["id"])))
-    pid = rec.get("pid") if rec["status"] == "running" else None
+    pid = rec.get("pid") if rec["status"] == AgentStatus.RUNNING else None
     rss, cpu = _proc_stats(pid)
     return {"name": rec["name"], "pid": pid, "status": rec["status"],
             "restarts": int(rec.get("restarts", 0)), "mailbox_depth": depth,
@@ -319,14 +319,15 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
                                  "child_restarts": 0, "children": []})
             else:
                 rec = recs.get(child.id, {})
-                children.append({"name": child.id, "kind": "agent", "status": str(child.status),
+                children.append({"name": child.id, "kind": "agent",
+                                 "status": str(agent_status(child.status)),
                                  "restarts": int(rec.get("restarts", child.restarts)),
                                  "pid": rec.get("pid"), "cls": rec.get("cls", "")})
         return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
                 "status": status, "restarts": restarts,
                 "child_restarts": sum(c["restarts"] for c in children), "children": children}
     root = node.root.snapshot()
-    return walk(root, "running" if root.running else "stopped", 0)
+    return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
 
 
 def events_since(node: NodeDaemon, since: int) -> list[dict[str, Any]]:
@@ -374,7 +375,7 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
     rec = _require(node, name)
-    if rec["status"] not in LIVE_STATUSES:
+    if rec["status"] not in ACCEPTS_MESSAGES:
         raise AgentNotFound(name, f"it is {rec['status']}; spawn or restart it first")
 
     def txn(t: Txn) -> int | None:
@@ -415,13 +416,13 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
     except NotFound:  # not in the tree any more (stopped, exited): add it back
-        node.store.write(lambda t: t.put_agent({**rec, "status": "starting", "fresh": True}))
+        node.store.write(lambda t: t.put_agent({**rec, "status": AgentStatus.STARTING, "fresh": True}))
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
             node.set_status(name, rec["status"])
             raise SpawnError(name, f"it did not start ({exc})") from None
-    return {"name": name, "status": "running"}
+    return {"name": name, "status": AgentStatus.RUNNING}
 
 
 def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
@@ -435,8 +436,8 @@ def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]
         raise AlreadyRunning(name, exc.status, what="supervisor") from None
     except (StartFailed, SupervisorError) as exc:
         raise SpawnError(name, f"the supervisor did not start ({exc})") from None
-    node.set_sup_status(name, "running")
-    return {"name": name, "status": "running"}
+    node.set_sup_status(name, ChildStatus.RUNNING)
+    return {"name": name, "status": ChildStatus.RUNNING}
 
 
 def _sup_spec(rec: dict[str, Any]) -> ChildSpec:
@@ -466,7 +467,7 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     check_name(parent, "parent")
     rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
            "max_seconds": max_seconds, "parent": parent, "restart": restart,
-           "backoff": backoff, "status": "running",
+           "backoff": backoff, "status": ChildStatus.RUNNING,
            "template": {"restart": child_restart, "shutdown": check_shutdown(child_shutdown)}}
     try:
         spec = _sup_spec(rec)
@@ -515,7 +516,7 @@ def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
                            "backoff": list(sup.backoff) if sup.backoff else None,
                            "template": {"restart": sup.child_restart,
                                         "shutdown": sup.child_shutdown},
-                           "status": "running", "order": t.next_counter("order")})
+                           "status": ChildStatus.RUNNING, "order": t.next_counter("order")})
         for agent in config.agent:
             rec = t.get_agent(agent.name)
             if rec is not None:
@@ -528,7 +529,7 @@ def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
                              "last_failure": None, "cls": agent.cls, "args": agent.args,
                              "supervisor": agent.supervisor, "restart": agent.restart,
                              "shutdown": agent.shutdown, "limits": agent.limits.model_dump(),
-                             "status": "starting", "pid": None, "fresh": True,
+                             "status": AgentStatus.STARTING, "pid": None, "fresh": True,
                              "order": t.next_counter("order")})
     node.store.write(txn)
     return drift
@@ -551,7 +552,7 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
             except (StartFailed, SupervisorError) as exc:
                 node.emit("failed", rec["name"], rec["parent"], f"did not start: {exc}")
             continue
-        if rec["status"] not in LIVE_STATUSES:
+        if rec["status"] not in ACCEPTS_MESSAGES:
             continue
         shell = node.shell(rec["supervisor"])
         try:
@@ -566,13 +567,13 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
             reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
                 else (failure.message if failure else str(exc))
             if "spawning" in rec:  # never acknowledged: the spawn is undone, not failed
-                _roll_back_spawn(node, rec, rec["spawning"].get("prev") or "stopped")
+                _roll_back_spawn(node, rec, rec["spawning"].get("prev") or AgentStatus.STOPPED)
                 node.emit("removed", rec["name"], rec["supervisor"],
                           f"a spawn the node never acknowledged (it stopped first) did not "
                           f"complete on restart, so it was rolled back: {reason}")
                 continue
             failures[rec["name"]] = reason
-            node.set_status(rec["name"], "failed", failure=failure)
+            node.set_status(rec["name"], AgentStatus.FAILED, failure=failure)
             node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {reason}")
             continue
         if "spawning" in rec:

@@ -30,10 +30,17 @@ from typing import Any
 import zmq
 
 from beamish.mailbox import Envelope, Inbox, Kind, encode, encode_ring, pack
-from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
+from beamish.supervisor import (
+    ChildStatus,
+    EventKind,
+    MonotonicClock,
+    Strategy,
+    Supervisor,
+    SupervisorSpec,
+)
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
-from .._types import Failure
+from .._types import HAD_PROCESS, AgentStatus, Failure, agent_status
 from ..errors import (
     BeamishError,
     ConfigError,
@@ -56,6 +63,9 @@ HOUSEKEEPING_S = 1.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ROOT = "root"
 ZYGOTE_MAX_RESTARTS, ZYGOTE_PERIOD_S = 5, 60.0  # a zygote dying more often stops the node
+# The supervisor events that set the status of the agent or supervisor they are about.
+_CHILD_STATUS_OF_EVENT = {EventKind.FAILED: ChildStatus.FAILED,
+                          EventKind.BACKOFF: ChildStatus.BACKOFF}
 FOLLOWERS_MAX = 4096  # events long-polls parked at once
 EVENTS_WAIT_MAX_S = 30.0
 
@@ -192,7 +202,7 @@ class NodeDaemon:
         recs = {r["name"]: r for r in self.store.read(lambda t: t.agents())}
         for agent in config.agent:  # declared, and failed before this start
             rec = recs.get(agent.name)
-            if rec is not None and rec["status"] == "failed" and agent.name not in failed:
+            if rec is not None and rec["status"] == AgentStatus.FAILED and agent.name not in failed:
                 last = rec.get("last_failure") or {}
                 failed[agent.name] = ("it was marked failed before this start"
                                       + (f" ({last.get('exc_type') or last.get('kind')}: "
@@ -209,9 +219,9 @@ class NodeDaemon:
     def _on_sup_event(self, kind: str, name: str, supervisor: str, reason: str) -> None:
         # The event first: whoever sees the new status can then find the event too.
         self.emit(str(kind), name, supervisor, reason)
-        status = {"failed": "failed", "backoff": "backoff"}.get(str(kind))
+        status = _CHILD_STATUS_OF_EVENT.get(kind)
         if status is not None:
-            self.set_status(name, status, pid=None)
+            self.set_status(name, agent_status(status), pid=None)
             self.set_sup_status(name, status)
         elif kind == "removed":
             self._mark_exited(name)
@@ -228,11 +238,11 @@ class NodeDaemon:
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
             # Not "starting": a spawn that failed undoes its own reservation.
-            if rec is not None and rec["status"] in ("running", "restarting"):
-                t.put_agent({**rec, "status": "exited", "pid": None})
+            if rec is not None and rec["status"] in HAD_PROCESS:
+                t.put_agent({**rec, "status": AgentStatus.EXITED, "pid": None})
         self.store.write(txn)
 
-    def set_sup_status(self, name: str, status: str) -> None:
+    def set_sup_status(self, name: str, status: ChildStatus) -> None:
         """Record a nested supervisor's status (failed, running) in the registry."""
         def txn(t: Txn) -> None:
             rec = t.get_sup(name)
@@ -249,7 +259,7 @@ class NodeDaemon:
             self.event_cond.notify_all()
         log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
 
-    def set_status(self, name: str, status: str, pid: int | None = None,
+    def set_status(self, name: str, status: AgentStatus, pid: int | None = None,
                    failure: Failure | None = None, recover_pending: bool | None = None) -> None:
         """Update an agent's registry record: status, pid, last failure, and whether that
         failure still waits for a start that runs ``recover`` (None: leave it as it is)."""

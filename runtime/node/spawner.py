@@ -23,7 +23,7 @@ from beamish.mailbox import Kind, encode_ring, pack
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 from .._osproc import process_start_time
-from .._types import Failure
+from .._types import AgentStatus, Failure
 from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import StoreFullError
 from ..messaging.reports import Rejected, Report, parse_report, worth_logging
@@ -118,7 +118,7 @@ class AgentSpawner:
             # also sees the restart. A spawn (or a node start) marks the first start fresh.
             if not rec.pop("fresh", False):
                 rec["restarts"] = int(rec.get("restarts", 0)) + 1
-            rec["status"] = "starting"
+            rec["status"] = AgentStatus.STARTING
             t.put_agent(rec)
             return rec
         rec = node.store.write(txn)
@@ -174,7 +174,7 @@ class AgentSpawner:
             raise StartFailed(str(reason))
         try:
             # This start ran recover if a failure was pending: it is consumed.
-            node.set_status(name, "running", pid=pid, recover_pending=False)
+            node.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
         except StoreFullError:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
@@ -329,7 +329,7 @@ class AgentSpawner:
         if failure is not None:
             self.next_failure[incn.name] = failure
         try:
-            self.node.set_status(incn.name, "restarting", pid=None, failure=failure,
+            self.node.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
                                  recover_pending=failure is not None)
         except StoreFullError:
             # The exit must still reach its supervisor (this is the zygote's reader thread).
