@@ -47,6 +47,7 @@ from ..errors import (
     StoreError,
 )
 from ..store.lmdb import Store, Txn
+from ..store.records import AgentRecord
 
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
 # normal operation; this bounds the cost if one is).
@@ -80,14 +81,14 @@ def raise_reply_error(name: str, error: dict[str, Any]) -> None:
                       str(error.get("traceback", "")), Failure.from_dict(error.get("failure")))
 
 
-def raise_gone(name: str, rec: dict[str, Any] | None) -> None:
+def raise_gone(name: str, rec: AgentRecord | None) -> None:
     """Raise for a call whose agent left the tree while the call waited."""
     if rec is None:
         raise AgentNotFound(name, "it was deleted while this call waited")
-    failure = Failure.from_dict(rec.get("last_failure"))
+    failure = rec.last_failure
     why = f" after {failure.kind}: {failure.exc_type or failure.message}" if failure else ""
-    raise RemoteError(name, f"Agent{rec['status'].capitalize()}",
-                      f"the agent is {rec['status']}{why}; this call stays in its mailbox "
+    raise RemoteError(name, f"Agent{rec.status.capitalize()}",
+                      f"the agent is {rec.status}{why}; this call stays in its mailbox "
                       f"and is handled if the agent comes back (node.restart({name!r}))",
                       failure.traceback if failure else "", failure)
 
@@ -323,7 +324,7 @@ class Messenger:
                 # right after its commit). LMDB has the truth. And if the agent has since
                 # left the tree (marked failed, stopped), say so now instead of at timeout.
                 reply, rec = self.store.write(lambda t: (t.pop_reply(msg_id), t.get_agent(name)))
-                if reply is None and (rec is None or rec["status"] not in ACCEPTS_MESSAGES):
+                if reply is None and (rec is None or rec.status not in ACCEPTS_MESSAGES):
                     raise_gone(name, rec)
             if reply is not None:
                 if reply.get("ok"):

@@ -15,7 +15,7 @@ import os
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
@@ -40,21 +40,22 @@ from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..store.lmdb import Txn
+from ..store.records import AgentRecord, ChildTemplate, Spawning, SupervisorRecord
 from .config import ConfigDrift, agent_drift
 
 if TYPE_CHECKING:
     from .daemon import NodeDaemon
 
 
-def _child_spec(rec: dict[str, Any]) -> ChildSpec:
-    return ChildSpec(rec["name"], ChildKind.AGENT, RestartType(rec["restart"]), rec["shutdown"])
+def _child_spec(rec: AgentRecord) -> ChildSpec:
+    return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
 
 
-def _add_agent(shell: Any, rec: dict[str, Any]) -> Any:
+def _add_agent(shell: Any, rec: AgentRecord) -> Any:
     """Add an agent to its supervisor: by name for a simple_one_for_one supervisor (its
     children are made from its template), else with the agent's own spec."""
     if shell.spec.strategy == "simple_one_for_one":
-        return shell.add_child(rec["name"])
+        return shell.add_child(rec.name)
     return shell.add_child(_child_spec(rec))
 
 
@@ -118,13 +119,13 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
 
-    def reserve(t: Txn) -> dict[str, Any]:
+    def reserve(t: Txn) -> AgentRecord:
         agent_name = name
         rec = t.get_agent(agent_name) if agent_name else None
-        prev = rec["status"] if rec is not None else None
-        if rec is not None and rec["status"] in IN_TREE:
-            raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
-                             f"(pid {rec.get('pid')}); pick another name or stop it first")
+        prev = rec.status if rec is not None else None
+        if rec is not None and rec.status in IN_TREE:
+            raise SpawnError(agent_name or "", f"the name is in use by a {rec.status} agent "
+                             f"(pid {rec.pid}); pick another name or stop it first")
         if rec is None:
             agent_id = t.next_counter("agent_id")
             if agent_name and t.get_sup(agent_name) is not None:
@@ -135,17 +136,16 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
                 while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
                     agent_id = t.next_counter("agent_id")
                     agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
-            rec = {"name": agent_name, "id": agent_id, "incarnation": 0, "restarts": 0,
-                   "created": time.time(), "last_failure": None}
-        rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
-                   shutdown=shutdown, limits=limits or {}, status=AgentStatus.STARTING, pid=None,
-                   order=t.next_counter("order"), fresh=True,
-                   spawning={"prev": prev})  # until the spawn completes: see _roll_back_spawn
-        rec.pop("recover_pending", None)  # a new spawn is not a restart: nothing to recover
+            rec = AgentRecord(agent_name, agent_id, created=time.time())
+        rec = replace(rec, cls=cls, args=args, supervisor=supervisor, restart=restart,
+                      shutdown=shutdown, limits=limits or {}, status=AgentStatus.STARTING,
+                      pid=None, order=t.next_counter("order"), fresh=True,
+                      spawning=Spawning(prev),  # until the spawn completes: _roll_back_spawn
+                      recover_pending=False)  # a new spawn is not a restart: nothing to recover
         t.put_agent(rec)
         return rec
     rec = node.store.write(reserve)
-    agent_name = rec["name"]
+    agent_name = rec.name
     node.spawner.next_failure.pop(agent_name, None)
     try:
         _add_agent(shell, rec)
@@ -163,13 +163,12 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
 def _spawn_completed(node: NodeDaemon, name: str) -> None:
     def txn(t: Txn) -> None:
         rec = t.get_agent(name)
-        if rec is not None and "spawning" in rec:
-            del rec["spawning"]
-            t.put_agent(rec)
+        if rec is not None and rec.spawning is not None:
+            t.put_agent(replace(rec, spawning=None))
     node.store.write(txn)
 
 
-def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: AgentStatus
+def _roll_back_spawn(node: NodeDaemon, rec: AgentRecord, resumed_status: AgentStatus
                      ) -> None:
     """Undo a spawn that did not complete: a new name's record and data are erased (the
     name is free again); a resumed agent goes back to ``resumed_status``, its state kept.
@@ -177,16 +176,15 @@ def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: Agen
     A record still marked ``spawning`` when a node restarts on the dir was never
     acknowledged (the node died first): the restore completes it, or rolls it back with
     this, never leaving a half-made agent."""
-    name = rec["name"]
-    if rec.get("spawning", {}).get("prev") is None:
-        node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
+    name = rec.name
+    if rec.spawning is None or rec.spawning.prev is None:
+        node.store.write(lambda t: (t.erase_agent_data(rec.id), t.delete_agent(name)))
         return
 
     def txn(t: Txn) -> None:
         cur = t.get_agent(name)
         if cur is not None:
-            cur.pop("spawning", None)
-            t.put_agent({**cur, "status": resumed_status, "pid": None})
+            t.put_agent(replace(cur, spawning=None, status=resumed_status, pid=None))
     node.store.write(txn)
 
 
@@ -226,7 +224,7 @@ def _is_supervisor(node: NodeDaemon, name: str) -> bool:
     return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
-def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
+def _require(node: NodeDaemon, name: str) -> AgentRecord:
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
@@ -240,10 +238,10 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
     its state and mailbox stay, so a later spawn under the name resumes it.
     CLI: ``beamish stop NAME``."""
     rec = _require(node, name)
-    shell = node.shell(rec["supervisor"])
+    shell = node.shell(rec.supervisor)
     node.removing.add(name)
     try:
-        if rec["status"] in IN_TREE and shell is not None:
+        if rec.status in IN_TREE and shell is not None:
             node.spawner.stop_reasons[name] = "normal"
             try:
                 shell.remove_child(name)
@@ -253,7 +251,7 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
         node.set_status(name, AgentStatus.STOPPED)
     finally:
         node.removing.discard(name)
-    node.emit("stopped", name, rec["supervisor"], "normal")
+    node.emit("stopped", name, rec.supervisor, "normal")
     return {"name": name, "status": AgentStatus.STOPPED}
 
 
@@ -262,8 +260,8 @@ def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     rec = _require(node, name)
     stop(node, name)
-    node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
-    node.emit("deleted", name, rec["supervisor"], "")
+    node.store.write(lambda t: (t.erase_agent_data(rec.id), t.delete_agent(name)))
+    node.emit("deleted", name, rec.supervisor, "")
     return {"name": name, "deleted": True}
 
 
@@ -279,15 +277,15 @@ def _proc_stats(pid: int | None) -> tuple[int, float]:
         return 0, 0.0
 
 
-def _info_of(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
-    depth, processed = node.store.read(lambda t: (t.depth(rec["id"]), t.processed(rec["id"])))
-    pid = rec.get("pid") if rec["status"] == AgentStatus.RUNNING else None
+def _info_of(node: NodeDaemon, rec: AgentRecord) -> dict[str, Any]:
+    depth, processed = node.store.read(lambda t: (t.depth(rec.id), t.processed(rec.id)))
+    pid = rec.pid if rec.status == AgentStatus.RUNNING else None
     rss, cpu = _proc_stats(pid)
-    return {"name": rec["name"], "pid": pid, "status": rec["status"],
-            "restarts": int(rec.get("restarts", 0)), "mailbox_depth": depth,
+    return {"name": rec.name, "pid": pid, "status": str(rec.status),
+            "restarts": rec.restarts, "mailbox_depth": depth,
             "processed": processed, "rss_bytes": rss, "cpu_seconds": cpu,
-            "last_failure": rec.get("last_failure"), "supervisor": rec["supervisor"],
-            "cls": rec["cls"]}
+            "last_failure": rec.last_failure.to_dict() if rec.last_failure else None,
+            "supervisor": rec.supervisor, "cls": rec.cls}
 
 
 def info(node: NodeDaemon, name: str) -> dict[str, Any]:
@@ -297,7 +295,7 @@ def info(node: NodeDaemon, name: str) -> dict[str, Any]:
 
 def ps(node: NodeDaemon) -> list[dict[str, Any]]:
     """``{"op": "ps"}`` -> a list of `AgentInfo` fields, in start order. CLI: ``beamish ps``."""
-    recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.get("order", 0))
+    recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.order)
     return [_info_of(node, r) for r in recs]
 
 
@@ -306,7 +304,7 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
     "child_restarts", "children"}`` for each supervisor (``restarts``: how many times it
     was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
-    recs = {r["name"]: r for r in node.store.read(lambda t: t.agents())}
+    recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
 
     def walk(snap: Any, status: str, restarts: int) -> dict[str, Any]:
         children = []
@@ -318,11 +316,12 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
                                  "status": str(child.status), "restarts": child.restarts,
                                  "child_restarts": 0, "children": []})
             else:
-                rec = recs.get(child.id, {})
+                rec = recs.get(child.id)
                 children.append({"name": child.id, "kind": "agent",
                                  "status": str(agent_status(child.status)),
-                                 "restarts": int(rec.get("restarts", child.restarts)),
-                                 "pid": rec.get("pid"), "cls": rec.get("cls", "")})
+                                 "restarts": child.restarts if rec is None else rec.restarts,
+                                 "pid": None if rec is None else rec.pid,
+                                 "cls": "" if rec is None else rec.cls})
         return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
                 "status": status, "restarts": restarts,
                 "child_restarts": sum(c["restarts"] for c in children), "children": children}
@@ -355,7 +354,7 @@ def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
     (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
     rec = _require(node, name)
-    entries = node.store.read(lambda t: t.dead(rec["id"]))
+    entries = node.store.read(lambda t: t.dead(rec.id))
     return [{"seq": seq, "kind": e["message"].get("k"), "msg": _dead_msg(e["message"]),
              "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
 
@@ -375,22 +374,22 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
     rec = _require(node, name)
-    if rec["status"] not in ACCEPTS_MESSAGES:
-        raise AgentNotFound(name, f"it is {rec['status']}; spawn or restart it first")
+    if rec.status not in ACCEPTS_MESSAGES:
+        raise AgentNotFound(name, f"it is {rec.status}; spawn or restart it first")
 
     def txn(t: Txn) -> int | None:
-        entry = next((e for s_, e in t.dead(rec["id"]) if s_ == seq), None)
+        entry = next((e for s_, e in t.dead(rec.id) if s_ == seq), None)
         if entry is None:
             return None
-        t.delete_dead(rec["id"], seq)
-        return t.append(rec["id"], entry["message"])
+        t.delete_dead(rec.id, seq)
+        return t.append(rec.id, entry["message"])
     new_seq = node.store.write(txn)
     if new_seq is None:
         raise ConfigError(f"agent {name!r} has no dead letter #{seq} "
                           f"(see `beamish dead-letters {name}`)")
     from beamish.mailbox import Kind, encode_ring
-    node.ring(node.paths.agent_inbox(rec["id"]), encode_ring(Kind.RING, new_seq.to_bytes(8, "big")))
-    node.emit("resent", name, rec["supervisor"], f"dead letter #{seq} as #{new_seq}")
+    node.ring(node.paths.agent_inbox(rec.id), encode_ring(Kind.RING, new_seq.to_bytes(8, "big")))
+    node.emit("resent", name, rec.supervisor, f"dead letter #{seq} as #{new_seq}")
     return {"name": name, "seq": new_seq}
 
 
@@ -406,9 +405,9 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
         if sup is not None:
             return _restart_supervisor(node, sup)
         raise AgentNotFound(name)
-    shell = node.shell(rec["supervisor"])
+    shell = node.shell(rec.supervisor)
     if shell is None:
-        raise AgentNotFound(name, f"its supervisor {rec['supervisor']!r} is gone")
+        raise AgentNotFound(name, f"its supervisor {rec.supervisor!r} is gone")
     try:
         shell.restart_child(name)
     except Running as exc:
@@ -416,20 +415,21 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
     except NotFound:  # not in the tree any more (stopped, exited): add it back
-        node.store.write(lambda t: t.put_agent({**rec, "status": AgentStatus.STARTING, "fresh": True}))
+        node.store.write(lambda t: t.put_agent(replace(rec, status=AgentStatus.STARTING,
+                                                       fresh=True)))
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
-            node.set_status(name, rec["status"])
+            node.set_status(name, rec.status)
             raise SpawnError(name, f"it did not start ({exc})") from None
     return {"name": name, "status": AgentStatus.RUNNING}
 
 
-def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
-    name = rec["name"]
-    parent = node.shell(rec["parent"])
+def _restart_supervisor(node: NodeDaemon, rec: SupervisorRecord) -> dict[str, Any]:
+    name = rec.name
+    parent = node.shell(rec.parent)
     if parent is None:
-        raise AgentNotFound(name, f"it is a supervisor whose parent {rec['parent']!r} is gone")
+        raise AgentNotFound(name, f"it is a supervisor whose parent {rec.parent!r} is gone")
     try:
         parent.restart_child(name)
     except Running as exc:
@@ -440,17 +440,15 @@ def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]
     return {"name": name, "status": ChildStatus.RUNNING}
 
 
-def _sup_spec(rec: dict[str, Any]) -> ChildSpec:
+def _sup_spec(rec: SupervisorRecord) -> ChildSpec:
     # Strings go in as given: the specs validate them and name the field in the error.
     template = None
-    if rec["strategy"] == "simple_one_for_one":
-        t = rec.get("template") or {}
-        template = ChildSpec("template", ChildKind.AGENT, t.get("restart", "permanent"),
-                             t.get("shutdown", 5.0))
-    spec = SupervisorSpec(rec["name"], rec["strategy"], rec["max_restarts"], rec["max_seconds"],
-                          backoff=tuple(rec["backoff"]) if rec.get("backoff") else None,
-                          template=template)
-    return ChildSpec.for_supervisor(spec, rec.get("restart", "permanent"))
+    if rec.strategy == "simple_one_for_one":
+        t = rec.template or ChildTemplate()
+        template = ChildSpec("template", ChildKind.AGENT, t.restart, t.shutdown)  # type: ignore[arg-type]
+    spec = SupervisorSpec(rec.name, rec.strategy, rec.max_restarts, rec.max_seconds,  # type: ignore[arg-type]
+                          backoff=rec.backoff, template=template)
+    return ChildSpec.for_supervisor(spec, rec.restart)  # type: ignore[arg-type]
 
 
 def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
@@ -465,10 +463,10 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     CLI: ``beamish add-supervisor NAME --strategy S --parent P``."""
     check_name(name)
     check_name(parent, "parent")
-    rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
-           "max_seconds": max_seconds, "parent": parent, "restart": restart,
-           "backoff": backoff, "status": ChildStatus.RUNNING,
-           "template": {"restart": child_restart, "shutdown": check_shutdown(child_shutdown)}}
+    rec = SupervisorRecord(name, strategy, max_restarts, max_seconds, parent, restart,
+                           tuple(backoff) if backoff else None,
+                           ChildTemplate(child_restart, check_shutdown(child_shutdown)),
+                           ChildStatus.RUNNING)
     try:
         spec = _sup_spec(rec)
     except (InvalidSpec, ValueError) as exc:
@@ -480,7 +478,7 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
         raise ConfigError(f"name={name!r}: already used by a supervisor or an agent")
 
     def txn(t: Txn) -> None:
-        t.put_sup({**rec, "order": t.next_counter("order")})
+        t.put_sup(replace(rec, order=t.next_counter("order")))
     node.store.write(txn)
     try:
         shell.add_child(spec)
@@ -510,27 +508,24 @@ def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
                                   "namespace; rename it")
         for sup in config.supervisor:
             if t.get_sup(sup.name) is None:
-                t.put_sup({"name": sup.name, "strategy": sup.strategy,
-                           "max_restarts": sup.max_restarts, "max_seconds": sup.max_seconds,
-                           "parent": sup.parent, "restart": sup.restart,
-                           "backoff": list(sup.backoff) if sup.backoff else None,
-                           "template": {"restart": sup.child_restart,
-                                        "shutdown": sup.child_shutdown},
-                           "status": ChildStatus.RUNNING, "order": t.next_counter("order")})
+                t.put_sup(SupervisorRecord(
+                    sup.name, sup.strategy, sup.max_restarts, sup.max_seconds, sup.parent,
+                    sup.restart, tuple(sup.backoff) if sup.backoff else None,
+                    ChildTemplate(sup.child_restart, sup.child_shutdown), ChildStatus.RUNNING,
+                    t.next_counter("order")))
         for agent in config.agent:
             rec = t.get_agent(agent.name)
             if rec is not None:
-                found = agent_drift(rec, agent, node.paths.dir)
+                found = agent_drift(rec.to_wire(), agent, node.paths.dir)
                 if found is not None:
                     drift.append(found)
             if rec is None:
-                t.put_agent({"name": agent.name, "id": t.next_counter("agent_id"),
-                             "incarnation": 0, "restarts": 0, "created": time.time(),
-                             "last_failure": None, "cls": agent.cls, "args": agent.args,
-                             "supervisor": agent.supervisor, "restart": agent.restart,
-                             "shutdown": agent.shutdown, "limits": agent.limits.model_dump(),
-                             "status": AgentStatus.STARTING, "pid": None, "fresh": True,
-                             "order": t.next_counter("order")})
+                t.put_agent(AgentRecord(
+                    agent.name, t.next_counter("agent_id"), created=time.time(),
+                    cls=agent.cls, args=agent.args, supervisor=agent.supervisor,
+                    restart=agent.restart, shutdown=agent.shutdown,
+                    limits=agent.limits.model_dump(), status=AgentStatus.STARTING,
+                    fresh=True, order=t.next_counter("order")))
     node.store.write(txn)
     return drift
 
@@ -541,43 +536,43 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
     failed to start did, by name."""
     failures: dict[str, str] = {}
     sups, agents = node.store.read(lambda t: (t.sups(), t.agents()))
-    items = [("sup", r) for r in sups] + [("agent", r) for r in agents]
-    for kind, rec in sorted(items, key=lambda item: item[1].get("order", 0)):
-        if kind == "sup":
-            parent = node.shell(rec["parent"])
+    items: list[AgentRecord | SupervisorRecord] = [*sups, *agents]
+    for rec in sorted(items, key=lambda item: item.order):
+        if isinstance(rec, SupervisorRecord):
+            parent = node.shell(rec.parent)
             if parent is None:
                 continue
             try:
                 parent.add_child(_sup_spec(rec))
             except (StartFailed, SupervisorError) as exc:
-                node.emit("failed", rec["name"], rec["parent"], f"did not start: {exc}")
+                node.emit("failed", rec.name, rec.parent, f"did not start: {exc}")
             continue
-        if rec["status"] not in ACCEPTS_MESSAGES:
+        if rec.status not in ACCEPTS_MESSAGES:
             continue
-        shell = node.shell(rec["supervisor"])
+        shell = node.shell(rec.supervisor)
         try:
             if shell is None:
-                raise StartFailed(f"its supervisor {rec['supervisor']!r} did not start")
+                raise StartFailed(f"its supervisor {rec.supervisor!r} did not start")
             # A record stored before limits were checked: a bad one would kill the node.
-            check_limits(rec.get("limits"))
-            node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
+            check_limits(rec.limits)
+            node.store.write(lambda t, r=rec: t.put_agent(replace(r, fresh=True)))
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError, ConfigError) as exc:
-            failure = node.spawner.start_failures.pop(rec["name"], None)
+            failure = node.spawner.start_failures.pop(rec.name, None)
             reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
                 else (failure.message if failure else str(exc))
-            if "spawning" in rec:  # never acknowledged: the spawn is undone, not failed
-                _roll_back_spawn(node, rec, rec["spawning"].get("prev") or AgentStatus.STOPPED)
-                node.emit("removed", rec["name"], rec["supervisor"],
+            if rec.spawning is not None:  # never acknowledged: the spawn is undone, not failed
+                _roll_back_spawn(node, rec, rec.spawning.prev or AgentStatus.STOPPED)
+                node.emit("removed", rec.name, rec.supervisor,
                           f"a spawn the node never acknowledged (it stopped first) did not "
                           f"complete on restart, so it was rolled back: {reason}")
                 continue
-            failures[rec["name"]] = reason
-            node.set_status(rec["name"], AgentStatus.FAILED, failure=failure)
-            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {reason}")
+            failures[rec.name] = reason
+            node.set_status(rec.name, AgentStatus.FAILED, failure=failure)
+            node.emit("failed", rec.name, rec.supervisor, f"did not start: {reason}")
             continue
-        if "spawning" in rec:
-            _spawn_completed(node, rec["name"])
+        if rec.spawning is not None:
+            _spawn_completed(node, rec.name)
     return failures
 
 

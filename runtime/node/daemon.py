@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -199,22 +199,22 @@ class NodeDaemon:
         from .commands import add_config_entries, start_persisted
         drift = add_config_entries(self, config)
         failed = start_persisted(self)
-        recs = {r["name"]: r for r in self.store.read(lambda t: t.agents())}
+        recs = {r.name: r for r in self.store.read(lambda t: t.agents())}
         for agent in config.agent:  # declared, and failed before this start
             rec = recs.get(agent.name)
-            if rec is not None and rec["status"] == AgentStatus.FAILED and agent.name not in failed:
-                last = rec.get("last_failure") or {}
+            if rec is not None and rec.status == AgentStatus.FAILED and agent.name not in failed:
+                last = rec.last_failure
                 failed[agent.name] = ("it was marked failed before this start"
-                                      + (f" ({last.get('exc_type') or last.get('kind')}: "
-                                         f"{last.get('message')})" if last else ""))
+                                      + (f" ({last.exc_type or last.kind}: "
+                                         f"{last.message})" if last else ""))
         return StartReport(
-            tuple(AgentStartFailure(name, str(recs.get(name, {}).get("cls", "?")), why)
+            tuple(AgentStartFailure(name, recs[name].cls if name in recs else "?", why)
                   for name, why in failed.items()), tuple(drift))
 
     def sup_of(self, name: str) -> str:
         """Return the supervisor of agent ``name`` (from the registry)."""
         rec = self.store.read(lambda t: t.get_agent(name))
-        return str(rec["supervisor"]) if rec else ROOT
+        return rec.supervisor if rec else ROOT
 
     def _on_sup_event(self, kind: str, name: str, supervisor: str, reason: str) -> None:
         # The event first: whoever sees the new status can then find the event too.
@@ -238,16 +238,16 @@ class NodeDaemon:
         def txn(t: Txn) -> None:
             rec = t.get_agent(name)
             # Not "starting": a spawn that failed undoes its own reservation.
-            if rec is not None and rec["status"] in HAD_PROCESS:
-                t.put_agent({**rec, "status": AgentStatus.EXITED, "pid": None})
+            if rec is not None and rec.status in HAD_PROCESS:
+                t.put_agent(replace(rec, status=AgentStatus.EXITED, pid=None))
         self.store.write(txn)
 
     def set_sup_status(self, name: str, status: ChildStatus) -> None:
         """Record a nested supervisor's status (failed, running) in the registry."""
         def txn(t: Txn) -> None:
             rec = t.get_sup(name)
-            if rec is not None and rec.get("status") != status:
-                t.put_sup({**rec, "status": status})
+            if rec is not None and rec.status != status:
+                t.put_sup(replace(rec, status=status))
         self.store.write(txn)
 
     def emit(self, kind: str, name: str, supervisor: str, reason: str = "") -> None:
@@ -267,15 +267,11 @@ class NodeDaemon:
             rec = t.get_agent(name)
             if rec is None:
                 return
-            rec["status"] = status
-            rec["pid"] = pid
-            if failure is not None:
-                rec["last_failure"] = failure.to_dict()
-            if recover_pending:
-                rec["recover_pending"] = True
-            elif recover_pending is not None:
-                rec.pop("recover_pending", None)
-            t.put_agent(rec)
+            t.put_agent(replace(
+                rec, status=status, pid=pid,
+                last_failure=rec.last_failure if failure is None else failure,
+                recover_pending=rec.recover_pending if recover_pending is None
+                else recover_pending))
         self.store.write(txn)
 
     def deliver_info(self, to: Any, message: dict[str, Any]) -> None:
@@ -434,7 +430,7 @@ class NodeDaemon:
                     return incn.name
         # A report sent during recover can beat the zygote's answer to the fork, before
         # the incarnation is registered: the store knows the name.
-        names = self.store.read(lambda t: [r["name"] for r in t.agents() if r["id"] == agent_id])
+        names = self.store.read(lambda t: [r.name for r in t.agents() if r.id == agent_id])
         return names[0] if names else f"#{agent_id}"
 
     def _drain_results(self) -> None:

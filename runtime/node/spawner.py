@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -28,6 +28,7 @@ from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, 
 from ..errors import StoreFullError
 from ..messaging.reports import Rejected, Report, parse_report, worth_logging
 from ..store.lmdb import Txn, filesystem_full, full_disk_advice
+from ..store.records import AgentRecord
 from .links import Deliver, KillLinked
 from .zygote_link import PreloadRefused, ZygoteLost
 
@@ -109,34 +110,33 @@ class AgentSpawner:
     def _start(self, name: str, failure: Failure | None) -> Incarnation:
         node = self.node
 
-        def txn(t: Txn) -> dict[str, Any] | None:
+        def txn(t: Txn) -> AgentRecord | None:
             rec = t.get_agent(name)
             if rec is None:
                 return None
-            rec["incarnation"] = int(rec.get("incarnation", 0)) + 1
             # Counted before the fork, so a caller that sees the new process's reply
             # also sees the restart. A spawn (or a node start) marks the first start fresh.
-            if not rec.pop("fresh", False):
-                rec["restarts"] = int(rec.get("restarts", 0)) + 1
-            rec["status"] = AgentStatus.STARTING
+            rec = replace(rec, incarnation=rec.incarnation + 1, fresh=False,
+                          restarts=rec.restarts if rec.fresh else rec.restarts + 1,
+                          status=AgentStatus.STARTING)
             t.put_agent(rec)
             return rec
         rec = node.store.write(txn)
         if rec is None:
             raise StartFailed(f"agent {name!r} has no record")
-        if failure is None and rec.get("recover_pending"):
+        if failure is None and rec.recover_pending:
             # The node restarted between a failure and the start that runs recover for it.
-            failure = Failure.from_dict(rec.get("last_failure"))
+            failure = rec.last_failure
         boot = {
             "dir": node.paths.dir, "store": node.store_path, "durability": node.durability,
-            "id": rec["id"], "name": name, "cls": rec["cls"], "args": rec.get("args", {}),
-            "incarnation": rec["incarnation"], "failure": failure.to_dict() if failure else None,
+            "id": rec.id, "name": name, "cls": rec.cls, "args": rec.args,
+            "incarnation": rec.incarnation, "failure": failure.to_dict() if failure else None,
             "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
-            "limits": rec.get("limits") or {},
+            "limits": rec.limits,
         }
         preload = list(node.preload)
         if node.preload_agent_modules:
-            preload.append(rec["cls"].partition(":")[0])
+            preload.append(rec.cls.partition(":")[0])
         # Not under self.lock: the zygote's reader thread, which answers this fork, may be
         # taking that lock for another agent's exit at the same moment.
         try:
@@ -149,8 +149,8 @@ class AgentSpawner:
             raise StartFailed(str(exc)) from None
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
-        incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
-                           limits={k: v for k, v in (rec.get("limits") or {}).items() if v})
+        incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
+                           limits={k: v for k, v in rec.limits.items() if v})
         with self.registered:
             self.by_pid[pid] = incn
             self.current[name] = incn

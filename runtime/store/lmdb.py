@@ -35,6 +35,7 @@ import lmdb
 from beamish.mailbox import pack, unpack
 
 from ..errors import StoreError, StoreFullError
+from .records import AgentRecord, SupervisorRecord
 
 Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
@@ -126,15 +127,16 @@ class Txn:
         return value
 
     # -- agents and supervisors ----------------------------------------------------------------
-    def get_agent(self, name: str) -> dict[str, Any] | None:
+    def get_agent(self, name: str) -> AgentRecord | None:
         """Return the agent record named ``name``, or None."""
-        return self._get("agents", name.encode())
+        raw = self._get("agents", name.encode())
+        return None if raw is None else AgentRecord.from_wire(raw)
 
-    def put_agent(self, record: dict[str, Any]) -> None:
-        """Write an agent record (keyed by ``record["name"]``) and its route."""
-        key = record["name"].encode()
-        self._put("agents", key, record)
-        self._put("routes", key, [record["id"], record["status"]])
+    def put_agent(self, record: AgentRecord) -> None:
+        """Write an agent record (keyed by its name) and its route."""
+        key = record.name.encode()
+        self._put("agents", key, record.to_wire())
+        self._put("routes", key, [record.id, str(record.status)])
 
     def get_route(self, name: str) -> tuple[int, str] | None:
         """Return ``(agent_id, status)`` of agent ``name``, or None (cheap: for senders)."""
@@ -146,25 +148,26 @@ class Txn:
         self._delete("agents", name.encode())
         self._delete("routes", name.encode())
 
-    def agents(self) -> list[dict[str, Any]]:
+    def agents(self) -> list[AgentRecord]:
         """Return every agent record."""
-        return [unpack(v) for _, v in self._prefix("agents", b"")]
+        return [AgentRecord.from_wire(unpack(v)) for _, v in self._prefix("agents", b"")]
 
-    def get_sup(self, name: str) -> dict[str, Any] | None:
+    def get_sup(self, name: str) -> SupervisorRecord | None:
         """Return the supervisor record ``name``, or None."""
-        return self._get("sups", name.encode())
+        raw = self._get("sups", name.encode())
+        return None if raw is None else SupervisorRecord.from_wire(raw)
 
-    def put_sup(self, record: dict[str, Any]) -> None:
-        """Write a supervisor record (keyed by ``record["name"]``)."""
-        self._put("sups", record["name"].encode(), record)
+    def put_sup(self, record: SupervisorRecord) -> None:
+        """Write a supervisor record (keyed by its name)."""
+        self._put("sups", record.name.encode(), record.to_wire())
 
     def delete_sup(self, name: str) -> None:
         """Remove the supervisor record ``name``."""
         self._delete("sups", name.encode())
 
-    def sups(self) -> list[dict[str, Any]]:
+    def sups(self) -> list[SupervisorRecord]:
         """Return every supervisor record."""
-        return [unpack(v) for _, v in self._prefix("sups", b"")]
+        return [SupervisorRecord.from_wire(unpack(v)) for _, v in self._prefix("sups", b"")]
 
     # -- mailboxes ------------------------------------------------------------------------------
     def append(self, agent_id: int, message: dict[str, Any]) -> int:

@@ -5,6 +5,7 @@ no agent crash-loops."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -81,8 +82,8 @@ def test_a_stored_agent_with_bad_limits_is_not_started(node_dir):
         shutdown_quietly(n)
     store = Store(store_path, "process")
     try:
-        store.write(lambda t: t.put_agent({**t.get_agent("legacy"),
-                                           "limits": {"handler_timeout": "1"}}))
+        store.write(lambda t: t.put_agent(dataclasses.replace(
+            t.get_agent("legacy"), limits={"handler_timeout": "1"})))
     finally:
         store.close()
     n = start_node(node_dir)
