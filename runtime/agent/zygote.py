@@ -40,16 +40,16 @@ import struct
 import sys
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from beamish.mailbox import pack, unpack
 
 from .._osproc import FrameReader, _prctl, die_with_parent, returncode_from_status, send_frame
+from ..store.records import Boot, NodeFields
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 _LEN = struct.Struct(">I")
-# The boot fields every agent of a node shares; a warm child is prepared with them.
-NODE_FIELDS = ("dir", "store", "durability", "max_message_bytes")
 
 
 def _child_signals(zygote_pid: int) -> None:
@@ -64,7 +64,7 @@ def _child_signals(zygote_pid: int) -> None:
 
 
 def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
-           template: dict[str, Any], zygote_pid: int) -> None:
+           template: NodeFields, zygote_pid: int) -> None:
     """The forked process: cold (``boot`` given) or warm (prepare, then read the boot)."""
     code = 1
     try:
@@ -112,7 +112,7 @@ class _Zygote:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.me = os.getpid()
-        self.template: dict[str, Any] | None = None
+        self.template: NodeFields | None = None  # the node fields the warm children have
         self.warm: list[tuple[int, int]] = []  # (pid, boot pipe's write end), oldest first
         self.quiet: set[int] = set()  # warm or retired children: their exits are not agents'
         self.warm_ok = True  # off for good once a warm child died unused (cold forks then)
@@ -130,15 +130,15 @@ class _Zygote:
                      *(w for _, w in self.warm)]
             if boot_w is not None:
                 close.append(boot_w)
-            _child(close, boot, boot_r, {**self.template, "ready_fd": self.ready_fd},
-                   self.me)
+            _child(close, boot, boot_r, self.template, self.me)
         if boot_r is not None:
             os.close(boot_r)
         return pid, boot_w
 
     def spawn(self, boot: dict[str, Any]) -> int:
-        boot = {**boot, "ready_fd": self.ready_fd}
-        template = {k: boot.get(k) for k in NODE_FIELDS}
+        record = replace(Boot.from_wire(boot), ready_fd=self.ready_fd)
+        boot = record.to_wire()
+        template = record.node
         if template != self.template:
             self.retire()
             self.template = template

@@ -36,7 +36,7 @@ from beamish.mailbox import (
 )
 
 from .._paths import NodePaths
-from .._types import ACCEPTS_MESSAGES, Failure
+from .._types import ACCEPTS_MESSAGES
 from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
@@ -47,7 +47,7 @@ from ..errors import (
     StoreError,
 )
 from ..store.lmdb import Store, Txn
-from ..store.records import AgentRecord
+from ..store.records import AgentRecord, Message, Reply, ReplyError
 
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
 # normal operation; this bounds the cost if one is).
@@ -75,10 +75,9 @@ def encode_message(msg: Any, limit: int, target: str) -> bytes:
         raise BadMessage(str(exc)) from None
 
 
-def raise_reply_error(name: str, error: dict[str, Any]) -> None:
+def raise_reply_error(name: str, error: ReplyError) -> None:
     """Raise the `RemoteError` a reply record carries."""
-    raise RemoteError(name, str(error.get("type", "Error")), str(error.get("message", "")),
-                      str(error.get("traceback", "")), Failure.from_dict(error.get("failure")))
+    raise RemoteError(name, error.type, error.message, error.traceback, error.failure)
 
 
 def raise_gone(name: str, rec: AgentRecord | None) -> None:
@@ -270,10 +269,10 @@ class Messenger:
                 self._ports.add(port)
         return port
 
-    def _append(self, name: str, message: dict[str, Any], port: _Port) -> None:
+    def _append(self, name: str, message: Message, port: _Port) -> None:
         """Commit ``message`` to ``name``'s mailbox, then ring the agent. The ring carries
         the message itself when it is small, so the agent need not read it back."""
-        packed = pack(message)
+        packed = pack(message.to_wire())
         try:
             agent_id, seq = self._appender.append(name, packed, port.taken)
         except AgentNotFound:
@@ -292,7 +291,7 @@ class Messenger:
         """
         check_name(name)
         payload = encode_message(msg, self.limit, name)
-        self._append(name, {"k": "cast", "p": payload, "t": time.time()}, self._port())
+        self._append(name, Message("cast", payload, time.time()), self._port())
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """Send ``msg`` to agent ``name`` and wait for the reply.
@@ -310,14 +309,14 @@ class Messenger:
         msg_id = new_msg_id()
         deadline = time.monotonic() + timeout
         wall_deadline = time.time() + timeout
-        self._append(name, {"k": "call", "p": payload, "t": time.time(), "id": msg_id,
-                            "r": port.inbox_path, "d": wall_deadline}, port)
+        self._append(name, Message.call(payload, msg_id, port.inbox_path, wall_deadline,
+                                        time=time.time()), port)
         while True:
             remaining = deadline - time.monotonic()
             got = port.inbox.recv(max(0.0, min(remaining, REPLY_RECHECK_S)))
             reply = None
             if got is not None and got[1].msg_id == msg_id and isinstance(got[1].payload, dict):
-                reply = got[1].payload  # the committed reply, carried in its ring
+                reply = Reply.from_wire(got[1].payload)  # the committed reply, in its ring
                 port.taken.append(msg_id)
             elif got is None:
                 # No ring yet: the reply may be committed with its ring lost (the agent died
@@ -327,9 +326,9 @@ class Messenger:
                 if reply is None and (rec is None or rec.status not in ACCEPTS_MESSAGES):
                     raise_gone(name, rec)
             if reply is not None:
-                if reply.get("ok"):
-                    return unpack(reply["v"])
-                raise_reply_error(name, reply["e"])
+                if reply.ok:
+                    return unpack(reply.value)
+                raise_reply_error(name, reply.error or ReplyError("Error", ""))
             if time.monotonic() >= deadline:
                 raise CallTimeout(name, timeout)
 
@@ -350,7 +349,7 @@ class Messenger:
             self.ctx.destroy(linger=0)
 
 
-def reply_ring(msg_id: bytes, reply: dict[str, Any]) -> bytes:
+def reply_ring(msg_id: bytes, reply: Reply) -> bytes:
     """The ring an agent sends a caller once the reply to ``msg_id`` is committed; it
     carries the reply itself, so the caller need not read it back from LMDB."""
-    return encode_ring(Kind.REPLY, msg_id, pack(reply))
+    return encode_ring(Kind.REPLY, msg_id, pack(reply.to_wire()))

@@ -40,7 +40,14 @@ from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..store.lmdb import Txn
-from ..store.records import AgentRecord, ChildTemplate, Spawning, SupervisorRecord
+from ..store.records import (
+    AgentRecord,
+    ChildTemplate,
+    Malformed,
+    Message,
+    Spawning,
+    SupervisorRecord,
+)
 from .config import ConfigDrift, agent_drift
 
 if TYPE_CHECKING:
@@ -355,18 +362,18 @@ def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
     CLI: ``beamish dead-letters NAME``."""
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec.id))
-    return [{"seq": seq, "kind": e["message"].get("k"), "msg": _dead_msg(e["message"]),
-             "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
+    return [{"seq": seq, "kind": e.message.kind, "msg": _dead_msg(e.message),
+             "failure": e.failure, "time": e.time} for seq, e in entries]
 
 
-def _dead_msg(record: dict[str, Any]) -> Any:
+def _dead_msg(record: Message | Malformed) -> Any:
     """A dead letter's message; one refused because it does not decode is shown as its
     raw bytes (so it can still be listed, inspected and deleted)."""
     from beamish.mailbox import ProtocolError, unpack
     try:
-        return unpack(record.get("p", b""))
+        return unpack(record.payload)
     except ProtocolError:
-        return record.get("p")
+        return record.payload
 
 
 def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
@@ -382,7 +389,7 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
         if entry is None:
             return None
         t.delete_dead(rec.id, seq)
-        return t.append(rec.id, entry["message"])
+        return t.append(rec.id, entry.message)
     new_seq = node.store.write(txn)
     if new_seq is None:
         raise ConfigError(f"agent {name!r} has no dead letter #{seq} "

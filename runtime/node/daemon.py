@@ -52,6 +52,7 @@ from ..errors import (
 from ..messaging.messenger import Messenger
 from ..messaging.reports import Rejected, parse_report, worth_logging
 from ..store.lmdb import Store, Txn, memory_path, wipe
+from ..store.records import Message
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
 from .spawner import AgentSpawner
@@ -279,10 +280,10 @@ class NodeDaemon:
         is still the agent's live process (any thread)."""
         if self.spawner.current.get(to.name) is not to:
             return
-        record = {"k": "info", "p": pack(message), "t": time.time()}
+        record = Message("info", pack(message), time.time())
         seq = self.store.write(lambda t: t.append(to.id, record))
         self.ring(self.paths.agent_inbox(to.id),
-                  encode_ring(Kind.RING, seq.to_bytes(8, "big"), pack(record)))
+                  encode_ring(Kind.RING, seq.to_bytes(8, "big"), pack(record.to_wire())))
 
     def ring(self, path: str, frame: bytes) -> None:
         """Send a compact doorbell/system frame to an agent inbox (any thread)."""

@@ -28,7 +28,7 @@ from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, 
 from ..errors import StoreFullError
 from ..messaging.reports import Rejected, Report, parse_report, worth_logging
 from ..store.lmdb import Txn, filesystem_full, full_disk_advice
-from ..store.records import AgentRecord
+from ..store.records import AgentRecord, Boot, FailureReport, NodeFields, message_kind
 from .links import Deliver, KillLinked
 from .zygote_link import PreloadRefused, ZygoteLost
 
@@ -127,20 +127,17 @@ class AgentSpawner:
         if failure is None and rec.recover_pending:
             # The node restarted between a failure and the start that runs recover for it.
             failure = rec.last_failure
-        boot = {
-            "dir": node.paths.dir, "store": node.store_path, "durability": node.durability,
-            "id": rec.id, "name": name, "cls": rec.cls, "args": rec.args,
-            "incarnation": rec.incarnation, "failure": failure.to_dict() if failure else None,
-            "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
-            "limits": rec.limits,
-        }
+        boot = Boot(NodeFields(node.paths.dir, node.store_path, node.durability,
+                               node.max_message_bytes),
+                    rec.id, name, rec.cls, rec.args, rec.incarnation, failure,
+                    node.sys_path, rec.limits)
         preload = list(node.preload)
         if node.preload_agent_modules:
             preload.append(rec.cls.partition(":")[0])
         # Not under self.lock: the zygote's reader thread, which answers this fork, may be
         # taking that lock for another agent's exit at the same moment.
         try:
-            pid = node.zygote.fork(boot, preload)
+            pid = node.zygote.fork(boot.to_wire(), preload)
         except PreloadRefused as exc:
             self.start_failures[name] = Failure(
                 kind="exit", message=f"module {exc.module!r} cannot be loaded: {exc.why} "
@@ -402,41 +399,40 @@ class AgentSpawner:
         # word, below): not always the mailbox head, since a group commits in one go.
         unfinished = read_unfinished(node.paths.agent_busy(incn.id), incn.inc)
 
-        def take_report(t: Txn) -> tuple[dict[str, Any] | None, dict[int, str]]:
+        def take_report(t: Txn) -> tuple[FailureReport | None, dict[int, str]]:
             report = t.pop_failure(incn.id)
             kinds = t.kinds_between(incn.id, unfinished.first, unfinished.last) \
                 if unfinished.last else {}
             if unfinished.handling is not None:
                 msg = t.message(incn.id, unfinished.handling)
                 if msg is not None:
-                    kinds[unfinished.handling] = str(msg["k"])
+                    kinds[unfinished.handling] = message_kind(msg.to_wire())
             return report, kinds
         report, kinds = node.store.write(take_report)
         lost = self.lost_with_zygote.pop(incn.pid, None)
-        if report is not None and report.get("inc") != incn.inc:
+        if report is not None and report.inc != incn.inc:
             report = None
         if incn.terminating is not None:
             r = incn.terminating
             return (ExitReason.normal(r) if r == "normal" else ExitReason.shutdown(r)), None, None
-        if report is not None and report.get("escalate"):
-            why = str(report["escalate"])
+        if report is not None and report.escalate:
+            why = report.escalate
             return ExitReason.abnormal(f"escalate: {why}"), None, why
-        if report is not None and "stop" in report:
-            why = str(report["stop"])
+        if report is not None and report.stop is not None:
+            why = report.stop
             if why == "normal":
                 return ExitReason.normal(why), None, None
             if why == "shutdown":
                 return ExitReason.shutdown(why), None, None
-            if report.get("phase") == "recover":
+            if report.phase == "recover":
                 # recover chose this stop and gave the failed message up: a restart after
                 # it has nothing to recover from (no failure, so no recover and the last
                 # failure shown stays the one recover dealt with).
                 return ExitReason.abnormal(why), None, None
             failure = Failure(kind="exit", message=f"stopped: {why}", exit_code=code)
             return ExitReason.abnormal(why), failure, None
-        if report is not None and report.get("failure"):
-            failure = Failure.from_dict(report["failure"])
-            assert failure is not None
+        if report is not None and report.failure is not None:
+            failure = report.failure
             if failure.exc_type == "MemoryError" and "memory_mb" in incn.limits:
                 # The RLIMIT_DATA backstop made an allocation fail: that is its memory limit.
                 failure = Failure(**{**failure.to_dict(), "kind": "oom"})

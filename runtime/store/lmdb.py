@@ -35,7 +35,16 @@ import lmdb
 from beamish.mailbox import pack, unpack
 
 from ..errors import StoreError, StoreFullError
-from .records import AgentRecord, SupervisorRecord
+from .records import (
+    AgentRecord,
+    DeadLetter,
+    FailureReport,
+    Malformed,
+    Message,
+    Reply,
+    SupervisorRecord,
+    message_kind,
+)
 
 Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
@@ -170,9 +179,9 @@ class Txn:
         return [SupervisorRecord.from_wire(unpack(v)) for _, v in self._prefix("sups", b"")]
 
     # -- mailboxes ------------------------------------------------------------------------------
-    def append(self, agent_id: int, message: dict[str, Any]) -> int:
+    def append(self, agent_id: int, message: Message | Malformed) -> int:
         """Append ``message`` to the agent's mailbox; return its sequence number."""
-        return self.append_packed(agent_id, pack(message))
+        return self.append_packed(agent_id, pack(message.to_wire()))
 
     def append_packed(self, agent_id: int, packed: bytes) -> int:
         """Append an already-packed message record; return its sequence number."""
@@ -183,14 +192,15 @@ class Txn:
         self.txn.put(_key(agent_id, seq), packed, db=self.dbs["mailbox"])
         return seq
 
-    def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, dict[str, Any]]]:
+    def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
-        return [(_U64.unpack(k[8:])[0], unpack(v))
+        return [(_U64.unpack(k[8:])[0], Message.from_wire(unpack(v)))
                 for k, v in self._prefix("mailbox", _id(agent_id), limit)]
 
-    def message(self, agent_id: int, seq: int) -> dict[str, Any] | None:
+    def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
-        return self._get("mailbox", _key(agent_id, seq))
+        raw = self.txn.get(_key(agent_id, seq), db=self.dbs["mailbox"])
+        return None if raw is None else Message.from_wire(unpack(raw))
 
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
         """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
@@ -202,7 +212,7 @@ class Txn:
         for key, value in cur:
             if key > end:
                 break
-            out[_U64.unpack(key[8:])[0]] = str(unpack(value)["k"])
+            out[_U64.unpack(key[8:])[0]] = message_kind(unpack(value))
         return out
 
     def tail(self, agent_id: int) -> int:
@@ -243,48 +253,50 @@ class Txn:
         self._put("state", _id(agent_id), {"v": version, "s": packed, "n": processed})
 
     # -- replies --------------------------------------------------------------------------------
-    def put_reply(self, msg_id: bytes, reply: dict[str, Any]) -> None:
+    def put_reply(self, msg_id: bytes, reply: Reply) -> None:
         """Store the reply to call ``msg_id`` for its caller to take."""
-        self._put("replies", msg_id, reply)
+        self._put("replies", msg_id, reply.to_wire())
 
     def put_reply_packed(self, msg_id: bytes, packed: bytes) -> None:
         """Store an already-packed reply record to call ``msg_id``."""
         self.txn.put(msg_id, packed, db=self.dbs["replies"])
 
-    def pop_reply(self, msg_id: bytes) -> dict[str, Any] | None:
+    def pop_reply(self, msg_id: bytes) -> Reply | None:
         """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
         raw = self.txn.pop(msg_id, db=self.dbs["replies"])
-        return None if raw is None else unpack(raw)
+        return None if raw is None else Reply.from_wire(unpack(raw))
 
     def expired_replies(self, now: float) -> list[bytes]:
         """Return the ids of replies whose caller's deadline passed long ago."""
-        return [k for k, v in self._prefix("replies", b"") if unpack(v).get("expires", now) < now]
+        return [k for k, v in self._prefix("replies", b"")
+                if Reply.expires_of(unpack(v), now) < now]
 
     def delete_reply(self, msg_id: bytes) -> None:
         """Drop the reply ``msg_id``."""
         self._delete("replies", msg_id)
 
     # -- dead letters, failures, stats ------------------------------------------------------------
-    def put_dead(self, agent_id: int, seq: int, entry: dict[str, Any]) -> None:
+    def put_dead(self, agent_id: int, seq: int, entry: DeadLetter) -> None:
         """Keep a skipped message with its failure."""
-        self._put("dead", _key(agent_id, seq), entry)
+        self._put("dead", _key(agent_id, seq), entry.to_wire())
 
-    def dead(self, agent_id: int) -> list[tuple[int, dict[str, Any]]]:
+    def dead(self, agent_id: int) -> list[tuple[int, DeadLetter]]:
         """Return the agent's dead letters, oldest first."""
-        return [(_U64.unpack(k[8:])[0], unpack(v)) for k, v in self._prefix("dead", _id(agent_id))]
+        return [(_U64.unpack(k[8:])[0], DeadLetter.from_wire(unpack(v)))
+                for k, v in self._prefix("dead", _id(agent_id))]
 
     def delete_dead(self, agent_id: int, seq: int) -> bool:
         """Drop one dead letter; False if it was not there."""
         return self._delete("dead", _key(agent_id, seq))
 
-    def put_failure(self, agent_id: int, report: dict[str, Any]) -> None:
+    def put_failure(self, agent_id: int, report: FailureReport) -> None:
         """Record a dying agent's own report of why it fails."""
-        self._put("failures", _id(agent_id), report)
+        self._put("failures", _id(agent_id), report.to_wire())
 
-    def pop_failure(self, agent_id: int) -> dict[str, Any] | None:
+    def pop_failure(self, agent_id: int) -> FailureReport | None:
         """Take the agent's last failure report, if it wrote one."""
         raw = self.txn.pop(_id(agent_id), db=self.dbs["failures"])
-        return None if raw is None else unpack(raw)
+        return None if raw is None else FailureReport.from_wire(unpack(raw))
 
     def processed(self, agent_id: int) -> int:
         """Return how many messages the agent has handled (committed)."""
