@@ -20,7 +20,10 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
     messaging/  any process                messenger.py (call/cast: append, ring, reply),
                                            control.py (requests to the node), reports.py,
                                            spawnargs.py
-    store/      any process                lmdb.py (the only module that imports lmdb)
+    store/      any process                records.py (every stored record, typed, with
+                                           its wire form), protocol.py (the Store/Txn
+                                           interface), lmdb.py (implements it; the only
+                                           module that imports lmdb); open_store()
     (ground)    any process                errors.py, _types.py (public records),
                                            _validation.py, _paths.py, _osproc.py
 

@@ -41,7 +41,8 @@ from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
 from ..messaging.messenger import REPLY_GRACE_S, Messenger, reply_ring
-from ..store.lmdb import Store, Txn
+from ..store import open_store
+from ..store.protocol import Txn
 from ..store.records import (
     Boot,
     DeadLetter,
@@ -150,7 +151,7 @@ class Prepared:
 
     def __init__(self, node: NodeFields) -> None:
         self.node = node
-        self.store = Store(node.store, node.durability)
+        self.store = open_store(node.store, node.durability)
         self.zctx: zmq.Context[Any] = zmq.Context()
         # libzmq starts its IO and reaper threads with the first socket: start them now.
         self.zctx.socket(zmq.PUSH).close(linger=0)

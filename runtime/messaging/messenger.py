@@ -46,7 +46,7 @@ from ..errors import (
     RemoteError,
     StoreError,
 )
-from ..store.lmdb import Store, Txn
+from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
 
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in

@@ -39,7 +39,7 @@ from ..agent.inflight import read_dropped
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
-from ..store.lmdb import Txn
+from ..store.protocol import Txn
 from ..store.records import (
     AgentRecord,
     ChildTemplate,

@@ -51,7 +51,8 @@ from ..errors import (
 )
 from ..messaging.messenger import Messenger
 from ..messaging.reports import Rejected, parse_report, worth_logging
-from ..store.lmdb import Store, Txn, memory_path, wipe
+from ..store import memory_path, open_store, wipe
+from ..store.protocol import Store, Txn
 from ..store.records import Message
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
@@ -149,7 +150,7 @@ class NodeDaemon:
             wipe(self.store_path)
         else:
             self.store_path = self.paths.store
-        self.store = Store(self.store_path, self.durability)
+        self.store: Store = open_store(self.store_path, self.durability)
         # The zygote is started before any ZeroMQ context exists in this process.
         self.spawner = AgentSpawner(self)
         self.links = LinkTable()

@@ -27,7 +27,8 @@ from .._types import AgentStatus, Failure
 from ..agent.inflight import blame, read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import StoreFullError
 from ..messaging.reports import Rejected, Report, parse_report, worth_logging
-from ..store.lmdb import Txn, filesystem_full, full_disk_advice
+from ..store import filesystem_full, full_disk_advice
+from ..store.protocol import Txn
 from ..store.records import AgentRecord, Boot, FailureReport, NodeFields, message_kind
 from .links import Deliver, KillLinked
 from .zygote_link import PreloadRefused, ZygoteLost

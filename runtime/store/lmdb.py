@@ -1,24 +1,28 @@
-"""The only module that imports lmdb: the node's durable store.
+"""The only module that imports lmdb: the LMDB implementation of the store interface
+(`.protocol`; open one with `beamish.runtime.store.open_store`).
 
-One LMDB environment per node holds, in named databases:
+One LMDB environment per node holds, in named databases, msgpack values (each record's
+``to_wire`` form, `.records`):
 
-    agents      name -> agent record (spec, id, status, restarts, ...)
+    agents      name -> AgentRecord                           (the registry)
     routes      name -> [id, status]    (the small part of the record a sender reads)
-    sups        name -> supervisor record (the persisted tree)
-    mailbox     agent_id(8) + seq(8) -> message record       (the durable mailboxes)
+    sups        name -> SupervisorRecord                      (the persisted tree)
+    mailbox     agent_id(8) + seq(8) -> Message               (the durable mailboxes)
     tails       agent_id(8) -> next seq(8)
     state       agent_id(8) -> {"v": version, "s": packed state, "n": messages handled}
-    replies     msg_id -> reply record                        (a call's answer, read by the caller)
-    dead        agent_id(8) + seq(8) -> {"message", "failure"} (dead letters)
-    attempts    agent_id(8) + seq(8) -> int                   (tries of one message)
-    failures    agent_id(8) -> failure report a dying agent wrote
-    meta        key -> value (id counters)
+    replies     msg_id -> Reply                 (a call's answer, taken by the caller)
+    dead        agent_id(8) + seq(8) -> DeadLetter            (messages given up)
+    attempts    agent_id(8) + seq(8) -> int                   (failed tries of one message)
+    failures    agent_id(8) -> FailureReport                  (what a dying agent wrote)
+    meta        key -> int                                    (counters: agent_id, order)
 
 Rules (py-lmdb docs): every process opens its own environment after any fork; a
 transaction is never held across a socket receive; read-only unless writing. The map
 starts small and grows on demand: ``MapFullError`` and ``MapResizedError`` never reach a
-user. One process-wide lock guards transactions because resizing needs no live
-transaction in the process.
+user, because `Store.write` runs its function again in a new transaction after growing the
+map (the re-run contract: a write function has no side effects outside its transaction).
+One process-wide lock guards transactions because resizing needs no live transaction in
+the process.
 """
 
 from __future__ import annotations
@@ -100,8 +104,9 @@ def memory_path(node_dir: str) -> str:
 
 
 class Txn:
-    """One LMDB transaction with beamish's record operations. Get one from `Store.read`
-    or `Store.write`; never keep it after the function returns."""
+    """One LMDB transaction with beamish's record operations (implements
+    `.protocol.Txn`). Get one from `Store.read` or `Store.write`; never keep it after the
+    function returns."""
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
         self.txn = txn
@@ -314,7 +319,7 @@ class Txn:
 
 
 class Store:
-    """An open LMDB environment with retrying transactions.
+    """An open LMDB environment with retrying transactions (implements `.protocol.Store`).
 
     Args:
         path: the environment directory.
