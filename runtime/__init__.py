@@ -9,6 +9,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            cli.py (the ``beamish`` command)
     node/       the node daemon process    daemon.py (main loop, events, housekeeping),
                                            commands.py (one function per control command),
+                                           registry.py (agent records' status transitions
+                                           and the events they emit),
                                            spawner.py (starts agents, classifies exits),
                                            zygote_link.py (talks to the zygote),
                                            links.py (links and monitors), config.py

@@ -35,7 +35,6 @@ from beamish.supervisor import (
 
 from .._types import ACCEPTS_MESSAGES, IN_TREE, AgentStatus, DroppedFrames, agent_status
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
-from ..agent.inflight import read_dropped
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
@@ -79,14 +78,9 @@ def ping(node: NodeDaemon) -> dict[str, Any]:
 def dropped_frames(node: NodeDaemon) -> DroppedFrames:
     """Count the invalid frames dropped so far: the node's sockets, and every agent's
     (live processes publish theirs in their in-flight marker; exited ones were added up)."""
-    spawner = node.spawner
-    with spawner.lock:
-        live = [(incn.id, incn.inc) for incn in spawner.current.values()]
-        agents = spawner.agent_dropped
-    agents += sum(read_dropped(node.paths.agent_busy(i), inc) for i, inc in live)
+    agents, ready = node.spawner.dropped_by_agents()
     return DroppedFrames(control=node.control.dropped, reports=node.reports.dropped,
-                         ready=spawner.rejected_reports + node.zygote.dropped,
-                         agents=agents)
+                         ready=ready + node.zygote.dropped, agents=agents)
 
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
@@ -153,18 +147,17 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
         return rec
     rec = node.store.write(reserve)
     agent_name = rec.name
-    node.spawner.next_failure.pop(agent_name, None)
+    node.spawner.forget_failure(agent_name)
     try:
         _add_agent(shell, rec)
     except (StartFailed, SupervisorError) as exc:
-        failure = node.spawner.start_failures.pop(agent_name, None)
+        failure = node.spawner.take_start_failure(agent_name)
         _roll_back_spawn(node, rec, AgentStatus.STOPPED)
         detail = (f"{failure.exc_type}: {failure.message}" if failure.exc_type
                   else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     _spawn_completed(node, agent_name)
-    return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
-            if agent_name in node.spawner.current else None}
+    return {"name": agent_name, "pid": node.spawner.pid_of(agent_name)}
 
 
 def _spawn_completed(node: NodeDaemon, name: str) -> None:
@@ -201,7 +194,7 @@ def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervi
     that init/recover returns: its own, and each ancestor that is starting its branch (a
     supervisor starts one child at a time and waits for it, as in OTP, where this
     deadlocks)."""
-    child, shell = caller, node.shell(node.sup_of(caller))
+    child, shell = caller, node.shell(node.registry.supervisor_of(caller))
     path = [caller]
     while shell is not None:
         try:
@@ -246,18 +239,14 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
     CLI: ``beamish stop NAME``."""
     rec = _require(node, name)
     shell = node.shell(rec.supervisor)
-    node.removing.add(name)
-    try:
+    with node.registry.removing(name):
         if rec.status in IN_TREE and shell is not None:
-            node.spawner.stop_reasons[name] = "normal"
-            try:
-                shell.remove_child(name)
-            except SupervisorError:
-                pass  # not a child any more (failed, or exited meanwhile): nothing to stop
-            node.spawner.stop_reasons.pop(name, None)
-        node.set_status(name, AgentStatus.STOPPED)
-    finally:
-        node.removing.discard(name)
+            with node.spawner.stop_reason(name, "normal"):
+                try:
+                    shell.remove_child(name)
+                except SupervisorError:
+                    pass  # not a child any more (failed, or exited meanwhile): nothing to stop
+        node.registry.set_status(name, AgentStatus.STOPPED)
     node.emit("stopped", name, rec.supervisor, "normal")
     return {"name": name, "status": AgentStatus.STOPPED}
 
@@ -427,7 +416,7 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
         try:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError) as exc:
-            node.set_status(name, rec.status)
+            node.registry.set_status(name, rec.status)
             raise SpawnError(name, f"it did not start ({exc})") from None
     return {"name": name, "status": AgentStatus.RUNNING}
 
@@ -443,7 +432,7 @@ def _restart_supervisor(node: NodeDaemon, rec: SupervisorRecord) -> dict[str, An
         raise AlreadyRunning(name, exc.status, what="supervisor") from None
     except (StartFailed, SupervisorError) as exc:
         raise SpawnError(name, f"the supervisor did not start ({exc})") from None
-    node.set_sup_status(name, ChildStatus.RUNNING)
+    node.registry.set_sup_status(name, ChildStatus.RUNNING)
     return {"name": name, "status": ChildStatus.RUNNING}
 
 
@@ -565,7 +554,7 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
             node.store.write(lambda t, r=rec: t.put_agent(replace(r, fresh=True)))
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError, ConfigError) as exc:
-            failure = node.spawner.start_failures.pop(rec.name, None)
+            failure = node.spawner.take_start_failure(rec.name)
             reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
                 else (failure.message if failure else str(exc))
             if rec.spawning is not None:  # never acknowledged: the spawn is undone, not failed
@@ -575,7 +564,7 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
                           f"complete on restart, so it was rolled back: {reason}")
                 continue
             failures[rec.name] = reason
-            node.set_status(rec.name, AgentStatus.FAILED, failure=failure)
+            node.registry.set_status(rec.name, AgentStatus.FAILED, failure=failure)
             node.emit("failed", rec.name, rec.supervisor, f"did not start: {reason}")
             continue
         if rec.spawning is not None:

@@ -12,8 +12,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -172,11 +174,58 @@ class AgentSpawner:
             raise StartFailed(str(reason))
         try:
             # This start ran recover if a failure was pending: it is consumed.
-            node.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
+            node.registry.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
         except StoreFullError:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
         return incn
+
+    # -- what the node and its commands ask --------------------------------------------------
+    @contextmanager
+    def stop_reason(self, name: str, reason: str) -> Iterator[None]:
+        """Stop agent ``name`` with ``reason`` (not "shutdown") if its supervisor
+        terminates it within this block (a command taking it out of the tree)."""
+        self.stop_reasons[name] = reason
+        try:
+            yield
+        finally:
+            self.stop_reasons.pop(name, None)
+
+    def forget_failure(self, name: str) -> None:
+        """Drop the failure agent ``name``'s next start would recover from (a new spawn
+        of the name is not a restart)."""
+        self.next_failure.pop(name, None)
+
+    def take_start_failure(self, name: str) -> Failure | None:
+        """Take why agent ``name``'s last start failed, if its process (or the zygote)
+        said so; None otherwise."""
+        return self.start_failures.pop(name, None)
+
+    def pid_of(self, name: str) -> int | None:
+        """Return the pid of agent ``name``'s current process, or None."""
+        incn = self.current.get(name)
+        return None if incn is None else incn.pid
+
+    def is_current(self, incn: Incarnation) -> bool:
+        """Whether ``incn`` is still its agent's current process."""
+        return self.current.get(incn.name) is incn
+
+    def name_of(self, agent_id: int) -> str | None:
+        """Return the name of the agent with a registered process and id ``agent_id``."""
+        with self.lock:
+            for incn in self.current.values():
+                if incn.id == agent_id:
+                    return incn.name
+        return None
+
+    def dropped_by_agents(self) -> tuple[int, int]:
+        """Return the invalid frames dropped so far by agents' sockets (of the processes
+        that exited, plus what the live ones published), and the invalid ready reports."""
+        with self.lock:
+            live = [(incn.id, incn.inc) for incn in self.current.values()]
+            agents, ready = self.agent_dropped, self.rejected_reports
+        agents += sum(read_dropped(self.node.paths.agent_busy(i), inc) for i, inc in live)
+        return agents, ready
 
     def incarnation(self, name: str, inc: int | None = None,
                     wait: float = 0.0) -> Incarnation | None:
@@ -318,16 +367,17 @@ class AgentSpawner:
         if not incn.ready.done():
             incn.exited.set_result((reason, failure))
             incn.ready.set_result((reason, failure))
-            self.node.emit("exited", incn.name, self.node.sup_of(incn.name), str(reason))
+            self.node.emit("exited", incn.name, self.node.registry.supervisor_of(incn.name),
+                           str(reason))
             return
         incn.exited.set_result((reason, failure))
-        sup = self.node.sup_of(incn.name)
+        sup = self.node.registry.supervisor_of(incn.name)
         if incn.terminating is not None:
             return  # terminate_child is waiting for this; the shell knows
         if failure is not None:
             self.next_failure[incn.name] = failure
         try:
-            self.node.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
+            self.node.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
                                  recover_pending=failure is not None)
         except StoreFullError:
             # The exit must still reach its supervisor (this is the zygote's reader thread).
