@@ -9,7 +9,7 @@ One LMDB environment per node holds, in named databases, msgpack values (each re
     sups        name -> SupervisorRecord                      (the persisted tree)
     mailbox     agent_id(8) + seq(8) -> Message               (the durable mailboxes)
     tails       agent_id(8) -> next seq(8)
-    state       agent_id(8) -> {"v": version, "s": packed state, "n": messages handled}
+    state       agent_id(8) -> AgentState                     (state + messages handled)
     replies     msg_id -> Reply                 (a call's answer, taken by the caller)
     dead        agent_id(8) + seq(8) -> DeadLetter            (messages given up)
     attempts    agent_id(8) + seq(8) -> int                   (failed tries of one message)
@@ -41,6 +41,7 @@ from beamish.mailbox import pack, unpack
 from ..errors import StoreError, StoreFullError
 from .records import (
     AgentRecord,
+    AgentState,
     DeadLetter,
     FailureReport,
     Malformed,
@@ -250,12 +251,15 @@ class Txn:
     def get_state(self, agent_id: int) -> tuple[int, bytes, int] | None:
         """Return ``(version, packed_state, processed)`` of the agent, or None if it has
         no state."""
-        rec = self._get("state", _id(agent_id))
-        return None if rec is None else (int(rec["v"]), rec["s"], int(rec.get("n", 0)))
+        raw = self._get("state", _id(agent_id))
+        if raw is None:
+            return None
+        state = AgentState.from_wire(raw)
+        return state.version, state.packed, state.processed
 
     def put_state(self, agent_id: int, version: int, packed: bytes, processed: int) -> None:
         """Store the agent's packed state with its class version and handled count."""
-        self._put("state", _id(agent_id), {"v": version, "s": packed, "n": processed})
+        self._put("state", _id(agent_id), AgentState(version, packed, processed).to_wire())
 
     # -- replies --------------------------------------------------------------------------------
     def put_reply(self, msg_id: bytes, reply: Reply) -> None:
@@ -305,8 +309,8 @@ class Txn:
 
     def processed(self, agent_id: int) -> int:
         """Return how many messages the agent has handled (committed)."""
-        rec = self._get("state", _id(agent_id))
-        return 0 if rec is None else int(rec.get("n", 0))
+        raw = self._get("state", _id(agent_id))
+        return 0 if raw is None else AgentState.from_wire(raw).processed
 
     def erase_agent_data(self, agent_id: int) -> None:
         """Erase the agent's state, mailbox, dead letters and stats (for `Node.delete`)."""

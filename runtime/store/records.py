@@ -7,6 +7,7 @@ stay; this module is the only one that spells them. Pure: no I/O, no lmdb.
 
     AgentRecord       agents db      the registry's entry for one agent
     SupervisorRecord  sups db        a nested supervisor of the persisted tree
+    AgentState        state db       an agent's committed state
     Message           mailbox db     a call, cast or info waiting in a mailbox (also the
                                      inline copy a ring carries); `Malformed` if not one
     Reply             replies db     a call's answer (also carried by the reply ring)
@@ -24,7 +25,7 @@ from beamish.supervisor import ChildStatus
 
 from .._types import AgentStatus, Failure
 
-Shutdown = float | str
+Shutdown = float | Literal["brutal_kill", "infinity"]
 """Seconds, or ``"brutal_kill"`` / ``"infinity"`` (checked by the spawn command)."""
 
 
@@ -198,6 +199,30 @@ class SupervisorRecord:
                                    template.get("shutdown", 5.0)) if template else None,
             status=ChildStatus(data.get("status", ChildStatus.RUNNING)),
             order=int(data.get("order", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """An agent's committed state: wire ``{"v": version, "s": packed, "n": processed}``.
+
+    Attributes:
+        version: the agent class's ``version`` that committed it.
+        packed: the packed state.
+        processed: how many messages the agent had handled (committed with the state).
+    """
+
+    version: int
+    packed: bytes
+    processed: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack-ready form."""
+        return {"v": self.version, "s": self.packed, "n": self.processed}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> AgentState:
+        """Read a stored state (an older one may lack ``n``)."""
+        return cls(int(data["v"]), data["s"], int(data.get("n", 0)))
 
 
 MessageKind = Literal["call", "cast", "info"]

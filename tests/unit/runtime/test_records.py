@@ -14,6 +14,7 @@ from beamish.runtime._types import (
 )
 from beamish.runtime.store.records import (
     AgentRecord,
+    AgentState,
     Boot,
     ChildTemplate,
     DeadLetter,
@@ -48,6 +49,7 @@ STORED_AGENT = {"name": "c", "id": 7, "incarnation": 2, "restarts": 1, "created"
     SupervisorRecord("s"),
     SupervisorRecord("s", "simple_one_for_one", 5, 2.0, "root", "temporary", (0.5, 2.0),
                      ChildTemplate("transient", "infinity"), ChildStatus.FAILED, 3),
+    AgentState(3, b"\x80", 12),
     Reply(True, 9.0, b"\x01"),
     Reply(False, 9.0, error=ReplyError("KeyError", "k", "tb", FAILURE)),
     FailureReport("handle", 3, failure=FAILURE),
