@@ -32,7 +32,7 @@ import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
@@ -114,8 +114,14 @@ class Txn:
         self.dbs = dbs
 
     # -- raw helpers -----------------------------------------------------------------------
+    # The environment is opened without ``buffers=True``: lmdb hands out bytes, never the
+    # memoryviews its stubs also allow, hence the casts below.
+    def _raw(self, db: str, key: bytes, pop: bool = False) -> bytes | None:
+        got = self.txn.pop(key, db=self.dbs[db]) if pop else self.txn.get(key, db=self.dbs[db])
+        return cast("bytes | None", got)
+
     def _get(self, db: str, key: bytes) -> Any:
-        raw = self.txn.get(key, db=self.dbs[db])
+        raw = self._raw(db, key)
         return None if raw is None else unpack(raw)
 
     def _put(self, db: str, key: bytes, value: Any) -> None:
@@ -129,7 +135,7 @@ class Txn:
         cur = self.txn.cursor(db=self.dbs[db])
         if not cur.set_range(prefix):
             return
-        for n, (key, value) in enumerate(cur):
+        for n, (key, value) in enumerate(cast("Iterator[tuple[bytes, bytes]]", cur)):
             if not key.startswith(prefix) or (limit is not None and n >= limit):
                 return
             yield key, value
@@ -205,7 +211,7 @@ class Txn:
 
     def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
-        raw = self.txn.get(_key(agent_id, seq), db=self.dbs["mailbox"])
+        raw = self._raw("mailbox", _key(agent_id, seq))
         return None if raw is None else Message.from_wire(unpack(raw))
 
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
@@ -215,7 +221,7 @@ class Txn:
         if first > last or not cur.set_range(_key(agent_id, first)):
             return out
         end = _key(agent_id, last)
-        for key, value in cur:
+        for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
             if key > end:
                 break
             out[_U64.unpack(key[8:])[0]] = message_kind(unpack(value))
@@ -272,7 +278,7 @@ class Txn:
 
     def pop_reply(self, msg_id: bytes) -> Reply | None:
         """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
-        raw = self.txn.pop(msg_id, db=self.dbs["replies"])
+        raw = self._raw("replies", msg_id, pop=True)
         return None if raw is None else Reply.from_wire(unpack(raw))
 
     def expired_replies(self, now: float) -> list[bytes]:
@@ -304,7 +310,7 @@ class Txn:
 
     def pop_failure(self, agent_id: int) -> FailureReport | None:
         """Take the agent's last failure report, if it wrote one."""
-        raw = self.txn.pop(_id(agent_id), db=self.dbs["failures"])
+        raw = self._raw("failures", _id(agent_id), pop=True)
         return None if raw is None else FailureReport.from_wire(unpack(raw))
 
     def processed(self, agent_id: int) -> int:
