@@ -516,17 +516,21 @@ class AgentLoop:
                 continue  # handled already, found by an earlier read
             if seq != expected or not isinstance(record, dict):
                 return None  # a gap (a dropped ring) or a message too big to inline
-            batch.append((seq, Message.from_wire(record)))
+            batch.append((seq, record))
             expected += 1
         if not batch:
             return None
         # A ring is only a hint, and any process of this user can send one: the durable
         # mailbox is the truth. Its copies replace the ring's (one read, no cursor walk).
         stored = self.store.read(lambda t: [t.message(self.id, seq) for seq, _ in batch])
-        if any(got != record for got, (_, record) in zip(stored, batch, strict=True)):
-            self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
-            return None
-        return [(seq, got) for got, (seq, _) in zip(stored, batch, strict=True)]
+        out: list[tuple[int, Message | Malformed]] = []
+        for got, (seq, record) in zip(stored, batch, strict=True):
+            # Compared in wire form: the ring's copy is never decoded into a record.
+            if got is None or got.to_wire() != record:
+                self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
+                return None
+            out.append((seq, got))
+        return out
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None
