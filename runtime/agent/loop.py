@@ -420,7 +420,7 @@ class AgentLoop:
                 t.put_reply(msg.msg_id, reply)
                 ring = (msg.reply_to, msg.msg_id, reply)
             else:
-                t.put_dead(self.id, seq, DeadLetter(msg, failure.to_dict(), time.time()))
+                t.put_dead(self.id, seq, DeadLetter(msg, failure, time.time()))
                 dead = True
         self.store.write(txn)
         if ring is not None:

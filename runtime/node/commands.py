@@ -352,7 +352,8 @@ def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec.id))
     return [{"seq": seq, "kind": e.message.kind, "msg": _dead_msg(e.message),
-             "failure": e.failure, "time": e.time} for seq, e in entries]
+             "failure": e.failure.to_dict() if e.failure else None, "time": e.time}
+            for seq, e in entries]
 
 
 def _dead_msg(record: Message | Malformed) -> Any:

@@ -25,6 +25,9 @@ from beamish.supervisor import ChildStatus
 
 from .._types import AgentStatus, Failure
 
+Wire = dict[str, Any]
+"""A record's msgpack form (what ``to_wire`` returns and ``from_wire`` reads)."""
+
 Shutdown = float | Literal["brutal_kill", "infinity"]
 """Seconds, or ``"brutal_kill"`` / ``"infinity"`` (checked by the spawn command)."""
 
@@ -86,9 +89,9 @@ class AgentRecord:
     spawning: Spawning | None = None
     recover_pending: bool = False
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form (the keys beamish has always stored)."""
-        out: dict[str, Any] = {
+        out: Wire = {
             "name": self.name, "id": self.id, "incarnation": self.incarnation,
             "restarts": self.restarts, "created": self.created,
             "last_failure": self.last_failure.to_dict() if self.last_failure else None,
@@ -106,7 +109,7 @@ class AgentRecord:
         return out
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> AgentRecord:
+    def from_wire(cls, data: Wire) -> AgentRecord:
         """Rebuild a record from `to_wire` output (or an older beamish's, with fewer keys).
 
         Raises:
@@ -172,7 +175,7 @@ class SupervisorRecord:
     status: ChildStatus = ChildStatus.RUNNING
     order: int = 0
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form (the keys beamish has always stored)."""
         return {"name": self.name, "strategy": self.strategy,
                 "max_restarts": self.max_restarts, "max_seconds": self.max_seconds,
@@ -183,7 +186,7 @@ class SupervisorRecord:
                 "status": str(self.status), "order": self.order}
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> SupervisorRecord:
+    def from_wire(cls, data: Wire) -> SupervisorRecord:
         """Rebuild a record from `to_wire` output (or an older beamish's).
 
         Raises:
@@ -215,12 +218,12 @@ class AgentState:
     packed: bytes
     processed: int = 0
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form."""
         return {"v": self.version, "s": self.packed, "n": self.processed}
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> AgentState:
+    def from_wire(cls, data: Wire) -> AgentState:
         """Read a stored state (an older one may lack ``n``)."""
         return cls(int(data["v"]), data["s"], int(data.get("n", 0)))
 
@@ -257,7 +260,7 @@ class Message:
         """A call (a message whose caller waits for the reply)."""
         return cls("call", payload, time, msg_id, reply_to, deadline)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form (the short keys beamish has always stored)."""
         if self.kind == "call":
             return {"k": "call", "p": self.payload, "t": self.time, "id": self.msg_id,
@@ -333,7 +336,7 @@ class ReplyError:
     traceback: str = ""
     failure: Failure | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form."""
         return {"type": self.type, "message": self.message, "traceback": self.traceback,
                 "failure": self.failure.to_dict() if self.failure else None}
@@ -363,7 +366,7 @@ class Reply:
     value: bytes = b""
     error: ReplyError | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form."""
         if self.ok:
             return {"ok": True, "v": self.value, "expires": self.expires}
@@ -371,7 +374,7 @@ class Reply:
         return {"ok": False, "expires": self.expires, "e": error.to_wire()}
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Reply:
+    def from_wire(cls, data: Wire) -> Reply:
         """Read a stored (or ring-carried) reply.
 
         Raises:
@@ -382,7 +385,7 @@ class Reply:
         return cls(False, data.get("expires", 0.0), error=ReplyError.from_wire(data.get("e")))
 
     @staticmethod
-    def expires_of(data: dict[str, Any], default: float) -> float:
+    def expires_of(data: Wire, default: float) -> float:
         """The ``expires`` of a stored reply, read without the rest (``default`` if none)."""
         return float(data.get("expires", default))
 
@@ -394,22 +397,24 @@ class DeadLetter:
 
     Attributes:
         message: the message, as it was in the mailbox.
-        failure: why it was given up (``Failure.to_dict()`` form).
+        failure: why it was given up.
         time: when (``time.time()``), or None in an older record.
     """
 
     message: Message | Malformed
-    failure: dict[str, Any]
+    failure: Failure | None
     time: float | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form."""
-        return {"message": self.message.to_wire(), "failure": self.failure, "time": self.time}
+        return {"message": self.message.to_wire(),
+                "failure": self.failure.to_dict() if self.failure else None, "time": self.time}
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> DeadLetter:
+    def from_wire(cls, data: Wire) -> DeadLetter:
         """Read a stored dead letter."""
-        return cls(Message.from_wire(data["message"]), data["failure"], data.get("time"))
+        return cls(Message.from_wire(data["message"]), Failure.from_dict(data["failure"]),
+                   data.get("time"))
 
 
 Phase = Literal["init", "handle", "stop", "recover"]
@@ -434,9 +439,9 @@ class FailureReport:
     stop: str | None = None
     escalate: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form (only the keys that are set)."""
-        out: dict[str, Any] = {"phase": self.phase}
+        out: Wire = {"phase": self.phase}
         if self.failure is not None:
             out["failure"] = self.failure.to_dict()
         if self.stop is not None:
@@ -447,7 +452,7 @@ class FailureReport:
         return out
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> FailureReport:
+    def from_wire(cls, data: Wire) -> FailureReport:
         """Read a stored report."""
         stop, escalate = data.get("stop"), data.get("escalate")
         return cls(data.get("phase", "handle"), data.get("inc", -1),
@@ -473,13 +478,13 @@ class NodeFields:
     durability: str
     max_message_bytes: int
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form (the node's keys of a boot record)."""
         return {"dir": self.dir, "store": self.store, "durability": self.durability,
                 "max_message_bytes": self.max_message_bytes}
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> NodeFields:
+    def from_wire(cls, data: Wire) -> NodeFields:
         """Read the node's fields of a boot record (the others are ignored)."""
         return cls(data["dir"], data["store"], data["durability"], data["max_message_bytes"])
 
@@ -513,7 +518,7 @@ class Boot:
     limits: dict[str, Any] = field(default_factory=dict)
     ready_fd: int | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> Wire:
         """The msgpack-ready form."""
         out = {**self.node.to_wire(), "id": self.id, "name": self.name, "cls": self.cls,
                "args": self.args, "incarnation": self.incarnation,
@@ -524,7 +529,7 @@ class Boot:
         return out
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> Boot:
+    def from_wire(cls, data: Wire) -> Boot:
         """Read a boot record."""
         return cls(NodeFields.from_wire(data), data["id"], data["name"], data["cls"],
                    data.get("args") or {}, data["incarnation"],

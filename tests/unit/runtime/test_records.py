@@ -52,6 +52,7 @@ STORED_AGENT = {"name": "c", "id": 7, "incarnation": 2, "restarts": 1, "created"
     AgentState(3, b"\x80", 12),
     Reply(True, 9.0, b"\x01"),
     Reply(False, 9.0, error=ReplyError("KeyError", "k", "tb", FAILURE)),
+    DeadLetter(Message("cast", b"p", 1.0), FAILURE, 2.0),
     FailureReport("handle", 3, failure=FAILURE),
     FailureReport("stop", 1, stop="normal"),
     FailureReport("recover", 2, escalate="why"),
@@ -99,7 +100,7 @@ def test_a_mailbox_entry_that_is_not_a_message_is_malformed_not_an_error(raw, wh
 
 
 def test_a_dead_letter_keeps_a_malformed_message_as_stored():
-    entry = DeadLetter(Malformed({"k": "cast", "p": 5}, "x"), FAILURE.to_dict(), 2.0)
+    entry = DeadLetter(Malformed({"k": "cast", "p": 5}, "x"), FAILURE, 2.0)
     back = DeadLetter.from_wire(entry.to_wire())
     assert back.message.to_wire() == {"k": "cast", "p": 5} and back.message.kind == "cast"
 
