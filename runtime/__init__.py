@@ -36,6 +36,8 @@ Where things happen:
     an exit is classified    node/spawner.py  AgentSpawner.on_exit -> _classify (Failure)
     a restart is decided     beamish.supervisor.decide (pure), run by the supervisor shells
                              that node/daemon.py keeps, starting agents through spawner.py
+    an agent's status moves  node/registry.py  Registry (AgentStatus, _types.py); records
+                             and their stored form: store/records.py
 """
 
 from . import errors as errors
