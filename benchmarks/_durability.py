@@ -80,7 +80,7 @@ class _Nodes:
 
     def start(self) -> None:
         from beamish.runtime import start_node
-        from beamish.runtime.store.lmdb import memory_path
+        from beamish.runtime.store import memory_path
         for mode in MODES:
             d = os.path.join(self.base, mode[0])
             t0 = time.perf_counter()

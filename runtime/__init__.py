@@ -9,6 +9,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            cli.py (the ``beamish`` command)
     node/       the node daemon process    daemon.py (main loop, events, housekeeping),
                                            commands.py (one function per control command),
+                                           registry.py (agent records' status transitions
+                                           and the events they emit),
                                            spawner.py (starts agents, gathers exits),
                                            classify.py (what an exit means: pure),
                                            zygote_link.py (talks to the zygote),
@@ -24,7 +26,10 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            (every frame between the runtime's processes:
                                            rings, replies, stop, reports, zygote pipe),
                                            spawnargs.py
-    store/      any process                lmdb.py (the only module that imports lmdb)
+    store/      any process                records.py (every stored record, typed, with
+                                           its wire form), protocol.py (the Store/Txn
+                                           interface), lmdb.py (implements it; the only
+                                           module that imports lmdb); open_store()
     (ground)    any process                errors.py, _types.py (public records),
                                            _validation.py, _paths.py, _osproc.py
 
@@ -37,6 +42,8 @@ Where things happen:
                              run by node/spawner.py AgentSpawner.on_exit -> _classify
     a restart is decided     beamish.supervisor.decide (pure), run by the supervisor shells
                              that node/daemon.py keeps, starting agents through spawner.py
+    an agent's status moves  node/registry.py  Registry (AgentStatus, _types.py); records
+                             and their stored form: store/records.py
 """
 
 from . import errors as errors

@@ -2,12 +2,63 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from beamish.supervisor import ChildStatus
+
 FailureKind = Literal["exception", "exit", "signal", "oom", "timeout", "cpu", "killed"]
-AgentStatus = Literal["starting", "running", "restarting", "backoff", "failed", "stopped",
-                      "exited"]
+
+
+class AgentStatus(enum.StrEnum):
+    """Where an agent is in its life, as the node's registry records it. The values are
+    the words users see (``beamish ps``, `AgentInfo.status`, JSON) and the stored form."""
+
+    STARTING = "starting"
+    """A process is being started (spawn, restart, node start) and is not ready yet."""
+    RUNNING = "running"
+    """Its process ran ``init``/``recover`` and serves messages."""
+    RESTARTING = "restarting"
+    """Its process exited; its supervisor is about to start it again."""
+    BACKOFF = "backoff"
+    """Its supervisor waits out a restart delay before starting it again."""
+    FAILED = "failed"
+    """Its supervisor gave up on it (intensity, escalation, a start that failed at node
+    start); still in the tree until ``beamish restart`` or ``stop``."""
+    STOPPED = "stopped"
+    """Stopped by hand (``beamish stop``); out of the tree, state and mailbox kept."""
+    EXITED = "exited"
+    """Left the tree by itself (temporary, or transient after a normal exit)."""
+
+
+ACCEPTS_MESSAGES: frozenset[AgentStatus] = frozenset({
+    AgentStatus.STARTING, AgentStatus.RUNNING, AgentStatus.RESTARTING, AgentStatus.BACKOFF})
+"""It runs, or its supervisor starts it again by itself: a message sent now is appended
+(and handled), and a node start starts it again."""
+
+IN_TREE: frozenset[AgentStatus] = ACCEPTS_MESSAGES | {AgentStatus.FAILED}
+"""Still a child of its supervisor (a failed one too, until restarted or stopped by
+hand): its name is taken, and stopping it takes it out of the tree."""
+
+HAD_PROCESS: frozenset[AgentStatus] = frozenset({AgentStatus.RUNNING, AgentStatus.RESTARTING})
+"""It ran (or is between two processes): one that leaves the tree now has exited."""
+
+_OF_CHILD: dict[ChildStatus, AgentStatus] = {
+    ChildStatus.STARTING: AgentStatus.STARTING,
+    ChildStatus.RUNNING: AgentStatus.RUNNING,
+    ChildStatus.RESTARTING: AgentStatus.RESTARTING,
+    ChildStatus.BACKOFF: AgentStatus.BACKOFF,
+    ChildStatus.FAILED: AgentStatus.FAILED,
+    ChildStatus.STOPPED: AgentStatus.STOPPED,
+}
+
+
+def agent_status(child: ChildStatus) -> AgentStatus:
+    """The agent status that a supervisor's view of its child (`ChildStatus`) stands for:
+    the one place the two vocabularies meet (they share their words; ``exited`` is the
+    registry's own: the supervisor has forgotten such a child)."""
+    return _OF_CHILD[child]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._types import AgentStatus
+
 if TYPE_CHECKING:
     from ._types import Failure
 
@@ -184,9 +186,8 @@ class AlreadyRunning(BeamishError):
         status: its status.
     """
 
-    def __init__(self, name: str, status: str = "running", what: str = "agent") -> None:
-        state = {"backoff": "waiting for its restart (backoff)",
-                 "starting": "starting"}.get(status, status)
+    def __init__(self, name: str, status: str = AgentStatus.RUNNING, what: str = "agent") -> None:
+        state = "waiting for its restart (backoff)" if status == AgentStatus.BACKOFF else status
         super().__init__(
             f"{what} {name!r} is {state}: restart is for a failed or stopped one, and it was "
             f"left as it was (to restart it anyway, `beamish stop {name}` first, then "

@@ -82,3 +82,19 @@ def test_runtime_layers_import_only_downwards():
             if RUNTIME_LAYERS.index(_layer(target)) < RUNTIME_LAYERS.index(own):
                 wrong.append(f"{rel}:{line} ({own}) imports {target} ({_layer(target)})")
     assert not wrong, "imports that go up a layer:\n" + "\n".join(wrong)
+
+
+def test_only_the_store_package_knows_its_backend():
+    # Outside store/, code opens a store with store.open_store and types it with the
+    # store.protocol Protocols: it never imports the LMDB backend, nor lmdb itself.
+    wrong = []
+    for path in sorted(RUNTIME_DIR.rglob("*.py")):
+        rel = path.relative_to(RUNTIME_DIR)
+        if rel.parts[0] == "store":
+            continue
+        wrong += [f"{rel}:{line} imports {target}" for line, target in _runtime_imports(path)
+                  if target == "store.lmdb"]
+        tree = ast.parse(path.read_text())
+        wrong += [f"{rel}:{n.lineno} imports lmdb" for n in ast.walk(tree)
+                  if isinstance(n, ast.Import) and any(a.name == "lmdb" for a in n.names)]
+    assert not wrong, "\n".join(wrong)

@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 import zmq
@@ -39,25 +40,35 @@ from .._types import Down, Exit, Failure, Stop
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
-from ..messaging.messenger import REPLY_GRACE_S, Messenger
+from ..messaging.messenger import REPLY_GRACE_S, Messenger, reply_ring
 from ..messaging.wire import (
     Report,
     ReportKind,
     Ring,
     StopRequest,
-    node_fields,
     parse_agent_inbox,
     ready_datagram,
     reply_frame,
-    reply_ring,
     report_frames,
 )
-from ..store.lmdb import Store, Txn
+from ..store import open_store
+from ..store.protocol import Txn
+from ..store.records import (
+    Boot,
+    DeadLetter,
+    FailureReport,
+    Malformed,
+    Message,
+    NodeFields,
+    Reply,
+    ReplyError,
+)
 from .base import Agent
 from .context import AgentContext
 from .inflight import TIMER_SEQ, InFlight
 from .policy import (
     BATCH,
+    RecoverExit,
     RecoverRaised,
     bad_return_value,
     commit_after,
@@ -141,10 +152,10 @@ def load_class(path: str) -> type[Agent]:
     return obj
 
 
-def _failure_from_exc(exc: BaseException, in_flight: dict[str, Any] | None) -> dict[str, Any]:
+def _failure_from_exc(exc: BaseException, in_flight: dict[str, Any] | None) -> Failure:
     return Failure(kind="exception", exc_type=type(exc).__name__, message=str(exc),
                    traceback="".join(traceback.format_exception(exc)),
-                   in_flight=in_flight).to_dict()
+                   in_flight=in_flight)
 
 
 class Prepared:
@@ -152,12 +163,12 @@ class Prepared:
     ZeroMQ context (opened here, after the fork, never inherited) and its wake-up pair.
 
     Args:
-        node: a boot record; its node's fields (``wire.BOOT_NODE_FIELDS``) are used.
+        node: the node's fields of a boot record.
     """
 
-    def __init__(self, node: dict[str, Any]) -> None:
-        self.node = node_fields(node)
-        self.store = Store(node["store"], node["durability"])
+    def __init__(self, node: NodeFields) -> None:
+        self.node = node
+        self.store = open_store(node.store, node.durability)
         self.zctx: zmq.Context[Any] = zmq.Context()
         # libzmq starts its IO and reaper threads with the first socket: start them now.
         self.zctx.socket(zmq.PUSH).close(linger=0)
@@ -165,9 +176,9 @@ class Prepared:
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
 
-    def fits(self, boot: dict[str, Any]) -> bool:
+    def fits(self, boot: Boot) -> bool:
         """Whether this setup is for the node of ``boot``."""
-        return all(boot.get(k) == v for k, v in self.node.items())
+        return boot.node == self.node
 
     def close(self) -> None:
         """Release it (a setup for another node)."""
@@ -181,16 +192,14 @@ class AgentLoop:
     """Runs one agent in this (forked) process. Built from the boot record the node sent.
 
     Args:
-        boot: ``{"dir", "store", "durability", "id", "name", "cls", "args",
-            "incarnation", "failure", "max_message_bytes"}``, and ``"ready_fd"`` (the
-            zygote's ready socket) when forked by the zygote.
+        boot: the boot record (its ``ready_fd`` set when forked by the zygote).
     """
 
-    def __init__(self, boot: dict[str, Any]) -> None:
+    def __init__(self, boot: Boot) -> None:
         self.boot = boot
-        self.name: str = boot["name"]
-        self.id: int = boot["id"]
-        self.paths = NodePaths(boot["dir"])
+        self.name: str = boot.name
+        self.id: int = boot.id
+        self.paths = NodePaths(boot.node.dir)
         self.stop_reason: str | None = None
         self.state: Any = None
         self.processed = 0  # messages handled, committed with the state
@@ -208,17 +217,17 @@ class AgentLoop:
             prepared: the node-wide setup done before this process knew its agent (a warm
                 zygote child); made here when None or for another node.
         """
-        _apply_rlimits(self.boot.get("limits") or {})
+        _apply_rlimits(self.boot.limits)
         if prepared is None or not prepared.fits(self.boot):
             if prepared is not None:
                 prepared.close()
-            prepared = Prepared(self.boot)
+            prepared = Prepared(self.boot.node)
         self.store = prepared.store
         self.zctx: zmq.Context[Any] = prepared.zctx
         self.wake_r, self.wake_w = prepared.wake_r, prepared.wake_w
         self.inbox = Inbox(self.zctx, self.paths.agent_inbox(self.id))
-        self.busy = InFlight(self.paths.agent_busy(self.id), self.boot["incarnation"])
-        self.messenger = Messenger(self.paths, self.store, self.boot["max_message_bytes"],
+        self.busy = InFlight(self.paths.agent_busy(self.id), self.boot.incarnation)
+        self.messenger = Messenger(self.paths, self.store, self.boot.node.max_message_bytes,
                                    ctx=self.zctx)
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -244,9 +253,9 @@ class AgentLoop:
         self.busy.set_ready()
         if self.agent is not None:
             self.agent.ctx._phase = None
-        report = Report(ReportKind.READY, self.id, self.boot["incarnation"], os.getpid(),
+        report = Report(ReportKind.READY, self.id, self.boot.incarnation, os.getpid(),
                         trap_exits=bool(type(self.agent).trap_exits))
-        fd = self.boot.get("ready_fd")
+        fd = self.boot.ready_fd
         if fd is None:
             self._send_report(report)
             return
@@ -260,7 +269,7 @@ class AgentLoop:
 
     def _notify(self, ev: ReportKind, reason: str, seq: int | None = None) -> None:
         """Report ``ev`` (a failure that does not end this process) to the node."""
-        self._send_report(Report(ev, self.id, self.boot["incarnation"], os.getpid(),
+        self._send_report(Report(ev, self.id, self.boot.incarnation, os.getpid(),
                                  reason=reason, seq=seq))
 
     def _send_report(self, report: Report) -> None:
@@ -273,9 +282,9 @@ class AgentLoop:
         finally:
             sock.close(linger=2000)
 
-    def _report_and_exit(self, report: dict[str, Any]) -> None:
+    def _report_and_exit(self, report: FailureReport) -> None:
         self._flush()
-        report.update(inc=self.boot["incarnation"])
+        report = replace(report, inc=self.boot.incarnation)
         self.store.write(lambda t: t.put_failure(self.id, report))
         raise _Exit()
 
@@ -327,14 +336,14 @@ class AgentLoop:
 
     def _start(self) -> None:
         try:
-            cls = load_class(self.boot["cls"])
+            cls = load_class(self.boot.cls)
             self.agent = cls()
             self.agent.ctx = AgentContext(self.name, self.messenger,
                                           ControlClient(self.paths, self.zctx),
-                                          self.boot["incarnation"], bool(cls.trap_exits))
+                                          self.boot.incarnation, bool(cls.trap_exits))
             raw = self.store.read(lambda t: t.get_state(self.id))
             self.state = self._load_state(raw)
-            failure = Failure.from_dict(self.boot.get("failure"))
+            failure = self.boot.failure
             self.agent.ctx._phase = "recover" if failure is not None else "init"
             if failure is not None:
                 self._recover(failure, raw is not None)
@@ -345,11 +354,11 @@ class AgentLoop:
         except _Exit:
             raise
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is reported
-            self._report_and_exit({"phase": "init", "failure": _failure_from_exc(exc, None)})
+            self._report_and_exit(FailureReport("init", failure=_failure_from_exc(exc, None)))
 
     def _init_state(self) -> None:
         assert self.agent is not None
-        self.state = self._call_user(self.agent.init, dict(self.boot["args"]))
+        self.state = self._call_user(self.agent.init, dict(self.boot.args))
         self._commit_state()
 
     def _commit_state(self) -> None:
@@ -384,12 +393,14 @@ class AgentLoop:
             self._commit_state()
         if plan.exit is not None:
             self._ready()
-            self._report_and_exit({"phase": "recover", plan.exit.value: plan.reason})
+            self._report_and_exit(
+                FailureReport("recover", stop=plan.reason) if plan.exit is RecoverExit.STOP
+                else FailureReport("recover", escalate=plan.reason))
 
     def _skip_message(self, seq: int, failure: Failure) -> None:
         packed = self._pack_state(self.state)
         version = type(self.agent).version
-        ring: tuple[str, bytes, dict[str, Any]] | None = None
+        ring: tuple[str, bytes, Reply] | None = None
         dead = False
 
         n = self.processed
@@ -403,14 +414,12 @@ class AgentLoop:
             if msg is None:
                 return
             t.remove(self.id, seq)
-            if _is_call(msg):
-                reply = {"ok": False, "expires": msg["d"] + REPLY_GRACE_S,
-                         "e": _remote_error(failure)}
-                t.put_reply(msg["id"], reply)
-                ring = (msg["r"], msg["id"], reply)
+            if isinstance(msg, Message) and msg.kind == "call":
+                reply = Reply(False, msg.deadline + REPLY_GRACE_S, error=_remote_error(failure))
+                t.put_reply(msg.msg_id, reply)
+                ring = (msg.reply_to, msg.msg_id, reply)
             else:
-                t.put_dead(self.id, seq, {"message": msg, "failure": failure.to_dict(),
-                                          "time": time.time()})
+                t.put_dead(self.id, seq, DeadLetter(msg, failure, time.time()))
                 dead = True
         self.store.write(txn)
         if ring is not None:
@@ -480,7 +489,7 @@ class AgentLoop:
         failure = Failure(kind="exit", message="the agent closed or replaced its standard "
                           "streams (fd 0-2); restarted so that no write to them can land in "
                           "another file or socket")
-        self._report_and_exit({"phase": "handle", "failure": failure.to_dict()})
+        self._report_and_exit(FailureReport("handle", failure=failure))
 
     def _drain_inbox(self) -> list[tuple[int, Any]]:
         """Read queued rings and system requests; return the rings' inline messages."""
@@ -493,7 +502,8 @@ class AgentLoop:
                 self.stop_reason = got.reason
         return rings
 
-    def _inline_batch(self, rings: list[tuple[int, Any]]) -> list[tuple[int, Any]] | None:
+    def _inline_batch(self, rings: list[tuple[int, Any]]
+                      ) -> list[tuple[int, Message | Malformed]] | None:
         """The messages the rings carried, if they are exactly the next ones of the mailbox
         and the mailbox holds them as carried; None when LMDB must be read."""
         expected = self.next_seq
@@ -512,10 +522,14 @@ class AgentLoop:
         # A ring is only a hint, and any process of this user can send one: the durable
         # mailbox is the truth. Its copies replace the ring's (one read, no cursor walk).
         stored = self.store.read(lambda t: [t.message(self.id, seq) for seq, _ in batch])
-        if any(got != record for got, (_, record) in zip(stored, batch, strict=True)):
-            self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
-            return None
-        return [(seq, got) for got, (seq, _) in zip(stored, batch, strict=True)]
+        out: list[tuple[int, Message | Malformed]] = []
+        for got, (seq, record) in zip(stored, batch, strict=True):
+            # Compared in wire form: the ring's copy is never decoded into a record.
+            if got is None or got.to_wire() != record:
+                self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
+                return None
+            out.append((seq, got))
+        return out
 
     def _stop(self, reason: str) -> None:
         assert self.agent is not None
@@ -524,21 +538,20 @@ class AgentLoop:
             self._call_user(self.agent.terminate, reason, self.state)
         except Exception as exc:  # noqa: BLE001 - reported, the stop goes on
             self._notify(ReportKind.TERMINATE_FAILED, f"{type(exc).__name__}: {exc}")
-        self._report_and_exit({"phase": "stop", "stop": reason})
+        self._report_and_exit(FailureReport("stop", stop=reason))
 
-    def _crash(self, exc: BaseException, seq: int | None, record: dict[str, Any] | None
-               ) -> None:
+    def _crash(self, exc: BaseException, seq: int | None, record: Message | None) -> None:
         in_flight = None
         if seq is not None and record is not None:
-            in_flight = {"seq": seq, "kind": record["k"]}
-        self._report_and_exit({"phase": "handle", "failure": _failure_from_exc(exc, in_flight)})
+            in_flight = {"seq": seq, "kind": record.kind}
+        self._report_and_exit(FailureReport("handle", failure=_failure_from_exc(exc, in_flight)))
 
-    def _handle(self, seq: int, record: dict[str, Any]) -> None:
+    def _handle(self, seq: int, record: Message | Malformed) -> None:
         assert self.agent is not None
         started = time.monotonic()
         self.busy.mark(seq)
         try:
-            kind, msg = _open_record(record)
+            record, msg = _open_record(record)
         except ValueError as exc:
             # Inside no handler's error handling: a crash here would repeat on every
             # restart. The sender's fault, so refused once, as an invalid message is.
@@ -547,6 +560,7 @@ class AgentLoop:
                 message=f"agent {self.name!r} cannot decode this message, so it was refused "
                         f"without being handled: {exc}"))
             return
+        kind = record.kind
         invalid = self._validate(kind, msg)
         if invalid is not None:
             self._refuse(seq, record, invalid)
@@ -584,10 +598,10 @@ class AgentLoop:
         self.processed += 1
         self.group.add(seq, packed_state, self.processed, started)
         # A reply past its caller's deadline is dropped (the caller has given up), as in OTP.
-        if kind == "call" and record["d"] > time.time():
-            self.group.replies.append((record["id"], pack(
-                {"ok": True, "v": packed_reply, "expires": record["d"] + REPLY_GRACE_S}),
-                record["r"]))
+        if kind == "call" and record.deadline > time.time():
+            self.group.replies.append((record.msg_id, pack(
+                Reply(True, record.deadline + REPLY_GRACE_S, packed_reply).to_wire()),
+                record.reply_to))
         self.state = new_state
         self.next_seq = seq + 1
 
@@ -625,10 +639,10 @@ class AgentLoop:
                                    f"{self.name!r}: {exc}")
         return None
 
-    def _refuse(self, seq: int, record: dict[str, Any], failure: Failure) -> None:
+    def _refuse(self, seq: int, record: Message | Malformed, failure: Failure) -> None:
         """Answer an invalid call with the error (a cast goes to the dead letters) and go on:
         a bad message is the sender's fault, so the agent does not crash."""
-        in_flight = {"seq": seq, "kind": record.get("k") if isinstance(record, dict) else None}
+        in_flight = {"seq": seq, "kind": record.kind}
         failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": 1})
         self._flush()
         self._skip_message(seq, failure)
@@ -677,26 +691,21 @@ def _stdio_identity() -> tuple[tuple[int, int] | None, ...]:
     return tuple(out)
 
 
-def _open_record(record: Any) -> tuple[str, Any]:
-    """A mailbox record's kind and decoded message.
+def _open_record(record: Message | Malformed) -> tuple[Message, Any]:
+    """A mailbox record, checked, and its decoded message.
 
     Raises:
         ValueError: the record is malformed or its message does not decode (a sender that
             skipped the client's checks).
     """
-    if not isinstance(record, dict) or record.get("k") not in ("call", "cast", "info") \
-            or not isinstance(record.get("p"), bytes):
-        raise ValueError("the mailbox record is malformed (not written by a beamish sender)")
-    if record["k"] == "call" and not _is_call(record):
-        raise ValueError("the call's record lacks its reply address or deadline")
-    return record["k"], unpack(record["p"])
+    if isinstance(record, Malformed):
+        raise ValueError(record.why)
+    return record, unpack(record.payload)
 
 
-def _is_call(record: Any) -> bool:
+def _is_call(record: Message | Malformed | None) -> bool:
     """Whether ``record`` is a call whose caller can be answered."""
-    return (isinstance(record, dict) and record.get("k") == "call"
-            and isinstance(record.get("id"), bytes) and isinstance(record.get("r"), str)
-            and isinstance(record.get("d"), (int, float)))
+    return isinstance(record, Message) and record.kind == "call"
 
 
 def _info_value(msg: Any) -> Any:
@@ -707,10 +716,10 @@ def _info_value(msg: Any) -> Any:
     return msg
 
 
-def _remote_error(failure: Failure) -> dict[str, Any]:
-    return {"type": failure.exc_type or failure.kind,
-            "message": failure.message or f"the agent failed ({failure.kind})",
-            "traceback": failure.traceback, "failure": failure.to_dict()}
+def _remote_error(failure: Failure) -> ReplyError:
+    return ReplyError(failure.exc_type or failure.kind,
+                      failure.message or f"the agent failed ({failure.kind})",
+                      failure.traceback, failure)
 
 
 # Headroom above memory_mb for the kernel's RLIMIT_DATA backstop: the node's RSS check is
@@ -732,6 +741,8 @@ def _apply_rlimits(limits: dict[str, Any]) -> None:
 
 
 def agent_main(boot: dict[str, Any], prepared: Prepared | None = None) -> int:
-    """Entry point of a forked agent process; returns its exit code."""
-    sys.path[:0] = [p for p in boot.get("sys_path", []) if p not in sys.path]
-    return AgentLoop(boot).run(prepared)
+    """Entry point of a forked agent process (``boot``: a `Boot` record's wire form);
+    returns its exit code."""
+    record = Boot.from_wire(boot)
+    sys.path[:0] = [p for p in record.sys_path if p not in sys.path]
+    return AgentLoop(record).run(prepared)

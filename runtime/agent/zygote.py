@@ -41,6 +41,7 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from .._osproc import _prctl, die_with_parent, returncode_from_status
@@ -54,9 +55,9 @@ from ..messaging.wire import (
     ZygoteFrame,
     encode_frame,
     encode_zygote_frame,
-    node_fields,
     parse_zygote_request,
 )
+from ..store.records import Boot, NodeFields
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 
@@ -73,7 +74,7 @@ def _child_signals(zygote_pid: int) -> None:
 
 
 def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
-           template: dict[str, Any], zygote_pid: int) -> None:
+           template: NodeFields, zygote_pid: int) -> None:
     """The forked process: cold (``boot`` given) or warm (prepare, then read the boot)."""
     code = 1
     try:
@@ -119,7 +120,7 @@ class _Zygote:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.me = os.getpid()
-        self.template: dict[str, Any] | None = None
+        self.template: NodeFields | None = None  # the node fields the warm children have
         self.warm: list[tuple[int, int]] = []  # (pid, boot pipe's write end), oldest first
         self.quiet: set[int] = set()  # warm or retired children: their exits are not agents'
         self.warm_ok = True  # off for good once a warm child died unused (cold forks then)
@@ -137,15 +138,15 @@ class _Zygote:
                      *(w for _, w in self.warm)]
             if boot_w is not None:
                 close.append(boot_w)
-            _child(close, boot, boot_r, {**self.template, "ready_fd": self.ready_fd},
-                   self.me)
+            _child(close, boot, boot_r, self.template, self.me)
         if boot_r is not None:
             os.close(boot_r)
         return pid, boot_w
 
     def spawn(self, boot: dict[str, Any]) -> int:
-        boot = {**boot, "ready_fd": self.ready_fd}
-        template = node_fields(boot)
+        record = replace(Boot.from_wire(boot), ready_fd=self.ready_fd)
+        boot = record.to_wire()
+        template = record.node
         if template != self.template:
             self.retire()
             self.template = template

@@ -44,7 +44,8 @@ from ..messaging.control import ControlClient
 from ..messaging.messenger import Messenger
 from ..messaging.spawnargs import spawn_request
 from ..node.config import StartReport
-from ..store.lmdb import Store
+from ..store import open_store
+from ..store.protocol import Store
 
 START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
@@ -57,7 +58,7 @@ def _acquire_store(path: str, durability: str) -> Store:
     with _stores_lock:
         store, refs = _stores.get(path, (None, 0))
         if store is None:
-            store = Store(path, durability)
+            store = open_store(path, durability)
         _stores[path] = (store, refs + 1)
         return store
 

@@ -34,7 +34,7 @@ from beamish.mailbox import (
 )
 
 from .._paths import NodePaths
-from .._types import Failure
+from .._types import ACCEPTS_MESSAGES
 from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
@@ -44,10 +44,10 @@ from ..errors import (
     RemoteError,
     StoreError,
 )
-from ..store.lmdb import Store, Txn
-from .wire import parse_reply_ring, ring_frame
+from ..store.protocol import Store, Txn
+from ..store.records import AgentRecord, Message, Reply, ReplyError
+from .wire import parse_reply_ring, reply_frame, ring_frame
 
-LIVE_STATUSES = frozenset({"starting", "running", "restarting", "backoff"})
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
 # normal operation; this bounds the cost if one is).
 REPLY_RECHECK_S = 0.2
@@ -74,20 +74,19 @@ def encode_message(msg: Any, limit: int, target: str) -> bytes:
         raise BadMessage(str(exc)) from None
 
 
-def raise_reply_error(name: str, error: dict[str, Any]) -> None:
+def raise_reply_error(name: str, error: ReplyError) -> None:
     """Raise the `RemoteError` a reply record carries."""
-    raise RemoteError(name, str(error.get("type", "Error")), str(error.get("message", "")),
-                      str(error.get("traceback", "")), Failure.from_dict(error.get("failure")))
+    raise RemoteError(name, error.type, error.message, error.traceback, error.failure)
 
 
-def raise_gone(name: str, rec: dict[str, Any] | None) -> None:
+def raise_gone(name: str, rec: AgentRecord | None) -> None:
     """Raise for a call whose agent left the tree while the call waited."""
     if rec is None:
         raise AgentNotFound(name, "it was deleted while this call waited")
-    failure = Failure.from_dict(rec.get("last_failure"))
+    failure = rec.last_failure
     why = f" after {failure.kind}: {failure.exc_type or failure.message}" if failure else ""
-    raise RemoteError(name, f"Agent{rec['status'].capitalize()}",
-                      f"the agent is {rec['status']}{why}; this call stays in its mailbox "
+    raise RemoteError(name, f"Agent{rec.status.capitalize()}",
+                      f"the agent is {rec.status}{why}; this call stays in its mailbox "
                       f"and is handled if the agent comes back (node.restart({name!r}))",
                       failure.traceback if failure else "", failure)
 
@@ -227,7 +226,7 @@ class _GroupAppender:
             item.route, item.error = None, None
             if route is None:
                 item.error = AgentNotFound(item.name)
-            elif route[1] not in LIVE_STATUSES:
+            elif route[1] not in ACCEPTS_MESSAGES:
                 item.error = AgentNotFound(item.name, f"it is {route[1]}")
             else:
                 item.route = (route[0], t.append_packed(route[0], item.packed))
@@ -269,10 +268,10 @@ class Messenger:
                 self._ports.add(port)
         return port
 
-    def _append(self, name: str, message: dict[str, Any], port: _Port) -> None:
+    def _append(self, name: str, message: Message, port: _Port) -> None:
         """Commit ``message`` to ``name``'s mailbox, then ring the agent. The ring carries
         the message itself when it is small, so the agent need not read it back."""
-        packed = pack(message)
+        packed = pack(message.to_wire())
         try:
             agent_id, seq = self._appender.append(name, packed, port.taken)
         except AgentNotFound:
@@ -290,7 +289,7 @@ class Messenger:
         """
         check_name(name)
         payload = encode_message(msg, self.limit, name)
-        self._append(name, {"k": "cast", "p": payload, "t": time.time()}, self._port())
+        self._append(name, Message("cast", payload, time.time()), self._port())
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """Send ``msg`` to agent ``name`` and wait for the reply.
@@ -308,27 +307,27 @@ class Messenger:
         msg_id = new_msg_id()
         deadline = time.monotonic() + timeout
         wall_deadline = time.time() + timeout
-        self._append(name, {"k": "call", "p": payload, "t": time.time(), "id": msg_id,
-                            "r": port.inbox_path, "d": wall_deadline}, port)
+        self._append(name, Message.call(payload, msg_id, port.inbox_path, wall_deadline,
+                                        time=time.time()), port)
         while True:
             remaining = deadline - time.monotonic()
             got = port.inbox.recv(max(0.0, min(remaining, REPLY_RECHECK_S)))
             reply = None
             ring = parse_reply_ring(got[1]) if got is not None else None
             if ring is not None and ring.msg_id == msg_id:
-                reply = ring.reply  # the committed reply, carried in its ring
+                reply = Reply.from_wire(ring.reply)  # the committed reply, in its ring
                 port.taken.append(msg_id)
             elif got is None:
                 # No ring yet: the reply may be committed with its ring lost (the agent died
                 # right after its commit). LMDB has the truth. And if the agent has since
                 # left the tree (marked failed, stopped), say so now instead of at timeout.
                 reply, rec = self.store.write(lambda t: (t.pop_reply(msg_id), t.get_agent(name)))
-                if reply is None and (rec is None or rec["status"] not in LIVE_STATUSES):
+                if reply is None and (rec is None or rec.status not in ACCEPTS_MESSAGES):
                     raise_gone(name, rec)
             if reply is not None:
-                if reply.get("ok"):
-                    return unpack(reply["v"])
-                raise_reply_error(name, reply["e"])
+                if reply.ok:
+                    return unpack(reply.value)
+                raise_reply_error(name, reply.error or ReplyError("Error", ""))
             if time.monotonic() >= deadline:
                 raise CallTimeout(name, timeout)
 
@@ -348,3 +347,9 @@ class Messenger:
         if self._own_ctx:
             self.ctx.destroy(linger=0)
 
+
+
+def reply_ring(msg_id: bytes, reply: Reply) -> bytes:
+    """The ring an agent sends a caller once the reply to ``msg_id`` is committed; it
+    carries the reply itself, so the caller need not read it back from LMDB."""
+    return reply_frame(msg_id, pack(reply.to_wire()))

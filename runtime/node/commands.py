@@ -15,7 +15,7 @@ import os
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
@@ -34,30 +34,36 @@ from beamish.supervisor import (
     SupervisorSpec,
 )
 
-from .._types import DroppedFrames
+from .._types import ACCEPTS_MESSAGES, IN_TREE, AgentStatus, DroppedFrames, agent_status
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
-from ..agent.inflight import read_dropped
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
-from ..messaging.messenger import LIVE_STATUSES
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..messaging.wire import ring_frame
-from ..store.lmdb import Txn
+from ..store.protocol import Txn
+from ..store.records import (
+    AgentRecord,
+    ChildTemplate,
+    Malformed,
+    Message,
+    Spawning,
+    SupervisorRecord,
+)
 from .config import ConfigDrift, agent_drift
 
 if TYPE_CHECKING:
     from .daemon import NodeDaemon
 
 
-def _child_spec(rec: dict[str, Any]) -> ChildSpec:
-    return ChildSpec(rec["name"], ChildKind.AGENT, RestartType(rec["restart"]), rec["shutdown"])
+def _child_spec(rec: AgentRecord) -> ChildSpec:
+    return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
 
 
-def _add_agent(shell: Any, rec: dict[str, Any]) -> Any:
+def _add_agent(shell: Any, rec: AgentRecord) -> Any:
     """Add an agent to its supervisor: by name for a simple_one_for_one supervisor (its
     children are made from its template), else with the agent's own spec."""
     if shell.spec.strategy == "simple_one_for_one":
-        return shell.add_child(rec["name"])
+        return shell.add_child(rec.name)
     return shell.add_child(_child_spec(rec))
 
 
@@ -74,14 +80,9 @@ def ping(node: NodeDaemon) -> dict[str, Any]:
 def dropped_frames(node: NodeDaemon) -> DroppedFrames:
     """Count the invalid frames dropped so far: the node's sockets, and every agent's
     (live processes publish theirs in their in-flight marker; exited ones were added up)."""
-    spawner = node.spawner
-    with spawner.lock:
-        live = [(incn.id, incn.inc) for incn in spawner.current.values()]
-        agents = spawner.agent_dropped
-    agents += sum(read_dropped(node.paths.agent_busy(i), inc) for i, inc in live)
+    agents, ready = node.spawner.dropped_by_agents()
     return DroppedFrames(control=node.control.dropped, reports=node.reports.dropped,
-                         ready=spawner.rejected_reports + node.zygote.dropped,
-                         agents=agents)
+                         ready=ready + node.zygote.dropped, agents=agents)
 
 
 def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
@@ -121,13 +122,13 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
 
-    def reserve(t: Txn) -> dict[str, Any]:
+    def reserve(t: Txn) -> AgentRecord:
         agent_name = name
         rec = t.get_agent(agent_name) if agent_name else None
-        prev = rec["status"] if rec is not None else None
-        if rec is not None and rec["status"] in LIVE_STATUSES | {"failed"}:
-            raise SpawnError(agent_name or "", f"the name is in use by a {rec['status']} agent "
-                             f"(pid {rec.get('pid')}); pick another name or stop it first")
+        prev = rec.status if rec is not None else None
+        if rec is not None and rec.status in IN_TREE:
+            raise SpawnError(agent_name or "", f"the name is in use by a {rec.status} agent "
+                             f"(pid {rec.pid}); pick another name or stop it first")
         if rec is None:
             agent_id = t.next_counter("agent_id")
             if agent_name and t.get_sup(agent_name) is not None:
@@ -138,57 +139,54 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
                 while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
                     agent_id = t.next_counter("agent_id")
                     agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
-            rec = {"name": agent_name, "id": agent_id, "incarnation": 0, "restarts": 0,
-                   "created": time.time(), "last_failure": None}
-        rec.update(cls=cls, args=args, supervisor=supervisor, restart=restart,
-                   shutdown=shutdown, limits=limits or {}, status="starting", pid=None,
-                   order=t.next_counter("order"), fresh=True,
-                   spawning={"prev": prev})  # until the spawn completes: see _roll_back_spawn
-        rec.pop("recover_pending", None)  # a new spawn is not a restart: nothing to recover
+            rec = AgentRecord(agent_name, agent_id, created=time.time())
+        rec = replace(rec, cls=cls, args=args, supervisor=supervisor, restart=restart,
+                      shutdown=shutdown, limits=limits or {}, status=AgentStatus.STARTING,
+                      pid=None, order=t.next_counter("order"), fresh=True,
+                      spawning=Spawning(prev),  # until the spawn completes: _roll_back_spawn
+                      recover_pending=False)  # a new spawn is not a restart: nothing to recover
         t.put_agent(rec)
         return rec
     rec = node.store.write(reserve)
-    agent_name = rec["name"]
-    node.spawner.next_failure.pop(agent_name, None)
+    agent_name = rec.name
+    node.spawner.forget_failure(agent_name)
     try:
         _add_agent(shell, rec)
     except (StartFailed, SupervisorError) as exc:
-        failure = node.spawner.start_failures.pop(agent_name, None)
-        _roll_back_spawn(node, rec, "stopped")
+        failure = node.spawner.take_start_failure(agent_name)
+        _roll_back_spawn(node, rec, AgentStatus.STOPPED)
         detail = (f"{failure.exc_type}: {failure.message}" if failure.exc_type
                   else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     _spawn_completed(node, agent_name)
-    return {"name": agent_name, "pid": node.spawner.current[agent_name].pid
-            if agent_name in node.spawner.current else None}
+    return {"name": agent_name, "pid": node.spawner.pid_of(agent_name)}
 
 
 def _spawn_completed(node: NodeDaemon, name: str) -> None:
     def txn(t: Txn) -> None:
         rec = t.get_agent(name)
-        if rec is not None and "spawning" in rec:
-            del rec["spawning"]
-            t.put_agent(rec)
+        if rec is not None and rec.spawning is not None:
+            t.put_agent(replace(rec, spawning=None))
     node.store.write(txn)
 
 
-def _roll_back_spawn(node: NodeDaemon, rec: dict[str, Any], resumed_status: str) -> None:
+def _roll_back_spawn(node: NodeDaemon, rec: AgentRecord, resumed_status: AgentStatus
+                     ) -> None:
     """Undo a spawn that did not complete: a new name's record and data are erased (the
     name is free again); a resumed agent goes back to ``resumed_status``, its state kept.
 
     A record still marked ``spawning`` when a node restarts on the dir was never
     acknowledged (the node died first): the restore completes it, or rolls it back with
     this, never leaving a half-made agent."""
-    name = rec["name"]
-    if rec.get("spawning", {}).get("prev") is None:
-        node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
+    name = rec.name
+    if rec.spawning is None or rec.spawning.prev is None:
+        node.store.write(lambda t: (t.erase_agent_data(rec.id), t.delete_agent(name)))
         return
 
     def txn(t: Txn) -> None:
         cur = t.get_agent(name)
         if cur is not None:
-            cur.pop("spawning", None)
-            t.put_agent({**cur, "status": resumed_status, "pid": None})
+            t.put_agent(replace(cur, spawning=None, status=resumed_status, pid=None))
     node.store.write(txn)
 
 
@@ -198,7 +196,7 @@ def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervi
     that init/recover returns: its own, and each ancestor that is starting its branch (a
     supervisor starts one child at a time and waits for it, as in OTP, where this
     deadlocks)."""
-    child, shell = caller, node.shell(node.sup_of(caller))
+    child, shell = caller, node.shell(node.registry.supervisor_of(caller))
     path = [caller]
     while shell is not None:
         try:
@@ -228,7 +226,7 @@ def _is_supervisor(node: NodeDaemon, name: str) -> bool:
     return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
-def _require(node: NodeDaemon, name: str) -> dict[str, Any]:
+def _require(node: NodeDaemon, name: str) -> AgentRecord:
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
@@ -242,21 +240,17 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
     its state and mailbox stay, so a later spawn under the name resumes it.
     CLI: ``beamish stop NAME``."""
     rec = _require(node, name)
-    shell = node.shell(rec["supervisor"])
-    node.removing.add(name)
-    try:
-        if rec["status"] in LIVE_STATUSES | {"failed"} and shell is not None:
-            node.spawner.stop_reasons[name] = "normal"
-            try:
-                shell.remove_child(name)
-            except SupervisorError:
-                pass  # not a child any more (failed, or exited meanwhile): nothing to stop
-            node.spawner.stop_reasons.pop(name, None)
-        node.set_status(name, "stopped")
-    finally:
-        node.removing.discard(name)
-    node.emit("stopped", name, rec["supervisor"], "normal")
-    return {"name": name, "status": "stopped"}
+    shell = node.shell(rec.supervisor)
+    with node.registry.removing(name):
+        if rec.status in IN_TREE and shell is not None:
+            with node.spawner.stop_reason(name, "normal"):
+                try:
+                    shell.remove_child(name)
+                except SupervisorError:
+                    pass  # not a child any more (failed, or exited meanwhile): nothing to stop
+        node.registry.set_status(name, AgentStatus.STOPPED)
+    node.emit("stopped", name, rec.supervisor, "normal")
+    return {"name": name, "status": AgentStatus.STOPPED}
 
 
 def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
@@ -264,8 +258,8 @@ def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     rec = _require(node, name)
     stop(node, name)
-    node.store.write(lambda t: (t.erase_agent_data(rec["id"]), t.delete_agent(name)))
-    node.emit("deleted", name, rec["supervisor"], "")
+    node.store.write(lambda t: (t.erase_agent_data(rec.id), t.delete_agent(name)))
+    node.emit("deleted", name, rec.supervisor, "")
     return {"name": name, "deleted": True}
 
 
@@ -281,15 +275,15 @@ def _proc_stats(pid: int | None) -> tuple[int, float]:
         return 0, 0.0
 
 
-def _info_of(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
-    depth, processed = node.store.read(lambda t: (t.depth(rec["id"]), t.processed(rec["id"])))
-    pid = rec.get("pid") if rec["status"] == "running" else None
+def _info_of(node: NodeDaemon, rec: AgentRecord) -> dict[str, Any]:
+    depth, processed = node.store.read(lambda t: (t.depth(rec.id), t.processed(rec.id)))
+    pid = rec.pid if rec.status == AgentStatus.RUNNING else None
     rss, cpu = _proc_stats(pid)
-    return {"name": rec["name"], "pid": pid, "status": rec["status"],
-            "restarts": int(rec.get("restarts", 0)), "mailbox_depth": depth,
+    return {"name": rec.name, "pid": pid, "status": str(rec.status),
+            "restarts": rec.restarts, "mailbox_depth": depth,
             "processed": processed, "rss_bytes": rss, "cpu_seconds": cpu,
-            "last_failure": rec.get("last_failure"), "supervisor": rec["supervisor"],
-            "cls": rec["cls"]}
+            "last_failure": rec.last_failure.to_dict() if rec.last_failure else None,
+            "supervisor": rec.supervisor, "cls": rec.cls}
 
 
 def info(node: NodeDaemon, name: str) -> dict[str, Any]:
@@ -299,7 +293,7 @@ def info(node: NodeDaemon, name: str) -> dict[str, Any]:
 
 def ps(node: NodeDaemon) -> list[dict[str, Any]]:
     """``{"op": "ps"}`` -> a list of `AgentInfo` fields, in start order. CLI: ``beamish ps``."""
-    recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.get("order", 0))
+    recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.order)
     return [_info_of(node, r) for r in recs]
 
 
@@ -308,7 +302,7 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
     "child_restarts", "children"}`` for each supervisor (``restarts``: how many times it
     was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
-    recs = {r["name"]: r for r in node.store.read(lambda t: t.agents())}
+    recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
 
     def walk(snap: Any, status: str, restarts: int) -> dict[str, Any]:
         children = []
@@ -320,15 +314,17 @@ def tree(node: NodeDaemon) -> dict[str, Any]:
                                  "status": str(child.status), "restarts": child.restarts,
                                  "child_restarts": 0, "children": []})
             else:
-                rec = recs.get(child.id, {})
-                children.append({"name": child.id, "kind": "agent", "status": str(child.status),
-                                 "restarts": int(rec.get("restarts", child.restarts)),
-                                 "pid": rec.get("pid"), "cls": rec.get("cls", "")})
+                rec = recs.get(child.id)
+                children.append({"name": child.id, "kind": "agent",
+                                 "status": str(agent_status(child.status)),
+                                 "restarts": child.restarts if rec is None else rec.restarts,
+                                 "pid": None if rec is None else rec.pid,
+                                 "cls": "" if rec is None else rec.cls})
         return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
                 "status": status, "restarts": restarts,
                 "child_restarts": sum(c["restarts"] for c in children), "children": children}
     root = node.root.snapshot()
-    return walk(root, "running" if root.running else "stopped", 0)
+    return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
 
 
 def events_since(node: NodeDaemon, since: int) -> list[dict[str, Any]]:
@@ -356,19 +352,20 @@ def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
     (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
     rec = _require(node, name)
-    entries = node.store.read(lambda t: t.dead(rec["id"]))
-    return [{"seq": seq, "kind": e["message"].get("k"), "msg": _dead_msg(e["message"]),
-             "failure": e["failure"], "time": e.get("time")} for seq, e in entries]
+    entries = node.store.read(lambda t: t.dead(rec.id))
+    return [{"seq": seq, "kind": e.message.kind, "msg": _dead_msg(e.message),
+             "failure": e.failure.to_dict() if e.failure else None, "time": e.time}
+            for seq, e in entries]
 
 
-def _dead_msg(record: dict[str, Any]) -> Any:
+def _dead_msg(record: Message | Malformed) -> Any:
     """A dead letter's message; one refused because it does not decode is shown as its
     raw bytes (so it can still be listed, inspected and deleted)."""
     from beamish.mailbox import ProtocolError, unpack
     try:
-        return unpack(record.get("p", b""))
+        return unpack(record.payload)
     except ProtocolError:
-        return record.get("p")
+        return record.payload
 
 
 def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
@@ -376,21 +373,21 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
     rec = _require(node, name)
-    if rec["status"] not in LIVE_STATUSES:
-        raise AgentNotFound(name, f"it is {rec['status']}; spawn or restart it first")
+    if rec.status not in ACCEPTS_MESSAGES:
+        raise AgentNotFound(name, f"it is {rec.status}; spawn or restart it first")
 
     def txn(t: Txn) -> int | None:
-        entry = next((e for s_, e in t.dead(rec["id"]) if s_ == seq), None)
+        entry = next((e for s_, e in t.dead(rec.id) if s_ == seq), None)
         if entry is None:
             return None
-        t.delete_dead(rec["id"], seq)
-        return t.append(rec["id"], entry["message"])
+        t.delete_dead(rec.id, seq)
+        return t.append(rec.id, entry.message)
     new_seq = node.store.write(txn)
     if new_seq is None:
         raise ConfigError(f"agent {name!r} has no dead letter #{seq} "
                           f"(see `beamish dead-letters {name}`)")
-    node.ring(node.paths.agent_inbox(rec["id"]), ring_frame(new_seq))
-    node.emit("resent", name, rec["supervisor"], f"dead letter #{seq} as #{new_seq}")
+    node.ring(node.paths.agent_inbox(rec.id), ring_frame(new_seq))
+    node.emit("resent", name, rec.supervisor, f"dead letter #{seq} as #{new_seq}")
     return {"name": name, "seq": new_seq}
 
 
@@ -406,9 +403,9 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
         if sup is not None:
             return _restart_supervisor(node, sup)
         raise AgentNotFound(name)
-    shell = node.shell(rec["supervisor"])
+    shell = node.shell(rec.supervisor)
     if shell is None:
-        raise AgentNotFound(name, f"its supervisor {rec['supervisor']!r} is gone")
+        raise AgentNotFound(name, f"its supervisor {rec.supervisor!r} is gone")
     try:
         shell.restart_child(name)
     except Running as exc:
@@ -416,52 +413,50 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
     except StartFailed as exc:
         raise SpawnError(name, f"it did not start ({exc})") from None
     except NotFound:  # not in the tree any more (stopped, exited): add it back
-        def claim(t: Txn) -> dict[str, Any]:
+        def claim(t: Txn) -> AgentRecord:
             # Read and marked in one transaction: of two concurrent restarts, one claims it.
             cur = t.get_agent(name)
             if cur is None:
                 raise AgentNotFound(name)
-            if cur["status"] in LIVE_STATUSES:
-                raise AlreadyRunning(name, cur["status"])
-            t.put_agent({**cur, "status": "starting", "fresh": True})
-            return dict(cur)
+            if cur.status in ACCEPTS_MESSAGES:
+                raise AlreadyRunning(name, cur.status)
+            t.put_agent(replace(cur, status=AgentStatus.STARTING, fresh=True))
+            return cur
         rec = node.store.write(claim)
         try:
             _add_agent(shell, rec)
         except AlreadyPresent:
             raise AlreadyRunning(name, "starting") from None  # another restart won the race
         except (StartFailed, SupervisorError) as exc:
-            node.set_status(name, rec["status"])
+            node.registry.set_status(name, rec.status)
             raise SpawnError(name, f"it did not start ({exc})") from None
-    return {"name": name, "status": "running"}
+    return {"name": name, "status": AgentStatus.RUNNING}
 
 
-def _restart_supervisor(node: NodeDaemon, rec: dict[str, Any]) -> dict[str, Any]:
-    name = rec["name"]
-    parent = node.shell(rec["parent"])
+def _restart_supervisor(node: NodeDaemon, rec: SupervisorRecord) -> dict[str, Any]:
+    name = rec.name
+    parent = node.shell(rec.parent)
     if parent is None:
-        raise AgentNotFound(name, f"it is a supervisor whose parent {rec['parent']!r} is gone")
+        raise AgentNotFound(name, f"it is a supervisor whose parent {rec.parent!r} is gone")
     try:
         parent.restart_child(name)
     except Running as exc:
         raise AlreadyRunning(name, exc.status, what="supervisor") from None
     except (StartFailed, SupervisorError) as exc:
         raise SpawnError(name, f"the supervisor did not start ({exc})") from None
-    node.set_sup_status(name, "running")
-    return {"name": name, "status": "running"}
+    node.registry.set_sup_status(name, ChildStatus.RUNNING)
+    return {"name": name, "status": ChildStatus.RUNNING}
 
 
-def _sup_spec(rec: dict[str, Any]) -> ChildSpec:
+def _sup_spec(rec: SupervisorRecord) -> ChildSpec:
     # Strings go in as given: the specs validate them and name the field in the error.
     template = None
-    if rec["strategy"] == "simple_one_for_one":
-        t = rec.get("template") or {}
-        template = ChildSpec("template", ChildKind.AGENT, t.get("restart", "permanent"),
-                             t.get("shutdown", 5.0))
-    spec = SupervisorSpec(rec["name"], rec["strategy"], rec["max_restarts"], rec["max_seconds"],
-                          backoff=tuple(rec["backoff"]) if rec.get("backoff") else None,
-                          template=template)
-    return ChildSpec.for_supervisor(spec, rec.get("restart", "permanent"))
+    if rec.strategy == "simple_one_for_one":
+        t = rec.template or ChildTemplate()
+        template = ChildSpec("template", ChildKind.AGENT, t.restart, t.shutdown)  # type: ignore[arg-type]
+    spec = SupervisorSpec(rec.name, rec.strategy, rec.max_restarts, rec.max_seconds,  # type: ignore[arg-type]
+                          backoff=rec.backoff, template=template)
+    return ChildSpec.for_supervisor(spec, rec.restart)  # type: ignore[arg-type]
 
 
 def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
@@ -476,10 +471,10 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     CLI: ``beamish add-supervisor NAME --strategy S --parent P``."""
     check_name(name)
     check_name(parent, "parent")
-    rec = {"name": name, "strategy": strategy, "max_restarts": max_restarts,
-           "max_seconds": max_seconds, "parent": parent, "restart": restart,
-           "backoff": backoff, "status": "running",
-           "template": {"restart": child_restart, "shutdown": check_shutdown(child_shutdown)}}
+    rec = SupervisorRecord(name, strategy, max_restarts, max_seconds, parent, restart,
+                           tuple(backoff) if backoff else None,
+                           ChildTemplate(child_restart, check_shutdown(child_shutdown)),
+                           ChildStatus.RUNNING)
     try:
         spec = _sup_spec(rec)
     except (InvalidSpec, ValueError) as exc:
@@ -490,21 +485,23 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
     taken = ConfigError(f"name={name!r}: already used by a supervisor or an agent")
     if node.shell(name) is not None:
         raise taken
-    token = os.urandom(8).hex()  # which record is ours, should a concurrent add race us
+    mine: list[int] = []  # the order of the record this call wrote
 
     def txn(t: Txn) -> None:
         # Checked in the writing transaction: a concurrent spawn or add_supervisor of the
         # same name checks in its own, so only one of them can hold the name.
         if t.get_agent(name) is not None or t.get_sup(name) is not None:
             raise taken
-        t.put_sup({**rec, "order": t.next_counter("order"), "token": token})
+        order = t.next_counter("order")  # unique: which record is ours, should one race us
+        mine.append(order)
+        t.put_sup(replace(rec, order=order))
     node.store.write(txn)
     try:
         shell.add_child(spec)
     except (StartFailed, SupervisorError) as exc:
         def undo(t: Txn) -> None:
-            mine = t.get_sup(name)
-            if mine is not None and mine.get("token") == token:
+            cur = t.get_sup(name)
+            if cur is not None and mine and cur.order == mine[-1]:
                 t.delete_sup(name)
         node.store.write(undo)
         raise ConfigError(f"supervisor {name!r} did not start: {exc}") from None
@@ -531,27 +528,24 @@ def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
                                   "namespace; rename it")
         for sup in config.supervisor:
             if t.get_sup(sup.name) is None:
-                t.put_sup({"name": sup.name, "strategy": sup.strategy,
-                           "max_restarts": sup.max_restarts, "max_seconds": sup.max_seconds,
-                           "parent": sup.parent, "restart": sup.restart,
-                           "backoff": list(sup.backoff) if sup.backoff else None,
-                           "template": {"restart": sup.child_restart,
-                                        "shutdown": sup.child_shutdown},
-                           "status": "running", "order": t.next_counter("order")})
+                t.put_sup(SupervisorRecord(
+                    sup.name, sup.strategy, sup.max_restarts, sup.max_seconds, sup.parent,
+                    sup.restart, tuple(sup.backoff) if sup.backoff else None,
+                    ChildTemplate(sup.child_restart, sup.child_shutdown), ChildStatus.RUNNING,
+                    t.next_counter("order")))
         for agent in config.agent:
             rec = t.get_agent(agent.name)
             if rec is not None:
-                found = agent_drift(rec, agent, node.paths.dir)
+                found = agent_drift(rec.to_wire(), agent, node.paths.dir)
                 if found is not None:
                     drift.append(found)
             if rec is None:
-                t.put_agent({"name": agent.name, "id": t.next_counter("agent_id"),
-                             "incarnation": 0, "restarts": 0, "created": time.time(),
-                             "last_failure": None, "cls": agent.cls, "args": agent.args,
-                             "supervisor": agent.supervisor, "restart": agent.restart,
-                             "shutdown": agent.shutdown, "limits": agent.limits.model_dump(),
-                             "status": "starting", "pid": None, "fresh": True,
-                             "order": t.next_counter("order")})
+                t.put_agent(AgentRecord(
+                    agent.name, t.next_counter("agent_id"), created=time.time(),
+                    cls=agent.cls, args=agent.args, supervisor=agent.supervisor,
+                    restart=agent.restart, shutdown=agent.shutdown,
+                    limits=agent.limits.model_dump(), status=AgentStatus.STARTING,
+                    fresh=True, order=t.next_counter("order")))
     node.store.write(txn)
     return drift
 
@@ -562,41 +556,41 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
     failed to start did, by name."""
     failures: dict[str, str] = {}
     sups, agents = node.store.read(lambda t: (t.sups(), t.agents()))
-    items = [("sup", r) for r in sups] + [("agent", r) for r in agents]
-    for kind, rec in sorted(items, key=lambda item: item[1].get("order", 0)):
-        if kind == "sup":
-            parent = node.shell(rec["parent"])
+    items: list[AgentRecord | SupervisorRecord] = [*sups, *agents]
+    for rec in sorted(items, key=lambda item: item.order):
+        if isinstance(rec, SupervisorRecord):
+            parent = node.shell(rec.parent)
             if parent is None:
                 continue
             try:
                 parent.add_child(_sup_spec(rec))
             except (StartFailed, SupervisorError) as exc:
-                node.emit("failed", rec["name"], rec["parent"], f"did not start: {exc}")
+                node.emit("failed", rec.name, rec.parent, f"did not start: {exc}")
             continue
-        if rec["status"] not in LIVE_STATUSES:
+        if rec.status not in ACCEPTS_MESSAGES:
             continue
-        shell = node.shell(rec["supervisor"])
+        shell = node.shell(rec.supervisor)
         try:
             if shell is None:
-                raise StartFailed(f"its supervisor {rec['supervisor']!r} did not start")
-            node.store.write(lambda t, r=rec: t.put_agent({**r, "fresh": True}))
+                raise StartFailed(f"its supervisor {rec.supervisor!r} did not start")
+            node.store.write(lambda t, r=rec: t.put_agent(replace(r, fresh=True)))
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError, ConfigError) as exc:
-            failure = node.spawner.start_failures.pop(rec["name"], None)
+            failure = node.spawner.take_start_failure(rec.name)
             reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
                 else (failure.message if failure else str(exc))
-            if "spawning" in rec:  # never acknowledged: the spawn is undone, not failed
-                _roll_back_spawn(node, rec, rec["spawning"].get("prev") or "stopped")
-                node.emit("removed", rec["name"], rec["supervisor"],
+            if rec.spawning is not None:  # never acknowledged: the spawn is undone, not failed
+                _roll_back_spawn(node, rec, rec.spawning.prev or AgentStatus.STOPPED)
+                node.emit("removed", rec.name, rec.supervisor,
                           f"a spawn the node never acknowledged (it stopped first) did not "
                           f"complete on restart, so it was rolled back: {reason}")
                 continue
-            failures[rec["name"]] = reason
-            node.set_status(rec["name"], "failed", failure=failure)
-            node.emit("failed", rec["name"], rec["supervisor"], f"did not start: {reason}")
+            failures[rec.name] = reason
+            node.registry.set_status(rec.name, AgentStatus.FAILED, failure=failure)
+            node.emit("failed", rec.name, rec.supervisor, f"did not start: {reason}")
             continue
-        if "spawning" in rec:
-            _spawn_completed(node, rec["name"])
+        if rec.spawning is not None:
+            _spawn_completed(node, rec.name)
     return failures
 
 

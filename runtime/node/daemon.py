@@ -33,7 +33,7 @@ from beamish.mailbox import Envelope, Inbox, Kind, encode, pack
 from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
-from .._types import Failure
+from .._types import AgentStatus
 from ..errors import (
     BeamishError,
     ConfigError,
@@ -44,9 +44,12 @@ from ..errors import (
 )
 from ..messaging.messenger import Messenger
 from ..messaging.wire import Rejected, ReportKind, parse_report, ring_frame, worth_logging
-from ..store.lmdb import Store, Txn, memory_path, wipe
+from ..store import memory_path, open_store, wipe
+from ..store.protocol import Store, Txn
+from ..store.records import Message
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
+from .registry import ROOT, Registry
 from .spawner import AgentSpawner
 from .zygote_link import ZygoteLink
 
@@ -54,7 +57,6 @@ log = logging.getLogger("beamish.node")
 EVENTS_KEPT = 10_000
 HOUSEKEEPING_S = 1.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
-ROOT = "root"
 ZYGOTE_MAX_RESTARTS, ZYGOTE_PERIOD_S = 5, 60.0  # a zygote dying more often stops the node
 FOLLOWERS_MAX = 4096  # events long-polls parked at once
 EVENTS_WAIT_MAX_S = 30.0
@@ -93,7 +95,6 @@ class NodeDaemon:
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
         self.followers: list[_Follower] = []  # main loop only
-        self.removing: set[str] = set()  # agents a stop command is taking out of the tree
         self.exit_code = 0
         self.dropped_frames = 0
         self.zygote_deaths: list[float] = []  # monotonic times the zygote died
@@ -138,7 +139,8 @@ class NodeDaemon:
             wipe(self.store_path)
         else:
             self.store_path = self.paths.store
-        self.store = Store(self.store_path, self.durability)
+        self.store: Store = open_store(self.store_path, self.durability)
+        self.registry = Registry(self.store, self.emit, self.stopping)
         # The zygote is started before any ZeroMQ context exists in this process.
         self.spawner = AgentSpawner(self)
         self.links = LinkTable()
@@ -158,7 +160,8 @@ class NodeDaemon:
             SupervisorSpec(ROOT, Strategy.ONE_FOR_ONE, self.config.node.max_restarts,
                            self.config.node.max_seconds,
                            per_child_intensity=not self.config.node.strict),
-            self.spawner, self.clock, on_event=self._on_sup_event, on_exit=self._on_root_exit)
+            self.spawner, self.clock, on_event=self.registry.on_supervisor_event,
+            on_exit=self._on_root_exit)
         self.root.start()
         self._write_info()
 
@@ -189,56 +192,17 @@ class NodeDaemon:
         from .commands import add_config_entries, start_persisted
         drift = add_config_entries(self, config)
         failed = start_persisted(self)
-        recs = {r["name"]: r for r in self.store.read(lambda t: t.agents())}
+        recs = {r.name: r for r in self.store.read(lambda t: t.agents())}
         for agent in config.agent:  # declared, and failed before this start
             rec = recs.get(agent.name)
-            if rec is not None and rec["status"] == "failed" and agent.name not in failed:
-                last = rec.get("last_failure") or {}
+            if rec is not None and rec.status == AgentStatus.FAILED and agent.name not in failed:
+                last = rec.last_failure
                 failed[agent.name] = ("it was marked failed before this start"
-                                      + (f" ({last.get('exc_type') or last.get('kind')}: "
-                                         f"{last.get('message')})" if last else ""))
+                                      + (f" ({last.exc_type or last.kind}: "
+                                         f"{last.message})" if last else ""))
         return StartReport(
-            tuple(AgentStartFailure(name, str(recs.get(name, {}).get("cls", "?")), why)
+            tuple(AgentStartFailure(name, recs[name].cls if name in recs else "?", why)
                   for name, why in failed.items()), tuple(drift))
-
-    def sup_of(self, name: str) -> str:
-        """Return the supervisor of agent ``name`` (from the registry)."""
-        rec = self.store.read(lambda t: t.get_agent(name))
-        return str(rec["supervisor"]) if rec else ROOT
-
-    def _on_sup_event(self, kind: str, name: str, supervisor: str, reason: str) -> None:
-        # The event first: whoever sees the new status can then find the event too.
-        self.emit(str(kind), name, supervisor, reason)
-        status = {"failed": "failed", "backoff": "backoff"}.get(str(kind))
-        if status is not None:
-            self.set_status(name, status, pid=None)
-            self.set_sup_status(name, status)
-        elif kind == "removed":
-            self._mark_exited(name)
-
-    def _mark_exited(self, name: str) -> None:
-        # A child that left the tree after exiting by itself (temporary; transient after a
-        # normal exit), or a temporary one stopped as a one_for_all/rest_for_one bystander
-        # or with its supervisor (still "running" here: the supervisor stopped it): its
-        # state stays, and a later spawn of the name resumes it. Not while the node stops:
-        # a node restarted on the dir brings back what was running.
-        if self.stopping.is_set() or name in self.removing:
-            return  # (a stop or delete sets the status itself)
-
-        def txn(t: Txn) -> None:
-            rec = t.get_agent(name)
-            # Not "starting": a spawn that failed undoes its own reservation.
-            if rec is not None and rec["status"] in ("running", "restarting"):
-                t.put_agent({**rec, "status": "exited", "pid": None})
-        self.store.write(txn)
-
-    def set_sup_status(self, name: str, status: str) -> None:
-        """Record a nested supervisor's status (failed, running) in the registry."""
-        def txn(t: Txn) -> None:
-            rec = t.get_sup(name)
-            if rec is not None and rec.get("status") != status:
-                t.put_sup({**rec, "status": status})
-        self.store.write(txn)
 
     def emit(self, kind: str, name: str, supervisor: str, reason: str = "") -> None:
         """Record an event (thread-safe) and wake followers."""
@@ -249,33 +213,14 @@ class NodeDaemon:
             self.event_cond.notify_all()
         log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
 
-    def set_status(self, name: str, status: str, pid: int | None = None,
-                   failure: Failure | None = None, recover_pending: bool | None = None) -> None:
-        """Update an agent's registry record: status, pid, last failure, and whether that
-        failure still waits for a start that runs ``recover`` (None: leave it as it is)."""
-        def txn(t: Txn) -> None:
-            rec = t.get_agent(name)
-            if rec is None:
-                return
-            rec["status"] = status
-            rec["pid"] = pid
-            if failure is not None:
-                rec["last_failure"] = failure.to_dict()
-            if recover_pending:
-                rec["recover_pending"] = True
-            elif recover_pending is not None:
-                rec.pop("recover_pending", None)
-            t.put_agent(rec)
-        self.store.write(txn)
-
     def deliver_info(self, to: Any, message: dict[str, Any]) -> None:
         """Append an info message (a Down or Exit) to the mailbox of incarnation ``to``, if it
         is still the agent's live process (any thread)."""
-        if self.spawner.current.get(to.name) is not to:
+        if not self.spawner.is_current(to):
             return
-        record = {"k": "info", "p": pack(message), "t": time.time()}
+        record = Message("info", pack(message), time.time())
         seq = self.store.write(lambda t: t.append(to.id, record))
-        self.ring(self.paths.agent_inbox(to.id), ring_frame(seq, pack(record)))
+        self.ring(self.paths.agent_inbox(to.id), ring_frame(seq, pack(record.to_wire())))
 
     def ring(self, path: str, frame: bytes) -> None:
         """Send a compact doorbell/system frame to an agent inbox (any thread)."""
@@ -413,18 +358,11 @@ class NodeDaemon:
             elif report.ev is ReportKind.READY:
                 self.spawner.on_ready(report)
             else:
-                name = self._name_of(report.id)
-                self.emit(report.ev.value, name, self.sup_of(name), report.reason)
-
-    def _name_of(self, agent_id: int) -> str:
-        with self.spawner.lock:
-            for incn in self.spawner.current.values():
-                if incn.id == agent_id:
-                    return incn.name
-        # A report sent during recover can beat the zygote's answer to the fork, before
-        # the incarnation is registered: the store knows the name.
-        names = self.store.read(lambda t: [r["name"] for r in t.agents() if r["id"] == agent_id])
-        return names[0] if names else f"#{agent_id}"
+                # A report sent during recover can beat the zygote's answer to the fork,
+                # before the incarnation is registered: the registry knows the name.
+                name = (self.spawner.name_of(report.id) or self.registry.name_of(report.id)
+                        or f"#{report.id}")
+                self.emit(report.ev.value, name, self.registry.supervisor_of(name), report.reason)
 
     def _drain_results(self) -> None:
         while True:

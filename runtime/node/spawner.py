@@ -13,8 +13,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +25,14 @@ import psutil
 from beamish.supervisor import ChildSpec, ExitReason, StartFailed
 
 from .._osproc import process_start_time
-from .._types import Failure
+from .._types import AgentStatus, Failure
 from .._validation import check_limits
 from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
 from ..messaging.wire import Report, stop_frame
-from ..store.lmdb import Txn, filesystem_full, full_disk_advice
+from ..store import filesystem_full, full_disk_advice
+from ..store.protocol import Txn
+from ..store.records import AgentRecord, Boot, FailureReport, NodeFields, message_kind
 from .classify import ExitEvidence, LimitKind, classify
 from .links import Deliver, KillLinked
 from .zygote_link import PreloadRefused, ZygoteLost
@@ -111,16 +115,15 @@ class AgentSpawner:
     def _start(self, name: str, failure: Failure | None) -> Incarnation:
         node = self.node
 
-        def txn(t: Txn) -> dict[str, Any] | None:
+        def txn(t: Txn) -> AgentRecord | None:
             rec = t.get_agent(name)
             if rec is None:
                 return None
-            rec["incarnation"] = int(rec.get("incarnation", 0)) + 1
             # Counted before the fork, so a caller that sees the new process's reply
             # also sees the restart. A spawn (or a node start) marks the first start fresh.
-            if not rec.pop("fresh", False):
-                rec["restarts"] = int(rec.get("restarts", 0)) + 1
-            rec["status"] = "starting"
+            rec = replace(rec, incarnation=rec.incarnation + 1, fresh=False,
+                          restarts=rec.restarts if rec.fresh else rec.restarts + 1,
+                          status=AgentStatus.STARTING)
             t.put_agent(rec)
             return rec
         rec = node.store.write(txn)
@@ -129,29 +132,26 @@ class AgentSpawner:
         try:
             # Every start goes through here (spawn, restart, node start): a record stored by
             # an older beamish with a bad limit must not reach the limit checks.
-            limits = check_limits(rec.get("limits"))
+            limits = check_limits(rec.limits)
         except ConfigError as exc:
             why = (f"its stored limits are invalid ({exc}); `beamish stop {name}`, then spawn "
                    "it again with valid limits")
             self.start_failures[name] = Failure(kind="exit", message=why)
             raise StartFailed(why) from None
-        if failure is None and rec.get("recover_pending"):
+        if failure is None and rec.recover_pending:
             # The node restarted between a failure and the start that runs recover for it.
-            failure = Failure.from_dict(rec.get("last_failure"))
-        boot = {
-            "dir": node.paths.dir, "store": node.store_path, "durability": node.durability,
-            "id": rec["id"], "name": name, "cls": rec["cls"], "args": rec.get("args", {}),
-            "incarnation": rec["incarnation"], "failure": failure.to_dict() if failure else None,
-            "max_message_bytes": node.max_message_bytes, "sys_path": node.sys_path,
-            "limits": limits,
-        }
+            failure = rec.last_failure
+        boot = Boot(NodeFields(node.paths.dir, node.store_path, node.durability,
+                               node.max_message_bytes),
+                    rec.id, name, rec.cls, rec.args, rec.incarnation, failure,
+                    node.sys_path, limits)
         preload = list(node.preload)
         if node.preload_agent_modules:
-            preload.append(rec["cls"].partition(":")[0])
+            preload.append(rec.cls.partition(":")[0])
         # Not under self.lock: the zygote's reader thread, which answers this fork, may be
         # taking that lock for another agent's exit at the same moment.
         try:
-            pid = node.zygote.fork(boot, preload)
+            pid = node.zygote.fork(boot.to_wire(), preload)
         except PreloadRefused as exc:
             self.start_failures[name] = Failure(
                 kind="exit", message=f"module {exc.module!r} cannot be loaded: {exc.why} "
@@ -160,7 +160,7 @@ class AgentSpawner:
             raise StartFailed(str(exc)) from None
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
-        incn = Incarnation(name, rec["id"], rec["incarnation"], pid, process_start_time(pid),
+        incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
                            limits={k: v for k, v in limits.items() if v})
         with self.registered:
             self.by_pid[pid] = incn
@@ -185,11 +185,58 @@ class AgentSpawner:
             raise StartFailed(str(reason))
         try:
             # This start ran recover if a failure was pending: it is consumed.
-            node.set_status(name, "running", pid=pid, recover_pending=False)
+            node.registry.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
         except StoreFullError:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
         return incn
+
+    # -- what the node and its commands ask --------------------------------------------------
+    @contextmanager
+    def stop_reason(self, name: str, reason: str) -> Iterator[None]:
+        """Stop agent ``name`` with ``reason`` (not "shutdown") if its supervisor
+        terminates it within this block (a command taking it out of the tree)."""
+        self.stop_reasons[name] = reason
+        try:
+            yield
+        finally:
+            self.stop_reasons.pop(name, None)
+
+    def forget_failure(self, name: str) -> None:
+        """Drop the failure agent ``name``'s next start would recover from (a new spawn
+        of the name is not a restart)."""
+        self.next_failure.pop(name, None)
+
+    def take_start_failure(self, name: str) -> Failure | None:
+        """Take why agent ``name``'s last start failed, if its process (or the zygote)
+        said so; None otherwise."""
+        return self.start_failures.pop(name, None)
+
+    def pid_of(self, name: str) -> int | None:
+        """Return the pid of agent ``name``'s current process, or None."""
+        incn = self.current.get(name)
+        return None if incn is None else incn.pid
+
+    def is_current(self, incn: Incarnation) -> bool:
+        """Whether ``incn`` is still its agent's current process."""
+        return self.current.get(incn.name) is incn
+
+    def name_of(self, agent_id: int) -> str | None:
+        """Return the name of the agent with a registered process and id ``agent_id``."""
+        with self.lock:
+            for incn in self.current.values():
+                if incn.id == agent_id:
+                    return incn.name
+        return None
+
+    def dropped_by_agents(self) -> tuple[int, int]:
+        """Return the invalid frames dropped so far by agents' sockets (of the processes
+        that exited, plus what the live ones published), and the invalid ready reports."""
+        with self.lock:
+            live = [(incn.id, incn.inc) for incn in self.current.values()]
+            agents, ready = self.agent_dropped, self.rejected_reports
+        agents += sum(read_dropped(self.node.paths.agent_busy(i), inc) for i, inc in live)
+        return agents, ready
 
     def incarnation(self, name: str, inc: int | None = None,
                     wait: float = 0.0) -> Incarnation | None:
@@ -327,16 +374,17 @@ class AgentSpawner:
         if not incn.ready.done():
             incn.exited.set_result((reason, failure))
             incn.ready.set_result((reason, failure))
-            self.node.emit("exited", incn.name, self.node.sup_of(incn.name), str(reason))
+            self.node.emit("exited", incn.name, self.node.registry.supervisor_of(incn.name),
+                           str(reason))
             return
         incn.exited.set_result((reason, failure))
-        sup = self.node.sup_of(incn.name)
+        sup = self.node.registry.supervisor_of(incn.name)
         if incn.terminating is not None:
             return  # terminate_child is waiting for this; the shell knows
         if failure is not None:
             self.next_failure[incn.name] = failure
         try:
-            self.node.set_status(incn.name, "restarting", pid=None, failure=failure,
+            self.node.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
                                  recover_pending=failure is not None)
         except StoreFullError:
             # The exit must still reach its supervisor (this is the zygote's reader thread).
@@ -415,18 +463,19 @@ class AgentSpawner:
         # word): not always the mailbox head, since a group commits in one go.
         unfinished = read_unfinished(node.paths.agent_busy(incn.id), incn.inc)
 
-        def take_report(t: Txn) -> tuple[dict[str, Any] | None, dict[int, str]]:
+        def take_report(t: Txn) -> tuple[FailureReport | None, dict[int, str]]:
             report = t.pop_failure(incn.id)
             kinds = t.kinds_between(incn.id, unfinished.first, unfinished.last) \
                 if unfinished.last else {}
             if unfinished.handling is not None:
                 msg = t.message(incn.id, unfinished.handling)
                 if msg is not None:
-                    kinds[unfinished.handling] = str(msg["k"])
+                    kinds[unfinished.handling] = message_kind(msg.to_wire())
             return report, kinds
         report, kinds = node.store.write(take_report)
         verdict = classify(ExitEvidence(
-            code=code, incarnation=incn.inc, report=report, terminating=incn.terminating,
+            code=code, incarnation=incn.inc,
+            report=report.to_wire() if report is not None else None, terminating=incn.terminating,
             unfinished=unfinished, kinds=kinds, link_kill=incn.link_kill,
             limit_kill=incn.limit_kill, zygote_lost=self.lost_with_zygote.pop(incn.pid, None),
             limits=incn.limits,

@@ -1,24 +1,28 @@
-"""The only module that imports lmdb: the node's durable store.
+"""The only module that imports lmdb: the LMDB implementation of the store interface
+(`.protocol`; open one with `beamish.runtime.store.open_store`).
 
-One LMDB environment per node holds, in named databases:
+One LMDB environment per node holds, in named databases, msgpack values (each record's
+``to_wire`` form, `.records`):
 
-    agents      name -> agent record (spec, id, status, restarts, ...)
+    agents      name -> AgentRecord                           (the registry)
     routes      name -> [id, status]    (the small part of the record a sender reads)
-    sups        name -> supervisor record (the persisted tree)
-    mailbox     agent_id(8) + seq(8) -> message record       (the durable mailboxes)
+    sups        name -> SupervisorRecord                      (the persisted tree)
+    mailbox     agent_id(8) + seq(8) -> Message               (the durable mailboxes)
     tails       agent_id(8) -> next seq(8)
-    state       agent_id(8) -> {"v": version, "s": packed state, "n": messages handled}
-    replies     msg_id -> reply record                        (a call's answer, read by the caller)
-    dead        agent_id(8) + seq(8) -> {"message", "failure"} (dead letters)
-    attempts    agent_id(8) + seq(8) -> int                   (tries of one message)
-    failures    agent_id(8) -> failure report a dying agent wrote
-    meta        key -> value (id counters)
+    state       agent_id(8) -> AgentState                     (state + messages handled)
+    replies     msg_id -> Reply                 (a call's answer, taken by the caller)
+    dead        agent_id(8) + seq(8) -> DeadLetter            (messages given up)
+    attempts    agent_id(8) + seq(8) -> int                   (failed tries of one message)
+    failures    agent_id(8) -> FailureReport                  (what a dying agent wrote)
+    meta        key -> int                                    (counters: agent_id, order)
 
 Rules (py-lmdb docs): every process opens its own environment after any fork; a
 transaction is never held across a socket receive; read-only unless writing. The map
 starts small and grows on demand: ``MapFullError`` and ``MapResizedError`` never reach a
-user. One process-wide lock guards transactions because resizing needs no live
-transaction in the process.
+user, because `Store.write` runs its function again in a new transaction after growing the
+map (the re-run contract: a write function has no side effects outside its transaction).
+One process-wide lock guards transactions because resizing needs no live transaction in
+the process.
 """
 
 from __future__ import annotations
@@ -28,13 +32,24 @@ import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
 from beamish.mailbox import pack, unpack
 
 from ..errors import StoreError, StoreFullError
+from .records import (
+    AgentRecord,
+    AgentState,
+    DeadLetter,
+    FailureReport,
+    Malformed,
+    Message,
+    Reply,
+    SupervisorRecord,
+    message_kind,
+)
 
 Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
@@ -90,16 +105,23 @@ def memory_path(node_dir: str) -> str:
 
 
 class Txn:
-    """One LMDB transaction with beamish's record operations. Get one from `Store.read`
-    or `Store.write`; never keep it after the function returns."""
+    """One LMDB transaction with beamish's record operations (implements
+    `.protocol.Txn`). Get one from `Store.read` or `Store.write`; never keep it after the
+    function returns."""
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
         self.txn = txn
         self.dbs = dbs
 
     # -- raw helpers -----------------------------------------------------------------------
+    # The environment is opened without ``buffers=True``: lmdb hands out bytes, never the
+    # memoryviews its stubs also allow, hence the casts below.
+    def _raw(self, db: str, key: bytes, pop: bool = False) -> bytes | None:
+        got = self.txn.pop(key, db=self.dbs[db]) if pop else self.txn.get(key, db=self.dbs[db])
+        return cast("bytes | None", got)
+
     def _get(self, db: str, key: bytes) -> Any:
-        raw = self.txn.get(key, db=self.dbs[db])
+        raw = self._raw(db, key)
         return None if raw is None else unpack(raw)
 
     def _put(self, db: str, key: bytes, value: Any) -> None:
@@ -113,7 +135,7 @@ class Txn:
         cur = self.txn.cursor(db=self.dbs[db])
         if not cur.set_range(prefix):
             return
-        for n, (key, value) in enumerate(cur):
+        for n, (key, value) in enumerate(cast("Iterator[tuple[bytes, bytes]]", cur)):
             if not key.startswith(prefix) or (limit is not None and n >= limit):
                 return
             yield key, value
@@ -126,15 +148,16 @@ class Txn:
         return value
 
     # -- agents and supervisors ----------------------------------------------------------------
-    def get_agent(self, name: str) -> dict[str, Any] | None:
+    def get_agent(self, name: str) -> AgentRecord | None:
         """Return the agent record named ``name``, or None."""
-        return self._get("agents", name.encode())
+        raw = self._get("agents", name.encode())
+        return None if raw is None else AgentRecord.from_wire(raw)
 
-    def put_agent(self, record: dict[str, Any]) -> None:
-        """Write an agent record (keyed by ``record["name"]``) and its route."""
-        key = record["name"].encode()
-        self._put("agents", key, record)
-        self._put("routes", key, [record["id"], record["status"]])
+    def put_agent(self, record: AgentRecord) -> None:
+        """Write an agent record (keyed by its name) and its route."""
+        key = record.name.encode()
+        self._put("agents", key, record.to_wire())
+        self._put("routes", key, [record.id, str(record.status)])
 
     def get_route(self, name: str) -> tuple[int, str] | None:
         """Return ``(agent_id, status)`` of agent ``name``, or None (cheap: for senders)."""
@@ -146,30 +169,31 @@ class Txn:
         self._delete("agents", name.encode())
         self._delete("routes", name.encode())
 
-    def agents(self) -> list[dict[str, Any]]:
+    def agents(self) -> list[AgentRecord]:
         """Return every agent record."""
-        return [unpack(v) for _, v in self._prefix("agents", b"")]
+        return [AgentRecord.from_wire(unpack(v)) for _, v in self._prefix("agents", b"")]
 
-    def get_sup(self, name: str) -> dict[str, Any] | None:
+    def get_sup(self, name: str) -> SupervisorRecord | None:
         """Return the supervisor record ``name``, or None."""
-        return self._get("sups", name.encode())
+        raw = self._get("sups", name.encode())
+        return None if raw is None else SupervisorRecord.from_wire(raw)
 
-    def put_sup(self, record: dict[str, Any]) -> None:
-        """Write a supervisor record (keyed by ``record["name"]``)."""
-        self._put("sups", record["name"].encode(), record)
+    def put_sup(self, record: SupervisorRecord) -> None:
+        """Write a supervisor record (keyed by its name)."""
+        self._put("sups", record.name.encode(), record.to_wire())
 
     def delete_sup(self, name: str) -> None:
         """Remove the supervisor record ``name``."""
         self._delete("sups", name.encode())
 
-    def sups(self) -> list[dict[str, Any]]:
+    def sups(self) -> list[SupervisorRecord]:
         """Return every supervisor record."""
-        return [unpack(v) for _, v in self._prefix("sups", b"")]
+        return [SupervisorRecord.from_wire(unpack(v)) for _, v in self._prefix("sups", b"")]
 
     # -- mailboxes ------------------------------------------------------------------------------
-    def append(self, agent_id: int, message: dict[str, Any]) -> int:
+    def append(self, agent_id: int, message: Message | Malformed) -> int:
         """Append ``message`` to the agent's mailbox; return its sequence number."""
-        return self.append_packed(agent_id, pack(message))
+        return self.append_packed(agent_id, pack(message.to_wire()))
 
     def append_packed(self, agent_id: int, packed: bytes) -> int:
         """Append an already-packed message record; return its sequence number."""
@@ -180,14 +204,15 @@ class Txn:
         self.txn.put(_key(agent_id, seq), packed, db=self.dbs["mailbox"])
         return seq
 
-    def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, dict[str, Any]]]:
+    def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
-        return [(_U64.unpack(k[8:])[0], unpack(v))
+        return [(_U64.unpack(k[8:])[0], Message.from_wire(unpack(v)))
                 for k, v in self._prefix("mailbox", _id(agent_id), limit)]
 
-    def message(self, agent_id: int, seq: int) -> dict[str, Any] | None:
+    def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
-        return self._get("mailbox", _key(agent_id, seq))
+        raw = self._raw("mailbox", _key(agent_id, seq))
+        return None if raw is None else Message.from_wire(unpack(raw))
 
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
         """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
@@ -196,10 +221,10 @@ class Txn:
         if first > last or not cur.set_range(_key(agent_id, first)):
             return out
         end = _key(agent_id, last)
-        for key, value in cur:
+        for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
             if key > end:
                 break
-            out[_U64.unpack(key[8:])[0]] = str(unpack(value)["k"])
+            out[_U64.unpack(key[8:])[0]] = message_kind(unpack(value))
         return out
 
     def tail(self, agent_id: int) -> int:
@@ -232,61 +257,66 @@ class Txn:
     def get_state(self, agent_id: int) -> tuple[int, bytes, int] | None:
         """Return ``(version, packed_state, processed)`` of the agent, or None if it has
         no state."""
-        rec = self._get("state", _id(agent_id))
-        return None if rec is None else (int(rec["v"]), rec["s"], int(rec.get("n", 0)))
+        raw = self._get("state", _id(agent_id))
+        if raw is None:
+            return None
+        state = AgentState.from_wire(raw)
+        return state.version, state.packed, state.processed
 
     def put_state(self, agent_id: int, version: int, packed: bytes, processed: int) -> None:
         """Store the agent's packed state with its class version and handled count."""
-        self._put("state", _id(agent_id), {"v": version, "s": packed, "n": processed})
+        self._put("state", _id(agent_id), AgentState(version, packed, processed).to_wire())
 
     # -- replies --------------------------------------------------------------------------------
-    def put_reply(self, msg_id: bytes, reply: dict[str, Any]) -> None:
+    def put_reply(self, msg_id: bytes, reply: Reply) -> None:
         """Store the reply to call ``msg_id`` for its caller to take."""
-        self._put("replies", msg_id, reply)
+        self._put("replies", msg_id, reply.to_wire())
 
     def put_reply_packed(self, msg_id: bytes, packed: bytes) -> None:
         """Store an already-packed reply record to call ``msg_id``."""
         self.txn.put(msg_id, packed, db=self.dbs["replies"])
 
-    def pop_reply(self, msg_id: bytes) -> dict[str, Any] | None:
+    def pop_reply(self, msg_id: bytes) -> Reply | None:
         """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
-        raw = self.txn.pop(msg_id, db=self.dbs["replies"])
-        return None if raw is None else unpack(raw)
+        raw = self._raw("replies", msg_id, pop=True)
+        return None if raw is None else Reply.from_wire(unpack(raw))
 
     def expired_replies(self, now: float) -> list[bytes]:
         """Return the ids of replies whose caller's deadline passed long ago."""
-        return [k for k, v in self._prefix("replies", b"") if unpack(v).get("expires", now) < now]
+        return [k for k, v in self._prefix("replies", b"")
+                if Reply.expires_of(unpack(v), now) < now]
 
     def delete_reply(self, msg_id: bytes) -> None:
         """Drop the reply ``msg_id``."""
         self._delete("replies", msg_id)
 
     # -- dead letters, failures, stats ------------------------------------------------------------
-    def put_dead(self, agent_id: int, seq: int, entry: dict[str, Any]) -> None:
+    def put_dead(self, agent_id: int, seq: int, entry: DeadLetter) -> None:
         """Keep a skipped message with its failure."""
-        self._put("dead", _key(agent_id, seq), entry)
+        self._put("dead", _key(agent_id, seq), entry.to_wire())
 
-    def dead(self, agent_id: int) -> list[tuple[int, dict[str, Any]]]:
+    def dead(self, agent_id: int) -> list[tuple[int, DeadLetter]]:
         """Return the agent's dead letters, oldest first."""
-        return [(_U64.unpack(k[8:])[0], unpack(v)) for k, v in self._prefix("dead", _id(agent_id))]
+        return [(_U64.unpack(k[8:])[0], DeadLetter.from_wire(unpack(v)))
+                for k, v in self._prefix("dead", _id(agent_id))]
 
     def delete_dead(self, agent_id: int, seq: int) -> bool:
         """Drop one dead letter; False if it was not there."""
         return self._delete("dead", _key(agent_id, seq))
 
-    def put_failure(self, agent_id: int, report: dict[str, Any]) -> None:
+    def put_failure(self, agent_id: int, report: FailureReport) -> None:
         """Record a dying agent's own report of why it fails."""
-        self._put("failures", _id(agent_id), report)
+        self._put("failures", _id(agent_id), report.to_wire())
 
-    def pop_failure(self, agent_id: int) -> dict[str, Any] | None:
+    def pop_failure(self, agent_id: int) -> FailureReport | None:
         """Take the agent's last failure report, if it wrote one."""
-        raw = self.txn.pop(_id(agent_id), db=self.dbs["failures"])
-        return None if raw is None else unpack(raw)
+        raw = self._raw("failures", _id(agent_id), pop=True)
+        return None if raw is None else FailureReport.from_wire(unpack(raw))
 
     def processed(self, agent_id: int) -> int:
         """Return how many messages the agent has handled (committed)."""
-        rec = self._get("state", _id(agent_id))
-        return 0 if rec is None else int(rec.get("n", 0))
+        raw = self._get("state", _id(agent_id))
+        return 0 if raw is None else AgentState.from_wire(raw).processed
 
     def erase_agent_data(self, agent_id: int) -> None:
         """Erase the agent's state, mailbox, dead letters and stats (for `Node.delete`)."""
@@ -299,7 +329,7 @@ class Txn:
 
 
 class Store:
-    """An open LMDB environment with retrying transactions.
+    """An open LMDB environment with retrying transactions (implements `.protocol.Store`).
 
     Args:
         path: the environment directory.

@@ -4,6 +4,7 @@ what to do (real node, real agents, real sockets; the CLI run as a subprocess)."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -98,10 +99,10 @@ def test_cli_spawn_sets_limits_and_add_supervisor_sets_backoff(node):
                    "--cpu-seconds", "30", "--shutdown", "brutal_kill", "--dir", node.dir)
     assert proc.returncode == 0, proc.stderr
     rec = node._store.read(lambda t: t.get_agent("lim"))
-    assert rec["limits"] == {"memory_mb": 256.0, "handler_timeout": 7.5, "cpu_seconds": 30.0}
-    assert rec["shutdown"] == "brutal_kill"
+    assert rec.limits == {"memory_mb": 256.0, "handler_timeout": 7.5, "cpu_seconds": 30.0}
+    assert rec.shutdown == "brutal_kill"
     sup = node._store.read(lambda t: t.get_sup("slow"))
-    assert sup["backoff"] == [0.5, 2.0]
+    assert sup.backoff == (0.5, 2.0)
 
 
 def test_cli_refuses_bad_limits(node):
@@ -179,7 +180,8 @@ def test_an_internal_type_error_is_reported_as_a_bug(node):
     node.spawn("tests.agents.basic:Counter", name="c")
     # A registry record the node's own code cannot read (as a bug would leave it): `info`
     # then fails with a TypeError inside the node, which is no fault of the caller's.
-    node._store.write(lambda t: t.put_agent({**t.get_agent("c"), "restarts": [1]}))
+    node._store.write(lambda t: t.put_agent(dataclasses.replace(t.get_agent("c"),
+                                                                restarts=[1])))
     with pytest.raises(BeamishInternalError, match="this is a bug") as err:
         node.info("c")
     assert "TypeError" in str(err.value)

@@ -5,6 +5,7 @@ no agent crash-loops."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from beamish.mailbox import new_msg_id
 from beamish.runtime import Limits, RemoteError, SpawnError
 from beamish.runtime.errors import BadMessage, BeamishError, ConfigError, MessageTooLarge
+from beamish.runtime.store.records import Message
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
@@ -81,8 +83,8 @@ def test_a_stored_agent_with_bad_limits_is_not_started(node_dir):
         shutdown_quietly(n)
     store = Store(store_path, "process")
     try:
-        store.write(lambda t: t.put_agent({**t.get_agent("legacy"),
-                                           "limits": {"handler_timeout": "1"}}))
+        store.write(lambda t: t.put_agent(dataclasses.replace(
+            t.get_agent("legacy"), limits={"handler_timeout": "1"})))
     finally:
         store.close()
     n = start_node(node_dir)
@@ -153,15 +155,15 @@ def test_an_undecodable_message_in_the_mailbox_is_refused_once_not_a_crash_loop(
     port = messenger._port()
     port.inbox.bind()
     raw = msgpack.packb({(1, 2): 3})
-    messenger._append("pk", {"k": "cast", "p": raw, "t": time.time()}, port)
+    messenger._append("pk", Message("cast", raw, time.time()), port)
     msg_id = new_msg_id()
     deadline = time.time() + 60
-    messenger._append("pk", {"k": "call", "p": raw, "t": time.time(), "id": msg_id,
-                             "r": port.inbox_path, "d": deadline}, port)
+    messenger._append("pk", Message.call(raw, msg_id, port.inbox_path, deadline, time.time()),
+                      port)
     reply = wait_until(lambda: node._store.write(lambda t: t.pop_reply(msg_id)), timeout=30,
                        what="the refused call's error reply")
-    assert reply["ok"] is False and reply["e"]["type"] == "BadMessage"
-    assert "'pk'" in reply["e"]["message"]
+    assert reply.ok is False and reply.error.type == "BadMessage"
+    assert "'pk'" in reply.error.message
     entries = wait_until(lambda: node.dead_letters("pk"), what="the cast in the dead letters")
     assert len(entries) == 1 and entries[0]["failure"].exc_type == "BadMessage"
     assert ref.call("incr") == 1

@@ -6,15 +6,16 @@ import subprocess
 import sys
 
 from beamish.runtime.store.lmdb import INITIAL_MAP_SIZE, Store
+from beamish.runtime.store.records import Message
 
 
 def test_mailbox_is_ordered_and_removal_is_by_seq(tmp_path):
     store = Store(str(tmp_path / "s"))
-    seqs = store.write(lambda t: [t.append(7, {"k": "cast", "i": i}) for i in range(5)])
+    seqs = store.write(lambda t: [t.append(7, Message("cast", bytes([i]), 0.0)) for i in range(5)])
     assert seqs == [1, 2, 3, 4, 5]
     store.write(lambda t: t.remove(7, 1))
     head = store.read(lambda t: t.peek(7, 2))
-    assert [s for s, _ in head] == [2, 3] and head[0][1]["i"] == 1
+    assert [s for s, _ in head] == [2, 3] and head[0][1].payload == b"\x01"
     assert store.read(lambda t: (t.depth(7), t.depth(8), t.tail(7))) == (4, 0, 6)
     store.close()
 
@@ -32,12 +33,13 @@ def test_map_grows_past_its_initial_size_and_other_processes_follow(tmp_path):
     blob = b"x" * 65536
     total = 0
     while total < 2 * INITIAL_MAP_SIZE:
-        store.write(lambda t: [t.append(1, {"b": blob}) for _ in range(64)])
+        store.write(lambda t: [t.append(1, Message("cast", blob, 0.0)) for _ in range(64)])
         total += 64 * len(blob)
     assert store.map_size() > INITIAL_MAP_SIZE and store.resizes >= 1
     # Another process with the old map size adopts the new one (MapResizedError handled).
-    code = ("import sys; from beamish.runtime.store.lmdb import Store; s = Store(sys.argv[1]); "
-            "s.write(lambda t: t.append(1, {'b': b'y' * 65536})); "
+    code = ("import sys; from beamish.runtime.store.lmdb import Store; "
+            "from beamish.runtime.store.records import Message; s = Store(sys.argv[1]); "
+            "s.write(lambda t: t.append(1, Message('cast', b'y' * 65536, 0.0))); "
             "print(s.read(lambda t: t.depth(1)))")
     out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
                          timeout=60, check=True).stdout

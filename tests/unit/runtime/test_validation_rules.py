@@ -138,13 +138,20 @@ def test_mailbox_records_are_opened_or_refused_never_crash():
     import msgpack
 
     from beamish.mailbox import pack
-    from beamish.runtime.agent.loop import _is_call, _open_record
+    from beamish.runtime.agent.loop import _is_call
+    from beamish.runtime.agent.loop import _open_record as _open_checked
+    from beamish.runtime.store.records import Message
+
+    def _open_record(raw):
+        record, msg = _open_checked(Message.from_wire(raw))
+        return record.kind, msg
     call = {"k": "call", "p": pack("hi"), "id": b"x" * 16, "r": "/tmp/inbox", "d": 1.0}
-    assert _open_record(call) == ("call", "hi") and _is_call(call)
+    assert _open_record(call) == ("call", "hi") and _is_call(Message.from_wire(call))
     assert _open_record({"k": "cast", "p": pack([1])}) == ("cast", [1])
     for bad in (None, [], {"k": "cast"}, {"k": "nope", "p": b"\x90"}, {"k": "cast", "p": "x"},
                 {"k": "call", "p": pack(1)}, {"k": "cast", "p": msgpack.packb({(1, 2): 3})},
                 {"k": "cast", "p": b"\xc1"}):
         with pytest.raises(ValueError):
             _open_record(bad)
-    assert not _is_call({"k": "call", "p": b"", "id": "str-id", "r": "x", "d": 1.0})
+    assert not _is_call(Message.from_wire({"k": "call", "p": b"", "id": "str-id", "r": "x",
+                                           "d": 1.0}))

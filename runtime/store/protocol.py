@@ -1,0 +1,207 @@
+"""The store interface: what the runtime asks of a durable store, in terms of the typed
+records of `.records`. ``lmdb.py`` implements it (a PostgreSQL store can, later); nothing
+outside ``store/`` knows which backend it talks to (`beamish.runtime.store.open_store`
+picks it).
+
+Transactions are explicit: ``store.read(fn)`` / ``store.write(fn)`` run ``fn(txn)`` in
+one transaction, a write committed as one atomic unit when ``fn`` returns and undone if
+it raises. A backend may run ``fn`` more than once (LMDB does, after growing its map), so
+``fn`` must have no side effects outside the transaction.
+
+Keys: agents and supervisors by name (one namespace); everything an agent owns by its
+id; a message, its attempts and its dead letter by ``(agent id, seq)``; a reply by the
+call's msg id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from .records import (
+    AgentRecord,
+    DeadLetter,
+    FailureReport,
+    Malformed,
+    Message,
+    Reply,
+    SupervisorRecord,
+)
+
+T = TypeVar("T")
+
+
+class Txn(Protocol):
+    """One transaction's record operations. Valid only inside the ``read``/``write``
+    function it was passed to."""
+
+    # -- counters -------------------------------------------------------------------------
+    def next_counter(self, name: str) -> int:
+        """Increment and return the counter ``name`` (starts at 1)."""
+        ...
+
+    # -- agents and their routes ----------------------------------------------------------
+    def get_agent(self, name: str) -> AgentRecord | None:
+        """Return the agent record named ``name``, or None."""
+        ...
+
+    def put_agent(self, record: AgentRecord) -> None:
+        """Write an agent record and its route (id and status, what a sender reads)."""
+        ...
+
+    def get_route(self, name: str) -> tuple[int, str] | None:
+        """Return ``(agent_id, status)`` of agent ``name``, or None (cheap: for senders)."""
+        ...
+
+    def delete_agent(self, name: str) -> None:
+        """Remove the agent record ``name`` and its route."""
+        ...
+
+    def agents(self) -> list[AgentRecord]:
+        """Return every agent record."""
+        ...
+
+    # -- supervisors ----------------------------------------------------------------------
+    def get_sup(self, name: str) -> SupervisorRecord | None:
+        """Return the supervisor record ``name``, or None."""
+        ...
+
+    def put_sup(self, record: SupervisorRecord) -> None:
+        """Write a supervisor record."""
+        ...
+
+    def delete_sup(self, name: str) -> None:
+        """Remove the supervisor record ``name``."""
+        ...
+
+    def sups(self) -> list[SupervisorRecord]:
+        """Return every supervisor record."""
+        ...
+
+    # -- mailboxes and attempts -------------------------------------------------------------
+    def append(self, agent_id: int, message: Message | Malformed) -> int:
+        """Append ``message`` to the agent's mailbox; return its sequence number."""
+        ...
+
+    def append_packed(self, agent_id: int, packed: bytes) -> int:
+        """Append a message already packed (``pack(message.to_wire())``); return its seq."""
+        ...
+
+    def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
+        """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
+        ...
+
+    def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
+        """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
+        ...
+
+    def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
+        """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
+        ...
+
+    def tail(self, agent_id: int) -> int:
+        """Return the sequence number the next appended message will get."""
+        ...
+
+    def remove(self, agent_id: int, seq: int, attempted: bool = True) -> None:
+        """Remove message ``seq`` and, if ``attempted``, its count of failed attempts."""
+        ...
+
+    def depth(self, agent_id: int) -> int:
+        """Return how many messages wait in the agent's mailbox."""
+        ...
+
+    def bump_attempts(self, agent_id: int, seq: int) -> int:
+        """Count one more failed attempt at message ``seq``; return the new count."""
+        ...
+
+    def attempts(self, agent_id: int, seq: int) -> int:
+        """Return how many attempts at message ``seq`` have failed."""
+        ...
+
+    # -- state ----------------------------------------------------------------------------
+    def get_state(self, agent_id: int) -> tuple[int, bytes, int] | None:
+        """Return ``(version, packed_state, processed)`` of the agent, or None."""
+        ...
+
+    def put_state(self, agent_id: int, version: int, packed: bytes, processed: int) -> None:
+        """Store the agent's packed state with its class version and handled count."""
+        ...
+
+    def processed(self, agent_id: int) -> int:
+        """Return how many messages the agent has handled (committed)."""
+        ...
+
+    # -- replies --------------------------------------------------------------------------
+    def put_reply(self, msg_id: bytes, reply: Reply) -> None:
+        """Store the reply to call ``msg_id`` for its caller to take."""
+        ...
+
+    def put_reply_packed(self, msg_id: bytes, packed: bytes) -> None:
+        """Store a reply already packed (``pack(reply.to_wire())``)."""
+        ...
+
+    def pop_reply(self, msg_id: bytes) -> Reply | None:
+        """Take (read and delete) the reply to call ``msg_id``, or None if not there yet."""
+        ...
+
+    def expired_replies(self, now: float) -> list[bytes]:
+        """Return the ids of replies nobody will take any more (expired before ``now``)."""
+        ...
+
+    def delete_reply(self, msg_id: bytes) -> None:
+        """Drop the reply ``msg_id``."""
+        ...
+
+    # -- dead letters and failure reports ---------------------------------------------------
+    def put_dead(self, agent_id: int, seq: int, entry: DeadLetter) -> None:
+        """Keep a message given up, with its failure."""
+        ...
+
+    def dead(self, agent_id: int) -> list[tuple[int, DeadLetter]]:
+        """Return the agent's dead letters, oldest first."""
+        ...
+
+    def delete_dead(self, agent_id: int, seq: int) -> bool:
+        """Drop one dead letter; False if it was not there."""
+        ...
+
+    def put_failure(self, agent_id: int, report: FailureReport) -> None:
+        """Record a dying agent's own report of why it fails."""
+        ...
+
+    def pop_failure(self, agent_id: int) -> FailureReport | None:
+        """Take the agent's last failure report, if it wrote one."""
+        ...
+
+    # -- whole agents ---------------------------------------------------------------------
+    def erase_agent_data(self, agent_id: int) -> None:
+        """Erase the agent's state, mailbox, attempts, dead letters and failure report."""
+        ...
+
+
+class Store(Protocol):
+    """An open store, shared by the threads of one process (each process opens its own,
+    after any fork)."""
+
+    def read(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a read-only transaction and return its result."""
+        ...
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction: committed when ``fn`` returns, undone if
+        it raises; ``fn`` may run more than once.
+
+        Raises:
+            StoreFullError: the store's disk is full (nothing was committed).
+        """
+        ...
+
+    def reader_check(self) -> int:
+        """Housekeeping the node runs every second: release what dead processes held
+        (LMDB: their reader slots); return how many were released."""
+        ...
+
+    def close(self) -> None:
+        """Close it (this process's handle; the data stays)."""
+        ...
