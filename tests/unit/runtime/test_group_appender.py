@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from beamish.mailbox import pack
+from beamish.runtime._types import AgentStatus
 from beamish.runtime.errors import AgentNotFound, StoreError
 from beamish.runtime.messaging.messenger import _GroupAppender
 from beamish.runtime.store.lmdb import Store, Txn
+from beamish.runtime.store.records import AgentRecord, Message, Reply
 from tests.conftest import wait_until
 
 AGENT_ID = 1
@@ -50,8 +52,8 @@ class GatedStore(Store):
 @pytest.fixture
 def store(tmp_path: Any) -> Iterator[GatedStore]:
     store = GatedStore(str(tmp_path / "s"))
-    store.write(lambda t: t.put_agent({"name": "a", "id": AGENT_ID, "status": "running"}))
-    store.write(lambda t: t.put_agent({"name": "gone", "id": 2, "status": "stopped"}))
+    store.write(lambda t: t.put_agent(AgentRecord("a", AGENT_ID, status=AgentStatus.RUNNING)))
+    store.write(lambda t: t.put_agent(AgentRecord("gone", 2, status=AgentStatus.STOPPED)))
     store.writes = 0
     yield store
     store.gate.set()
@@ -129,7 +131,7 @@ def test_senders_that_queue_during_a_commit_share_the_next_one(store: GatedStore
     assert all(s.error is None for s in senders)
     # Each got the seq its own message was committed at.
     stored = dict(store.read(lambda t: t.peek(AGENT_ID, 10)))
-    assert all(stored[s.route[1]] == {"k": "cast", "p": pack(s.i), "t": 0.0}
+    assert all(stored[s.route[1]] == Message.from_wire({"k": "cast", "p": pack(s.i), "t": 0.0})
                for s in senders if s.route)
 
 
@@ -150,7 +152,7 @@ def test_a_sender_to_no_live_agent_fails_alone(store: GatedStore) -> None:
 
 
 def test_replies_taken_are_deleted_in_the_senders_commit(store: GatedStore) -> None:
-    store.write(lambda t: t.put_reply(b"r1", {"ok": True}))
+    store.write(lambda t: t.put_reply(b"r1", Reply(True, 0.0, pack(None))))
     appender = _GroupAppender(store)
     with pytest.raises(AgentNotFound):
         appender.append("nobody", message(0), [b"r1"])

@@ -18,6 +18,7 @@ from beamish.runtime.agent.policy import (
     commit_before,
 )
 from beamish.runtime.store.lmdb import Store
+from beamish.runtime.store.records import Boot, Malformed, Message, NodeFields
 
 YOUNG = GROUP_WINDOW_S / 2
 
@@ -93,7 +94,9 @@ def test_a_group_is_due_by_the_rule_and_the_clock() -> None:
 @pytest.fixture
 def loop(tmp_path: Any) -> Any:
     store = Store(str(tmp_path / "store"))
-    agent = AgentLoop({"name": "a", "id": 1, "dir": str(tmp_path / "node"), "incarnation": 1})
+    node = NodeFields(str(tmp_path / "node"), str(tmp_path / "store"), "process",
+                      16 * 1024 * 1024)
+    agent = AgentLoop(Boot(node, 1, "a", "tests.agents.basic:Counter", {}, 1))
     agent.store = store
     agent.inbox = SimpleNamespace(dropped=0)  # type: ignore[assignment]  # only its count
     yield agent
@@ -101,11 +104,18 @@ def loop(tmp_path: Any) -> Any:
 
 
 def cast(i: int) -> dict[str, Any]:
+    """A cast's wire form, as a ring carries it inline."""
     return {"k": "cast", "p": bytes([i]), "t": 1.0}
 
 
+def rec(i: int) -> Message | Malformed:
+    """The same cast as the record the batch hands to the loop."""
+    return Message.from_wire(cast(i))
+
+
 def appended(loop: Any, *messages: dict[str, Any]) -> list[int]:
-    seqs: list[int] = loop.store.write(lambda t: [t.append(loop.id, m) for m in messages])
+    seqs: list[int] = loop.store.write(
+        lambda t: [t.append(loop.id, Message.from_wire(m)) for m in messages])
     return seqs
 
 
@@ -113,13 +123,13 @@ def test_rings_for_the_next_messages_are_the_batch(loop: Any) -> None:
     seqs = appended(loop, cast(1), cast(2))
     loop.next_seq = seqs[0]
     assert loop._inline_batch([(seqs[0], cast(1)), (seqs[1], cast(2))]) == \
-        [(seqs[0], cast(1)), (seqs[1], cast(2))]
+        [(seqs[0], rec(1)), (seqs[1], rec(2))]
 
 
 def test_rings_for_handled_messages_are_passed_over(loop: Any) -> None:
     seqs = appended(loop, cast(1), cast(2))
     loop.next_seq = seqs[1]
-    assert loop._inline_batch([(seqs[0], cast(1)), (seqs[1], cast(2))]) == [(seqs[1], cast(2))]
+    assert loop._inline_batch([(seqs[0], cast(1)), (seqs[1], cast(2))]) == [(seqs[1], rec(2))]
     assert loop._inline_batch([(seqs[0], cast(1))]) is None
 
 
