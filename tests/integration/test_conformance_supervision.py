@@ -392,23 +392,29 @@ def test_two_restarts_of_a_stopped_agent_at_once_start_it_once(node):
     ref = node.spawn(COUNTER, name="c", args={"start": 5})
     ref.call("incr")
     other = connect(node.dir)  # a second client: one client's requests go one at a time
-    for _ in range(5):
-        node.stop("c")
-        results = _race(lambda: node.restart("c"), lambda: other.restart("c"))
-        errors = [r for r in results if isinstance(r, BeamishError)]
-        assert len(errors) == 1 and isinstance(errors[0], AlreadyRunning), results
-        info = node.info("c")
-        assert info.status == "running" and info.pid is not None  # the record is whole
-        assert ref.call("get") == 6
+    try:
+        for _ in range(5):
+            node.stop("c")
+            results = _race(lambda: node.restart("c"), lambda: other.restart("c"))
+            errors = [r for r in results if isinstance(r, BeamishError)]
+            assert len(errors) == 1 and isinstance(errors[0], AlreadyRunning), results
+            info = node.info("c")
+            assert info.status == "running" and info.pid is not None  # the record is whole
+            assert ref.call("get") == 6
+    finally:
+        other.close()
 
 
 def test_a_spawn_and_an_add_supervisor_of_one_name_at_once_leave_one_owner(node):
     other = connect(node.dir)
-    for i in range(5):
-        name = f"both-{i}"
-        results = _race(lambda n=name: node.spawn(COUNTER, name=n),
-                        lambda n=name: other.add_supervisor(n))
-        errors = [r for r in results if isinstance(r, BeamishError)]
-        assert len(errors) == 1, results
-        tree = json.dumps(node.tree())
-        assert tree.count(f'"{name}"') == 1, tree
+    try:
+        for i in range(5):
+            name = f"both-{i}"
+            results = _race(lambda n=name: node.spawn(COUNTER, name=n),
+                            lambda n=name: other.add_supervisor(n))
+            errors = [r for r in results if isinstance(r, BeamishError)]
+            assert len(errors) == 1, results
+            tree = json.dumps(node.tree())
+            assert tree.count(f'"{name}"') == 1, tree
+    finally:
+        other.close()
