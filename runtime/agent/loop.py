@@ -254,7 +254,7 @@ class AgentLoop:
         if self.agent is not None:
             self.agent.ctx._phase = None
         report = Report(ReportKind.READY, self.id, self.boot.incarnation, os.getpid(),
-                        trap_exits=bool(type(self.agent).trap_exits))
+                        trap_exits=bool(self._cls.trap_exits))
         fd = self.boot.ready_fd
         if fd is None:
             self._send_report(report)
@@ -327,10 +327,10 @@ class AgentLoop:
             return None
         version, packed, self.processed = raw
         state = unpack(packed)
-        model = type(self.agent).State
+        model = self._cls.State
         if model is not None:
             state = model.model_validate(state)
-        if version != type(self.agent).version:
+        if version != self._cls.version:
             state = self._call_user(self.agent.code_change, version, state)
         return state
 
@@ -361,9 +361,15 @@ class AgentLoop:
         self.state = self._call_user(self.agent.init, dict(self.boot.args))
         self._commit_state()
 
+    @property
+    def _cls(self) -> type[Agent]:
+        """The agent's class (only once it is loaded)."""
+        assert self.agent is not None
+        return type(self.agent)
+
     def _commit_state(self) -> None:
         packed = self._pack_state(self.state)
-        version = type(self.agent).version
+        version = self._cls.version
         n = self.processed
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
 
@@ -378,7 +384,7 @@ class AgentLoop:
         except Exception as exc:  # noqa: BLE001 - a raising recover is treated as Reset
             answer = RecoverRaised(exc)
         plan = plan_recover(answer, failure, self.state is not None,
-                            type(self.agent).max_attempts, self.name)
+                            self._cls.max_attempts, self.name)
         if plan.complaint is not None:
             self._notify(ReportKind.RECOVER_FAILED, plan.complaint)
         if plan.attempted is not None:
@@ -399,7 +405,7 @@ class AgentLoop:
 
     def _skip_message(self, seq: int, failure: Failure) -> None:
         packed = self._pack_state(self.state)
-        version = type(self.agent).version
+        version = self._cls.version
         ring: tuple[str, bytes, Reply] | None = None
         dead = False
 
@@ -610,7 +616,7 @@ class AgentLoop:
         group = self.group
         if not group.removals:
             return
-        version = type(self.agent).version
+        version = self._cls.version
 
         def txn(t: Txn) -> None:
             t.put_state(self.id, version, group.packed_state, group.processed)
@@ -663,7 +669,7 @@ class AgentLoop:
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
             self._crash(exc, None, None)
             return
-        version = type(self.agent).version
+        version = self._cls.version
         n = self.processed
         self.store.write(lambda t: t.put_state(self.id, version, packed, n))
         self.busy.clear()

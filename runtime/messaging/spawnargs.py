@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from beamish.mailbox import EncodeError, PayloadTooLarge
 
@@ -40,10 +40,12 @@ def class_path(cls: object) -> str:
     return f"{module}:{qual}"
 
 
-def check_shutdown(value: object) -> float | str:
+def check_shutdown(value: object) -> float | Literal["brutal_kill", "infinity"]:
     """Validate a child's ``shutdown`` (seconds, "brutal_kill" or "infinity")."""
-    if value in ("brutal_kill", "infinity"):
-        return str(value)
+    if value == "brutal_kill":
+        return "brutal_kill"
+    if value == "infinity":
+        return "infinity"
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 \
             and math.isfinite(value):
         return float(value)

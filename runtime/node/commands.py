@@ -55,6 +55,16 @@ if TYPE_CHECKING:
     from .daemon import NodeDaemon
 
 
+def _erase_agent(agent_id: int, name: str, t: Txn) -> None:
+    """Erase an agent's data and its record, in transaction ``t``."""
+    t.erase_agent_data(agent_id)
+    t.delete_agent(name)
+
+
+def _put_agent(rec: AgentRecord, t: Txn) -> None:
+    t.put_agent(rec)
+
+
 def _child_spec(rec: AgentRecord) -> ChildSpec:
     return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
 
@@ -180,7 +190,7 @@ def _roll_back_spawn(node: NodeDaemon, rec: AgentRecord, resumed_status: AgentSt
     this, never leaving a half-made agent."""
     name = rec.name
     if rec.spawning is None or rec.spawning.prev is None:
-        node.store.write(lambda t: (t.erase_agent_data(rec.id), t.delete_agent(name)))
+        node.store.write(functools.partial(_erase_agent, rec.id, name))
         return
 
     def txn(t: Txn) -> None:
@@ -258,7 +268,7 @@ def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     rec = _require(node, name)
     stop(node, name)
-    node.store.write(lambda t: (t.erase_agent_data(rec.id), t.delete_agent(name)))
+    node.store.write(functools.partial(_erase_agent, rec.id, name))
     node.emit("deleted", name, rec.supervisor, "")
     return {"name": name, "deleted": True}
 
@@ -455,7 +465,8 @@ def _sup_spec(rec: SupervisorRecord) -> ChildSpec:
         t = rec.template or ChildTemplate()
         template = ChildSpec("template", ChildKind.AGENT, t.restart, t.shutdown)  # type: ignore[arg-type]
     spec = SupervisorSpec(rec.name, rec.strategy, rec.max_restarts, rec.max_seconds,  # type: ignore[arg-type]
-                          backoff=rec.backoff, template=template)
+                          backoff=(rec.backoff[0], rec.backoff[1]) if rec.backoff else None,
+                          template=template)
     return ChildSpec.for_supervisor(spec, rec.restart)  # type: ignore[arg-type]
 
 
@@ -573,7 +584,7 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
         try:
             if shell is None:
                 raise StartFailed(f"its supervisor {rec.supervisor!r} did not start")
-            node.store.write(lambda t, r=rec: t.put_agent(replace(r, fresh=True)))
+            node.store.write(functools.partial(_put_agent, replace(rec, fresh=True)))
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError, ConfigError) as exc:
             failure = node.spawner.take_start_failure(rec.name)

@@ -50,7 +50,7 @@ from ..store.records import Message
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
 from .registry import ROOT, Registry
-from .spawner import AgentSpawner
+from .spawner import AgentSpawner, Incarnation
 from .zygote_link import ZygoteLink
 
 log = logging.getLogger("beamish.node")
@@ -143,7 +143,7 @@ class NodeDaemon:
         self.registry = Registry(self.store, self.emit, self.stopping)
         # The zygote is started before any ZeroMQ context exists in this process.
         self.spawner = AgentSpawner(self)
-        self.links = LinkTable()
+        self.links: LinkTable[Incarnation] = LinkTable()
         self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready,
                                  self.spawner.on_zygote_lost)
         self.zctx: zmq.Context[Any] = zmq.Context()
@@ -394,7 +394,8 @@ class NodeDaemon:
             check_args(op, handler, req)
             answer: dict[str, Any] = {"ok": True, "value": handler(self, **req)}
         except BeamishError as exc:
-            attrs = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float))}
+            attrs: dict[str, Any] = {k: v for k, v in vars(exc).items()
+                                     if isinstance(v, (str, int, float))}
             if isinstance(exc, SpawnError) and exc.failure is not None:
                 attrs["failure"] = exc.failure.to_dict()
             answer = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
