@@ -32,7 +32,7 @@ from ..errors import ConfigError, StoreFullError
 from ..messaging.wire import Report, stop_frame
 from ..store import filesystem_full, full_disk_advice
 from ..store.protocol import Txn
-from ..store.records import AgentRecord, Boot, FailureReport, NodeFields, message_kind
+from ..store.records import AgentRecord, Boot, FailureReport, Message, NodeFields
 from .classify import ExitEvidence, LimitKind, classify
 from .links import Deliver, KillLinked
 from .zygote_link import PreloadRefused, ZygoteLost
@@ -470,7 +470,8 @@ class AgentSpawner:
             if unfinished.handling is not None:
                 msg = t.message(incn.id, unfinished.handling)
                 if msg is not None:
-                    kinds[unfinished.handling] = message_kind(msg.to_wire())
+                    kinds[unfinished.handling] = str(msg.kind) if isinstance(msg, Message) \
+                        else "malformed"
             return report, kinds
         report, kinds = node.store.write(take_report)
         verdict = classify(ExitEvidence(

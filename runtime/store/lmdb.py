@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
-from beamish.mailbox import pack, unpack
+from beamish.mailbox import ProtocolError, pack, unpack
 
 from ..errors import StoreError, StoreFullError
 from .records import (
@@ -48,7 +48,6 @@ from .records import (
     Message,
     Reply,
     SupervisorRecord,
-    message_kind,
 )
 
 Durability = Literal["process", "fsync", "memory"]
@@ -206,13 +205,13 @@ class Txn:
 
     def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
-        return [(_U64.unpack(k[8:])[0], Message.from_wire(unpack(v)))
+        return [(_U64.unpack(k[8:])[0], _open_message(v))
                 for k, v in self._prefix("mailbox", _id(agent_id), limit)]
 
     def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
         raw = self._raw("mailbox", _key(agent_id, seq))
-        return None if raw is None else Message.from_wire(unpack(raw))
+        return None if raw is None else _open_message(raw)
 
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
         """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
@@ -224,7 +223,9 @@ class Txn:
         for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
             if key > end:
                 break
-            out[_U64.unpack(key[8:])[0]] = message_kind(unpack(value))
+            opened = _open_message(value)
+            out[_U64.unpack(key[8:])[0]] = str(opened.kind) if isinstance(opened, Message) \
+                else "malformed"
         return out
 
     def tail(self, agent_id: int) -> int:
@@ -403,3 +404,15 @@ class Store:
 def wipe(path: str) -> None:
     """Remove an environment directory (a memory-durability node starting afresh)."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_message(raw: bytes) -> Message | Malformed:
+    """A mailbox entry as a record; bytes that are not msgpack at all (written by some
+    other process of the user straight into LMDB) are `Malformed` too, so the agent
+    refuses the entry once instead of crashing on it at every restart."""
+    try:
+        data = unpack(raw)
+    except ProtocolError:
+        return Malformed(raw, "the mailbox record is not msgpack (not written by a beamish "
+                              "sender)")
+    return Message.from_wire(data)

@@ -314,12 +314,6 @@ class Malformed:
         return self.raw
 
 
-def message_kind(raw: Any) -> str:
-    """The kind of a stored message, read without checking the rest (raises KeyError or
-    TypeError for an entry that has none, as the node's exit classification expects)."""
-    return str(raw["k"])
-
-
 @dataclass(frozen=True, slots=True)
 class ReplyError:
     """Why a call failed, as its reply carries it (rebuilt as `RemoteError`).

@@ -22,6 +22,7 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.slow
 
 ECHO = "tests.agents.basic:Echo"
+COUNTER = "tests.agents.basic:Counter"
 PAIRS = "tests.agents.values_agents:PairKeys"
 PROBER = "tests.agents.values_agents:Prober"
 
@@ -169,6 +170,21 @@ def test_an_undecodable_message_in_the_mailbox_is_refused_once_not_a_crash_loop(
     assert ref.call("incr") == 1
     info = node.info("pk")
     assert info.pid == pid and info.restarts == 0 and info.status == "running"
+
+
+def test_a_mailbox_entry_that_is_not_msgpack_is_refused_once_not_a_crash_loop(node):
+    # Bytes written straight into the agent's mailbox by another process of the user (not
+    # through a sender): the agent dead-letters the entry once and goes on serving.
+    ref = node.spawn(COUNTER, name="c")
+    pid = node.info("c").pid
+    agent_id = node._store.read(lambda t: t.get_agent("c")).id
+    node._store.write(lambda t: t.append_packed(agent_id, b"\xc1 not msgpack"))
+    assert ref.call("incr") == 1  # the next message wakes it; the garbage went first
+    entries = wait_until(lambda: node.dead_letters("c"), what="the garbage in the dead letters")
+    assert len(entries) == 1
+    info = node.info("c")
+    assert info.pid == pid and info.restarts == 0 and info.status == "running"
+    assert info.mailbox_depth == 0
 
 
 # -- 4. Timeouts -------------------------------------------------------------------------------
