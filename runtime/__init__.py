@@ -75,6 +75,7 @@ from .errors import CallTimeout as CallTimeout
 from .errors import ConfigError as ConfigError
 from .errors import MessageTooLarge as MessageTooLarge
 from .errors import NodeAlreadyRunning as NodeAlreadyRunning
+from .errors import NodeDown as NodeDown
 from .errors import NodeNotRunning as NodeNotRunning
 from .errors import RemoteError as RemoteError
 from .errors import SpawnError as SpawnError

@@ -95,6 +95,21 @@ class NodeNotRunning(BeamishError, ConnectionError):
     """No node runs on this dir (or it stopped answering)."""
 
 
+class NodeDown(BeamishError, ConnectionError):
+    """The node that owns an agent is down or cut off: a call or cast to it fails at once
+    rather than hang (SPEC, Cluster). A single-machine node owns all its agents, so it never
+    raises this; cluster mode (not built yet) will.
+
+    Attributes:
+        node: the name of the node that is down.
+    """
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        super().__init__(f"node {node!r} is down{': ' + detail if detail else ''}; its "
+                         "agents are back when it is")
+        self.node = node
+
+
 class NodeAlreadyRunning(BeamishError):
     """A node already runs on this dir; a dir holds one node at a time.
 
@@ -143,7 +158,7 @@ class BeamishInternalError(BeamishError):
 ERRORS: dict[str, type[BeamishError]] = {
     cls.__name__: cls
     for cls in (BeamishError, CallTimeout, AgentNotFound, RemoteError, MessageTooLarge,
-                NodeNotRunning, NodeAlreadyRunning, SpawnError, ConfigError, StateError,
+                NodeNotRunning, NodeDown, NodeAlreadyRunning, SpawnError, ConfigError, StateError,
                 StoreError, BeamishInternalError)
 }
 

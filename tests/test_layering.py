@@ -31,7 +31,8 @@ def test_runtime_reexports_the_public_names():
     import beamish.runtime.errors as errors
     for name in ["Agent", "start_node", "connect", "Node", "AgentRef", "Limits", "AgentInfo", "Event", "Failure", "Resume", "Skip", "Reset", "Stop", "Escalate", "Down", "Exit"]:
         assert hasattr(rt, name), name
-    for name in ["BeamishError", "CallTimeout", "AgentNotFound", "RemoteError", "MessageTooLarge", "NodeNotRunning", "NodeAlreadyRunning", "SpawnError", "ConfigError"]:
+    for name in ["BeamishError", "CallTimeout", "AgentNotFound", "RemoteError", "MessageTooLarge", "NodeNotRunning", "NodeAlreadyRunning", "SpawnError", "ConfigError",
+                 "NodeDown"]:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.BeamishError) and cls.__doc__, name
 
@@ -98,3 +99,11 @@ def test_only_the_store_package_knows_its_backend():
         wrong += [f"{rel}:{n.lineno} imports lmdb" for n in ast.walk(tree)
                   if isinstance(n, ast.Import) and any(a.name == "lmdb" for a in n.names)]
     assert not wrong, "\n".join(wrong)
+
+
+def test_node_down_travels_the_wire_with_its_node_name():
+    from beamish.runtime.errors import ERRORS, NodeDown, error_from_wire
+    err = NodeDown("n2", "lease expired")
+    assert ERRORS["NodeDown"] is NodeDown and isinstance(err, ConnectionError)
+    back = error_from_wire({"type": "NodeDown", "message": str(err), "attrs": {"node": "n2"}})
+    assert isinstance(back, NodeDown) and back.node == "n2" and "n2" in str(back)
