@@ -40,7 +40,7 @@ from .._types import Down, Exit, Failure, Stop
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
-from ..messaging.messenger import REPLY_GRACE_S, Messenger, reply_ring
+from ..messaging.messenger import REPLY_GRACE_S, Messenger
 from ..messaging.wire import (
     Report,
     ReportKind,
@@ -406,7 +406,7 @@ class AgentLoop:
     def _skip_message(self, seq: int, failure: Failure) -> None:
         packed = self._pack_state(self.state)
         version = self._cls.version
-        ring: tuple[str, bytes, Reply] | None = None
+        ring: tuple[str, bytes, bytes] | None = None
         dead = False
 
         n = self.processed
@@ -422,14 +422,15 @@ class AgentLoop:
             t.remove(self.id, seq)
             if isinstance(msg, Message) and msg.kind == "call":
                 reply = Reply(False, msg.deadline + REPLY_GRACE_S, error=_remote_error(failure))
-                t.put_reply(msg.msg_id, reply)
-                ring = (msg.reply_to, msg.msg_id, reply)
+                packed_reply = pack(reply.to_wire())  # once: stored, and carried by the ring
+                t.put_reply_packed(msg.msg_id, packed_reply)
+                ring = (msg.reply_to, msg.msg_id, packed_reply)
             else:
                 t.put_dead(self.id, seq, DeadLetter(msg, failure, time.time()))
                 dead = True
         self.store.write(txn)
         if ring is not None:
-            self.doorbells.ring(ring[0], reply_ring(ring[1], ring[2]))
+            self.doorbells.ring(ring[0], reply_frame(ring[1], ring[2]))
         if dead:
             self._notify(ReportKind.DEAD_LETTERED,
                          f"{failure.kind}: {failure.exc_type or failure.message}", seq)
@@ -649,7 +650,7 @@ class AgentLoop:
         """Answer an invalid call with the error (a cast goes to the dead letters) and go on:
         a bad message is the sender's fault, so the agent does not crash."""
         in_flight = {"seq": seq, "kind": record.kind}
-        failure = Failure(**{**failure.to_dict(), "in_flight": in_flight, "attempt": 1})
+        failure = replace(failure, in_flight=in_flight, attempt=1)
         self._flush()
         self._skip_message(seq, failure)
         self.busy.clear()

@@ -41,7 +41,6 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import replace
 from typing import Any
 
 from .._osproc import _prctl, die_with_parent, returncode_from_status
@@ -57,7 +56,7 @@ from ..messaging.wire import (
     encode_zygote_frame,
     parse_zygote_request,
 )
-from ..store.records import Boot, NodeFields
+from ..store.records import NodeFields
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 
@@ -144,9 +143,8 @@ class _Zygote:
         return pid, boot_w
 
     def spawn(self, boot: dict[str, Any]) -> int:
-        record = replace(Boot.from_wire(boot), ready_fd=self.ready_fd)
-        boot = record.to_wire()
-        template = record.node
+        boot = {**boot, "ready_fd": self.ready_fd}
+        template = NodeFields.from_wire(boot)
         if template != self.template:
             self.retire()
             self.template = template

@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
-from .wire import parse_reply_ring, reply_frame, ring_frame
+from .wire import parse_reply_ring, ring_frame
 
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
 # normal operation; this bounds the cost if one is).
@@ -346,10 +346,3 @@ class Messenger:
                 port.close()
         if self._own_ctx:
             self.ctx.destroy(linger=0)
-
-
-
-def reply_ring(msg_id: bytes, reply: Reply) -> bytes:
-    """The ring an agent sends a caller once the reply to ``msg_id`` is committed; it
-    carries the reply itself, so the caller need not read it back from LMDB."""
-    return reply_frame(msg_id, pack(reply.to_wire()))

@@ -3,7 +3,7 @@ built and parsed here and nowhere else.
 
     sender/node -> agent inbox     `ring_frame` (a doorbell: seq + the mailbox record
                                    inline), `stop_frame`; parsed by `parse_agent_inbox`
-    agent -> caller's inbox        `reply_ring` / `reply_frame`; parsed by `parse_reply_ring`
+    agent -> caller's inbox        `reply_frame`; parsed by `parse_reply_ring`
     agent -> node (report socket)  `report_frames` (an INFO envelope); `parse_report`
     agent -> node (ready datagram) `ready_datagram`; `parse_ready`
     node <-> zygote (stream)       `encode_zygote_request` / `parse_zygote_request`,
@@ -35,7 +35,6 @@ MAX_U63 = (1 << 63) - 1
 MAX_REASON_CHARS = 4096
 SEQ_BYTES = 8  # a ring's msg_id: the message's mailbox seq, big-endian
 # The boot fields every agent of a node shares: a warm zygote child is prepared with them.
-BOOT_NODE_FIELDS = ("dir", "store", "durability", "max_message_bytes")
 _LENGTH = struct.Struct(">I")
 
 
@@ -114,11 +113,6 @@ def reply_frame(msg_id: bytes, packed_reply: bytes) -> bytes:
     """The ring an agent sends a caller once the reply to ``msg_id`` is committed, carrying
     the reply record (already packed)."""
     return encode_ring(Kind.REPLY, msg_id, packed_reply)
-
-
-def reply_ring(msg_id: bytes, reply: dict[str, Any]) -> bytes:
-    """`reply_frame` for a reply record not yet packed."""
-    return reply_frame(msg_id, pack(reply))
 
 
 def parse_reply_ring(env: Envelope) -> ReplyRing | None:
@@ -298,12 +292,6 @@ class FrameDecoder:
         return values
 
 
-def node_fields(boot: dict[str, Any]) -> dict[str, Any]:
-    """The fields of boot record ``boot`` that every agent of its node shares
-    (`BOOT_NODE_FIELDS`)."""
-    return {k: boot.get(k) for k in BOOT_NODE_FIELDS}
-
-
 @dataclass(frozen=True, slots=True)
 class ForkRequest:
     """The node asks the zygote for an agent process.
@@ -370,7 +358,7 @@ def parse_zygote_request(msg: Any) -> ZygoteRequest | None:
     if op == "exit":
         return ExitRequest()
     preload = msg.get("preload", [])
-    if op == "fork" and _is_int(msg.get("req"), 1, MAX_U63) \
+    if op == "fork" and _is_int(msg.get("req"), 1, 1 << 63) \
             and isinstance(msg.get("boot"), dict) and isinstance(preload, list) \
             and all(isinstance(m, str) for m in preload):
         return ForkRequest(msg["req"], msg["boot"], tuple(preload))

@@ -21,14 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from beamish.supervisor import ChildStatus
+from beamish.supervisor import ChildStatus, Shutdown
 
 from .._types import AgentStatus, Failure
 
 Wire = dict[str, Any]
 """A record's msgpack form (what ``to_wire`` returns and ``from_wire`` reads)."""
 
-Shutdown = float | Literal["brutal_kill", "infinity"]
 """Seconds, or ``"brutal_kill"`` / ``"infinity"`` (checked by the spawn command)."""
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from beamish.mailbox import Envelope, Kind, ProtocolError, decode, encode_ring, pack
 from beamish.runtime.messaging.wire import (
-    BOOT_NODE_FIELDS,
     MAX_PID,
     MAX_REASON_CHARS,
     MAX_U63,
@@ -31,7 +30,6 @@ from beamish.runtime.messaging.wire import (
     encode_frame,
     encode_zygote_frame,
     encode_zygote_request,
-    node_fields,
     parse_agent_inbox,
     parse_ready,
     parse_reply_ring,
@@ -40,13 +38,13 @@ from beamish.runtime.messaging.wire import (
     parse_zygote_request,
     ready_datagram,
     reply_frame,
-    reply_ring,
     report_frames,
     report_payload,
     ring_frame,
     stop_frame,
     worth_logging,
 )
+from beamish.runtime.store.records import NodeFields
 
 MSG_ID = b"m" * 16
 
@@ -94,9 +92,8 @@ def test_a_ring_unpacks_as_seq_and_message() -> None:
 # -- reply rings --------------------------------------------------------------------------------
 def test_a_reply_ring_carries_the_reply_record() -> None:
     reply = {"ok": True, "v": b"\x01", "expires": 1.5}
-    assert reply_ring(MSG_ID, reply) == reply_frame(MSG_ID, pack(reply)) \
-        == encode_ring(Kind.REPLY, MSG_ID, pack(reply))
-    assert parse_reply_ring(_env(reply_ring(MSG_ID, reply))) == ReplyRing(MSG_ID, reply)
+    assert reply_frame(MSG_ID, pack(reply)) == encode_ring(Kind.REPLY, MSG_ID, pack(reply))
+    assert parse_reply_ring(_env(reply_frame(MSG_ID, pack(reply)))) == ReplyRing(MSG_ID, reply)
 
 
 @pytest.mark.parametrize("frame", [
@@ -303,7 +300,5 @@ def test_a_zygote_frame_that_does_not_fit_is_refused(msg: Any) -> None:
 
 
 def test_the_node_fields_of_a_boot_record() -> None:
-    assert BOOT_NODE_FIELDS == ("dir", "store", "durability", "max_message_bytes")
-    assert node_fields(BOOT) == {"dir": "/d", "store": "/d/store", "durability": "commit",
-                                 "max_message_bytes": 16}
-    assert node_fields({}) == dict.fromkeys(BOOT_NODE_FIELDS)
+    # One definition (store/records.py NodeFields); the zygote's warm children use it.
+    assert NodeFields.from_wire(BOOT) == NodeFields("/d", "/d/store", "commit", 16)
