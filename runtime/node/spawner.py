@@ -161,7 +161,7 @@ class AgentSpawner:
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
-                           limits={k: v for k, v in limits.items() if v})
+                           limits=limits)  # check_limits dropped the unset ones
         with self.registered:
             self.by_pid[pid] = incn
             self.current[name] = incn
@@ -378,9 +378,9 @@ class AgentSpawner:
                            str(reason))
             return
         incn.exited.set_result((reason, failure))
-        sup = self.node.registry.supervisor_of(incn.name)
         if incn.terminating is not None:
             return  # terminate_child is waiting for this; the shell knows
+        sup = self.node.registry.supervisor_of(incn.name)
         if failure is not None:
             self.next_failure[incn.name] = failure
         try:

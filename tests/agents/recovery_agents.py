@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from beamish.runtime import Agent, Stop
+from tests.agents.basic import Counter
 
 
 def _note(path: str, line: str) -> None:
@@ -16,28 +17,22 @@ def _note(path: str, line: str) -> None:
         fh.write(line + "\n")
 
 
-class GivesUp(Agent):
+class GivesUp(Counter):
     """Counts; ``"poison"`` (a call or a cast) raises every time. Its ``recover`` notes
     each run in the file ``args["log"]`` and returns ``Stop(args["reason"])``."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"n": 0, "log": args["log"], "reason": args.get("reason", "normal")}
+        return {**super().init(args), "log": args["log"], "reason": args.get("reason", "normal")}
 
     def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if msg == "poison":
             raise ValueError("poison call")
-        if msg == "get":
-            return state["n"], state
-        if msg == "pid":
-            return os.getpid(), state
-        state["n"] += 1
-        return state["n"], state
+        return super().handle_call(msg, state)
 
     def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
         if msg == "poison":
             raise ValueError("poison cast")
-        state["n"] += 1
-        return state
+        return super().handle_cast(msg, state)
 
     def recover(self, failure: Any, state: dict[str, Any]) -> Any:
         _note(state["log"], f"{failure.kind} {(failure.in_flight or {}).get('seq')}")
