@@ -25,7 +25,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            control.py (requests to the node), wire.py
                                            (every frame between the runtime's processes:
                                            rings, replies, stop, reports, zygote pipe),
-                                           spawnargs.py
+                                           spawnargs.py, codec.py (a codec error -> the
+                                           public BadMessage/MessageTooLarge)
     store/      any process                records.py (every stored record, typed, with
                                            its wire form), protocol.py (the Store/Txn
                                            interface), lmdb.py (implements it; the only

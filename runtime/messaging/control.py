@@ -14,11 +14,12 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import EncodeError, PayloadTooLarge, Requester, RequestTimeout
+from beamish.mailbox import Requester, RequestTimeout
 
 from .._paths import NodePaths
 from .._validation import check_timeout
-from ..errors import BadMessage, MessageTooLarge, NodeNotRunning, error_from_wire
+from ..errors import NodeNotRunning, error_from_wire
+from .codec import CODEC_ERRORS, send_error
 
 
 class ControlClient:
@@ -63,10 +64,9 @@ class ControlClient:
         req = self._requester()
         try:
             answer = req.request({**(args or {}), "op": op}, timeout, self.alive)
-        except PayloadTooLarge as exc:
-            raise MessageTooLarge(exc.size, exc.limit, what=f"the {op!r} request") from None
-        except EncodeError as exc:
-            raise BadMessage(f"the {op!r} request: {exc}") from None
+        except CODEC_ERRORS as exc:
+            raise send_error(exc, what=f"the {op!r} request", prefix=f"the {op!r} request: ") \
+                from None
         except RequestTimeout:
             # The socket may now hold a late reply; a fresh one keeps requests matched.
             req.close()

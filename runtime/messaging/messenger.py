@@ -25,9 +25,7 @@ import zmq
 from beamish.mailbox import (
     RING_LINGER_MS,
     Doorbells,
-    EncodeError,
     Inbox,
-    PayloadTooLarge,
     new_msg_id,
     pack,
     unpack,
@@ -38,14 +36,13 @@ from .._types import ACCEPTS_MESSAGES
 from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
-    BadMessage,
     CallTimeout,
-    MessageTooLarge,
     RemoteError,
     StoreError,
 )
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
+from .codec import CODEC_ERRORS, send_error
 from .wire import parse_reply_ring, ring_frame
 
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
@@ -68,10 +65,8 @@ def encode_message(msg: Any, limit: int, target: str) -> bytes:
     try:
         # Checked to decode again: the agent could not read a message that does not.
         return pack_roundtrip(msg, where=f"a message to agent {target!r}", limit=limit)
-    except PayloadTooLarge as exc:
-        raise MessageTooLarge(exc.size, exc.limit, target) from None
-    except EncodeError as exc:
-        raise BadMessage(str(exc)) from None
+    except CODEC_ERRORS as exc:
+        raise send_error(exc, target=target) from None
 
 
 def raise_reply_error(name: str, error: ReplyError) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from beamish.mailbox import EncodeError, PayloadTooLarge
-
 from .._types import Limits
 from .._validation import check_limits, check_name, check_timeout, pack_roundtrip
-from ..errors import BadMessage, ConfigError, MessageTooLarge
+from ..errors import ConfigError
+from .codec import CODEC_ERRORS, send_error
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
 
@@ -61,10 +60,8 @@ def check_args(args: dict[str, Any], name: str | None, max_bytes: int | None) ->
     what = f"the args of spawn({name!r})" if name else "the spawn args"
     try:
         pack_roundtrip(args, where=what, limit=max_bytes)
-    except PayloadTooLarge as exc:
-        raise MessageTooLarge(exc.size, exc.limit, what=what) from None
-    except EncodeError as exc:
-        raise BadMessage(str(exc)) from None
+    except CODEC_ERRORS as exc:
+        raise send_error(exc, what=what) from None
 
 
 def spawn_request(cls: object, args: dict[str, Any] | None = None, name: str | None = None,
