@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._paths import NodePaths, default_dir
+from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError
+from ..messaging.spawnargs import check_shutdown
 
 if TYPE_CHECKING:
     from .api import Node
@@ -57,30 +59,31 @@ def _json_arg(text: str) -> Any:
         ) from None
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan  # refused by the check, with the flag's own message
+
+
 def _positive(flag: str) -> Callable[[str], float]:
-    """An argparse type: a finite number > 0, named ``flag`` in its error."""
+    """An argparse type: a finite number > 0 (`check_timeout`'s rule), named ``flag`` in
+    its error."""
     def parse(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a number > 0")
-        return value
+            return check_timeout(_number(text), flag)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a number > 0") from None
     return parse
 
 
 def _shutdown_arg(text: str) -> float | str:
-    if text in ("brutal_kill", "infinity"):
-        return text
+    """An argparse type: a child's shutdown (`check_shutdown`'s rule)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
+        return check_shutdown(text if text in ("brutal_kill", "infinity") else _number(text))
+    except ConfigError:
         raise argparse.ArgumentTypeError(
-            f"--shutdown {text!r}: expected seconds >= 0, brutal_kill or infinity")
-    return value
+            f"--shutdown {text!r}: expected seconds >= 0, brutal_kill or infinity") from None
 
 
 def _version() -> str:

@@ -3,12 +3,13 @@ dir errors and config drift."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 
 from beamish.runtime._paths import dir_error
-from beamish.runtime.client.cli import json_hint
+from beamish.runtime.client.cli import _positive, _shutdown_arg, json_hint
 from beamish.runtime.errors import ConfigError
 from beamish.runtime.node.commands import check_args
 from beamish.runtime.node.config import AgentSection, StartReport, agent_drift
@@ -20,6 +21,33 @@ from beamish.runtime.node.config import AgentSection, StartReport, agent_drift
 ])
 def test_json_hint_fits_the_input(text, says):
     assert says in json_hint(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1", 1.0), ("0.5", 0.5), ("1e3", 1000.0),
+    ("0", None), ("-1", None), ("nan", None), ("inf", None), ("1e400", None), ("x", None),
+])
+def test_a_positive_flag_follows_check_timeout(text, value):
+    parse = _positive("--timeout")
+    if value is not None:
+        assert parse(text) == value
+    else:
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f"^--timeout '{text}': expected a number > 0$"):
+            parse(text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("brutal_kill", "brutal_kill"), ("infinity", "infinity"), ("0", 0.0), ("5", 5.0),
+    ("-1", None), ("inf", None), ("nan", None), ("x", None),
+])
+def test_the_shutdown_flag_follows_check_shutdown(text, value):
+    if value is not None:
+        assert _shutdown_arg(text) == value
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"^--shutdown '{text}': expected "
+                           "seconds >= 0, brutal_kill or infinity$"):
+            _shutdown_arg(text)
 
 
 def _cmd(node: Any, name: str, n: int = 1, when: float | None = None,
