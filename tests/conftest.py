@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +32,27 @@ def wait_until(pred, timeout: float = 10.0, what: str = "condition"):  # type: i
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+def beamish(*args: str, check: bool = False, cwd: str = REPO,
+            env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the ``beamish`` CLI as a user would (a subprocess) and return what it did; with
+    ``check``, fail the test with its output when it exits nonzero."""
+    full_env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "beamish.runtime", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"beamish {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def restarted(node: Node, name: str, old_pid: int | None) -> bool:
+    """Whether agent ``name`` runs again, in a process other than ``old_pid`` (for
+    `wait_until` after a crash or a kill)."""
+    info = node.info(name)
+    return info.status == "running" and info.pid not in (None, old_pid)
 
 
 def _descendants() -> set[int]:

@@ -14,17 +14,9 @@ import sys
 import pytest
 
 from beamish.runtime.client.cli import build_parser
-from tests.conftest import REPO
+from tests.conftest import REPO, beamish
 
 pytestmark = pytest.mark.slow
-
-
-def beamish(*args: str, cwd: str = REPO, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would and return what it did (never raises on failure)."""
-    full_env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "beamish.runtime", *args], cwd=cwd,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 # -- item 9: the JSON hint fits the input ----------------------------------------------------

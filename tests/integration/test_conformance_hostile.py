@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from beamish.mailbox import DEFAULT_MAX_MESSAGE_BYTES
-from tests.conftest import shutdown_quietly, wait_until
+from tests.conftest import restarted, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,7 @@ def test_malformed_reports_are_dropped_and_counted_and_the_node_keeps_serving(no
     assert ref.call("incr") == 2
     assert node.spawn("tests.agents.basic:Counter", name="d").call("get") == 0
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: node.info("c").pid not in (None, pid) and node.info("c").status
-               == "running", what="the killed agent to be restarted")
+    wait_until(lambda: restarted(node, "c", pid), what="the killed agent to be restarted")
     assert ref.call("get") == 2
 
 
@@ -301,8 +300,7 @@ def test_malformed_reports_from_an_agent_process_are_dropped(node):
                what="every malformed report to be counted")
     assert ref.call("incr") == 1
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: node.info("c").pid not in (None, pid) and node.info("c").status
-               == "running", what="the killed agent to be restarted")
+    wait_until(lambda: restarted(node, "c", pid), what="the killed agent to be restarted")
     assert ref.call("get") == 1
     assert node.spawn("tests.agents.basic:Counter", name="d").call("get") == 0
 
@@ -344,7 +342,7 @@ def test_the_node_keeps_serving_while_its_disk_is_full(small_fs):
             if info.status == "failed":  # its supervisor gave up while the disk was full
                 n.restart("c")
                 return False
-            return info.status == "running" and info.pid not in (None, pid)
+            return restarted(n, "c", pid)
         wait_until(back, timeout=30, what="the agent to run again once the disk has room")
         assert ref.call("incr") == 2
         assert n.spawn("tests.agents.basic:Counter", name="e").call("get") == 0

@@ -20,7 +20,7 @@ from beamish.runtime import (
     connect,
     start_node,
 )
-from tests.conftest import kill_node, shutdown_quietly, wait_until
+from tests.conftest import kill_node, restarted, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -32,11 +32,6 @@ GATED = "tests.agents.supervision_agents:GatedInit"
 
 def _kill(node, name):
     os.kill(node.info(name).pid, signal.SIGKILL)
-
-
-def _running_again(node, name, old_pid):
-    info = node.info(name)
-    return info.status == "running" and info.pid not in (None, old_pid)
 
 
 # -- item 1: monitor and link in init and recover ------------------------------------------------
@@ -62,7 +57,7 @@ def test_link_set_in_init_takes_the_agent_down_with_its_peer(node):
     w = node.spawn(INIT_WATCHER, name="w", args={"init_ops": [["link", "peer"]]})
     w_pid = w.call("pid")
     _kill(node, "peer")
-    wait_until(lambda: _running_again(node, "w", w_pid), what="w killed by its link, restarted")
+    wait_until(lambda: restarted(node, "w", w_pid), what="w killed by its link, restarted")
     failure = node.info("w").last_failure
     assert failure.kind == "killed" and "linked agent 'peer'" in failure.message
 
@@ -74,7 +69,7 @@ def test_monitor_and_link_set_in_recover_hold_after_the_restart(node):
         "recover_ops": [["monitor", "target"], ["link", "peer"]]})
     w_pid = w.call("pid")
     _kill(node, "w")  # the restarted process runs recover, which sets them
-    wait_until(lambda: _running_again(node, "w", w_pid), what="w restarted through recover")
+    wait_until(lambda: restarted(node, "w", w_pid), what="w restarted through recover")
     w_pid = w.call("pid")
     _kill(node, "target")
     _kill(node, "peer")
@@ -90,7 +85,7 @@ def test_restart_of_a_running_agent_is_refused_and_leaves_its_record(node):
     c1 = node.spawn(COUNTER, name="c1")
     pid = c1.call("pid")
     _kill(node, "c1")  # one restart on the record before we try
-    wait_until(lambda: _running_again(node, "c1", pid), what="c1 restarted")
+    wait_until(lambda: restarted(node, "c1", pid), what="c1 restarted")
     before = node.info("c1")
     with pytest.raises(AlreadyRunning, match=r"c1.*running.*beamish stop c1"):
         node.restart("c1")
@@ -133,7 +128,7 @@ def test_restart_of_a_failed_supervisor_brings_its_subtree_back(node):
             node.info("member")), what="member running")
         os.kill(pid, signal.SIGKILL)
         if i < 3:
-            wait_until(lambda p=pid: _running_again(node, "member", p), what="team restarted")
+            wait_until(lambda p=pid: restarted(node, "member", p), what="team restarted")
     wait_until(lambda: node.tree()["children"][0]["status"] == "failed", what="team failed")
     node.restart("team")
     assert node.tree()["children"][0]["status"] == "running"
@@ -159,7 +154,7 @@ def test_a_temporary_bystander_is_gone_after_its_supervisor_restarts_the_group(n
     node.spawn(COUNTER, name="temp", supervisor="g", restart="temporary")
     pid = first.call("pid")
     _kill(node, "first")
-    wait_until(lambda: _running_again(node, "first", pid), what="first restarted")
+    wait_until(lambda: restarted(node, "first", pid), what="first restarted")
     wait_until(lambda: node.info("temp").status != "running", what="temp's record updated")
     _assert_gone(node, "temp")
 
@@ -170,7 +165,7 @@ def test_a_temporary_child_is_gone_when_its_supervisor_escalates(node):
     node.spawn(COUNTER, name="temp", supervisor="g", restart="temporary")
     pid = first.call("pid")
     _kill(node, "first")  # g gives up at once; root restarts it, without temp
-    wait_until(lambda: _running_again(node, "first", pid), what="g and first restarted")
+    wait_until(lambda: restarted(node, "first", pid), what="g and first restarted")
     wait_until(lambda: node.info("temp").status != "running", what="temp's record updated")
     _assert_gone(node, "temp")
 
@@ -213,7 +208,7 @@ def test_spawn_from_recover_into_an_ancestor_that_is_starting_it_is_refused(node
     # spawns into outer: outer is busy starting inner, inner busy starting p.
     pid = p.call("pid")
     _kill(node, "p")
-    wait_until(lambda: _running_again(node, "p", pid), what="outer restarted inner and p")
+    wait_until(lambda: restarted(node, "p", pid), what="outer restarted inner and p")
     kind, message = p.call("recovered")
     assert kind == "SpawnError", message
     assert "'outer'" in message and "'inner'" in message and "after recover" in message

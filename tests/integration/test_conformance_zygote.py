@@ -16,7 +16,7 @@ import pytest
 
 from beamish.runtime import start_node
 from beamish.runtime.errors import SpawnError
-from tests.conftest import shutdown_quietly, wait_until
+from tests.conftest import restarted, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -39,12 +39,6 @@ def counters(node, names: list[str]) -> dict[str, int]:  # type: ignore[no-untyp
             ref.call("incr")
         counts[name] = i + 1
     return counts
-
-
-def restarted(node, name: str, old_pid: int) -> bool:  # type: ignore[no-untyped-def]
-    """Whether ``name`` runs again in a process other than ``old_pid``."""
-    info = node.info(name)
-    return info.status == "running" and info.pid not in (None, old_pid)
 
 
 def assert_still_serving(node, counts: dict[str, int]) -> None:  # type: ignore[no-untyped-def]

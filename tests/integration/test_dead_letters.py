@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from beamish.runtime import ConfigError
-from tests.conftest import REPO, wait_until
+from tests.conftest import beamish, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +24,8 @@ def test_a_failing_cast_goes_to_the_dead_letters_and_can_be_resent(node):
                what="the dead_lettered event")
     assert ref.call("get") == 0
     ref.cast("heal")
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "-m", "beamish.runtime", "dead-letters", "f", "--json",
-                          "--dir", node.dir], env=env, capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = beamish("dead-letters", "f", "--json", "--dir", node.dir, check=True,
+                  timeout=60).stdout
     assert json.loads(out)[0]["seq"] == letters[0]["seq"]
     node.resend_dead_letter("f", letters[0]["seq"])
     wait_until(lambda: ref.call("get") == 1, what="the re-sent cast to be handled")

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from beamish.runtime import RemoteError
-from tests.conftest import wait_until
+from tests.conftest import restarted, wait_until
 
 pytestmark = pytest.mark.slow
 WATCHER = "tests.agents.basic:Watcher"
@@ -37,8 +37,7 @@ def test_link_kills_the_other_side_unless_it_traps_exits(node):
     a_pid = a.call("pid")
     a.call(["link", "b"])
     os.kill(node.info("b").pid, signal.SIGKILL)
-    wait_until(lambda: (lambda i: i.status == "running" and i.pid != a_pid)(node.info("a")),
-               what="a killed by the link and restarted")
+    wait_until(lambda: restarted(node, "a", a_pid), what="a killed by the link and restarted")
     failure = node.info("a").last_failure
     assert failure.kind == "killed" and "linked agent 'b'" in failure.message
 

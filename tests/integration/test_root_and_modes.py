@@ -12,6 +12,7 @@ import pytest
 
 from beamish.runtime import AgentNotFound, ConfigError, RemoteError, start_node
 from tests.conftest import kill_tree, shutdown_quietly, wait_until
+from tests.conftest import restarted as agent_restarted
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -74,8 +75,7 @@ def test_restart_types(node, restart, how, restarted):
     else:
         assert ref.call(how) == "bye"
     if restarted:
-        wait_until(lambda: (lambda i: i.status == "running" and i.pid != pid)(node.info("a")),
-                   what="a restart")
+        wait_until(lambda: agent_restarted(node, "a", pid), what="a restart")
     else:
         wait_until(lambda: node.info("a").status == "exited", what="exited, not restarted")
         with pytest.raises(AgentNotFound):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from beamish.runtime import ConfigError
-from tests.conftest import REPO, wait_until
+from tests.conftest import beamish, restarted, wait_until
 
 pytestmark = pytest.mark.slow
 COUNTER = "tests.agents.basic:Counter"
@@ -31,7 +29,7 @@ def test_crash_of_the_second_of_three_children(node, strategy, changed):
         node.call(name, "incr")
     before = _pids(node, "abc")
     os.kill(before["b"], signal.SIGKILL)
-    wait_until(lambda: node.info("b").pid not in (None, before["b"])
+    wait_until(lambda: restarted(node, "b", before["b"])
                and all(node.info(n).status == "running" for n in "abc"),
                what="the strategy's restarts")
     after = _pids(node, "abc")
@@ -58,12 +56,11 @@ def test_backoff_delays_grow_and_show_in_ps(node):
         pid = info.pid
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: node.info("b").status == "backoff", what="status backoff")
-        wait_until(lambda p=pid: (lambda i: i.status == "running" and i.pid != p)(node.info("b")),
-                   what="the delayed restart")
+        wait_until(lambda p=pid: restarted(node, "b", p), what="the delayed restart")
         events = [e for e in node.events() if e.name == "b"]
         exited = [e.time for e in events if e.kind == "exited"][-1]
-        restarted = [e.time for e in events if e.kind == "restarted"][-1]
-        delays.append(restarted - exited)
+        back = [e.time for e in events if e.kind == "restarted"][-1]
+        delays.append(back - exited)
     assert delays[0] >= 0.2 and delays[0] < delays[1] < delays[2], delays
     assert node.call("b", "get") == 0
 
@@ -79,12 +76,10 @@ def test_intensity_escalates_one_level_and_the_subtree_restarts(node):
     for _ in range(2):  # the 2nd restart within 10 s is one too many for "mid"
         pid = node.info("a").pid
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda p=pid: (lambda i: i.status == "running" and i.pid not in (None, p))(
-            node.info("a")), what="a restarted")
+        wait_until(lambda p=pid: restarted(node, "a", p), what="a restarted")
     wait_until(lambda: any(e.kind == "escalated" and e.name == "mid" for e in node.events()),
                what="mid to escalate")
-    wait_until(lambda: (lambda i: i.status == "running" and i.pid not in (None, b_pid))(
-        node.info("b")), what="b restarted with its supervisor")
+    wait_until(lambda: restarted(node, "b", b_pid), what="b restarted with its supervisor")
     assert [node.call(n, "get") for n in "ab"] == [1, 1]  # the subtree came back with state
     assert node.info("outside").pid == outside_pid and outside.call("get") == 0  # root's other child untouched
     mid = next(c for c in node.tree()["children"] if c["name"] == "mid")
@@ -97,8 +92,7 @@ def test_simple_one_for_one_children_of_one_template(node):
         node.spawn(COUNTER, name=f"w{i}", supervisor="pool", restart="permanent")
     pid = node.info("w1").pid
     os.kill(pid, signal.SIGKILL)  # abnormal: a transient child is restarted
-    wait_until(lambda: (lambda i: i.status == "running" and i.pid not in (None, pid))(
-        node.info("w1")), what="w1 restarted")
+    wait_until(lambda: restarted(node, "w1", pid), what="w1 restarted")
     node.stop("w2")  # removed at run time
     pool = next(c for c in node.tree()["children"] if c["name"] == "pool")
     assert pool["strategy"] == "simple_one_for_one"
@@ -113,8 +107,7 @@ def test_tree_shows_a_nested_supervisor_restart_count(node, node_dir):
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: any(e.kind == "escalated" and e.name == "mid" for e in node.events()),
                what="mid to escalate")
-    wait_until(lambda: (lambda i: i.status == "running" and i.pid not in (None, pid))(node.info("a")),
-               what="a restarted with mid")
+    wait_until(lambda: restarted(node, "a", pid), what="a restarted with mid")
     tree = node.tree()
     assert (tree["name"], tree["restarts"]) == ("root", 0)
     outer = next(c for c in tree["children"] if c["name"] == "outer")
@@ -122,12 +115,8 @@ def test_tree_shows_a_nested_supervisor_restart_count(node, node_dir):
     assert (mid["name"], mid["status"], mid["restarts"]) == ("mid", "running", 1)
     assert (outer["restarts"], outer["child_restarts"]) == (0, 1)  # mid's one restart, not a's
     assert mid["child_restarts"] == mid["children"][0]["restarts"]
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "-m", "beamish.runtime", "tree", "--dir", node_dir], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    out = beamish("tree", "--dir", node_dir, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("mid "))
     assert "[supervisor one_for_one] running restarts=1 " in line, out
-    tree_json = json.loads(subprocess.run(
-        [sys.executable, "-m", "beamish.runtime", "tree", "--json", "--dir", node_dir], cwd=REPO,
-        env=env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    tree_json = json.loads(beamish("tree", "--json", "--dir", node_dir, check=True).stdout)
     assert tree_json["children"][0]["children"][0]["restarts"] == 1
