@@ -6,7 +6,6 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any
 
 from beamish.mailbox import MAX_IPC_PATH
 
@@ -207,7 +206,41 @@ def rotate_log(path: str, fd: int, max_bytes: int, keep: int) -> bool:
     return True
 
 
-def read_node_info(paths: NodePaths) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class NodeFile:
+    """What a running node's ``node.json`` tells a client: its daemon's pid and how to open
+    its store and size its messages (the daemon writes it once it serves).
+
+    Attributes:
+        pid: the daemon's pid (0 if the file does not say).
+        store: the LMDB store's path.
+        durability: "process", "fsync" or "memory".
+        max_message_bytes: the node's message size limit.
+    """
+
+    pid: int
+    store: str
+    durability: str
+    max_message_bytes: int
+
+    @classmethod
+    def from_json(cls, data: object, dir: str) -> NodeFile:
+        """Read ``node.json``'s content.
+
+        Raises:
+            NodeNotRunning: it is not a node's (a field is missing or of the wrong type).
+        """
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a {type(data).__name__}, not an object")
+            return cls(int(data.get("pid", 0)), str(data["store"]), str(data["durability"]),
+                       int(data["max_message_bytes"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NodeNotRunning(f"the node.json in {dir!r} is not a running node's ({exc!r}); "
+                                 f"start a node with `beamish node start --dir {dir}`") from None
+
+
+def read_node_info(paths: NodePaths) -> NodeFile:
     """Read the running node's ``node.json``.
 
     Raises:
@@ -215,10 +248,10 @@ def read_node_info(paths: NodePaths) -> dict[str, Any]:
     """
     try:
         with open(paths.info, encoding="utf-8") as fh:
-            data: dict[str, Any] = json.load(fh)
+            data = json.load(fh)
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise NodeNotRunning(f"no node runs on {paths.dir!r} (start one with "
                              f"`beamish node start --dir {paths.dir}`)") from exc
     except OSError as exc:
         raise dir_error(paths.dir, exc) from None
-    return data
+    return NodeFile.from_json(data, paths.dir)

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from beamish.supervisor import ChildStatus
+
+UserData = dict[str, Any]
+"""Data whose shape is the user's own: an agent's spawn args, a message or a state that is a
+map. The runtime carries it as it is and never reads a field of it."""
+
+WireMap = dict[str, Any]
+"""A record's msgpack (or JSON) form: a map of its fields. Built and read only by that
+record's own ``to_dict``/``from_wire`` methods, the one place each record meets its wire form."""
+
+InFlight = dict[str, Any]
+"""`Failure.in_flight`: ``{"seq": the mailbox seq, "kind": "call" | "cast" | ...}`` of the
+message being handled when an agent failed. A dict because it is public as one (users and
+the stored failures read it by key)."""
 
 FailureKind = Literal["exception", "exit", "signal", "oom", "timeout", "cpu", "killed"]
 
@@ -72,7 +85,7 @@ class Failure:
         traceback: the remote traceback text, or "".
         exit_code: the process exit code, if it exited.
         signal: the signal number, if it was signalled.
-        in_flight: the message being handled when it failed (``{"kind", "msg"}``), or None.
+        in_flight: the message being handled when it failed (``{"seq", "kind"}``), or None.
         attempt: how many times that message has now been attempted.
     """
 
@@ -82,15 +95,15 @@ class Failure:
     traceback: str = ""
     exit_code: int | None = None
     signal: int | None = None
-    in_flight: dict[str, Any] | None = None
+    in_flight: InFlight | None = None
     attempt: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> WireMap:
         """Return the failure as msgpack-ready data."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Failure | None:
+    def from_dict(cls, data: WireMap | None) -> Failure | None:
         """Rebuild a failure from `to_dict` output (None stays None)."""
         if not data:
             return None
@@ -212,6 +225,17 @@ class AgentInfo:
     supervisor: str = "root"
     cls: str = ""
 
+    @classmethod
+    def from_wire(cls, data: WireMap) -> AgentInfo:
+        """Rebuild the snapshot the node's ``info``/``ps`` commands sent (its fields by name,
+        the failure as `Failure.to_dict`)."""
+        return cls(**{**data, "last_failure": Failure.from_dict(data.get("last_failure"))})
+
+    def to_wire(self) -> WireMap:
+        """Return the snapshot as JSON/msgpack-ready data (``beamish info/ps --json``)."""
+        return {**vars(self),
+                "last_failure": self.last_failure.to_dict() if self.last_failure else None}
+
 
 @dataclass(frozen=True)
 class Event:
@@ -231,6 +255,11 @@ class Event:
     reason: str
     time: float
     seq: int = field(default=0, compare=False)
+
+    @classmethod
+    def from_wire(cls, data: WireMap) -> Event:
+        """Rebuild an event the node's ``events`` command sent (its fields by name)."""
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -276,3 +305,37 @@ class NodeStatus:
     uptime: float
     strict: bool
     dropped_frames: DroppedFrames
+
+    @classmethod
+    def from_wire(cls, data: WireMap) -> NodeStatus:
+        """Rebuild the status from the node's ``ping`` answer (``dropped`` holds the
+        `DroppedFrames` by socket; ``dropped_frames``, their total, is not needed)."""
+        return cls(int(data["pid"]), str(data["dir"]), str(data["durability"]),
+                   float(data["uptime"]), bool(data["strict"]),
+                   DroppedFrames(**data["dropped"]))
+
+
+class TreeNode(TypedDict):
+    """One node of `Node.tree` (a dict, as ``beamish tree --json`` prints it): a supervisor
+    with its strategy, restart counts and children, or an agent with its pid and class."""
+
+    name: str
+    kind: Literal["supervisor", "agent"]
+    status: str
+    restarts: int
+    strategy: NotRequired[str]
+    child_restarts: NotRequired[int]
+    children: NotRequired[list[TreeNode]]
+    pid: NotRequired[int | None]
+    cls: NotRequired[str]
+
+
+class DeadLetterInfo(TypedDict):
+    """One entry of `Node.dead_letters` (a dict, as ``beamish dead-letters --json`` prints
+    it, with ``failure`` as a `Failure` here)."""
+
+    seq: int
+    kind: str
+    msg: Any  # the user's message (its raw bytes when it did not decode)
+    failure: Failure | None
+    time: float

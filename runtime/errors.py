@@ -5,12 +5,17 @@ Each message says what happened, to which agent, and what to do about it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._types import AgentStatus
+from ._types import AgentStatus, WireMap
 
 if TYPE_CHECKING:
     from ._types import Failure
+
+ErrorAttrs = dict[str, Any]
+"""An error's attributes by name, as an `ErrorReply` carries them: open, since each error
+class has its own (``name``, ``size``, ``failure``, ...)."""
 
 
 class BeamishError(Exception):
@@ -163,17 +168,63 @@ ERRORS: dict[str, type[BeamishError]] = {
 }
 
 
-def error_from_wire(data: dict[str, Any]) -> BeamishError:
-    """Rebuild an error the node sent as ``{"type", "message", ...}``."""
-    cls = ERRORS.get(str(data.get("type")), BeamishError)
-    err = cls.__new__(cls)
-    BeamishError.__init__(err, str(data.get("message", "")))
-    for key, value in data.get("attrs", {}).items():
-        if key == "failure" and isinstance(value, dict):
-            from ._types import Failure
-            value = Failure.from_dict(value)
-        setattr(err, key, value)
-    return err
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """An error as the node answers a control request with it: its class name, its message
+    and its attributes; `error` rebuilds it on the client's side. Its wire form is
+    ``{"type", "message", "attrs"}`` (`to_wire`, `from_wire`).
+
+    Attributes:
+        type: the error's class name (one of `ERRORS`; another rebuilds as `BeamishError`).
+        message: ``str(error)``.
+        attrs: its attributes (a `Failure` travels as `Failure.to_dict`).
+    """
+
+    type: str
+    message: str
+    attrs: ErrorAttrs = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: BeamishError) -> ErrorReply:
+        """The reply for ``exc``: its plain attributes (str, int, float), and a spawn's
+        failure."""
+        attrs: ErrorAttrs = {k: v for k, v in vars(exc).items()
+                             if isinstance(v, (str, int, float))}
+        if isinstance(exc, SpawnError) and exc.failure is not None:
+            attrs["failure"] = exc.failure.to_dict()
+        return cls(type(exc).__name__, str(exc), attrs)
+
+    def to_wire(self) -> WireMap:
+        """Return the reply's wire form."""
+        return {"type": self.type, "message": self.message, "attrs": self.attrs}
+
+    @classmethod
+    def from_wire(cls, data: object) -> ErrorReply:
+        """Read a reply's wire form; what is missing or malformed reads as a bare
+        `BeamishError` with what could be read."""
+        if not isinstance(data, dict):
+            return cls("BeamishError", "")
+        attrs = data.get("attrs", {})
+        return cls(str(data.get("type")), str(data.get("message", "")),
+                   attrs if isinstance(attrs, dict) else {})
+
+    def error(self) -> BeamishError:
+        """Rebuild the error: its class (from `ERRORS`, else `BeamishError`), its message
+        and its attributes, without running its ``__init__``."""
+        cls = ERRORS.get(self.type, BeamishError)
+        err = cls.__new__(cls)
+        BeamishError.__init__(err, self.message)
+        for key, value in self.attrs.items():
+            if key == "failure" and isinstance(value, dict):
+                from ._types import Failure
+                value = Failure.from_dict(value)
+            setattr(err, key, value)
+        return err
+
+
+def error_from_wire(data: object) -> BeamishError:
+    """Rebuild an error the node sent as ``{"type", "message", "attrs"}``."""
+    return ErrorReply.from_wire(data).error()
 
 
 class BadMessage(BeamishError, TypeError):

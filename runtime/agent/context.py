@@ -5,8 +5,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from dataclasses import replace
 from typing import Any
 
+from .._types import UserData
 from .._validation import check_name, check_timeout
 from ..messaging.control import ControlClient
 from ..messaging.messenger import Messenger
@@ -41,7 +43,7 @@ class AgentContext:
         """Cast ``msg`` to agent ``name``; returns once it is durably in its mailbox."""
         self._messenger.cast(name, msg)
 
-    def spawn(self, cls: type | str, args: dict[str, Any] | None = None, name: str | None = None,
+    def spawn(self, cls: type | str, args: UserData | None = None, name: str | None = None,
               **options: Any) -> str:
         """Spawn another agent (same arguments as `Node.spawn`); return its name.
 
@@ -51,9 +53,9 @@ class AgentContext:
         never be served. Spawn such a child once started (e.g. ``self.ctx.send_after(0,
         "spawn")`` in ``init``, then spawn in ``handle_info``) or into another supervisor.
         """
-        request = spawn_request(cls, args, name, **options, max_bytes=self._messenger.limit)
-        request.update(caller=self.name, caller_phase=self._phase)
-        value = self._control.request("spawn", request, timeout=request["timeout"] + 5)
+        request = replace(spawn_request(cls, args, name, **options, max_bytes=self._messenger.limit),
+                          caller=self.name, caller_phase=self._phase)
+        value = self._control.request("spawn", request, timeout=request.timeout + 5)
         return str(value["name"])
 
     def monitor(self, name: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 import psutil
 
 from .._paths import (
+    NodeFile,
     NodePaths,
     check_dir_safe,
     default_dir,
@@ -29,7 +30,16 @@ from .._paths import (
     open_log,
     read_node_info,
 )
-from .._types import AgentInfo, DroppedFrames, Event, Failure, Limits, NodeStatus
+from .._types import (
+    AgentInfo,
+    DeadLetterInfo,
+    Event,
+    Failure,
+    Limits,
+    NodeStatus,
+    TreeNode,
+    UserData,
+)
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
 from ..errors import (
@@ -142,7 +152,7 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
     while _node_locked(paths):
         pid = 0
         try:
-            pid = int(read_node_info(paths).get("pid", 0))
+            pid = read_node_info(paths).pid
         except NodeNotRunning:
             pass
         # A node that was just killed can hold its lock a few ms past its death while the
@@ -233,7 +243,7 @@ def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> 
     """
     paths = NodePaths.of(dir if dir is not None else default_dir())
     info = read_node_info(paths)
-    pid = int(info.get("pid", 0))
+    pid = info.pid
     if not pid or not psutil.pid_exists(pid) or not _node_locked(paths):
         raise NodeNotRunning(f"no node runs on {paths.dir!r} (a stale node.json names pid "
                              f"{pid}); start one with `beamish node start --dir {paths.dir}`")
@@ -294,10 +304,6 @@ class AgentRef:
         return f"AgentRef({self.name!r})"
 
 
-def _agent_info(data: dict[str, Any]) -> AgentInfo:
-    return AgentInfo(**{**data, "last_failure": Failure.from_dict(data.get("last_failure"))})
-
-
 class Node:
     """A connection to a running node. Get one from `start_node` or `connect`.
 
@@ -306,13 +312,13 @@ class Node:
         pid: the daemon's pid.
     """
 
-    def __init__(self, paths: NodePaths, info: dict[str, Any]) -> None:
+    def __init__(self, paths: NodePaths, info: NodeFile) -> None:
         self.paths = paths
         self.dir = paths.dir
-        self.pid = int(info["pid"])
-        self._store_path = str(info["store"])
-        self._store = _acquire_store(self._store_path, str(info["durability"]))
-        self._messenger = Messenger(paths, self._store, int(info["max_message_bytes"]))
+        self.pid = info.pid
+        self._store_path = info.store
+        self._store = _acquire_store(self._store_path, info.durability)
+        self._messenger = Messenger(paths, self._store, info.max_message_bytes)
         pid = self.pid
         self._control = ControlClient(paths, self._messenger.ctx, alive=lambda: _alive(pid))
         # What `start_node` did not apply as the tree declares it (set by start_node).
@@ -341,7 +347,7 @@ class Node:
         return AgentRef(self, name)
 
     # -- the tree ------------------------------------------------------------------------------
-    def spawn(self, cls: type[Agent] | str, args: dict[str, Any] | None = None,
+    def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Limits | None = None,
               timeout: float = 30.0) -> AgentRef:
@@ -418,15 +424,17 @@ class Node:
         Raises:
             AgentNotFound: no agent has this name.
         """
-        return _agent_info(self._control.request("info", {"name": check_lookup_name(name)}))
+        return AgentInfo.from_wire(
+            self._control.request("info", {"name": check_lookup_name(name)}))
 
     def ps(self) -> list[AgentInfo]:
         """Return `AgentInfo` for every agent, in start order."""
-        return [_agent_info(d) for d in self._control.request("ps")]
+        return [AgentInfo.from_wire(d) for d in self._control.request("ps")]
 
-    def tree(self) -> dict[str, Any]:
-        """Return the supervision tree: nested dicts with name, kind, status, pid, restarts."""
-        value: dict[str, Any] = self._control.request("tree")
+    def tree(self) -> TreeNode:
+        """Return the supervision tree: nested dicts with name, kind, status, pid, restarts
+        (`TreeNode`)."""
+        value: TreeNode = self._control.request("tree")
         return value
 
     @overload
@@ -441,19 +449,22 @@ class Node:
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise ConfigError(f"since={since!r}: expected an event sequence number >= 0")
         if not follow:
-            return [Event(**e) for e in self._control.request("events", {"since": since})]
+            return [Event.from_wire(e) for e in self._control.request("events", {"since": since})]
         return self._follow(since)
 
     def _follow(self, since: int) -> Iterator[Event]:
         while True:
             for data in self._control.request("events", {"since": since, "wait": 25.0}, timeout=40.0):
                 since = max(since, int(data["seq"]))
-                yield Event(**data)
+                yield Event.from_wire(data)
 
-    def dead_letters(self, name: str) -> list[dict[str, Any]]:
-        """Return the casts set aside by `Skip` for agent ``name``, with their failures."""
+    def dead_letters(self, name: str) -> list[DeadLetterInfo]:
+        """Return the casts set aside by `Skip` for agent ``name``, with their failures
+        (`DeadLetterInfo` dicts)."""
         entries = self._control.request("dead_letters", {"name": check_lookup_name(name)})
-        return [{**e, "failure": Failure.from_dict(e["failure"])} for e in entries]
+        return [DeadLetterInfo(seq=e["seq"], kind=e["kind"], msg=e["msg"],
+                           failure=Failure.from_dict(e["failure"]), time=e["time"])
+                for e in entries]
 
     def resend_dead_letter(self, name: str, seq: int) -> int:
         """Put dead letter ``seq`` of agent ``name`` back at the end of its mailbox (after
@@ -467,10 +478,7 @@ class Node:
 
     def status(self) -> NodeStatus:
         """The node's pid, dir, uptime and the invalid frames it and its agents dropped."""
-        st = self._control.request("ping")
-        return NodeStatus(int(st["pid"]), str(st["dir"]), str(st["durability"]),
-                          float(st["uptime"]), bool(st["strict"]),
-                          DroppedFrames(**st["dropped"]))
+        return NodeStatus.from_wire(self._control.request("ping"))
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._paths import NodePaths, default_dir
+from .._types import TreeNode
 from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError
 from ..messaging.spawnargs import check_shutdown
@@ -221,7 +222,7 @@ def _print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> Non
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _print_tree(node: dict[str, Any], indent: str = "") -> None:
+def _print_tree(node: TreeNode, indent: str = "") -> None:
     if node["kind"] == "supervisor":
         print(f"{indent}{node['name']} [supervisor {node.get('strategy', '')}] "
               f"{node.get('status', '')} restarts={node.get('restarts', 0)} "
@@ -314,14 +315,11 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         print(f"added supervisor {args.name} under {args.parent}")
     elif cmd == "info":
         info = node.info(args.name)
-        data = {k: v for k, v in vars(info).items()}
-        data["last_failure"] = info.last_failure.to_dict() if info.last_failure else None
-        print(json.dumps(data, indent=None if args.json else 2, default=repr))
+        print(json.dumps(info.to_wire(), indent=None if args.json else 2, default=repr))
     elif cmd == "ps":
         infos = node.ps()
         if args.json:
-            print(json.dumps([{**vars(i), "last_failure": i.last_failure.to_dict()
-                               if i.last_failure else None} for i in infos]))
+            print(json.dumps([i.to_wire() for i in infos]))
         else:
             _print_table([[i.name, i.pid or "-", i.status, i.restarts, i.mailbox_depth,
                            i.processed, _fmt_bytes(i.rss_bytes), i.supervisor] for i in infos],
@@ -350,8 +348,8 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         else:
             for e in entries:
                 f = e["failure"]
-                print(f"#{e['seq']} {json.dumps(e['msg'], default=repr)}  "
-                      f"({f.kind}: {f.exc_type or f.message}, attempt {f.attempt})")
+                why = f"  ({f.kind}: {f.exc_type or f.message}, attempt {f.attempt})" if f else ""
+                print(f"#{e['seq']} {json.dumps(e['msg'], default=repr)}{why}")
             if not entries:
                 print(f"no dead letters for {args.name}")
     return 0

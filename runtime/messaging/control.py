@@ -1,15 +1,19 @@
 """The client side of the node's control socket: spawn, stop, info, tree, events, ...
 
-Requests are ``{"op": name, **args}`` CALL envelopes; the node answers
-``{"ok": True, "value": ...}`` or ``{"ok": False, "error": {"type", "message", "attrs"}}``.
-The ops themselves are documented where the node registers them (`._node.COMMANDS`).
+Requests are `ControlRequest` s, ``{**args, "op": name}`` CALL envelopes on the wire; the
+node answers ``{"ok": True, "value": ...}`` or ``{"ok": False, "error": {"type",
+"message", "attrs"}}`` (an `Answer`, its error an `ErrorReply`). The ops themselves, their
+arguments and their values are documented where the node registers them
+(``node/commands.py`` ``COMMANDS``); the client's `Node` reads their values into the
+public records (`AgentInfo`, `Event`, `NodeStatus`).
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -17,9 +21,48 @@ import zmq
 from beamish.mailbox import Requester, RequestTimeout
 
 from .._paths import NodePaths
+from .._types import WireMap
 from .._validation import check_timeout
-from ..errors import NodeNotRunning, error_from_wire
+from ..errors import ErrorReply, NodeNotRunning
 from .codec import CODEC_ERRORS, send_error
+from .spawnargs import SpawnRequest
+
+CommandArgs = Mapping[str, object]
+"""A node command's keyword arguments by name: each op's own (``{"name"}``, ``{"since",
+"wait"}``, ...), checked by the node against its command's signature."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A request to the node: run command ``op`` with ``args``."""
+
+    op: str
+    args: CommandArgs | SpawnRequest
+
+    def to_wire(self) -> WireMap:
+        """Return the request's wire form, ``{**args, "op": op}``."""
+        args = self.args.to_wire() if isinstance(self.args, SpawnRequest) else self.args
+        return {**args, "op": self.op}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The node's answer to a `ControlRequest`: the command's value, or the error it
+    raised."""
+
+    value: Any = None  # the command's value, by op (see node/commands.py)
+    error: ErrorReply | None = None
+
+    @classmethod
+    def from_wire(cls, data: object) -> Answer:
+        """Read an answer's wire form; one that is not a map is an error (the node never
+        sends one)."""
+        if not isinstance(data, dict):
+            return cls(error=ErrorReply("BeamishInternalError",
+                                        f"the node's answer is not a map: {data!r:.80}"))
+        if data.get("ok"):
+            return cls(value=data.get("value"))
+        return cls(error=ErrorReply.from_wire(data.get("error", {})))
 
 
 class ControlClient:
@@ -50,9 +93,10 @@ class ControlClient:
                 self._all.add(req)
         return req
 
-    def request(self, op: str, args: dict[str, Any] | None = None, *,
+    def request(self, op: str, args: CommandArgs | SpawnRequest | None = None, *,
                 timeout: float = 30.0) -> Any:
-        """Run control op ``op`` with ``args`` on the node and return its value.
+        """Run control op ``op`` with ``args`` on the node and return its value (its wire
+        form: a `Node` method reads it into its record).
 
         Raises:
             ConfigError: ``timeout`` is not a finite number > 0.
@@ -63,7 +107,7 @@ class ControlClient:
         timeout = check_timeout(timeout)
         req = self._requester()
         try:
-            answer = req.request({**(args or {}), "op": op}, timeout, self.alive)
+            data = req.request(ControlRequest(op, args or {}).to_wire(), timeout, self.alive)
         except CODEC_ERRORS as exc:
             raise send_error(exc, what=f"the {op!r} request", prefix=f"the {op!r} request: ") \
                 from None
@@ -79,9 +123,10 @@ class ControlClient:
             raise NodeNotRunning(
                 f"the node on {self.paths.dir!r} did not answer {op!r} within {timeout:g} s "
                 "(is it running? `beamish node status`)") from None
-        if answer.get("ok"):
-            return answer.get("value")
-        raise error_from_wire(answer.get("error", {}))
+        answer = Answer.from_wire(data)
+        if answer.error is not None:
+            raise answer.error.error()
+        return answer.value
 
     def dropped_frames(self) -> int:
         """How many invalid replies this client's sockets dropped."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from .._types import Limits
+from .._types import Limits, UserData, WireMap
 from .._validation import check_limits, check_name, check_timeout, pack_roundtrip
 from ..errors import ConfigError
 from .codec import CODEC_ERRORS, send_error
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
+Shutdown = float | Literal["brutal_kill", "infinity"]
 
 
 def class_path(cls: object) -> str:
@@ -39,7 +42,7 @@ def class_path(cls: object) -> str:
     return f"{module}:{qual}"
 
 
-def check_shutdown(value: object) -> float | Literal["brutal_kill", "infinity"]:
+def check_shutdown(value: object) -> Shutdown:
     """Validate a child's ``shutdown`` (seconds, "brutal_kill" or "infinity")."""
     if value == "brutal_kill":
         return "brutal_kill"
@@ -51,7 +54,7 @@ def check_shutdown(value: object) -> float | Literal["brutal_kill", "infinity"]:
     raise ConfigError(f"shutdown={value!r}: expected seconds >= 0, 'brutal_kill' or 'infinity'")
 
 
-def check_args(args: dict[str, Any], name: str | None, max_bytes: int | None) -> None:
+def check_args(args: UserData, name: str | None, max_bytes: int | None) -> None:
     """Check that a spawn's ``args`` encode, decode again and fit ``max_bytes``.
 
     Raises:
@@ -64,11 +67,48 @@ def check_args(args: dict[str, Any], name: str | None, max_bytes: int | None) ->
         raise send_error(exc, what=what) from None
 
 
-def spawn_request(cls: object, args: dict[str, Any] | None = None, name: str | None = None,
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    """A checked ``spawn`` control request (`spawn_request` builds one).
+
+    Attributes:
+        cls: the agent class path ``"package.module:Class"``.
+        args: passed to its ``init``.
+        name: its name, or None for the node to derive one.
+        supervisor, restart, shutdown, limits: its place in the tree and its limits (the
+            set fields of `Limits`).
+        timeout: seconds the node waits for its ``init``.
+        caller, caller_phase: the agent that spawns it, and where it runs (``init``,
+            ``recover``, ...); None from a client.
+    """
+
+    cls: str
+    args: UserData
+    name: str | None
+    supervisor: str
+    restart: str
+    shutdown: Shutdown
+    limits: dict[str, float]
+    timeout: float
+    caller: str | None = None
+    caller_phase: str | None = None
+
+    def to_wire(self) -> WireMap:
+        """Return the request's arguments as the node's ``spawn`` command takes them."""
+        wire: WireMap = {"cls": self.cls, "args": self.args, "name": self.name,
+                         "supervisor": self.supervisor, "restart": self.restart,
+                         "shutdown": self.shutdown, "limits": self.limits,
+                         "timeout": self.timeout}
+        if self.caller is not None:
+            wire.update(caller=self.caller, caller_phase=self.caller_phase)
+        return wire
+
+
+def spawn_request(cls: object, args: UserData | None = None, name: str | None = None,
                   supervisor: str = "root", restart: str = "permanent",
-                  shutdown: float | str = 5.0, limits: Limits | dict[str, Any] | None = None,
-                  timeout: float = 30.0, *, max_bytes: int | None = None) -> dict[str, Any]:
-    """Check spawn arguments and return the control request's fields.
+                  shutdown: float | str = 5.0, limits: Limits | Mapping[str, object] | None = None,
+                  timeout: float = 30.0, *, max_bytes: int | None = None) -> SpawnRequest:
+    """Check spawn arguments and return the control request.
 
     Args:
         max_bytes: the node's ``max_message_bytes``, which ``args`` must fit.
@@ -88,6 +128,5 @@ def spawn_request(cls: object, args: dict[str, Any] | None = None, name: str | N
     check_args(args or {}, name, max_bytes)
     if isinstance(limits, Limits):
         limits = limits.to_dict()
-    return {"cls": class_path(cls), "args": args or {}, "name": name,
-            "supervisor": supervisor, "restart": restart, "shutdown": check_shutdown(shutdown),
-            "limits": check_limits(limits), "timeout": check_timeout(timeout)}
+    return SpawnRequest(class_path(cls), args or {}, name, supervisor, restart,
+                        check_shutdown(shutdown), check_limits(limits), check_timeout(timeout))
