@@ -95,6 +95,11 @@ class Txn(Protocol):
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
         ...
 
+    def message_packed(self, agent_id: int, seq: int) -> bytes | None:
+        """Return message ``seq`` of the agent's mailbox as stored (packed: what a ring
+        carries inline, compared as bytes), or None if it is not there."""
+        ...
+
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
         """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
         ...
