@@ -124,9 +124,9 @@ def parse_agent_inbox(frames: list[bytes]) -> Ring | StopRequest | None:
 
 
 # -- replies to a caller ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ReplyRing:
-    """A reply ring: the reply record committed for call ``msg_id``, carried inline."""
+class ReplyRing(NamedTuple):
+    """A reply ring: the reply record committed for call ``msg_id``, carried inline (a
+    NamedTuple: one is built per call)."""
 
     msg_id: bytes
     reply: dict[Any, Any]

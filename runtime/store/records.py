@@ -364,10 +364,10 @@ class ReplyError:
                    str(data.get("traceback", "")), Failure.from_dict(data.get("failure")))
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A call's answer: wire ``{"ok": true, "v": packed value, "expires"}`` or ``{"ok":
-    false, "e": error, "expires"}`` (``expires``: when an unclaimed one is swept).
+    false, "e": error, "expires"}`` (``expires``: when an unclaimed one is swept). A
+    NamedTuple like `Message`: one is built on each side of every call.
 
     Attributes:
         ok: whether the call succeeded.
