@@ -203,6 +203,21 @@ class Txn:
         self.txn.put(_key(agent_id, seq), packed, db=self.dbs["mailbox"])
         return seq
 
+    def append_packed_many(self, agent_id: int, packed: list[bytes]) -> int:
+        """Append messages already packed, in list order (consecutive seqs); return the
+        seq of the first (the next seq if ``packed`` is empty). The tail is read and
+        written once for the whole list."""
+        tail_key = _id(agent_id)
+        raw = self.txn.get(tail_key, db=self.dbs["tails"])
+        first = _U64.unpack(raw)[0] if raw else 1
+        if not packed:
+            return first
+        put, mailbox, pack_u64 = self.txn.put, self.dbs["mailbox"], _U64.pack
+        for seq, record in enumerate(packed, first):
+            put(tail_key + pack_u64(seq), record, db=mailbox)
+        self.txn.put(tail_key, pack_u64(first + len(packed)), db=self.dbs["tails"])
+        return first
+
     def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
         return [(_U64.unpack(k[8:])[0], Message.from_packed(v))

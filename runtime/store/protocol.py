@@ -87,6 +87,11 @@ class Txn(Protocol):
         """Append a message already packed (``pack(message.to_wire())``); return its seq."""
         ...
 
+    def append_packed_many(self, agent_id: int, packed: list[bytes]) -> int:
+        """Append messages already packed, in list order (consecutive seqs); return the
+        seq of the first (the next seq if ``packed`` is empty)."""
+        ...
+
     def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
         ...
