@@ -89,6 +89,11 @@ DRAIN_LIMIT = 10_000
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
+# What a handler usually returns: types that are never awaitable.
+_PLAIN_RESULTS = frozenset((dict, tuple, list, type(None), int, float, str, bool))
+_MODEL_ATTRS = {"call": "CallMessage", "cast": "CastMessage"}
+
+
 class _Exit(Exception):
     """Unwinds the loop to exit with a report already written."""
 
@@ -311,6 +316,8 @@ class AgentLoop:
 
     def _call_user(self, fn: Any, *args: Any) -> Any:
         result = fn(*args)
+        if type(result) in _PLAIN_RESULTS:
+            return result  # the common case, without isawaitable's checks
         if inspect.isawaitable(result):
             if self.aloop is None:
                 self.aloop = asyncio.new_event_loop()
@@ -646,8 +653,7 @@ class AgentLoop:
     def _validate(self, kind: str, msg: Any) -> Failure | None:
         """Check a message against the agent's declared model (``CallMessage`` or
         ``CastMessage``, pydantic); a message that fails is refused, not handled."""
-        model = getattr(type(self.agent), {"call": "CallMessage", "cast": "CastMessage"}.get(
-            kind, ""), None)
+        model = getattr(type(self.agent), _MODEL_ATTRS.get(kind, ""), None)
         if model is None:
             return None
         try:

@@ -96,21 +96,19 @@ def encode_batch(items: Iterable[tuple[str, Any]], limit: int) -> dict[str, list
             raise ConfigError(f"cast_many item {i} is {type(item).__name__}, not a "
                               "(name, message) pair")
         name, msg = item
-        check_name(name, field=f"cast_many item {i}: name")
+        group = by_name.get(name) if type(name) is str else None
+        if group is None:
+            check_name(name, field=f"cast_many item {i}: name")
+            group = by_name[name] = []
         try:
-            payload = pack_roundtrip(msg, where=f"cast_many item {i} (a message to agent "
-                                               f"{name!r})", limit=limit)
+            payload = pack_roundtrip(msg, where="a message of cast_many", limit=limit)
         except PayloadTooLarge as exc:
             raise MessageTooLarge(exc.size, exc.limit, what=f"cast_many item {i} (a message "
                                   f"to agent {name!r})") from None
         except EncodeError as exc:
-            raise BadMessage(str(exc)) from None
-        packed = pack(Message("cast", payload, now).to_wire())
-        group = by_name.get(name)
-        if group is None:
-            by_name[name] = [packed]
-        else:
-            group.append(packed)
+            raise BadMessage(f"cast_many item {i} (a message to agent {name!r}): "
+                             f"{exc}") from None
+        group.append(pack(Message("cast", payload, now).to_wire()))
     return by_name
 
 
