@@ -154,7 +154,7 @@ def markdown(results: dict[str, Any]) -> str:
     _isolation_rows(sc, row)
     targets = _target_rows(sc)
     if targets:
-        lines.extend(["", "## Targets (issue 5, on this machine, this run)", "",
+        lines.extend(["", "## Targets (issues 5 and 11, on this machine, this run)", "",
                       "| target | figure | |", "| --- | --- | --- |", *targets])
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     lines.append("")
