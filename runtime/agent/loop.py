@@ -640,8 +640,7 @@ class AgentLoop:
 
         def txn(t: Txn) -> None:
             t.put_state(self.id, version, group.packed_state, group.processed)
-            for seq in group.removals:
-                t.remove(self.id, seq)  # and its count of failed attempts, if any
+            t.remove_many(self.id, group.removals)  # and their counts of failed attempts
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
         self.store.write(txn)

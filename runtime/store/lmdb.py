@@ -260,6 +260,19 @@ class Txn:
         if attempted:
             self._delete("attempts", _key(agent_id, seq))
 
+    def remove_many(self, agent_id: int, seqs: list[int]) -> None:
+        """Remove messages ``seqs`` (a group handled and committed together) and their
+        counts of failed attempts, if any (looked for once: an agent rarely has any)."""
+        prefix, pack_u64, delete = _id(agent_id), _U64.pack, self.txn.delete
+        mailbox = self.dbs["mailbox"]
+        for seq in seqs:
+            delete(prefix + pack_u64(seq), db=mailbox)
+        attempts = self.dbs["attempts"]
+        cur = self.txn.cursor(db=attempts)
+        if cur.set_range(prefix) and cast(bytes, cur.key()).startswith(prefix):
+            for seq in seqs:
+                delete(prefix + pack_u64(seq), db=attempts)
+
     def depth(self, agent_id: int) -> int:
         """Return how many messages wait in the agent's mailbox."""
         return sum(1 for _ in self._prefix("mailbox", _id(agent_id)))

@@ -117,6 +117,11 @@ class Txn(Protocol):
         """Remove message ``seq`` and, if ``attempted``, its count of failed attempts."""
         ...
 
+    def remove_many(self, agent_id: int, seqs: list[int]) -> None:
+        """Remove messages ``seqs`` (a group handled and committed together) and their
+        counts of failed attempts, if any."""
+        ...
+
     def depth(self, agent_id: int) -> int:
         """Return how many messages wait in the agent's mailbox."""
         ...
