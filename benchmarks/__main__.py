@@ -23,6 +23,7 @@ import time
 import traceback
 from typing import Any
 
+from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
 from ._report import durability_section, write_report
@@ -30,7 +31,7 @@ from ._scenarios import FULL, QUICK, Harness, log
 from ._scenarios import SCENARIOS as _SCENARIOS
 from ._stats import machine_info
 
-SCENARIOS = {**_SCENARIOS, "durability": durability}
+SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability}
 
 
 def _default_out() -> str:
@@ -153,7 +154,7 @@ def markdown(results: dict[str, Any]) -> str:
     _isolation_rows(sc, row)
     targets = _target_rows(sc)
     if targets:
-        lines.extend(["", "## Targets (issue 5, on this machine, this run)", "",
+        lines.extend(["", "## Targets (issues 5 and 11, on this machine, this run)", "",
                       "| target | figure | |", "| --- | --- | --- |", *targets])
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     lines.append("")
@@ -281,6 +282,14 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
         rounds = ", ".join(f"{r:.2f}×" for r in cpu.get("rounds_beamish_over_threads", []))
         out.append(f"| {t['what']} | {t['figure']:.2f}× (rounds: {rounds}) | "
                    f"{_met(t['met'])} |")
+    batch = sc.get("cast_many")
+    if _ok(batch):
+        for key, entry in batch.items():
+            if key.startswith("agents_"):
+                t = entry["target"]
+                out.append(f"| {t['what']}: >= {t['target_msgs_per_s']:,} msgs/s | "
+                           f"{_num(t['figure'])} msgs/s (a loop of cast: "
+                           f"{_num(entry['cast_loop']['msgs_per_s'])}) | {_met(t['met'])} |")
     return out
 
 

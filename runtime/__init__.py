@@ -35,7 +35,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            _validation.py, _paths.py, _osproc.py
 
 Where things happen:
-    a message is appended    messaging/messenger.py  Messenger._append -> store Txn.append;
+    a message is appended    messaging/messenger.py  Messenger._append -> store Txn.append
+                             (a batch: Messenger.cast_many, one transaction);
                              the agent finds it in agent/loop.py and commits its removal
                              with the new state (group commit: loop.py ``_Group``, its
                              rule agent/policy.py ``commit_before``)

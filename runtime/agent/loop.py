@@ -83,6 +83,15 @@ from .policy import (
 # thousand idle agents would be noise for the busy ones (measured: noisy p99 3.1x idle).
 IDLE_RECHECK_S = 30.0
 NORMAL_REASONS = ("normal", "shutdown")
+# At most this many rings are read before the loop handles them (and looks at timers).
+DRAIN_LIMIT = 10_000
+# As plain ints: pyzmq's enum constants cost an enum operation per use on the hot path.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+
+
+# What a handler usually returns: types that are never awaitable.
+_PLAIN_RESULTS = frozenset((dict, tuple, list, type(None), int, float, str, bool))
+_MODEL_ATTRS = {"call": "CallMessage", "cast": "CastMessage"}
 
 
 class _Exit(Exception):
@@ -307,6 +316,8 @@ class AgentLoop:
 
     def _call_user(self, fn: Any, *args: Any) -> Any:
         result = fn(*args)
+        if type(result) in _PLAIN_RESULTS:
+            return result  # the common case, without isawaitable's checks
         if inspect.isawaitable(result):
             if self.aloop is None:
                 self.aloop = asyncio.new_event_loop()
@@ -498,44 +509,52 @@ class AgentLoop:
                           "another file or socket")
         self._report_and_exit(FailureReport("handle", failure=failure))
 
-    def _drain_inbox(self) -> list[tuple[int, Any]]:
-        """Read queued rings and system requests; return the rings' inline messages."""
-        rings: list[tuple[int, Any]] = []
-        for _, env in self.inbox.drain():
-            got = parse_agent_inbox(env)
+    def _drain_inbox(self) -> list[Ring]:
+        """Read queued rings and system requests; return the rings (each with its message
+        inline, still packed). Read from the socket here, not through `Inbox.drain`: the
+        inline copy is compared as bytes, never decoded (`_inline_batch`)."""
+        rings: list[Ring] = []
+        sock = self.inbox.sock
+        while len(rings) < DRAIN_LIMIT and sock.getsockopt(_EVENTS) & _POLLIN:
+            got = parse_agent_inbox(sock.recv_multipart(_NOBLOCK))
             if isinstance(got, Ring):
                 rings.append(got)
-            elif isinstance(got, StopRequest) and self.stop_reason is None:
-                self.stop_reason = got.reason
+            elif isinstance(got, StopRequest):
+                if self.stop_reason is None:
+                    self.stop_reason = got.reason
+            else:
+                self.inbox.dropped += 1
         return rings
 
-    def _inline_batch(self, rings: list[tuple[int, Any]]
-                      ) -> list[tuple[int, Message | Malformed]] | None:
+    def _inline_batch(self, rings: list[Ring]) -> list[tuple[int, Message | Malformed]] | None:
         """The messages the rings carried, if they are exactly the next ones of the mailbox
         and the mailbox holds them as carried; None when LMDB must be read."""
         expected = self.next_seq
         if expected is None or not rings:
             return None
-        batch = []
-        for seq, record in rings:
+        batch: list[Ring] = []
+        for ring in rings:
+            seq = ring.seq
             if seq < expected:
                 continue  # handled already, found by an earlier read
-            if seq != expected or not isinstance(record, dict):
+            if seq != expected or not ring.packed:
                 return None  # a gap (a dropped ring) or a message too big to inline
-            batch.append((seq, record))
+            batch.append(ring)
             expected += 1
         if not batch:
             return None
         # A ring is only a hint, and any process of this user can send one: the durable
-        # mailbox is the truth. Its copies replace the ring's (one read, no cursor walk).
-        stored = self.store.read(lambda t: [t.message(self.id, seq) for seq, _ in batch])
+        # mailbox is the truth. Its bytes must be the ring's (one read, no cursor walk);
+        # only then is the message decoded, once.
+        agent_id = self.id
+        stored = self.store.read(lambda t: [t.message_packed(agent_id, ring.seq)
+                                            for ring in batch])
         out: list[tuple[int, Message | Malformed]] = []
-        for got, (seq, record) in zip(stored, batch, strict=True):
-            # Compared in wire form: the ring's copy is never decoded into a record.
-            if got is None or got.to_wire() != record:
+        for raw, ring in zip(stored, batch, strict=True):
+            if raw != ring.packed:
                 self.inbox.dropped += 1  # a ring for a message the mailbox does not hold
                 return None
-            out.append((seq, got))
+            out.append((ring.seq, Message.from_packed(ring.packed)))
         return out
 
     def _stop(self, reason: str) -> None:
@@ -621,8 +640,7 @@ class AgentLoop:
 
         def txn(t: Txn) -> None:
             t.put_state(self.id, version, group.packed_state, group.processed)
-            for seq in group.removals:
-                t.remove(self.id, seq)  # and its count of failed attempts, if any
+            t.remove_many(self.id, group.removals)  # and their counts of failed attempts
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
         self.store.write(txn)
@@ -634,8 +652,7 @@ class AgentLoop:
     def _validate(self, kind: str, msg: Any) -> Failure | None:
         """Check a message against the agent's declared model (``CallMessage`` or
         ``CastMessage``, pydantic); a message that fails is refused, not handled."""
-        model = getattr(type(self.agent), {"call": "CallMessage", "cast": "CastMessage"}.get(
-            kind, ""), None)
+        model = getattr(type(self.agent), _MODEL_ATTRS.get(kind, ""), None)
         if model is None:
             return None
         try:

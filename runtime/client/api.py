@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal, overload
 
 import psutil
@@ -284,6 +284,11 @@ class AgentRef:
         the agent's mailbox. Raises as `call` does (except `CallTimeout`/`RemoteError`)."""
         self.node.cast(self.name, msg)
 
+    def cast_many(self, msgs: Iterable[Any]) -> None:
+        """Cast each of ``msgs`` to this agent, in list order, in one commit; returns once
+        all are durably in its mailbox. Raises as `Node.cast_many` does."""
+        self.node.cast_many([(self.name, m) for m in _message_list(msgs)])
+
     async def acall(self, msg: Any, timeout: float = 5.0) -> Any:
         """`call` for asyncio code (runs in a worker thread; the event loop is not blocked)."""
         return await self.node.acall(self.name, msg, timeout)
@@ -291,6 +296,10 @@ class AgentRef:
     async def acast(self, msg: Any) -> None:
         """`cast` for asyncio code."""
         await self.node.acast(self.name, msg)
+
+    async def acast_many(self, msgs: Iterable[Any]) -> None:
+        """`cast_many` for asyncio code."""
+        await self.node.acast_many([(self.name, m) for m in _message_list(msgs)])
 
     def info(self) -> AgentInfo:
         """Return `Node.info` of this agent."""
@@ -302,6 +311,13 @@ class AgentRef:
 
     def __repr__(self) -> str:
         return f"AgentRef({self.name!r})"
+
+
+def _message_list(msgs: Iterable[Any]) -> Iterable[Any]:
+    """``msgs`` of `AgentRef.cast_many`, checked to be a list of messages."""
+    if isinstance(msgs, (str, bytes, dict)) or not isinstance(msgs, Iterable):
+        raise ConfigError(f"cast_many takes a list of messages, not {type(msgs).__name__}")
+    return msgs
 
 
 class Node:
@@ -334,6 +350,19 @@ class Node:
         """Cast to agent ``name`` (see `AgentRef.cast`)."""
         self._messenger.cast(name, msg)
 
+    def cast_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Cast each ``(name, msg)`` of ``items`` in one commit: each agent gets its
+        messages in list order (and one doorbell for them all); returns once all are
+        durable. All or nothing: every item is checked before anything is written.
+
+        Raises:
+            AgentNotFound: a name that is not a live or restarting agent (none is sent).
+            MessageTooLarge, BadMessage: a message that cannot be sent, naming its item
+                (none is sent).
+            ConfigError: not a list of ``(name, msg)`` pairs, or a name is not valid.
+        """
+        self._messenger.cast_many(items)
+
     async def acall(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """`call` for asyncio code."""
         return await asyncio.to_thread(self._messenger.call, name, msg, timeout)
@@ -341,6 +370,10 @@ class Node:
     async def acast(self, name: str, msg: Any) -> None:
         """`cast` for asyncio code."""
         await asyncio.to_thread(self._messenger.cast, name, msg)
+
+    async def acast_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """`cast_many` for asyncio code."""
+        await asyncio.to_thread(self._messenger.cast_many, items)
 
     def ref(self, name: str) -> AgentRef:
         """Return an `AgentRef` for ``name`` (not checked until used)."""
@@ -556,6 +589,10 @@ class AsyncNode:
     async def cast(self, name: str, msg: Any) -> None:
         """`Node.cast` as a coroutine."""
         await self.node.acast(name, msg)
+
+    async def cast_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """`Node.cast_many` as a coroutine."""
+        await self.node.acast_many(items)
 
     async def spawn(self, cls: type[Agent] | str, **kwargs: Any) -> AgentRef:
         """`Node.spawn` as a coroutine."""

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import zmq
@@ -37,6 +38,7 @@ from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
     CallTimeout,
+    ConfigError,
     RemoteError,
     StoreError,
 )
@@ -67,6 +69,39 @@ def encode_message(msg: Any, limit: int, target: str) -> bytes:
         return pack_roundtrip(msg, where=f"a message to agent {target!r}", limit=limit)
     except CODEC_ERRORS as exc:
         raise send_error(exc, target=target) from None
+
+
+def encode_batch(items: Iterable[tuple[str, Any]], limit: int) -> dict[str, list[bytes]]:
+    """The packed mailbox records of a ``cast_many``, grouped by agent name (names in order
+    of first appearance, each agent's messages in list order). Every item is checked
+    here, before anything is written.
+
+    Raises:
+        ConfigError: ``items`` is not an iterable of ``(name, msg)`` pairs, or a name is
+            not valid.
+        MessageTooLarge, BadMessage: a message that cannot be sent (naming its item).
+    """
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise ConfigError(f"cast_many takes a list of (name, message) pairs, not "
+                          f"{type(items).__name__}")
+    now = time.time()
+    by_name: dict[str, list[bytes]] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ConfigError(f"cast_many item {i} is {type(item).__name__}, not a "
+                              "(name, message) pair")
+        name, msg = item
+        group = by_name.get(name) if type(name) is str else None
+        if group is None:
+            check_name(name, field=f"cast_many item {i}: name")
+            group = by_name[name] = []
+        try:
+            payload = pack_roundtrip(msg, where="a message of cast_many", limit=limit)
+        except CODEC_ERRORS as exc:
+            item_of = f"cast_many item {i} (a message to agent {name!r})"
+            raise send_error(exc, what=item_of, prefix=f"{item_of}: ") from None
+        group.append(pack(Message("cast", payload, now).to_wire()))
+    return by_name
 
 
 def raise_reply_error(name: str, error: ReplyError) -> None:
@@ -285,6 +320,45 @@ class Messenger:
         check_name(name)
         payload = encode_message(msg, self.limit, name)
         self._append(name, Message("cast", payload, time.time()), self._port())
+
+    def cast_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Append each ``(name, msg)`` of ``items`` to agent ``name``'s mailbox, all in one
+        commit; return once it is committed. Each agent gets its messages in list order
+        (consecutive in its mailbox) and one ring for them all. All or nothing: every
+        item is checked before anything is written.
+
+        Raises:
+            AgentNotFound: a name that is not a live or restarting agent (none is sent).
+            MessageTooLarge, BadMessage: a message that cannot be sent, naming its item
+                (none is sent).
+            ConfigError: ``items`` is not an iterable of ``(name, msg)`` pairs, or a name
+                is not valid.
+        """
+        by_name = encode_batch(items, self.limit)
+        if not by_name:
+            return
+        port = self._port()
+        taken = list(port.taken)
+
+        def txn(t: Txn) -> list[tuple[int, int]]:
+            for msg_id in taken:
+                t.delete_reply(msg_id)
+            ids: list[int] = []
+            for name in by_name:  # every name checked before anything is appended
+                route = t.get_route(name)
+                if route is None:
+                    raise AgentNotFound(name, "so none of this cast_many was sent")
+                if route[1] not in ACCEPTS_MESSAGES:
+                    raise AgentNotFound(name, f"it is {route[1]}, so none of this cast_many "
+                                              "was sent")
+                ids.append(route[0])
+            return [(agent_id, t.append_packed_many(agent_id, packed))
+                    for agent_id, packed in zip(ids, by_name.values(), strict=True)]
+        firsts = self.store.write(txn)
+        del port.taken[:len(taken)]
+        for agent_id, first in firsts:
+            # One ring per agent, without its messages: the agent reads them from LMDB.
+            port.doorbells.ring(self.paths.agent_inbox(agent_id), ring_frame(first))
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """Send ``msg`` to agent ``name`` and wait for the reply.

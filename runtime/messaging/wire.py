@@ -3,6 +3,8 @@ built and parsed here and nowhere else.
 
     sender/node -> agent inbox     `ring_frame` (a doorbell: seq + the mailbox record
                                    inline), `stop_frame`; parsed by `parse_agent_inbox`
+                                   (straight from the socket's frames: the inline record
+                                   stays packed, compared with the stored bytes)
     agent -> caller's inbox        `reply_frame`; parsed by `parse_reply_ring`
     agent -> node (report socket)  `report_frames` (an INFO envelope); `parse_report`
     agent -> node (ready datagram) `ready_datagram`; `parse_ready`
@@ -27,7 +29,16 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from beamish.mailbox import Envelope, Kind, ProtocolError, encode, encode_ring, pack, unpack
+from beamish.mailbox import (
+    PROTOCOL_VERSION,
+    Envelope,
+    Kind,
+    ProtocolError,
+    encode,
+    encode_ring,
+    pack,
+    unpack,
+)
 
 # Linux pids are at most 2**22 (pid_max); ids, incarnations and seqs are LMDB u64 keys.
 MAX_PID = 1 << 22
@@ -57,16 +68,17 @@ def _show(value: Any) -> str:
 # -- doorbells and system requests to an agent ------------------------------------------------
 class Ring(NamedTuple):
     """A doorbell for the mailbox message ``seq``. A NamedTuple: one is built per message
-    on the hot path, and it unpacks as ``(seq, message)``.
+    on the hot path, and it unpacks as ``(seq, packed)``.
 
     Attributes:
         seq: the message's sequence number in the agent's mailbox.
-        message: the mailbox record carried inline (a hint: the mailbox is the truth), or
-            None when it was too big to carry.
+        packed: the mailbox record carried inline, still packed (a hint: the mailbox is
+            the truth, and the agent compares the two as bytes), or b"" when it was too
+            big to carry.
     """
 
     seq: int
-    message: Any
+    packed: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,23 +99,34 @@ def stop_frame(reason: str) -> bytes:
     return encode_ring(Kind.SYSTEM, b"", pack({"op": "stop", "reason": reason}))
 
 
-def parse_agent_inbox(env: Envelope) -> Ring | StopRequest | None:
-    """What an agent's inbox received: a ring, a stop request, or None (ignored: any
-    process of this user can write to the inbox)."""
-    if env.kind is Kind.RING:
-        if len(env.msg_id) == SEQ_BYTES:
-            return Ring(int.from_bytes(env.msg_id, "big"), env.payload)
+_RING_HEAD = bytes((PROTOCOL_VERSION, int(Kind.RING), SEQ_BYTES))
+_SYSTEM_HEAD = bytes((PROTOCOL_VERSION, int(Kind.SYSTEM), 0))
+
+
+def parse_agent_inbox(frames: list[bytes]) -> Ring | StopRequest | None:
+    """What an agent's inbox received (the socket's frames): a ring, a stop request, or
+    None (dropped: any process of this user can write to the inbox). A ring's inline
+    record is not decoded: the agent reads the stored one and compares the bytes."""
+    if len(frames) != 1:
         return None
-    payload = env.payload
-    if env.kind is Kind.SYSTEM and isinstance(payload, dict) and payload.get("op") == "stop":
-        return StopRequest(str(payload.get("reason", "normal")))
+    frame = frames[0]
+    head = frame[:3]
+    if head == _RING_HEAD and len(frame) >= 3 + SEQ_BYTES:
+        return Ring(int.from_bytes(frame[3:3 + SEQ_BYTES], "big"), frame[3 + SEQ_BYTES:])
+    if head == _SYSTEM_HEAD:
+        try:
+            payload = unpack(frame[3:])
+        except ProtocolError:
+            return None
+        if isinstance(payload, dict) and payload.get("op") == "stop":
+            return StopRequest(str(payload.get("reason", "normal")))
     return None
 
 
 # -- replies to a caller ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ReplyRing:
-    """A reply ring: the reply record committed for call ``msg_id``, carried inline."""
+class ReplyRing(NamedTuple):
+    """A reply ring: the reply record committed for call ``msg_id``, carried inline (a
+    NamedTuple: one is built per call)."""
 
     msg_id: bytes
     reply: dict[Any, Any]

@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
-from beamish.mailbox import ProtocolError, pack, unpack
+from beamish.mailbox import pack, unpack
 
 from ..errors import StoreError, StoreFullError
 from .records import (
@@ -203,15 +203,35 @@ class Txn:
         self.txn.put(_key(agent_id, seq), packed, db=self.dbs["mailbox"])
         return seq
 
+    def append_packed_many(self, agent_id: int, packed: list[bytes]) -> int:
+        """Append messages already packed, in list order (consecutive seqs); return the
+        seq of the first (the next seq if ``packed`` is empty). The tail is read and
+        written once for the whole list."""
+        tail_key = _id(agent_id)
+        raw = self.txn.get(tail_key, db=self.dbs["tails"])
+        first = _U64.unpack(raw)[0] if raw else 1
+        if not packed:
+            return first
+        put, mailbox, pack_u64 = self.txn.put, self.dbs["mailbox"], _U64.pack
+        for seq, record in enumerate(packed, first):
+            put(tail_key + pack_u64(seq), record, db=mailbox)
+        self.txn.put(tail_key, pack_u64(first + len(packed)), db=self.dbs["tails"])
+        return first
+
     def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
-        return [(_U64.unpack(k[8:])[0], _open_message(v))
+        return [(_U64.unpack(k[8:])[0], Message.from_packed(v))
                 for k, v in self._prefix("mailbox", _id(agent_id), limit)]
 
     def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
         raw = self._raw("mailbox", _key(agent_id, seq))
-        return None if raw is None else _open_message(raw)
+        return None if raw is None else Message.from_packed(raw)
+
+    def message_packed(self, agent_id: int, seq: int) -> bytes | None:
+        """Return message ``seq`` of the agent's mailbox as stored (packed), or None."""
+        return cast("bytes | None", self.txn.get(_U64.pack(agent_id) + _U64.pack(seq),
+                                                 db=self.dbs["mailbox"]))
 
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
         """Return ``{seq: kind}`` of the agent's messages from ``first`` to ``last``."""
@@ -223,7 +243,7 @@ class Txn:
         for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
             if key > end:
                 break
-            opened = _open_message(value)
+            opened = Message.from_packed(value)
             out[_U64.unpack(key[8:])[0]] = str(opened.kind) if isinstance(opened, Message) \
                 else "malformed"
         return out
@@ -239,6 +259,19 @@ class Txn:
         self._delete("mailbox", _key(agent_id, seq))
         if attempted:
             self._delete("attempts", _key(agent_id, seq))
+
+    def remove_many(self, agent_id: int, seqs: list[int]) -> None:
+        """Remove messages ``seqs`` (a group handled and committed together) and their
+        counts of failed attempts, if any (looked for once: an agent rarely has any)."""
+        prefix, pack_u64, delete = _id(agent_id), _U64.pack, self.txn.delete
+        mailbox = self.dbs["mailbox"]
+        for seq in seqs:
+            delete(prefix + pack_u64(seq), db=mailbox)
+        attempts = self.dbs["attempts"]
+        cur = self.txn.cursor(db=attempts)
+        if cur.set_range(prefix) and cast(bytes, cur.key()).startswith(prefix):
+            for seq in seqs:
+                delete(prefix + pack_u64(seq), db=attempts)
 
     def depth(self, agent_id: int) -> int:
         """Return how many messages wait in the agent's mailbox."""
@@ -404,15 +437,3 @@ class Store:
 def wipe(path: str) -> None:
     """Remove an environment directory (a memory-durability node starting afresh)."""
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _open_message(raw: bytes) -> Message | Malformed:
-    """A mailbox entry as a record; bytes that are not msgpack at all (written by some
-    other process of the user straight into LMDB) are `Malformed` too, so the agent
-    refuses the entry once instead of crashing on it at every restart."""
-    try:
-        data = unpack(raw)
-    except ProtocolError:
-        return Malformed(raw, "the mailbox record is not msgpack (not written by a beamish "
-                              "sender)")
-    return Message.from_wire(data)

@@ -87,12 +87,22 @@ class Txn(Protocol):
         """Append a message already packed (``pack(message.to_wire())``); return its seq."""
         ...
 
+    def append_packed_many(self, agent_id: int, packed: list[bytes]) -> int:
+        """Append messages already packed, in list order (consecutive seqs); return the
+        seq of the first (the next seq if ``packed`` is empty)."""
+        ...
+
     def peek(self, agent_id: int, limit: int = 64) -> list[tuple[int, Message | Malformed]]:
         """Return up to ``limit`` messages from the head of the agent's mailbox, in order."""
         ...
 
     def message(self, agent_id: int, seq: int) -> Message | Malformed | None:
         """Return message ``seq`` of the agent's mailbox, or None if it is not there."""
+        ...
+
+    def message_packed(self, agent_id: int, seq: int) -> bytes | None:
+        """Return message ``seq`` of the agent's mailbox as stored (packed: what a ring
+        carries inline, compared as bytes), or None if it is not there."""
         ...
 
     def kinds_between(self, agent_id: int, first: int, last: int) -> dict[int, str]:
@@ -105,6 +115,11 @@ class Txn(Protocol):
 
     def remove(self, agent_id: int, seq: int, attempted: bool = True) -> None:
         """Remove message ``seq`` and, if ``attempted``, its count of failed attempts."""
+        ...
+
+    def remove_many(self, agent_id: int, seqs: list[int]) -> None:
+        """Remove messages ``seqs`` (a group handled and committed together) and their
+        counts of failed attempts, if any."""
         ...
 
     def depth(self, agent_id: int) -> int:

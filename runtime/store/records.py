@@ -19,8 +19,9 @@ stay; this module is the only one that spells them. Pure: no I/O, no lmdb.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+from beamish.mailbox import ProtocolError, pack, unpack
 from beamish.supervisor import ChildStatus, Shutdown
 
 from .._types import AgentStatus, Failure
@@ -231,11 +232,12 @@ MessageKind = Literal["call", "cast", "info"]
 _MESSAGE_KINDS = ("call", "cast", "info")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A message in a mailbox: wire ``{"k": kind, "p": payload, "t": time}``, and for a
     call ``"id"`` (msg id), ``"r"`` (the caller's reply inbox), ``"d"`` (its wall-clock
-    deadline).
+    deadline). A NamedTuple, not a frozen dataclass like the other records: one is built
+    on each side of every message, and a NamedTuple is built in a third of the time
+    (0.28 against 0.77 us, measured); it is as immutable.
 
     Attributes:
         kind: call | cast | info.
@@ -266,23 +268,43 @@ class Message:
                     "r": self.reply_to, "d": self.deadline}
         return {"k": self.kind, "p": self.payload, "t": self.time}
 
+    def packed(self) -> bytes:
+        """The packed wire form (what a mailbox stores and a ring carries)."""
+        return pack(self.to_wire())
+
     @staticmethod
     def from_wire(raw: Any) -> Message | Malformed:
         """Read a stored (or ring-carried) message. Any process of the node's user can
         write one, so it is checked: one that is not a message is `Malformed`, never an
         error (the agent refuses it once)."""
-        if not isinstance(raw, dict) or raw.get("k") not in _MESSAGE_KINDS \
-                or not isinstance(raw.get("p"), bytes):
-            return Malformed(raw, "the mailbox record is malformed (not written by a "
-                                  "beamish sender)")
-        kind = raw["k"]
+        if type(raw) is not dict:
+            return Malformed(raw, _NOT_A_MESSAGE)
+        kind, payload = raw.get("k"), raw.get("p")
+        if type(payload) is not bytes or kind not in _MESSAGE_KINDS:
+            return Malformed(raw, _NOT_A_MESSAGE)
         if kind != "call":
-            return Message(kind, raw["p"], raw.get("t", 0.0))
+            return Message(kind, payload, raw.get("t", 0.0))
         msg_id, reply_to, deadline = raw.get("id"), raw.get("r"), raw.get("d")
         if not (isinstance(msg_id, bytes) and isinstance(reply_to, str)
                 and isinstance(deadline, (int, float))):
             return Malformed(raw, "the call's record lacks its reply address or deadline")
-        return Message("call", raw["p"], raw.get("t", 0.0), msg_id, reply_to, deadline)
+        return Message("call", payload, raw.get("t", 0.0), msg_id, reply_to, deadline)
+
+    @staticmethod
+    def from_packed(raw: bytes) -> Message | Malformed:
+        """Read a stored message from its bytes; bytes that are not msgpack at all
+        (written by some other process of the user straight into the store) are
+        `Malformed` too, so the agent refuses the entry once instead of crashing on it at
+        every restart."""
+        try:
+            data = unpack(raw)
+        except ProtocolError:
+            return Malformed(raw, "the mailbox record is not msgpack (not written by a "
+                                  "beamish sender)")
+        return Message.from_wire(data)
+
+
+_NOT_A_MESSAGE = "the mailbox record is malformed (not written by a beamish sender)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,10 +364,10 @@ class ReplyError:
                    str(data.get("traceback", "")), Failure.from_dict(data.get("failure")))
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A call's answer: wire ``{"ok": true, "v": packed value, "expires"}`` or ``{"ok":
-    false, "e": error, "expires"}`` (``expires``: when an unclaimed one is swept).
+    false, "e": error, "expires"}`` (``expires``: when an unclaimed one is swept). A
+    NamedTuple like `Message`: one is built on each side of every call.
 
     Attributes:
         ok: whether the call succeeded.

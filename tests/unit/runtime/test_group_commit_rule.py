@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from beamish.mailbox import pack
 from beamish.runtime.agent.loop import AgentLoop, _Group
 from beamish.runtime.agent.policy import (
     BATCH,
@@ -17,6 +18,7 @@ from beamish.runtime.agent.policy import (
     commit_after,
     commit_before,
 )
+from beamish.runtime.messaging.wire import Ring
 from beamish.runtime.store.lmdb import Store
 from beamish.runtime.store.records import Boot, Malformed, Message, NodeFields
 
@@ -103,39 +105,48 @@ def loop(tmp_path: Any) -> Any:
     store.close()
 
 
-def cast(i: int) -> dict[str, Any]:
-    """A cast's wire form, as a ring carries it inline."""
-    return {"k": "cast", "p": bytes([i]), "t": 1.0}
+def cast(i: int) -> bytes:
+    """A cast's packed wire form, as a ring carries it inline."""
+    return Message("cast", bytes([i]), 1.0).packed()
 
 
 def rec(i: int) -> Message | Malformed:
     """The same cast as the record the batch hands to the loop."""
-    return Message.from_wire(cast(i))
+    return Message.from_packed(cast(i))
 
 
-def appended(loop: Any, *messages: dict[str, Any]) -> list[int]:
+def appended(loop: Any, *messages: bytes) -> list[int]:
     seqs: list[int] = loop.store.write(
-        lambda t: [t.append(loop.id, Message.from_wire(m)) for m in messages])
+        lambda t: [t.append_packed(loop.id, m) for m in messages])
     return seqs
+
+
+def test_a_ring_whose_bytes_differ_from_the_stored_ones_is_not_trusted(loop: Any) -> None:
+    # The same message packed otherwise (a float time as an int) is not what is stored.
+    seqs = appended(loop, cast(1))
+    loop.next_seq = seqs[0]
+    assert loop._inline_batch([Ring(seqs[0], pack({"k": "cast", "p": b"\x01", "t": 1}))]) \
+        is None
+    assert loop.inbox.dropped == 1
 
 
 def test_rings_for_the_next_messages_are_the_batch(loop: Any) -> None:
     seqs = appended(loop, cast(1), cast(2))
     loop.next_seq = seqs[0]
-    assert loop._inline_batch([(seqs[0], cast(1)), (seqs[1], cast(2))]) == \
+    assert loop._inline_batch([Ring(seqs[0], cast(1)), Ring(seqs[1], cast(2))]) == \
         [(seqs[0], rec(1)), (seqs[1], rec(2))]
 
 
 def test_rings_for_handled_messages_are_passed_over(loop: Any) -> None:
     seqs = appended(loop, cast(1), cast(2))
     loop.next_seq = seqs[1]
-    assert loop._inline_batch([(seqs[0], cast(1)), (seqs[1], cast(2))]) == [(seqs[1], rec(2))]
-    assert loop._inline_batch([(seqs[0], cast(1))]) is None
+    assert loop._inline_batch([Ring(seqs[0], cast(1)), Ring(seqs[1], cast(2))]) == [(seqs[1], rec(2))]
+    assert loop._inline_batch([Ring(seqs[0], cast(1))]) is None
 
 
 def test_without_a_known_head_or_rings_the_mailbox_is_read(loop: Any) -> None:
     seqs = appended(loop, cast(1))
-    assert loop._inline_batch([(seqs[0], cast(1))]) is None  # next_seq unknown
+    assert loop._inline_batch([Ring(seqs[0], cast(1))]) is None  # next_seq unknown
     loop.next_seq = seqs[0]
     assert loop._inline_batch([]) is None
 
@@ -143,22 +154,22 @@ def test_without_a_known_head_or_rings_the_mailbox_is_read(loop: Any) -> None:
 def test_a_gap_means_a_ring_was_dropped_and_the_mailbox_is_read(loop: Any) -> None:
     seqs = appended(loop, cast(1), cast(2), cast(3))
     loop.next_seq = seqs[0]
-    assert loop._inline_batch([(seqs[0], cast(1)), (seqs[2], cast(3))]) is None
+    assert loop._inline_batch([Ring(seqs[0], cast(1)), Ring(seqs[2], cast(3))]) is None
     assert loop.inbox.dropped == 0
 
 
 def test_a_message_too_big_to_inline_means_the_mailbox_is_read(loop: Any) -> None:
     seqs = appended(loop, cast(1))
     loop.next_seq = seqs[0]
-    assert loop._inline_batch([(seqs[0], b"")]) is None
+    assert loop._inline_batch([Ring(seqs[0], b"")]) is None
 
 
 def test_a_ring_for_a_message_the_mailbox_does_not_hold_is_dropped_and_counted(
         loop: Any) -> None:
     seqs = appended(loop, cast(1))
     loop.next_seq = seqs[0]
-    assert loop._inline_batch([(seqs[0], cast(9))]) is None  # forged: not what is stored
-    assert loop._inline_batch([(seqs[0] + 1, cast(2))]) is None  # not there at all: a gap
+    assert loop._inline_batch([Ring(seqs[0], cast(9))]) is None  # forged: not what is stored
+    assert loop._inline_batch([Ring(seqs[0] + 1, cast(2))]) is None  # not there at all: a gap
     loop.next_seq = seqs[0] + 1
-    assert loop._inline_batch([(seqs[0] + 1, cast(2))]) is None  # not appended
+    assert loop._inline_batch([Ring(seqs[0] + 1, cast(2))]) is None  # not appended
     assert loop.inbox.dropped == 2

@@ -46,3 +46,29 @@ def test_map_grows_past_its_initial_size_and_other_processes_follow(tmp_path):
     assert int(out) == total // 65536 + 1
     assert store.read(lambda t: t.depth(1)) == total // 65536 + 1
     store.close()
+
+
+def test_a_list_appended_at_once_gets_consecutive_seqs_after_single_appends(tmp_path):
+    store = Store(str(tmp_path / "s"))
+    packed = [Message("cast", bytes([i]), 0.0).packed() for i in range(4)]
+    got = store.write(lambda t: (t.append_packed(7, packed[0]),
+                                 t.append_packed_many(7, packed[1:]),
+                                 t.append_packed_many(7, []),
+                                 t.append_packed_many(8, packed[:2])))
+    assert got == (1, 2, 5, 1)
+    assert store.read(lambda t: [t.message_packed(7, s) for s in (1, 2, 3, 4, 5)]) == \
+        [*packed, None]
+    assert store.read(lambda t: (t.tail(7), t.tail(8), t.depth(8))) == (5, 3, 2)
+    store.close()
+
+
+def test_removing_a_group_removes_its_messages_and_their_attempt_counts(tmp_path):
+    store = Store(str(tmp_path / "s"))
+    packed = [Message("cast", bytes([i]), 0.0).packed() for i in range(4)]
+    store.write(lambda t: (t.append_packed_many(7, packed), t.append_packed_many(8, packed)))
+    store.write(lambda t: t.remove_many(7, [1, 2]))  # no attempts on record: none looked up
+    store.write(lambda t: (t.bump_attempts(7, 3), t.bump_attempts(8, 3)))
+    store.write(lambda t: t.remove_many(7, [3]))
+    assert store.read(lambda t: ([s for s, _ in t.peek(7)], t.attempts(7, 3), t.attempts(8, 3),
+                                 t.depth(8))) == ([4], 0, 1, 4)
+    store.close()

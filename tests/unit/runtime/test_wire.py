@@ -59,14 +59,14 @@ def test_a_ring_carries_its_seq_in_eight_big_endian_bytes() -> None:
 
 
 @pytest.mark.parametrize(("frame", "expected"), [
-    (ring_frame(1), Ring(1, None)),
-    (ring_frame(MAX_U63, pack({"k": "cast"})), Ring(MAX_U63, {"k": "cast"})),
+    (ring_frame(1), Ring(1, b"")),
+    (ring_frame(MAX_U63, pack({"k": "cast"})), Ring(MAX_U63, pack({"k": "cast"}))),
     (stop_frame("shutdown"), StopRequest("shutdown")),
     (encode_ring(Kind.SYSTEM, b"", pack({"op": "stop"})), StopRequest("normal")),
     (encode_ring(Kind.SYSTEM, b"", pack({"op": "stop", "reason": 7})), StopRequest("7")),
 ])
 def test_an_agent_inbox_frame_parses(frame: bytes, expected: object) -> None:
-    assert parse_agent_inbox(_env(frame)) == expected
+    assert parse_agent_inbox([frame]) == expected
 
 
 @pytest.mark.parametrize("frame", [
@@ -79,14 +79,22 @@ def test_an_agent_inbox_frame_parses(frame: bytes, expected: object) -> None:
     encode_ring(Kind.CAST, (1).to_bytes(8, "big")),
     encode_ring(Kind.REPLY, MSG_ID, pack({"ok": True})),
     encode_ring(Kind.INFO, b"", pack({"op": "stop"})),
+    encode_ring(Kind.SYSTEM, b"", b"\xc1"),  # not msgpack
+    b"\x02" + ring_frame(1)[1:],  # another protocol version
+    b"", b"\x01",
 ])
 def test_an_agent_inbox_frame_that_is_no_ring_or_stop_is_ignored(frame: bytes) -> None:
-    assert parse_agent_inbox(_env(frame)) is None
+    assert parse_agent_inbox([frame]) is None
+
+
+def test_an_agent_inbox_message_of_several_frames_is_ignored() -> None:
+    assert parse_agent_inbox([ring_frame(1), ring_frame(2)]) is None
+    assert parse_agent_inbox([]) is None
 
 
 def test_a_ring_unpacks_as_seq_and_message() -> None:
-    seq, message = Ring(3, {"k": "cast"})
-    assert (seq, message) == (3, {"k": "cast"})
+    seq, packed = Ring(3, b"\x81")
+    assert (seq, packed) == (3, b"\x81")
 
 
 # -- reply rings --------------------------------------------------------------------------------
