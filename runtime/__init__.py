@@ -14,7 +14,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            spawner.py (starts agents, gathers exits),
                                            classify.py (what an exit means: pure),
                                            zygote_link.py (talks to the zygote),
-                                           links.py (links and monitors), config.py
+                                           links.py (links and monitors), config.py,
+                                           timers.py (fires durable timers)
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a

@@ -97,7 +97,7 @@ class _Group:
     so they are handled again: still exactly once for the state. The loop commits a group
     before the next handler when it holds a reply (a caller never waits for another
     message's handler), when it is ``GROUP_WINDOW_S`` old, and before anything else
-    writes (timers, stop, a crash report, a skip); a message that failed before is
+    writes (a stop, a crash report, a skip); a message that failed before is
     committed alone. The rule is `policy.commit_before` / `policy.commit_after` (pure).
     """
 
