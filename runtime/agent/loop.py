@@ -335,6 +335,7 @@ class AgentLoop:
             state = model.model_validate(state)
         if version != self._cls.version:
             state = self._call_user(self.agent.code_change, version, state)
+            self.timers.keep()  # committed with the migrated state
         return state
 
     def _start(self) -> None:
