@@ -28,6 +28,7 @@ from beamish.mailbox import pack
 from .._paths import NodePaths
 from ..agent.context import TIMER_RECHECK_S
 from ..errors import StoreError
+from ..messaging.messenger import INLINE_RING_BYTES
 from ..messaging.wire import ring_frame
 from ..store.protocol import Store, Txn
 
@@ -86,7 +87,9 @@ class TimerService:
             fired = self.store.write(_fire_txn(time.time_ns()))
             self.fired += len(fired)
             for agent_id, seq, packed in fired:
-                self.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, packed))
+                # Carried in the ring when small, as a cast's is (the agent reads it otherwise).
+                inline = packed if len(packed) <= INLINE_RING_BYTES else b""
+                self.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, inline))
             if len(fired) < FIRE_BATCH:
                 break
         next_due = self.store.read(lambda t: t.next_timer_due())

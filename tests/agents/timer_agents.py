@@ -6,7 +6,7 @@ import os
 import signal
 from typing import Any
 
-from beamish.runtime import Agent, BeamishError
+from beamish.runtime import Agent, BeamishError, Failure
 
 
 class Alarm(Agent):
@@ -35,6 +35,10 @@ class Alarm(Agent):
                 self.ctx.send_after(msg["after"], msg["tag"])
                 os.kill(os.getpid(), signal.SIGKILL)
             return "retried", state
+        if op == "crash":
+            raise RuntimeError(msg["why"])
+        if op == "big":
+            return self.ctx.send_after(0.0, b"x" * msg["size"]), state
         if op == "cancel":
             return self.ctx.cancel_timer(msg["id"]), state
         if op == "set_and_cancel":
@@ -61,6 +65,16 @@ class Alarm(Agent):
                 return type(exc).__name__, state
             return "accepted", state
         return state["fired"], state
+
+    def recover(self, failure: Failure, state: Any) -> Any:
+        if failure.message == "arm in recover":
+            self.ctx.send_after(0.0, "from recover")
+        marker = (failure.message or "").partition("raise in recover once:")[2]
+        if marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            self.ctx.send_after(0.0, "never")
+            raise RuntimeError("recover raised after send_after")  # treated as Reset
+        return super().recover(failure, state)
 
     def handle_cast(self, msg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         self.ctx.send_after(msg["after"], msg["tag"])  # the ledger test: ids not kept

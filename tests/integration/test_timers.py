@@ -61,6 +61,31 @@ def test_a_timer_due_while_the_node_was_down_fires_when_it_starts(node_dir):
         shutdown_quietly(node)
 
 
+def test_a_timer_set_in_recover_fires_and_one_set_by_a_recover_that_raised_does_not(
+        node, tmp_path):
+    ref = node.spawn(ALARM, name="a")
+    with pytest.raises(RemoteError):
+        ref.call({"op": "crash", "why": "arm in recover"})
+    wait_until(lambda: fired(ref) == ["from recover"], what="the timer set in recover")
+    marker = str(tmp_path / "recover-raised")
+    # recover raises once (a Reset: init's fresh state), then skips the message.
+    with pytest.raises(RemoteError):
+        ref.call({"op": "crash", "why": f"raise in recover once:{marker}"}, timeout=30)
+    wait_until(lambda: os.path.exists(marker) and node.info("a").status == "running",
+               what="the restart after recover raised")
+    ref.call({"op": "set", "after": 0.2, "tag": "after"})
+    wait_until(lambda: "after" in fired(ref), what="the later timer")
+    time.sleep(0.3)
+    assert fired(ref) == ["after"]  # reset by the Reset; "never" never came
+
+
+def test_a_timer_with_a_message_too_big_for_a_ring_fires_from_the_mailbox(node):
+    ref = node.spawn(ALARM, name="a")
+    ref.call({"op": "big", "size": 200_000})
+    wait_until(lambda: len(fired(ref)) == 1, what="the big timer")
+    assert fired(ref) == [b"x" * 200_000]
+
+
 def test_a_timer_set_by_a_handler_that_raised_never_fires(node):
     ref = node.spawn(ALARM, name="a")
     with pytest.raises(RemoteError, match="raised after send_after"):
