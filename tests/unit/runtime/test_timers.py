@@ -94,3 +94,11 @@ def test_a_timer_set_again_with_its_seq_replaces_the_old_one(tmp_path):
     store.write(lambda t: t.put_timer(Timer(1, 1, 10 * S, b"\xa1a")))  # a re-run transaction
     assert [x.due_ns for x in store.read(lambda t: t.due_timers(99 * S))] == [10 * S]
     store.close()
+
+
+def test_a_timer_record_keeps_its_message_and_set_time_and_delivers_an_info_message():
+    timer = Timer(3, 9, 5 * S, b"\xa4tick", 1.25)
+    assert timer.to_wire() == {"p": b"\xa4tick", "t": 1.25}
+    assert Timer.from_wire(3, 9, 5 * S, timer.to_wire()) == timer
+    assert Timer.from_wire(3, 9, 5 * S, {"p": b"\xc0"}).set_at == 0.0
+    assert timer.message(7.5).to_wire() == {"k": "info", "p": b"\xa4tick", "t": 7.5}
