@@ -45,6 +45,9 @@ Where things happen:
                              that node/daemon.py keeps, starting agents through spawner.py
     an agent's status moves  node/registry.py  Registry (AgentStatus, _types.py); records
                              and their stored form: store/records.py
+    a timer is set / fires   agent/context.py TimerBook (staged, committed with the
+                             handler's transition by loop.py); node/timers.py
+                             TimerService.fire_due (removal + mailbox append, one txn)
 """
 
 from . import errors as errors
