@@ -84,13 +84,16 @@ class TimerService:
         """Fire every timer due now (append its message, ring its agent); return how long
         to sleep before the next one is due (capped at ``recheck_s``)."""
         while True:
-            fired = self.store.write(_fire_txn(time.time_ns()))
+            fired, dropped = self.store.write(_fire_txn(time.time_ns()))
+            if dropped:
+                log.warning("removed %d entries of the store's timers that were not timers "
+                            "(written by a process other than beamish)", dropped)
             self.fired += len(fired)
             for agent_id, seq, packed in fired:
                 # Carried in the ring when small, as a cast's is (the agent reads it otherwise).
                 inline = packed if len(packed) <= INLINE_RING_BYTES else b""
                 self.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, inline))
-            if len(fired) < FIRE_BATCH:
+            if len(fired) + dropped < FIRE_BATCH:
                 break
         next_due = self.store.read(lambda t: t.next_timer_due())
         return wait_seconds(next_due, time.time_ns(), self.recheck_s)
@@ -142,15 +145,16 @@ class TimerService:
                 pass
 
 
-def _fire_txn(now_ns: int) -> Callable[[Txn], list[tuple[int, int, bytes]]]:
+def _fire_txn(now_ns: int) -> Callable[[Txn], tuple[list[tuple[int, int, bytes]], int]]:
     """The transaction that fires up to `FIRE_BATCH` timers due at ``now_ns``: each timer
     removed and its message appended, together; returns ``(agent_id, seq, packed)`` of
-    each appended message (to ring)."""
-    def txn(t: Txn) -> list[tuple[int, int, bytes]]:
+    each appended message (to ring), and how many entries that were not timers it
+    removed."""
+    def txn(t: Txn) -> tuple[list[tuple[int, int, bytes]], int]:
         fired = []
-        for timer in t.due_timers(now_ns, FIRE_BATCH):
-            t.delete_timer(timer.agent_id, timer.seq)
+        timers, dropped = t.take_due_timers(now_ns, FIRE_BATCH)
+        for timer in timers:
             packed = pack(timer.message(now_ns / 1e9).to_wire())
             fired.append((timer.agent_id, t.append_packed(timer.agent_id, packed), packed))
-        return fired
+        return fired, dropped
     return txn

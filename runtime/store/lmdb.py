@@ -100,10 +100,6 @@ def _key(agent_id: int, seq: int) -> bytes:
     return _U64.pack(agent_id) + _U64.pack(seq)
 
 
-def _unkey(key: bytes) -> tuple[int, int]:
-    return _U64.unpack(key[:8])[0], _U64.unpack(key[8:16])[0]
-
-
 def memory_path(node_dir: str) -> str:
     """Where a ``durability="memory"`` node keeps its LMDB: tmpfs when there is one."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") else os.path.join(node_dir, "tmp")
@@ -354,26 +350,45 @@ class Txn:
         cur = self.txn.cursor(db=self.dbs["timers"])
         if not cur.first():
             return None
-        return int(_U64.unpack(cast("bytes", cur.key())[:8])[0])
+        key = cast("bytes", cur.key())
+        # An entry too short to be a timer's is due at once: the service removes it.
+        return int(_U64.unpack(key[:8])[0]) if len(key) >= 8 else 0
+
+    def _due_entries(self, now_ns: int, limit: int) -> list[tuple[bytes, Timer | None]]:
+        out: list[tuple[bytes, Timer | None]] = []
+        for key, value in self._prefix("timers", b"", limit):
+            if len(key) >= 8 and _U64.unpack(key[:8])[0] > now_ns:
+                break
+            out.append((key, _open_timer(key, value)))
+        return out
 
     def due_timers(self, now_ns: int, limit: int = 256) -> list[Timer]:
         """Return up to ``limit`` timers due at or before ``now_ns``, earliest first."""
-        out: list[Timer] = []
-        for key, value in self._prefix("timers", b"", limit):
-            due, agent_id, seq = _U64.unpack(key[:8])[0], *_unkey(key[8:])
-            if due > now_ns:
-                break
-            out.append(Timer.from_wire(agent_id, seq, due, unpack(value)))
-        return out
+        return [timer for _, timer in self._due_entries(now_ns, limit) if timer is not None]
+
+    def take_due_timers(self, now_ns: int, limit: int = 256) -> tuple[list[Timer], int]:
+        """Remove and return up to ``limit`` timers due at or before ``now_ns``, earliest
+        first, with how many entries that were not timers (written into the store by some
+        other process) were removed with them."""
+        taken: list[Timer] = []
+        dropped = 0
+        for key, timer in self._due_entries(now_ns, limit):
+            self._delete("timers", key)
+            if timer is None:
+                dropped += 1
+                continue
+            self._delete("timer_ids", key[8:])
+            taken.append(timer)
+        return taken, dropped
 
     def timers(self, agent_id: int) -> list[Timer]:
         """Return the agent's pending timers, in the order they were set."""
         out: list[Timer] = []
         for ident, due in list(self._prefix("timer_ids", _id(agent_id))):
             raw = self._raw("timers", due + ident)
-            if raw is not None:
-                out.append(Timer.from_wire(agent_id, _unkey(ident)[1], _U64.unpack(due)[0],
-                                           unpack(raw)))
+            timer = None if raw is None else _open_timer(due + ident, raw)
+            if timer is not None:
+                out.append(timer)
         return out
 
     def erase_agent_data(self, agent_id: int) -> None:
@@ -465,6 +480,22 @@ class Store:
 def wipe(path: str) -> None:
     """Remove an environment directory (a memory-durability node starting afresh)."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_timer(key: bytes, raw: bytes) -> Timer | None:
+    """A stored timer, or None for an entry no beamish process wrote (a key of the wrong
+    size, a value that is not a timer's): the timer service removes those."""
+    if len(key) != 24:
+        return None
+    try:
+        data = unpack(raw)
+    except ProtocolError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("p"), bytes) \
+            or not isinstance(data.get("t", 0.0), (int, float)):
+        return None
+    due, agent_id, seq = struct.unpack(">QQQ", key)
+    return Timer.from_wire(agent_id, seq, due, data)
 
 
 def _open_message(raw: bytes) -> Message | Malformed:

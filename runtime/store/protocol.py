@@ -196,6 +196,11 @@ class Txn(Protocol):
         """Return up to ``limit`` timers due at or before ``now_ns``, earliest first."""
         ...
 
+    def take_due_timers(self, now_ns: int, limit: int = 256) -> tuple[list[Timer], int]:
+        """Remove and return up to ``limit`` timers due at or before ``now_ns`` (earliest
+        first), and how many stored entries that were not timers were removed with them."""
+        ...
+
     def timers(self, agent_id: int) -> list[Timer]:
         """Return the agent's pending timers."""
         ...

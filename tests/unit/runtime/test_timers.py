@@ -102,3 +102,23 @@ def test_a_timer_record_keeps_its_message_and_set_time_and_delivers_an_info_mess
     assert Timer.from_wire(3, 9, 5 * S, timer.to_wire()) == timer
     assert Timer.from_wire(3, 9, 5 * S, {"p": b"\xc0"}).set_at == 0.0
     assert timer.message(7.5).to_wire() == {"k": "info", "p": b"\xa4tick", "t": 7.5}
+
+
+def test_entries_in_the_timers_db_that_are_not_timers_are_removed_not_fired(tmp_path):
+    # Any process of the user can write into the store: such entries must neither crash
+    # the timer service nor block the timers behind them.
+    from beamish.mailbox import pack
+    store = Store(str(tmp_path / "s"))
+    store.write(lambda t: t.put_timer(Timer(1, 1, 10 * S, b"\xa1a")))
+    with store.env.begin(write=True) as txn:
+        db = store.dbs["timers"]
+        txn.put(b"\x00", b"short key", db=db)
+        txn.put((5 * S).to_bytes(8, "big") + bytes(16), b"\xc1", db=db)  # not msgpack
+        txn.put((6 * S).to_bytes(8, "big") + bytes(16), pack({"p": "not bytes"}), db=db)
+        txn.put(b"\xff", b"short key sorted last", db=db)
+    assert store.read(lambda t: t.next_timer_due()) == 0  # the short key: due at once
+    assert store.read(lambda t: t.due_timers(20 * S)) == [Timer(1, 1, 10 * S, b"\xa1a")]
+    taken, dropped = store.write(lambda t: t.take_due_timers(20 * S))
+    assert taken == [Timer(1, 1, 10 * S, b"\xa1a")] and dropped == 4  # short keys: due now
+    assert store.read(lambda t: (t.has_timer(1, 1), t.next_timer_due())) == (False, None)
+    store.close()
