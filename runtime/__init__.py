@@ -14,7 +14,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            spawner.py (starts agents, gathers exits),
                                            classify.py (what an exit means: pure),
                                            zygote_link.py (talks to the zygote),
-                                           links.py (links and monitors), config.py
+                                           links.py (links and monitors), config.py,
+                                           timers.py (fires durable timers)
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a
@@ -46,6 +47,9 @@ Where things happen:
                              that node/daemon.py keeps, starting agents through spawner.py
     an agent's status moves  node/registry.py  Registry (AgentStatus, _types.py); records
                              and their stored form: store/records.py
+    a timer is set / fires   agent/context.py TimerBook (staged, committed with the
+                             handler's transition by loop.py); node/timers.py
+                             TimerService.fire_due (removal + mailbox append, one txn)
 """
 
 from . import errors as errors

@@ -67,6 +67,12 @@ class NodePaths:
         """The node's notification socket (PULL): reports from agents."""
         return os.path.join(self.run, "node-in.sock")
 
+    @property
+    def timers_poke(self) -> str:
+        """The node's timer socket (a Unix datagram socket): an agent that committed a
+        timer due soon pokes it, so the node's timer service looks again at once."""
+        return os.path.join(self.run, "timers.sock")
+
     def agent_inbox(self, agent_id: int) -> str:
         """The doorbell socket of agent ``agent_id``."""
         return os.path.join(self.run, f"a{agent_id}.sock")

@@ -8,7 +8,7 @@
     loop:  ┌─▶ peek mailbox (LMDB read) ──▶ decode ──▶ handle_call / handle_cast
            │        │ empty                              │
            │        ▼                                    ▼
-           └── wait for RING / SYSTEM / timer     txn: state + removal (+ reply)
+           └── wait for RING / SYSTEM             txn: state + removal (+ reply, timers)
                                                          │
                                                          └─▶ ring the caller
 
@@ -64,8 +64,8 @@ from ..store.records import (
     ReplyError,
 )
 from .base import Agent
-from .context import AgentContext
-from .inflight import TIMER_SEQ, InFlight
+from .context import AgentContext, TimerBook
+from .inflight import InFlight
 from .policy import (
     BATCH,
     RecoverExit,
@@ -106,7 +106,7 @@ class _Group:
     so they are handled again: still exactly once for the state. The loop commits a group
     before the next handler when it holds a reply (a caller never waits for another
     message's handler), when it is ``GROUP_WINDOW_S`` old, and before anything else
-    writes (timers, stop, a crash report, a skip); a message that failed before is
+    writes (a stop, a crash report, a skip); a message that failed before is
     committed alone. The rule is `policy.commit_before` / `policy.commit_after` (pure).
     """
 
@@ -310,6 +310,9 @@ class AgentLoop:
         signal.set_wakeup_fd(-1)
         self.messenger.close()
         self.inbox.close()
+        timers = getattr(self, "timers", None)
+        if timers is not None:
+            timers.close()
         self.zctx.destroy(linger=0)
         self.store.close()
         self.busy.close()
@@ -343,15 +346,19 @@ class AgentLoop:
             state = model.model_validate(state)
         if version != self._cls.version:
             state = self._call_user(self.agent.code_change, version, state)
+            self.timers.keep()  # committed with the migrated state
         return state
 
     def _start(self) -> None:
         try:
             cls = load_class(self.boot.cls)
             self.agent = cls()
+            self.timers = TimerBook(self.id, self.boot.incarnation, self.store, self.paths,
+                                    self.boot.node.max_message_bytes)
             self.agent.ctx = AgentContext(self.name, self.messenger,
                                           ControlClient(self.paths, self.zctx),
-                                          self.boot.incarnation, bool(cls.trap_exits))
+                                          self.boot.incarnation, bool(cls.trap_exits),
+                                          self.timers)
             raw = self.store.read(lambda t: t.get_state(self.id))
             self.state = self._load_state(raw)
             failure = self.boot.failure
@@ -370,6 +377,7 @@ class AgentLoop:
     def _init_state(self) -> None:
         assert self.agent is not None
         self.state = self._call_user(self.agent.init, dict(self.boot.args))
+        self.timers.keep()
         self._commit_state()
 
     @property
@@ -382,7 +390,12 @@ class AgentLoop:
         packed = self._pack_state(self.state)
         version = self._cls.version
         n = self.processed
-        self.store.write(lambda t: t.put_state(self.id, version, packed, n))
+
+        def txn(t: Txn) -> None:
+            t.put_state(self.id, version, packed, n)
+            self.timers.write(t)
+        self.store.write(txn)
+        self.timers.committed()
 
     # -- semantic recovery ---------------------------------------------------------------------
     def _recover(self, failure: Failure, had_state: bool) -> None:
@@ -392,7 +405,9 @@ class AgentLoop:
         answer: object
         try:
             answer = self._call_user(self.agent.recover, failure, self.state)
+            self.timers.keep()
         except Exception as exc:  # noqa: BLE001 - a raising recover is treated as Reset
+            self.timers.drop()
             answer = RecoverRaised(exc)
         plan = plan_recover(answer, failure, self.state is not None,
                             self._cls.max_attempts, self.name)
@@ -425,6 +440,7 @@ class AgentLoop:
         def txn(t: Txn) -> None:
             nonlocal ring, dead
             t.put_state(self.id, version, packed, n)
+            self.timers.write(t)
             # Not always the head: a hard crash in a group leaves the group's earlier
             # messages in the mailbox, before the one that failed.
             msg = t.message(self.id, seq)
@@ -440,6 +456,7 @@ class AgentLoop:
                 t.put_dead(self.id, seq, DeadLetter(msg, failure, time.time()))
                 dead = True
         self.store.write(txn)
+        self.timers.committed()
         if ring is not None:
             self.doorbells.ring(ring[0], reply_frame(ring[1], ring[2]))
         if dead:
@@ -451,18 +468,12 @@ class AgentLoop:
         poller = zmq.Poller()
         poller.register(self.inbox.sock, zmq.POLLIN)
         poller.register(self.wake_r.fileno(), zmq.POLLIN)
-        assert self.agent is not None
-        ctx = self.agent.ctx
         while True:
             # Rings carry no data (the mailbox is in LMDB); system requests can stop us.
             # Checked once per batch: a zmq call costs as much as handling a message.
             rings = self._drain_inbox()
             if self.stop_reason is not None:
                 self._stop(self.stop_reason)
-            for msg in ctx._pop_due():
-                self._handle_info(msg)
-                if self.stop_reason is not None:
-                    self._stop(self.stop_reason)
             batch = self._inline_batch(rings)
             inline = batch is not None
             if batch is None:
@@ -476,8 +487,7 @@ class AgentLoop:
                     # Committed alone, before and after: a hard crash of a later message in
                     # its group would otherwise run it once more than max_attempts allows.
                     self._flush()
-                if self.stop_reason is not None or (ctx._timers
-                                                    and ctx._next_timer_in() == 0.0):
+                if self.stop_reason is not None:
                     break
             self._flush()
             if _stdio_identity() != self.stdio:
@@ -487,8 +497,7 @@ class AgentLoop:
             # that returned Stop is stopped at the top of the loop, without waiting.
             if (batch and not inline) or self.stop_reason is not None:
                 continue
-            wait = ctx._next_timer_in()
-            wait = IDLE_RECHECK_S if wait is None else min(wait, IDLE_RECHECK_S)
+            wait = IDLE_RECHECK_S
             if self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
             self._publish_dropped()
@@ -618,8 +627,10 @@ class AgentLoop:
             packed_reply = pack_roundtrip(reply, where=f"the reply of agent {self.name!r}") \
                 if kind == "call" else b""
         except Exception as exc:  # noqa: BLE001 - let it crash, with a report
+            self.timers.drop()
             self._crash(exc, seq, record)
             return
+        self.timers.keep()
         self.busy.returned()
         self.processed += 1
         self.group.add(seq, packed_state, self.processed, started)
@@ -643,7 +654,9 @@ class AgentLoop:
             t.remove_many(self.id, group.removals)  # and their counts of failed attempts
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
+            self.timers.write(t)
         self.store.write(txn)
+        self.timers.committed()
         self.busy.committed()
         self.group = _Group()
         for msg_id, reply_rec, caller in group.replies:
@@ -672,26 +685,6 @@ class AgentLoop:
         self._skip_message(seq, failure)
         self.busy.clear()
         self.next_seq = seq + 1
-
-    def _handle_info(self, msg: Any) -> None:
-        assert self.agent is not None
-        self._flush()
-        self.busy.mark(TIMER_SEQ)
-        try:
-            new_state = self._call_user(self.agent.handle_info, msg, self.state)
-            if isinstance(new_state, Stop):
-                self.stop_reason = new_state.reason
-                new_state = self.state
-            _check_state("handle_info", self.name, new_state, self.state, "None")
-            packed = self._pack_state(new_state)
-        except Exception as exc:  # noqa: BLE001 - let it crash, with a report
-            self._crash(exc, None, None)
-            return
-        version = self._cls.version
-        n = self.processed
-        self.store.write(lambda t: t.put_state(self.id, version, packed, n))
-        self.busy.clear()
-        self.state = new_state
 
 
 def _check_state(handler: str, agent: str, new_state: Any, prior: Any, returned: str) -> None:

@@ -51,6 +51,7 @@ from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
 from .registry import ROOT, Registry
 from .spawner import AgentSpawner, Incarnation
+from .timers import TimerService
 from .zygote_link import ZygoteLink
 
 log = logging.getLogger("beamish.node")
@@ -163,6 +164,8 @@ class NodeDaemon:
             self.spawner, self.clock, on_event=self.registry.on_supervisor_event,
             on_exit=self._on_root_exit)
         self.root.start()
+        self.timers = TimerService(self.store, self.paths, self.ring)
+        self.timers.start()  # overdue timers (the node was down) fire now
         self._write_info()
 
     def _write_info(self) -> None:
@@ -432,7 +435,7 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("zygote", "messenger", "control", "reports", "store"):
+        for attr in ("timers", "zygote", "messenger", "control", "reports", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -452,6 +455,7 @@ class NodeDaemon:
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.timers.close()
         self.zygote.close()
         self.messenger.close()
         self.control.close()

@@ -14,6 +14,9 @@ One LMDB environment per node holds, in named databases, msgpack values (each re
     dead        agent_id(8) + seq(8) -> DeadLetter            (messages given up)
     attempts    agent_id(8) + seq(8) -> int                   (failed tries of one message)
     failures    agent_id(8) -> FailureReport                  (what a dying agent wrote)
+    timers      due_ns(8) + agent_id(8) + seq(8) -> Timer     (durable timers, earliest
+                                                               due first; wall clock ns)
+    timer_ids   agent_id(8) + seq(8) -> due_ns(8)             (a timer's key, for cancel)
     meta        key -> int                                    (counters: agent_id, order)
 
 Rules (py-lmdb docs): every process opens its own environment after any fork; a
@@ -36,7 +39,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
-from beamish.mailbox import pack, unpack
+from beamish.mailbox import ProtocolError, pack, unpack
 
 from ..errors import StoreError, StoreFullError
 from .records import (
@@ -48,6 +51,7 @@ from .records import (
     Message,
     Reply,
     SupervisorRecord,
+    Timer,
 )
 
 Durability = Literal["process", "fsync", "memory"]
@@ -55,7 +59,7 @@ DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 MAX_READERS = 4096
 _DBS = ("agents", "routes", "sups", "mailbox", "tails", "state", "replies", "dead", "attempts",
-        "failures", "meta")
+        "failures", "meta", "timers", "timer_ids")
 _U64 = struct.Struct(">Q")
 T = TypeVar("T")
 # Less free space than this (or no free inode) on a filesystem after a failed write: full.
@@ -352,9 +356,81 @@ class Txn:
         raw = self._get("state", _id(agent_id))
         return 0 if raw is None else AgentState.from_wire(raw).processed
 
+    # -- timers --------------------------------------------------------------------------------
+    def put_timer(self, timer: Timer) -> None:
+        """Store a durable timer (replacing one with the same agent and seq)."""
+        self.delete_timer(timer.agent_id, timer.seq)
+        ident = _key(timer.agent_id, timer.seq)
+        self._put("timers", _U64.pack(timer.due_ns) + ident, timer.to_wire())
+        self.txn.put(ident, _U64.pack(timer.due_ns), db=self.dbs["timer_ids"])
+
+    def delete_timer(self, agent_id: int, seq: int) -> bool:
+        """Remove timer ``seq`` of the agent (cancelled or fired); False if it was not
+        there."""
+        ident = _key(agent_id, seq)
+        due = self._raw("timer_ids", ident, pop=True)
+        if due is None:
+            return False
+        self._delete("timers", due + ident)
+        return True
+
+    def has_timer(self, agent_id: int, seq: int) -> bool:
+        """Whether timer ``seq`` of the agent is pending."""
+        return self._raw("timer_ids", _key(agent_id, seq)) is not None
+
+    def next_timer_due(self) -> int | None:
+        """Return when the earliest pending timer of the node is due (ns), or None."""
+        cur = self.txn.cursor(db=self.dbs["timers"])
+        if not cur.first():
+            return None
+        key = cast("bytes", cur.key())
+        # An entry too short to be a timer's is due at once: the service removes it.
+        return int(_U64.unpack(key[:8])[0]) if len(key) >= 8 else 0
+
+    def _due_entries(self, now_ns: int, limit: int) -> list[tuple[bytes, Timer | None]]:
+        out: list[tuple[bytes, Timer | None]] = []
+        for key, value in self._prefix("timers", b"", limit):
+            if len(key) >= 8 and _U64.unpack(key[:8])[0] > now_ns:
+                break
+            out.append((key, _open_timer(key, value)))
+        return out
+
+    def due_timers(self, now_ns: int, limit: int = 256) -> list[Timer]:
+        """Return up to ``limit`` timers due at or before ``now_ns``, earliest first."""
+        return [timer for _, timer in self._due_entries(now_ns, limit) if timer is not None]
+
+    def take_due_timers(self, now_ns: int, limit: int = 256) -> tuple[list[Timer], int]:
+        """Remove and return up to ``limit`` timers due at or before ``now_ns``, earliest
+        first, with how many entries that were not timers (written into the store by some
+        other process) were removed with them."""
+        taken: list[Timer] = []
+        dropped = 0
+        for key, timer in self._due_entries(now_ns, limit):
+            self._delete("timers", key)
+            if timer is None:
+                dropped += 1
+                continue
+            self._delete("timer_ids", key[8:])
+            taken.append(timer)
+        return taken, dropped
+
+    def timers(self, agent_id: int) -> list[Timer]:
+        """Return the agent's pending timers, in the order they were set."""
+        out: list[Timer] = []
+        for ident, due in list(self._prefix("timer_ids", _id(agent_id))):
+            raw = self._raw("timers", due + ident)
+            timer = None if raw is None else _open_timer(due + ident, raw)
+            if timer is not None:
+                out.append(timer)
+        return out
+
     def erase_agent_data(self, agent_id: int) -> None:
-        """Erase the agent's state, mailbox, dead letters and stats (for `Node.delete`)."""
+        """Erase the agent's state, mailbox, dead letters, timers and stats (for
+        `Node.delete`)."""
         prefix = _id(agent_id)
+        for ident, due in list(self._prefix("timer_ids", prefix)):
+            self._delete("timers", due + ident)
+            self._delete("timer_ids", ident)
         for db in ("mailbox", "dead", "attempts"):
             for key in [k for k, _ in self._prefix(db, prefix)]:
                 self._delete(db, key)
@@ -437,3 +513,20 @@ class Store:
 def wipe(path: str) -> None:
     """Remove an environment directory (a memory-durability node starting afresh)."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_timer(key: bytes, raw: bytes) -> Timer | None:
+    """A stored timer, or None for an entry no beamish process wrote (a key of the wrong
+    size, a value that is not a timer's): the timer service removes those."""
+    if len(key) != 24:
+        return None
+    try:
+        data = unpack(raw)
+    except ProtocolError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("p"), bytes) \
+            or not isinstance(data.get("t", 0.0), (int, float)):
+        return None
+    due, agent_id, seq = struct.unpack(">QQQ", key)
+    return Timer.from_wire(agent_id, seq, due, data)
+

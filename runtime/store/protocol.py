@@ -10,7 +10,7 @@ it raises. A backend may run ``fn`` more than once (LMDB does, after growing its
 
 Keys: agents and supervisors by name (one namespace); everything an agent owns by its
 id; a message, its attempts and its dead letter by ``(agent id, seq)``; a reply by the
-call's msg id.
+call's msg id; a timer by ``(due time, agent id, seq)``, found by ``(agent id, seq)``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .records import (
     Message,
     Reply,
     SupervisorRecord,
+    Timer,
 )
 
 T = TypeVar("T")
@@ -189,9 +190,40 @@ class Txn(Protocol):
         """Take the agent's last failure report, if it wrote one."""
         ...
 
+    # -- durable timers -------------------------------------------------------------------
+    def put_timer(self, timer: Timer) -> None:
+        """Store a durable timer (set in the transaction of the handler that set it)."""
+        ...
+
+    def delete_timer(self, agent_id: int, seq: int) -> bool:
+        """Remove timer ``seq`` of the agent (cancelled or fired); False if not there."""
+        ...
+
+    def has_timer(self, agent_id: int, seq: int) -> bool:
+        """Whether timer ``seq`` of the agent is pending."""
+        ...
+
+    def next_timer_due(self) -> int | None:
+        """Return when the node's earliest pending timer is due (wall-clock ns), or None."""
+        ...
+
+    def due_timers(self, now_ns: int, limit: int = 256) -> list[Timer]:
+        """Return up to ``limit`` timers due at or before ``now_ns``, earliest first."""
+        ...
+
+    def take_due_timers(self, now_ns: int, limit: int = 256) -> tuple[list[Timer], int]:
+        """Remove and return up to ``limit`` timers due at or before ``now_ns`` (earliest
+        first), and how many stored entries that were not timers were removed with them."""
+        ...
+
+    def timers(self, agent_id: int) -> list[Timer]:
+        """Return the agent's pending timers."""
+        ...
+
     # -- whole agents ---------------------------------------------------------------------
     def erase_agent_data(self, agent_id: int) -> None:
-        """Erase the agent's state, mailbox, attempts, dead letters and failure report."""
+        """Erase the agent's state, mailbox, attempts, dead letters, timers and failure
+        report."""
         ...
 
 

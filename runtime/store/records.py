@@ -13,6 +13,7 @@ stay; this module is the only one that spells them. Pure: no I/O, no lmdb.
     Reply             replies db     a call's answer (also carried by the reply ring)
     DeadLetter        dead db        a message given up, with its failure
     FailureReport     failures db    what a dying agent writes before it exits
+    Timer             timers db      a durable timer (``send_after``) not yet fired
     Boot              zygote pipe    what the node sends to start one agent process
 """
 
@@ -430,6 +431,41 @@ class DeadLetter:
         """Read a stored dead letter."""
         return cls(Message.from_wire(data["message"]), Failure.from_dict(data["failure"]),
                    data.get("time"))
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer: ``payload`` goes to agent ``agent_id``'s mailbox as an info message
+    at ``due_ns``. Stored keyed by ``(due_ns, agent_id, seq)`` (the earliest due first);
+    wire ``{"p": payload, "t": set_at}`` (the key holds the rest).
+
+    Attributes:
+        agent_id: the agent that set it (and gets its message).
+        seq: its number among the agent's timers (unique per agent: the timer's id).
+        due_ns: when it fires, in wall-clock nanoseconds since the epoch (timers outlive
+            the node's process, so no monotonic clock).
+        payload: the packed user message.
+        set_at: when it was set (``time.time()``).
+    """
+
+    agent_id: int
+    seq: int
+    due_ns: int
+    payload: bytes
+    set_at: float = 0.0
+
+    def to_wire(self) -> Wire:
+        """The msgpack-ready form (the value; the key holds due, agent and seq)."""
+        return {"p": self.payload, "t": self.set_at}
+
+    @classmethod
+    def from_wire(cls, agent_id: int, seq: int, due_ns: int, data: Wire) -> Timer:
+        """Read a stored timer (its key's fields passed in)."""
+        return cls(agent_id, seq, due_ns, data["p"], float(data.get("t", 0.0)))
+
+    def message(self, now: float) -> Message:
+        """The info message it delivers (sent at ``now``)."""
+        return Message("info", self.payload, now)
 
 
 Phase = Literal["init", "handle", "stop", "recover"]

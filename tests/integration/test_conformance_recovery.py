@@ -134,7 +134,7 @@ def test_a_cast_returning_none_is_a_crash_and_the_state_is_untouched(node):
 def test_a_timer_or_down_handled_into_none_is_a_crash_and_the_state_is_untouched(node):
     ref = node.spawn(f"{AGENTS}:Forgetful", name="f")
     assert ref.call("incr") == 1
-    assert ref.call("arm") == "armed"  # a timer, handled outside the mailbox
+    assert ref.call("arm") == "armed"  # a timer, fired into the mailbox
     wait_until(lambda: node.info("f").restarts == 1, timeout=30, what="the crash on the timer")
     assert _forgot(node.info("f").last_failure, "handle_info")
     assert ref.call("get", timeout=10) == {"n": 1}
