@@ -21,6 +21,8 @@ How the runtime uses it::
     workers = root.find("workers")
     handle = workers.add_child(ChildSpec("c1", restart=RestartType.TRANSIENT, shutdown=5.0))
     workers.child_exited("c1", handle, ExitReason.from_returncode(-9))  # from the reaper thread
+    handle = workers.release_child("c1")     # a session falls asleep (no exit, nothing counted)
+    workers.adopt_child(spec, new_handle)     # ...and, its new process started, wakes
     workers.remove_child("c1")   # node.stop; restart_child("c1"): node.restart; root.snapshot(): node.tree
     root.shutdown()          # reverse start order, the whole tree
 
@@ -32,6 +34,7 @@ from ._clock import MonotonicClock as MonotonicClock
 from ._clock import TimerHandle as TimerHandle
 from ._errors import AlreadyPresent as AlreadyPresent
 from ._errors import AlreadyStarted as AlreadyStarted
+from ._errors import ChildNotRunning as ChildNotRunning
 from ._errors import InvalidSpec as InvalidSpec
 from ._errors import NotFound as NotFound
 from ._errors import NotRunning as NotRunning
@@ -41,6 +44,7 @@ from ._errors import SupervisorError as SupervisorError
 from ._policy import INTENSITY_REASON as INTENSITY_REASON
 from ._policy import Action as Action
 from ._policy import AddChild as AddChild
+from ._policy import AdoptChild as AdoptChild
 from ._policy import BackoffElapsed as BackoffElapsed
 from ._policy import Boot as Boot
 from ._policy import ChildExited as ChildExited
@@ -54,6 +58,8 @@ from ._policy import Forget as Forget
 from ._policy import Halt as Halt
 from ._policy import MarkFailed as MarkFailed
 from ._policy import Outcome as Outcome
+from ._policy import Release as Release
+from ._policy import ReleaseChild as ReleaseChild
 from ._policy import RemoveChild as RemoveChild
 from ._policy import RestartChild as RestartChild
 from ._policy import Retry as Retry
@@ -94,11 +100,13 @@ __all__ = [
     "INTENSITY_REASON",
     "Action",
     "AddChild",
+    "AdoptChild",
     "AlreadyPresent",
     "AlreadyStarted",
     "BackoffElapsed",
     "Boot",
     "ChildExited",
+    "ChildNotRunning",
     "ChildKind",
     "ChildSnapshot",
     "ChildSpec",
@@ -121,6 +129,8 @@ __all__ = [
     "NotRunning",
     "OnEvent",
     "Outcome",
+    "Release",
+    "ReleaseChild",
     "RemoveChild",
     "RestartChild",
     "RestartLog",

@@ -120,6 +120,28 @@ class Running(SupervisorError):
         super().__init__(f"child {id!r} is {status}")
 
 
+class ChildNotRunning(SupervisorError):
+    """Only a running child can be released (beamish: a session falls asleep only while
+    it runs); this one is starting, restarting, waiting out a backoff, failed or stopped.
+
+    Attributes:
+        id: The child's id.
+        status: Its status.
+    """
+
+    def __init__(self, id: str, status: str) -> None:
+        """Build the error.
+
+        Args:
+            id: The child's id.
+            status: Its status.
+        """
+        self.id = id
+        self.status = status
+        super().__init__(f"child {id!r} is {status}, not running: only a running child "
+                         "can be released")
+
+
 class NotRunning(SupervisorError):
     """The supervisor is not running: not started yet, shut down, or stopped after
     reaching its restart intensity (and waiting for its parent to restart it).

@@ -24,7 +24,12 @@ Where beamish departs from OTP it says so here:
 * ``per_child_intensity`` (the node's root) keeps one restart log per child and marks
   a child past it ``failed`` instead of stopping the supervisor;
 * restart ``backoff``: the restart is delayed (``StartAfter``) but counted toward the
-  intensity when it is decided, like any other restart.
+  intensity when it is decided, like any other restart;
+* ``AdoptChild`` and ``ReleaseChild`` (no OTP counterpart) hand a running child to a
+  supervisor and take it back without a start or a termination: a session that falls
+  asleep is released (its process then stops orderly, seen by no supervisor) and, woken,
+  its new process is adopted at the end of the start order. Neither counts toward the
+  intensity or emits anything.
 
 Child statuses move like this (``*`` = any)::
 
@@ -32,6 +37,7 @@ Child statuses move like this (``*`` = any)::
     starting --StartError--> restarting --Retry/RetryRestart--> starting
     restart with backoff: --StartAfter--> backoff --BackoffElapsed--> starting
     per-child intensity exceeded / Escalate: --MarkFailed--> failed --RestartChild--> starting
+    (absent) --AdoptChild--> running --ReleaseChild--> (absent)
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from typing import Any, Literal
 from ._errors import (
     AlreadyPresent,
     AlreadyStarted,
+    ChildNotRunning,
     InvalidSpec,
     NotFound,
     NotRunning,
@@ -59,6 +66,7 @@ __all__ = [
     "INTENSITY_REASON",
     "Action",
     "AddChild",
+    "AdoptChild",
     "BackoffElapsed",
     "Boot",
     "ChildExited",
@@ -72,6 +80,8 @@ __all__ = [
     "Halt",
     "MarkFailed",
     "Outcome",
+    "Release",
+    "ReleaseChild",
     "RemoveChild",
     "RestartChild",
     "Retry",
@@ -311,6 +321,32 @@ class RemoveChild:
 
 
 @dataclass(frozen=True, slots=True)
+class AdoptChild:
+    """Add a child that already runs, its process started outside the supervisor (beamish:
+    a session woken from sleep). It joins the end of the start order, ``running``; no
+    ``Start`` action, nothing counted.
+
+    Attributes:
+        spec: The child's spec.
+    """
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseChild:
+    """Forget a running child without terminating it (beamish: a session falling asleep;
+    its process is stopped by the caller, and its exit is no supervisor's business).
+    Nothing is counted, no bystander is touched.
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestartChild:
     """Start a child that is ``failed`` or ``stopped`` (OTP ``restart_child``).
 
@@ -363,6 +399,8 @@ Event = (
     | StartError
     | ChildExited
     | AddChild
+    | AdoptChild
+    | ReleaseChild
     | RemoveChild
     | RestartChild
     | RetryRestart
@@ -422,6 +460,18 @@ class Forget:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """Drop the child's handle without terminating it or reporting it removed (its
+    ``ReleaseChild`` caller takes the handle).
+
+    Attributes:
+        id: The child.
+    """
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class MarkFailed:
     """The child is left stopped as ``failed`` (report it).
 
@@ -455,7 +505,7 @@ class ShutdownSelf:
     reason: ExitReason
 
 
-Action = Terminate | Start | StartAfter | Forget | MarkFailed | Retry | ShutdownSelf
+Action = Terminate | Start | StartAfter | Forget | Release | MarkFailed | Retry | ShutdownSelf
 """Any output of :func:`decide`."""
 
 
@@ -678,8 +728,7 @@ def _backoff_elapsed(p: _Plan, event: BackoffElapsed) -> None:
             p.start(member, "retry")
 
 
-def _add_child(p: _Plan, event: AddChild) -> None:
-    spec = event.spec
+def _check_new_child(p: _Plan, spec: ChildSpec) -> None:
     if not p.running:
         raise NotRunning(p.spec.id)
     if p.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
@@ -689,8 +738,31 @@ def _add_child(p: _Plan, event: AddChild) -> None:
     existing = p.get(spec.id)
     if existing is not None:
         raise AlreadyStarted(spec.id) if existing.status in _LIVE else AlreadyPresent(spec.id)
+
+
+def _add_child(p: _Plan, event: AddChild) -> None:
+    spec = event.spec
+    _check_new_child(p, spec)
     p.children[spec.id] = ChildState(spec)
     p.start(spec.id, "forget")
+
+
+def _adopt_child(p: _Plan, event: AdoptChild) -> None:
+    spec = event.spec
+    _check_new_child(p, spec)
+    p.children[spec.id] = ChildState(spec, status=ChildStatus.RUNNING, started=True,
+                                     started_at=p.now)
+
+
+def _release_child(p: _Plan, event: ReleaseChild) -> None:
+    child = p.get(event.id)
+    if child is None:
+        raise NotFound(event.id)
+    if child.status is not ChildStatus.RUNNING:
+        raise ChildNotRunning(event.id, child.status.value)
+    # A running child holds no backoff timer (only one in backoff does): nothing to hand on.
+    del p.children[event.id]
+    p.actions.append(Release(event.id))
 
 
 def _remove_child(p: _Plan, event: RemoveChild) -> None:
@@ -743,6 +815,8 @@ _HANDLERS: dict[type, Callable[[_Plan, Any], None]] = {
     StartError: _start_error,
     ChildExited: _child_exited,
     AddChild: _add_child,
+    AdoptChild: _adopt_child,
+    ReleaseChild: _release_child,
     RemoveChild: _remove_child,
     RestartChild: _restart_child,
     RetryRestart: _retry_restart,
@@ -767,11 +841,14 @@ def decide(spec: SupervisorSpec, state: SupervisorState, event: Event, now: floa
         The new state and the ordered actions for the shell.
 
     Raises:
-        NotFound: ``RemoveChild``/``RestartChild`` of an unknown id.
-        AlreadyPresent: ``AddChild`` of a known id (``AlreadyStarted`` if it runs).
+        NotFound: ``RemoveChild``/``RestartChild``/``ReleaseChild`` of an unknown id.
+        AlreadyPresent: ``AddChild``/``AdoptChild`` of a known id (``AlreadyStarted`` if
+            it runs).
+        ChildNotRunning: ``ReleaseChild`` of a child that is not running.
         Running: ``RestartChild`` of a child that runs or is about to restart.
-        NotRunning: ``AddChild``/``RestartChild`` while the supervisor is down.
-        InvalidSpec: ``AddChild`` to a ``simple_one_for_one`` supervisor with a spec
+        NotRunning: ``AddChild``/``AdoptChild``/``RestartChild`` while the supervisor is
+            down.
+        InvalidSpec: ``AddChild``/``AdoptChild`` to a ``simple_one_for_one`` supervisor with a spec
             that is not its template.
         SupervisorError: ``Boot`` of a running supervisor.
         TypeError: ``event`` is not an event.

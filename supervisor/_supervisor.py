@@ -37,6 +37,7 @@ from ._errors import InvalidSpec, NotFound, NotRunning, StartFailed, SupervisorE
 from ._policy import (
     Action,
     AddChild,
+    AdoptChild,
     BackoffElapsed,
     Boot,
     ChildExited,
@@ -48,6 +49,8 @@ from ._policy import (
     Halt,
     MarkFailed,
     Outcome,
+    Release,
+    ReleaseChild,
     RemoveChild,
     RestartChild,
     Retry,
@@ -436,6 +439,43 @@ class Supervisor:
         """
         self._call("remove_child", lambda: self._run_event(RemoveChild(id)), timeout)
 
+    def adopt_child(self, spec: ChildSpec | str, handle: object,
+                    timeout: float | None = None) -> None:
+        """Add a child whose process the caller already started (beamish: a session woken
+        from sleep): it joins the end of the start order as ``running`` with ``handle``,
+        as if ``start_child`` had returned it. Nothing is started, counted or emitted.
+
+        Args:
+            spec: The child's spec (an id for ``simple_one_for_one``).
+            handle: Its incarnation's handle; later exit reports name it.
+            timeout: Seconds to wait.
+
+        Raises:
+            AlreadyPresent: The id is taken (:class:`AlreadyStarted` if it runs).
+            InvalidSpec: Not the template's spec (``simple_one_for_one``).
+            NotRunning: The supervisor is down.
+        """
+        child = self._child_spec(spec)
+        if child.kind is ChildKind.SUPERVISOR:
+            raise InvalidSpec("spec", child, "an agent's spec: a supervisor cannot be adopted")
+        self._call("adopt_child", lambda: self._do_adopt(child, handle), timeout)
+
+    def release_child(self, id: str, timeout: float | None = None) -> object:
+        """Take a running child back without terminating it (beamish: a session falling
+        asleep); return its handle. The caller stops the process; its exit report, if
+        any reaches this supervisor, is ignored. Nothing is counted or emitted.
+
+        Args:
+            id: The child.
+            timeout: Seconds to wait.
+
+        Raises:
+            NotFound: No such child.
+            ChildNotRunning: It is not running (starting, restarting, in backoff,
+                failed or stopped).
+        """
+        return self._call("release_child", lambda: self._do_release(id), timeout)
+
     def restart_child(self, id: str, timeout: float | None = None) -> object:
         """Start a child that is ``failed`` or ``stopped``, with a fresh restart log.
 
@@ -697,6 +737,17 @@ class Supervisor:
             raise failure
         return self._handles[spec.id]
 
+    def _do_adopt(self, spec: ChildSpec, handle: object) -> None:
+        self._feed(AdoptChild(spec))
+        self._handles[spec.id] = handle
+        self._specs[spec.id] = spec
+        self._publish()
+
+    def _do_release(self, id: str) -> object:
+        handle = self._handles.get(id)
+        self._apply(self._feed(ReleaseChild(id)).actions)
+        return handle
+
     def _do_restart(self, id: str) -> object:
         failure = self._run_event(RestartChild(id))
         if failure is not None:
@@ -741,6 +792,9 @@ class Supervisor:
                     self._start_after(action)
             elif isinstance(action, Forget):
                 self._forget(action.id)
+            elif isinstance(action, Release):
+                self._handles.pop(action.id, None)
+                self._specs.pop(action.id, None)
             elif isinstance(action, MarkFailed):
                 self._cancel_timer(action.id)
                 self._emit(EventKind.FAILED, action.id, "")

@@ -13,11 +13,13 @@ import pytest
 from beamish.supervisor import (
     INTENSITY_REASON,
     AddChild,
+    AdoptChild,
     AlreadyPresent,
     AlreadyStarted,
     BackoffElapsed,
     Boot,
     ChildExited,
+    ChildNotRunning,
     ChildSpec,
     ChildStarted,
     ChildStatus,
@@ -31,6 +33,8 @@ from beamish.supervisor import (
     NotFound,
     NotRunning,
     Outcome,
+    Release,
+    ReleaseChild,
     RemoveChild,
     RestartChild,
     RestartType,
@@ -338,6 +342,66 @@ def test_add_child_that_fails_to_start_is_forgotten() -> None:
     outcome = decide(spec, state, StartError("b", "boom"), 1.0)
     assert outcome.actions == (F("b"),)
     assert list(outcome.state.children) == ["a"]
+
+
+# ---- adopt and release (beamish: sessions that sleep and wake) -----------------------------
+
+
+def test_release_child_forgets_a_running_child_without_terminating_or_counting() -> None:
+    spec = sup("one_for_all", "a", "b", "c", max_restarts=0)
+    outcome = decide(spec, booted(spec), ReleaseChild("b"), 1.0)
+    assert outcome.actions == (Release("b"),)  # no Terminate, no Forget, no bystander touched
+    assert statuses(outcome.state) == {"a": "running", "c": "running"}
+    assert outcome.state.log == booted(spec).log  # nothing counted
+
+
+def test_release_child_refuses_an_unknown_or_not_running_child() -> None:
+    spec = sup("one_for_one", "a", "b", per_child_intensity=True, max_restarts=0)
+    state = booted(spec)
+    with pytest.raises(NotFound):
+        decide(spec, state, ReleaseChild("z"), 1.0)
+    state, _ = step(spec, state, ChildExited("b", CRASH), 1.0)  # past its intensity: failed
+    with pytest.raises(ChildNotRunning):
+        decide(spec, state, ReleaseChild("b"), 1.0)
+    starting = decide(spec, state, AddChild(ChildSpec("c")), 1.0).state
+    with pytest.raises(ChildNotRunning):
+        decide(spec, starting, ReleaseChild("c"), 1.0)
+
+
+def test_adopt_child_joins_the_end_of_the_start_order_running_with_no_start() -> None:
+    spec = sup("rest_for_one", "a", "b", "c")
+    state = decide(spec, booted(spec), ReleaseChild("a"), 1.0).state
+    outcome = decide(spec, state, AdoptChild(ChildSpec("a")), 2.0)
+    assert outcome.actions == ()
+    assert list(outcome.state.children) == ["b", "c", "a"]
+    assert outcome.state.children["a"].status is ChildStatus.RUNNING
+    # rest_for_one now counts the adopted child last: a crash of b restarts b, c and a.
+    _, actions = step(spec, outcome.state, ChildExited("b", CRASH), 3.0)
+    assert actions == (T("a"), T("c"), S("b"), S("c"), S("a"))
+
+
+def test_an_adopted_child_that_crashes_is_restarted_and_counted_like_any_other() -> None:
+    spec = sup("one_for_one", "a", max_restarts=1, max_seconds=10)
+    state = decide(spec, booted(spec), AdoptChild(ChildSpec("w")), 1.0).state
+    state, actions = step(spec, state, ChildExited("w", CRASH), 2.0)
+    assert actions == (S("w"),)
+    assert state.children["w"].restarts == 1
+    outcome = decide(spec, state, ChildExited("w", CRASH), 3.0)  # the second within 10 s
+    assert outcome.actions[-1] == ShutdownSelf(ExitReason.abnormal(INTENSITY_REASON))
+
+
+def test_adopt_child_is_refused_as_add_child_is() -> None:
+    spec = sup("one_for_one", "a")
+    with pytest.raises(AlreadyStarted):
+        decide(spec, booted(spec), AdoptChild(ChildSpec("a")), 1.0)
+    with pytest.raises(NotRunning):
+        decide(spec, SupervisorState.initial(spec), AdoptChild(ChildSpec("b")), 1.0)
+    pool = SupervisorSpec("pool", Strategy.SIMPLE_ONE_FOR_ONE,
+                          template=ChildSpec("worker", restart=RestartType.TRANSIENT))
+    with pytest.raises(InvalidSpec):
+        decide(pool, booted(pool), AdoptChild(ChildSpec("w1")), 1.0)  # not the template
+    adopted = decide(pool, booted(pool), AdoptChild(pool.child_of_template("w1")), 1.0)
+    assert statuses(adopted.state) == {"w1": "running"}
 
 
 def test_remove_child_terminates_and_forgets() -> None:

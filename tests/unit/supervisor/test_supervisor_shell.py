@@ -127,6 +127,32 @@ def test_simple_one_for_one(make: Make, spawner: FakeSpawner, events: Recorder) 
         sup.add_child(ChildSpec("w9"), timeout=WAIT)  # not the template (restart differs)
 
 
+def test_release_then_adopt_a_child_as_a_session_sleeps_and_wakes(
+        make: Make, spawner: FakeSpawner, events: Recorder) -> None:
+    sup = make("one_for_all", "a", "b")
+    spawner.clear_log()
+    before = list(events.events)
+    handle = sup.release_child("a", timeout=WAIT)
+    assert handle == spawner.handle("a")  # the caller now owns the process
+    assert [c.id for c in sup.snapshot().children] == ["b"]
+    spawner.crash("a")  # its exit (the process stopping) reaches nobody
+    spawner.crash("b")  # a one_for_all restart leaves the released child alone
+    settle(sup)
+    assert spawner.log == [("start", "b")]
+    woken = spawner.start_child("root", ChildSpec("a"))  # the waker starts the new process
+    sup.adopt_child(ChildSpec("a"), woken, timeout=WAIT)
+    assert [c.id for c in sup.snapshot().children] == ["b", "a"]
+    assert sup.snapshot().child("a").handle == woken
+    assert [e for e in events.events if e not in before and e[1] == "a"] == []  # nothing emitted
+    spawner.clear_log()
+    spawner.crash("a")  # adopted: now supervised like any child 
+    settle(sup)
+    assert spawner.log == [("terminate", "b"), ("start", "b"), ("start", "a")]
+    assert ("restarted", "a", "root", "") in events.events
+    with pytest.raises(NotFound):
+        sup.release_child("z", timeout=WAIT)
+
+
 # ---- restart types after normal and abnormal exits ----------------------------------------
 
 
