@@ -153,7 +153,7 @@ def commit_before(size: int, has_reply: bool, age: float, seq: int,
 
     Returns:
         The first reason that applies, or None: the message joins the group. Anything
-        else that writes (a timer, a stop, a crash report, a skip) commits the group
+        else that writes (a stop, a crash report, a skip) commits the group
         first, whatever it holds.
     """
     if size == 0:
