@@ -27,7 +27,7 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed, Supervisor
 
 from .._osproc import process_start_time
 from .._paths import NodePaths
-from .._types import AgentStatus, Failure
+from .._types import AgentStatus, Failure, Limits
 from .._validation import check_limits
 from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
@@ -45,6 +45,7 @@ log = logging.getLogger("beamish.node")
 START_TIMEOUT_S = 60.0
 KILL_WAIT_S = 10.0
 EARLY_READY_KEPT = 4096  # ready reports held for pids not registered yet
+_NO_LIMITS = Limits()
 
 
 @dataclass(eq=False)
@@ -61,7 +62,7 @@ class Incarnation:
     exited: Future[tuple[ExitReason, Failure | None]] = field(default_factory=Future)
     terminating: str | None = None  # the stop reason we asked for
     limit_kill: LimitKind | None = None  # when a limit killed it
-    limits: dict[str, float] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     trap_exits: bool = False  # from its ready report
     link_kill: str | None = None  # why a linked agent's exit killed it
 
@@ -212,7 +213,7 @@ class AgentSpawner:
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
-                           limits=limits)  # check_limits dropped the unset ones
+                           limits=Limits(**limits))
         with self.registered:
             self.by_pid[pid] = incn
             self.current[name] = incn
@@ -358,7 +359,8 @@ class AgentSpawner:
     def check_limits(self) -> None:
         """Kill every agent past its memory or handler-time limit (the node polls this)."""
         with self.lock:
-            limited = [i for i in self.current.values() if i.limits and i.ready.done()]
+            limited = [i for i in self.current.values() if i.limits != _NO_LIMITS
+                       and i.ready.done()]
         for incn in limited:
             try:
                 why = self._over_limit(incn)
@@ -371,12 +373,12 @@ class AgentSpawner:
                 incn.signal(signal.SIGKILL)
 
     def _over_limit(self, incn: Incarnation) -> tuple[LimitKind, str] | None:
-        timeout = incn.limits.get("handler_timeout")
+        timeout = incn.limits.handler_timeout
         if timeout:
             marker = read_marker(self.settings.paths.agent_busy(incn.id), incn.inc)
             if marker is not None and marker[1] > timeout:
                 return "timeout", f"handled one message for {marker[1]:.2f} s (limit {timeout:g})"
-        mem = incn.limits.get("memory_mb")
+        mem = incn.limits.memory_mb
         if mem:
             try:
                 rss = psutil.Process(incn.pid).memory_info().rss
@@ -393,7 +395,9 @@ class AgentSpawner:
         with self.lock:
             incn = self.by_pid.get(report.pid)
             if incn is None:
-                # Bounded: reports for pids that never become ours must not pile up.
+                # Held until start_child registers the pid (the report can beat the
+                # zygote's answer to the fork). Bounded: reports for pids that never become
+                # ours (an agent's own child's) must not pile up.
                 self.rejected_reports += self._early_ready.put(report.pid, report)
                 return
         if incn.inc == report.inc and incn.id == report.id and not incn.ready.done():
@@ -527,7 +531,7 @@ class AgentSpawner:
         report, kinds = self.store.write(take_report)
         verdict = classify(ExitEvidence(
             code=code, incarnation=incn.inc,
-            report=report.to_wire() if report is not None else None, terminating=incn.terminating,
+            report=report, terminating=incn.terminating,
             unfinished=unfinished, kinds=kinds, link_kill=incn.link_kill,
             limit_kill=incn.limit_kill, zygote_lost=self._lost_with_zygote.pop(incn.pid),
             limits=incn.limits,
