@@ -18,7 +18,7 @@ import threading
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
@@ -39,7 +39,16 @@ from beamish.supervisor import (
 )
 
 from .._paths import NodePaths
-from .._types import ACCEPTS_MESSAGES, IN_TREE, AgentStatus, DroppedFrames, Event, agent_status
+from .._types import (
+    ACCEPTS_MESSAGES,
+    IN_TREE,
+    AgentInfo,
+    AgentStatus,
+    DroppedFrames,
+    Event,
+    Failure,
+    agent_status,
+)
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.spawnargs import check_args as check_spawn_args
@@ -99,6 +108,137 @@ class NodeView:
         return self.root.find(name)
 
 
+# -- answers: what a command returns; the daemon sends each record as the map of its fields,
+# in their order (daemon.to_wire). Info and ps answer with `AgentInfo`, events with `Event`.
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``ping``'s answer (the client reads it as a `NodeStatus`).
+
+    Attributes:
+        pid: the daemon's pid.
+        dir: the node dir.
+        durability: the store's durability.
+        uptime: seconds since the node started.
+        dropped_frames: the invalid frames dropped so far, in all.
+        dropped: the same, by socket.
+        strict: whether the root's restart intensity stops the node.
+    """
+
+    pid: int
+    dir: str
+    durability: str
+    uptime: float
+    dropped_frames: int
+    dropped: DroppedFrames
+    strict: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """``spawn``'s answer: the agent's name (generated when none was asked for), its pid."""
+
+    name: str
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NameStatus:
+    """``stop``'s and ``restart``'s answer: the agent's or supervisor's new status."""
+
+    name: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """``delete``'s answer."""
+
+    name: str
+    deleted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """``add_supervisor``'s answer: the supervisor's name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """``resend_dead_letter``'s answer: the message's new seq in the agent's mailbox."""
+
+    name: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """``monitor``'s answer (``live``: whether the target runs; if not, the Down is sent)."""
+
+    target: str
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """``link``'s answer."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShuttingDown:
+    """``shutdown``'s answer: the daemon's pid (the client waits for it to exit)."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of ``dead_letters``' answer.
+
+    Attributes:
+        seq: its seq in the agent's dead letters.
+        kind: the message's kind (a cast, as `Skip` sets casts aside).
+        msg: the user's message, or its raw bytes when it does not decode.
+        failure: the failure it was set aside for, or None.
+        time: when it was set aside (``time.time()``), if known.
+    """
+
+    seq: int
+    kind: str
+    msg: Any
+    failure: Failure | None
+    time: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentNode:
+    """An agent in ``tree``'s answer: its status, restarts, pid and class."""
+
+    name: str
+    kind: str = field(default="agent", init=False)
+    status: str
+    restarts: int
+    pid: int | None
+    cls: str
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorNode:
+    """A supervisor in ``tree``'s answer, with its children (``restarts``: how many times it
+    was itself restarted; ``child_restarts``: the sum of its direct children's)."""
+
+    name: str
+    kind: str = field(default="supervisor", init=False)
+    strategy: str
+    status: str
+    restarts: int
+    child_restarts: int
+    children: list[AgentNode | SupervisorNode]
+
+
 def _erase_agent(agent_id: int, name: str, t: Txn) -> None:
     """Erase an agent's data and its record, in transaction ``t``."""
     t.erase_agent_data(agent_id)
@@ -121,20 +261,19 @@ def _add_agent(shell: Any, rec: AgentRecord) -> Any:
     return shell.add_child(_child_spec(rec))
 
 
-def ping(node: NodeView) -> dict[str, Any]:
+def ping(node: NodeView) -> Ping:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime", "strict",
     "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`)}``.
     CLI: ``beamish node status``."""
     dropped = node.dropped_frames()
-    return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.config.node.durability,
-            "uptime": time.time() - node.started_at, "dropped_frames": dropped.total,
-            "dropped": asdict(dropped), "strict": node.config.node.strict}
+    return Ping(os.getpid(), node.paths.dir, node.config.node.durability,
+                time.time() - node.started_at, dropped.total, dropped, node.config.node.strict)
 
 
 def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
           limits: dict[str, Any] | None = None, timeout: float = 30.0,
-          caller: str | None = None, caller_phase: str | None = None) -> dict[str, Any]:
+          caller: str | None = None, caller_phase: str | None = None) -> Spawned:
     """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
     "caller", "caller_phase"}`` -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its
     committed state was loaded). ``caller``/``caller_phase`` come from ``self.ctx.spawn``
@@ -205,7 +344,7 @@ def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
                   else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     _spawn_completed(node, agent_name)
-    return {"name": agent_name, "pid": node.spawner.pid_of(agent_name)}
+    return Spawned(agent_name, node.spawner.pid_of(agent_name))
 
 
 def _spawn_completed(node: NodeView, name: str) -> None:
@@ -280,7 +419,7 @@ def _require(node: NodeView, name: str) -> AgentRecord:
     return rec
 
 
-def stop(node: NodeView, name: str) -> dict[str, Any]:
+def stop(node: NodeView, name: str) -> NameStatus:
     """``{"op": "stop", "name"}`` -> ``{"name", "status": "stopped"}``: an orderly stop
     (``terminate("normal")``, then exit within its shutdown time). The agent leaves the tree;
     its state and mailbox stay, so a later spawn under the name resumes it.
@@ -296,17 +435,17 @@ def stop(node: NodeView, name: str) -> dict[str, Any]:
                     pass  # not a child any more (failed, or exited meanwhile): nothing to stop
         node.registry.set_status(name, AgentStatus.STOPPED)
     node.emit("stopped", name, rec.supervisor, "normal")
-    return {"name": name, "status": AgentStatus.STOPPED}
+    return NameStatus(name, AgentStatus.STOPPED)
 
 
-def delete(node: NodeView, name: str) -> dict[str, Any]:
+def delete(node: NodeView, name: str) -> Deleted:
     """``{"op": "delete", "name"}`` -> ``{"name", "deleted": true}``: stop it if running and
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     rec = _require(node, name)
     stop(node, name)
     node.store.write(functools.partial(_erase_agent, rec.id, name))
     node.emit("deleted", name, rec.supervisor, "")
-    return {"name": name, "deleted": True}
+    return Deleted(name)
 
 
 def _proc_stats(pid: int | None) -> tuple[int, float]:
@@ -321,54 +460,48 @@ def _proc_stats(pid: int | None) -> tuple[int, float]:
         return 0, 0.0
 
 
-def _info_of(node: NodeView, rec: AgentRecord) -> dict[str, Any]:
+def _info_of(node: NodeView, rec: AgentRecord) -> AgentInfo:
     depth, processed = node.store.read(lambda t: (t.depth(rec.id), t.processed(rec.id)))
     pid = rec.pid if rec.status == AgentStatus.RUNNING else None
     rss, cpu = _proc_stats(pid)
-    return {"name": rec.name, "pid": pid, "status": str(rec.status),
-            "restarts": rec.restarts, "mailbox_depth": depth,
-            "processed": processed, "rss_bytes": rss, "cpu_seconds": cpu,
-            "last_failure": rec.last_failure.to_dict() if rec.last_failure else None,
-            "supervisor": rec.supervisor, "cls": rec.cls}
+    return AgentInfo(rec.name, pid, str(rec.status), rec.restarts, depth, processed, rss, cpu,
+                     rec.last_failure, rec.supervisor, rec.cls)
 
 
-def info(node: NodeView, name: str) -> dict[str, Any]:
+def info(node: NodeView, name: str) -> AgentInfo:
     """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish ps`` (all)."""
     return _info_of(node, _require(node, name))
 
 
-def ps(node: NodeView) -> list[dict[str, Any]]:
+def ps(node: NodeView) -> list[AgentInfo]:
     """``{"op": "ps"}`` -> a list of `AgentInfo` fields, in start order. CLI: ``beamish ps``."""
     recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.order)
     return [_info_of(node, r) for r in recs]
 
 
-def tree(node: NodeView) -> dict[str, Any]:
+def tree(node: NodeView) -> SupervisorNode:
     """``{"op": "tree"}`` -> nested ``{"name", "kind", "strategy", "status", "restarts",
     "child_restarts", "children"}`` for each supervisor (``restarts``: how many times it
     was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
     recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
 
-    def walk(snap: Any, status: str, restarts: int) -> dict[str, Any]:
-        children = []
+    def walk(snap: Any, status: str, restarts: int) -> SupervisorNode:
+        children: list[AgentNode | SupervisorNode] = []
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 sub = child.supervisor  # None before its first start
                 children.append(walk(sub, str(child.status), child.restarts) if sub is not None else
-                                {"name": child.id, "kind": "supervisor", "strategy": "",
-                                 "status": str(child.status), "restarts": child.restarts,
-                                 "child_restarts": 0, "children": []})
+                                SupervisorNode(child.id, "", str(child.status), child.restarts,
+                                               0, []))
             else:
                 rec = recs.get(child.id)
-                children.append({"name": child.id, "kind": "agent",
-                                 "status": str(agent_status(child.status)),
-                                 "restarts": child.restarts if rec is None else rec.restarts,
-                                 "pid": None if rec is None else rec.pid,
-                                 "cls": "" if rec is None else rec.cls})
-        return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
-                "status": status, "restarts": restarts,
-                "child_restarts": sum(c["restarts"] for c in children), "children": children}
+                children.append(AgentNode(child.id, str(agent_status(child.status)),
+                                          child.restarts if rec is None else rec.restarts,
+                                          None if rec is None else rec.pid,
+                                          "" if rec is None else rec.cls))
+        return SupervisorNode(snap.id, str(snap.strategy), status, restarts,
+                              sum(c.restarts for c in children), children)
     root = node.root.snapshot()
     return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
 
@@ -384,14 +517,13 @@ def events(node: NodeView, since: int = 0, wait: float = 0.0) -> list[Event]:
     return node.events.since(since)
 
 
-def dead_letters(node: NodeView, name: str) -> list[dict[str, Any]]:
+def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:
     """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
     (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec.id))
-    return [{"seq": seq, "kind": e.message.kind, "msg": _dead_msg(e.message),
-             "failure": e.failure.to_dict() if e.failure else None, "time": e.time}
+    return [DeadLetter(seq, e.message.kind, _dead_msg(e.message), e.failure, e.time)
             for seq, e in entries]
 
 
@@ -405,7 +537,7 @@ def _dead_msg(record: Message | Malformed) -> Any:
         return record.payload
 
 
-def resend_dead_letter(node: NodeView, name: str, seq: int) -> dict[str, Any]:
+def resend_dead_letter(node: NodeView, name: str, seq: int) -> Resent:
     """``{"op": "resend_dead_letter", "name", "seq"}`` -> ``{"name", "seq"}`` (the new seq):
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
@@ -425,10 +557,10 @@ def resend_dead_letter(node: NodeView, name: str, seq: int) -> dict[str, Any]:
                           f"(see `beamish dead-letters {name}`)")
     node.ring(node.paths.agent_inbox(rec.id), ring_frame(new_seq))
     node.emit("resent", name, rec.supervisor, f"dead letter #{seq} as #{new_seq}")
-    return {"name": name, "seq": new_seq}
+    return Resent(name, new_seq)
 
 
-def restart(node: NodeView, name: str) -> dict[str, Any]:
+def restart(node: NodeView, name: str) -> NameStatus:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
     marked failed (or an agent that is stopped or exited). One that runs, or is about to
     restart, is refused with `AlreadyRunning` and left exactly as it was (pid, restart
@@ -467,10 +599,10 @@ def restart(node: NodeView, name: str) -> dict[str, Any]:
         except (StartFailed, SupervisorError) as exc:
             node.registry.set_status(name, rec.status)
             raise SpawnError(name, f"it did not start ({exc})") from None
-    return {"name": name, "status": AgentStatus.RUNNING}
+    return NameStatus(name, AgentStatus.RUNNING)
 
 
-def _restart_supervisor(node: NodeView, rec: SupervisorRecord) -> dict[str, Any]:
+def _restart_supervisor(node: NodeView, rec: SupervisorRecord) -> NameStatus:
     name = rec.name
     parent = node.shell(rec.parent)
     if parent is None:
@@ -482,7 +614,7 @@ def _restart_supervisor(node: NodeView, rec: SupervisorRecord) -> dict[str, Any]
     except (StartFailed, SupervisorError) as exc:
         raise SpawnError(name, f"the supervisor did not start ({exc})") from None
     node.registry.set_sup_status(name, ChildStatus.RUNNING)
-    return {"name": name, "status": ChildStatus.RUNNING}
+    return NameStatus(name, ChildStatus.RUNNING)
 
 
 def _sup_spec(rec: SupervisorRecord) -> ChildSpec:
@@ -501,7 +633,7 @@ def add_supervisor(node: NodeView, name: str, strategy: str = "one_for_one",
                    max_restarts: int = 3, max_seconds: float = 5.0, parent: str = "root",
                    restart: str = "permanent", backoff: list[float] | None = None,
                    child_restart: str = "permanent", child_shutdown: Any = 5.0
-                   ) -> dict[str, Any]:
+                   ) -> Named:
     """``{"op": "add_supervisor", "name", "strategy", "max_restarts", "max_seconds", "parent",
     "restart", "backoff", "child_restart", "child_shutdown"}`` -> ``{"name"}``: a nested
     supervisor, persisted with the tree. For ``simple_one_for_one``, ``child_restart`` and
@@ -543,7 +675,7 @@ def add_supervisor(node: NodeView, name: str, strategy: str = "one_for_one",
                 t.delete_sup(name)
         node.store.write(undo)
         raise ConfigError(f"supervisor {name!r} did not start: {exc}") from None
-    return {"name": name}
+    return Named(name)
 
 
 def add_config_entries(node: NodeView, config: Any) -> list[ConfigDrift]:
@@ -632,11 +764,11 @@ def start_persisted(node: NodeView) -> dict[str, str]:
     return failures
 
 
-def shutdown(node: NodeView) -> dict[str, Any]:
+def shutdown(node: NodeView) -> ShuttingDown:
     """``{"op": "shutdown"}`` -> ``{"pid"}`` at once; the node then stops every agent in reverse
     start order and exits (the client waits for the pid). CLI: ``beamish node stop``."""
     node.stopping.set()
-    return {"pid": os.getpid()}
+    return ShuttingDown(os.getpid())
 
 
 # How long a monitor or link request from an agent's init waits for the node to register
@@ -651,7 +783,7 @@ def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Any:
     return me
 
 
-def monitor(node: NodeView, watcher: str, inc: int, target: str) -> dict[str, Any]:
+def monitor(node: NodeView, watcher: str, inc: int, target: str) -> Watched:
     """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
     watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
     (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``, in a
@@ -664,13 +796,13 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str) -> dict[str, An
     if other is None:
         from .links import NOPROC, down_message
         node.spawner.deliver_info(me, down_message(target, NOPROC))
-        return {"target": target, "live": False}
+        return Watched(target, False)
     node.links.monitor(me, other)
-    return {"target": target, "live": True}
+    return Watched(target, True)
 
 
 def link(node: NodeView, watcher: str, inc: int, target: str,
-         trap_exits: bool = False) -> dict[str, Any]:
+         trap_exits: bool = False) -> Linked:
     """``{"op": "link", "watcher", "inc", "target", "trap_exits"}`` -> ``{"target"}``: link
     the two agents' processes both ways. An abnormal exit of one kills the other, unless it
     sets ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``.
@@ -687,7 +819,7 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
     if other is None:
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)
-    return {"target": target}
+    return Linked(target)
 
 
 def _type_name(tp: Any) -> str:

@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import zmq
@@ -53,6 +53,7 @@ from .commands import (
     add_config_entries,
     check_args,
     events,
+    shutdown,
     start_persisted,
 )
 from .config import AgentStartFailure, NodeConfig, StartReport
@@ -293,9 +294,7 @@ class NodeDaemon:
                 continue
             if env.payload["op"] == "shutdown":
                 # Answered here, before the loop ends, so the reply is not lost with it.
-                self.control.reply(ident, Envelope(Kind.REPLY, env.msg_id, b"", {
-                    "ok": True, "value": {"pid": os.getpid()}}))
-                self.stopping.set()
+                self._answer(ident, env.msg_id, value_answer(shutdown(self.view)))
                 continue
             if env.payload["op"] == "events":
                 # Served here, never by a pool thread: a waiting follower holds nothing.
@@ -462,10 +461,12 @@ class NodeDaemon:
 
 
 def to_wire(value: Any) -> Any:
-    """A command's answer in its wire form: each record (a frozen dataclass, such as
-    `AgentInfo` or `Event`) as the map of its fields, in their order; the rest as it is."""
+    """A command's answer in its wire form, the one place it is made: each record (a frozen
+    dataclass: `AgentInfo`, `Event`, the answers of ``commands.py``) as the map of its
+    fields, in their order, and so on down; lists item by item; the rest (the user's data
+    in a dead letter included) as it is."""
     if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
+        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, list):
         return [to_wire(v) for v in value]
     return value

@@ -44,7 +44,8 @@ from .zygote_link import PreloadRefused, ZygoteLost
 log = logging.getLogger("beamish.node")
 START_TIMEOUT_S = 60.0
 KILL_WAIT_S = 10.0
-EARLY_READY_KEPT = 4096  # ready reports held for pids not registered yet
+EARLY_KEPT = 4096  # exits (and zygote deaths) held for pids not registered yet
+EARLY_READY_KEPT = 1024  # ready reports held likewise (an agent's own child can send them)
 _NO_LIMITS = Limits()
 
 
@@ -144,9 +145,9 @@ class AgentSpawner:
         # What arrives about a pid before start_child registers it, bounded: an exit nobody
         # registers (its fork request timed out) or a report from an agent's own child
         # must not pile up, nor meet a later process on its pid.
-        self._early_exits: Bounded[int, int] = Bounded(EARLY_READY_KEPT)  # pid -> code
+        self._early_exits: Bounded[int, int] = Bounded(EARLY_KEPT)  # pid -> code
         self._early_ready: Bounded[int, Report] = Bounded(EARLY_READY_KEPT)
-        self._lost_with_zygote: Bounded[int, str] = Bounded(EARLY_READY_KEPT)  # how it ended
+        self._lost_with_zygote: Bounded[int, str] = Bounded(EARLY_KEPT)  # how it ended
         self.rejected_reports = 0  # ready reports for pids never registered, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
 
