@@ -4,9 +4,16 @@
     agents  ──reports (PULL)───▶      │                    │
     zygote  ──exits (socket)───▶ reader thread ─▶ AgentSpawner ─▶ supervisor shells
 
-Messages between clients and agents never pass through here (see `._messenger`). The
-node reads and writes the registry in LMDB, forks agents through the zygote, and turns
-process exits into supervisor events.
+Messages between clients and agents never pass through here (see
+``messaging/messenger.py``). The node reads and writes the registry in LMDB, forks agents
+through the zygote, and turns process exits into supervisor events.
+
+`NodeDaemon` builds the node's parts and wires them: the `Registry` and its `EventLog`,
+the `AgentSpawner` (given its collaborators: store, registry, link table, a fork
+function...), the `ZygoteLink`, the root supervisor shell, and the `NodeView` the
+commands get. Nothing below imports this module. It serves the control socket (each
+command on a worker thread, ``events`` and ``shutdown`` on the main loop) and makes every
+reply's wire form (`value_answer`, `error_answer`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ every process exit into an `ExitReason` and, when abnormal, a classified `Failur
 Death is judged from the OS (the zygote's ``waitpid``), never from the agent's own word;
 the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason). The rules
 are the pure ``classify.py``; ``_classify`` gathers their evidence and charges attempts.
+
+The daemon gives it what it uses (`SpawnSettings`, the store, the `Registry`, the
+`LinkTable`, and functions to emit an event, ring an inbox, find a supervisor shell and
+fork); the commands ask it through methods (`stop_reason`, `forget_failure`,
+`take_start_failure`, `incarnation`, `deliver_info`), never through its dicts.
 """
 
 from __future__ import annotations
