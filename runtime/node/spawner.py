@@ -72,6 +72,11 @@ class Incarnation:
     trap_exits: bool = False  # from its ready report
     link_kill: str | None = None  # why a linked agent's exit killed it
 
+    @property
+    def limited(self) -> bool:
+        """Whether it has a resource limit (a `Limits` record is never falsy: ask this)."""
+        return self.limits != _NO_LIMITS
+
     def signal(self, signum: int) -> bool:
         """Send ``signum`` if the pid is still this incarnation's process."""
         if self.exited.done() or process_start_time(self.pid) != self.create_time:
@@ -365,8 +370,7 @@ class AgentSpawner:
     def check_limits(self) -> None:
         """Kill every agent past its memory or handler-time limit (the node polls this)."""
         with self.lock:
-            limited = [i for i in self.current.values() if i.limits != _NO_LIMITS
-                       and i.ready.done()]
+            limited = [i for i in self.current.values() if i.limited and i.ready.done()]
         for incn in limited:
             try:
                 why = self._over_limit(incn)
