@@ -35,6 +35,7 @@ from beamish.supervisor import (
     StartFailed,
     Supervisor,
     SupervisorError,
+    SupervisorSnapshot,
     SupervisorSpec,
 )
 
@@ -253,7 +254,7 @@ def _child_spec(rec: AgentRecord) -> ChildSpec:
     return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
 
 
-def _add_agent(shell: Any, rec: AgentRecord) -> Any:
+def _add_agent(shell: Supervisor, rec: AgentRecord) -> object:
     """Add an agent to its supervisor: by name for a simple_one_for_one supervisor (its
     children are made from its template), else with the agent's own spec."""
     if shell.spec.strategy == "simple_one_for_one":
@@ -486,7 +487,7 @@ def tree(node: NodeView) -> SupervisorNode:
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
     recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
 
-    def walk(snap: Any, status: str, restarts: int) -> SupervisorNode:
+    def walk(snap: SupervisorSnapshot, status: str, restarts: int) -> SupervisorNode:
         children: list[AgentNode | SupervisorNode] = []
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
@@ -678,7 +679,7 @@ def add_supervisor(node: NodeView, name: str, strategy: str = "one_for_one",
     return Named(name)
 
 
-def add_config_entries(node: NodeView, config: Any) -> list[ConfigDrift]:
+def add_config_entries(node: NodeView, config: NodeConfig) -> list[ConfigDrift]:
     """Persist the config file's supervisors and agents that the store does not hold yet
     (a restarted node keeps what it had: the store wins over the file). Returns the agents
     whose entry differs from their persisted record (logged as warnings)."""
@@ -776,7 +777,7 @@ def shutdown(node: NodeView) -> ShuttingDown:
 REGISTER_WAIT_S = 10.0
 
 
-def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Any:
+def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Incarnation:
     me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
     if me is None:
         raise AgentNotFound(name, f"the {what} agent itself is not running")
