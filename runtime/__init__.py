@@ -7,15 +7,18 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
 
     client/     in the user's process      api.py (Node, AgentRef, start_node, connect),
                                            cli.py (the ``beamish`` command)
-    node/       the node daemon process    daemon.py (main loop, events, housekeeping),
-                                           commands.py (one function per control command),
+    node/       the node daemon process    daemon.py (builds the others and wires them;
+                                           main loop, housekeeping, replies' wire form),
+                                           commands.py (one function per control command,
+                                           given a NodeView; their typed answers),
                                            registry.py (agent records' status transitions
-                                           and the events they emit),
+                                           and the events they emit: EventLog),
                                            spawner.py (starts agents, gathers exits),
                                            classify.py (what an exit means: pure),
                                            zygote_link.py (talks to the zygote),
-                                           links.py (links and monitors), config.py,
-                                           timers.py (fires durable timers)
+                                           links.py (links and monitors), bounded.py
+                                           (what is held for a pid not yet registered),
+                                           config.py, timers.py (fires durable timers)
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a

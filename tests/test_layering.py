@@ -49,13 +49,28 @@ def _layer(module: str) -> str:
     return head if head in RUNTIME_LAYERS else "<ground>"
 
 
-def _runtime_imports(path: Path) -> list[tuple[int, str]]:
+def _outside_functions(tree: ast.AST) -> list[ast.AST]:
+    """The nodes of ``tree`` outside function bodies: what runs, or is type-checked
+    (``TYPE_CHECKING`` blocks), when the module is loaded."""
+    found: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        todo += [c for c in ast.iter_child_nodes(node)
+                 if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+    return found
+
+
+def _runtime_imports(path: Path, in_functions: bool = True) -> list[tuple[int, str]]:
     """Every module under runtime that ``path`` imports (at any depth of the file,
-    ``TYPE_CHECKING`` blocks and function bodies included), as a path under runtime."""
+    ``TYPE_CHECKING`` blocks included, and function bodies unless ``in_functions`` is
+    false), as a path under runtime."""
     rel = path.relative_to(RUNTIME_DIR).with_suffix("")
     package = list(rel.parts[:-1])
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree) if in_functions else _outside_functions(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[:len(package) - (node.level - 1)]
@@ -107,3 +122,43 @@ def test_node_down_travels_the_wire_with_its_node_name():
     assert ERRORS["NodeDown"] is NodeDown and isinstance(err, ConnectionError)
     back = error_from_wire({"type": "NodeDown", "message": str(err), "attrs": {"node": "n2"}})
     assert isinstance(back, NodeDown) and back.node == "n2" and "n2" in str(back)
+
+
+def _module_file(target: str) -> Path | None:
+    """The file of module ``target`` (a path under runtime), or None if it is no module."""
+    base = RUNTIME_DIR.joinpath(*target.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def test_no_runtime_module_imports_one_that_imports_it_back():
+    # Not even under TYPE_CHECKING: a module is given its collaborators instead (the node's
+    # spawner and commands get theirs from the daemon). Imports in a function body run
+    # when it is called, after every module loaded, and are left out. So is the facade
+    # (runtime/__init__.py): it re-exports from every layer, and nothing in runtime
+    # imports it.
+    graph: dict[Path, set[Path]] = {}
+    for path in sorted(RUNTIME_DIR.rglob("*.py")):
+        if path == RUNTIME_DIR / "__init__.py":
+            continue
+        graph[path] = {f for _, target in _runtime_imports(path, in_functions=False)
+                       if (f := _module_file(target)) is not None and f != RUNTIME_DIR / "__init__.py"}
+    cycles = []
+    for start in graph:
+        # Depth-first from each module: does a path lead back to it?
+        stack = [(start, [start])]
+        seen: set[Path] = set()
+        while stack:
+            here, trail = stack.pop()
+            for nxt in graph.get(here, ()):
+                if nxt == start:
+                    cycles.append(" -> ".join(str(p.relative_to(RUNTIME_DIR))
+                                              for p in [*trail, start]))
+                    stack.clear()
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

@@ -298,6 +298,10 @@ class Messenger:
                 self._ports.add(port)
         return port
 
+    def ring(self, path: str, frame: bytes) -> None:
+        """Send a doorbell or system frame to the agent inbox at ``path`` (any thread)."""
+        self._port().doorbells.ring(path, frame)
+
     def _append(self, name: str, message: Message, port: _Port) -> None:
         """Commit ``message`` to ``name``'s mailbox, then ring the agent. The ring carries
         the message itself when it is small, so the agent need not read it back."""

@@ -35,12 +35,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from beamish.supervisor import ExitReason
 
-from .._types import Failure
+from .._types import Failure, Limits
 from ..agent.inflight import Unfinished, blame
+from ..store.records import FailureReport
 
 LimitKind = Literal["oom", "timeout", "cpu"]
 
@@ -52,15 +53,14 @@ class ExitEvidence:
     Attributes:
         code: the Popen-style exit code (``-signum`` when signalled).
         incarnation: the exited process's incarnation (a report of another is ignored).
-        report: the agent's failure report from LMDB (``{"inc", "phase", "failure" |
-            "stop" | "escalate"}``), or None if it died without a word.
+        report: the agent's failure report from LMDB, or None if it died without a word.
         terminating: the stop reason the node asked for, when it was stopping it.
         unfinished: what the in-flight marker says it had begun and not committed.
         kinds: ``{seq: kind}`` of those marked messages still in the mailbox.
         link_kill: why the node killed it for a linked agent's exit, or None.
         limit_kill: the limit the node killed it for, or None.
         zygote_lost: how the zygote it died with ended, or None.
-        limits: its resource limits (``memory_mb``, ``handler_timeout``, ``cpu_seconds``).
+        limits: its resource limits.
         disk_full: ``", most likely because ..."`` when the store's filesystem is full,
             else "" (the spawner asks the filesystem only for an exit code or a SIGBUS,
             the exits a full disk shows as).
@@ -68,14 +68,14 @@ class ExitEvidence:
 
     code: int
     incarnation: int
-    report: Mapping[str, Any] | None = None
+    report: FailureReport | None = None
     terminating: str | None = None
     unfinished: Unfinished = field(default_factory=Unfinished)
     kinds: Mapping[int, str] = field(default_factory=dict)
     link_kill: str | None = None
     limit_kill: LimitKind | None = None
     zygote_lost: str | None = None
-    limits: Mapping[str, float] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     disk_full: str = ""
 
 
@@ -102,17 +102,16 @@ class Classification:
 
 def classify(ev: ExitEvidence) -> Classification:
     """Classify one process exit from its evidence (the rules are in the module doc)."""
-    report = ev.report if ev.report is not None and ev.report.get("inc") == ev.incarnation \
-        else None
+    report = ev.report if ev.report is not None and ev.report.inc == ev.incarnation else None
     if ev.terminating is not None:
         why = ev.terminating
         return Classification(ExitReason.normal(why) if why == "normal"
                               else ExitReason.shutdown(why))
-    if report is not None and report.get("escalate"):
-        why = str(report["escalate"])
+    if report is not None and report.escalate:
+        why = report.escalate
         return Classification(ExitReason.abnormal(f"escalate: {why}"), escalate=why)
-    if report is not None and "stop" in report:
-        return _stopped(str(report["stop"]), report.get("phase"), ev.code)
+    if report is not None and report.stop is not None:
+        return _stopped(report.stop, report.phase, ev.code)
     failure = _failure(ev, report)
     in_flight = failure.in_flight
     also: tuple[int, ...] = ()
@@ -129,7 +128,7 @@ def classify(ev: ExitEvidence) -> Classification:
         also_charge=also)
 
 
-def _stopped(why: str, phase: Any, code: int) -> Classification:
+def _stopped(why: str, phase: str, code: int) -> Classification:
     """An exit the agent reported as a ``Stop(why)``, returned by a handler or recover."""
     if why == "normal":
         return Classification(ExitReason.normal(why))
@@ -144,14 +143,13 @@ def _stopped(why: str, phase: Any, code: int) -> Classification:
                           Failure(kind="exit", message=f"stopped: {why}", exit_code=code))
 
 
-def _failure(ev: ExitEvidence, report: Mapping[str, Any] | None) -> Failure:
+def _failure(ev: ExitEvidence, report: FailureReport | None) -> Failure:
     """The failure of an abnormal exit that was no reported stop or escalation."""
     code = ev.code
     sig = -code if code < 0 else None
-    if report is not None and report.get("failure"):
-        failure = Failure.from_dict(report["failure"])
-        assert failure is not None
-        if failure.exc_type == "MemoryError" and "memory_mb" in ev.limits:
+    if report is not None and report.failure is not None:
+        failure = report.failure
+        if failure.exc_type == "MemoryError" and ev.limits.memory_mb is not None:
             # The RLIMIT_DATA backstop made an allocation fail: that is its memory limit.
             failure = Failure(**{**failure.to_dict(), "kind": "oom"})
         return failure
@@ -163,8 +161,8 @@ def _failure(ev: ExitEvidence, report: Mapping[str, Any] | None) -> Failure:
     if ev.zygote_lost is not None:
         return Failure(kind="killed", signal=sig,
                        message=f"killed with the zygote, which died ({ev.zygote_lost})")
-    if sig is not None and sig == signal.SIGXCPU and "cpu_seconds" in ev.limits:
-        return Failure(kind="cpu", message=f"used its {ev.limits['cpu_seconds']:g} CPU "
+    if sig is not None and sig == signal.SIGXCPU and ev.limits.cpu_seconds is not None:
+        return Failure(kind="cpu", message=f"used its {ev.limits.cpu_seconds:g} CPU "
                        "seconds (RLIMIT_CPU)", signal=sig)
     if sig is not None:
         full = ev.disk_full if sig == signal.SIGBUS else ""

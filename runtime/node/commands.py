@@ -4,19 +4,22 @@ Each docstring gives the wire request (a CALL envelope whose payload is
 ``{"op": ..., **args}``), the value of the ``{"ok": true, "value": ...}`` reply, and the
 CLI form. Errors come back as ``{"ok": false, "error": {"type", "message", "attrs"}}`` and
 are raised again, with their type, by the client.
+
+The commands get the node as a `NodeView`: the collaborators and settings they use,
+which the daemon builds once (they never see the daemon itself).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import os
+import threading
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass, field, replace
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
 
@@ -30,17 +33,29 @@ from beamish.supervisor import (
     RestartType,
     Running,
     StartFailed,
+    Supervisor,
     SupervisorError,
+    SupervisorSnapshot,
     SupervisorSpec,
 )
 
-from .._types import ACCEPTS_MESSAGES, IN_TREE, AgentStatus, DroppedFrames, agent_status
+from .._paths import NodePaths
+from .._types import (
+    ACCEPTS_MESSAGES,
+    IN_TREE,
+    AgentInfo,
+    AgentStatus,
+    DroppedFrames,
+    Event,
+    Failure,
+    agent_status,
+)
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..messaging.wire import ring_frame
-from ..store.protocol import Txn
+from ..store.protocol import Store, Txn
 from ..store.records import (
     AgentRecord,
     ChildTemplate,
@@ -49,10 +64,180 @@ from ..store.records import (
     Spawning,
     SupervisorRecord,
 )
-from .config import ConfigDrift, agent_drift
+from .config import ConfigDrift, NodeConfig, agent_drift
+from .links import LinkTable
+from .registry import Emit, EventLog, Registry
+from .spawner import AgentSpawner, Incarnation, Ring
 
-if TYPE_CHECKING:
-    from .daemon import NodeDaemon
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """What the commands use of the node; the daemon builds it once.
+
+    Attributes:
+        paths: the node's files.
+        config: the node's validated config.
+        started_at: when the node started (``time.time()``).
+        store: the node's store.
+        registry: the agents' records and status transitions.
+        spawner: the agents' processes.
+        links: the links and monitors between incarnations.
+        events: the node's event log (read by ``events``; written through ``emit``).
+        emit: records an event.
+        ring: rings an agent's inbox.
+        root: the root supervisor shell.
+        stopping: set while the node stops.
+        dropped_frames: counts the invalid frames dropped so far, by socket.
+    """
+
+    paths: NodePaths
+    config: NodeConfig
+    started_at: float
+    store: Store
+    registry: Registry
+    spawner: AgentSpawner
+    links: LinkTable[Incarnation]
+    events: EventLog
+    emit: Emit
+    ring: Ring
+    root: Supervisor
+    stopping: threading.Event
+    dropped_frames: Callable[[], DroppedFrames]
+
+    def shell(self, name: str) -> Supervisor | None:
+        """Return the supervisor shell named ``name``, if it exists."""
+        return self.root.find(name)
+
+
+# -- answers: what a command returns; the daemon sends each record as the map of its fields,
+# in their order (daemon.to_wire). Info and ps answer with `AgentInfo`, events with `Event`.
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``ping``'s answer (the client reads it as a `NodeStatus`).
+
+    Attributes:
+        pid: the daemon's pid.
+        dir: the node dir.
+        durability: the store's durability.
+        uptime: seconds since the node started.
+        dropped_frames: the invalid frames dropped so far, in all.
+        dropped: the same, by socket.
+        strict: whether the root's restart intensity stops the node.
+    """
+
+    pid: int
+    dir: str
+    durability: str
+    uptime: float
+    dropped_frames: int
+    dropped: DroppedFrames
+    strict: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """``spawn``'s answer: the agent's name (generated when none was asked for), its pid."""
+
+    name: str
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NameStatus:
+    """``stop``'s and ``restart``'s answer: the agent's or supervisor's new status."""
+
+    name: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """``delete``'s answer."""
+
+    name: str
+    deleted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """``add_supervisor``'s answer: the supervisor's name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """``resend_dead_letter``'s answer: the message's new seq in the agent's mailbox."""
+
+    name: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """``monitor``'s answer (``live``: whether the target runs; if not, the Down is sent)."""
+
+    target: str
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """``link``'s answer."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShuttingDown:
+    """``shutdown``'s answer: the daemon's pid (the client waits for it to exit)."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of ``dead_letters``' answer.
+
+    Attributes:
+        seq: its seq in the agent's dead letters.
+        kind: the message's kind (a cast, as `Skip` sets casts aside).
+        msg: the user's message, or its raw bytes when it does not decode.
+        failure: the failure it was set aside for, or None.
+        time: when it was set aside (``time.time()``), if known.
+    """
+
+    seq: int
+    kind: str
+    msg: Any
+    failure: Failure | None
+    time: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentNode:
+    """An agent in ``tree``'s answer: its status, restarts, pid and class."""
+
+    name: str
+    kind: str = field(default="agent", init=False)
+    status: str
+    restarts: int
+    pid: int | None
+    cls: str
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorNode:
+    """A supervisor in ``tree``'s answer, with its children (``restarts``: how many times it
+    was itself restarted; ``child_restarts``: the sum of its direct children's)."""
+
+    name: str
+    kind: str = field(default="supervisor", init=False)
+    strategy: str
+    status: str
+    restarts: int
+    child_restarts: int
+    children: list[AgentNode | SupervisorNode]
 
 
 def _erase_agent(agent_id: int, name: str, t: Txn) -> None:
@@ -69,7 +254,7 @@ def _child_spec(rec: AgentRecord) -> ChildSpec:
     return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
 
 
-def _add_agent(shell: Any, rec: AgentRecord) -> Any:
+def _add_agent(shell: Supervisor, rec: AgentRecord) -> object:
     """Add an agent to its supervisor: by name for a simple_one_for_one supervisor (its
     children are made from its template), else with the agent's own spec."""
     if shell.spec.strategy == "simple_one_for_one":
@@ -77,28 +262,19 @@ def _add_agent(shell: Any, rec: AgentRecord) -> Any:
     return shell.add_child(_child_spec(rec))
 
 
-def ping(node: NodeDaemon) -> dict[str, Any]:
+def ping(node: NodeView) -> Ping:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime", "strict",
     "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`)}``.
     CLI: ``beamish node status``."""
-    dropped = dropped_frames(node)
-    return {"pid": os.getpid(), "dir": node.paths.dir, "durability": node.durability,
-            "uptime": time.time() - node.started_at, "dropped_frames": dropped.total,
-            "dropped": asdict(dropped), "strict": node.config.node.strict}
+    dropped = node.dropped_frames()
+    return Ping(os.getpid(), node.paths.dir, node.config.node.durability,
+                time.time() - node.started_at, dropped.total, dropped, node.config.node.strict)
 
 
-def dropped_frames(node: NodeDaemon) -> DroppedFrames:
-    """Count the invalid frames dropped so far: the node's sockets, and every agent's
-    (live processes publish theirs in their in-flight marker; exited ones were added up)."""
-    agents, ready = node.spawner.dropped_by_agents()
-    return DroppedFrames(control=node.control.dropped, reports=node.reports.dropped,
-                         ready=ready + node.zygote.dropped, agents=agents)
-
-
-def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
+def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
           limits: dict[str, Any] | None = None, timeout: float = 30.0,
-          caller: str | None = None, caller_phase: str | None = None) -> dict[str, Any]:
+          caller: str | None = None, caller_phase: str | None = None) -> Spawned:
     """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
     "caller", "caller_phase"}`` -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its
     committed state was loaded). ``caller``/``caller_phase`` come from ``self.ctx.spawn``
@@ -112,7 +288,7 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
     cls = class_path(cls)
     if not isinstance(args, dict):
         raise ConfigError(f"args={args!r:.80}: expected a dict")
-    check_spawn_args(args, name, node.max_message_bytes)
+    check_spawn_args(args, name, node.config.node.max_message_bytes)
     if name is not None:
         check_name(name)
     check_name(supervisor, "supervisor")
@@ -169,10 +345,10 @@ def spawn(node: NodeDaemon, cls: str, args: dict[str, Any], name: str | None,
                   else failure.message) if failure else str(exc)
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     _spawn_completed(node, agent_name)
-    return {"name": agent_name, "pid": node.spawner.pid_of(agent_name)}
+    return Spawned(agent_name, node.spawner.pid_of(agent_name))
 
 
-def _spawn_completed(node: NodeDaemon, name: str) -> None:
+def _spawn_completed(node: NodeView, name: str) -> None:
     def txn(t: Txn) -> None:
         rec = t.get_agent(name)
         if rec is not None and rec.spawning is not None:
@@ -180,7 +356,7 @@ def _spawn_completed(node: NodeDaemon, name: str) -> None:
     node.store.write(txn)
 
 
-def _roll_back_spawn(node: NodeDaemon, rec: AgentRecord, resumed_status: AgentStatus
+def _roll_back_spawn(node: NodeView, rec: AgentRecord, resumed_status: AgentStatus
                      ) -> None:
     """Undo a spawn that did not complete: a new name's record and data are erased (the
     name is free again); a resumed agent goes back to ``resumed_status``, its state kept.
@@ -200,7 +376,7 @@ def _roll_back_spawn(node: NodeDaemon, rec: AgentRecord, resumed_status: AgentSt
     node.store.write(txn)
 
 
-def _refuse_deadlocking_spawn(node: NodeDaemon, caller: str, phase: str, supervisor: str,
+def _refuse_deadlocking_spawn(node: NodeView, caller: str, phase: str, supervisor: str,
                               name: str) -> None:
     """Refuse a spawn from ``caller``'s init/recover into a supervisor that is blocked until
     that init/recover returns: its own, and each ancestor that is starting its branch (a
@@ -232,11 +408,11 @@ _SUP_NAME = ("a supervisor has that name, and agents and supervisors share one n
              "pick another name")
 
 
-def _is_supervisor(node: NodeDaemon, name: str) -> bool:
+def _is_supervisor(node: NodeView, name: str) -> bool:
     return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
-def _require(node: NodeDaemon, name: str) -> AgentRecord:
+def _require(node: NodeView, name: str) -> AgentRecord:
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
     if rec is None:
@@ -244,7 +420,7 @@ def _require(node: NodeDaemon, name: str) -> AgentRecord:
     return rec
 
 
-def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
+def stop(node: NodeView, name: str) -> NameStatus:
     """``{"op": "stop", "name"}`` -> ``{"name", "status": "stopped"}``: an orderly stop
     (``terminate("normal")``, then exit within its shutdown time). The agent leaves the tree;
     its state and mailbox stay, so a later spawn under the name resumes it.
@@ -260,17 +436,17 @@ def stop(node: NodeDaemon, name: str) -> dict[str, Any]:
                     pass  # not a child any more (failed, or exited meanwhile): nothing to stop
         node.registry.set_status(name, AgentStatus.STOPPED)
     node.emit("stopped", name, rec.supervisor, "normal")
-    return {"name": name, "status": AgentStatus.STOPPED}
+    return NameStatus(name, AgentStatus.STOPPED)
 
 
-def delete(node: NodeDaemon, name: str) -> dict[str, Any]:
+def delete(node: NodeView, name: str) -> Deleted:
     """``{"op": "delete", "name"}`` -> ``{"name", "deleted": true}``: stop it if running and
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     rec = _require(node, name)
     stop(node, name)
     node.store.write(functools.partial(_erase_agent, rec.id, name))
     node.emit("deleted", name, rec.supervisor, "")
-    return {"name": name, "deleted": True}
+    return Deleted(name)
 
 
 def _proc_stats(pid: int | None) -> tuple[int, float]:
@@ -285,86 +461,70 @@ def _proc_stats(pid: int | None) -> tuple[int, float]:
         return 0, 0.0
 
 
-def _info_of(node: NodeDaemon, rec: AgentRecord) -> dict[str, Any]:
+def _info_of(node: NodeView, rec: AgentRecord) -> AgentInfo:
     depth, processed = node.store.read(lambda t: (t.depth(rec.id), t.processed(rec.id)))
     pid = rec.pid if rec.status == AgentStatus.RUNNING else None
     rss, cpu = _proc_stats(pid)
-    return {"name": rec.name, "pid": pid, "status": str(rec.status),
-            "restarts": rec.restarts, "mailbox_depth": depth,
-            "processed": processed, "rss_bytes": rss, "cpu_seconds": cpu,
-            "last_failure": rec.last_failure.to_dict() if rec.last_failure else None,
-            "supervisor": rec.supervisor, "cls": rec.cls}
+    return AgentInfo(rec.name, pid, str(rec.status), rec.restarts, depth, processed, rss, cpu,
+                     rec.last_failure, rec.supervisor, rec.cls)
 
 
-def info(node: NodeDaemon, name: str) -> dict[str, Any]:
+def info(node: NodeView, name: str) -> AgentInfo:
     """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish ps`` (all)."""
     return _info_of(node, _require(node, name))
 
 
-def ps(node: NodeDaemon) -> list[dict[str, Any]]:
+def ps(node: NodeView) -> list[AgentInfo]:
     """``{"op": "ps"}`` -> a list of `AgentInfo` fields, in start order. CLI: ``beamish ps``."""
     recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.order)
     return [_info_of(node, r) for r in recs]
 
 
-def tree(node: NodeDaemon) -> dict[str, Any]:
+def tree(node: NodeView) -> SupervisorNode:
     """``{"op": "tree"}`` -> nested ``{"name", "kind", "strategy", "status", "restarts",
     "child_restarts", "children"}`` for each supervisor (``restarts``: how many times it
     was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
     recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
 
-    def walk(snap: Any, status: str, restarts: int) -> dict[str, Any]:
-        children = []
+    def walk(snap: SupervisorSnapshot, status: str, restarts: int) -> SupervisorNode:
+        children: list[AgentNode | SupervisorNode] = []
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 sub = child.supervisor  # None before its first start
                 children.append(walk(sub, str(child.status), child.restarts) if sub is not None else
-                                {"name": child.id, "kind": "supervisor", "strategy": "",
-                                 "status": str(child.status), "restarts": child.restarts,
-                                 "child_restarts": 0, "children": []})
+                                SupervisorNode(child.id, "", str(child.status), child.restarts,
+                                               0, []))
             else:
                 rec = recs.get(child.id)
-                children.append({"name": child.id, "kind": "agent",
-                                 "status": str(agent_status(child.status)),
-                                 "restarts": child.restarts if rec is None else rec.restarts,
-                                 "pid": None if rec is None else rec.pid,
-                                 "cls": "" if rec is None else rec.cls})
-        return {"name": snap.id, "kind": "supervisor", "strategy": str(snap.strategy),
-                "status": status, "restarts": restarts,
-                "child_restarts": sum(c["restarts"] for c in children), "children": children}
+                children.append(AgentNode(child.id, str(agent_status(child.status)),
+                                          child.restarts if rec is None else rec.restarts,
+                                          None if rec is None else rec.pid,
+                                          "" if rec is None else rec.cls))
+        return SupervisorNode(snap.id, str(snap.strategy), status, restarts,
+                              sum(c.restarts for c in children), children)
     root = node.root.snapshot()
     return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
 
 
-def events_since(node: NodeDaemon, since: int) -> list[dict[str, Any]]:
-    """Return the kept events with ``seq > since`` (any thread)."""
-    with node.event_cond:
-        if node.events and node.events[0]["seq"] > since:
-            return list(node.events)
-        # seqs are consecutive: the first wanted one sits at a known offset
-        first = since - node.events[0]["seq"] + 1 if node.events else 0
-        return list(itertools.islice(node.events, max(first, 0), None))
-
-
-def events(node: NodeDaemon, since: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
+def events(node: NodeView, since: int = 0, wait: float = 0.0) -> list[Event]:
     """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
-    to ``wait`` seconds (at most 30) for one. The node's main loop serves it without a
-    command thread (a waiting follower holds no thread); this function is the
-    no-wait form. CLI: ``beamish events [--follow]``."""
-    if not isinstance(since, int) or isinstance(since, bool):
-        raise ConfigError(f"since={since!r}: expected an event sequence number (int)")
-    return events_since(node, since)
+    to ``wait`` seconds (at most 30) for one. CLI: ``beamish events [--follow]``.
+
+    The node's main loop runs it itself, never on a command thread: when it finds nothing
+    and ``wait`` > 0, the loop parks the request until news or its deadline (a waiting
+    follower holds no thread)."""
+    check_timeout(wait, "wait", allow_zero=True)
+    return node.events.since(since)
 
 
-def dead_letters(node: NodeDaemon, name: str) -> list[dict[str, Any]]:
+def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:
     """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
     (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec.id))
-    return [{"seq": seq, "kind": e.message.kind, "msg": _dead_msg(e.message),
-             "failure": e.failure.to_dict() if e.failure else None, "time": e.time}
+    return [DeadLetter(seq, e.message.kind, _dead_msg(e.message), e.failure, e.time)
             for seq, e in entries]
 
 
@@ -378,7 +538,7 @@ def _dead_msg(record: Message | Malformed) -> Any:
         return record.payload
 
 
-def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
+def resend_dead_letter(node: NodeView, name: str, seq: int) -> Resent:
     """``{"op": "resend_dead_letter", "name", "seq"}`` -> ``{"name", "seq"}`` (the new seq):
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
@@ -398,10 +558,10 @@ def resend_dead_letter(node: NodeDaemon, name: str, seq: int) -> dict[str, Any]:
                           f"(see `beamish dead-letters {name}`)")
     node.ring(node.paths.agent_inbox(rec.id), ring_frame(new_seq))
     node.emit("resent", name, rec.supervisor, f"dead letter #{seq} as #{new_seq}")
-    return {"name": name, "seq": new_seq}
+    return Resent(name, new_seq)
 
 
-def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
+def restart(node: NodeView, name: str) -> NameStatus:
     """``{"op": "restart", "name"}`` -> ``{"name", "status"}``: restart an agent or supervisor
     marked failed (or an agent that is stopped or exited). One that runs, or is about to
     restart, is refused with `AlreadyRunning` and left exactly as it was (pid, restart
@@ -440,10 +600,10 @@ def restart(node: NodeDaemon, name: str) -> dict[str, Any]:
         except (StartFailed, SupervisorError) as exc:
             node.registry.set_status(name, rec.status)
             raise SpawnError(name, f"it did not start ({exc})") from None
-    return {"name": name, "status": AgentStatus.RUNNING}
+    return NameStatus(name, AgentStatus.RUNNING)
 
 
-def _restart_supervisor(node: NodeDaemon, rec: SupervisorRecord) -> dict[str, Any]:
+def _restart_supervisor(node: NodeView, rec: SupervisorRecord) -> NameStatus:
     name = rec.name
     parent = node.shell(rec.parent)
     if parent is None:
@@ -455,7 +615,7 @@ def _restart_supervisor(node: NodeDaemon, rec: SupervisorRecord) -> dict[str, An
     except (StartFailed, SupervisorError) as exc:
         raise SpawnError(name, f"the supervisor did not start ({exc})") from None
     node.registry.set_sup_status(name, ChildStatus.RUNNING)
-    return {"name": name, "status": ChildStatus.RUNNING}
+    return NameStatus(name, ChildStatus.RUNNING)
 
 
 def _sup_spec(rec: SupervisorRecord) -> ChildSpec:
@@ -470,11 +630,11 @@ def _sup_spec(rec: SupervisorRecord) -> ChildSpec:
     return ChildSpec.for_supervisor(spec, rec.restart)  # type: ignore[arg-type]
 
 
-def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
+def add_supervisor(node: NodeView, name: str, strategy: str = "one_for_one",
                    max_restarts: int = 3, max_seconds: float = 5.0, parent: str = "root",
                    restart: str = "permanent", backoff: list[float] | None = None,
                    child_restart: str = "permanent", child_shutdown: Any = 5.0
-                   ) -> dict[str, Any]:
+                   ) -> Named:
     """``{"op": "add_supervisor", "name", "strategy", "max_restarts", "max_seconds", "parent",
     "restart", "backoff", "child_restart", "child_shutdown"}`` -> ``{"name"}``: a nested
     supervisor, persisted with the tree. For ``simple_one_for_one``, ``child_restart`` and
@@ -516,10 +676,10 @@ def add_supervisor(node: NodeDaemon, name: str, strategy: str = "one_for_one",
                 t.delete_sup(name)
         node.store.write(undo)
         raise ConfigError(f"supervisor {name!r} did not start: {exc}") from None
-    return {"name": name}
+    return Named(name)
 
 
-def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
+def add_config_entries(node: NodeView, config: NodeConfig) -> list[ConfigDrift]:
     """Persist the config file's supervisors and agents that the store does not hold yet
     (a restarted node keeps what it had: the store wins over the file). Returns the agents
     whose entry differs from their persisted record (logged as warnings)."""
@@ -561,7 +721,7 @@ def add_config_entries(node: NodeDaemon, config: Any) -> list[ConfigDrift]:
     return drift
 
 
-def start_persisted(node: NodeDaemon) -> dict[str, str]:
+def start_persisted(node: NodeView) -> dict[str, str]:
     """Start the persisted tree in start order: supervisors, and every agent that was live
     (stopped, exited and failed agents stay as they were). Returns why each agent that
     failed to start did, by name."""
@@ -605,11 +765,11 @@ def start_persisted(node: NodeDaemon) -> dict[str, str]:
     return failures
 
 
-def shutdown(node: NodeDaemon) -> dict[str, Any]:
+def shutdown(node: NodeView) -> ShuttingDown:
     """``{"op": "shutdown"}`` -> ``{"pid"}`` at once; the node then stops every agent in reverse
     start order and exits (the client waits for the pid). CLI: ``beamish node stop``."""
     node.stopping.set()
-    return {"pid": os.getpid()}
+    return ShuttingDown(os.getpid())
 
 
 # How long a monitor or link request from an agent's init waits for the node to register
@@ -617,14 +777,14 @@ def shutdown(node: NodeDaemon) -> dict[str, Any]:
 REGISTER_WAIT_S = 10.0
 
 
-def _watcher_incarnation(node: NodeDaemon, name: str, inc: int, what: str) -> Any:
+def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Incarnation:
     me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
     if me is None:
         raise AgentNotFound(name, f"the {what} agent itself is not running")
     return me
 
 
-def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, Any]:
+def monitor(node: NodeView, watcher: str, inc: int, target: str) -> Watched:
     """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
     watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
     (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``, in a
@@ -636,14 +796,14 @@ def monitor(node: NodeDaemon, watcher: str, inc: int, target: str) -> dict[str, 
     other = node.spawner.incarnation(target)
     if other is None:
         from .links import NOPROC, down_message
-        node.deliver_info(me, down_message(target, NOPROC))
-        return {"target": target, "live": False}
+        node.spawner.deliver_info(me, down_message(target, NOPROC))
+        return Watched(target, False)
     node.links.monitor(me, other)
-    return {"target": target, "live": True}
+    return Watched(target, True)
 
 
-def link(node: NodeDaemon, watcher: str, inc: int, target: str,
-         trap_exits: bool = False) -> dict[str, Any]:
+def link(node: NodeView, watcher: str, inc: int, target: str,
+         trap_exits: bool = False) -> Linked:
     """``{"op": "link", "watcher", "inc", "target", "trap_exits"}`` -> ``{"target"}``: link
     the two agents' processes both ways. An abnormal exit of one kills the other, unless it
     sets ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``.
@@ -660,7 +820,7 @@ def link(node: NodeDaemon, watcher: str, inc: int, target: str,
     if other is None:
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)
-    return {"target": target}
+    return Linked(target)
 
 
 def _type_name(tp: Any) -> str:
@@ -690,7 +850,7 @@ def _matches(value: Any, tp: Any) -> bool:
 @functools.cache
 def _params(handler: Callable[..., Any]) -> tuple[dict[str, Any], frozenset[str]]:
     """The argument types of a command (after ``node``) and which are required."""
-    hints = get_type_hints(handler, localns={"NodeDaemon": object})
+    hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters.values())[1:]
     return ({p.name: hints.get(p.name, Any) for p in params},
             frozenset(p.name for p in params if p.default is inspect.Parameter.empty))

@@ -4,19 +4,24 @@
     agents  ──reports (PULL)───▶      │                    │
     zygote  ──exits (socket)───▶ reader thread ─▶ AgentSpawner ─▶ supervisor shells
 
-Messages between clients and agents never pass through here (see `._messenger`). The
-node reads and writes the registry in LMDB, forks agents through the zygote, and turns
-process exits into supervisor events.
+Messages between clients and agents never pass through here (see
+``messaging/messenger.py``). The node reads and writes the registry in LMDB, forks agents
+through the zygote, and turns process exits into supervisor events.
+
+`NodeDaemon` builds the node's parts and wires them: the `Registry` and its `EventLog`,
+the `AgentSpawner` (given its collaborators: store, registry, link table, a fork
+function...), the `ZygoteLink`, the root supervisor shell, and the `NodeView` the
+commands get. Nothing below imports this module. It serves the control socket (each
+command on a worker thread, ``events`` and ``shutdown`` on the main loop) and makes every
+reply's wire form (`value_answer`, `error_answer`).
 """
 
 from __future__ import annotations
 
-import collections
 import faulthandler
 import fcntl
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -24,33 +29,44 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 import zmq
 
-from beamish.mailbox import Envelope, Inbox, Kind, encode, pack
+from beamish.mailbox import Envelope, Inbox, Kind, encode
 from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
-from .._types import AgentStatus
+from .._types import AgentStatus, DroppedFrames
 from ..errors import (
     BeamishError,
+    BeamishInternalError,
     ConfigError,
     NodeAlreadyRunning,
+    NodeNotRunning,
     SpawnError,
     StoreError,
     StoreFullError,
 )
 from ..messaging.messenger import Messenger
-from ..messaging.wire import Rejected, ReportKind, parse_report, ring_frame, worth_logging
+from ..messaging.wire import Rejected, ReportKind, parse_report, worth_logging
 from ..store import memory_path, open_store, wipe
 from ..store.protocol import Store, Txn
-from ..store.records import Message
+from ..store.records import NodeFields
+from .commands import (
+    COMMANDS,
+    NodeView,
+    add_config_entries,
+    check_args,
+    events,
+    shutdown,
+    start_persisted,
+)
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
-from .registry import ROOT, Registry
-from .spawner import AgentSpawner, Incarnation
+from .registry import ROOT, EventLog, Registry
+from .spawner import AgentSpawner, Incarnation, SpawnSettings
 from .timers import TimerService
 from .zygote_link import ZygoteLink
 
@@ -90,14 +106,11 @@ class NodeDaemon:
         self.max_message_bytes = config.node.max_message_bytes
         self.preload = list(config.node.preload)
         self.preload_agent_modules = config.node.preload_agent_modules
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
-        self.event_seq = 0
-        self.event_cond = threading.Condition()
+        self.events = EventLog(EVENTS_KEPT)
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
         self.followers: list[_Follower] = []  # main loop only
         self.exit_code = 0
-        self.dropped_frames = 0
         self.zygote_deaths: list[float] = []  # monotonic times the zygote died
         self.started_at = time.time()
 
@@ -141,10 +154,16 @@ class NodeDaemon:
         else:
             self.store_path = self.paths.store
         self.store: Store = open_store(self.store_path, self.durability)
-        self.registry = Registry(self.store, self.emit, self.stopping)
-        # The zygote is started before any ZeroMQ context exists in this process.
-        self.spawner = AgentSpawner(self)
+        self.registry = Registry(self.store, self.events.emit, self.stopping)
         self.links: LinkTable[Incarnation] = LinkTable()
+        self.spawner = AgentSpawner(
+            SpawnSettings(self.paths, NodeFields(self.paths.dir, self.store_path,
+                                                 self.durability, self.max_message_bytes),
+                          self.sys_path, tuple(self.preload), self.preload_agent_modules),
+            store=self.store, registry=self.registry, links=self.links,
+            emit=self.events.emit, ring=self.ring, shell=self.shell, stopping=self.stopping,
+            fork=self._fork)
+        # The zygote is started before any ZeroMQ context exists in this process.
         self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready,
                                  self.spawner.on_zygote_lost)
         self.zctx: zmq.Context[Any] = zmq.Context()
@@ -166,6 +185,10 @@ class NodeDaemon:
         self.root.start()
         self.timers = TimerService(self.store, self.paths, self.ring)
         self.timers.start()  # overdue timers (the node was down) fire now
+        self.view = NodeView(
+            self.paths, self.config, self.started_at, self.store, self.registry,
+            self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
+            self.stopping, self.dropped_frames)
         self._write_info()
 
     def _write_info(self) -> None:
@@ -176,6 +199,9 @@ class NodeDaemon:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
             json.dump(info, fh)
         os.replace(tmp, self.paths.info)
+
+    def _fork(self, boot: dict[str, Any], preload: list[str]) -> int:
+        return self.zygote.fork(boot, preload)
 
     # -- supervisors ---------------------------------------------------------------------------
     def shell(self, name: str) -> Supervisor | None:
@@ -192,9 +218,8 @@ class NodeDaemon:
         """Rebuild the persisted tree (adding what the config declares that is not there
         yet), then start every agent that was live, in start order. Returns the agents
         that did not start and the config entries the persisted tree overrode."""
-        from .commands import add_config_entries, start_persisted
-        drift = add_config_entries(self, config)
-        failed = start_persisted(self)
+        drift = add_config_entries(self.view, config)
+        failed = start_persisted(self.view)
         recs = {r.name: r for r in self.store.read(lambda t: t.agents())}
         for agent in config.agent:  # declared, and failed before this start
             rec = recs.get(agent.name)
@@ -207,27 +232,16 @@ class NodeDaemon:
             tuple(AgentStartFailure(name, recs[name].cls if name in recs else "?", why)
                   for name, why in failed.items()), tuple(drift))
 
-    def emit(self, kind: str, name: str, supervisor: str, reason: str = "") -> None:
-        """Record an event (thread-safe) and wake followers."""
-        with self.event_cond:
-            self.event_seq += 1
-            self.events.append({"kind": kind, "name": name, "supervisor": supervisor,
-                                "reason": reason, "time": time.time(), "seq": self.event_seq})
-            self.event_cond.notify_all()
-        log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
-
-    def deliver_info(self, to: Any, message: dict[str, Any]) -> None:
-        """Append an info message (a Down or Exit) to the mailbox of incarnation ``to``, if it
-        is still the agent's live process (any thread)."""
-        if not self.spawner.is_current(to):
-            return
-        record = Message("info", pack(message), time.time())
-        seq = self.store.write(lambda t: t.append(to.id, record))
-        self.ring(self.paths.agent_inbox(to.id), ring_frame(seq, pack(record.to_wire())))
-
     def ring(self, path: str, frame: bytes) -> None:
         """Send a compact doorbell/system frame to an agent inbox (any thread)."""
-        self.messenger._port().doorbells.ring(path, frame)
+        self.messenger.ring(path, frame)
+
+    def dropped_frames(self) -> DroppedFrames:
+        """Count the invalid frames dropped so far: the node's sockets, and every agent's
+        (live processes publish theirs in their in-flight marker; exited ones were added up)."""
+        agents, ready = self.spawner.dropped_by_agents()
+        return DroppedFrames(control=self.control.dropped, reports=self.reports.dropped,
+                             ready=ready + self.zygote.dropped, agents=agents)
 
     # -- serving ---------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -286,15 +300,11 @@ class NodeDaemon:
                 self.control.dropped += 1
                 continue
             if self.stopping.is_set():
-                self.control.reply(ident, Envelope(Kind.REPLY, env.msg_id, b"", {
-                    "ok": False, "error": {"type": "NodeNotRunning",
-                                           "message": "the node is stopping"}}))
+                self._answer(ident, env.msg_id, _STOPPING)
                 continue
             if env.payload["op"] == "shutdown":
                 # Answered here, before the loop ends, so the reply is not lost with it.
-                self.control.reply(ident, Envelope(Kind.REPLY, env.msg_id, b"", {
-                    "ok": True, "value": {"pid": os.getpid()}}))
-                self.stopping.set()
+                self._answer(ident, env.msg_id, value_answer(shutdown(self.view)))
                 continue
             if env.payload["op"] == "events":
                 # Served here, never by a pool thread: a waiting follower holds nothing.
@@ -309,22 +319,17 @@ class NodeDaemon:
         req = dict(env.payload)
         req.pop("op")
         try:
-            check_args("events", COMMANDS["events"], req)
-            wait = float(req.get("wait", 0.0))
-            if not math.isfinite(wait):
-                raise ConfigError(f"bad arguments to 'events': wait={wait!r}: expected a "
-                                  "finite number of seconds")
+            check_args("events", events, req)
+            found = events(self.view, **req)
             if len(self.followers) >= FOLLOWERS_MAX:
                 raise ConfigError(f"too many clients follow events ({FOLLOWERS_MAX}); stop "
                                   "some `beamish events --follow`")
         except ConfigError as exc:
-            self._answer(ident, env.msg_id, {"ok": False, "error": {
-                "type": "ConfigError", "message": str(exc), "attrs": {}}})
+            self._answer(ident, env.msg_id, error_answer(exc))
             return
-        since = int(req.get("since", 0))
-        found = events_since(self, since)
+        since, wait = int(req.get("since", 0)), float(req.get("wait", 0.0))
         if found or wait <= 0:
-            self._answer(ident, env.msg_id, {"ok": True, "value": found})
+            self._answer(ident, env.msg_id, value_answer(found))
             return
         self.followers.append(_Follower(ident, env.msg_id, since, time.monotonic()
                                         + min(wait, EVENTS_WAIT_MAX_S)))
@@ -333,17 +338,16 @@ class NodeDaemon:
         """Answer the parked followers that have news or whose wait ran out."""
         if self.stopping.is_set():
             for f in self.followers:
-                self._answer(f.ident, f.msg_id, {"ok": False, "error": {
-                    "type": "NodeNotRunning", "message": "the node is stopping", "attrs": {}}})
+                self._answer(f.ident, f.msg_id, _STOPPING)
             self.followers = []
             return
-        now, seq = time.monotonic(), self.event_seq
+        now, seq = time.monotonic(), self.events.seq
         waiting = []
         for f in self.followers:
             if f.since < seq:
-                self._answer(f.ident, f.msg_id, {"ok": True, "value": events_since(self, f.since)})
+                self._answer(f.ident, f.msg_id, value_answer(self.events.since(f.since)))
             elif now >= f.deadline:
-                self._answer(f.ident, f.msg_id, {"ok": True, "value": []})
+                self._answer(f.ident, f.msg_id, value_answer([]))
             else:
                 waiting.append(f)
         self.followers = waiting
@@ -365,7 +369,8 @@ class NodeDaemon:
                 # before the incarnation is registered: the registry knows the name.
                 name = (self.spawner.name_of(report.id) or self.registry.name_of(report.id)
                         or f"#{report.id}")
-                self.emit(report.ev.value, name, self.registry.supervisor_of(name), report.reason)
+                self.events.emit(report.ev.value, name, self.registry.supervisor_of(name),
+                                 report.reason)
 
     def _drain_results(self) -> None:
         while True:
@@ -395,21 +400,15 @@ class NodeDaemon:
             if handler is None:
                 raise ConfigError(f"unknown command {op!r}; known: {', '.join(sorted(COMMANDS))}")
             check_args(op, handler, req)
-            answer: dict[str, Any] = {"ok": True, "value": handler(self, **req)}
+            answer = value_answer(handler(self.view, **req))
         except BeamishError as exc:
-            attrs: dict[str, Any] = {k: v for k, v in vars(exc).items()
-                                     if isinstance(v, (str, int, float))}
-            if isinstance(exc, SpawnError) and exc.failure is not None:
-                attrs["failure"] = exc.failure.to_dict()
-            answer = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
-                                             "attrs": attrs}}
+            answer = error_answer(exc)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; it is logged
             log.exception("command %r failed", op)
-            answer = {"ok": False, "error": {
-                "type": "BeamishInternalError",
-                "message": f"{op!r} failed inside the node ({type(exc).__name__}: {exc}); "
-                           "this is a bug, please report it with the node log",
-                "attrs": {"traceback": traceback.format_exc()}}}
+            answer = error_answer(BeamishInternalError(
+                f"{op!r} failed inside the node ({type(exc).__name__}: {exc}); "
+                "this is a bug, please report it with the node log"),
+                traceback=traceback.format_exc())
         self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
 
     def _housekeeping(self) -> None:
@@ -472,7 +471,36 @@ class NodeDaemon:
         os.close(self.lock_fd)
 
 
-from .commands import COMMANDS, check_args, events_since  # noqa: E402  (the command table needs NodeDaemon)
+def to_wire(value: Any) -> Any:
+    """A command's answer in its wire form, the one place it is made: each record (a frozen
+    dataclass: `AgentInfo`, `Event`, the answers of ``commands.py``) as the map of its
+    fields, in their order, and so on down; lists item by item; the rest (the user's data
+    in a dead letter included) as it is."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list):
+        return [to_wire(v) for v in value]
+    return value
+
+
+def value_answer(value: Any) -> dict[str, Any]:
+    """The reply to a command that returned ``value``: its records in their wire form."""
+    return {"ok": True, "value": to_wire(value)}
+
+
+def error_answer(exc: BeamishError, **extra: Any) -> dict[str, Any]:
+    """The reply to a command that raised ``exc``: its type, message and attributes (what
+    `errors.error_from_wire` rebuilds it from), plus ``extra`` attributes."""
+    attrs: dict[str, Any] = {k: v for k, v in vars(exc).items()
+                             if isinstance(v, (str, int, float))}
+    if isinstance(exc, SpawnError) and exc.failure is not None:
+        attrs["failure"] = exc.failure.to_dict()
+    attrs.update(extra)
+    return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
+                                   "attrs": attrs}}
+
+
+_STOPPING = error_answer(NodeNotRunning("the node is stopping"))
 
 
 def _raise_fd_limit() -> None:

@@ -4,6 +4,11 @@ every process exit into an `ExitReason` and, when abnormal, a classified `Failur
 Death is judged from the OS (the zygote's ``waitpid``), never from the agent's own word;
 the agent's report in LMDB only adds detail (the exception, a ``Stop`` reason). The rules
 are the pure ``classify.py``; ``_classify`` gathers their evidence and charges attempts.
+
+The daemon gives it what it uses (`SpawnSettings`, the store, the `Registry`, the
+`LinkTable`, and functions to emit an event, ring an inbox, find a supervisor shell and
+fork); the commands ask it through methods (`stop_reason`, `forget_failure`,
+`take_start_failure`, `incarnation`, `deliver_info`), never through its dicts.
 """
 
 from __future__ import annotations
@@ -13,37 +18,40 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
-from beamish.supervisor import ChildSpec, ExitReason, StartFailed
+from beamish.mailbox import pack
+from beamish.supervisor import ChildSpec, ExitReason, StartFailed, Supervisor
 
 from .._osproc import process_start_time
-from .._types import AgentStatus, Failure
+from .._paths import NodePaths
+from .._types import AgentStatus, Failure, Limits
 from .._validation import check_limits
 from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
-from ..messaging.wire import Report, stop_frame
+from ..messaging.wire import Report, ring_frame, stop_frame
 from ..store import filesystem_full, full_disk_advice
-from ..store.protocol import Txn
+from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, FailureReport, Message, NodeFields
+from .bounded import Bounded
 from .classify import ExitEvidence, LimitKind, classify
-from .links import Deliver, KillLinked
+from .links import Deliver, KillLinked, LinkTable
+from .registry import Emit, Registry
 from .zygote_link import PreloadRefused, ZygoteLost
-
-if TYPE_CHECKING:
-    from .daemon import NodeDaemon
 
 log = logging.getLogger("beamish.node")
 START_TIMEOUT_S = 60.0
 KILL_WAIT_S = 10.0
-EARLY_READY_KEPT = 4096  # ready reports held for pids not registered yet
+EARLY_KEPT = 4096  # exits (and zygote deaths) held for pids not registered yet
+EARLY_READY_KEPT = 1024  # ready reports held likewise (an agent's own child can send them)
+_NO_LIMITS = Limits()
 
 
 @dataclass(eq=False)
@@ -60,9 +68,14 @@ class Incarnation:
     exited: Future[tuple[ExitReason, Failure | None]] = field(default_factory=Future)
     terminating: str | None = None  # the stop reason we asked for
     limit_kill: LimitKind | None = None  # when a limit killed it
-    limits: dict[str, float] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     trap_exits: bool = False  # from its ready report
     link_kill: str | None = None  # why a linked agent's exit killed it
+
+    @property
+    def limited(self) -> bool:
+        """Whether it has a resource limit (a `Limits` record is never falsy: ask this)."""
+        return self.limits != _NO_LIMITS
 
     def signal(self, signum: int) -> bool:
         """Send ``signum`` if the pid is still this incarnation's process."""
@@ -75,25 +88,78 @@ class Incarnation:
             return False
 
 
-class AgentSpawner:
-    """Starts and stops agent processes for the supervisor shells of one node."""
+Fork = Callable[[dict[str, Any], list[str]], int]
+"""``fork(boot, preload)``: fork an agent from the zygote, return its pid (`ZygoteLink.fork`)."""
+Ring = Callable[[str, bytes], None]
+"""``ring(inbox_path, frame)``: send a doorbell or system frame to an agent's inbox."""
+FindShell = Callable[[str], "Supervisor | None"]
+"""``shell(name)``: the supervisor shell named ``name``, or None."""
 
-    def __init__(self, node: NodeDaemon) -> None:
-        self.node = node
+
+@dataclass(frozen=True, slots=True)
+class SpawnSettings:
+    """The node's settings every agent start uses.
+
+    Attributes:
+        paths: the node's files (an agent's inbox and in-flight marker).
+        node: the boot fields every agent of the node shares (dir, store, durability,
+            message size limit).
+        sys_path: the module search path agents import with.
+        preload: modules the zygote imports before it forks.
+        preload_agent_modules: also preload each agent's own module.
+    """
+
+    paths: NodePaths
+    node: NodeFields
+    sys_path: list[str]
+    preload: tuple[str, ...] = ()
+    preload_agent_modules: bool = False
+
+
+class AgentSpawner:
+    """Starts and stops agent processes for the supervisor shells of one node.
+
+    Args:
+        settings: the node's settings for agent starts.
+        store: the node's store.
+        registry: the agents' records and status transitions.
+        links: the links and monitors between incarnations.
+        emit: records an event.
+        ring: rings an agent's inbox.
+        shell: finds a supervisor shell by name (an exit goes to its supervisor).
+        stopping: set while the node stops.
+        fork: forks an agent from the zygote.
+    """
+
+    def __init__(self, settings: SpawnSettings, *, store: Store, registry: Registry,
+                 links: LinkTable[Incarnation], emit: Emit, ring: Ring, shell: FindShell,
+                 stopping: threading.Event, fork: Fork) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.links = links
+        self.emit = emit
+        self.ring = ring
+        self.shell = shell
+        self.stopping = stopping
+        self.fork = fork
         self.lock = threading.Lock()
         # Notified when an incarnation is registered: a request its init sends (monitor,
         # link) can beat the zygote's answer to the fork, and waits for it.
         self.registered = threading.Condition(self.lock)
         self.by_pid: dict[int, Incarnation] = {}
         self.current: dict[str, Incarnation] = {}
-        self.next_failure: dict[str, Failure] = {}
-        self.start_failures: dict[str, Failure] = {}
-        self.stop_reasons: dict[str, str] = {}
-        self.early_exits: dict[int, int] = {}  # pid -> code, for exits seen before registration
-        self.early_ready: dict[int, Report] = {}  # pid -> ready report, likewise
+        self._next_failure: dict[str, Failure] = {}  # what an agent's next start recovers from
+        self._start_failures: dict[str, Failure] = {}  # why an agent's last start failed
+        self._stop_reasons: dict[str, str] = {}  # why a command takes an agent out of the tree
+        # What arrives about a pid before start_child registers it, bounded: an exit nobody
+        # registers (its fork request timed out) or a report from an agent's own child
+        # must not pile up, nor meet a later process on its pid.
+        self._early_exits: Bounded[int, int] = Bounded(EARLY_KEPT)  # pid -> code
+        self._early_ready: Bounded[int, Report] = Bounded(EARLY_READY_KEPT)
+        self._lost_with_zygote: Bounded[int, str] = Bounded(EARLY_KEPT)  # how it ended
         self.rejected_reports = 0  # ready reports for pids never registered, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
-        self.lost_with_zygote: dict[int, str] = {}  # pid -> how the zygote it died with ended
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -102,19 +168,17 @@ class AgentSpawner:
         Raises:
             StartFailed: it exited (or hung) before it was ready.
         """
-        failure = self.next_failure.pop(spec.id, None)
+        failure = self._next_failure.pop(spec.id, None)
         try:
             return self._start(spec.id, failure)
         except BaseException:
             if failure is not None:
                 # Still pending: only a start that ran recover to the end consumes it, so
                 # a recover that kills its process runs again at the next (counted) restart.
-                self.next_failure.setdefault(spec.id, failure)
+                self._next_failure.setdefault(spec.id, failure)
             raise
 
     def _start(self, name: str, failure: Failure | None) -> Incarnation:
-        node = self.node
-
         def txn(t: Txn) -> AgentRecord | None:
             rec = t.get_agent(name)
             if rec is None:
@@ -126,7 +190,7 @@ class AgentSpawner:
                           status=AgentStatus.STARTING)
             t.put_agent(rec)
             return rec
-        rec = node.store.write(txn)
+        rec = self.store.write(txn)
         if rec is None:
             raise StartFailed(f"agent {name!r} has no record")
         try:
@@ -136,24 +200,23 @@ class AgentSpawner:
         except ConfigError as exc:
             why = (f"its stored limits are invalid ({exc}); `beamish stop {name}`, then spawn "
                    "it again with valid limits")
-            self.start_failures[name] = Failure(kind="exit", message=why)
+            self._start_failures[name] = Failure(kind="exit", message=why)
             raise StartFailed(why) from None
         if failure is None and rec.recover_pending:
             # The node restarted between a failure and the start that runs recover for it.
             failure = rec.last_failure
-        boot = Boot(NodeFields(node.paths.dir, node.store_path, node.durability,
-                               node.max_message_bytes),
-                    rec.id, name, rec.cls, rec.args, rec.incarnation, failure,
-                    node.sys_path, limits)
-        preload = list(node.preload)
-        if node.preload_agent_modules:
+        settings = self.settings
+        boot = Boot(settings.node, rec.id, name, rec.cls, rec.args, rec.incarnation, failure,
+                    settings.sys_path, limits)
+        preload = list(settings.preload)
+        if settings.preload_agent_modules:
             preload.append(rec.cls.partition(":")[0])
         # Not under self.lock: the zygote's reader thread, which answers this fork, may be
         # taking that lock for another agent's exit at the same moment.
         try:
-            pid = node.zygote.fork(boot.to_wire(), preload)
+            pid = self.fork(boot.to_wire(), preload)
         except PreloadRefused as exc:
-            self.start_failures[name] = Failure(
+            self._start_failures[name] = Failure(
                 kind="exit", message=f"module {exc.module!r} cannot be loaded: {exc.why} "
                 "(found by a trial import in a throwaway process; the zygote and the other "
                 "agents are unharmed): fix the module, it would kill any agent importing it")
@@ -161,12 +224,12 @@ class AgentSpawner:
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
-                           limits=limits)  # check_limits dropped the unset ones
+                           limits=Limits(**limits))
         with self.registered:
             self.by_pid[pid] = incn
             self.current[name] = incn
-            ready = self.early_ready.pop(pid, None)
-            early = self.early_exits.pop(pid, None)
+            ready = self._early_ready.pop(pid)
+            early = self._early_exits.pop(pid)
             self.registered.notify_all()
         if ready is not None:
             self.on_ready(ready)  # its report beat the zygote's answer to us
@@ -181,11 +244,11 @@ class AgentSpawner:
         if outcome is not True:
             reason, start_failure = outcome
             if start_failure is not None:
-                self.start_failures[name] = start_failure
+                self._start_failures[name] = start_failure
             raise StartFailed(str(reason))
         try:
             # This start ran recover if a failure was pending: it is consumed.
-            node.registry.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
+            self.registry.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
         except StoreFullError:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
@@ -196,21 +259,21 @@ class AgentSpawner:
     def stop_reason(self, name: str, reason: str) -> Iterator[None]:
         """Stop agent ``name`` with ``reason`` (not "shutdown") if its supervisor
         terminates it within this block (a command taking it out of the tree)."""
-        self.stop_reasons[name] = reason
+        self._stop_reasons[name] = reason
         try:
             yield
         finally:
-            self.stop_reasons.pop(name, None)
+            self._stop_reasons.pop(name, None)
 
     def forget_failure(self, name: str) -> None:
         """Drop the failure agent ``name``'s next start would recover from (a new spawn
         of the name is not a restart)."""
-        self.next_failure.pop(name, None)
+        self._next_failure.pop(name, None)
 
     def take_start_failure(self, name: str) -> Failure | None:
         """Take why agent ``name``'s last start failed, if its process (or the zygote)
         said so; None otherwise."""
-        return self.start_failures.pop(name, None)
+        return self._start_failures.pop(name, None)
 
     def pid_of(self, name: str) -> int | None:
         """Return the pid of agent ``name``'s current process, or None."""
@@ -220,6 +283,15 @@ class AgentSpawner:
     def is_current(self, incn: Incarnation) -> bool:
         """Whether ``incn`` is still its agent's current process."""
         return self.current.get(incn.name) is incn
+
+    def deliver_info(self, to: Incarnation, message: dict[str, Any]) -> None:
+        """Append an info message (a Down or Exit) to the mailbox of incarnation ``to``, if it
+        is still the agent's live process (any thread)."""
+        if not self.is_current(to):
+            return
+        record = Message("info", pack(message), time.time())
+        seq = self.store.write(lambda t: t.append(to.id, record))
+        self.ring(self.settings.paths.agent_inbox(to.id), ring_frame(seq, pack(record.to_wire())))
 
     def name_of(self, agent_id: int) -> str | None:
         """Return the name of the agent with a registered process and id ``agent_id``."""
@@ -235,7 +307,7 @@ class AgentSpawner:
         with self.lock:
             live = [(incn.id, incn.inc) for incn in self.current.values()]
             agents, ready = self.agent_dropped, self.rejected_reports
-        agents += sum(read_dropped(self.node.paths.agent_busy(i), inc) for i, inc in live)
+        agents += sum(read_dropped(self.settings.paths.agent_busy(i), inc) for i, inc in live)
         return agents, ready
 
     def incarnation(self, name: str, inc: int | None = None,
@@ -269,7 +341,7 @@ class AgentSpawner:
         Returns once the OS reports the process dead.
         """
         incn: Incarnation = handle
-        reason = self.stop_reasons.pop(spec.id, "shutdown")
+        reason = self._stop_reasons.pop(spec.id, "shutdown")
         if incn.exited.done():
             return incn.exited.result()[0]
         incn.terminating = reason
@@ -278,14 +350,14 @@ class AgentSpawner:
             incn.signal(signal.SIGKILL)
             wait = KILL_WAIT_S
         else:
-            self.node.ring(self.node.paths.agent_inbox(incn.id), stop_frame(reason))
+            self.ring(self.settings.paths.agent_inbox(incn.id), stop_frame(reason))
             wait = None if spec.shutdown == "infinity" else float(spec.shutdown)  # type: ignore[arg-type]
         try:
             return incn.exited.result(wait)[0]
         except FutureTimeout:
             log.warning("agent %r (pid %d) did not stop within %s s: killing it",
                         spec.id, incn.pid, spec.shutdown)
-            self.node.emit("killed", spec.id, sup_id, f"did not stop within {spec.shutdown} s")
+            self.emit("killed", spec.id, sup_id, f"did not stop within {spec.shutdown} s")
             incn.signal(signal.SIGKILL)
         try:
             return incn.exited.result(KILL_WAIT_S)[0]
@@ -298,7 +370,7 @@ class AgentSpawner:
     def check_limits(self) -> None:
         """Kill every agent past its memory or handler-time limit (the node polls this)."""
         with self.lock:
-            limited = [i for i in self.current.values() if i.limits and i.ready.done()]
+            limited = [i for i in self.current.values() if i.limited and i.ready.done()]
         for incn in limited:
             try:
                 why = self._over_limit(incn)
@@ -311,12 +383,12 @@ class AgentSpawner:
                 incn.signal(signal.SIGKILL)
 
     def _over_limit(self, incn: Incarnation) -> tuple[LimitKind, str] | None:
-        timeout = incn.limits.get("handler_timeout")
+        timeout = incn.limits.handler_timeout
         if timeout:
-            marker = read_marker(self.node.paths.agent_busy(incn.id), incn.inc)
+            marker = read_marker(self.settings.paths.agent_busy(incn.id), incn.inc)
             if marker is not None and marker[1] > timeout:
                 return "timeout", f"handled one message for {marker[1]:.2f} s (limit {timeout:g})"
-        mem = incn.limits.get("memory_mb")
+        mem = incn.limits.memory_mb
         if mem:
             try:
                 rss = psutil.Process(incn.pid).memory_info().rss
@@ -333,11 +405,10 @@ class AgentSpawner:
         with self.lock:
             incn = self.by_pid.get(report.pid)
             if incn is None:
-                # Bounded: reports for pids that never become ours must not pile up.
-                while len(self.early_ready) >= EARLY_READY_KEPT:
-                    del self.early_ready[next(iter(self.early_ready))]
-                    self.rejected_reports += 1
-                self.early_ready[report.pid] = report
+                # Held until start_child registers the pid (the report can beat the
+                # zygote's answer to the fork). Bounded: reports for pids that never become
+                # ours (an agent's own child's) must not pile up.
+                self.rejected_reports += self._early_ready.put(report.pid, report)
                 return
         if incn.inc == report.inc and incn.id == report.id and not incn.ready.done():
             incn.trap_exits = report.trap_exits
@@ -350,46 +421,44 @@ class AgentSpawner:
             if incn is None:
                 # start_child registers it in a moment; an exit nobody registers (its fork
                 # request timed out) must not pile up, nor meet a later process on its pid.
-                while len(self.early_exits) >= EARLY_READY_KEPT:
-                    self.early_exits.pop(next(iter(self.early_exits)), None)
-                self.early_exits[pid] = code
+                self._early_exits.put(pid, code)
                 return
             # A ready report read after this exit is stale: never let it meet a new process
             # that reuses the pid.
-            self.early_ready.pop(pid, None)
+            self._early_ready.pop(pid)
             if self.current.get(incn.name) is incn:
                 del self.current[incn.name]
             # Before a new process of the agent resets the marker.
-            self.agent_dropped += read_dropped(self.node.paths.agent_busy(incn.id), incn.inc)
+            self.agent_dropped += read_dropped(self.settings.paths.agent_busy(incn.id), incn.inc)
         try:
             reason, failure, escalate = self._classify(incn, code)
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
             log.exception("cannot classify the exit of agent %r", incn.name)
             reason, failure, escalate = ExitReason.abnormal(f"exit code {code}"), None, None
         self._propagate(incn, reason)
-        if not incn.ready.done() and was_ready(self.node.paths.agent_busy(incn.id), incn.inc):
+        if not incn.ready.done() and was_ready(self.settings.paths.agent_busy(incn.id), incn.inc):
             # It started, then died before its ready report reached the main loop. The
             # shell is still inside start_child; the exit posted below queues behind it.
             incn.ready.set_result(True)
         if not incn.ready.done():
             incn.exited.set_result((reason, failure))
             incn.ready.set_result((reason, failure))
-            self.node.emit("exited", incn.name, self.node.registry.supervisor_of(incn.name),
+            self.emit("exited", incn.name, self.registry.supervisor_of(incn.name),
                            str(reason))
             return
         incn.exited.set_result((reason, failure))
         if incn.terminating is not None:
             return  # terminate_child is waiting for this; the shell knows
-        sup = self.node.registry.supervisor_of(incn.name)
+        sup = self.registry.supervisor_of(incn.name)
         if failure is not None:
-            self.next_failure[incn.name] = failure
+            self._next_failure[incn.name] = failure
         try:
-            self.node.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
+            self.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
                                  recover_pending=failure is not None)
         except StoreFullError:
             # The exit must still reach its supervisor (this is the zygote's reader thread).
             log.exception("cannot record the exit of agent %r", incn.name)
-        shell = self.node.shell(sup)
+        shell = self.shell(sup)
         if shell is None:
             return
         if escalate is not None:
@@ -418,24 +487,22 @@ class AgentSpawner:
             # A pid not registered yet is held as an early exit, bounded (see on_exit): one
             # whose fork request timed out is never registered and must not pile up.
             with self.lock:
-                while len(self.lost_with_zygote) >= EARLY_READY_KEPT:
-                    self.lost_with_zygote.pop(next(iter(self.lost_with_zygote)), None)
-                self.lost_with_zygote[pid] = why
+                self._lost_with_zygote.put(pid, why)
             self.on_exit(pid, -signal.SIGKILL)
 
     def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
         """Fire the exited incarnation's monitors and links."""
-        if self.node.stopping.is_set():
+        if self.stopping.is_set():
             # The whole node is going down: a Down or Exit queued now would wait in a
             # durable mailbox and reach the next node's incarnations about this one's stop.
-            self.node.links.exited(incn, "shutdown", False, {})
+            self.links.exited(incn, "shutdown", False, {})
             return
         with self.lock:
             traps = {i: i.trap_exits for i in self.current.values()}
-        for action in self.node.links.exited(incn, str(reason), not reason.is_normal, traps):
+        for action in self.links.exited(incn, str(reason), not reason.is_normal, traps):
             if isinstance(action, Deliver):
                 try:
-                    self.node.deliver_info(action.to, action.message)
+                    self.deliver_info(action.to, action.message)
                 except StoreFullError:
                     log.exception("cannot deliver %r to agent %r", action.message,
                                   action.to.name)
@@ -447,21 +514,19 @@ class AgentSpawner:
         """Why an agent that died without a report may have died: its store's (or the node
         dir's) filesystem is full. A full disk shows as an I/O error (exit code 1) or, for
         a write through a shared mapping on a full tmpfs, as SIGBUS."""
-        for path in (self.node.store_path, self.node.paths.dir):
+        for path in (self.settings.node.store, self.settings.paths.dir):
             full = filesystem_full(path)
             if full is not None:
                 return (f", most likely because {full}; what to do: "
-                        f"{full_disk_advice(self.node.durability)}")
+                        f"{full_disk_advice(self.settings.node.durability)}")
         return ""
 
     def _classify(self, incn: Incarnation, code: int
                   ) -> tuple[ExitReason, Failure | None, str | None]:
         """Gather the exit's evidence, `classify` it (pure), then charge the attempts."""
-        node = self.node
-
         # What its marker says it had begun and not committed (when it died without a
         # word): not always the mailbox head, since a group commits in one go.
-        unfinished = read_unfinished(node.paths.agent_busy(incn.id), incn.inc)
+        unfinished = read_unfinished(self.settings.paths.agent_busy(incn.id), incn.inc)
 
         def take_report(t: Txn) -> tuple[FailureReport | None, dict[int, str]]:
             report = t.pop_failure(incn.id)
@@ -473,12 +538,12 @@ class AgentSpawner:
                     kinds[unfinished.handling] = str(msg.kind) if isinstance(msg, Message) \
                         else "malformed"
             return report, kinds
-        report, kinds = node.store.write(take_report)
+        report, kinds = self.store.write(take_report)
         verdict = classify(ExitEvidence(
             code=code, incarnation=incn.inc,
-            report=report.to_wire() if report is not None else None, terminating=incn.terminating,
+            report=report, terminating=incn.terminating,
             unfinished=unfinished, kinds=kinds, link_kill=incn.link_kill,
-            limit_kill=incn.limit_kill, zygote_lost=self.lost_with_zygote.pop(incn.pid, None),
+            limit_kill=incn.limit_kill, zygote_lost=self._lost_with_zygote.pop(incn.pid),
             limits=incn.limits,
             disk_full=self._disk_full() if code >= 0 or code == -signal.SIGBUS else ""))
         failure = verdict.failure
@@ -489,7 +554,7 @@ class AgentSpawner:
                 for other in also:
                     t.bump_attempts(incn.id, other)
                 return t.bump_attempts(incn.id, seq) if seq is not None else 0
-            failure = replace(failure, attempt=node.store.write(bump))
+            failure = replace(failure, attempt=self.store.write(bump))
         return verdict.reason, failure, verdict.escalate
 
 

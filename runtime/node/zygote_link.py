@@ -44,7 +44,6 @@ from ..messaging.wire import (
 )
 
 log = logging.getLogger("beamish.node")
-EARLY_READY_MAX = 1024  # ready reports held for pids not (yet) answered as forked
 READY_BUF = 1 << 16  # a ready report is ~60 bytes; a bigger datagram is cut and dropped
 
 
@@ -105,9 +104,6 @@ class _Generation:
         self.sock = ours
         self.pending: dict[int, Future[int]] = {}
         self.agents: set[int] = set()  # pids it forked whose exit it has not reported
-        # Ready reports that beat the fork answer for their pid, oldest first; what an
-        # agent's own child sends is never answered for, hence the bound.
-        self.early: dict[int, Report] = {}
         self.dead = False  # its socket reached end of stream
         self.exit_requested = False  # the node asked it to exit (its agents are not lost)
         self.reader_done = threading.Event()  # its reader thread returned
@@ -125,7 +121,9 @@ class ZygoteLink:
         on_exit: called as ``on_exit(pid, returncode)`` (from the reader thread) for every
             agent process that ends.
         on_ready: called with an agent's ready report, checked (from the reader thread):
-            agents write it to a datagram socket the zygote passes on to them.
+            agents write it to a datagram socket the zygote passes on to them. A report
+            can come before the zygote's answer to its fork names the pid: the callee
+            holds it until the pid is known.
         on_lost: called (from the reader thread) with the pids of the agents a zygote
             that died had forked and not yet reported dead; they die with it.
     """
@@ -234,7 +232,6 @@ class ZygoteLink:
             return
         if isinstance(msg, Exited):
             gen.agents.discard(msg.pid)
-            gen.early.pop(msg.pid, None)
             self.on_exit(msg.pid, msg.code)
             return
         with self.lock:
@@ -254,7 +251,6 @@ class ZygoteLink:
                 fut.set_exception(error)
             return
         gen.agents.add(pid)
-        early = gen.early.pop(pid, None)
         if fut is None:
             # Its requester gave up waiting: no one will supervise it, so it must not run.
             log.warning("the zygote forked pid %d for a request that timed out: killing it",
@@ -262,8 +258,6 @@ class ZygoteLink:
             self._kill_child(gen, pid)
             return
         fut.set_result(pid)
-        if early is not None:
-            self.on_ready(early)  # its report beat this answer
 
     @staticmethod
     def _kill_child(gen: _Generation, pid: int) -> None:
@@ -323,16 +317,8 @@ class ZygoteLink:
             if sender is not None and sender != report.pid:
                 self._drop(f"a ready report for pid {report.pid} sent by pid {sender}")
                 continue
-            if report.pid not in gen.agents:
-                # Not (yet) known as forked: held until the zygote's answer names it.
-                gen.early.pop(report.pid, None)
-                gen.early[report.pid] = report
-                if len(gen.early) > EARLY_READY_MAX:
-                    stale = next(iter(gen.early))
-                    del gen.early[stale]
-                    self._drop(f"a ready report from pid {stale}, which the zygote never "
-                               "named as forked")
-                continue
+            # One that beats the fork answer for its pid is held by the spawner's on_ready
+            # until its process is registered (bounded, for pids that never are).
             try:
                 self.on_ready(report)
             except Exception:  # noqa: BLE001 - the reader must outlive any one report

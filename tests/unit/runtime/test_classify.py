@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from beamish.runtime import Failure
+from beamish.runtime import Failure, Limits
 from beamish.runtime.agent.inflight import Unfinished
 from beamish.runtime.node.classify import Classification, ExitEvidence, classify
+from beamish.runtime.store.records import FailureReport
 from beamish.supervisor import ExitReason
 
 INC = 3
@@ -25,9 +26,9 @@ def evidence(code: int = KILLED, **kwargs: Any) -> ExitEvidence:
     return ExitEvidence(code=code, incarnation=INC, **kwargs)
 
 
-def report(**fields: Any) -> dict[str, Any]:
-    """An agent's failure report of this incarnation."""
-    return {"inc": INC, **fields}
+def report(**fields: Any) -> FailureReport:
+    """An agent's failure report of this incarnation (as the spawner reads it from LMDB)."""
+    return FailureReport.from_wire({"inc": INC, **fields})
 
 
 def crash(exc_type: str = "ValueError", in_flight: dict[str, Any] | None = None,
@@ -60,7 +61,7 @@ def test_an_exit_the_node_asked_for_is_normal_or_shutdown_whatever_else_happened
 
 
 def test_a_report_of_another_incarnation_is_ignored() -> None:
-    stale = {"inc": INC - 1, "stop": "normal"}
+    stale = FailureReport.from_wire({"inc": INC - 1, "stop": "normal"})
     assert classify(evidence(1, report=stale)) == abnormal(
         Failure(kind="exit", message="exited with code 1", exit_code=1))
 
@@ -122,7 +123,7 @@ def test_the_reported_attempt_is_not_the_failures_attempt() -> None:
 
 
 def test_memory_error_under_a_memory_limit_is_oom() -> None:
-    ev = evidence(0, report=report(failure=crash("MemoryError")), limits={"memory_mb": 64})
+    ev = evidence(0, report=report(failure=crash("MemoryError")), limits=Limits(memory_mb=64))
     verdict = classify(ev)
     assert verdict.failure is not None and verdict.failure.kind == "oom"
     assert verdict.reason == ExitReason.abnormal("oom: MemoryError")
@@ -163,7 +164,7 @@ def test_a_death_with_the_zygote_is_killed() -> None:
 
 
 def test_sigxcpu_under_a_cpu_limit_is_cpu() -> None:
-    ev = evidence(-signal.SIGXCPU, limits={"cpu_seconds": 1.5})
+    ev = evidence(-signal.SIGXCPU, limits=Limits(cpu_seconds=1.5))
     assert classify(ev) == abnormal(Failure(
         kind="cpu", message="used its 1.5 CPU seconds (RLIMIT_CPU)", signal=signal.SIGXCPU))
     # Without a CPU limit, SIGXCPU is a signal like any other.
@@ -194,7 +195,7 @@ def test_an_exit_code_is_exit_and_says_when_the_disk_is_full() -> None:
     ({"report": report(failure=crash())}, {"link_kill": "linked"}, "exception"),
     ({"link_kill": "linked"}, {"limit_kill": "oom"}, "killed"),
     ({"limit_kill": "timeout"}, {"zygote_lost": "gone"}, "timeout"),
-    ({"zygote_lost": "gone"}, {"limits": {"cpu_seconds": 1.0}}, "killed"),
+    ({"zygote_lost": "gone"}, {"limits": Limits(cpu_seconds=1.0)}, "killed"),
 ])
 def test_the_first_matching_rule_wins(first: dict[str, Any], second: dict[str, Any],
                                       kind: str) -> None:
