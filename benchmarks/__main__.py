@@ -252,6 +252,15 @@ def _met(ok: bool) -> str:
 def _target_rows(sc: dict[str, Any]) -> list[str]:
     """One row per isolation target: what it asks, this run's figure, met or missed."""
     out: list[str] = []
+    spawn = sc.get("spawn")
+    if _ok(spawn):
+        for entry in spawn.values():
+            if isinstance(entry, dict) and "target" in entry:
+                t, b = entry["target"], entry["beamish"]
+                out.append(f"| spawn: {t['what']} | {t['figure']:.2f} s (one spawn p50 "
+                           f"{b['first_tenth']['p50_us'] / 1000:.1f} ms in the first tenth, "
+                           f"{b['last_tenth']['p50_us'] / 1000:.1f} ms in the last) | "
+                           f"{_met(t['met'])} |")
     faults = sc.get("faults")
     if _ok(faults) and "restart_target" in faults:
         t = faults["restart_target"]

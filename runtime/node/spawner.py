@@ -96,6 +96,37 @@ FindShell = Callable[[str], "Supervisor | None"]
 """``shell(name)``: the supervisor shell named ``name``, or None."""
 
 
+@dataclass
+class CurrentProcesses:
+    """Each agent's current process by name, and two indexes of it kept in step with it:
+    by agent id (to name a report's sender) and those with a memory or handler-time
+    limit (polled by the node every 50 ms): neither lookup walks every live agent. Not
+    thread-safe: the spawner's lock guards it."""
+
+    by_name: dict[str, Incarnation] = field(default_factory=dict)
+    by_id: dict[int, Incarnation] = field(default_factory=dict)
+    limited: dict[str, Incarnation] = field(default_factory=dict)
+
+    def put(self, incn: Incarnation) -> None:
+        """Make ``incn`` its agent's current process (replacing the one before)."""
+        old = self.by_name.get(incn.name)
+        if old is not None:
+            self.drop(old)
+        self.by_name[incn.name] = incn
+        self.by_id[incn.id] = incn
+        if incn.limited:
+            self.limited[incn.name] = incn
+
+    def drop(self, incn: Incarnation) -> None:
+        """Forget ``incn`` if it is still its agent's current process (else nothing)."""
+        if self.by_name.get(incn.name) is not incn:
+            return
+        del self.by_name[incn.name]
+        if self.by_id.get(incn.id) is incn:
+            del self.by_id[incn.id]
+        self.limited.pop(incn.name, None)
+
+
 @dataclass(frozen=True, slots=True)
 class SpawnSettings:
     """The node's settings every agent start uses.
@@ -148,7 +179,8 @@ class AgentSpawner:
         # link) can beat the zygote's answer to the fork, and waits for it.
         self.registered = threading.Condition(self.lock)
         self.by_pid: dict[int, Incarnation] = {}
-        self.current: dict[str, Incarnation] = {}
+        self.live = CurrentProcesses()
+        self.current = self.live.by_name  # read here; changed only through self.live
         self._next_failure: dict[str, Failure] = {}  # what an agent's next start recovers from
         self._start_failures: dict[str, Failure] = {}  # why an agent's last start failed
         self._stop_reasons: dict[str, str] = {}  # why a command takes an agent out of the tree
@@ -227,7 +259,7 @@ class AgentSpawner:
                            limits=Limits(**limits))
         with self.registered:
             self.by_pid[pid] = incn
-            self.current[name] = incn
+            self.live.put(incn)
             ready = self._early_ready.pop(pid)
             early = self._early_exits.pop(pid)
             self.registered.notify_all()
@@ -296,10 +328,8 @@ class AgentSpawner:
     def name_of(self, agent_id: int) -> str | None:
         """Return the name of the agent with a registered process and id ``agent_id``."""
         with self.lock:
-            for incn in self.current.values():
-                if incn.id == agent_id:
-                    return incn.name
-        return None
+            incn = self.live.by_id.get(agent_id)
+        return None if incn is None else incn.name
 
     def dropped_by_agents(self) -> tuple[int, int]:
         """Return the invalid frames dropped so far by agents' sockets (of the processes
@@ -370,7 +400,7 @@ class AgentSpawner:
     def check_limits(self) -> None:
         """Kill every agent past its memory or handler-time limit (the node polls this)."""
         with self.lock:
-            limited = [i for i in self.current.values() if i.limited and i.ready.done()]
+            limited = [i for i in self.live.limited.values() if i.ready.done()]
         for incn in limited:
             try:
                 why = self._over_limit(incn)
@@ -426,8 +456,7 @@ class AgentSpawner:
             # A ready report read after this exit is stale: never let it meet a new process
             # that reuses the pid.
             self._early_ready.pop(pid)
-            if self.current.get(incn.name) is incn:
-                del self.current[incn.name]
+            self.live.drop(incn)
             # Before a new process of the agent resets the marker.
             self.agent_dropped += read_dropped(self.settings.paths.agent_busy(incn.id), incn.inc)
         try:
