@@ -36,7 +36,9 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            interface), lmdb.py (implements it; the only
                                            module that imports lmdb); open_store()
     (ground)    any process                errors.py, _types.py (public records),
-                                           _validation.py, _paths.py, _osproc.py
+                                           _validation.py, _paths.py, _osproc.py,
+                                           _values.py (under errors.py: AgentStatus,
+                                           Failure, the open-data aliases)
 
 Where things happen:
     a message is appended    messaging/messenger.py  Messenger._append -> store Txn.append
@@ -48,7 +50,7 @@ Where things happen:
                              run by node/spawner.py AgentSpawner.on_exit -> _classify
     a restart is decided     beamish.supervisor.decide (pure), run by the supervisor shells
                              that node/daemon.py keeps, starting agents through spawner.py
-    an agent's status moves  node/registry.py  Registry (AgentStatus, _types.py); records
+    an agent's status moves  node/registry.py  Registry (AgentStatus, _values.py); records
                              and their stored form: store/records.py
     a timer is set / fires   agent/context.py TimerBook (staged, committed with the
                              handler's transition by loop.py); node/timers.py

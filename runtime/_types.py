@@ -2,113 +2,21 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
-from beamish.supervisor import ChildStatus
-
-UserData = dict[str, Any]
-"""Data whose shape is the user's own: an agent's spawn args, a message or a state that is a
-map. The runtime carries it as it is and never reads a field of it."""
-
-WireMap = dict[str, Any]
-"""A record's msgpack (or JSON) form: a map of its fields. Built and read only by that
-record's own ``to_dict``/``from_wire`` methods, the one place each record meets its wire form."""
-
-InFlight = dict[str, Any]
-"""`Failure.in_flight`: ``{"seq": the mailbox seq, "kind": "call" | "cast" | ...}`` of the
-message being handled when an agent failed. A dict because it is public as one (users and
-the stored failures read it by key)."""
-
-FailureKind = Literal["exception", "exit", "signal", "oom", "timeout", "cpu", "killed"]
-
-
-class AgentStatus(enum.StrEnum):
-    """Where an agent is in its life, as the node's registry records it. The values are
-    the words users see (``beamish ps``, `AgentInfo.status`, JSON) and the stored form."""
-
-    STARTING = "starting"
-    """A process is being started (spawn, restart, node start) and is not ready yet."""
-    RUNNING = "running"
-    """Its process ran ``init``/``recover`` and serves messages."""
-    RESTARTING = "restarting"
-    """Its process exited; its supervisor is about to start it again."""
-    BACKOFF = "backoff"
-    """Its supervisor waits out a restart delay before starting it again."""
-    FAILED = "failed"
-    """Its supervisor gave up on it (intensity, escalation, a start that failed at node
-    start); still in the tree until ``beamish restart`` or ``stop``."""
-    STOPPED = "stopped"
-    """Stopped by hand (``beamish stop``); out of the tree, state and mailbox kept."""
-    EXITED = "exited"
-    """Left the tree by itself (temporary, or transient after a normal exit)."""
-
-
-ACCEPTS_MESSAGES: frozenset[AgentStatus] = frozenset({
-    AgentStatus.STARTING, AgentStatus.RUNNING, AgentStatus.RESTARTING, AgentStatus.BACKOFF})
-"""It runs, or its supervisor starts it again by itself: a message sent now is appended
-(and handled), and a node start starts it again."""
-
-IN_TREE: frozenset[AgentStatus] = ACCEPTS_MESSAGES | {AgentStatus.FAILED}
-"""Still a child of its supervisor (a failed one too, until restarted or stopped by
-hand): its name is taken, and stopping it takes it out of the tree."""
-
-HAD_PROCESS: frozenset[AgentStatus] = frozenset({AgentStatus.RUNNING, AgentStatus.RESTARTING})
-"""It ran (or is between two processes): one that leaves the tree now has exited."""
-
-_OF_CHILD: dict[ChildStatus, AgentStatus] = {
-    ChildStatus.STARTING: AgentStatus.STARTING,
-    ChildStatus.RUNNING: AgentStatus.RUNNING,
-    ChildStatus.RESTARTING: AgentStatus.RESTARTING,
-    ChildStatus.BACKOFF: AgentStatus.BACKOFF,
-    ChildStatus.FAILED: AgentStatus.FAILED,
-    ChildStatus.STOPPED: AgentStatus.STOPPED,
-}
-
-
-def agent_status(child: ChildStatus) -> AgentStatus:
-    """The agent status that a supervisor's view of its child (`ChildStatus`) stands for:
-    the one place the two vocabularies meet (they share their words; ``exited`` is the
-    registry's own: the supervisor has forgotten such a child)."""
-    return _OF_CHILD[child]
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why an agent's process ended abnormally, as the node classified it.
-
-    Attributes:
-        kind: exception | exit | signal | oom | timeout | cpu | killed.
-        exc_type: the exception's class name (kind "exception"), else "".
-        message: a human-readable description.
-        traceback: the remote traceback text, or "".
-        exit_code: the process exit code, if it exited.
-        signal: the signal number, if it was signalled.
-        in_flight: the message being handled when it failed (``{"seq", "kind"}``), or None.
-        attempt: how many times that message has now been attempted.
-    """
-
-    kind: FailureKind
-    exc_type: str = ""
-    message: str = ""
-    traceback: str = ""
-    exit_code: int | None = None
-    signal: int | None = None
-    in_flight: InFlight | None = None
-    attempt: int = 0
-
-    def to_dict(self) -> WireMap:
-        """Return the failure as msgpack-ready data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: WireMap | None) -> Failure | None:
-        """Rebuild a failure from `to_dict` output (None stays None)."""
-        if not data:
-            return None
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+from ._validation import check_limit
+from ._values import ACCEPTS_MESSAGES as ACCEPTS_MESSAGES
+from ._values import HAD_PROCESS as HAD_PROCESS
+from ._values import IN_TREE as IN_TREE
+from ._values import AgentStatus as AgentStatus
+from ._values import Failure as Failure
+from ._values import FailureKind as FailureKind
+from ._values import InFlight as InFlight
+from ._values import LimitsMap as LimitsMap
+from ._values import UserData as UserData
+from ._values import WireMap as WireMap
+from ._values import agent_status as agent_status
 
 
 @dataclass(frozen=True)
@@ -186,11 +94,10 @@ class Limits:
 
     def __post_init__(self) -> None:
         """Check every field (raises `ConfigError` naming the field, value and rule)."""
-        from ._validation import check_limit
         for name in ("memory_mb", "handler_timeout", "cpu_seconds"):
             check_limit(name, getattr(self, name))
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> LimitsMap:
         """Return the limits as msgpack-ready data."""
         return asdict(self)
 

@@ -15,6 +15,7 @@ import msgpack
 
 from beamish.mailbox import EncodeError, pack
 
+from ._values import LimitsMap
 from .errors import ConfigError
 
 # LMDB keys are at most 511 bytes and a name is a key as it is; 200 leaves room and keeps
@@ -136,7 +137,7 @@ def check_limit(field: str, value: object) -> float | None:
     return float(value)
 
 
-def check_limits(data: object) -> dict[str, float]:
+def check_limits(data: object) -> LimitsMap:
     """Return a spawn's limits (a dict of `Limits` fields, or None) as a checked dict
     without the unset fields.
 

@@ -6,12 +6,9 @@ Each message says what happened, to which agent, and what to do about it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._types import AgentStatus, WireMap
-
-if TYPE_CHECKING:
-    from ._types import Failure
+from ._values import AgentStatus, Failure, WireMap
 
 ErrorAttrs = dict[str, Any]
 """An error's attributes by name, as an `ErrorReply` carries them: open, since each error
@@ -216,7 +213,6 @@ class ErrorReply:
         BeamishError.__init__(err, self.message)
         for key, value in self.attrs.items():
             if key == "failure" and isinstance(value, dict):
-                from ._types import Failure
                 value = Failure.from_dict(value)
             setattr(err, key, value)
         return err

@@ -49,28 +49,14 @@ def _layer(module: str) -> str:
     return head if head in RUNTIME_LAYERS else "<ground>"
 
 
-def _outside_functions(tree: ast.AST) -> list[ast.AST]:
-    """The nodes of ``tree`` outside function bodies: what runs, or is type-checked
-    (``TYPE_CHECKING`` blocks), when the module is loaded."""
-    found: list[ast.AST] = []
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        found.append(node)
-        todo += [c for c in ast.iter_child_nodes(node)
-                 if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
-    return found
-
-
-def _runtime_imports(path: Path, in_functions: bool = True) -> list[tuple[int, str]]:
-    """Every module under runtime that ``path`` imports (at any depth of the file,
-    ``TYPE_CHECKING`` blocks included, and function bodies unless ``in_functions`` is
-    false), as a path under runtime."""
+def _runtime_imports(path: Path) -> list[tuple[int, str]]:
+    """Every module under runtime that ``path`` imports (at any depth of the file:
+    ``TYPE_CHECKING`` blocks and function bodies included), as a path under runtime."""
     rel = path.relative_to(RUNTIME_DIR).with_suffix("")
     package = list(rel.parts[:-1])
     found = []
     tree = ast.parse(path.read_text())
-    for node in ast.walk(tree) if in_functions else _outside_functions(tree):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[:len(package) - (node.level - 1)]
@@ -134,16 +120,16 @@ def _module_file(target: str) -> Path | None:
 
 
 def test_no_runtime_module_imports_one_that_imports_it_back():
-    # Not even under TYPE_CHECKING: a module is given its collaborators instead (the node's
-    # spawner and commands get theirs from the daemon). Imports in a function body run
-    # when it is called, after every module loaded, and are left out. So is the facade
-    # (runtime/__init__.py): it re-exports from every layer, and nothing in runtime
-    # imports it.
+    # Not even under TYPE_CHECKING, nor in a function body (an import there only hides a
+    # cycle until the function runs): a module is given its collaborators instead (the
+    # node's spawner and commands get theirs from the daemon). The facade
+    # (runtime/__init__.py) is left out: it re-exports from every layer, and nothing in
+    # runtime imports it.
     graph: dict[Path, set[Path]] = {}
     for path in sorted(RUNTIME_DIR.rglob("*.py")):
         if path == RUNTIME_DIR / "__init__.py":
             continue
-        graph[path] = {f for _, target in _runtime_imports(path, in_functions=False)
+        graph[path] = {f for _, target in _runtime_imports(path)
                        if (f := _module_file(target)) is not None and f != RUNTIME_DIR / "__init__.py"}
     cycles = []
     for start in graph:

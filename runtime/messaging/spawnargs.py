@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .._types import Limits, UserData, WireMap
+from .._types import Limits, LimitsMap, UserData, WireMap
 from .._validation import check_limits, check_name, check_timeout, pack_roundtrip
 from ..errors import ConfigError
 from .codec import CODEC_ERRORS, send_error
@@ -88,7 +88,7 @@ class SpawnRequest:
     supervisor: str
     restart: str
     shutdown: Shutdown
-    limits: dict[str, float]
+    limits: LimitsMap
     timeout: float
     caller: str | None = None
     caller_phase: str | None = None
