@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .._types import Escalate, Failure, Reset, Resume, Skip, Stop
+from .._types import Escalate, Failure, Reset, Resume, Skip, Stop, UserData
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -46,7 +46,7 @@ class Agent:
     CastMessage: ClassVar[type[BaseModel] | None] = None
     ctx: AgentContext
 
-    def init(self, args: dict[str, Any]) -> Any:
+    def init(self, args: UserData) -> Any:
         """Return the initial state. Runs only when no committed state exists.
 
         Args:

@@ -36,7 +36,8 @@ import zmq
 from beamish.mailbox import EncodeError, Inbox, pack, unpack
 
 from .._paths import NodePaths
-from .._types import Down, Exit, Failure, Stop
+from .._types import Down, Exit, Failure, LimitsMap, Stop, WireMap
+from .._types import InFlight as InFlightMessage
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
@@ -161,7 +162,7 @@ def load_class(path: str) -> type[Agent]:
     return obj
 
 
-def _failure_from_exc(exc: BaseException, in_flight: dict[str, Any] | None) -> Failure:
+def _failure_from_exc(exc: BaseException, in_flight: InFlightMessage | None) -> Failure:
     return Failure(kind="exception", exc_type=type(exc).__name__, message=str(exc),
                    traceback="".join(traceback.format_exception(exc)),
                    in_flight=in_flight)
@@ -744,7 +745,7 @@ def _remote_error(failure: Failure) -> ReplyError:
 RLIMIT_DATA_HEADROOM = 256 * 1024 * 1024
 
 
-def _apply_rlimits(limits: dict[str, Any]) -> None:
+def _apply_rlimits(limits: LimitsMap) -> None:
     import resource
     cpu = limits.get("cpu_seconds")
     if cpu:
@@ -757,7 +758,7 @@ def _apply_rlimits(limits: dict[str, Any]) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
-def agent_main(boot: dict[str, Any], prepared: Prepared | None = None) -> int:
+def agent_main(boot: WireMap, prepared: Prepared | None = None) -> int:
     """Entry point of a forked agent process (``boot``: a `Boot` record's wire form);
     returns its exit code."""
     record = Boot.from_wire(boot)

@@ -41,9 +41,9 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any
 
 from .._osproc import _prctl, die_with_parent, returncode_from_status
+from .._types import WireMap
 from ..messaging.wire import (
     Exited,
     ExitRequest,
@@ -72,7 +72,7 @@ def _child_signals(zygote_pid: int) -> None:
     die_with_parent(zygote_pid)
 
 
-def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
+def _child(close: list[int], boot: WireMap | None, boot_fd: int | None,
            template: NodeFields, zygote_pid: int) -> None:
     """The forked process: cold (``boot`` given) or warm (prepare, then read the boot)."""
     code = 1
@@ -98,7 +98,7 @@ def _child(close: list[int], boot: dict[str, Any] | None, boot_fd: int | None,
             os._exit(code)
 
 
-def _read_boot(fd: int) -> dict[str, Any] | None:
+def _read_boot(fd: int) -> WireMap | None:
     decoder = FrameDecoder()
     while True:
         chunk = os.read(fd, 1 << 16)
@@ -107,7 +107,7 @@ def _read_boot(fd: int) -> dict[str, Any] | None:
         frames = decoder.feed(chunk)
         if frames:
             os.close(fd)
-            value: dict[str, Any] = frames[0]
+            value: WireMap = frames[0]
             return value
 
 
@@ -125,7 +125,7 @@ class _Zygote:
         self.warm_ok = True  # off for good once a warm child died unused (cold forks then)
         self.agents: set[int] = set()  # live agents' pids (each leads its process group)
 
-    def fork(self, boot: dict[str, Any] | None) -> tuple[int, int | None]:
+    def fork(self, boot: WireMap | None) -> tuple[int, int | None]:
         """Fork a child: cold with ``boot``, or warm (returns the boot pipe's write end)."""
         assert self.template is not None
         boot_r = boot_w = None
@@ -142,7 +142,7 @@ class _Zygote:
             os.close(boot_r)
         return pid, boot_w
 
-    def spawn(self, boot: dict[str, Any]) -> int:
+    def spawn(self, boot: WireMap) -> int:
         boot = {**boot, "ready_fd": self.ready_fd}
         template = NodeFields.from_wire(boot)
         if template != self.template:

@@ -40,6 +40,8 @@ from beamish.mailbox import (
     unpack,
 )
 
+from .._types import WireMap
+
 # Linux pids are at most 2**22 (pid_max); ids, incarnations and seqs are LMDB u64 keys.
 MAX_PID = 1 << 22
 MAX_U63 = (1 << 63) - 1
@@ -191,10 +193,10 @@ class Rejected:
     why: str
 
 
-def report_payload(report: Report) -> dict[str, Any]:
+def report_payload(report: Report) -> WireMap:
     """The msgpack map a report travels as."""
-    payload: dict[str, Any] = {"ev": str(report.ev), "id": report.id, "inc": report.inc,
-                               "pid": report.pid}
+    payload: WireMap = {"ev": str(report.ev), "id": report.id, "inc": report.inc,
+                        "pid": report.pid}
     if report.ev is ReportKind.READY:
         payload["trap_exits"] = report.trap_exits
     else:
@@ -326,7 +328,7 @@ class ForkRequest:
     """
 
     req: int
-    boot: dict[str, Any]
+    boot: WireMap
     preload: tuple[str, ...] = ()
 
 

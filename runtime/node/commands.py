@@ -48,10 +48,13 @@ from .._types import (
     DroppedFrames,
     Event,
     Failure,
+    LimitsMap,
+    UserData,
     agent_status,
 )
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
+from ..messaging.control import CommandArgs
 from ..messaging.spawnargs import check_args as check_spawn_args
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..messaging.wire import ring_frame
@@ -271,9 +274,9 @@ def ping(node: NodeView) -> Ping:
                 time.time() - node.started_at, dropped.total, dropped, node.config.node.strict)
 
 
-def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
+def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
-          limits: dict[str, Any] | None = None, timeout: float = 30.0,
+          limits: LimitsMap | None = None, timeout: float = 30.0,
           caller: str | None = None, caller_phase: str | None = None) -> Spawned:
     """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
     "caller", "caller_phase"}`` -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its
@@ -707,7 +710,7 @@ def add_config_entries(node: NodeView, config: NodeConfig) -> list[ConfigDrift]:
         for agent in config.agent:
             rec = t.get_agent(agent.name)
             if rec is not None:
-                found = agent_drift(rec.to_wire(), agent, node.paths.dir)
+                found = agent_drift(rec, agent, node.paths.dir)
                 if found is not None:
                     drift.append(found)
             if rec is None:
@@ -848,7 +851,7 @@ def _matches(value: Any, tp: Any) -> bool:
 
 
 @functools.cache
-def _params(handler: Callable[..., Any]) -> tuple[dict[str, Any], frozenset[str]]:
+def _params(handler: Callable[..., Any]) -> tuple[dict[str, object], frozenset[str]]:
     """The argument types of a command (after ``node``) and which are required."""
     hints = get_type_hints(handler)
     params = list(inspect.signature(handler).parameters.values())[1:]
@@ -856,7 +859,7 @@ def _params(handler: Callable[..., Any]) -> tuple[dict[str, Any], frozenset[str]
             frozenset(p.name for p in params if p.default is inspect.Parameter.empty))
 
 
-def check_args(op: str, handler: Callable[..., Any], args: dict[str, Any]) -> None:
+def check_args(op: str, handler: Callable[..., Any], args: CommandArgs) -> None:
     """Check a request's arguments against command ``handler``'s signature and types, so a
     caller's mistake is a `ConfigError` and a TypeError inside a command stays a bug.
 

@@ -11,15 +11,17 @@ import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from beamish.mailbox import DEFAULT_MAX_MESSAGE_BYTES
 
+from .._types import UserData
 from .._validation import LIMIT_MAX, check_name
 from ..errors import ConfigError
 from ..messaging.spawnargs import check_shutdown, class_path
+from ..store.records import AgentRecord
 
 
 class _Strict(BaseModel):
@@ -80,7 +82,7 @@ class AgentSection(_Strict):
     supervisor: str = "root"
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     shutdown: float | Literal["brutal_kill", "infinity"] = 5.0
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: UserData = Field(default_factory=dict)
     limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @field_validator("cls")
@@ -142,7 +144,7 @@ def _describe(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], source: str = "config") -> NodeConfig:
+def parse_config(data: Mapping[str, object], source: str = "config") -> NodeConfig:
     """Validate a config mapping.
 
     Raises:
@@ -252,14 +254,14 @@ def _limits(value: Mapping[str, float | None] | None) -> dict[str, float]:
     return {k: v for k, v in (value or {}).items() if v is not None}
 
 
-def agent_drift(rec: dict[str, Any], agent: AgentSection, dir: str) -> ConfigDrift | None:
+def agent_drift(rec: AgentRecord, agent: AgentSection, dir: str) -> ConfigDrift | None:
     """Compare a persisted agent record with its config entry (pure): the differing
     fields and the commands that apply the entry (on node dir ``dir``), or None if they
     agree."""
     wanted = {"cls": agent.cls, "args": agent.args, "supervisor": agent.supervisor,
               "restart": agent.restart, "shutdown": agent.shutdown,
               "limits": _limits(agent.limits.model_dump())}
-    have = {**{k: rec.get(k) for k in _AGENT_FIELDS}, "limits": _limits(rec.get("limits"))}
+    have = {**{k: getattr(rec, k) for k in _AGENT_FIELDS}, "limits": _limits(rec.limits)}
     fields = tuple(k for k in _AGENT_FIELDS if json.dumps(wanted[k], sort_keys=True, default=str)
                    != json.dumps(have[k], sort_keys=True, default=str))
     if not fields:

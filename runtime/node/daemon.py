@@ -38,11 +38,12 @@ from beamish.mailbox import Envelope, Inbox, Kind, encode
 from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
-from .._types import AgentStatus, DroppedFrames
+from .._types import AgentStatus, DroppedFrames, WireMap
 from ..errors import (
     BeamishError,
     BeamishInternalError,
     ConfigError,
+    ErrorAttrs,
     NodeAlreadyRunning,
     NodeNotRunning,
     SpawnError,
@@ -200,7 +201,7 @@ class NodeDaemon:
             json.dump(info, fh)
         os.replace(tmp, self.paths.info)
 
-    def _fork(self, boot: dict[str, Any], preload: list[str]) -> int:
+    def _fork(self, boot: WireMap, preload: list[str]) -> int:
         return self.zygote.fork(boot, preload)
 
     # -- supervisors ---------------------------------------------------------------------------
@@ -312,7 +313,7 @@ class NodeDaemon:
                 continue
             self.pool.submit(self._run_command, ident, env)
 
-    def _answer(self, ident: bytes, msg_id: bytes, answer: dict[str, Any]) -> None:
+    def _answer(self, ident: bytes, msg_id: bytes, answer: WireMap) -> None:
         self.control.reply(ident, Envelope(Kind.REPLY, msg_id, b"", answer))
 
     def _events_request(self, ident: bytes, env: Envelope) -> None:
@@ -483,15 +484,15 @@ def to_wire(value: Any) -> Any:
     return value
 
 
-def value_answer(value: Any) -> dict[str, Any]:
+def value_answer(value: Any) -> WireMap:
     """The reply to a command that returned ``value``: its records in their wire form."""
     return {"ok": True, "value": to_wire(value)}
 
 
-def error_answer(exc: BeamishError, **extra: Any) -> dict[str, Any]:
+def error_answer(exc: BeamishError, **extra: Any) -> WireMap:
     """The reply to a command that raised ``exc``: its type, message and attributes (what
     `errors.error_from_wire` rebuilds it from), plus ``extra`` attributes."""
-    attrs: dict[str, Any] = {k: v for k, v in vars(exc).items()
+    attrs: ErrorAttrs = {k: v for k, v in vars(exc).items()
                              if isinstance(v, (str, int, float))}
     if isinstance(exc, SpawnError) and exc.failure is not None:
         attrs["failure"] = exc.failure.to_dict()

@@ -32,7 +32,7 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed, Supervisor
 
 from .._osproc import process_start_time
 from .._paths import NodePaths
-from .._types import AgentStatus, Failure, Limits
+from .._types import AgentStatus, Failure, Limits, WireMap
 from .._validation import check_limits
 from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
@@ -88,7 +88,7 @@ class Incarnation:
             return False
 
 
-Fork = Callable[[dict[str, Any], list[str]], int]
+Fork = Callable[[WireMap, list[str]], int]
 """``fork(boot, preload)``: fork an agent from the zygote, return its pid (`ZygoteLink.fork`)."""
 Ring = Callable[[str, bytes], None]
 """``ring(inbox_path, frame)``: send a doorbell or system frame to an agent's inbox."""
@@ -316,7 +316,7 @@ class AgentSpawner:
         """Whether ``incn`` is still its agent's current process."""
         return self.current.get(incn.name) is incn
 
-    def deliver_info(self, to: Incarnation, message: dict[str, Any]) -> None:
+    def deliver_info(self, to: Incarnation, message: dict[str, str]) -> None:
         """Append an info message (a Down or Exit) to the mailbox of incarnation ``to``, if it
         is still the agent's live process (any thread)."""
         if not self.is_current(to):

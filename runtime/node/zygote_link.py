@@ -30,6 +30,7 @@ import psutil
 
 from beamish.mailbox import ProtocolError
 
+from .._types import WireMap
 from ..errors import BeamishInternalError
 from ..messaging.wire import (
     Exited,
@@ -147,7 +148,7 @@ class ZygoteLink:
                          daemon=True).start()
         return gen
 
-    def fork(self, boot: dict[str, Any], preload: list[str] | None = None,
+    def fork(self, boot: WireMap, preload: list[str] | None = None,
              timeout: float = 120.0) -> int:
         """Ask the zygote to fork an agent with ``boot``; return the new pid. While a
         dead zygote is being replaced, wait for the new one.

@@ -112,7 +112,7 @@ class Txn:
     `.protocol.Txn`). Get one from `Store.read` or `Store.write`; never keep it after the
     function returns."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
         self.txn = txn
         self.dbs = dbs
 

@@ -25,9 +25,9 @@ from typing import Any, Literal, NamedTuple
 from beamish.mailbox import ProtocolError, pack, unpack
 from beamish.supervisor import ChildStatus, Shutdown
 
-from .._types import AgentStatus, Failure
+from .._types import AgentStatus, Failure, LimitsMap, UserData, WireMap
 
-Wire = dict[str, Any]
+Wire = WireMap
 """A record's msgpack form (what ``to_wire`` returns and ``from_wire`` reads)."""
 
 """Seconds, or ``"brutal_kill"`` / ``"infinity"`` (checked by the spawn command)."""
@@ -74,11 +74,11 @@ class AgentRecord:
     name: str
     id: int
     cls: str = ""
-    args: dict[str, Any] = field(default_factory=dict)
+    args: UserData = field(default_factory=dict)
     supervisor: str = "root"
     restart: str = "permanent"
     shutdown: Shutdown = 5.0
-    limits: dict[str, Any] = field(default_factory=dict)
+    limits: LimitsMap = field(default_factory=dict)
     status: AgentStatus = AgentStatus.STARTING
     pid: int | None = None
     incarnation: int = 0
@@ -562,11 +562,11 @@ class Boot:
     id: int
     name: str
     cls: str
-    args: dict[str, Any]
+    args: UserData
     incarnation: int
     failure: Failure | None = None
     sys_path: list[str] = field(default_factory=list)
-    limits: dict[str, Any] = field(default_factory=dict)
+    limits: LimitsMap = field(default_factory=dict)
     ready_fd: int | None = None
 
     def to_wire(self) -> Wire:

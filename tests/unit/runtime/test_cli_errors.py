@@ -4,6 +4,7 @@ dir errors and config drift."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from beamish.runtime.client.cli import _positive, _shutdown_arg, json_hint
 from beamish.runtime.errors import ConfigError
 from beamish.runtime.node.commands import check_args
 from beamish.runtime.node.config import AgentSection, StartReport, agent_drift
+from beamish.runtime.store.records import AgentRecord
 
 
 @pytest.mark.parametrize(("text", "says"), [
@@ -80,10 +82,10 @@ def test_dir_error_says_what_to_do():
 
 def test_agent_drift_names_fields_and_round_trips():
     agent = AgentSection.model_validate({"name": "c", "class": "m:C", "args": {"a": 1}})
-    rec = {"cls": "m:C", "args": {"a": 1}, "supervisor": "root", "restart": "permanent",
-           "shutdown": 5.0, "limits": {"memory_mb": None}}
+    rec = AgentRecord("c", 1, cls="m:C", args={"a": 1}, supervisor="root",
+                      restart="permanent", shutdown=5.0, limits={"memory_mb": None})
     assert agent_drift(rec, agent, "/d") is None
-    drift = agent_drift({**rec, "cls": "m:Old", "restart": "temporary"}, agent, "/d")
+    drift = agent_drift(replace(rec, cls="m:Old", restart="temporary"), agent, "/d")
     assert drift is not None and drift.fields == ("cls", "restart")
     assert "beamish spawn m:C --name c" in drift.apply and "--dir /d" in drift.apply
     report = StartReport(drift=(drift,))
