@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import EncodeError, Inbox, pack, unpack
+from beamish.mailbox import Doorbells, EncodeError, Inbox, pack, unpack
 
 from .._paths import NodePaths
 from .._types import Down, Exit, Failure, LimitsMap, Stop, WireMap
@@ -254,7 +254,7 @@ class AgentLoop:
         return 0
 
     @property
-    def doorbells(self) -> Any:
+    def doorbells(self) -> Doorbells:
         """This process's doorbell sockets (made on first use: most agents never call)."""
         return self.messenger._port().doorbells
 

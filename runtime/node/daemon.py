@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 
 from beamish.mailbox import Envelope, Inbox, Kind, encode
-from beamish.supervisor import MonotonicClock, Strategy, Supervisor, SupervisorSpec
+from beamish.supervisor import ExitReason, MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
 from .._types import AgentStatus, DroppedFrames, WireMap
@@ -209,7 +209,7 @@ class NodeDaemon:
         """Return the supervisor shell named ``name``, if it exists."""
         return self.root.find(name)
 
-    def _on_root_exit(self, reason: Any) -> None:
+    def _on_root_exit(self, reason: ExitReason) -> None:
         log.error("the root supervisor exceeded its restart intensity (strict mode): "
                   "stopping the node (%s)", reason)
         self.exit_code = 1
