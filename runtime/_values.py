@@ -20,9 +20,9 @@ WireMap = dict[str, Any]
 """A record's msgpack (or JSON) form: a map of its fields, open because each record has its
 own. Built and read by that record's own methods (``to_wire``/``to_dict``, ``from_wire``),
 the one place each record meets its wire form; other code only carries it (a boot record
-goes node -> zygote -> child as one, the zygote adding its ``ready_fd``). One is still built outside
-its record: the node's answer to a command (``node/daemon.py`` ``value_answer``,
-``error_answer``; read by ``messaging/control.py`` ``Answer.from_wire``)."""
+goes node -> zygote -> child as one, the zygote adding its ``ready_fd``). One is still
+built outside its record: the node's answer to a command (``node/daemon.py``
+``value_answer``, ``error_answer``; read by ``messaging/control.py`` ``Answer.from_wire``)."""
 
 InFlight = dict[str, Any]
 """`Failure.in_flight`: ``{"seq": the mailbox seq, "kind": "call" | "cast" | ...}`` of the
