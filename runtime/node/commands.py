@@ -599,7 +599,7 @@ def restart(node: NodeView, name: str) -> NameStatus:
         try:
             _add_agent(shell, rec)
         except AlreadyPresent:
-            raise AlreadyRunning(name, "starting") from None  # another restart won the race
+            raise AlreadyRunning(name, AgentStatus.STARTING) from None  # another restart won the race
         except (StartFailed, SupervisorError) as exc:
             node.registry.set_status(name, rec.status)
             raise SpawnError(name, f"it did not start ({exc})") from None

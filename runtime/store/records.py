@@ -30,8 +30,6 @@ from .._types import AgentStatus, Failure, LimitsMap, UserData, WireMap
 Wire = WireMap
 """A record's msgpack form (what ``to_wire`` returns and ``from_wire`` reads)."""
 
-"""Seconds, or ``"brutal_kill"`` / ``"infinity"`` (checked by the spawn command)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Spawning:
