@@ -176,6 +176,52 @@ class Txn:
         """Return every agent record."""
         return [AgentRecord.from_wire(unpack(v)) for _, v in self._prefix("agents", b"")]
 
+    def agents_page(self, after: str | None = None, limit: int | None = None,
+                    status: str | None = None, supervisor: str | None = None
+                    ) -> tuple[list[AgentRecord], int]:
+        """Return up to ``limit`` agent records after name ``after`` in name order, with
+        ``status`` and under ``supervisor`` when given, and how many more match (see
+        `.protocol.Txn.agents_page`)."""
+        # Filtering by status alone reads the routes (two fields) and only the records
+        # it returns; by supervisor it reads each record's map without building it.
+        db = "routes" if supervisor is None else "agents"
+        cur = self.txn.cursor(db=self.dbs[db])
+        start = b"" if after is None else after.encode()
+        if not cur.set_range(start):
+            return [], 0
+        if after is not None and cur.key() == start and not cur.next():
+            return [], 0
+        rows: list[AgentRecord] = []
+        more = 0
+        if status is None and supervisor is None:
+            for key in cast("Iterator[bytes]", cur.iternext(values=False)):
+                if limit is None or len(rows) < limit:
+                    rows.append(self._agent_at(key))
+                else:
+                    more += 1
+            return rows, more
+        for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
+            if supervisor is None:
+                if str(unpack(value)[1]) != status:
+                    continue
+            else:
+                data = unpack(value)
+                if str(data.get("supervisor", "root")) != supervisor or (
+                        status is not None and str(data.get("status")) != status):
+                    continue
+            if limit is None or len(rows) < limit:
+                rows.append(self._agent_at(key) if supervisor is None
+                            else AgentRecord.from_wire(data))
+            else:
+                more += 1
+        return rows, more
+
+    def _agent_at(self, key: bytes) -> AgentRecord:
+        raw = self._get("agents", key)
+        if raw is None:  # a route without its record: written together, so never
+            raise KeyError(f"agent {key.decode(errors='replace')!r} has a route but no record")
+        return AgentRecord.from_wire(raw)
+
     def get_sup(self, name: str) -> SupervisorRecord | None:
         """Return the supervisor record ``name``, or None."""
         raw = self._get("sups", name.encode())

@@ -62,6 +62,18 @@ class Txn(Protocol):
         """Return every agent record."""
         ...
 
+    def agents_page(self, after: str | None = None, limit: int | None = None,
+                    status: str | None = None, supervisor: str | None = None
+                    ) -> tuple[list[AgentRecord], int]:
+        """Return the agent records whose name sorts after ``after`` (all if None), in name
+        order, that have ``status`` and belong to ``supervisor`` (when given): at most
+        ``limit`` of them (all if None), and how many more match after the last one
+        returned. A bounded read when nothing is filtered (a page costs its rows plus a
+        count of the keys after it); a filter reads each remaining record's route or
+        record, never building the records it does not return.
+        """
+        ...
+
     # -- supervisors ----------------------------------------------------------------------
     def get_sup(self, name: str) -> SupervisorRecord | None:
         """Return the supervisor record ``name``, or None."""

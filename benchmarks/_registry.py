@@ -1,0 +1,97 @@
+"""A large registry for the listing measurements and tests: ``register_stopped`` writes
+agent records straight into a running node's store (records only, status ``stopped``:
+stand-ins for idle sessions, which have no process either), and ``python -m
+benchmarks._registry DIR COUNT`` measures the node daemon's memory and its ``ps``/``tree``
+answers with that many records.
+
+    python -m benchmarks._registry /tmp/reg 100000
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+
+from beamish.runtime._paths import NodePaths, read_node_info
+from beamish.runtime._types import AgentStatus
+from beamish.runtime.store import open_store
+from beamish.runtime.store.protocol import Txn
+from beamish.runtime.store.records import AgentRecord
+
+STAND_IN = "tests.agents.basic:Counter"
+
+
+def register_stopped(dir: str, count: int, prefix: str = "idle-") -> list[str]:
+    """Write ``count`` stopped agents' records into the store of the node at ``dir``, in
+    one transaction per 10,000, and return their names (``prefix`` + a zero-padded
+    number, so name order is number order). Call it from a process that has not opened
+    the store (LMDB allows one handle per process)."""
+    info = read_node_info(NodePaths(dir))
+    store = open_store(info.store, info.durability)
+    names = [f"{prefix}{i:06d}" for i in range(count)]
+
+    def batch(chunk: list[str]) -> None:
+        def txn(t: Txn) -> None:
+            now = time.time()
+            for name in chunk:
+                t.put_agent(AgentRecord(name, t.next_counter("agent_id"), cls=STAND_IN,
+                                        status=AgentStatus.STOPPED, created=now,
+                                        order=t.next_counter("order")))
+        store.write(txn)
+    try:
+        for i in range(0, count, 10_000):
+            batch(names[i:i + 10_000])
+    finally:
+        store.close()
+    return names
+
+
+def register_in_subprocess(dir: str, count: int, prefix: str = "idle-") -> None:
+    """`register_stopped` in a child process (for a process that holds the store open)."""
+    subprocess.run([sys.executable, "-c",
+                    "import sys; from benchmarks._registry import register_stopped; "
+                    "register_stopped(sys.argv[1], int(sys.argv[2]), sys.argv[3])",
+                    dir, str(count), prefix], check=True)
+
+
+def _rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 1048576
+
+
+def main(dir: str, count: int) -> None:
+    """Start a node at ``dir``, register ``count`` records, print the daemon's RSS and
+    how long the listing answers take."""
+    from beamish.runtime import start_node
+    node = start_node(dir)
+    try:
+        pid = node.status().pid
+        print(f"daemon RSS, empty node: {_rss_mb(pid):.1f} MB")
+        t0 = time.perf_counter()
+        register_in_subprocess(dir, count)
+        print(f"registered {count:,} records in {time.perf_counter() - t0:.2f} s; "
+              f"daemon RSS {_rss_mb(pid):.1f} MB")
+        for what, fn in (("ps(limit=1000)", lambda: node.ps(limit=1000)),
+                         ("ps_page(status=stopped, limit=1000)",
+                          lambda: node.ps_page(status="stopped", limit=1000)),
+                         ("ps_page(supervisor=root, limit=1000)",
+                          lambda: node.ps_page(supervisor="root", limit=1000)),
+                         ("tree(limit=100)", lambda: node.tree(limit=100)),
+                         ("info", lambda: node.info("idle-000000")),
+                         ("events", node.events),
+                         ("ps() (all)", node.ps)):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            print(f"{what:40s} best of 3 {min(times) * 1000:8.1f} ms; "
+                  f"daemon RSS after {_rss_mb(pid):.1f} MB")
+    finally:
+        node.shutdown(timeout=60)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
