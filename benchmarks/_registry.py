@@ -57,8 +57,18 @@ def register_in_subprocess(dir: str, count: int, prefix: str = "idle-") -> None:
                     dir, str(count), prefix], check=True)
 
 
-def _rss_mb(pid: int) -> float:
-    return psutil.Process(pid).memory_info().rss / 1048576
+def _rss(pid: int) -> str:
+    """The process's RSS, and its anonymous part (the heap: Python objects) apart from the
+    file-backed part (mostly LMDB's pages, mapped and shared with every process)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0]) / 1024
+    total = psutil.Process(pid).memory_info().rss / 1048576
+    return (f"RSS {total:.1f} MB (anon {fields.get('RssAnon', 0):.1f}, file "
+            f"{fields.get('RssFile', 0):.1f}, shmem {fields.get('RssShmem', 0):.1f})")
 
 
 def main(dir: str, count: int) -> None:
@@ -68,11 +78,11 @@ def main(dir: str, count: int) -> None:
     node = start_node(dir)
     try:
         pid = node.status().pid
-        print(f"daemon RSS, empty node: {_rss_mb(pid):.1f} MB")
+        print(f"daemon, empty node: {_rss(pid)}")
         t0 = time.perf_counter()
         register_in_subprocess(dir, count)
         print(f"registered {count:,} records in {time.perf_counter() - t0:.2f} s; "
-              f"daemon RSS {_rss_mb(pid):.1f} MB")
+              f"daemon {_rss(pid)}")
         for what, fn in (("ps(limit=1000)", lambda: node.ps(limit=1000)),
                          ("ps_page(status=stopped, limit=1000)",
                           lambda: node.ps_page(status="stopped", limit=1000)),
@@ -88,7 +98,7 @@ def main(dir: str, count: int) -> None:
                 fn()
                 times.append(time.perf_counter() - t0)
             print(f"{what:40s} best of 3 {min(times) * 1000:8.1f} ms; "
-                  f"daemon RSS after {_rss_mb(pid):.1f} MB")
+                  f"daemon after: {_rss(pid)}")
     finally:
         node.shutdown(timeout=60)
 

@@ -197,6 +197,9 @@ class Txn:
             for key in cast("Iterator[bytes]", cur.iternext(values=False)):
                 if limit is None or len(rows) < limit:
                     rows.append(self._agent_at(key))
+                elif after is None:  # the first page: the rest is the count minus the page
+                    entries = int(self.txn.stat(self.dbs["routes"])["entries"])
+                    return rows, entries - len(rows)
                 else:
                     more += 1
             return rows, more
