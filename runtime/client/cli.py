@@ -243,12 +243,15 @@ def _count_arg(text: str) -> int:
     return value
 
 
-def more_line(more: int, after: str | None, argv: Sequence[str]) -> str:
+def more_line(more: int, after: str | None, filters: Sequence[str], limit: int | None = None
+              ) -> str:
     """The line ``beamish ps`` ends a page with when ``more`` agents were left out (pure):
-    how many, and the commands that show them (``argv``: the filters given, to repeat)."""
-    again = " ".join(["beamish ps", *argv])
+    how many, and the commands that show them (``filters``: the filter options given, to
+    repeat; ``limit``: a page size given, kept for the next page)."""
+    again = " ".join(["beamish ps", *filters])
+    size = f" --limit {limit}" if limit else ""
     return (f"... {more:,} more agent{'s' if more != 1 else ''} not shown: "
-            f"`{again} --after {after}` for the next page, `{again} --all` for all")
+            f"`{again}{size} --after {after}` for the next page, `{again} --all` for all")
 
 
 def _ps_filters(args: argparse.Namespace) -> list[str]:
@@ -257,8 +260,6 @@ def _ps_filters(args: argparse.Namespace) -> list[str]:
         argv += ["--status", args.status]
     if args.supervisor:
         argv += ["--supervisor", args.supervisor]
-    if args.limit and args.limit != PS_LIMIT:
-        argv += ["--limit", str(args.limit)]
     return argv
 
 
@@ -387,7 +388,8 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
                          ["NAME", "PID", "STATUS", "RESTARTS", "MAILBOX", "PROCESSED", "RSS",
                           "SUPERVISOR"])
         if page.more:  # never truncated silently: with --json the note goes to stderr
-            print(more_line(page.more, page.after, _ps_filters(args)),
+            print(more_line(page.more, page.after, _ps_filters(args),
+                            args.limit if args.limit != PS_LIMIT else None),
                   file=sys.stderr if args.json else sys.stdout)
     elif cmd == "tree":
         tree = node.tree(None if args.all or not args.limit else args.limit)
@@ -455,3 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `beamish ps | head`: the reader has what it wanted
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from beamish.runtime import ConfigError, start_node
 from beamish.runtime._types import AgentStatus
 from benchmarks._registry import register_in_subprocess
-from tests.conftest import beamish, shutdown_quietly
+from tests.conftest import REPO, beamish, shutdown_quietly
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +91,16 @@ def test_cli_ps_shows_a_page_and_says_how_to_see_the_rest(node_dir):  # type: ig
         assert len(every) == 2501
         assert len(json.loads(beamish("ps", "--json", "--limit", "0", "--status", "running",
                                       "--dir", node_dir, check=True).stdout)) == 1
+
+        # `beamish ps | head -1`: the reader leaves early, beamish exits quietly
+        reader = subprocess.Popen([sys.executable, "-m", "beamish.runtime", "ps", "--dir",
+                                   node_dir], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert reader.stdout is not None and reader.stderr is not None
+        assert reader.stdout.readline().split()[0] == b"NAME"
+        reader.stdout.close()
+        assert reader.wait(timeout=60) == 0 and reader.stderr.read() == b""
+        reader.stderr.close()
 
         bad = beamish("ps", "--status", "asleep", "--dir", node_dir)
         assert bad.returncode == 2 and "running" in bad.stderr and "stopped" in bad.stderr

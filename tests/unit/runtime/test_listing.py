@@ -84,15 +84,18 @@ def test_check_status_refuses_others_listing_the_valid_ones(status):  # type: ig
         assert s.value in str(err.value)
 
 
-@pytest.mark.parametrize(("more", "after", "argv", "expected"), [
-    (1, "x", [], "... 1 more agent not shown: `beamish ps --after x` for the next page, "
-                 "`beamish ps --all` for all"),
-    (98_000, "chat-1999", ["--status", "stopped"],
+@pytest.mark.parametrize(("more", "after", "filters", "limit", "expected"), [
+    (1, "x", [], None, "... 1 more agent not shown: `beamish ps --after x` for the next "
+                       "page, `beamish ps --all` for all"),
+    (98_000, "chat-1999", ["--status", "stopped"], None,
      "... 98,000 more agents not shown: `beamish ps --status stopped --after chat-1999` for "
      "the next page, `beamish ps --status stopped --all` for all"),
+    (3, "b", ["--supervisor", "jobs"], 2,  # the page size stays for the next page only
+     "... 3 more agents not shown: `beamish ps --supervisor jobs --limit 2 --after b` for "
+     "the next page, `beamish ps --supervisor jobs --all` for all"),
 ])
-def test_more_line(more, after, argv, expected):  # type: ignore[no-untyped-def]
-    assert more_line(more, after, argv) == expected
+def test_more_line(more, after, filters, limit, expected):  # type: ignore[no-untyped-def]
+    assert more_line(more, after, filters, limit) == expected
 
 
 @pytest.mark.parametrize(("more", "by_status", "expected"), [
