@@ -71,18 +71,57 @@ def _rss(pid: int) -> str:
             f"{fields.get('RssFile', 0):.1f}, shmem {fields.get('RssShmem', 0):.1f})")
 
 
+# Put on the daemon's PYTHONPATH: a thread in the node daemon (only there) that keeps
+# writing its Python object counts to $BEAMISH_BENCH_OBJECTS.<pid>.
+_REPORTER = """\
+import os, sys
+if os.environ.get("BEAMISH_BENCH_OBJECTS") and "--foreground" in sys.argv:
+    import gc, threading, time
+    def _report():
+        path = f"{os.environ['BEAMISH_BENCH_OBJECTS']}.{os.getpid()}"
+        while True:
+            gc.collect()
+            with open(path + ".tmp", "w") as f:
+                f.write(f"{len(gc.get_objects())} {sys.getallocatedblocks()}")
+            os.replace(path + ".tmp", path)
+            time.sleep(0.2)
+    threading.Thread(target=_report, daemon=True).start()
+"""
+
+
+def _objects(base: str, pid: int) -> str:
+    """The daemon's latest object counts (written every 0.2 s by `_REPORTER`)."""
+    time.sleep(0.5)
+    try:
+        with open(f"{base}.{pid}") as f:
+            tracked, blocks = f.read().split()
+    except OSError:
+        return "objects: not reported"
+    return f"{int(tracked):,} gc-tracked objects, {int(blocks):,} allocated blocks"
+
+
 def main(dir: str, count: int) -> None:
     """Start a node at ``dir``, register ``count`` records, print the daemon's RSS and
-    how long the listing answers take."""
+    object counts and how long the listing answers take."""
+    import os
+    import tempfile
+
     from beamish.runtime import start_node
+    hook = tempfile.mkdtemp(prefix="bm-objects-")
+    with open(os.path.join(hook, "sitecustomize.py"), "w") as f:
+        f.write(_REPORTER)
+    base = os.path.join(hook, "objects")
+    os.environ["BEAMISH_BENCH_OBJECTS"] = base
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [hook, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
     node = start_node(dir)
     try:
         pid = node.status().pid
-        print(f"daemon, empty node: {_rss(pid)}")
+        print(f"daemon, empty node: {_rss(pid)}; {_objects(base, pid)}")
         t0 = time.perf_counter()
         register_in_subprocess(dir, count)
         print(f"registered {count:,} records in {time.perf_counter() - t0:.2f} s; "
-              f"daemon {_rss(pid)}")
+              f"daemon {_rss(pid)}; {_objects(base, pid)}")
         for what, fn in (("ps(limit=1000)", lambda: node.ps(limit=1000)),
                          ("ps_page(status=stopped, limit=1000)",
                           lambda: node.ps_page(status="stopped", limit=1000)),
@@ -98,7 +137,7 @@ def main(dir: str, count: int) -> None:
                 fn()
                 times.append(time.perf_counter() - t0)
             print(f"{what:40s} best of 3 {min(times) * 1000:8.1f} ms; "
-                  f"daemon after: {_rss(pid)}")
+                  f"daemon after: {_rss(pid)}; {_objects(base, pid)}")
     finally:
         node.shutdown(timeout=60)
 
