@@ -555,8 +555,9 @@ def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
     ``child_restarts``: the sum of its direct children's), with each agent's pid, status
     and restarts. With ``limit``, a supervisor lists its first ``limit`` agents (in start
     order; its supervisors always): ``more`` counts the others and ``more_by_status``
-    counts them by status. Only the listed agents' records are read.
-    CLI: ``beamish tree [--limit N | --all]``."""
+    counts them by status. Only the listed agents' records are read (so ``child_restarts``
+    counts the agents left out by their supervisor's own count, which starts again at 0
+    when the node does). CLI: ``beamish tree [--limit N | --all]``."""
     _check_limit(limit)
     root = node.root.snapshot()
     shown: list[str] = []
