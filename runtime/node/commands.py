@@ -548,6 +548,12 @@ def ps(node: NodeView, status: str | None = None, supervisor: str | None = None,
     return ps_page(node, status, supervisor, limit, after).rows
 
 
+HELD_BY_RECORD: frozenset[AgentStatus] = frozenset()
+"""The statuses of agents that are in the tree but that no supervisor shell holds (no
+process: sessions' sleeping agents): ``tree`` lists them from their records, first under
+their supervisor."""
+
+
 def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
     """``{"op": "tree", "limit"}`` -> nested ``{"name", "kind", "strategy", "status",
     "restarts", "child_restarts", "children", "more", "more_by_status"}`` for each
@@ -559,11 +565,13 @@ def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
     counts the agents left out by their supervisor's own count, which starts again at 0
     when the node does). CLI: ``beamish tree [--limit N | --all]``."""
     _check_limit(limit)
+    by_record = node.store.read(lambda t: t.agents_by_supervisor(
+        [str(s) for s in HELD_BY_RECORD], limit)) if HELD_BY_RECORD else {}
     root = node.root.snapshot()
     shown: list[str] = []
 
     def pick(snap: SupervisorSnapshot) -> None:
-        agents = 0
+        agents = len(by_record.get(snap.id, ((), {}))[0])
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 if child.supervisor is not None:
@@ -575,9 +583,12 @@ def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
     recs = node.store.read(lambda t: {n: t.get_agent(n) for n in shown})
 
     def walk(snap: SupervisorSnapshot, status: str, restarts: int) -> SupervisorNode:
-        children: list[AgentNode | SupervisorNode] = []
-        hidden: dict[str, int] = {}
-        child_restarts = agents = 0
+        held, held_more = by_record.get(snap.id, ([], {}))
+        children: list[AgentNode | SupervisorNode] = [
+            AgentNode(r.name, str(r.status), r.restarts, None, r.cls) for r in held]
+        hidden = dict(held_more)
+        child_restarts = sum(r.restarts for r in held)
+        agents = len(held)
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 sub = child.supervisor  # None before its first start

@@ -34,7 +34,7 @@ import os
 import shutil
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Literal, TypeVar, cast
 
 import lmdb
@@ -218,6 +218,31 @@ class Txn:
             else:
                 more += 1
         return rows, more
+
+    def agents_by_supervisor(self, statuses: Collection[str], limit: int | None = None
+                             ) -> dict[str, tuple[list[AgentRecord], dict[str, int]]]:
+        """Return the agents with a status in ``statuses`` by supervisor: the first
+        ``limit`` records of each and the others' counts by status (see
+        `.protocol.Txn.agents_by_supervisor`)."""
+        out: dict[str, tuple[list[AgentRecord], dict[str, int]]] = {}
+        wanted = frozenset(statuses)
+        if not wanted:
+            return out
+        for key, value in self._prefix("routes", b""):
+            status = str(unpack(value)[1])
+            if status not in wanted:
+                continue
+            raw = self._raw("agents", key)
+            if raw is None:  # a route without its record: written together, so never
+                raise KeyError(f"agent {key.decode(errors='replace')!r} has a route but "
+                               "no record")
+            data = unpack(raw)
+            rows, more = out.setdefault(str(data.get("supervisor", "root")), ([], {}))
+            if limit is None or len(rows) < limit:
+                rows.append(AgentRecord.from_wire(data))
+            else:
+                more[status] = more.get(status, 0) + 1
+        return out
 
     def _agent_at(self, key: bytes) -> AgentRecord:
         raw = self._get("agents", key)

@@ -15,7 +15,7 @@ call's msg id; a timer by ``(due time, agent id, seq)``, found by ``(agent id, s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol, TypeVar
 
 from .records import (
@@ -72,6 +72,14 @@ class Txn(Protocol):
         count of the keys after it); a filter reads each remaining record's route or
         record, never building the records it does not return.
         """
+        ...
+
+    def agents_by_supervisor(self, statuses: Collection[str], limit: int | None = None
+                             ) -> dict[str, tuple[list[AgentRecord], dict[str, int]]]:
+        """Return the agents whose status is one of ``statuses``, grouped by supervisor:
+        for each, its first ``limit`` records in name order (all if None) and how many
+        more it has, by status. Reads every route and the records of those that match
+        (the agents no supervisor shell holds, for ``tree``)."""
         ...
 
     # -- supervisors ----------------------------------------------------------------------

@@ -105,3 +105,42 @@ def test_more_line(more, after, filters, limit, expected):  # type: ignore[no-un
 ])
 def test_hidden_line(more, by_status, expected):  # type: ignore[no-untyped-def]
     assert hidden_line(more, by_status) == expected
+
+
+def test_agents_by_supervisor_groups_pages_and_counts(store):  # type: ignore[no-untyped-def]
+    got = store.read(lambda t: t.agents_by_supervisor(["stopped", "failed"], 1))
+    assert {sup: ([r.name for r in rows], more) for sup, (rows, more) in got.items()} == {
+        "root": (["a"], {}), "jobs": (["c"], {"stopped": 2})}
+    got = store.read(lambda t: t.agents_by_supervisor(["stopped"]))
+    assert {sup: [r.name for r in rows] for sup, (rows, _) in got.items()} == {
+        "root": ["a"], "jobs": ["d", "f"]}
+    assert store.read(lambda t: t.agents_by_supervisor([])) == {}
+
+
+def test_tree_lists_agents_held_by_record_first_within_the_limit(store, monkeypatch):  # type: ignore[no-untyped-def]
+    """``tree`` with a real store and a real supervisor shell: agents no shell holds (here
+    the stopped ones stand in for sleeping agents) come first under their supervisor,
+    share its limit, and are counted by status when left out."""
+    from beamish.runtime.node import commands
+    from beamish.supervisor import ChildSpec, Supervisor, SupervisorSpec
+    from beamish.supervisor.testing import FakeClock, FakeSpawner
+
+    monkeypatch.setattr(commands, "HELD_BY_RECORD", frozenset({AgentStatus.STOPPED}))
+    root = Supervisor(SupervisorSpec("root", children=(ChildSpec("e"), ChildSpec("z"))),
+                      FakeSpawner(FakeClock()))
+    root.start()
+    try:
+        view = commands.NodeView(*([None] * 3), store, *([None] * 6), root,  # type: ignore[arg-type]
+                                 *([None] * 2))
+        full = commands.tree(view)
+        assert [(c.name, c.status) for c in full.children] == [
+            ("a", "stopped"), ("e", "running"), ("z", "running")]
+        assert (full.more, full.more_by_status) == (0, {})
+        cut = commands.tree(view, limit=2)
+        assert [c.name for c in cut.children] == ["a", "e"]
+        assert (cut.more, cut.more_by_status) == (1, {"running": 1})
+        cut = commands.tree(view, limit=1)
+        assert [c.name for c in cut.children] == ["a"]
+        assert (cut.more, cut.more_by_status) == (2, {"running": 2})
+    finally:
+        root.shutdown()
