@@ -235,6 +235,8 @@ class TreeNode(TypedDict):
     children: NotRequired[list[TreeNode]]
     pid: NotRequired[int | None]
     cls: NotRequired[str]
+    more: NotRequired[int]
+    more_by_status: NotRequired[dict[str, int]]
 
 
 class DeadLetterInfo(TypedDict):

@@ -58,6 +58,7 @@ from ._errors import (
     Running,
     SupervisorError,
 )
+from ._layered import Draft, Layered
 from ._reason import ExitReason
 from ._restarts import RestartLog
 from ._spec import ChildSpec, RestartType, Strategy, SupervisorSpec
@@ -162,7 +163,10 @@ class ChildState:
 
 class Children(Mapping[str, ChildState]):
     """An immutable mapping of child id to :class:`ChildState`, in start order
-    (OTP's ``{Ids, Db}``). Equality compares order too."""
+    (OTP's ``{Ids, Db}``). Equality compares order too.
+
+    Successive states share most of their children (a `Layered` map): an event that
+    changes one child costs O(sqrt n) for n children, not a copy of all n."""
 
     __slots__ = ("_map",)
 
@@ -175,25 +179,32 @@ class Children(Mapping[str, ChildState]):
         Raises:
             ValueError: An id repeats.
         """
-        self._map: dict[str, ChildState] = {}
+        base: dict[str, ChildState] = {}
         for child in children:
-            if child.id in self._map:
+            if child.id in base:
                 raise ValueError(f"duplicate child id {child.id!r}")
-            self._map[child.id] = child
+            base[child.id] = child
+        self._map: Layered[str, ChildState] = Layered.of(base)
 
     @classmethod
-    def _of(cls, mapping: dict[str, ChildState]) -> Children:
+    def _of(cls, mapping: Layered[str, ChildState]) -> Children:
         new = cls.__new__(cls)
         new._map = mapping
         return new
 
-    def _copy(self) -> dict[str, ChildState]:
-        # dict(self.items()) would go through the Mapping ABC, one __getitem__ per child:
-        # 0.85 ms per decide with 1,000 children, against ~10 us for this C-level copy.
-        return dict(self._map)
+    def _copy(self) -> Draft[str, ChildState]:
+        # A working copy that shares the children no event touched (see `Layered`).
+        return self._map.draft()
 
     def __getitem__(self, id: str) -> ChildState:
         return self._map[id]
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._map
+
+    def get(self, id: str, default: ChildState | None = None) -> ChildState | None:  # type: ignore[override]
+        """The child ``id``'s state, or ``default``."""
+        return self._map.get(id, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._map)
@@ -564,14 +575,15 @@ class _Plan:
     def __init__(self, spec: SupervisorSpec, state: SupervisorState, now: float) -> None:
         self.spec = spec
         self.now = now
-        self.children: dict[str, ChildState] = state.children._copy()
+        self.children: Draft[str, ChildState] = state.children._copy()
         self.running = state.running
         self.log = state.log
         self.seed = state.seed
         self.actions: list[Action] = []
 
     def outcome(self) -> Outcome:
-        state = SupervisorState(Children._of(self.children), self.running, self.log, self.seed)
+        state = SupervisorState(Children._of(self.children.freeze()), self.running, self.log,
+                                self.seed)
         return Outcome(state, tuple(self.actions))
 
     def get(self, id: str) -> ChildState | None:
@@ -604,12 +616,12 @@ class _Plan:
     def group(self, id: str) -> list[str]:
         """The children a restart of ``id`` restarts, in start order."""
         strategy = self.spec.strategy
-        ids = list(self.children)
         if strategy is Strategy.ONE_FOR_ALL:
-            return ids
+            return list(self.children)
         if strategy is Strategy.REST_FOR_ONE:
+            ids = list(self.children)
             return ids[ids.index(id) :]
-        return [id]
+        return [id]  # without listing the others: O(1) with any number of children
 
     def stop_all(self, reason: ExitReason) -> None:
         for id in reversed(list(self.children)):

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._clock import Clock, MonotonicClock, TimerHandle
 from ._errors import InvalidSpec, NotFound, NotRunning, StartFailed, SupervisorError
+from ._layered import Layered
 from ._policy import (
     Action,
     AddChild,
@@ -287,7 +288,7 @@ _MISSING = object()
 @dataclass(frozen=True, slots=True)
 class _View:
     state: SupervisorState
-    handles: dict[str, object]
+    handles: Layered[str, object]
     nested: dict[str, Supervisor]
 
 
@@ -348,7 +349,9 @@ class Supervisor:
         self._seed = seed if seed is not None else random.SystemRandom().getrandbits(32)
         self._state = SupervisorState.initial(spec, self._seed)
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._handles: dict[str, object] = {}
+        # Immutable versions (a `Layered` map): publishing one after each action is O(1),
+        # and changing one handle O(sqrt n), with n children.
+        self._handles: Layered[str, object] = Layered()
         # The spec of each live incarnation: a Terminate may be followed by a Forget in
         # the same outcome, so the new state no longer knows the child being stopped.
         self._specs: dict[str, ChildSpec] = {}
@@ -361,7 +364,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._opened = False
         self._closed = False
-        self._view = _View(self._state, {}, {})
+        self._view = _View(self._state, self._handles, {})
 
     # ---- public API -----------------------------------------------------------------
 
@@ -739,7 +742,7 @@ class Supervisor:
 
     def _do_adopt(self, spec: ChildSpec, handle: object) -> None:
         self._feed(AdoptChild(spec))
-        self._handles[spec.id] = handle
+        self._handles = self._handles.set(spec.id, handle)
         self._specs[spec.id] = spec
         self._publish()
 
@@ -758,7 +761,7 @@ class Supervisor:
         current = self._handles.get(id, _MISSING)
         if current is _MISSING or current != handle:
             return  # stale: an incarnation we already terminated or replaced
-        del self._handles[id]
+        self._handles = self._handles.without(id)
         del self._specs[id]
         self._emit(EventKind.EXITED, id, str(reason))
         self._run_event(ChildExited(id, reason))
@@ -793,7 +796,7 @@ class Supervisor:
             elif isinstance(action, Forget):
                 self._forget(action.id)
             elif isinstance(action, Release):
-                self._handles.pop(action.id, None)
+                self._handles = self._handles.without(action.id)
                 self._specs.pop(action.id, None)
             elif isinstance(action, MarkFailed):
                 self._cancel_timer(action.id)
@@ -817,7 +820,7 @@ class Supervisor:
             _log.warning("child %r of supervisor %r failed to start: %s", id, self.id, exc.reason)
             self._apply(self._feed(StartError(id, exc.reason)).actions)
             return StartFailed(exc.reason, id)
-        self._handles[id] = handle
+        self._handles = self._handles.set(id, handle)
         self._specs[id] = child.spec
         self._feed(ChildStarted(id))
         self._emit(EventKind.RESTARTED if child.restarts > 0 else EventKind.SPAWNED, id, "")
@@ -849,7 +852,8 @@ class Supervisor:
 
     def _terminate(self, id: str) -> None:
         self._cancel_timer(id)
-        handle = self._handles.pop(id, _MISSING)
+        handle = self._handles.get(id, _MISSING)
+        self._handles = self._handles.without(id)
         if handle is _MISSING:
             return  # never started (skipped after a failed start) or already gone
         spec = self._specs.pop(id)
@@ -877,7 +881,7 @@ class Supervisor:
     def _forget(self, id: str) -> None:
         self._emit(EventKind.REMOVED, id, "")
         self._cancel_timer(id)
-        self._handles.pop(id, None)
+        self._handles = self._handles.without(id)
         self._specs.pop(id, None)
         nested = self._nested.pop(id, None)
         if nested is not None:
@@ -915,7 +919,7 @@ class Supervisor:
             _log.exception("on_event raised for %s %r", kind.value, name)
 
     def _publish(self) -> None:
-        self._view = _View(self._state, dict(self._handles), dict(self._nested))
+        self._view = _View(self._state, self._handles, dict(self._nested))
 
     def _child_spec(self, child: ChildSpec | SupervisorSpec | str) -> ChildSpec:
         if isinstance(child, ChildSpec):

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import psutil
@@ -460,14 +461,44 @@ class Node:
         return AgentInfo.from_wire(
             self._control.request("info", {"name": check_lookup_name(name)}))
 
-    def ps(self) -> list[AgentInfo]:
-        """Return `AgentInfo` for every agent, in start order."""
-        return [AgentInfo.from_wire(d) for d in self._control.request("ps")]
+    def ps(self, status: str | None = None, supervisor: str | None = None,
+           limit: int | None = None, after: str | None = None) -> list[AgentInfo]:
+        """Return `AgentInfo` for the agents, in name order: those with ``status`` (an
+        `AgentStatus` value, e.g. ``"running"``) and under ``supervisor`` when given, whose
+        name sorts after ``after``, at most ``limit`` of them (all when None). The node
+        filters and pages: a page costs its own rows, not the whole registry.
+        `ps_page` also says how many more there are.
 
-    def tree(self) -> TreeNode:
+        Raises:
+            ConfigError: an unknown status (the message lists the valid ones) or supervisor,
+                or a ``limit`` below 1.
+        """
+        return self.ps_page(status, supervisor, limit, after).rows
+
+    def ps_page(self, status: str | None = None, supervisor: str | None = None,
+                limit: int | None = None, after: str | None = None) -> PsPage:
+        """`ps`, with how many more agents match after the page and the cursor for the
+        next one: ``page = node.ps_page(limit=1000)``, then
+        ``node.ps_page(limit=1000, after=page.after)`` while ``page.more``.
+
+        Raises:
+            ConfigError: as `ps`.
+        """
+        value = self._control.request("ps_page", {
+            "status": None if status is None else str(status), "supervisor": supervisor,
+            "limit": limit, "after": after})
+        return PsPage([AgentInfo.from_wire(d) for d in value["rows"]], int(value["more"]),
+                      value["after"])
+
+    def tree(self, limit: int | None = None) -> TreeNode:
         """Return the supervision tree: nested dicts with name, kind, status, pid, restarts
-        (`TreeNode`)."""
-        value: TreeNode = self._control.request("tree")
+        (`TreeNode`). With ``limit``, each supervisor lists at most ``limit`` agents (its
+        child supervisors always); ``more`` and ``more_by_status`` count the rest.
+
+        Raises:
+            ConfigError: a ``limit`` below 1.
+        """
+        value: TreeNode = self._control.request("tree", {"limit": limit})
         return value
 
     @overload
@@ -565,6 +596,21 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node(dir={self.dir!r}, pid={self.pid})"
+
+
+@dataclass(frozen=True, slots=True)
+class PsPage:
+    """One page of `Node.ps_page`.
+
+    Attributes:
+        rows: the agents of the page, in name order.
+        more: how many more agents match after it (0: it is the last page).
+        after: the next page's cursor (pass it as ``after``), None on the last page.
+    """
+
+    rows: list[AgentInfo]
+    more: int
+    after: str | None
 
 
 class AsyncNode:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._paths import NodePaths, default_dir
-from .._types import TreeNode
+from .._types import AgentStatus, TreeNode
 from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError
 from ..messaging.spawnargs import check_shutdown
@@ -30,6 +30,7 @@ examples:
   beamish call c1 '"incr"'                 prints the reply as JSON
   beamish cast c1 '"incr"'
   beamish ps                               name, pid, status, restarts, mailbox, RSS
+  beamish ps --status running --limit 50   filtered and paged by the node
   beamish tree                             the supervision tree
   beamish events --follow                  supervisor reports as they happen
   beamish stop c1                          orderly stop; its state is kept
@@ -177,6 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
                        ("events", "show supervisor events")):
         p = sub.add_parser(verb, parents=[common], help=text)
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        if verb == "ps":
+            p.add_argument("--status", choices=[s.value for s in AgentStatus],
+                           help="only the agents with this status")
+            p.add_argument("--supervisor", metavar="NAME",
+                           help="only the agents of this supervisor (not of its sub-supervisors)")
+            p.add_argument("--after", metavar="NAME",
+                           help="start after this name (the next page; agents are listed "
+                                "in name order)")
+        if verb in ("ps", "tree"):
+            default = PS_LIMIT if verb == "ps" else TREE_LIMIT
+            p.add_argument("--limit", type=_count_arg, default=default, metavar="N",
+                           help=f"show at most N agents{' per supervisor' if verb == 'tree' else ''}"
+                                f" (default {default}; 0: all)")
+            p.add_argument("--all", action="store_true", help="show every agent (--limit 0)")
         if verb == "events":
             p.add_argument("--follow", "-f", action="store_true",
                            help="wait for new events until Ctrl-C or the node stops")
@@ -212,6 +227,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PS_LIMIT = 1000
+"""How many agents ``beamish ps`` lists by default (a final line says how many more)."""
+TREE_LIMIT = 100
+"""How many agents of each supervisor ``beamish tree`` lists by default."""
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a count, 0 or more (0: all)")
+    return value
+
+
+def more_line(more: int, after: str | None, filters: Sequence[str], limit: int | None = None
+              ) -> str:
+    """The line ``beamish ps`` ends a page with when ``more`` agents were left out (pure):
+    how many, and the commands that show them (``filters``: the filter options given, to
+    repeat; ``limit``: a page size given, kept for the next page)."""
+    again = " ".join(["beamish ps", *filters])
+    size = f" --limit {limit}" if limit else ""
+    return (f"... {more:,} more agent{'s' if more != 1 else ''} not shown: "
+            f"`{again}{size} --after {after}` for the next page, `{again} --all` for all")
+
+
+def _ps_filters(args: argparse.Namespace) -> list[str]:
+    argv = []
+    if args.status:
+        argv += ["--status", args.status]
+    if args.supervisor:
+        argv += ["--supervisor", args.supervisor]
+    return argv
+
+
 def _fmt_bytes(n: int) -> str:
     return f"{n / 1048576:.1f} MiB" if n else "-"
 
@@ -229,10 +280,19 @@ def _print_tree(node: TreeNode, indent: str = "") -> None:
               f"child_restarts={node.get('child_restarts', 0)}")
         for child in node.get("children", []):
             _print_tree(child, indent + "  ")
+        if node.get("more"):
+            print(f"{indent}  {hidden_line(node.get('more', 0), node.get('more_by_status', {}))}")
     else:
         pid = node.get("pid") or "-"
         print(f"{indent}{node['name']} ({node.get('cls', '')}) pid={pid} "
               f"status={node['status']} restarts={node.get('restarts', 0)}")
+
+
+def hidden_line(more: int, by_status: dict[str, int]) -> str:
+    """The line ``beamish tree`` prints for the agents of a supervisor it left out (pure)."""
+    counts = ", ".join(f"{n:,} {status}" for status, n in sorted(by_status.items()))
+    return (f"... {more:,} more agent{'s' if more != 1 else ''} ({counts}); "
+            "`beamish tree --all` shows them")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -317,7 +377,9 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         info = node.info(args.name)
         print(json.dumps(info.to_wire(), indent=None if args.json else 2, default=repr))
     elif cmd == "ps":
-        infos = node.ps()
+        page = node.ps_page(args.status, args.supervisor,
+                            None if args.all or not args.limit else args.limit, args.after)
+        infos = page.rows
         if args.json:
             print(json.dumps([i.to_wire() for i in infos]))
         else:
@@ -325,8 +387,12 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
                            i.processed, _fmt_bytes(i.rss_bytes), i.supervisor] for i in infos],
                          ["NAME", "PID", "STATUS", "RESTARTS", "MAILBOX", "PROCESSED", "RSS",
                           "SUPERVISOR"])
+        if page.more:  # never truncated silently: with --json the note goes to stderr
+            print(more_line(page.more, page.after, _ps_filters(args),
+                            args.limit if args.limit != PS_LIMIT else None),
+                  file=sys.stderr if args.json else sys.stdout)
     elif cmd == "tree":
-        tree = node.tree()
+        tree = node.tree(None if args.all or not args.limit else args.limit)
         print(json.dumps(tree)) if args.json else _print_tree(tree)
     elif cmd == "events":
         stream = node.events(follow=args.follow)
@@ -391,3 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `beamish ps | head`: the reader has what it wanted
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -232,7 +232,8 @@ class AgentNode:
 @dataclass(frozen=True, slots=True)
 class SupervisorNode:
     """A supervisor in ``tree``'s answer, with its children (``restarts``: how many times it
-    was itself restarted; ``child_restarts``: the sum of its direct children's)."""
+    was itself restarted; ``child_restarts``: the sum of its direct children's; ``more``:
+    how many agents a ``limit`` left out, ``more_by_status``: those by status)."""
 
     name: str
     kind: str = field(default="supervisor", init=False)
@@ -241,6 +242,8 @@ class SupervisorNode:
     restarts: int
     child_restarts: int
     children: list[AgentNode | SupervisorNode]
+    more: int = 0
+    more_by_status: dict[str, int] = field(default_factory=dict)
 
 
 def _erase_agent(agent_id: int, name: str, t: Txn) -> None:
@@ -466,6 +469,10 @@ def _proc_stats(pid: int | None) -> tuple[int, float]:
 
 def _info_of(node: NodeView, rec: AgentRecord) -> AgentInfo:
     depth, processed = node.store.read(lambda t: (t.depth(rec.id), t.processed(rec.id)))
+    return _info_with(rec, depth, processed)
+
+
+def _info_with(rec: AgentRecord, depth: int, processed: int) -> AgentInfo:
     pid = rec.pid if rec.status == AgentStatus.RUNNING else None
     rss, cpu = _proc_stats(pid)
     return AgentInfo(rec.name, pid, str(rec.status), rec.restarts, depth, processed, rss, cpu,
@@ -473,40 +480,139 @@ def _info_of(node: NodeView, rec: AgentRecord) -> AgentInfo:
 
 
 def info(node: NodeView, name: str) -> AgentInfo:
-    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish ps`` (all)."""
+    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish info NAME``."""
     return _info_of(node, _require(node, name))
 
 
-def ps(node: NodeView) -> list[AgentInfo]:
-    """``{"op": "ps"}`` -> a list of `AgentInfo` fields, in start order. CLI: ``beamish ps``."""
-    recs = sorted(node.store.read(lambda t: t.agents()), key=lambda r: r.order)
-    return [_info_of(node, r) for r in recs]
+@dataclass(frozen=True, slots=True)
+class PsPage:
+    """``ps_page``'s answer: one page of agents in name order.
+
+    Attributes:
+        rows: the agents of the page.
+        more: how many more agents match after the page (0: it is the last).
+        after: the cursor for the next page (the last row's name) when ``more`` > 0.
+    """
+
+    rows: list[AgentInfo]
+    more: int
+    after: str | None
 
 
-def tree(node: NodeView) -> SupervisorNode:
-    """``{"op": "tree"}`` -> nested ``{"name", "kind", "strategy", "status", "restarts",
-    "child_restarts", "children"}`` for each supervisor (``restarts``: how many times it
-    was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
-    children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
-    recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
+def check_status(status: str | None) -> AgentStatus | None:
+    """Return ``status`` as an `AgentStatus` (None stays None).
+
+    Raises:
+        ConfigError: it is not one, listing the statuses there are.
+    """
+    if status is None:
+        return None
+    try:
+        return AgentStatus(status)
+    except ValueError:
+        raise ConfigError(f"status={status!r}: expected one of "
+                          f"{', '.join(s.value for s in AgentStatus)}") from None
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit={limit!r}: expected a count of 1 or more, or None for all")
+
+
+def ps_page(node: NodeView, status: str | None = None, supervisor: str | None = None,
+            limit: int | None = None, after: str | None = None) -> PsPage:
+    """``{"op": "ps_page", "status", "supervisor", "limit", "after"}`` -> ``{"rows": [AgentInfo
+    fields], "more", "after"}``: the agents in name order whose name sorts after ``after``,
+    with ``status`` and under ``supervisor`` when given, at most ``limit`` of them (all when
+    None); ``more`` counts those left, ``after`` is the next page's cursor. One read
+    transaction; a page without filters reads only its own records.
+    CLI: ``beamish ps [--status S] [--supervisor S] [--limit N] [--after NAME]``."""
+    wanted = check_status(status)
+    _check_limit(limit)
+    if supervisor is not None and not _is_supervisor(node, supervisor):
+        raise ConfigError(f"supervisor={supervisor!r}: no supervisor has that name "
+                          "(see `beamish tree`)")
+    if after is not None:
+        check_lookup_name(after)
+
+    def read(t: Txn) -> tuple[list[tuple[AgentRecord, int, int]], int]:
+        recs, more = t.agents_page(after, limit, None if wanted is None else str(wanted),
+                                   supervisor)
+        return [(r, t.depth(r.id), t.processed(r.id)) for r in recs], more
+    rows, more = node.store.read(read)
+    infos = [_info_with(rec, depth, processed) for rec, depth, processed in rows]
+    return PsPage(infos, more, infos[-1].name if more and infos else None)
+
+
+def ps(node: NodeView, status: str | None = None, supervisor: str | None = None,
+       limit: int | None = None, after: str | None = None) -> list[AgentInfo]:
+    """``{"op": "ps", "status", "supervisor", "limit", "after"}`` -> a list of `AgentInfo`
+    fields: ``ps_page``'s rows (in name order). CLI: ``beamish ps``."""
+    return ps_page(node, status, supervisor, limit, after).rows
+
+
+HELD_BY_RECORD: frozenset[AgentStatus] = frozenset()
+"""The statuses of agents that are in the tree but that no supervisor shell holds (no
+process: sessions' sleeping agents): ``tree`` lists them from their records, first under
+their supervisor."""
+
+
+def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
+    """``{"op": "tree", "limit"}`` -> nested ``{"name", "kind", "strategy", "status",
+    "restarts", "child_restarts", "children", "more", "more_by_status"}`` for each
+    supervisor (``restarts``: how many times it was itself restarted, 0 for the root;
+    ``child_restarts``: the sum of its direct children's), with each agent's pid, status
+    and restarts. With ``limit``, a supervisor lists its first ``limit`` agents (in start
+    order; its supervisors always): ``more`` counts the others and ``more_by_status``
+    counts them by status. Only the listed agents' records are read (so ``child_restarts``
+    counts the agents left out by their supervisor's own count, which starts again at 0
+    when the node does). CLI: ``beamish tree [--limit N | --all]``."""
+    _check_limit(limit)
+    by_record = node.store.read(lambda t: t.agents_by_supervisor(
+        [str(s) for s in HELD_BY_RECORD], limit)) if HELD_BY_RECORD else {}
+    root = node.root.snapshot()
+    shown: list[str] = []
+
+    def pick(snap: SupervisorSnapshot) -> None:
+        agents = len(by_record.get(snap.id, ((), {}))[0])
+        for child in snap.children:
+            if child.kind is ChildKind.SUPERVISOR:
+                if child.supervisor is not None:
+                    pick(child.supervisor)
+            elif limit is None or agents < limit:
+                agents += 1
+                shown.append(child.id)
+    pick(root)
+    recs = node.store.read(lambda t: {n: t.get_agent(n) for n in shown})
 
     def walk(snap: SupervisorSnapshot, status: str, restarts: int) -> SupervisorNode:
-        children: list[AgentNode | SupervisorNode] = []
+        held, held_more = by_record.get(snap.id, ([], {}))
+        children: list[AgentNode | SupervisorNode] = [
+            AgentNode(r.name, str(r.status), r.restarts, None, r.cls) for r in held]
+        hidden = dict(held_more)
+        child_restarts = sum(r.restarts for r in held)
+        agents = len(held)
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 sub = child.supervisor  # None before its first start
                 children.append(walk(sub, str(child.status), child.restarts) if sub is not None else
                                 SupervisorNode(child.id, "", str(child.status), child.restarts,
                                                0, []))
-            else:
-                rec = recs.get(child.id)
-                children.append(AgentNode(child.id, str(agent_status(child.status)),
-                                          child.restarts if rec is None else rec.restarts,
-                                          None if rec is None else rec.pid,
-                                          "" if rec is None else rec.cls))
-        return SupervisorNode(snap.id, str(snap.strategy), status, restarts,
-                              sum(c.restarts for c in children), children)
-    root = node.root.snapshot()
+                child_restarts += child.restarts
+                continue
+            rec = recs.get(child.id) if limit is None or agents < limit else None
+            restarts_of = child.restarts if rec is None else rec.restarts
+            child_restarts += restarts_of
+            if limit is not None and agents >= limit:
+                key = str(agent_status(child.status))
+                hidden[key] = hidden.get(key, 0) + 1
+                continue
+            agents += 1
+            children.append(AgentNode(child.id, str(agent_status(child.status)), restarts_of,
+                                      None if rec is None else rec.pid,
+                                      "" if rec is None else rec.cls))
+        return SupervisorNode(snap.id, str(snap.strategy), status, restarts, child_restarts,
+                              children, sum(hidden.values()), hidden)
     return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
 
 
@@ -883,5 +989,5 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "monitor": monitor, "link": link, "resend_dead_letter": resend_dead_letter,
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
-    "shutdown": shutdown, "add_supervisor": add_supervisor,
+    "shutdown": shutdown, "add_supervisor": add_supervisor, "ps_page": ps_page,
 }

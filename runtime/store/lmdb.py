@@ -34,7 +34,7 @@ import os
 import shutil
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Literal, TypeVar, cast
 
 import lmdb
@@ -175,6 +175,80 @@ class Txn:
     def agents(self) -> list[AgentRecord]:
         """Return every agent record."""
         return [AgentRecord.from_wire(unpack(v)) for _, v in self._prefix("agents", b"")]
+
+    def agents_page(self, after: str | None = None, limit: int | None = None,
+                    status: str | None = None, supervisor: str | None = None
+                    ) -> tuple[list[AgentRecord], int]:
+        """Return up to ``limit`` agent records after name ``after`` in name order, with
+        ``status`` and under ``supervisor`` when given, and how many more match (see
+        `.protocol.Txn.agents_page`)."""
+        # Filtering by status alone reads the routes (two fields) and only the records
+        # it returns; by supervisor it reads each record's map without building it.
+        db = "routes" if supervisor is None else "agents"
+        cur = self.txn.cursor(db=self.dbs[db])
+        start = b"" if after is None else after.encode()
+        if not cur.set_range(start):
+            return [], 0
+        if after is not None and cur.key() == start and not cur.next():
+            return [], 0
+        rows: list[AgentRecord] = []
+        more = 0
+        if status is None and supervisor is None:
+            for key in cast("Iterator[bytes]", cur.iternext(values=False)):
+                if limit is None or len(rows) < limit:
+                    rows.append(self._agent_at(key))
+                elif after is None:  # the first page: the rest is the count minus the page
+                    entries = int(self.txn.stat(self.dbs["routes"])["entries"])
+                    return rows, entries - len(rows)
+                else:
+                    more += 1
+            return rows, more
+        for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
+            if supervisor is None:
+                if str(unpack(value)[1]) != status:
+                    continue
+            else:
+                data = unpack(value)
+                if str(data.get("supervisor", "root")) != supervisor or (
+                        status is not None and str(data.get("status")) != status):
+                    continue
+            if limit is None or len(rows) < limit:
+                rows.append(self._agent_at(key) if supervisor is None
+                            else AgentRecord.from_wire(data))
+            else:
+                more += 1
+        return rows, more
+
+    def agents_by_supervisor(self, statuses: Collection[str], limit: int | None = None
+                             ) -> dict[str, tuple[list[AgentRecord], dict[str, int]]]:
+        """Return the agents with a status in ``statuses`` by supervisor: the first
+        ``limit`` records of each and the others' counts by status (see
+        `.protocol.Txn.agents_by_supervisor`)."""
+        out: dict[str, tuple[list[AgentRecord], dict[str, int]]] = {}
+        wanted = frozenset(statuses)
+        if not wanted:
+            return out
+        for key, value in self._prefix("routes", b""):
+            status = str(unpack(value)[1])
+            if status not in wanted:
+                continue
+            raw = self._raw("agents", key)
+            if raw is None:  # a route without its record: written together, so never
+                raise KeyError(f"agent {key.decode(errors='replace')!r} has a route but "
+                               "no record")
+            data = unpack(raw)
+            rows, more = out.setdefault(str(data.get("supervisor", "root")), ([], {}))
+            if limit is None or len(rows) < limit:
+                rows.append(AgentRecord.from_wire(data))
+            else:
+                more[status] = more.get(status, 0) + 1
+        return out
+
+    def _agent_at(self, key: bytes) -> AgentRecord:
+        raw = self._get("agents", key)
+        if raw is None:  # a route without its record: written together, so never
+            raise KeyError(f"agent {key.decode(errors='replace')!r} has a route but no record")
+        return AgentRecord.from_wire(raw)
 
     def get_sup(self, name: str) -> SupervisorRecord | None:
         """Return the supervisor record ``name``, or None."""

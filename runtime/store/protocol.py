@@ -15,7 +15,7 @@ call's msg id; a timer by ``(due time, agent id, seq)``, found by ``(agent id, s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol, TypeVar
 
 from .records import (
@@ -60,6 +60,26 @@ class Txn(Protocol):
 
     def agents(self) -> list[AgentRecord]:
         """Return every agent record."""
+        ...
+
+    def agents_page(self, after: str | None = None, limit: int | None = None,
+                    status: str | None = None, supervisor: str | None = None
+                    ) -> tuple[list[AgentRecord], int]:
+        """Return the agent records whose name sorts after ``after`` (all if None), in name
+        order, that have ``status`` and belong to ``supervisor`` (when given): at most
+        ``limit`` of them (all if None), and how many more match after the last one
+        returned. A bounded read when nothing is filtered (a page costs its rows plus a
+        count of the keys after it); a filter reads each remaining record's route or
+        record, never building the records it does not return.
+        """
+        ...
+
+    def agents_by_supervisor(self, statuses: Collection[str], limit: int | None = None
+                             ) -> dict[str, tuple[list[AgentRecord], dict[str, int]]]:
+        """Return the agents whose status is one of ``statuses``, grouped by supervisor:
+        for each, its first ``limit`` records in name order (all if None) and how many
+        more it has, by status. Reads every route and the records of those that match
+        (the agents no supervisor shell holds, for ``tree``)."""
         ...
 
     # -- supervisors ----------------------------------------------------------------------

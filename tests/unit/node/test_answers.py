@@ -20,6 +20,7 @@ from beamish.runtime.node.commands import (
     Named,
     NameStatus,
     Ping,
+    PsPage,
     Resent,
     ShuttingDown,
     Spawned,
@@ -71,7 +72,18 @@ CASES: list[tuple[Any, Any]] = [
           {"name": "a", "kind": "agent", "status": "running", "restarts": 1, "pid": 12,
            "cls": "m:C"},
           {"name": "s", "kind": "supervisor", "strategy": "", "status": "failed",
-           "restarts": 2, "child_restarts": 0, "children": []}]}),
+           "restarts": 2, "child_restarts": 0, "children": [], "more": 0,
+           "more_by_status": {}}], "more": 0, "more_by_status": {}}),
+    (SupervisorNode("jobs", "one_for_one", "running", 0, 0, [], 3,
+                    {"running": 1, "failed": 2}),
+     {"name": "jobs", "kind": "supervisor", "strategy": "one_for_one", "status": "running",
+      "restarts": 0, "child_restarts": 0, "children": [], "more": 3,
+      "more_by_status": {"running": 1, "failed": 2}}),
+    (PsPage([AgentInfo("a", None, "stopped", 0, 0, 0, 0, 0.0, None)], 5, "a"),
+     {"rows": [{"name": "a", "pid": None, "status": "stopped", "restarts": 0,
+                "mailbox_depth": 0, "processed": 0, "rss_bytes": 0, "cpu_seconds": 0.0,
+                "last_failure": None, "supervisor": "root", "cls": ""}],
+      "more": 5, "after": "a"}),
 ]
 
 
