@@ -309,6 +309,10 @@ class AgentRef:
         """`Node.stop` this agent."""
         self.node.stop(self.name)
 
+    def sleep(self) -> None:
+        """`Node.sleep` this agent."""
+        self.node.sleep(self.name)
+
     def __repr__(self) -> str:
         return f"AgentRef({self.name!r})"
 
@@ -383,8 +387,10 @@ class Node:
     def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Limits | None = None,
-              timeout: float = 30.0) -> AgentRef:
-        """Start an agent in its own process and return once its ``init`` ran.
+              timeout: float = 30.0, idle_timeout: float | None = None,
+              lazy: bool = False) -> AgentRef:
+        """Start an agent in its own process and return once its ``init`` ran (with
+        ``lazy=True``: once it is registered, asleep; see docs/sessions.md).
 
         Args:
             cls: the Agent class, or its path ``"package.module:Class"``.
@@ -395,6 +401,10 @@ class Node:
             shutdown: seconds to wait for an orderly stop, "brutal_kill" or "infinity".
             limits: resource `Limits`.
             timeout: seconds to wait for the node.
+            idle_timeout: seconds without a message after which it falls asleep (its
+                process exits; its next message wakes it); None: never.
+            lazy: register it asleep (status ``sleeping``, no process, ``init`` not run
+                yet): its first message starts it.
 
         Raises:
             SpawnError: the name is in use, the class cannot be imported, or init failed.
@@ -402,7 +412,7 @@ class Node:
             BadMessage, MessageTooLarge: ``args`` cannot be sent (named in the error).
         """
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                                max_bytes=self._messenger.limit)
+                                idle_timeout, lazy, max_bytes=self._messenger.limit)
         value = self._control.request("spawn", request, timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 
@@ -442,6 +452,17 @@ class Node:
             AgentNotFound: no agent has this name.
         """
         self._control.request("stop", {"name": check_lookup_name(name)}, timeout=timeout)
+
+    def sleep(self, name: str, timeout: float = 120.0) -> None:
+        """Put agent ``name`` to sleep: ``terminate("sleep", state)`` runs, its process
+        exits, its status is ``sleeping``; its next message or timer wakes it (no
+        ``init``, no ``recover``). Not an exit: nothing counted, no Down/Exit. Returns once
+        it sleeps (at once if it sleeps already).
+
+        Raises:
+            AgentNotFound: no such agent, or it is not running.
+        """
+        self._control.request("sleep", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def delete(self, name: str, timeout: float = 120.0) -> None:
         """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
@@ -605,6 +626,10 @@ class AsyncNode:
     async def stop(self, name: str) -> None:
         """`Node.stop` as a coroutine."""
         await asyncio.to_thread(self.node.stop, name)
+
+    async def sleep(self, name: str) -> None:
+        """`Node.sleep` as a coroutine."""
+        await asyncio.to_thread(self.node.sleep, name)
 
     async def shutdown(self) -> None:
         """`Node.shutdown` as a coroutine."""

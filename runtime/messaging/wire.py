@@ -8,6 +8,7 @@ built and parsed here and nowhere else.
     agent -> caller's inbox        `reply_frame`; parsed by `parse_reply_ring`
     agent -> node (report socket)  `report_frames` (an INFO envelope); `parse_report`
     agent -> node (ready datagram) `ready_datagram`; `parse_ready`
+    any -> node (sessions datagram) `WAKE_HINT`, `idle_hint`; `parse_session_hint`
     node <-> zygote (stream)       `encode_zygote_request` / `parse_zygote_request`,
                                    `encode_zygote_frame` / `parse_zygote_frame`, framed by
                                    `encode_frame` / `FrameDecoder` (4-byte length + msgpack)
@@ -412,4 +413,41 @@ def parse_zygote_frame(msg: Any) -> ZygoteFrame | None:
     if op == "refused" and _is_int(msg.get("req"), 1, 1 << 63) \
             and isinstance(msg.get("module"), str) and isinstance(msg.get("error"), str):
         return Refused(msg["req"], msg["module"], msg["error"])
+    return None
+
+
+# -- session hints (Unix datagrams to the node's sessions socket) ------------------------------
+# Only hints: the store's wakes table is the truth (the node scans it every second), so a
+# lost or forged datagram costs latency at most, never a message.
+WAKE_HINT = b"w"
+"""A sender appended to a sleeping agent's mailbox (and marked it to wake): look now."""
+_IDLE = struct.Struct(">cQQ")
+
+
+@dataclass(frozen=True, slots=True)
+class IdleHint:
+    """An agent's process has been idle for its ``idle_timeout``: put it to sleep.
+
+    Attributes:
+        id: the agent's id.
+        inc: the incarnation that says so (a stale one is ignored).
+    """
+
+    id: int
+    inc: int
+
+
+def idle_hint(agent_id: int, inc: int) -> bytes:
+    """The datagram an idle agent sends the node's sessions socket."""
+    return _IDLE.pack(b"i", agent_id, inc)
+
+
+def parse_session_hint(data: bytes) -> IdleHint | bytes | None:
+    """A datagram read on the sessions socket: an `IdleHint`, `WAKE_HINT`, or None when
+    it is neither (any process of the user can send one: ignored)."""
+    if data == WAKE_HINT:
+        return WAKE_HINT
+    if len(data) == _IDLE.size and data[:1] == b"i":
+        _, agent_id, inc = _IDLE.unpack(data)
+        return IdleHint(agent_id, inc)
     return None

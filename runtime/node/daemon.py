@@ -66,6 +66,7 @@ from .commands import (
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
 from .registry import ROOT, EventLog, Registry
+from .sessions import Sessions
 from .spawner import AgentSpawner, Incarnation, SpawnSettings
 from .timers import TimerService
 from .zygote_link import ZygoteLink
@@ -183,12 +184,15 @@ class NodeDaemon:
             self.spawner, self.clock, on_event=self.registry.on_supervisor_event,
             on_exit=self._on_root_exit)
         self.root.start()
+        self.sessions = Sessions(self.paths, store=self.store, registry=self.registry,
+                                 spawner=self.spawner, links=self.links, emit=self.events.emit,
+                                 shell=self.shell, max_awake=self.config.node.max_awake)
         self.timers = TimerService(self.store, self.paths, self.ring)
         self.timers.start()  # overdue timers (the node was down) fire now
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
-            self.stopping, self.dropped_frames)
+            self.stopping, self.dropped_frames, self.sessions)
         self._write_info()
 
     def _write_info(self) -> None:
@@ -220,6 +224,7 @@ class NodeDaemon:
         that did not start and the config entries the persisted tree overrode."""
         drift = add_config_entries(self.view, config)
         failed = start_persisted(self.view)
+        self.sessions.start()  # pending wakes (the node was killed mid-wake) happen now
         recs = {r.name: r for r in self.store.read(lambda t: t.agents())}
         for agent in config.agent:  # declared, and failed before this start
             rec = recs.get(agent.name)
@@ -434,7 +439,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("timers", "zygote", "messenger", "control", "reports", "store"):
+        for attr in ("sessions", "timers", "zygote", "messenger", "control", "reports",
+                     "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -448,12 +454,15 @@ class NodeDaemon:
 
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown_tree(self) -> None:
-        """Stop every agent in reverse start order; their records stay for the next start."""
+        """Stop every agent in reverse start order; their records stay for the next start
+        (sleeping ones stay asleep; no wake starts once the node stops)."""
+        self.sessions.close()
         self.root.shutdown()
 
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sessions.close()
         self.timers.close()
         self.zygote.close()
         self.messenger.close()
