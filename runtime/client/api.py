@@ -51,8 +51,10 @@ from ..errors import (
     SpawnError,
 )
 from ..messaging.control import ControlClient
-from ..messaging.messenger import Messenger
+from ..messaging.messenger import Messenger, hint_node
 from ..messaging.spawnargs import spawn_request
+from ..messaging.wire import spawned_hints
+from ..node.commands import register_lazy
 from ..node.config import StartReport
 from ..store import open_store
 from ..store.protocol import Store
@@ -344,6 +346,10 @@ class Node:
         # What `start_node` did not apply as the tree declares it (set by start_node).
         self.start_report = StartReport()
         self._closed = False
+        # Lazy agents this client registered whose `spawned` hint the node has not taken
+        # yet (its queue was full): sent with the next one, in one datagram.
+        self._unannounced: list[str] = []
+        self._announce_lock = threading.Lock()
 
     # -- messages ------------------------------------------------------------------------------
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
@@ -413,6 +419,14 @@ class Node:
         """
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
                                 idle_timeout, lazy, max_bytes=self._messenger.limit)
+        if lazy:
+            # A record write, done here in one transaction that checks what the node's
+            # spawn checks: no round trip (the node hears of it to emit `spawned`).
+            registered, marked = register_lazy(self._messenger.store, request)
+            self._announce(registered)
+            if marked:
+                hint_node(self.paths)
+            return AgentRef(self, registered)
         value = self._control.request("spawn", request, timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 
@@ -569,10 +583,23 @@ class Node:
             time.sleep(0.02)
         raise NodeNotRunning(f"the node (pid {self.pid}) did not exit within {timeout:g} s")
 
+    def _announce(self, name: str | None, wait: float = 0.0) -> None:
+        """Hint the node of lazy agents registered here, so it emits their ``spawned``
+        events: batched in one datagram while the node is behind (best effort)."""
+        with self._announce_lock:
+            if name is not None:
+                self._unannounced.append(name)
+            while self._unannounced:
+                batch = spawned_hints(self._unannounced)
+                if not hint_node(self.paths, batch[0], wait=wait):
+                    return  # its queue is full: sent with the next registration
+                del self._unannounced[:batch[1]]
+
     def close(self) -> None:
         """Close this connection (the node keeps running)."""
         if self._closed:
             return
+        self._announce(None, wait=1.0)
         self._closed = True
         self._control.close()
         self._messenger.close()

@@ -121,15 +121,20 @@ def append_routed(t: Txn, name: str, route: tuple[int, str], packed: list[bytes]
     return t.append_packed_many(agent_id, packed)
 
 
-def hint_node(paths: NodePaths, frame: bytes = WAKE_HINT) -> None:
-    """Send a hint to the node's sessions socket (best effort: the node scans its wakes
-    every second anyway, so a lost hint costs latency, never a message)."""
+def hint_node(paths: NodePaths, frame: bytes = WAKE_HINT, wait: float = 0.0) -> bool:
+    """Send a hint to the node's sessions socket; return whether it went (best effort:
+    the node scans its wakes every second anyway, so a lost wake hint costs latency,
+    never a message). ``wait``: how long to wait while its queue is full (0: not at all)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
+        if wait > 0:
+            sock.settimeout(wait)
+        else:
+            sock.setblocking(False)
         try:
             sock.sendto(frame, paths.sessions_poke)
+            return True
         except OSError:
-            pass  # no node listening, or its queue is full: it scans anyway
+            return False  # no node listening, or its queue is full
 
 
 def raise_reply_error(name: str, error: ReplyError) -> None:

@@ -315,6 +315,11 @@ class NodeDaemon:
                 # Served here, never by a pool thread: a waiting follower holds nothing.
                 self._events_request(ident, env)
                 continue
+            if env.payload["op"] == "spawn" and env.payload.get("lazy") is True:
+                # A lazy spawn is one record write: served here, without a thread handoff
+                # (100,000 sessions register at the control loop's own pace).
+                self._answer(ident, env.msg_id, self._command_answer(env))
+                continue
             self.pool.submit(self._run_command, ident, env)
 
     def _answer(self, ident: bytes, msg_id: bytes, answer: dict[str, Any]) -> None:
@@ -398,6 +403,10 @@ class NodeDaemon:
         sock.send_multipart(frames)
 
     def _run_command(self, ident: bytes, env: Envelope) -> None:
+        answer = self._command_answer(env)
+        self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
+
+    def _command_answer(self, env: Envelope) -> dict[str, Any]:
         req = dict(env.payload)
         op = req.pop("op")
         handler = COMMANDS.get(op)
@@ -414,7 +423,7 @@ class NodeDaemon:
                 f"{op!r} failed inside the node ({type(exc).__name__}: {exc}); "
                 "this is a bug, please report it with the node log"),
                 traceback=traceback.format_exc())
-        self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
+        return answer
 
     def _housekeeping(self) -> None:
         self.store.reader_check()

@@ -47,7 +47,7 @@ from .._paths import NodePaths
 from .._types import AgentStatus, Failure
 from ..errors import AgentNotFound, StoreError
 from ..messaging.messenger import hint_node
-from ..messaging.wire import WAKE_HINT, IdleHint, parse_session_hint
+from ..messaging.wire import WAKE_HINT, IdleHint, SpawnedHint, parse_session_hint
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord
 from .activity import Activity, choose_sleepers, observe
@@ -58,7 +58,10 @@ from .spawner import AgentSpawner, Incarnation
 log = logging.getLogger("beamish.node.sessions")
 SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
 WAKERS = 16  # wakes and sleeps run at once
-MAX_AWAKE_EVERY_S = 0.05  # the max_awake rule is applied at most this often after wakes
+MAX_AWAKE_EVERY_S = 0.05
+HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read for all)
+HINT_MAX_BYTES = 65536
+CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end  # the max_awake rule is applied at most this often after wakes
 
 
 def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
@@ -95,6 +98,7 @@ class Sessions:
         self.shell = shell
         self.max_awake = max_awake
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when a transition ends
         self._busy: set[str] = set()  # agents with a wake or sleep in progress
         self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
         self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
@@ -161,19 +165,29 @@ class Sessions:
         """Read the queued hints: act on idle reports; return whether a wake was hinted."""
         assert self._sock is not None
         woke = False
-        while True:
+        spawned: list[str] = []
+        while len(spawned) < HINTS_AT_ONCE:
             try:
-                data = self._sock.recv(64)
+                data = self._sock.recv(HINT_MAX_BYTES)
             except BlockingIOError:
-                return woke
+                break
             hint = parse_session_hint(data)
             if hint == WAKE_HINT:
                 woke = True
+            elif isinstance(hint, SpawnedHint):
+                spawned.extend(hint.names)
             elif isinstance(hint, IdleHint):
                 name = self.spawner.name_of(hint.id)
                 incn = self.spawner.incarnation(name) if name is not None else None
                 if incn is not None and incn.inc == hint.inc and incn.ready.done():
                     self._submit(self._try_sleep, name, "idle")
+        if spawned:
+            # Registered by clients straight into the store: their events, read at once.
+            recs = self.store.read(lambda t: [t.get_agent(n) for n in spawned])
+            for rec in recs:
+                if rec is not None and rec.status == AgentStatus.SLEEPING:
+                    self.emit("spawned", rec.name, rec.supervisor, "lazy")
+        return woke
 
     def _scan(self) -> None:
         for _, name in self.store.read(lambda t: t.wakes()):
@@ -188,16 +202,19 @@ class Sessions:
         except RuntimeError:
             pass  # the node is stopping: what is pending is found at its next start
 
-    def _claim(self, name: str) -> bool:
-        with self._lock:
-            if name in self._busy:
+    def _claim(self, name: str, wait: float = 0.0) -> bool:
+        """Take ``name`` for one transition, waiting up to ``wait`` seconds for the one in
+        progress to end; False if it does not."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: name not in self._busy, wait):
                 return False
             self._busy.add(name)
             return True
 
     def _release(self, name: str) -> None:
-        with self._lock:
+        with self._settled:
             self._busy.discard(name)
+            self._settled.notify_all()
 
     # -- wake ---------------------------------------------------------------------------------
     def wake(self, name: str) -> bool:
@@ -284,7 +301,7 @@ class Sessions:
         self.store.write(txn)
 
     # -- sleep --------------------------------------------------------------------------------
-    def sleep(self, name: str, why: str) -> None:
+    def sleep(self, name: str, why: str, wait: float = CLAIM_WAIT_S) -> None:
         """Put agent ``name`` to sleep now (``why``: requested, idle, max_awake): its
         process runs ``terminate("sleep", state)`` and exits; its record says sleeping.
         One already asleep is left as it is.
@@ -293,8 +310,9 @@ class Sessions:
             AgentNotFound: no such agent, or it is not running (starting, restarting,
                 failed, stopped, or being woken or put to sleep right now).
         """
-        if not self._claim(name):
-            raise AgentNotFound(name, "it is being woken or put to sleep right now; try again")
+        if not self._claim(name, wait):
+            raise AgentNotFound(name, f"it has been waking or falling asleep for over "
+                                      f"{wait:g} s; try again")
         again = False
         try:
             again = self._sleep(name, why)
@@ -305,7 +323,7 @@ class Sessions:
 
     def _try_sleep(self, name: str, why: str) -> None:
         try:
-            self.sleep(name, why)
+            self.sleep(name, why, wait=0.0)  # busy: it is waking or asleep already
         except AgentNotFound as exc:
             log.info("agent %r was not put to sleep (%s): %s", name, why, exc)
         except Exception:  # noqa: BLE001 - a worker's bug must not be silent

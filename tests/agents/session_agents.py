@@ -44,6 +44,9 @@ class Session(Agent):
         if op == "link":
             self.ctx.link(msg["target"])
             return True, state
+        if op == "spawn":
+            return self.ctx.spawn(msg["cls"], name=msg["name"], lazy=True,
+                                  idle_timeout=msg.get("idle_timeout")), state
         if op == "crash":
             raise RuntimeError("crash on request")
         if op == "die":

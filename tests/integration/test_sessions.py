@@ -13,7 +13,13 @@ import time
 
 import pytest
 
-from beamish.runtime import AgentNotFound, AlreadyRunning, SpawnError, start_node
+from beamish.runtime import (
+    AgentNotFound,
+    AlreadyRunning,
+    RemoteError,
+    SpawnError,
+    start_node,
+)
 from beamish.runtime._paths import NodePaths
 from beamish.runtime.messaging.messenger import Messenger
 from beamish.runtime.store import open_store
@@ -63,6 +69,26 @@ def test_a_lazy_spawn_registers_without_a_process_and_its_first_message_runs_ini
     assert (st["inits"], st["recovers"], st["args"]) == (1, 0, {"k": 1})
     with pytest.raises(SpawnError, match="in use"):
         node.spawn(SESSION, name="lazy", lazy=True)
+
+
+def test_a_lazy_spawn_checks_what_a_spawn_checks_and_emits_spawned(node):
+    with pytest.raises(SpawnError, match="no supervisor named 'nope'"):
+        node.spawn(SESSION, name="x", supervisor="nope", lazy=True)
+    node.add_supervisor("pool", strategy="simple_one_for_one", child_restart="temporary")
+    with pytest.raises(SpawnError, match="a supervisor has that name"):
+        node.spawn(SESSION, name="pool", lazy=True)
+    with pytest.raises(SpawnError, match="a supervisor has that name"):
+        node.spawn(SESSION, name="root", lazy=True)
+    gen = node.spawn(SESSION, supervisor="pool", lazy=True, idle_timeout=30)
+    assert gen.name.startswith("session-") and node.info(gen.name).status == "sleeping"
+    wait_until(lambda: ("spawned", "lazy") in kinds(node, gen.name), what="spawned")
+    gen.call({"op": "add", "v": 1}, timeout=30)
+    assert [c for c in node.tree()["children"] if c["name"] == "pool"][0]["children"][0][
+        "name"] == gen.name  # adopted by its simple_one_for_one supervisor
+    # From an agent (the node's spawn command), in its handler:
+    assert gen.call({"op": "spawn", "cls": SESSION, "name": "child"}, timeout=30) == "child"
+    assert node.info("child").status == "sleeping"
+    wait_until(lambda: ("spawned", "lazy") in kinds(node, "child"), what="spawned")
 
 
 def test_a_cast_to_a_sleeping_agent_returns_at_once_and_order_holds_across_sleep(node):
@@ -122,7 +148,7 @@ def test_sleep_is_no_exit_and_a_monitor_holds_across_sleep_and_wake(node):
     assert state(watcher)["log"] == []  # no Down for a sleep
     assert {k for k, _ in kinds(node, "t", since)} == {"slept", "woke"}
     assert node.info("t").restarts == 0
-    with pytest.raises(Exception):
+    with pytest.raises(RemoteError):
         target.call({"op": "die"}, timeout=10)
     wait_until(lambda: any(e[0] == "Down" for e in state(watcher)["log"]),
                what="the Down after the woken target died")
