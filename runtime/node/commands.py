@@ -592,9 +592,15 @@ def tree(node: NodeView) -> SupervisorNode:
     was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
     recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
+    asleep: dict[str, list[AgentRecord]] = {}  # no shell holds a sleeping agent: by record
+    for r in sorted(recs.values(), key=lambda r: r.order):
+        if r.status == AgentStatus.SLEEPING:
+            asleep.setdefault(r.supervisor, []).append(r)
 
     def walk(snap: SupervisorSnapshot, status: str, restarts: int) -> SupervisorNode:
-        children: list[AgentNode | SupervisorNode] = []
+        children: list[AgentNode | SupervisorNode] = [
+            AgentNode(r.name, str(r.status), r.restarts, None, r.cls)
+            for r in asleep.get(snap.id, ())]
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 sub = child.supervisor  # None before its first start

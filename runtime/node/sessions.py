@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import socket
 import threading
 import time
@@ -109,6 +110,7 @@ class Sessions:
         self._thread: threading.Thread | None = None
         self.woken = 0
         self.slept = 0
+        spawner.kill_sleeper = self.kill_linked
 
     # -- the service ------------------------------------------------------------------------
     def start(self) -> None:
@@ -393,6 +395,21 @@ class Sessions:
             old.asleep = False
             self.spawner.propagate(old, ExitReason.normal() if reason == "normal"
                                    else ExitReason.abnormal(reason))
+
+    def kill_linked(self, held: Incarnation, reason: str) -> None:
+        """A sleeping agent is linked to one that exited abnormally and does not trap
+        exits: wake it, then kill it as the link would an awake one (any thread; its
+        supervisor then restarts it as its restart type says)."""
+        self._submit(self._wake_and_kill, held.name, reason)
+
+    def _wake_and_kill(self, name: str, reason: str) -> None:
+        if self._claim(name, CLAIM_WAIT_S):  # let a transition in progress end first
+            self._release(name)
+        self.wake(name)
+        incn = self.spawner.incarnation(name)
+        if incn is not None and incn.terminating is None:
+            incn.link_kill = reason
+            incn.signal(signal.SIGKILL)
 
     def held(self, name: str, rec: AgentRecord) -> Incarnation:
         """The handle a link or monitor to sleeping agent ``rec`` holds (made if it has

@@ -197,6 +197,9 @@ class AgentSpawner:
         self._early_exits: Bounded[int, int] = Bounded(EARLY_KEPT)  # pid -> code
         self._early_ready: Bounded[int, Report] = Bounded(EARLY_READY_KEPT)
         self._lost_with_zygote: Bounded[int, str] = Bounded(EARLY_KEPT)  # how it ended
+        # A sleeping agent linked to one that exited abnormally: woken and killed, so its
+        # supervisor restarts it as it would an awake one (set by node/sessions.py).
+        self.kill_sleeper: Callable[[Incarnation, str], None] | None = None
         self.rejected_reports = 0  # ready reports for pids never registered, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
 
@@ -601,6 +604,9 @@ class AgentSpawner:
                 except StoreFullError:
                     log.exception("cannot deliver %r to agent %r", action.message,
                                   action.to.name)
+            elif isinstance(action, KillLinked) and action.target.asleep:
+                if self.kill_sleeper is not None:
+                    self.kill_sleeper(action.target, action.reason)
             elif isinstance(action, KillLinked) and action.target.terminating is None:
                 action.target.link_kill = action.reason
                 action.target.signal(signal.SIGKILL)

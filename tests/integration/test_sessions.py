@@ -67,6 +67,9 @@ def test_a_lazy_spawn_registers_without_a_process_and_its_first_message_runs_ini
     assert [k for k, _ in kinds(node, "lazy")] == ["spawned"]
     st = state(ref)
     assert (st["inits"], st["recovers"], st["args"]) == (1, 0, {"k": 1})
+    node.spawn(SESSION, name="lazy2", lazy=True)
+    assert [(c["name"], c["status"], c["pid"]) for c in node.tree()["children"]
+            if c["name"] == "lazy2"] == [("lazy2", "sleeping", None)]
     with pytest.raises(SpawnError, match="in use"):
         node.spawn(SESSION, name="lazy", lazy=True)
 
@@ -152,6 +155,19 @@ def test_sleep_is_no_exit_and_a_monitor_holds_across_sleep_and_wake(node):
         target.call({"op": "die"}, timeout=10)
     wait_until(lambda: any(e[0] == "Down" for e in state(watcher)["log"]),
                what="the Down after the woken target died")
+
+
+def test_a_sleeping_agent_linked_to_one_that_crashes_is_woken_and_killed(node):
+    a = node.spawn(SESSION, name="a")
+    node.spawn(SESSION, name="b", lazy=True)
+    a.call({"op": "link", "target": "b"})  # held by the node while b sleeps
+    since = node.events()[-1].seq
+    with pytest.raises(RemoteError):
+        a.call({"op": "die"}, timeout=10)
+    wait_until(lambda: node.info("b").restarts == 1 and node.info("b").status == "running",
+               timeout=30, what="b killed by the link, then restarted")
+    assert "woke" in [k for k, _ in kinds(node, "b", since)]
+    assert node.info("b").last_failure.kind == "killed"
 
 
 def test_a_monitor_of_a_sleeping_agent_holds_and_its_stop_sends_down(node):
