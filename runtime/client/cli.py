@@ -275,8 +275,9 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         dr = st.dropped_frames
         print(f"node running on {st.dir} (pid {st.pid}, durability {st.durability}, "
-              f"up {st.uptime:.0f} s); invalid frames dropped: {dr.total} (control "
-              f"{dr.control}, reports {dr.reports}, ready {dr.ready}, agents {dr.agents})")
+              f"up {st.uptime:.0f} s, {st.awake} agent(s) awake); invalid frames dropped: "
+              f"{dr.total} (control {dr.control}, reports {dr.reports}, ready {dr.ready}, "
+              f"agents {dr.agents})")
         return 0
     if args.command == "bench":
         from beamish.benchmarks.__main__ import main as bench_main
