@@ -218,8 +218,8 @@ class AgentLoop:
         self.agent: Agent | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.group = _Group()
-        self.active_at = time.monotonic()  # when it last handled a message (or started)
-        self.idle_told = False  # told the node it is idle, since it last handled one
+        # When it last handled a message (or started, or told the node it was idle).
+        self.active_at = time.monotonic()
 
     # -- setup -------------------------------------------------------------------------------
     def run(self, prepared: Prepared | None = None) -> int:
@@ -483,7 +483,7 @@ class AgentLoop:
                 batch, tail = self.store.read(lambda t: (t.peek(self.id, BATCH), t.tail(self.id)))
                 self.next_seq = batch[0][0] if batch else tail
             if batch:
-                self.active_at, self.idle_told = time.monotonic(), False
+                self.active_at = time.monotonic()
             for seq, record in batch:
                 if self.group.due_before(seq, self.attempted):
                     self._flush()
@@ -506,15 +506,16 @@ class AgentLoop:
             if self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
             idle_timeout = self.boot.idle_timeout
-            if idle_timeout is not None and not self.idle_told:
+            if idle_timeout is not None:
                 left = self.active_at + idle_timeout - time.monotonic()
                 if left <= 0:
-                    # Once per idle period; the node puts it to sleep (a stop frame), and
-                    # it serves whatever comes meanwhile (the node's sleep sees it).
-                    self.idle_told = True
+                    # Once per idle period (again after another, if it still runs); the
+                    # node puts it to sleep (a stop frame), and it serves whatever comes
+                    # meanwhile (the node's sleep transaction sees it).
                     hint_node(self.paths, idle_hint(self.id, self.boot.incarnation))
-                else:
-                    wait = min(wait, left)
+                    self.active_at = time.monotonic()
+                    left = idle_timeout
+                wait = min(wait, left)
             self._publish_dropped()
             events = dict(poller.poll(int(wait * 1000) + 1))
             if not events:
