@@ -101,6 +101,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # notified when a transition ends
         self._busy: set[str] = set()  # agents with a wake or sleep in progress
+        self._queued: set[str] = set()  # agents whose wake waits for a worker
         self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
         self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
         self._limit_at = 0.0  # when the max_awake rule last ran
@@ -147,21 +148,20 @@ class Sessions:
         next_scan = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            scan = now >= next_scan
-            if scan:
+            tick = now >= next_scan
+            if tick:
                 next_scan = now + SCAN_S
             else:
-                ready, _, _ = select.select([self._sock], [], [], next_scan - now)
-                scan = self._drain() and not self._stop.is_set()
-            if scan:
-                try:
+                select.select([self._sock], [], [], next_scan - now)
+            try:
+                if (self._drain() or tick) and not self._stop.is_set():
                     self._scan()
                     if self.max_awake is not None:
                         self._apply_max_awake()
-                except StoreError as exc:
-                    log.warning("cannot scan the pending wakes: %s", exc)
-                except Exception:  # noqa: BLE001 - a bug must not stop every wake; logged
-                    log.exception("scanning the pending wakes failed")
+            except StoreError as exc:
+                log.warning("cannot scan the pending wakes: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug must not stop every wake; logged
+                log.exception("scanning the pending wakes failed")
 
     def _drain(self) -> bool:
         """Read the queued hints: act on idle reports; return whether a wake was hinted."""
@@ -194,8 +194,9 @@ class Sessions:
     def _scan(self) -> None:
         for _, name in self.store.read(lambda t: t.wakes()):
             with self._lock:
-                if name in self._busy:
+                if name in self._busy or name in self._queued:
                     continue
+                self._queued.add(name)  # one queued wake per agent, however many hints
             self._submit(self.wake, name)
 
     def _submit(self, fn: Callable[..., object], *args: object) -> None:
@@ -222,6 +223,8 @@ class Sessions:
     def wake(self, name: str) -> bool:
         """Wake agent ``name`` if it sleeps and nothing else is waking or putting it to
         sleep; return whether this call woke it (any thread)."""
+        with self._lock:
+            self._queued.discard(name)
         if not self._claim(name):
             return False
         try:
