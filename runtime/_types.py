@@ -9,6 +9,7 @@ from ._validation import check_limit
 from ._values import ACCEPTS_MESSAGES as ACCEPTS_MESSAGES
 from ._values import HAD_PROCESS as HAD_PROCESS
 from ._values import IN_TREE as IN_TREE
+from ._values import STARTED_AT_NODE_START as STARTED_AT_NODE_START
 from ._values import AgentStatus as AgentStatus
 from ._values import Failure as Failure
 from ._values import FailureKind as FailureKind
@@ -204,6 +205,7 @@ class NodeStatus:
         uptime: seconds since it started.
         strict: whether the root's intensity stops the node.
         dropped_frames: the invalid frames dropped, by socket.
+        awake: how many agent processes the node holds now (sleeping agents have none).
     """
 
     pid: int
@@ -212,6 +214,7 @@ class NodeStatus:
     uptime: float
     strict: bool
     dropped_frames: DroppedFrames
+    awake: int = 0
 
     @classmethod
     def from_wire(cls, data: WireMap) -> NodeStatus:
@@ -219,7 +222,7 @@ class NodeStatus:
         `DroppedFrames` by socket; ``dropped_frames``, their total, is not needed)."""
         return cls(int(data["pid"]), str(data["dir"]), str(data["durability"]),
                    float(data["uptime"]), bool(data["strict"]),
-                   DroppedFrames(**data["dropped"]))
+                   DroppedFrames(**data["dropped"]), int(data.get("awake", 0)))
 
 
 class TreeNode(TypedDict):
