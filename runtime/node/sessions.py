@@ -60,10 +60,10 @@ from .spawner import AgentSpawner, Incarnation
 log = logging.getLogger("beamish.node.sessions")
 SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
 WAKERS = 16  # wakes and sleeps run at once
-MAX_AWAKE_EVERY_S = 0.05
+MAX_AWAKE_EVERY_S = 0.05  # the max_awake rule is applied at most this often after wakes
 HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read for all)
 HINT_MAX_BYTES = 65536
-CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end  # the max_awake rule is applied at most this often after wakes
+CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end
 
 
 def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
@@ -133,6 +133,7 @@ class Sessions:
         """Stop serving (wakes in progress finish; sleeping agents stay asleep)."""
         self._stop.set()
         if self._thread is not None:
+            hint_node(self.paths)  # ends its wait now, not at its next scan (up to SCAN_S)
             self._thread.join(timeout=5.0)
         # Wakes and sleeps in progress finish (each within its agent's shutdown time).
         self._pool.shutdown(wait=True, cancel_futures=True)
