@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import Doorbells, EncodeError, Inbox, pack, unpack
+from beamish.mailbox import EncodeError, Inbox, pack, unpack
 
 from .._paths import NodePaths
 from .._types import Down, Exit, Failure, LimitsMap, Stop, WireMap
@@ -41,7 +41,7 @@ from .._types import InFlight as InFlightMessage
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
-from ..messaging.messenger import REPLY_GRACE_S, Messenger, hint_node
+from ..messaging.messenger import REPLY_GRACE_S, Messenger, SharedDoorbells, hint_node
 from ..messaging.wire import (
     Report,
     ReportKind,
@@ -257,9 +257,9 @@ class AgentLoop:
         return 0
 
     @property
-    def doorbells(self) -> Doorbells:
-        """This process's doorbell sockets (made on first use: most agents never call)."""
-        return self.messenger._port().doorbells
+    def doorbells(self) -> SharedDoorbells:
+        """This process's doorbell sockets (the messenger's, shared by its threads)."""
+        return self.messenger.doorbells
 
     def _ready(self) -> None:
         # The marker first: an exit the node hears before this report is still a started one.

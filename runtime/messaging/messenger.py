@@ -55,6 +55,7 @@ REPLY_RECHECK_S = 0.2
 REPLY_GRACE_S = 60.0
 # Messages up to this size travel inline in their ring as well as in LMDB.
 INLINE_RING_BYTES = 64 * 1024
+INBOX_PATHS_KEPT = 4096
 
 
 def encode_message(msg: Any, limit: int, target: str) -> bytes:
@@ -154,18 +155,47 @@ def raise_gone(name: str, rec: AgentRecord | None) -> None:
                       failure.traceback if failure else "", failure)
 
 
-class _Port:
-    """One thread's sockets: doorbells out, and a bound inbox for reply rings."""
+class SharedDoorbells:
+    """One process's doorbell sockets, shared by its threads under a lock.
 
-    def __init__(self, ctx: zmq.Context[Any], paths: NodePaths, linger_ms: int) -> None:
-        self.doorbells = Doorbells(ctx)
+    One set per process, not per thread: ZeroMQ caps a context at 1,023 sockets, and
+    `Doorbells` keeps up to 256 open, so a thread each ran out past four threads (a client
+    calling thousands of sessions from eight threads; the node stopping hundreds of
+    sleeping agents from its worker threads failed with "Too many open files"). A ring is
+    one non-blocking send, so the lock is held for microseconds.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        self._lock = threading.Lock()
+        self._doorbells = Doorbells(ctx)
+
+    def ring(self, path: str, frame: bytes) -> bool:
+        """Send ``frame`` to the inbox at ``path`` without blocking (False: its pipe was
+        full, the ring dropped and counted)."""
+        with self._lock:
+            return self._doorbells.ring(path, frame)
+
+    @property
+    def skipped(self) -> int:
+        """Rings dropped because their peer's pipe was full."""
+        return self._doorbells.skipped
+
+    def close(self, linger_ms: int) -> None:
+        """Close every socket, letting queued rings out for up to ``linger_ms``."""
+        with self._lock:
+            self._doorbells.close(linger_ms)
+
+
+class _Port:
+    """One thread's reply inbox (bound on first use) and its replies to delete."""
+
+    def __init__(self, ctx: zmq.Context[Any], paths: NodePaths) -> None:
         self.inbox_path = paths.client_inbox(os.urandom(8).hex())
         self.inbox = _LazyInbox(ctx, self.inbox_path)
         # Replies already received inline in their ring, still to be deleted from LMDB:
         # deleted in this thread's next append transaction (no extra commit per call).
         self.taken: list[bytes] = []
-        self._finalizer = weakref.finalize(self, _close_port, self.doorbells, self.inbox,
-                                           linger_ms)
+        self._finalizer = weakref.finalize(self, self.inbox.close)
 
     def close(self) -> None:
         self._finalizer()
@@ -190,11 +220,6 @@ class _LazyInbox:
     def close(self) -> None:
         if self.inbox is not None:
             self.inbox.close()
-
-
-def _close_port(doorbells: Doorbells, inbox: _LazyInbox, linger_ms: int) -> None:
-    doorbells.close(linger_ms)
-    inbox.close()
 
 
 class _Append:
@@ -323,20 +348,31 @@ class Messenger:
         self._ports: weakref.WeakSet[_Port] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._appender = _GroupAppender(store)
+        self.doorbells = SharedDoorbells(self.ctx)
+        self._inboxes: dict[int, str] = {}  # agent id -> its inbox path (1.2 us to build)
         self.closed = False
 
     def _port(self) -> _Port:
         port: _Port | None = getattr(self._local, "port", None)
         if port is None:
-            port = _Port(self.ctx, self.paths, self.ring_linger_ms)
+            port = _Port(self.ctx, self.paths)
             self._local.port = port
             with self._lock:
                 self._ports.add(port)
         return port
 
+    def _inbox(self, agent_id: int) -> str:
+        """Agent ``agent_id``'s inbox path, built once (bounded: cleared past 4,096 ids)."""
+        path = self._inboxes.get(agent_id)
+        if path is None:
+            if len(self._inboxes) >= INBOX_PATHS_KEPT:
+                self._inboxes.clear()
+            path = self._inboxes[agent_id] = self.paths.agent_inbox(agent_id)
+        return path
+
     def ring(self, path: str, frame: bytes) -> None:
         """Send a doorbell or system frame to the agent inbox at ``path`` (any thread)."""
-        self._port().doorbells.ring(path, frame)
+        self.doorbells.ring(path, frame)
 
     def _append(self, name: str, message: Message, port: _Port) -> None:
         """Commit ``message`` to ``name``'s mailbox, then ring the agent. The ring carries
@@ -352,7 +388,7 @@ class Messenger:
             hint_node(self.paths)  # no process to ring: the node wakes it
             return
         inline = packed if len(packed) <= INLINE_RING_BYTES else b""
-        port.doorbells.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, inline))
+        self.doorbells.ring(self._inbox(agent_id), ring_frame(seq, inline))
 
     def cast(self, name: str, msg: Any) -> None:
         """Append ``msg`` to agent ``name``'s mailbox; return once it is committed.
@@ -405,7 +441,7 @@ class Messenger:
                 woke = True  # no process to ring: the node wakes it
                 continue
             # One ring per agent, without its messages: the agent reads them from LMDB.
-            port.doorbells.ring(self.paths.agent_inbox(agent_id), ring_frame(first))
+            self.doorbells.ring(self._inbox(agent_id), ring_frame(first))
         if woke:
             hint_node(self.paths)
 
@@ -462,5 +498,6 @@ class Messenger:
         with self._lock:
             for port in list(self._ports):
                 port.close()
+        self.doorbells.close(self.ring_linger_ms)
         if self._own_ctx:
             self.ctx.destroy(linger=0)
