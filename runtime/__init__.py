@@ -18,7 +18,9 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            zygote_link.py (talks to the zygote),
                                            links.py (links and monitors), bounded.py
                                            (what is held for a pid not yet registered),
-                                           config.py, timers.py (fires durable timers)
+                                           config.py, timers.py (fires durable timers),
+                                           sessions.py (sleeping agents: sleep, wake,
+                                           idle_timeout, max_awake), activity.py
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a
@@ -53,6 +55,10 @@ Where things happen:
     a timer is set / fires   agent/context.py TimerBook (staged, committed with the
                              handler's transition by loop.py); node/timers.py
                              TimerService.fire_due (removal + mailbox append, one txn)
+    an agent sleeps / wakes  node/sessions.py  Sessions.sleep (release_child, stop "sleep",
+                             one txn) / Sessions.wake (spawner.wake_start, adopt_child);
+                             an append that finds it sleeping marks the wake in its own
+                             txn (messaging/messenger.py append_routed)
 """
 
 from . import errors as errors

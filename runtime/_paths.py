@@ -73,6 +73,12 @@ class NodePaths:
         timer due soon pokes it, so the node's timer service looks again at once."""
         return os.path.join(self.run, "timers.sock")
 
+    @property
+    def sessions_poke(self) -> str:
+        """The node's sessions socket (a Unix datagram socket): a sender that found an
+        agent asleep, and an agent idle past its ``idle_timeout``, hint the node there."""
+        return os.path.join(self.run, "sessions.sock")
+
     def agent_inbox(self, agent_id: int) -> str:
         """The doorbell socket of agent ``agent_id``."""
         return os.path.join(self.run, f"a{agent_id}.sock")

@@ -43,19 +43,32 @@ class AgentStatus(enum.StrEnum):
     """Stopped by hand (``beamish stop``); out of the tree, state and mailbox kept."""
     EXITED = "exited"
     """Left the tree by itself (temporary, or transient after a normal exit)."""
+    SLEEPING = "sleeping"
+    """In the tree without a process (``node.sleep``, ``idle_timeout``, ``max_awake``, or a
+    ``lazy`` spawn): its state and mailbox wait in the store; its next message or timer
+    wakes it (the node starts its process again, without ``init`` or ``recover``)."""
 
 
 ACCEPTS_MESSAGES: frozenset[AgentStatus] = frozenset({
+    AgentStatus.STARTING, AgentStatus.RUNNING, AgentStatus.RESTARTING, AgentStatus.BACKOFF,
+    AgentStatus.SLEEPING})
+"""It runs, or its supervisor starts it again by itself, or it sleeps (the append that
+finds it sleeping also marks it to be woken): a message sent now is appended and handled.
+A node start starts again those of `STARTED_AT_NODE_START`."""
+
+STARTED_AT_NODE_START: frozenset[AgentStatus] = frozenset({
     AgentStatus.STARTING, AgentStatus.RUNNING, AgentStatus.RESTARTING, AgentStatus.BACKOFF})
-"""It runs, or its supervisor starts it again by itself: a message sent now is appended
-(and handled), and a node start starts it again."""
+"""What a node start starts again: the live agents that are not asleep (a sleeping one
+stays asleep unless a wake is pending for it)."""
 
 IN_TREE: frozenset[AgentStatus] = ACCEPTS_MESSAGES | {AgentStatus.FAILED}
 """Still a child of its supervisor (a failed one too, until restarted or stopped by
-hand): its name is taken, and stopping it takes it out of the tree."""
+hand; a sleeping one, though its supervisor's shell holds it only while it is awake):
+its name is taken, and stopping it takes it out of the tree."""
 
 HAD_PROCESS: frozenset[AgentStatus] = frozenset({AgentStatus.RUNNING, AgentStatus.RESTARTING})
-"""It ran (or is between two processes): one that leaves the tree now has exited."""
+"""It ran (or is between two processes): one that leaves the tree now has exited. Not a
+sleeping one: no supervisor holds it, so none reports it removed."""
 
 _OF_CHILD: dict[ChildStatus, AgentStatus] = {
     ChildStatus.STARTING: AgentStatus.STARTING,
@@ -297,6 +310,7 @@ class NodeStatus:
         uptime: seconds since it started.
         strict: whether the root's intensity stops the node.
         dropped_frames: the invalid frames dropped, by socket.
+        awake: how many agent processes the node holds now (sleeping agents have none).
     """
 
     pid: int
@@ -305,6 +319,7 @@ class NodeStatus:
     uptime: float
     strict: bool
     dropped_frames: DroppedFrames
+    awake: int = 0
 
     @classmethod
     def from_wire(cls, data: WireMap) -> NodeStatus:
@@ -312,7 +327,7 @@ class NodeStatus:
         `DroppedFrames` by socket; ``dropped_frames``, their total, is not needed)."""
         return cls(int(data["pid"]), str(data["dir"]), str(data["durability"]),
                    float(data["uptime"]), bool(data["strict"]),
-                   DroppedFrames(**data["dropped"]))
+                   DroppedFrames(**data["dropped"]), int(data.get("awake", 0)))
 
 
 class TreeNode(TypedDict):

@@ -98,7 +98,8 @@ class TimerBook:
         payload = encode_message(msg, self._limit, who)
         seq = self._base | next(self._count)
         now = time.time_ns()
-        self.current.append(Timer(self.agent_id, seq, due_ns(now, secs), payload, now / 1e9))
+        self.current.append(Timer(self.agent_id, seq, due_ns(now, secs), payload, now / 1e9,
+                                  name=who))
         return timer_id(self.agent_id, seq)
 
     def cancel(self, ident: object) -> bool:

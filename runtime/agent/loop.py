@@ -40,12 +40,13 @@ from .._types import Down, Exit, Failure, Stop
 from .._validation import pack_roundtrip
 from ..errors import StateError
 from ..messaging.control import ControlClient
-from ..messaging.messenger import REPLY_GRACE_S, Messenger
+from ..messaging.messenger import REPLY_GRACE_S, Messenger, hint_node
 from ..messaging.wire import (
     Report,
     ReportKind,
     Ring,
     StopRequest,
+    idle_hint,
     parse_agent_inbox,
     ready_datagram,
     reply_frame,
@@ -217,6 +218,8 @@ class AgentLoop:
         self.agent: Agent | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.group = _Group()
+        # When it last handled a message (or started, or told the node it was idle).
+        self.active_at = time.monotonic()
 
     # -- setup -------------------------------------------------------------------------------
     def run(self, prepared: Prepared | None = None) -> int:
@@ -479,6 +482,8 @@ class AgentLoop:
             if batch is None:
                 batch, tail = self.store.read(lambda t: (t.peek(self.id, BATCH), t.tail(self.id)))
                 self.next_seq = batch[0][0] if batch else tail
+            if batch:
+                self.active_at = time.monotonic()
             for seq, record in batch:
                 if self.group.due_before(seq, self.attempted):
                     self._flush()
@@ -500,6 +505,17 @@ class AgentLoop:
             wait = IDLE_RECHECK_S
             if self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
+            idle_timeout = self.boot.idle_timeout
+            if idle_timeout is not None:
+                left = self.active_at + idle_timeout - time.monotonic()
+                if left <= 0:
+                    # Once per idle period (again after another, if it still runs); the
+                    # node puts it to sleep (a stop frame), and it serves whatever comes
+                    # meanwhile (the node's sleep transaction sees it).
+                    hint_node(self.paths, idle_hint(self.id, self.boot.incarnation))
+                    self.active_at = time.monotonic()
+                    left = idle_timeout
+                wait = min(wait, left)
             self._publish_dropped()
             events = dict(poller.poll(int(wait * 1000) + 1))
             if not events:

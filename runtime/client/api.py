@@ -51,8 +51,10 @@ from ..errors import (
     SpawnError,
 )
 from ..messaging.control import ControlClient
-from ..messaging.messenger import Messenger
+from ..messaging.messenger import Messenger, hint_node
 from ..messaging.spawnargs import spawn_request
+from ..messaging.wire import spawned_hints
+from ..node.commands import register_lazy
 from ..node.config import StartReport
 from ..store import open_store
 from ..store.protocol import Store
@@ -309,6 +311,10 @@ class AgentRef:
         """`Node.stop` this agent."""
         self.node.stop(self.name)
 
+    def sleep(self) -> None:
+        """`Node.sleep` this agent."""
+        self.node.sleep(self.name)
+
     def __repr__(self) -> str:
         return f"AgentRef({self.name!r})"
 
@@ -340,6 +346,10 @@ class Node:
         # What `start_node` did not apply as the tree declares it (set by start_node).
         self.start_report = StartReport()
         self._closed = False
+        # Lazy agents this client registered whose `spawned` hint the node has not taken
+        # yet (its queue was full): sent with the next one, in one datagram.
+        self._unannounced: list[str] = []
+        self._announce_lock = threading.Lock()
 
     # -- messages ------------------------------------------------------------------------------
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
@@ -383,8 +393,10 @@ class Node:
     def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Limits | None = None,
-              timeout: float = 30.0) -> AgentRef:
-        """Start an agent in its own process and return once its ``init`` ran.
+              timeout: float = 30.0, idle_timeout: float | None = None,
+              lazy: bool = False) -> AgentRef:
+        """Start an agent in its own process and return once its ``init`` ran (with
+        ``lazy=True``: once it is registered, asleep; see docs/sessions.md).
 
         Args:
             cls: the Agent class, or its path ``"package.module:Class"``.
@@ -395,6 +407,10 @@ class Node:
             shutdown: seconds to wait for an orderly stop, "brutal_kill" or "infinity".
             limits: resource `Limits`.
             timeout: seconds to wait for the node.
+            idle_timeout: seconds without a message after which it falls asleep (its
+                process exits; its next message wakes it); None: never.
+            lazy: register it asleep (status ``sleeping``, no process, ``init`` not run
+                yet): its first message starts it.
 
         Raises:
             SpawnError: the name is in use, the class cannot be imported, or init failed.
@@ -402,7 +418,15 @@ class Node:
             BadMessage, MessageTooLarge: ``args`` cannot be sent (named in the error).
         """
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                                max_bytes=self._messenger.limit)
+                                idle_timeout, lazy, max_bytes=self._messenger.limit)
+        if lazy:
+            # A record write, done here in one transaction that checks what the node's
+            # spawn checks: no round trip (the node hears of it to emit `spawned`).
+            registered, marked = register_lazy(self._messenger.store, request)
+            self._announce(registered)
+            if marked:
+                hint_node(self.paths)
+            return AgentRef(self, registered)
         value = self._control.request("spawn", request, timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 
@@ -442,6 +466,17 @@ class Node:
             AgentNotFound: no agent has this name.
         """
         self._control.request("stop", {"name": check_lookup_name(name)}, timeout=timeout)
+
+    def sleep(self, name: str, timeout: float = 120.0) -> None:
+        """Put agent ``name`` to sleep: ``terminate("sleep", state)`` runs, its process
+        exits, its status is ``sleeping``; its next message or timer wakes it (no
+        ``init``, no ``recover``). Not an exit: nothing counted, no Down/Exit. Returns once
+        it sleeps (at once if it sleeps already).
+
+        Raises:
+            AgentNotFound: no such agent, or it is not running.
+        """
+        self._control.request("sleep", {"name": check_lookup_name(name)}, timeout=timeout)
 
     def delete(self, name: str, timeout: float = 120.0) -> None:
         """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
@@ -548,10 +583,23 @@ class Node:
             time.sleep(0.02)
         raise NodeNotRunning(f"the node (pid {self.pid}) did not exit within {timeout:g} s")
 
+    def _announce(self, name: str | None, wait: float = 0.0) -> None:
+        """Hint the node of lazy agents registered here, so it emits their ``spawned``
+        events: batched in one datagram while the node is behind (best effort)."""
+        with self._announce_lock:
+            if name is not None:
+                self._unannounced.append(name)
+            while self._unannounced:
+                batch = spawned_hints(self._unannounced)
+                if not hint_node(self.paths, batch[0], wait=wait):
+                    return  # its queue is full: sent with the next registration
+                del self._unannounced[:batch[1]]
+
     def close(self) -> None:
         """Close this connection (the node keeps running)."""
         if self._closed:
             return
+        self._announce(None, wait=1.0)
         self._closed = True
         self._control.close()
         self._messenger.close()
@@ -605,6 +653,10 @@ class AsyncNode:
     async def stop(self, name: str) -> None:
         """`Node.stop` as a coroutine."""
         await asyncio.to_thread(self.node.stop, name)
+
+    async def sleep(self, name: str) -> None:
+        """`Node.sleep` as a coroutine."""
+        await asyncio.to_thread(self.node.sleep, name)
 
     async def shutdown(self) -> None:
         """`Node.shutdown` as a coroutine."""

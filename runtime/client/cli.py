@@ -33,6 +33,7 @@ examples:
   beamish tree                             the supervision tree
   beamish events --follow                  supervisor reports as they happen
   beamish stop c1                          orderly stop; its state is kept
+  beamish sleep c1                         no process until its next message
   beamish node stop                        stop every agent, then the node
   beamish bench --quick                    beamish vs plain threads, side by side
 """
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cpu-seconds", type=_positive("--cpu-seconds"), metavar="S",
                     help="kill it past this CPU time per incarnation, in seconds "
                          "(default: no limit)")
+    sp.add_argument("--idle-timeout", type=_positive("--idle-timeout"), metavar="S",
+                    help="put it to sleep after S seconds without a message; its next "
+                         "message wakes it (default: never)")
+    sp.add_argument("--lazy", action="store_true",
+                    help="register it asleep: its process starts on its first message")
 
     call = sub.add_parser("call", parents=[common], help="call an agent; prints the reply")
     call.add_argument("name", metavar="NAME", help="the agent to call")
@@ -162,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the message, as JSON (a string needs quotes: '\"incr\"')")
     for verb, text in (("stop", "stop an agent in order (state kept)"),
                        ("delete", "stop an agent and erase its state"),
+                       ("sleep", "put an agent to sleep (its next message wakes it)"),
                        ("restart", "restart a failed agent or supervisor (refused while it runs)"),
                        ("dead-letters", "show the casts an agent skipped"),
                        ("info", "show one agent")):
@@ -268,8 +275,9 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         dr = st.dropped_frames
         print(f"node running on {st.dir} (pid {st.pid}, durability {st.durability}, "
-              f"up {st.uptime:.0f} s); invalid frames dropped: {dr.total} (control "
-              f"{dr.control}, reports {dr.reports}, ready {dr.ready}, agents {dr.agents})")
+              f"up {st.uptime:.0f} s, {st.awake} agent(s) awake); invalid frames dropped: "
+              f"{dr.total} (control {dr.control}, reports {dr.reports}, ready {dr.ready}, "
+              f"agents {dr.agents})")
         return 0
     if args.command == "bench":
         from beamish.benchmarks.__main__ import main as bench_main
@@ -289,9 +297,12 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         limits = Limits(memory_mb=args.memory_mb, handler_timeout=args.handler_timeout,
                         cpu_seconds=args.cpu_seconds)
         ref = node.spawn(args.cls, args=args.args, name=args.name, supervisor=args.supervisor,
-                         restart=args.restart, shutdown=args.shutdown, limits=limits)
-        info = ref.info()
-        print(f"spawned {ref.name} (pid {info.pid})")
+                         restart=args.restart, shutdown=args.shutdown, limits=limits,
+                         idle_timeout=args.idle_timeout, lazy=args.lazy)
+        if args.lazy:
+            print(f"spawned {ref.name} (sleeping: its first message starts it)")
+        else:
+            print(f"spawned {ref.name} (pid {ref.info().pid})")
     elif cmd == "call":
         print(json.dumps(node.call(args.name, args.msg, timeout=args.timeout), default=repr))
     elif cmd == "cast":
@@ -299,6 +310,9 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
     elif cmd == "stop":
         node.stop(args.name)
         print(f"stopped {args.name} (its state is kept; spawn the name again to resume it)")
+    elif cmd == "sleep":
+        node.sleep(args.name)
+        print(f"{args.name} sleeps (its next message wakes it)")
     elif cmd == "delete":
         node.delete(args.name)
         print(f"deleted {args.name}")

@@ -15,6 +15,7 @@ ring costs latency (the caller and agent re-check LMDB on a timer), never a mess
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import weakref
@@ -33,7 +34,7 @@ from beamish.mailbox import (
 )
 
 from .._paths import NodePaths
-from .._types import ACCEPTS_MESSAGES
+from .._types import ACCEPTS_MESSAGES, AgentStatus
 from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
@@ -45,7 +46,7 @@ from ..errors import (
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
 from .codec import CODEC_ERRORS, send_error
-from .wire import parse_reply_ring, ring_frame
+from .wire import WAKE_HINT, parse_reply_ring, ring_frame
 
 # How often a waiting caller re-reads LMDB in case a reply ring was lost (it never is in
 # normal operation; this bounds the cost if one is).
@@ -102,6 +103,38 @@ def encode_batch(items: Iterable[tuple[str, Any]], limit: int) -> dict[str, list
             raise send_error(exc, what=item_of, prefix=f"{item_of}: ") from None
         group.append(pack(Message("cast", payload, now).to_wire()))
     return by_name
+
+
+_SLEEPING = str(AgentStatus.SLEEPING)
+
+
+def append_routed(t: Txn, name: str, route: tuple[int, str], packed: list[bytes]) -> int:
+    """Append ``packed`` messages to agent ``name``'s mailbox (its ``route`` read in
+    ``t``), marking it to be woken in the same transaction if it sleeps; return the
+    first seq. The one place an append meets a sleeping agent: whoever appends (a sender,
+    the node's Down/Exit, a timer) goes through here or does the same."""
+    agent_id = route[0]
+    if route[1] == _SLEEPING:
+        t.put_wake(agent_id, name)
+    if len(packed) == 1:
+        return t.append_packed(agent_id, packed[0])
+    return t.append_packed_many(agent_id, packed)
+
+
+def hint_node(paths: NodePaths, frame: bytes = WAKE_HINT, wait: float = 0.0) -> bool:
+    """Send a hint to the node's sessions socket; return whether it went (best effort:
+    the node scans its wakes every second anyway, so a lost wake hint costs latency,
+    never a message). ``wait``: how long to wait while its queue is full (0: not at all)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        if wait > 0:
+            sock.settimeout(wait)
+        else:
+            sock.setblocking(False)
+        try:
+            sock.sendto(frame, paths.sessions_poke)
+            return True
+        except OSError:
+            return False  # no node listening, or its queue is full
 
 
 def raise_reply_error(name: str, error: ReplyError) -> None:
@@ -167,7 +200,7 @@ def _close_port(doorbells: Doorbells, inbox: _LazyInbox, linger_ms: int) -> None
 class _Append:
     """One thread's message waiting in a `_GroupAppender`, and what became of it."""
 
-    __slots__ = ("name", "packed", "taken", "route", "error", "done")
+    __slots__ = ("name", "packed", "taken", "route", "error", "done", "asleep")
 
     def __init__(self, name: str, packed: bytes, taken: list[bytes]) -> None:
         self.name = name
@@ -176,6 +209,7 @@ class _Append:
         self.route: tuple[int, int] | None = None  # (agent_id, seq) once committed
         self.error: BaseException | None = None  # AgentNotFound, or the commit's own error
         self.done = False
+        self.asleep = False  # the agent slept: the append marked it to be woken
 
 
 def _own_copy(exc: BaseException) -> BaseException:
@@ -206,9 +240,10 @@ class _GroupAppender:
         self.queue: list[_Append] = []
         self.committing = False
 
-    def append(self, name: str, packed: bytes, taken: list[bytes]) -> tuple[int, int]:
+    def append(self, name: str, packed: bytes, taken: list[bytes]) -> tuple[int, int, bool]:
         """Commit ``packed`` to ``name``'s mailbox (and delete the replies in ``taken``);
-        return ``(agent_id, seq)``.
+        return ``(agent_id, seq, asleep)`` (``asleep``: the agent sleeps and was marked to
+        be woken).
 
         Raises:
             AgentNotFound: no agent ``name``, or it is not live.
@@ -244,7 +279,7 @@ class _GroupAppender:
         if mine.error is not None:
             raise _own_copy(mine.error)
         assert mine.route is not None
-        return mine.route
+        return mine.route[0], mine.route[1], mine.asleep
 
     @staticmethod
     def _commit(t: Txn, group: list[_Append]) -> None:
@@ -253,13 +288,14 @@ class _GroupAppender:
             for msg_id in item.taken:
                 t.delete_reply(msg_id)
             route = t.get_route(item.name)
-            item.route, item.error = None, None
+            item.route, item.error, item.asleep = None, None, False
             if route is None:
                 item.error = AgentNotFound(item.name)
             elif route[1] not in ACCEPTS_MESSAGES:
                 item.error = AgentNotFound(item.name, f"it is {route[1]}")
             else:
-                item.route = (route[0], t.append_packed(route[0], item.packed))
+                item.asleep = route[1] == _SLEEPING
+                item.route = (route[0], append_routed(t, item.name, route, [item.packed]))
 
 
 class Messenger:
@@ -307,11 +343,14 @@ class Messenger:
         the message itself when it is small, so the agent need not read it back."""
         packed = pack(message.to_wire())
         try:
-            agent_id, seq = self._appender.append(name, packed, port.taken)
+            agent_id, seq, asleep = self._appender.append(name, packed, port.taken)
         except AgentNotFound:
             port.taken.clear()  # their deletion was committed all the same
             raise
         port.taken.clear()
+        if asleep:
+            hint_node(self.paths)  # no process to ring: the node wakes it
+            return
         inline = packed if len(packed) <= INLINE_RING_BYTES else b""
         port.doorbells.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, inline))
 
@@ -344,10 +383,10 @@ class Messenger:
         port = self._port()
         taken = list(port.taken)
 
-        def txn(t: Txn) -> list[tuple[int, int]]:
+        def txn(t: Txn) -> list[tuple[int, int, bool]]:
             for msg_id in taken:
                 t.delete_reply(msg_id)
-            ids: list[int] = []
+            routes: list[tuple[int, str]] = []
             for name in by_name:  # every name checked before anything is appended
                 route = t.get_route(name)
                 if route is None:
@@ -355,14 +394,20 @@ class Messenger:
                 if route[1] not in ACCEPTS_MESSAGES:
                     raise AgentNotFound(name, f"it is {route[1]}, so none of this cast_many "
                                               "was sent")
-                ids.append(route[0])
-            return [(agent_id, t.append_packed_many(agent_id, packed))
-                    for agent_id, packed in zip(ids, by_name.values(), strict=True)]
+                routes.append(route)
+            return [(route[0], append_routed(t, name, route, packed), route[1] == _SLEEPING)
+                    for (name, packed), route in zip(by_name.items(), routes, strict=True)]
         firsts = self.store.write(txn)
         del port.taken[:len(taken)]
-        for agent_id, first in firsts:
+        woke = False
+        for agent_id, first, asleep in firsts:
+            if asleep:
+                woke = True  # no process to ring: the node wakes it
+                continue
             # One ring per agent, without its messages: the agent reads them from LMDB.
             port.doorbells.ring(self.paths.agent_inbox(agent_id), ring_frame(first))
+        if woke:
+            hint_node(self.paths)
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """Send ``msg`` to agent ``name`` and wait for the reply.

@@ -80,6 +80,8 @@ class SpawnRequest:
         timeout: seconds the node waits for its ``init``.
         caller, caller_phase: the agent that spawns it, and where it runs (``init``,
             ``recover``, ...); None from a client.
+        idle_timeout: seconds without a message before it falls asleep (None: never).
+        lazy: register it asleep; its first message starts it.
     """
 
     cls: str
@@ -92,6 +94,8 @@ class SpawnRequest:
     timeout: float
     caller: str | None = None
     caller_phase: str | None = None
+    idle_timeout: float | None = None
+    lazy: bool = False
 
     def to_wire(self) -> WireMap:
         """Return the request's arguments as the node's ``spawn`` command takes them."""
@@ -101,13 +105,18 @@ class SpawnRequest:
                          "timeout": self.timeout}
         if self.caller is not None:
             wire.update(caller=self.caller, caller_phase=self.caller_phase)
+        if self.idle_timeout is not None:
+            wire["idle_timeout"] = self.idle_timeout
+        if self.lazy:
+            wire["lazy"] = True
         return wire
 
 
 def spawn_request(cls: object, args: UserData | None = None, name: str | None = None,
                   supervisor: str = "root", restart: str = "permanent",
                   shutdown: float | str = 5.0, limits: Limits | Mapping[str, object] | None = None,
-                  timeout: float = 30.0, *, max_bytes: int | None = None) -> SpawnRequest:
+                  timeout: float = 30.0, idle_timeout: float | None = None,
+                  lazy: bool = False, *, max_bytes: int | None = None) -> SpawnRequest:
     """Check spawn arguments and return the control request.
 
     Args:
@@ -128,5 +137,9 @@ def spawn_request(cls: object, args: UserData | None = None, name: str | None = 
     check_args(args or {}, name, max_bytes)
     if isinstance(limits, Limits):
         limits = limits.to_dict()
+    if not isinstance(lazy, bool):
+        raise ConfigError(f"lazy={lazy!r}: expected True or False")
     return SpawnRequest(class_path(cls), args or {}, name, supervisor, restart,
-                        check_shutdown(shutdown), check_limits(limits), check_timeout(timeout))
+                        check_shutdown(shutdown), check_limits(limits), check_timeout(timeout),
+                        idle_timeout=None if idle_timeout is None
+                        else check_timeout(idle_timeout, "idle_timeout"), lazy=lazy)

@@ -8,6 +8,8 @@ built and parsed here and nowhere else.
     agent -> caller's inbox        `reply_frame`; parsed by `parse_reply_ring`
     agent -> node (report socket)  `report_frames` (an INFO envelope); `parse_report`
     agent -> node (ready datagram) `ready_datagram`; `parse_ready`
+    any -> node (sessions datagram) `WAKE_HINT`, `idle_hint`, `spawned_hints`;
+                                   `parse_session_hint`
     node <-> zygote (stream)       `encode_zygote_request` / `parse_zygote_request`,
                                    `encode_zygote_frame` / `parse_zygote_frame`, framed by
                                    `encode_frame` / `FrameDecoder` (4-byte length + msgpack)
@@ -412,4 +414,73 @@ def parse_zygote_frame(msg: Any) -> ZygoteFrame | None:
     if op == "refused" and _is_int(msg.get("req"), 1, 1 << 63) \
             and isinstance(msg.get("module"), str) and isinstance(msg.get("error"), str):
         return Refused(msg["req"], msg["module"], msg["error"])
+    return None
+
+
+# -- session hints (Unix datagrams to the node's sessions socket) ------------------------------
+# Only hints: the store's wakes table is the truth (the node scans it every second), so a
+# lost or forged datagram costs latency at most, never a message.
+WAKE_HINT = b"w"
+"""A sender appended to a sleeping agent's mailbox (and marked it to wake): look now."""
+_IDLE = struct.Struct(">cQQ")
+
+
+@dataclass(frozen=True, slots=True)
+class IdleHint:
+    """An agent's process has been idle for its ``idle_timeout``: put it to sleep.
+
+    Attributes:
+        id: the agent's id.
+        inc: the incarnation that says so (a stale one is ignored).
+    """
+
+    id: int
+    inc: int
+
+
+SPAWNED_HINT_MAX_BYTES = 60_000  # a datagram of names stays below the socket's limit
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnedHint:
+    """A client registered lazy agents ``names`` itself (straight into the store): emit
+    their ``spawned`` events."""
+
+    names: tuple[str, ...]
+
+
+def spawned_hints(names: list[str]) -> tuple[bytes, int]:
+    """The datagram a client sends after it registered lazy agents itself, for as many of
+    ``names`` (at least one) as fit in `SPAWNED_HINT_MAX_BYTES`, and how many it holds.
+    Names hold no NUL (`NAME_RULE`): NUL separates them."""
+    out: list[bytes] = []
+    size = 1
+    for name in names:
+        raw = name.encode()
+        if out and size + len(raw) + 1 > SPAWNED_HINT_MAX_BYTES:
+            break
+        out.append(raw)
+        size += len(raw) + 1
+    return b"s" + b"\0".join(out), len(out)
+
+
+def idle_hint(agent_id: int, inc: int) -> bytes:
+    """The datagram an idle agent sends the node's sessions socket."""
+    return _IDLE.pack(b"i", agent_id, inc)
+
+
+def parse_session_hint(data: bytes) -> IdleHint | SpawnedHint | bytes | None:
+    """A datagram read on the sessions socket: an `IdleHint`, a `SpawnedHint`,
+    `WAKE_HINT`, or None when it is none of them (any process of the user can send one:
+    ignored)."""
+    if data == WAKE_HINT:
+        return WAKE_HINT
+    if data[:1] == b"s" and len(data) > 1:
+        try:
+            return SpawnedHint(tuple(data[1:].decode().split("\0")))
+        except UnicodeDecodeError:
+            return None
+    if len(data) == _IDLE.size and data[:1] == b"i":
+        _, agent_id, inc = _IDLE.unpack(data)
+        return IdleHint(agent_id, inc)
     return None

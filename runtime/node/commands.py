@@ -43,6 +43,7 @@ from .._paths import NodePaths
 from .._types import (
     ACCEPTS_MESSAGES,
     IN_TREE,
+    STARTED_AT_NODE_START,
     AgentInfo,
     AgentStatus,
     DroppedFrames,
@@ -52,8 +53,8 @@ from .._types import (
 )
 from .._validation import check_limits, check_lookup_name, check_name, check_timeout
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
+from ..messaging.spawnargs import SpawnRequest, check_shutdown, class_path
 from ..messaging.spawnargs import check_args as check_spawn_args
-from ..messaging.spawnargs import check_shutdown, class_path
 from ..messaging.wire import ring_frame
 from ..store.protocol import Store, Txn
 from ..store.records import (
@@ -66,7 +67,8 @@ from ..store.records import (
 )
 from .config import ConfigDrift, NodeConfig, agent_drift
 from .links import LinkTable
-from .registry import Emit, EventLog, Registry
+from .registry import ROOT, Emit, EventLog, Registry
+from .sessions import Sessions
 from .spawner import AgentSpawner, Incarnation, Ring
 
 
@@ -88,6 +90,7 @@ class NodeView:
         root: the root supervisor shell.
         stopping: set while the node stops.
         dropped_frames: counts the invalid frames dropped so far, by socket.
+        sessions: puts agents to sleep and wakes them.
     """
 
     paths: NodePaths
@@ -103,6 +106,7 @@ class NodeView:
     root: Supervisor
     stopping: threading.Event
     dropped_frames: Callable[[], DroppedFrames]
+    sessions: Sessions
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -123,6 +127,7 @@ class Ping:
         dropped_frames: the invalid frames dropped so far, in all.
         dropped: the same, by socket.
         strict: whether the root's restart intensity stops the node.
+        awake: how many agent processes the node holds (sleeping agents have none).
     """
 
     pid: int
@@ -132,6 +137,7 @@ class Ping:
     dropped_frames: int
     dropped: DroppedFrames
     strict: bool
+    awake: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,28 +270,34 @@ def _add_agent(shell: Supervisor, rec: AgentRecord) -> object:
 
 def ping(node: NodeView) -> Ping:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime", "strict",
-    "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`)}``.
+    "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`), "awake"}``.
     CLI: ``beamish node status``."""
     dropped = node.dropped_frames()
     return Ping(os.getpid(), node.paths.dir, node.config.node.durability,
-                time.time() - node.started_at, dropped.total, dropped, node.config.node.strict)
+                time.time() - node.started_at, dropped.total, dropped, node.config.node.strict,
+                node.sessions.awake)
 
 
 def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
           limits: dict[str, Any] | None = None, timeout: float = 30.0,
-          caller: str | None = None, caller_phase: str | None = None) -> Spawned:
+          caller: str | None = None, caller_phase: str | None = None,
+          idle_timeout: float | None = None, lazy: bool = False) -> Spawned:
     """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
-    "caller", "caller_phase"}`` -> ``{"name", "pid"}`` once the agent's ``init`` ran (or its
-    committed state was loaded). ``caller``/``caller_phase`` come from ``self.ctx.spawn``
-    (the spawning agent, and "init"/"recover" while it starts).
+    "caller", "caller_phase", "idle_timeout", "lazy"}`` -> ``{"name", "pid"}`` once the
+    agent's ``init`` ran (or its committed state was loaded). ``caller``/``caller_phase``
+    come from ``self.ctx.spawn`` (the spawning agent, and "init"/"recover" while it
+    starts). ``lazy``: registered asleep (pid None), its process started by its first
+    message; ``idle_timeout``: seconds without a message before it falls asleep.
 
     A name in use by a live agent is refused; the name of a stopped agent resumes it
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
     """
-    if caller is not None and caller_phase is not None:
+    if caller is not None and caller_phase is not None and not lazy:
         _refuse_deadlocking_spawn(node, caller, caller_phase, supervisor, name or str(cls))
     cls = class_path(cls)
+    if idle_timeout is not None:
+        idle_timeout = check_timeout(idle_timeout, "idle_timeout")
     if not isinstance(args, dict):
         raise ConfigError(f"args={args!r:.80}: expected a dict")
     check_spawn_args(args, name, node.config.node.max_message_bytes)
@@ -299,42 +311,28 @@ def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
         raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
     shell = node.shell(supervisor)
     if shell is None:
-        raise SpawnError(name or cls, f"no supervisor named {supervisor!r}; add it first: "
-                         f"`beamish add-supervisor {supervisor}` from the shell, or "
-                         f"node.add_supervisor({supervisor!r}) from Python")
+        raise SpawnError(name or cls, _no_supervisor(supervisor))
     if name is not None and _is_supervisor(node, name):
         raise SpawnError(name, _SUP_NAME)
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
         restart, shutdown = str(template.restart), template.shutdown
 
+    fields = _Reserve(cls, args, name, supervisor, restart, shutdown, limits or {},
+                      idle_timeout, lazy)
+    woke: list[bool] = []  # a lazy spawn of a name whose mailbox waits: wake it
+
     def reserve(t: Txn) -> AgentRecord:
-        agent_name = name
-        rec = t.get_agent(agent_name) if agent_name else None
-        prev = rec.status if rec is not None else None
-        if rec is not None and rec.status in IN_TREE:
-            raise SpawnError(agent_name or "", f"the name is in use by a {rec.status} agent "
-                             f"(pid {rec.pid}); pick another name or stop it first")
-        if rec is None:
-            agent_id = t.next_counter("agent_id")
-            if agent_name and t.get_sup(agent_name) is not None:
-                raise SpawnError(agent_name, _SUP_NAME)
-            if not agent_name:
-                agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
-                # A generated name must be free too (someone may have picked it by hand).
-                while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
-                    agent_id = t.next_counter("agent_id")
-                    agent_name = f"{cls.rpartition(':')[2].lower()}-{agent_id}"
-            rec = AgentRecord(agent_name, agent_id, created=time.time())
-        rec = replace(rec, cls=cls, args=args, supervisor=supervisor, restart=restart,
-                      shutdown=shutdown, limits=limits or {}, status=AgentStatus.STARTING,
-                      pid=None, order=t.next_counter("order"), fresh=True,
-                      spawning=Spawning(prev),  # until the spawn completes: _roll_back_spawn
-                      recover_pending=False)  # a new spawn is not a restart: nothing to recover
-        t.put_agent(rec)
+        rec, marked = _reserve(t, fields)
+        woke[:] = [marked]
         return rec
     rec = node.store.write(reserve)
     agent_name = rec.name
+    if lazy:
+        node.emit("spawned", agent_name, supervisor, "lazy")
+        if woke[0]:
+            node.sessions.hint()
+        return Spawned(agent_name, None)
     node.spawner.forget_failure(agent_name)
     try:
         _add_agent(shell, rec)
@@ -346,6 +344,97 @@ def spawn(node: NodeView, cls: str, args: dict[str, Any], name: str | None,
         raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
     _spawn_completed(node, agent_name)
     return Spawned(agent_name, node.spawner.pid_of(agent_name))
+
+
+@dataclass(frozen=True, slots=True)
+class _Reserve:
+    """A spawn's checked fields, as its reserving transaction writes them."""
+
+    cls: str
+    args: dict[str, Any]
+    name: str | None
+    supervisor: str
+    restart: str
+    shutdown: Any
+    limits: dict[str, Any]
+    idle_timeout: float | None
+    lazy: bool
+
+
+def _reserve(t: Txn, f: _Reserve) -> tuple[AgentRecord, bool]:
+    """Write a spawn's record in transaction ``t``: a new name gets an id (or one is
+    generated), a stopped or exited one is resumed; a name in the tree is refused. A lazy
+    spawn's record is the whole spawn (status sleeping); an eager one is marked
+    ``spawning`` until it completes. Returns the record and whether it marked a wake (a
+    lazy spawn of a name whose mailbox waits)."""
+    agent_name = f.name
+    rec = t.get_agent(agent_name) if agent_name else None
+    prev = rec.status if rec is not None else None
+    if rec is not None and rec.status in IN_TREE:
+        raise SpawnError(agent_name or "", f"the name is in use by a {rec.status} agent "
+                         f"(pid {rec.pid}); pick another name or stop it first")
+    if rec is None:
+        agent_id = t.next_counter("agent_id")
+        if agent_name and t.get_sup(agent_name) is not None:
+            raise SpawnError(agent_name, _SUP_NAME)
+        if not agent_name:
+            agent_name = f"{f.cls.rpartition(':')[2].lower()}-{agent_id}"
+            # A generated name must be free too (someone may have picked it by hand).
+            while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
+                agent_id = t.next_counter("agent_id")
+                agent_name = f"{f.cls.rpartition(':')[2].lower()}-{agent_id}"
+        rec = AgentRecord(agent_name, agent_id, created=time.time())
+    rec = replace(rec, cls=f.cls, args=f.args, supervisor=f.supervisor, restart=f.restart,
+                  shutdown=f.shutdown, limits=f.limits, status=AgentStatus.STARTING,
+                  pid=None, order=t.next_counter("order"), fresh=True,
+                  spawning=Spawning(prev),  # until the spawn completes: _roll_back_spawn
+                  recover_pending=False,  # a new spawn is not a restart: nothing to recover
+                  idle_timeout=f.idle_timeout)
+    marked = False
+    if f.lazy:
+        # The write is the whole spawn: registered asleep; its first message wakes it (a
+        # resumed name's waiting mailbox, at once).
+        rec = replace(rec, status=AgentStatus.SLEEPING, spawning=None)
+        if t.peek(rec.id, 1):
+            t.put_wake(rec.id, rec.name)
+            marked = True
+    t.put_agent(rec)
+    return rec, marked
+
+
+def register_lazy(store: Store, request: SpawnRequest) -> tuple[str, bool]:
+    """A lazy spawn written by the client itself, in one transaction that checks what the
+    node's ``spawn`` checks (its supervisor exists, the name is free, a simple_one_for_one
+    supervisor's template): the fastest way to register many sessions. ``request`` was
+    checked by `spawn_request`. Returns the agent's name and whether a wake was marked
+    (the caller then hints the node, which also emits ``spawned`` on a hint).
+
+    Raises:
+        SpawnError: no such supervisor, or the name is in use.
+    """
+    def txn(t: Txn) -> tuple[str, bool]:
+        restart, shutdown = request.restart, request.shutdown
+        if request.supervisor != ROOT:
+            sup = t.get_sup(request.supervisor)
+            if sup is None:
+                raise SpawnError(request.name or request.cls, _no_supervisor(request.supervisor))
+            if sup.strategy == "simple_one_for_one":
+                template = sup.template or ChildTemplate()
+                restart, shutdown = template.restart, template.shutdown
+        if request.name is not None and (request.name == ROOT
+                                         or t.get_sup(request.name) is not None):
+            raise SpawnError(request.name, _SUP_NAME)
+        rec, marked = _reserve(t, _Reserve(
+            request.cls, request.args, request.name, request.supervisor, restart, shutdown,
+            dict(request.limits), request.idle_timeout, True))
+        return rec.name, marked
+    return store.write(txn)
+
+
+def _no_supervisor(supervisor: str) -> str:
+    return (f"no supervisor named {supervisor!r}; add it first: "
+            f"`beamish add-supervisor {supervisor}` from the shell, or "
+            f"node.add_supervisor({supervisor!r}) from Python")
 
 
 def _spawn_completed(node: NodeView, name: str) -> None:
@@ -433,10 +522,27 @@ def stop(node: NodeView, name: str) -> NameStatus:
                 try:
                     shell.remove_child(name)
                 except SupervisorError:
-                    pass  # not a child any more (failed, or exited meanwhile): nothing to stop
+                    pass  # not a child any more (failed, exited, asleep): nothing to stop
         node.registry.set_status(name, AgentStatus.STOPPED)
+    if rec.status == AgentStatus.SLEEPING:
+        node.sessions.forget(name, "normal")  # what watched it hears it stopped
     node.emit("stopped", name, rec.supervisor, "normal")
     return NameStatus(name, AgentStatus.STOPPED)
+
+
+def sleep(node: NodeView, name: str) -> NameStatus:
+    """``{"op": "sleep", "name"}`` -> ``{"name", "status": "sleeping"}`` once it sleeps:
+    ``terminate("sleep", state)`` ran and its process exited; its next message or timer
+    wakes it. Not an exit: no restart is counted, no Down/Exit sent. One asleep already is
+    left so. CLI: ``beamish sleep NAME``.
+
+    Raises:
+        AgentNotFound: no such agent, or it is not running (starting, restarting, failed,
+            stopped).
+    """
+    check_lookup_name(name)
+    node.sessions.sleep(name, "requested")
+    return NameStatus(name, AgentStatus.SLEEPING)
 
 
 def delete(node: NodeView, name: str) -> Deleted:
@@ -486,9 +592,15 @@ def tree(node: NodeView) -> SupervisorNode:
     was itself restarted, 0 for the root; ``child_restarts``: the sum of its direct
     children's), with each agent's pid, status and restarts. CLI: ``beamish tree``."""
     recs = {r.name: r for r in node.store.read(lambda t: t.agents())}
+    asleep: dict[str, list[AgentRecord]] = {}  # no shell holds a sleeping agent: by record
+    for r in sorted(recs.values(), key=lambda r: r.order):
+        if r.status == AgentStatus.SLEEPING:
+            asleep.setdefault(r.supervisor, []).append(r)
 
     def walk(snap: SupervisorSnapshot, status: str, restarts: int) -> SupervisorNode:
-        children: list[AgentNode | SupervisorNode] = []
+        children: list[AgentNode | SupervisorNode] = [
+            AgentNode(r.name, str(r.status), r.restarts, None, r.cls)
+            for r in asleep.get(snap.id, ())]
         for child in snap.children:
             if child.kind is ChildKind.SUPERVISOR:
                 sub = child.supervisor  # None before its first start
@@ -551,12 +663,16 @@ def resend_dead_letter(node: NodeView, name: str, seq: int) -> Resent:
         if entry is None:
             return None
         t.delete_dead(rec.id, seq)
+        route = t.get_route(name)
+        if route is not None and route[1] == AgentStatus.SLEEPING:
+            t.put_wake(rec.id, name)
         return t.append(rec.id, entry.message)
     new_seq = node.store.write(txn)
     if new_seq is None:
         raise ConfigError(f"agent {name!r} has no dead letter #{seq} "
                           f"(see `beamish dead-letters {name}`)")
     node.ring(node.paths.agent_inbox(rec.id), ring_frame(new_seq))
+    node.sessions.hint()
     node.emit("resent", name, rec.supervisor, f"dead letter #{seq} as #{new_seq}")
     return Resent(name, new_seq)
 
@@ -715,16 +831,18 @@ def add_config_entries(node: NodeView, config: NodeConfig) -> list[ConfigDrift]:
                     agent.name, t.next_counter("agent_id"), created=time.time(),
                     cls=agent.cls, args=agent.args, supervisor=agent.supervisor,
                     restart=agent.restart, shutdown=agent.shutdown,
-                    limits=agent.limits.model_dump(), status=AgentStatus.STARTING,
-                    fresh=True, order=t.next_counter("order")))
+                    limits=agent.limits.model_dump(),
+                    status=AgentStatus.SLEEPING if agent.lazy else AgentStatus.STARTING,
+                    fresh=True, order=t.next_counter("order"),
+                    idle_timeout=agent.idle_timeout))
     node.store.write(txn)
     return drift
 
 
 def start_persisted(node: NodeView) -> dict[str, str]:
     """Start the persisted tree in start order: supervisors, and every agent that was live
-    (stopped, exited and failed agents stay as they were). Returns why each agent that
-    failed to start did, by name."""
+    (stopped, exited, failed and sleeping agents stay as they were). Returns why each
+    agent that failed to start did, by name."""
     failures: dict[str, str] = {}
     sups, agents = node.store.read(lambda t: (t.sups(), t.agents()))
     items: list[AgentRecord | SupervisorRecord] = [*sups, *agents]
@@ -738,8 +856,8 @@ def start_persisted(node: NodeView) -> dict[str, str]:
             except (StartFailed, SupervisorError) as exc:
                 node.emit("failed", rec.name, rec.parent, f"did not start: {exc}")
             continue
-        if rec.status not in ACCEPTS_MESSAGES:
-            continue
+        if rec.status not in STARTED_AT_NODE_START:
+            continue  # (a sleeping agent stays asleep; a pending wake wakes it)
         shell = node.shell(rec.supervisor)
         try:
             if shell is None:
@@ -777,6 +895,15 @@ def shutdown(node: NodeView) -> ShuttingDown:
 REGISTER_WAIT_S = 10.0
 
 
+def _sleeping(node: NodeView, name: str) -> Incarnation | None:
+    """The handle that links and monitors to sleeping agent ``name`` hold, or None if it
+    does not sleep."""
+    rec = node.store.read(lambda t: t.get_agent(name))
+    if rec is None or rec.status != AgentStatus.SLEEPING:
+        return None
+    return node.sessions.held(name, rec)
+
+
 def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Incarnation:
     me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
     if me is None:
@@ -793,7 +920,7 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str) -> Watched:
     check_name(watcher, "watcher")
     check_name(target, "target")
     me = _watcher_incarnation(node, watcher, inc, "monitoring")
-    other = node.spawner.incarnation(target)
+    other = node.spawner.incarnation(target) or _sleeping(node, target)
     if other is None:
         from .links import NOPROC, down_message
         node.spawner.deliver_info(me, down_message(target, NOPROC))
@@ -816,7 +943,7 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
     me = _watcher_incarnation(node, watcher, inc, "linking")
     if trap_exits:
         me.trap_exits = True
-    other = node.spawner.incarnation(target)
+    other = node.spawner.incarnation(target) or _sleeping(node, target)
     if other is None:
         raise AgentNotFound(target, "cannot link to it")
     node.links.link(me, other)
@@ -880,5 +1007,5 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "monitor": monitor, "link": link, "resend_dead_letter": resend_dead_letter,
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
-    "shutdown": shutdown, "add_supervisor": add_supervisor,
+    "shutdown": shutdown, "add_supervisor": add_supervisor, "sleep": sleep,
 }

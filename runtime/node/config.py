@@ -44,6 +44,9 @@ class NodeSection(_Strict):
     # keeping this many older generations (node.log.1 the newest).
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096)
     log_keep: int = Field(3, ge=1, le=100)
+    # At most this many agents awake: the least recently active idle ones are put to
+    # sleep (None: unlimited). See docs/sessions.md.
+    max_awake: int | None = Field(None, ge=1)
 
 
 class LimitsSection(_Strict):
@@ -82,6 +85,10 @@ class AgentSection(_Strict):
     shutdown: float | Literal["brutal_kill", "infinity"] = 5.0
     args: dict[str, Any] = Field(default_factory=dict)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    # Seconds without a message after which it falls asleep (None: never).
+    idle_timeout: float | None = Field(None, gt=0, le=LIMIT_MAX, allow_inf_nan=False)
+    # Registered asleep: its process starts on its first message (init runs then).
+    lazy: bool = False
 
     @field_validator("cls")
     @classmethod

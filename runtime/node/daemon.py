@@ -66,6 +66,7 @@ from .commands import (
 from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
 from .registry import ROOT, EventLog, Registry
+from .sessions import Sessions
 from .spawner import AgentSpawner, Incarnation, SpawnSettings
 from .timers import TimerService
 from .zygote_link import ZygoteLink
@@ -183,12 +184,15 @@ class NodeDaemon:
             self.spawner, self.clock, on_event=self.registry.on_supervisor_event,
             on_exit=self._on_root_exit)
         self.root.start()
+        self.sessions = Sessions(self.paths, store=self.store, registry=self.registry,
+                                 spawner=self.spawner, links=self.links, emit=self.events.emit,
+                                 shell=self.shell, max_awake=self.config.node.max_awake)
         self.timers = TimerService(self.store, self.paths, self.ring)
         self.timers.start()  # overdue timers (the node was down) fire now
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
-            self.stopping, self.dropped_frames)
+            self.stopping, self.dropped_frames, self.sessions)
         self._write_info()
 
     def _write_info(self) -> None:
@@ -220,6 +224,7 @@ class NodeDaemon:
         that did not start and the config entries the persisted tree overrode."""
         drift = add_config_entries(self.view, config)
         failed = start_persisted(self.view)
+        self.sessions.start()  # pending wakes (the node was killed mid-wake) happen now
         recs = {r.name: r for r in self.store.read(lambda t: t.agents())}
         for agent in config.agent:  # declared, and failed before this start
             rec = recs.get(agent.name)
@@ -310,6 +315,11 @@ class NodeDaemon:
                 # Served here, never by a pool thread: a waiting follower holds nothing.
                 self._events_request(ident, env)
                 continue
+            if env.payload["op"] == "spawn" and env.payload.get("lazy") is True:
+                # A lazy spawn is one record write: served here, without a thread handoff
+                # (100,000 sessions register at the control loop's own pace).
+                self._answer(ident, env.msg_id, self._command_answer(env))
+                continue
             self.pool.submit(self._run_command, ident, env)
 
     def _answer(self, ident: bytes, msg_id: bytes, answer: dict[str, Any]) -> None:
@@ -393,6 +403,10 @@ class NodeDaemon:
         sock.send_multipart(frames)
 
     def _run_command(self, ident: bytes, env: Envelope) -> None:
+        answer = self._command_answer(env)
+        self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
+
+    def _command_answer(self, env: Envelope) -> dict[str, Any]:
         req = dict(env.payload)
         op = req.pop("op")
         handler = COMMANDS.get(op)
@@ -409,7 +423,7 @@ class NodeDaemon:
                 f"{op!r} failed inside the node ({type(exc).__name__}: {exc}); "
                 "this is a bug, please report it with the node log"),
                 traceback=traceback.format_exc())
-        self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
+        return answer
 
     def _housekeeping(self) -> None:
         self.store.reader_check()
@@ -434,7 +448,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("timers", "zygote", "messenger", "control", "reports", "store"):
+        for attr in ("sessions", "timers", "zygote", "messenger", "control", "reports",
+                     "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -448,12 +463,15 @@ class NodeDaemon:
 
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown_tree(self) -> None:
-        """Stop every agent in reverse start order; their records stay for the next start."""
+        """Stop every agent in reverse start order; their records stay for the next start
+        (sleeping ones stay asleep; no wake starts once the node stops)."""
+        self.sessions.close()
         self.root.shutdown()
 
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.sessions.close()
         self.timers.close()
         self.zygote.close()
         self.messenger.close()

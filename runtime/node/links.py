@@ -75,6 +75,29 @@ class LinkTable(Generic[Incn]):
             self._links.setdefault(a, set()).add(b)
             self._links.setdefault(b, set()).add(a)
 
+    def holds(self, incn: Incn) -> bool:
+        """Whether any link or monitor (either way) involves ``incn``."""
+        with self._lock:
+            return incn in self._links or incn in self._monitors \
+                or any(incn in w for w in self._monitors.values())
+
+    def rebind(self, old: Incn, new: Incn) -> None:
+        """Move every link and monitor of ``old`` to ``new`` (a sleeping agent woke: its
+        new process holds what its last one held)."""
+        with self._lock:
+            if old in self._monitors:
+                self._monitors.setdefault(new, set()).update(self._monitors.pop(old))
+            for watchers in self._monitors.values():
+                if old in watchers:
+                    watchers.discard(old)
+                    watchers.add(new)
+            if old in self._links:
+                self._links.setdefault(new, set()).update(self._links.pop(old))
+            for linked in self._links.values():
+                if old in linked:
+                    linked.discard(old)
+                    linked.add(new)
+
     def exited(self, incn: Incn, reason: str, abnormal: bool,
                traps: dict[Incn, bool]) -> list[Deliver[Incn] | KillLinked[Incn]]:
         """``incn`` exited: forget its links and monitors and return what must happen.

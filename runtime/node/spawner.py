@@ -32,10 +32,11 @@ from beamish.supervisor import ChildSpec, ExitReason, StartFailed, Supervisor
 
 from .._osproc import process_start_time
 from .._paths import NodePaths
-from .._types import AgentStatus, Failure, Limits
+from .._types import ACCEPTS_MESSAGES, AgentStatus, Failure, Limits
 from .._validation import check_limits
 from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
+from ..messaging.messenger import append_routed, hint_node
 from ..messaging.wire import Report, ring_frame, stop_frame
 from ..store import filesystem_full, full_disk_advice
 from ..store.protocol import Store, Txn
@@ -71,6 +72,12 @@ class Incarnation:
     limits: Limits = field(default_factory=Limits)
     trap_exits: bool = False  # from its ready report
     link_kill: str | None = None  # why a linked agent's exit killed it
+    # Started by a wake (node/sessions.py), not by its supervisor: until the shell has
+    # adopted it, its exit is reported by the waker, not here.
+    waking: bool = False
+    # Stopped to fall asleep: its exit fires no link or monitor (the node holds them for
+    # the sleeping agent, and a Down/Exit for it goes to its mailbox and wakes it).
+    asleep: bool = False
 
     @property
     def limited(self) -> bool:
@@ -190,6 +197,9 @@ class AgentSpawner:
         self._early_exits: Bounded[int, int] = Bounded(EARLY_KEPT)  # pid -> code
         self._early_ready: Bounded[int, Report] = Bounded(EARLY_READY_KEPT)
         self._lost_with_zygote: Bounded[int, str] = Bounded(EARLY_KEPT)  # how it ended
+        # A sleeping agent linked to one that exited abnormally: woken and killed, so its
+        # supervisor restarts it as it would an awake one (set by node/sessions.py).
+        self.kill_sleeper: Callable[[Incarnation, str], None] | None = None
         self.rejected_reports = 0  # ready reports for pids never registered, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
 
@@ -211,14 +221,39 @@ class AgentSpawner:
             raise
 
     def _start(self, name: str, failure: Failure | None) -> Incarnation:
+        incn = self._launch(name, failure)
+        self._await_ready(incn)
+        return incn
+
+    def wake_start(self, name: str) -> tuple[Incarnation, Any]:
+        """Start sleeping agent ``name``'s process for a wake (no supervisor asked: the
+        waker hands it to one with ``adopt_child``); return it and its start's outcome
+        (True: ready; else ``(ExitReason, Failure | None)``: it exited before). Its exit
+        is reported to no supervisor until the waker clears ``waking``.
+
+        Raises:
+            StartFailed: it could not be forked (no process exists).
+        """
+        incn = self._launch(name, None, wake=True)
+        try:
+            outcome = incn.ready.result(START_TIMEOUT_S)
+        except FutureTimeout:
+            incn.signal(signal.SIGKILL)
+            outcome = incn.exited.result(KILL_WAIT_S + START_TIMEOUT_S)
+        if outcome is True:
+            self._mark_running(name, incn.pid)
+        return incn, outcome
+
+    def _launch(self, name: str, failure: Failure | None, wake: bool = False) -> Incarnation:
         def txn(t: Txn) -> AgentRecord | None:
             rec = t.get_agent(name)
             if rec is None:
                 return None
             # Counted before the fork, so a caller that sees the new process's reply
-            # also sees the restart. A spawn (or a node start) marks the first start fresh.
+            # also sees the restart. A spawn (or a node start) marks the first start fresh;
+            # a wake is no restart.
             rec = replace(rec, incarnation=rec.incarnation + 1, fresh=False,
-                          restarts=rec.restarts if rec.fresh else rec.restarts + 1,
+                          restarts=rec.restarts if rec.fresh or wake else rec.restarts + 1,
                           status=AgentStatus.STARTING)
             t.put_agent(rec)
             return rec
@@ -239,7 +274,7 @@ class AgentSpawner:
             failure = rec.last_failure
         settings = self.settings
         boot = Boot(settings.node, rec.id, name, rec.cls, rec.args, rec.incarnation, failure,
-                    settings.sys_path, limits)
+                    settings.sys_path, limits, idle_timeout=rec.idle_timeout)
         preload = list(settings.preload)
         if settings.preload_agent_modules:
             preload.append(rec.cls.partition(":")[0])
@@ -256,7 +291,7 @@ class AgentSpawner:
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
-                           limits=Limits(**limits))
+                           limits=Limits(**limits), waking=wake)
         with self.registered:
             self.by_pid[pid] = incn
             self.live.put(incn)
@@ -267,6 +302,10 @@ class AgentSpawner:
             self.on_ready(ready)  # its report beat the zygote's answer to us
         if early is not None:
             self.on_exit(pid, early)  # it died before we had registered it
+        return incn
+
+    def _await_ready(self, incn: Incarnation) -> None:
+        name, pid = incn.name, incn.pid
         try:
             outcome = incn.ready.result(START_TIMEOUT_S)
         except FutureTimeout:
@@ -278,13 +317,15 @@ class AgentSpawner:
             if start_failure is not None:
                 self._start_failures[name] = start_failure
             raise StartFailed(str(reason))
+        self._mark_running(name, pid)
+
+    def _mark_running(self, name: str, pid: int) -> None:
         try:
             # This start ran recover if a failure was pending: it is consumed.
             self.registry.set_status(name, AgentStatus.RUNNING, pid=pid, recover_pending=False)
         except StoreFullError:
             # It runs: the supervisor must hold it. The registry catches up at its next write.
             log.exception("cannot record that agent %r (pid %d) runs", name, pid)
-        return incn
 
     # -- what the node and its commands ask --------------------------------------------------
     @contextmanager
@@ -318,10 +359,23 @@ class AgentSpawner:
 
     def deliver_info(self, to: Incarnation, message: dict[str, Any]) -> None:
         """Append an info message (a Down or Exit) to the mailbox of incarnation ``to``, if it
-        is still the agent's live process (any thread)."""
+        is still the agent's live process, or the one it had when it fell asleep (any
+        thread): a sleeping agent's append marks it to be woken, in the same transaction."""
+        record = Message("info", pack(message), time.time())
+        if to.asleep:
+            packed = pack(record.to_wire())
+
+            def txn(t: Txn) -> bool:
+                route = t.get_route(to.name)
+                if route is None or route[0] != to.id or route[1] not in ACCEPTS_MESSAGES:
+                    return False
+                append_routed(t, to.name, route, [packed])
+                return route[1] == AgentStatus.SLEEPING
+            if self.store.write(txn):
+                hint_node(self.settings.paths)
+            return
         if not self.is_current(to):
             return
-        record = Message("info", pack(message), time.time())
         seq = self.store.write(lambda t: t.append(to.id, record))
         self.ring(self.settings.paths.agent_inbox(to.id), ring_frame(seq, pack(record.to_wire())))
 
@@ -457,6 +511,7 @@ class AgentSpawner:
             # that reuses the pid.
             self._early_ready.pop(pid)
             self.live.drop(incn)
+            waking = incn.waking  # read with the pop: the waker reports it then
             # Before a new process of the agent resets the marker.
             self.agent_dropped += read_dropped(self.settings.paths.agent_busy(incn.id), incn.inc)
         try:
@@ -464,23 +519,32 @@ class AgentSpawner:
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
             log.exception("cannot classify the exit of agent %r", incn.name)
             reason, failure, escalate = ExitReason.abnormal(f"exit code {code}"), None, None
-        self._propagate(incn, reason)
+        if not incn.asleep:  # one that fell asleep keeps its links and monitors
+            self._propagate(incn, reason)
         if not incn.ready.done() and was_ready(self.settings.paths.agent_busy(incn.id), incn.inc):
             # It started, then died before its ready report reached the main loop. The
             # shell is still inside start_child; the exit posted below queues behind it.
             incn.ready.set_result(True)
         if not incn.ready.done():
+            if failure is not None and waking:
+                self._next_failure[incn.name] = failure  # its supervisor restarts it
             incn.exited.set_result((reason, failure))
             incn.ready.set_result((reason, failure))
             self.emit("exited", incn.name, self.registry.supervisor_of(incn.name),
                            str(reason))
             return
-        incn.exited.set_result((reason, failure))
         if incn.terminating is not None:
+            incn.exited.set_result((reason, failure))
             return  # terminate_child is waiting for this; the shell knows
         sup = self.registry.supervisor_of(incn.name)
         if failure is not None:
             self._next_failure[incn.name] = failure
+        incn.exited.set_result((reason, failure))
+        if waking:
+            # Not adopted yet: the waker reports it to the supervisor once it is.
+            self.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None,
+                                     failure=failure, recover_pending=failure is not None)
+            return
         try:
             self.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None, failure=failure,
                                  recover_pending=failure is not None)
@@ -519,6 +583,11 @@ class AgentSpawner:
                 self._lost_with_zygote.put(pid, why)
             self.on_exit(pid, -signal.SIGKILL)
 
+    def propagate(self, incn: Incarnation, reason: ExitReason) -> None:
+        """Fire the monitors and links of ``incn``, which exited (or, asleep, was stopped
+        or deleted) with ``reason``."""
+        self._propagate(incn, reason)
+
     def _propagate(self, incn: Incarnation, reason: ExitReason) -> None:
         """Fire the exited incarnation's monitors and links."""
         if self.stopping.is_set():
@@ -535,6 +604,9 @@ class AgentSpawner:
                 except StoreFullError:
                     log.exception("cannot deliver %r to agent %r", action.message,
                                   action.to.name)
+            elif isinstance(action, KillLinked) and action.target.asleep:
+                if self.kill_sleeper is not None:
+                    self.kill_sleeper(action.target, action.reason)
             elif isinstance(action, KillLinked) and action.target.terminating is None:
                 action.target.link_kill = action.reason
                 action.target.signal(signal.SIGKILL)

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from beamish.mailbox import pack
 
 from .._paths import NodePaths
+from .._types import AgentStatus
 from ..agent.context import TIMER_RECHECK_S
 from ..errors import StoreError
-from ..messaging.messenger import INLINE_RING_BYTES
+from ..messaging.messenger import INLINE_RING_BYTES, hint_node
 from ..messaging.wire import ring_frame
 from ..store.protocol import Store, Txn
 
@@ -84,12 +85,16 @@ class TimerService:
         """Fire every timer due now (append its message, ring its agent); return how long
         to sleep before the next one is due (capped at ``recheck_s``)."""
         while True:
-            fired, dropped = self.store.write(_fire_txn(time.time_ns()))
+            fired, dropped, woke = self.store.write(_fire_txn(time.time_ns()))
+            if woke:
+                hint_node(self.paths)  # a timer for a sleeping agent: the node wakes it
             if dropped:
                 log.warning("removed %d entries of the store's timers that were not timers "
                             "(written by a process other than beamish)", dropped)
             self.fired += len(fired)
             for agent_id, seq, packed in fired:
+                if agent_id in woke:
+                    continue  # asleep: no process to ring
                 # Carried in the ring when small, as a cast's is (the agent reads it otherwise).
                 inline = packed if len(packed) <= INLINE_RING_BYTES else b""
                 self.ring(self.paths.agent_inbox(agent_id), ring_frame(seq, inline))
@@ -145,16 +150,33 @@ class TimerService:
                 pass
 
 
-def _fire_txn(now_ns: int) -> Callable[[Txn], tuple[list[tuple[int, int, bytes]], int]]:
+_Fired = tuple[list[tuple[int, int, bytes]], int, set[int]]
+
+
+def _fire_txn(now_ns: int) -> Callable[[Txn], _Fired]:
     """The transaction that fires up to `FIRE_BATCH` timers due at ``now_ns``: each timer
-    removed and its message appended, together; returns ``(agent_id, seq, packed)`` of
-    each appended message (to ring), and how many entries that were not timers it
-    removed."""
-    def txn(t: Txn) -> tuple[list[tuple[int, int, bytes]], int]:
+    removed and its message appended, together (a sleeping agent's marked to be woken in
+    the same transaction); returns ``(agent_id, seq, packed)`` of each appended message
+    (to ring), how many entries that were not timers it removed, and the ids of the
+    sleeping agents it marked."""
+    def txn(t: Txn) -> _Fired:
         fired = []
+        woke: set[int] = set()
         timers, dropped = t.take_due_timers(now_ns, FIRE_BATCH)
         for timer in timers:
             packed = pack(timer.message(now_ns / 1e9).to_wire())
             fired.append((timer.agent_id, t.append_packed(timer.agent_id, packed), packed))
-        return fired, dropped
+            name = timer.name or _name_of(t, timer.agent_id)
+            route = t.get_route(name) if name else None
+            if route is not None and route[0] == timer.agent_id \
+                    and route[1] == AgentStatus.SLEEPING:
+                t.put_wake(timer.agent_id, name)
+                woke.add(timer.agent_id)
+        return fired, dropped, woke
     return txn
+
+
+def _name_of(t: Txn, agent_id: int) -> str:
+    """The name of agent ``agent_id``, for a timer set by an older beamish (which did not
+    store it): a walk over the agents, paid only for such timers."""
+    return next((r.name for r in t.agents() if r.id == agent_id), "")

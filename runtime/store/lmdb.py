@@ -17,6 +17,9 @@ One LMDB environment per node holds, in named databases, msgpack values (each re
     timers      due_ns(8) + agent_id(8) + seq(8) -> Timer     (durable timers, earliest
                                                                due first; wall clock ns)
     timer_ids   agent_id(8) + seq(8) -> due_ns(8)             (a timer's key, for cancel)
+    wakes       agent_id(8) -> name (utf-8)     (a sleeping agent with something to
+                                                   handle: written with the append that
+                                                   found it sleeping, deleted once awake)
     meta        key -> int                                    (counters: agent_id, order)
 
 Rules (py-lmdb docs): every process opens its own environment after any fork; a
@@ -59,7 +62,7 @@ DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 MAX_READERS = 4096
 _DBS = ("agents", "routes", "sups", "mailbox", "tails", "state", "replies", "dead", "attempts",
-        "failures", "meta", "timers", "timer_ids")
+        "failures", "meta", "timers", "timer_ids", "wakes")
 _U64 = struct.Struct(">Q")
 T = TypeVar("T")
 # Less free space than this (or no free inode) on a filesystem after a failed write: full.
@@ -424,10 +427,25 @@ class Txn:
                 out.append(timer)
         return out
 
+    # -- wakes -----------------------------------------------------------------------------------
+    def put_wake(self, agent_id: int, name: str) -> None:
+        """Mark sleeping agent ``name`` (id ``agent_id``) to be woken: something waits for it."""
+        self.txn.put(_id(agent_id), name.encode(), db=self.dbs["wakes"])
+
+    def delete_wake(self, agent_id: int) -> bool:
+        """Drop the agent's wake mark (it is awake, or gone); False if it had none."""
+        return self._delete("wakes", _id(agent_id))
+
+    def wakes(self, limit: int = 1024) -> list[tuple[int, str]]:
+        """Return up to ``limit`` pending wakes as ``(agent_id, name)``, by agent id."""
+        return [(_U64.unpack(k)[0], v.decode(errors="replace"))
+                for k, v in self._prefix("wakes", b"", limit) if len(k) == 8]
+
     def erase_agent_data(self, agent_id: int) -> None:
-        """Erase the agent's state, mailbox, dead letters, timers and stats (for
+        """Erase the agent's state, mailbox, dead letters, timers, wake mark and stats (for
         `Node.delete`)."""
         prefix = _id(agent_id)
+        self._delete("wakes", prefix)
         for ident, due in list(self._prefix("timer_ids", prefix)):
             self._delete("timers", due + ident)
             self._delete("timer_ids", ident)

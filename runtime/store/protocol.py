@@ -220,10 +220,24 @@ class Txn(Protocol):
         """Return the agent's pending timers."""
         ...
 
+    # -- wakes (sleeping agents with something to handle) ---------------------------------
+    def put_wake(self, agent_id: int, name: str) -> None:
+        """Mark sleeping agent ``name`` (id ``agent_id``) to be woken: something waits for
+        it. Written in the transaction of the append (or sleep) that found it so."""
+        ...
+
+    def delete_wake(self, agent_id: int) -> bool:
+        """Drop the agent's wake mark (it is awake, or gone); False if it had none."""
+        ...
+
+    def wakes(self, limit: int = 1024) -> list[tuple[int, str]]:
+        """Return up to ``limit`` pending wakes as ``(agent_id, name)``."""
+        ...
+
     # -- whole agents ---------------------------------------------------------------------
     def erase_agent_data(self, agent_id: int) -> None:
-        """Erase the agent's state, mailbox, attempts, dead letters, timers and failure
-        report."""
+        """Erase the agent's state, mailbox, attempts, dead letters, timers, wake mark and
+        failure report."""
         ...
 
 

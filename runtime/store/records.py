@@ -14,6 +14,7 @@ stay; this module is the only one that spells them. Pure: no I/O, no lmdb.
     DeadLetter        dead db        a message given up, with its failure
     FailureReport     failures db    what a dying agent writes before it exits
     Timer             timers db      a durable timer (``send_after``) not yet fired
+    (wakes db: agent id -> name, no record: "this sleeping agent has a message to handle")
     Boot              zygote pipe    what the node sends to start one agent process
 """
 
@@ -69,6 +70,7 @@ class AgentRecord:
         fresh: the next start is a first start (spawn, node start), not a restart.
         spawning: set while a spawn is not yet acknowledged.
         recover_pending: ``last_failure`` still waits for a start that runs ``recover``.
+        idle_timeout: seconds without a message after which it falls asleep (None: never).
     """
 
     name: str
@@ -89,6 +91,7 @@ class AgentRecord:
     fresh: bool = False
     spawning: Spawning | None = None
     recover_pending: bool = False
+    idle_timeout: float | None = None
 
     def to_wire(self) -> Wire:
         """The msgpack-ready form (the keys beamish has always stored)."""
@@ -107,6 +110,8 @@ class AgentRecord:
                                else str(self.spawning.prev)}
         if self.recover_pending:
             out["recover_pending"] = True
+        if self.idle_timeout is not None:
+            out["idle_timeout"] = self.idle_timeout
         return out
 
     @classmethod
@@ -131,7 +136,9 @@ class AgentRecord:
             order=int(data.get("order", 0)), fresh=bool(data.get("fresh", False)),
             spawning=None if spawning is None
             else Spawning(None if prev is None else AgentStatus(prev)),
-            recover_pending=bool(data.get("recover_pending", False)))
+            recover_pending=bool(data.get("recover_pending", False)),
+            idle_timeout=None if data.get("idle_timeout") is None
+            else float(data["idle_timeout"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,7 +444,7 @@ class DeadLetter:
 class Timer:
     """A durable timer: ``payload`` goes to agent ``agent_id``'s mailbox as an info message
     at ``due_ns``. Stored keyed by ``(due_ns, agent_id, seq)`` (the earliest due first);
-    wire ``{"p": payload, "t": set_at}`` (the key holds the rest).
+    wire ``{"p": payload, "t": set_at, "n": name}`` (the key holds the rest).
 
     Attributes:
         agent_id: the agent that set it (and gets its message).
@@ -446,6 +453,8 @@ class Timer:
             the node's process, so no monotonic clock).
         payload: the packed user message.
         set_at: when it was set (``time.time()``).
+        name: the agent's name (what the firing needs to see that it sleeps and wake
+            it); "" in a timer set by an older beamish.
     """
 
     agent_id: int
@@ -453,15 +462,21 @@ class Timer:
     due_ns: int
     payload: bytes
     set_at: float = 0.0
+    name: str = ""
 
     def to_wire(self) -> Wire:
         """The msgpack-ready form (the value; the key holds due, agent and seq)."""
-        return {"p": self.payload, "t": self.set_at}
+        out: Wire = {"p": self.payload, "t": self.set_at}
+        if self.name:
+            out["n"] = self.name
+        return out
 
     @classmethod
     def from_wire(cls, agent_id: int, seq: int, due_ns: int, data: Wire) -> Timer:
         """Read a stored timer (its key's fields passed in)."""
-        return cls(agent_id, seq, due_ns, data["p"], float(data.get("t", 0.0)))
+        name = data.get("n")
+        return cls(agent_id, seq, due_ns, data["p"], float(data.get("t", 0.0)),
+                   name if isinstance(name, str) else "")
 
     def message(self, now: float) -> Message:
         """The info message it delivers (sent at ``now``)."""
@@ -556,6 +571,8 @@ class Boot:
         sys_path: dirs put in front of ``sys.path``.
         limits: its resource limits (``Limits.to_dict()`` form).
         ready_fd: the zygote's ready socket, set by the zygote (None: report over ZeroMQ).
+        idle_timeout: seconds without a message after which the agent tells the node it
+            is idle (the node then puts it to sleep); None: never.
     """
 
     node: NodeFields
@@ -568,6 +585,7 @@ class Boot:
     sys_path: list[str] = field(default_factory=list)
     limits: dict[str, Any] = field(default_factory=dict)
     ready_fd: int | None = None
+    idle_timeout: float | None = None
 
     def to_wire(self) -> Wire:
         """The msgpack-ready form."""
@@ -577,6 +595,8 @@ class Boot:
                "sys_path": self.sys_path, "limits": self.limits}
         if self.ready_fd is not None:
             out["ready_fd"] = self.ready_fd
+        if self.idle_timeout is not None:
+            out["idle_timeout"] = self.idle_timeout
         return out
 
     @classmethod
@@ -585,4 +605,4 @@ class Boot:
         return cls(NodeFields.from_wire(data), data["id"], data["name"], data["cls"],
                    data.get("args") or {}, data["incarnation"],
                    Failure.from_dict(data.get("failure")), list(data.get("sys_path") or []),
-                   data.get("limits") or {}, data.get("ready_fd"))
+                   data.get("limits") or {}, data.get("ready_fd"), data.get("idle_timeout"))

@@ -54,6 +54,7 @@ def store(tmp_path: Any) -> Iterator[GatedStore]:
     store = GatedStore(str(tmp_path / "s"))
     store.write(lambda t: t.put_agent(AgentRecord("a", AGENT_ID, status=AgentStatus.RUNNING)))
     store.write(lambda t: t.put_agent(AgentRecord("gone", 2, status=AgentStatus.STOPPED)))
+    store.write(lambda t: t.put_agent(AgentRecord("asleep", 3, status=AgentStatus.SLEEPING)))
     store.writes = 0
     yield store
     store.gate.set()
@@ -77,11 +78,14 @@ class Sender(threading.Thread):
         self.appender, self.target, self.i = appender, name, i
         self.taken = taken if taken is not None else []
         self.route: tuple[int, int] | None = None
+        self.asleep: bool | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.route = self.appender.append(self.target, message(self.i), self.taken)
+            *route, self.asleep = self.appender.append(self.target, message(self.i),
+                                                       self.taken)
+            self.route = (route[0], route[1])
         except BaseException as exc:  # noqa: BLE001 - recorded for the test
             self.error = exc
 
@@ -116,7 +120,7 @@ def finish(*senders: Sender) -> None:
 def test_one_sender_alone_commits_each_message_itself(store: GatedStore) -> None:
     appender = _GroupAppender(store)
     assert [appender.append("a", message(i), []) for i in range(3)] == \
-        [(AGENT_ID, 1), (AGENT_ID, 2), (AGENT_ID, 3)]
+        [(AGENT_ID, 1, False), (AGENT_ID, 2, False), (AGENT_ID, 3, False)]
     assert store.writes == 3
 
 
@@ -178,7 +182,7 @@ def test_a_failed_leader_commit_fails_every_waiter_with_its_own_chained_error(
         assert str(copy) == "the commit of this message failed: RuntimeError: disk on fire"
     assert all(s.route is None for s in senders)
     # The appender is not stuck: the next sender commits.
-    assert appender.append("a", message(9), []) == (AGENT_ID, 2)
+    assert appender.append("a", message(9), []) == (AGENT_ID, 2, False)
 
 
 def test_an_interrupted_leader_fails_every_waiter_and_leaves_the_appender_usable(
@@ -194,4 +198,13 @@ def test_an_interrupted_leader_fails_every_waiter_and_leaves_the_appender_usable
     # Exception, so it is not wrapped in a StoreError).
     assert all(s.error is interrupt and s.route is None for s in senders)
     assert not appender.committing and appender.queue == []
-    assert appender.append("a", message(9), []) == (AGENT_ID, 2)
+    assert appender.append("a", message(9), []) == (AGENT_ID, 2, False)
+
+
+def test_an_append_to_a_sleeping_agent_marks_its_wake_in_the_same_commit(
+        store: GatedStore) -> None:
+    appender = _GroupAppender(store)
+    assert appender.append("a", message(0), []) == (AGENT_ID, 1, False)
+    assert appender.append("asleep", message(1), []) == (3, 1, True)
+    assert store.writes == 2  # the wake mark went with the append
+    assert store.read(lambda t: t.wakes()) == [(3, "asleep")]

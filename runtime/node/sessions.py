@@ -1,0 +1,468 @@
+"""Sleeping agents: the node puts agents to sleep and wakes them on their next message.
+
+A sleeping agent is its record in the store (status ``sleeping``) and nothing else: no
+process, no child in a supervisor shell, no Python object here (except the handle its
+links and monitors hold, if it has any). Neither transition is an exit or a start in the
+supervisor's sense, so intensity, ``exited``/``restarted`` events and ``Down``/``Exit``
+never see them:
+
+    sleep(name)  shell.release_child ──▶ stop frame "sleep" (terminate("sleep", state))
+                 ──▶ txn: status sleeping, pid None, and wakes[id] if its mailbox is not
+                 empty ──▶ event ``slept``
+    wake(name)   spawner.wake_start (no init if it has state, no recover) ──▶
+                 shell.adopt_child ──▶ links rebound ──▶ wakes[id] deleted ──▶ ``woke``
+
+Who wakes whom: every append that finds an agent sleeping (a sender's, a fired timer's,
+the node's Down/Exit) writes ``wakes[id]`` in its own transaction and hints this
+service's datagram socket; the service also scans the (small) wakes table every second
+and at start, so a lost hint or a node killed mid-wake costs latency, never a message.
+An agent idle for its ``idle_timeout`` hints the socket too (`IdleHint`), and
+``[node] max_awake`` puts the least recently active idle agents to sleep
+(`activity.choose_sleepers`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from beamish.supervisor import (
+    ChildKind,
+    ChildSpec,
+    ExitReason,
+    RestartType,
+    StartFailed,
+    Supervisor,
+    SupervisorError,
+)
+
+from .._paths import NodePaths
+from .._types import AgentStatus, Failure
+from ..errors import AgentNotFound, StoreError
+from ..messaging.messenger import hint_node
+from ..messaging.wire import WAKE_HINT, IdleHint, SpawnedHint, parse_session_hint
+from ..store.protocol import Store, Txn
+from ..store.records import AgentRecord
+from .activity import Activity, choose_sleepers, observe
+from .links import LinkTable
+from .registry import Emit, Registry
+from .spawner import AgentSpawner, Incarnation
+
+log = logging.getLogger("beamish.node.sessions")
+SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
+WAKERS = 16  # wakes and sleeps run at once
+MAX_AWAKE_EVERY_S = 0.05
+HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read for all)
+HINT_MAX_BYTES = 65536
+CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end  # the max_awake rule is applied at most this often after wakes
+
+
+def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
+    """The spec agent ``rec`` has under ``shell`` (its name under a simple_one_for_one
+    supervisor, whose children are made from its template)."""
+    if shell.spec.strategy == "simple_one_for_one":
+        return rec.name
+    return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
+
+
+class Sessions:
+    """Puts agents to sleep and wakes them (see the module docstring).
+
+    Args:
+        paths: the node's files (the sessions socket).
+        store: the node's store.
+        registry: the agents' records.
+        spawner: starts and stops agent processes.
+        links: the links and monitors (held for sleeping agents).
+        emit: records an event.
+        shell: finds a supervisor shell by name.
+        max_awake: ``[node] max_awake`` (None: unlimited).
+    """
+
+    def __init__(self, paths: NodePaths, *, store: Store, registry: Registry,
+                 spawner: AgentSpawner, links: LinkTable[Incarnation], emit: Emit,
+                 shell: Callable[[str], Supervisor | None], max_awake: int | None) -> None:
+        self.paths = paths
+        self.store = store
+        self.registry = registry
+        self.spawner = spawner
+        self.links = links
+        self.emit = emit
+        self.shell = shell
+        self.max_awake = max_awake
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when a transition ends
+        self._busy: set[str] = set()  # agents with a wake or sleep in progress
+        self._queued: set[str] = set()  # agents whose wake waits for a worker
+        self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
+        self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
+        self._limit_at = 0.0  # when the max_awake rule last ran
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=WAKERS, thread_name_prefix="beamish-wake")
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self.woken = 0
+        self.slept = 0
+        spawner.kill_sleeper = self.kill_linked
+
+    # -- the service ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind the sessions socket and start serving (pending wakes are done now)."""
+        try:
+            os.unlink(self.paths.sessions_poke)  # left by a node that was killed
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(self.paths.sessions_poke)
+        os.chmod(self.paths.sessions_poke, 0o600)
+        sock.setblocking(False)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, name="beamish-sessions", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving (wakes in progress finish; sleeping agents stay asleep)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        # Wakes and sleeps in progress finish (each within its agent's shutdown time).
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            try:
+                os.unlink(self.paths.sessions_poke)
+            except FileNotFoundError:
+                pass
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        next_scan = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            tick = now >= next_scan
+            if tick:
+                next_scan = now + SCAN_S
+            else:
+                select.select([self._sock], [], [], next_scan - now)
+            try:
+                if (self._drain() or tick) and not self._stop.is_set():
+                    self._scan()
+                    if self.max_awake is not None:
+                        self._apply_max_awake()
+            except StoreError as exc:
+                log.warning("cannot scan the pending wakes: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug must not stop every wake; logged
+                log.exception("scanning the pending wakes failed")
+
+    def _drain(self) -> bool:
+        """Read the queued hints: act on idle reports; return whether a wake was hinted."""
+        assert self._sock is not None
+        woke = False
+        spawned: list[str] = []
+        while len(spawned) < HINTS_AT_ONCE:
+            try:
+                data = self._sock.recv(HINT_MAX_BYTES)
+            except BlockingIOError:
+                break
+            hint = parse_session_hint(data)
+            if hint == WAKE_HINT:
+                woke = True
+            elif isinstance(hint, SpawnedHint):
+                spawned.extend(hint.names)
+            elif isinstance(hint, IdleHint):
+                name = self.spawner.name_of(hint.id)
+                incn = self.spawner.incarnation(name) if name is not None else None
+                if incn is not None and incn.inc == hint.inc and incn.ready.done():
+                    self._submit(self._try_sleep, name, "idle")
+        if spawned:
+            # Registered by clients straight into the store: their events, read at once.
+            recs = self.store.read(lambda t: [t.get_agent(n) for n in spawned])
+            for rec in recs:
+                if rec is not None and rec.status == AgentStatus.SLEEPING:
+                    self.emit("spawned", rec.name, rec.supervisor, "lazy")
+        return woke
+
+    def _scan(self) -> None:
+        for _, name in self.store.read(lambda t: t.wakes()):
+            with self._lock:
+                if name in self._busy or name in self._queued:
+                    continue
+                self._queued.add(name)  # one queued wake per agent, however many hints
+            self._submit(self.wake, name)
+
+    def _submit(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self._pool.submit(fn, *args)
+        except RuntimeError:
+            pass  # the node is stopping: what is pending is found at its next start
+
+    def _claim(self, name: str, wait: float = 0.0) -> bool:
+        """Take ``name`` for one transition, waiting up to ``wait`` seconds for the one in
+        progress to end; False if it does not."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: name not in self._busy, wait):
+                return False
+            self._busy.add(name)
+            return True
+
+    def _release(self, name: str) -> None:
+        with self._settled:
+            self._busy.discard(name)
+            self._settled.notify_all()
+
+    # -- wake ---------------------------------------------------------------------------------
+    def wake(self, name: str) -> bool:
+        """Wake agent ``name`` if it sleeps and nothing else is waking or putting it to
+        sleep; return whether this call woke it (any thread)."""
+        with self._lock:
+            self._queued.discard(name)
+        if not self._claim(name):
+            return False
+        try:
+            return self._wake(name)
+        except Exception:  # noqa: BLE001 - a worker's bug must not be silent
+            log.exception("cannot wake agent %r; its wake stays pending", name)
+            return False
+        finally:
+            self._release(name)
+
+    def _wake(self, name: str) -> bool:
+        rec = self.registry.get(name)
+        if rec is None or rec.status != AgentStatus.SLEEPING:
+            self._drop_stale_wake(name)
+            return False
+        shell = self.shell(rec.supervisor)
+        if shell is None:
+            log.error("cannot wake agent %r: its supervisor %r is gone", name, rec.supervisor)
+            return False
+        try:
+            incn, outcome = self.spawner.wake_start(name)
+        except StartFailed as exc:
+            why = self.spawner.take_start_failure(name) \
+                or Failure(kind="exit", message=f"its process could not be started: {exc}")
+            self.registry.set_status(name, AgentStatus.FAILED, failure=why)
+            self.emit("failed", name, rec.supervisor, f"did not wake: {why.message}")
+            return False
+        spec = child_spec(shell, rec)
+        try:
+            shell.adopt_child(spec, incn)
+        except SupervisorError as exc:
+            # Its supervisor cannot hold it now (restarting, stopping): back to sleep; the
+            # wake stays pending and is tried again at the next scan.
+            log.warning("agent %r woke but its supervisor %r cannot adopt it (%s): it "
+                        "sleeps again", name, rec.supervisor, exc)
+            incn.asleep = True
+            self._stop_process(rec.supervisor, rec, incn)
+            self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=True))
+            return False
+        with self.spawner.lock:
+            incn.waking = False
+            # Popped by on_exit: it exited while waking, and left the report to us.
+            exited = self.spawner.by_pid.get(incn.pid) is not incn
+        old = self._held.pop(name, None)
+        if old is not None:
+            self.links.rebind(old, incn)
+        if outcome is not True or exited:
+            # It failed before (or right after) it was ready (a lazy agent's init raised,
+            # an import error, a kill): a crash like any other for its supervisor.
+            reason, failure = outcome if outcome is not True else incn.exited.result()
+            if outcome is not True:
+                self.registry.set_status(name, AgentStatus.RESTARTING, failure=failure,
+                                         recover_pending=failure is not None)
+            self.emit("woke", name, rec.supervisor, f"and failed: {reason}")
+            self._propagate_held(incn, reason)
+            shell.child_exited(name, incn, reason)
+            return True
+        self.store.write(lambda t: t.delete_wake(rec.id))
+        self.woken += 1
+        self.emit("woke", name, rec.supervisor, "a message or timer")
+        if self.max_awake is not None \
+                and time.monotonic() - self._limit_at >= MAX_AWAKE_EVERY_S:
+            self._apply_max_awake()
+        return True
+
+    def _propagate_held(self, incn: Incarnation, reason: ExitReason) -> None:
+        """A woken process that died at once: what it held (rebound) hears of the exit."""
+        self.spawner.propagate(incn, reason)
+
+    def _drop_stale_wake(self, name: str) -> None:
+        """Delete the wake mark of an agent that is not asleep (woken, stopped, deleted)."""
+        def txn(t: Txn) -> None:
+            for agent_id, marked in t.wakes():
+                if marked != name:
+                    continue
+                cur = t.get_agent(name)
+                if cur is None or cur.id != agent_id or cur.status != AgentStatus.SLEEPING:
+                    t.delete_wake(agent_id)
+        self.store.write(txn)
+
+    # -- sleep --------------------------------------------------------------------------------
+    def sleep(self, name: str, why: str, wait: float = CLAIM_WAIT_S) -> None:
+        """Put agent ``name`` to sleep now (``why``: requested, idle, max_awake): its
+        process runs ``terminate("sleep", state)`` and exits; its record says sleeping.
+        One already asleep is left as it is.
+
+        Raises:
+            AgentNotFound: no such agent, or it is not running (starting, restarting,
+                failed, stopped, or being woken or put to sleep right now).
+        """
+        if not self._claim(name, wait):
+            raise AgentNotFound(name, f"it has been waking or falling asleep for over "
+                                      f"{wait:g} s; try again")
+        again = False
+        try:
+            again = self._sleep(name, why)
+        finally:
+            self._release(name)
+        if again:
+            self._submit(self.wake, name)
+
+    def _try_sleep(self, name: str, why: str) -> None:
+        try:
+            self.sleep(name, why, wait=0.0)  # busy: it is waking or asleep already
+        except AgentNotFound as exc:
+            log.info("agent %r was not put to sleep (%s): %s", name, why, exc)
+        except Exception:  # noqa: BLE001 - a worker's bug must not be silent
+            log.exception("cannot put agent %r to sleep (%s)", name, why)
+
+    def _sleep(self, name: str, why: str) -> bool:
+        rec = self.registry.get(name)
+        if rec is None:
+            raise AgentNotFound(name)
+        if rec.status == AgentStatus.SLEEPING:
+            return False
+        shell = self.shell(rec.supervisor)
+        if rec.status != AgentStatus.RUNNING or shell is None:
+            raise AgentNotFound(name, f"it is {rec.status}, and only a running agent can "
+                                      "be put to sleep")
+        try:
+            incn = shell.release_child(name)
+        except SupervisorError as exc:
+            raise AgentNotFound(name, f"its supervisor does not hold it running ({exc})") \
+                from None
+        assert isinstance(incn, Incarnation)
+        incn.asleep = True
+        self._stop_process(rec.supervisor, rec, incn)
+        woke = self.store.write(lambda t: self._sleep_txn(t, name, rec.id))
+        if woke is None:
+            return False  # stopped or deleted meanwhile: that command set its status
+        if self.links.holds(incn):
+            self._held[name] = incn
+        with self._lock:
+            self._activity.pop(name, None)
+        self.slept += 1
+        self.emit("slept", name, rec.supervisor, why)
+        return woke
+
+    def _stop_process(self, sup: str, rec: AgentRecord, incn: Incarnation) -> None:
+        """Stop the released process orderly with reason "sleep" (its shutdown time, then
+        SIGKILL); its exit reaches no supervisor and fires no link or monitor."""
+        spec = ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
+        with self.spawner.stop_reason(incn.name, "sleep"):
+            self.spawner.terminate_child(sup, spec, incn)
+
+    @staticmethod
+    def _sleep_txn(t: Txn, name: str, agent_id: int, keep_wake: bool = False) -> bool | None:
+        """Mark the agent sleeping; if its mailbox is not empty, mark it to be woken again
+        (LMDB's one writer orders this against every append: one before it is in the
+        mailbox now, one after it sees ``sleeping`` and marks the wake itself). Returns
+        whether it marked a wake, or None if the agent is no longer running."""
+        cur = t.get_agent(name)
+        if cur is None or cur.id != agent_id or cur.status not in (
+                AgentStatus.RUNNING, AgentStatus.STARTING):
+            return None
+        t.put_agent(replace(cur, status=AgentStatus.SLEEPING, pid=None))
+        if keep_wake or t.peek(agent_id, 1):
+            t.put_wake(agent_id, name)
+            return True
+        return False
+
+    # -- what commands ask ---------------------------------------------------------------------
+    def hint(self) -> None:
+        """Look at the pending wakes now (a command marked one)."""
+        hint_node(self.paths)
+
+    def forget(self, name: str, reason: str) -> None:
+        """A sleeping agent was stopped or deleted: what watched it hears ``reason``."""
+        old = self._held.pop(name, None)
+        if old is not None:
+            old.asleep = False
+            self.spawner.propagate(old, ExitReason.normal() if reason == "normal"
+                                   else ExitReason.abnormal(reason))
+
+    def kill_linked(self, held: Incarnation, reason: str) -> None:
+        """A sleeping agent is linked to one that exited abnormally and does not trap
+        exits: wake it, then kill it as the link would an awake one (any thread; its
+        supervisor then restarts it as its restart type says)."""
+        self._submit(self._wake_and_kill, held.name, reason)
+
+    def _wake_and_kill(self, name: str, reason: str) -> None:
+        if self._claim(name, CLAIM_WAIT_S):  # let a transition in progress end first
+            self._release(name)
+        self.wake(name)
+        incn = self.spawner.incarnation(name)
+        if incn is not None and incn.terminating is None:
+            incn.link_kill = reason
+            incn.signal(signal.SIGKILL)
+
+    def held(self, name: str, rec: AgentRecord) -> Incarnation:
+        """The handle a link or monitor to sleeping agent ``rec`` holds (made if it has
+        none: a sleeping agent has no process)."""
+        with self._lock:
+            incn = self._held.get(name)
+            if incn is None or incn.id != rec.id:
+                incn = Incarnation(name, rec.id, rec.incarnation, 0, None, asleep=True)
+                incn.exited.set_result((ExitReason.normal(), None))  # no process to signal
+                incn.ready.set_result(True)
+                self._held[name] = incn
+            return incn
+
+    @property
+    def awake(self) -> int:
+        """How many agent processes the node holds now."""
+        return len(self.spawner.current)
+
+    # -- max_awake ------------------------------------------------------------------------------
+    def _apply_max_awake(self) -> None:
+        """Put the least recently active idle agents to sleep while more than
+        ``max_awake`` are awake (activity: a moved count of handled messages)."""
+        self._limit_at = time.monotonic()
+        limit = self.max_awake
+        with self.spawner.lock:
+            live = [(i.name, i.id, i.started) for i in self.spawner.current.values()
+                    if i.ready.done() and not i.waking]
+        if limit is None or len(live) <= limit:
+            return
+
+        def read(t: Txn) -> list[tuple[str, int, bool, bool]]:
+            out = []
+            for name, agent_id, _ in live:
+                route = t.get_route(name)
+                running = route is not None and route[1] == AgentStatus.RUNNING
+                out.append((name, t.processed(agent_id), not t.peek(agent_id, 1), running))
+            return out
+        now = time.time()
+        readings = self.store.read(read)
+        awake: list[Activity] = []
+        started = {name: at for name, _, at in live}
+        with self._lock:
+            self._activity = {n: a for n, a in self._activity.items() if n in started}
+            for name, processed, idle, running in readings:
+                prev = self._activity.get(name)
+                # First seen: active since its process started (a wake is activity).
+                act = Activity(name, processed, started[name], idle) if prev is None \
+                    else observe(prev, processed, idle, now)
+                self._activity[name] = act
+                busy = name in self._busy
+                awake.append(act if running and not busy else replace(act, idle=False))
+        for name in choose_sleepers(awake, limit):
+            self._submit(self._try_sleep, name, "max_awake")
