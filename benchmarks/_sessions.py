@@ -16,14 +16,15 @@ measured against eager spawns by the ``spawn`` scenario already.
 
 Measured: registration time and rate, the call latency of a call that wakes a session
 (beamish: its process was started for it; split into a session's first activation, where
-``init`` runs, and a wake from sleep), of a call to an awake session, the processes under
-the zygote over time (agents awake, plus at most the zygote's warm children), the node's
+``init`` runs, and a wake from sleep), of a call to an awake session, the agents awake
+over time (``node.status().awake``, sampled; the ``slept`` events by reason), the node's
 RSS, and the USS of the node and every agent process (psutil). The two runtimes run in
 turn (threads first), not interleaved: a minute-long workload cannot alternate in blocks.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -79,6 +80,7 @@ class SessionSizes:
     active: int  # distinct sessions active at a time
     calls_per_session: int  # calls one activation gets
     think_s: float  # between two calls to one active session
+    returning: float  # the share of activations that are a returning user's
     idle_timeout_s: float  # beamish: a session sleeps after this long without a message
     max_awake: int  # beamish: ``[node] max_awake``
     workload_s: float
@@ -87,10 +89,10 @@ class SessionSizes:
 
 
 QUICK_SESSIONS = SessionSizes(sessions=10_000, active=250, calls_per_session=3, think_s=2.0,
-                              idle_timeout_s=4.0, max_awake=250, workload_s=15.0, clients=8,
+                              returning=0.5, idle_timeout_s=4.0, max_awake=250, workload_s=15.0, clients=8,
                               sample_every_s=0.5)
 FULL_SESSIONS = SessionSizes(sessions=100_000, active=1000, calls_per_session=3, think_s=5.0,
-                             idle_timeout_s=10.0, max_awake=1000, workload_s=60.0, clients=8,
+                             returning=0.5, idle_timeout_s=10.0, max_awake=1000, workload_s=60.0, clients=8,
                              sample_every_s=1.0)
 
 
@@ -197,36 +199,49 @@ class Driven:
     errors: tuple[str, ...]  # calls that raised, as "Type: message"
     wrong_counts: tuple[str, ...]  # replies whose count was not the session's next one
     activations: int  # sessions taken into a slot
+    returns: int  # of which had been active before (a returning user)
     seconds: float
 
 
 class _Names:
-    """Hands out the sessions to activate: a seeded shuffle of them all, in turn, never
-    one that is active in another slot."""
+    """Hands out the sessions to activate, never one active in another slot: a returning
+    user (the session idle longest) with probability ``returning``, else one not seen
+    yet (a seeded shuffle of them all, in turn)."""
 
-    def __init__(self, n: int, active: int, seed: int) -> None:
+    def __init__(self, n: int, active: int, returning: float, seed: int) -> None:
         if n <= active:
             raise ValueError(f"{n} sessions cannot keep {active} distinct ones active")
         self._order = [session_name(i) for i in range(n)]
-        random.Random(seed).shuffle(self._order)
+        self._rng = random.Random(seed)
+        self._rng.shuffle(self._order)
+        self._returning = returning
         self._next = 0
         self._active: set[str] = set()
+        self._idle: collections.deque[str] = collections.deque()  # longest idle first
         self._lock = threading.Lock()
         self.taken = 0
+        self.returned = 0
 
     def take(self) -> str:
         with self._lock:
             while True:
-                name = self._order[self._next % len(self._order)]
-                self._next += 1
+                if self._idle and self._rng.random() < self._returning:
+                    name = self._idle.popleft()
+                    returned = True
+                else:
+                    name = self._order[self._next % len(self._order)]
+                    self._next += 1
+                    returned = False
                 if name not in self._active:
                     self._active.add(name)
                     self.taken += 1
+                    self.returned += returned
                     return name
 
     def release(self, name: str) -> None:
         with self._lock:
             self._active.discard(name)
+            self._idle.append(name)
 
 
 def session_name(i: int) -> str:
@@ -237,14 +252,16 @@ def session_name(i: int) -> str:
 def drive(call: Callable[[str, Any], Any], sz: SessionSizes, knows_wakes: bool,
           seed: int = 11) -> Driven:
     """Run the workload: ``sz.active`` slots, each calling its session every
-    ``sz.think_s`` seconds (the first calls spread over one think time) and moving on to
-    another session after ``sz.calls_per_session`` calls, for ``sz.workload_s`` seconds.
+    ``sz.think_s`` seconds and moving on to another session after
+    ``sz.calls_per_session`` calls, for ``sz.workload_s`` seconds. The slots' first calls
+    spread over one think time, and their first sessions get 1 to ``calls_per_session``
+    calls, so that the slots change sessions at an even pace, not all at once.
 
     Args:
         call: ``call(name, msg)`` returns the session's reply.
         knows_wakes: the replies' ``fresh`` says whether the call started a process.
     """
-    names = _Names(sz.sessions, sz.active, seed)
+    names = _Names(sz.sessions, sz.active, sz.returning, seed)
     counts: dict[str, int] = {}  # the last count each session answered
     records: list[CallRecord] = []
     errors: list[str] = []
@@ -255,14 +272,16 @@ def drive(call: Callable[[str, Any], Any], sz: SessionSizes, knows_wakes: bool,
     clock = time.perf_counter_ns
 
     def client(k: int) -> None:
-        # (when its next call is due, slot, its session, calls made in this activation)
-        slots = [(start + sz.think_s * i / sz.active, i, names.take(), 0)
+        # (when its next call is due, slot, its session, calls made in this activation,
+        # calls it gets)
+        slots = [(start + sz.think_s * i / sz.active, i, names.take(), 0,
+                  sz.calls_per_session - i % sz.calls_per_session)
                  for i in range(k, sz.active, sz.clients)]
         heapq.heapify(slots)
         mine: list[CallRecord] = []
         try:
             while slots:
-                due, i, name, made = heapq.heappop(slots)
+                due, i, name, made, calls = heapq.heappop(slots)
                 if due >= end:
                     break
                 now = time.monotonic()
@@ -286,12 +305,12 @@ def drive(call: Callable[[str, Any], Any], sz: SessionSizes, knows_wakes: bool,
                     mine.append(CallRecord(sent, latency, made == 1,
                                            bool(reply["fresh"]) if knows_wakes else None,
                                            n == 1))
-                if made == sz.calls_per_session:
+                if made == calls:
                     names.release(name)
-                    name, made = names.take(), 0
+                    name, made, calls = names.take(), 0, sz.calls_per_session
                 # Behind schedule by more than a think time: start afresh from now.
                 due = max(due + sz.think_s, time.monotonic() - sz.think_s)
-                heapq.heappush(slots, (due, i, name, made))
+                heapq.heappush(slots, (due, i, name, made, calls))
         except BaseException as exc:  # noqa: BLE001 - re-raised by drive, in its thread
             crashed.append(exc)
         records.extend(mine)
@@ -305,7 +324,7 @@ def drive(call: Callable[[str, Any], Any], sz: SessionSizes, knows_wakes: bool,
     if crashed:
         raise crashed[0]
     records.sort(key=lambda r: r.at_s)
-    return Driven(tuple(records), tuple(errors), tuple(wrong), names.taken,
+    return Driven(tuple(records), tuple(errors), tuple(wrong), names.taken, names.returned,
                   time.monotonic() - start)
 
 
@@ -389,24 +408,38 @@ def _self_memory() -> dict[str, int]:
     return {"rss_bytes": info.rss, "uss_bytes": info.uss}
 
 
-def _zygote_children(daemon_pid: int) -> Callable[[], tuple[int, int]]:
-    """A probe: (processes under the node's zygote, the daemon's RSS)."""
+def _processes_under_zygote(daemon_pid: int) -> int:
+    """The processes under the node's zygote: the awake agents and the warm children."""
     import psutil
-    daemon = psutil.Process(daemon_pid)
-    zygote: list[Any] = []
+    for child in psutil.Process(daemon_pid).children():
+        try:
+            if "zygote" in " ".join(child.cmdline()):
+                return len(child.children())
+        except psutil.NoSuchProcess:
+            continue
+    return 0
 
-    def probe() -> tuple[int, int]:
-        rss = daemon.memory_info().rss
-        for _ in range(2):
-            if not zygote:
-                zygote.extend(p for p in daemon.children()
-                              if "zygote" in " ".join(p.cmdline()))
-            try:
-                return (len(zygote[0].children()) if zygote else 0), rss
-            except psutil.NoSuchProcess:
-                zygote.clear()  # the node started a new zygote
-        return 0, rss
-    return probe
+
+class _NodeProbe:
+    """A sampler's probe of a beamish node: (agents awake, as ``node.status()`` counts
+    them; the daemon's RSS). It also counts the ``slept`` events by reason and the
+    ``woke`` events since it was made (read at every sample: the node keeps only its
+    latest events)."""
+
+    def __init__(self, node: Any) -> None:
+        import psutil
+        self._node = node
+        self._daemon = psutil.Process(node.pid)
+        self._seq = max((e.seq for e in node.events()), default=0)
+        self.events: dict[str, int] = {}
+
+    def __call__(self) -> tuple[int, int]:
+        for e in self._node.events(since=self._seq):
+            self._seq = max(self._seq, e.seq)
+            if e.kind in ("slept", "woke"):
+                key = e.kind if e.kind == "woke" else f"slept_{e.reason or 'unknown'}"
+                self.events[key] = self.events.get(key, 0) + 1
+        return self._node.status().awake, self._daemon.memory_info().rss
 
 
 # -- the two runtimes ---------------------------------------------------------------------------
@@ -466,9 +499,15 @@ def _driven_figures(driven: Driven, sz: SessionSizes) -> dict[str, Any]:
     if driven.wrong_counts:
         _log(f"[sessions] {len(driven.wrong_counts)} wrong counts; first: "
              f"{driven.wrong_counts[0]}")
+    steady = [r for r in driven.records if r.at_s >= sz.think_s]
+    ramp = [r for r in driven.records if r.at_s < sz.think_s]
     return {"calls": calls, "calls_per_s": calls / driven.seconds,
-            "activations": driven.activations, "workload_s": driven.seconds,
-            "latency": summarize(driven.records),
+            "activations": driven.activations, "returning_activations": driven.returns,
+            "workload_s": driven.seconds,
+            "latency": summarize(steady),
+            "latency_ramp": {"how": f"the first {sz.think_s:g} s (one think time), when "
+                                    "every slot's first session wakes: left out of latency",
+                             **summarize(ramp)},
             "errors": len(driven.errors), "error_examples": list(driven.errors[:5]),
             "wrong_counts": len(driven.wrong_counts),
             "wrong_count_examples": list(driven.wrong_counts[:5])}
@@ -497,15 +536,14 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
                            "max_awake": sz.max_awake, "idle_timeout_s": sz.idle_timeout_s}
     watched: list[Any] = []
     try:
-        probe = _zygote_children(node.pid)
         empty = _tree_memory(node.pid)
-        processes_empty = probe()[0]
+        processes_empty = _processes_under_zygote(node.pid)
         reg = _register(
             lambda name: node.spawn(SESSION, name=name, supervisor=SUPERVISOR,
                                     idle_timeout=sz.idle_timeout_s, lazy=True),
             sz.sessions, "beamish")
         registered = _tree_memory(node.pid)
-        processes_registered = probe()[0]
+        processes_registered = _processes_under_zygote(node.pid)
         _log(f"[sessions] beamish: {sz.sessions:,} lazy sessions registered in "
              f"{reg['seconds']:.2f} s ({reg['per_s']:,.0f}/s); node RSS "
              f"{registered['node_rss_bytes'] / 2**20:.0f} MiB (empty: "
@@ -514,11 +552,13 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
         status = node.info(session_name(sz.sessions - 1)).status
         if status != "sleeping":
             raise AssertionError(f"a lazy session registered as {status!r}, not 'sleeping'")
+        probe = _NodeProbe(node)
         sampler = _Sampler(probe, sz.sample_every_s)
         t_start = sampler.mark()
         driven = drive(lambda name, msg: node.call(name, msg, CALL_TIMEOUT_S), sz,
                        knows_wakes=True)
         t_end = sampler.mark()
+        processes_loaded = _processes_under_zygote(node.pid)
         loaded = _tree_memory(node.pid)
         _log(f"[sessions] beamish: workload done; {loaded['processes']} processes in the "
              f"node's tree, total USS {loaded['total_uss_bytes'] / 2**20:.0f} MiB; waiting "
@@ -527,6 +567,7 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
         t_cooled = sampler.mark()
         cooled = _tree_memory(node.pid)
         samples = sampler.stop()
+        processes_cooled = _processes_under_zygote(node.pid)
         daemon = psutil.Process(node.pid)
         watched = [daemon, *daemon.children(recursive=True)]
     finally:
@@ -546,13 +587,16 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
     out.update(_driven_figures(driven, sz))
     out.update({
         "registration": reg,
-        "processes": {"how": "processes under the node's zygote: the awake agents, plus at "
-                             "most its warm children (forked ahead, not agents yet)",
-                      "empty_node": processes_empty, "registered": processes_registered,
-                      "workload": timeline_summary(samples, t_start, t_end),
-                      "cool_down": timeline_summary(samples, t_end, t_cooled),
-                      "timeline": [{"t_s": round(t - t_start, 2), "processes": c,
-                                    "node_rss_bytes": r} for t, c, r in samples]},
+        "awake": {"how": "node.status().awake (agent processes the node holds), sampled",
+                  "workload": timeline_summary(samples, t_start, t_end),
+                  "cool_down": timeline_summary(samples, t_end, t_cooled),
+                  "timeline": [{"t_s": round(t - t_start, 2), "awake": c,
+                                "node_rss_bytes": r} for t, c, r in samples]},
+        "events": probe.events,
+        "processes_under_zygote": {
+            "how": "the awake agents plus the zygote's warm children (forked ahead)",
+            "empty_node": processes_empty, "registered": processes_registered,
+            "after_workload": processes_loaded, "after_cool_down": processes_cooled},
         "memory": {"empty_node": empty, "registered": registered, "after_workload": loaded,
                    "after_cool_down": cooled},
     })
@@ -681,8 +725,8 @@ def table_rows(entry: Any) -> list[str]:
         f"| sessions: {sz['active']:,} active of {n:,} | calls/s | {b['calls_per_s']:,.0f} | "
         f"{t['calls_per_s']:,.0f} | — | offered {sz['active'] / sz['think_s']:,.0f}/s |",
         f"| sessions: processes awake (max · mean) | count | "
-        f"{b['processes']['workload'].get('max', '—')} · "
-        f"{b['processes']['workload'].get('mean', 0):.0f} | {t['threads'].get('max', '—')} "
+        f"{b['awake']['workload'].get('max', '—')} · "
+        f"{b['awake']['workload'].get('mean', 0):.0f} | {t['threads'].get('max', '—')} "
         f"threads | — | max_awake {b['max_awake']:,} |",
         f"| sessions: node RSS, {n:,} registered | MiB | "
         f"{b['memory']['registered']['node_rss_bytes'] / mib:.0f} | "
