@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import heapq
 import itertools
 import os
@@ -88,12 +89,16 @@ class SessionSizes:
     sample_every_s: float  # how often the process count and the node's RSS are sampled
 
 
+# Three client threads: each thread of a client keeps up to 256 doorbell sockets (one per
+# agent it sent to, least recently used closed), and one ZeroMQ context holds at most 1,023
+# sockets (libzmq's ZMQ_MAX_SOCKETS): four threads calling thousands of distinct sessions
+# fail with "Too many open files". Three keep up with the offered load.
 QUICK_SESSIONS = SessionSizes(sessions=10_000, active=250, calls_per_session=3, think_s=2.0,
-                              returning=0.5, idle_timeout_s=4.0, max_awake=250, workload_s=15.0, clients=8,
-                              sample_every_s=0.5)
+                              returning=0.5, idle_timeout_s=4.0, max_awake=250,
+                              workload_s=15.0, clients=3, sample_every_s=0.5)
 FULL_SESSIONS = SessionSizes(sessions=100_000, active=1000, calls_per_session=3, think_s=5.0,
-                             returning=0.5, idle_timeout_s=10.0, max_awake=1000, workload_s=60.0, clients=8,
-                             sample_every_s=1.0)
+                             returning=0.5, idle_timeout_s=10.0, max_awake=1000,
+                             workload_s=60.0, clients=3, sample_every_s=1.0)
 
 
 def _log(text: str) -> None:
@@ -282,9 +287,9 @@ def drive(call: Callable[[str, Any], Any], sz: SessionSizes, knows_wakes: bool,
         try:
             while slots:
                 due, i, name, made, calls = heapq.heappop(slots)
-                if due >= end:
-                    break
                 now = time.monotonic()
+                if due >= end or now >= end:  # behind schedule, a slot's due is in the past
+                    break
                 if due > now:
                     time.sleep(due - now)
                 sent = time.monotonic() - start
@@ -442,6 +447,33 @@ class _NodeProbe:
         return self._node.status().awake, self._daemon.memory_info().rss
 
 
+def node_log_errors(node_dir: str) -> dict[str, Any]:
+    """The ERROR lines of the node's log (its rotated generations too, oldest first): how
+    many, and the first few distinct ones (for a line with a traceback, the exception's
+    line that ends it)."""
+    count, kinds = 0, []
+
+    def generation(path: str) -> int:  # node.log.3 is older than node.log.1, than node.log
+        suffix = path.rpartition("node.log")[2].lstrip(".")
+        return int(suffix) if suffix.isdigit() else 0
+    for path in sorted(glob.glob(os.path.join(node_dir, "node.log*")), key=generation,
+                       reverse=True):
+        with open(path, errors="replace") as fh:
+            lines = fh.read().splitlines()
+        for i, line in enumerate(lines):
+            if " ERROR " not in line:
+                continue
+            count += 1
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith((" ", "Traceback"))):
+                j += 1
+            # a traceback ends with its exception's line (one with no timestamp)
+            last = lines[j] if i + 1 < j < len(lines) and not lines[j][:4].isdigit() else line
+            if last not in kinds and len(kinds) < 5:
+                kinds.append(last)
+    return {"errors": count, "distinct": kinds}
+
+
 # -- the two runtimes ---------------------------------------------------------------------------
 def _register(register: Callable[[str], Any], n: int, label: str) -> dict[str, Any]:
     clock = time.perf_counter_ns
@@ -534,7 +566,7 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
                       durability=h.durability)
     out: dict[str, Any] = {"node_start_s": time.perf_counter() - t0,
                            "max_awake": sz.max_awake, "idle_timeout_s": sz.idle_timeout_s}
-    watched: list[Any] = []
+    sampler: _Sampler | None = None
     try:
         empty = _tree_memory(node.pid)
         processes_empty = _processes_under_zygote(node.pid)
@@ -568,14 +600,20 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
         cooled = _tree_memory(node.pid)
         samples = sampler.stop()
         processes_cooled = _processes_under_zygote(node.pid)
-        daemon = psutil.Process(node.pid)
-        watched = [daemon, *daemon.children(recursive=True)]
     finally:
+        if sampler is not None:
+            sampler.stop()
+        try:
+            daemon = psutil.Process(node.pid)
+            watched = [daemon, *daemon.children(recursive=True)]
+        except psutil.Error:
+            watched = []
         t0 = time.perf_counter()
         try:
             node.shutdown()
         finally:
             out["node_shutdown_s"] = time.perf_counter() - t0
+            out["node_log"] = node_log_errors(node_dir)
             for proc in watched:
                 try:
                     if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
@@ -680,6 +718,14 @@ def sessions(h: Any, sizes: Any) -> dict[str, Any]:
     _log_side("threads", out["threads"])
     out["beamish"] = run_beamish(h, sz)
     _log_side("beamish", out["beamish"])
+    b = out["beamish"]
+    left = b["awake"]["cool_down"].get("last", 0)
+    if left:
+        _log(f"[sessions] beamish: WARNING: {left} sessions still awake "
+             f"{sz.idle_timeout_s + 3:g} s after the workload, past their idle_timeout")
+    if b["node_log"]["errors"]:
+        _log(f"[sessions] beamish: WARNING: {b['node_log']['errors']} ERROR lines in the "
+             f"node's log; {b['node_log']['distinct']}")
     targets = _targets(out["beamish"])
     out["targets"] = [dataclasses.asdict(t) for t in targets]
     for t in targets:
@@ -724,10 +770,12 @@ def table_rows(entry: Any) -> list[str]:
         f"{_ms(tl.get('later_calls'), 'p50')} | — | |",
         f"| sessions: {sz['active']:,} active of {n:,} | calls/s | {b['calls_per_s']:,.0f} | "
         f"{t['calls_per_s']:,.0f} | — | offered {sz['active'] / sz['think_s']:,.0f}/s |",
-        f"| sessions: processes awake (max · mean) | count | "
+        f"| sessions: awake (max · mean; after cool-down) | count | "
         f"{b['awake']['workload'].get('max', '—')} · "
-        f"{b['awake']['workload'].get('mean', 0):.0f} | {t['threads'].get('max', '—')} "
-        f"threads | — | max_awake {b['max_awake']:,} |",
+        f"{b['awake']['workload'].get('mean', 0):.0f}; "
+        f"{b['awake']['cool_down'].get('last', '—')} | {t['threads'].get('max', '—')} "
+        f"threads | — | max_awake {b['max_awake']:,}; node log errors "
+        f"{b['node_log']['errors']:,} |",
         f"| sessions: node RSS, {n:,} registered | MiB | "
         f"{b['memory']['registered']['node_rss_bytes'] / mib:.0f} | "
         f"{t['memory']['registered_uss_growth_bytes'] / mib:.0f}* | — | "

@@ -17,6 +17,7 @@ from benchmarks._sessions import (
     _Names,
     drive,
     judge,
+    node_log_errors,
     session_name,
     summarize,
     timeline_summary,
@@ -168,3 +169,35 @@ def test_drive_gives_each_activation_its_calls():
     assert len(driven.records) == pytest.approx(sz.active * sz.workload_s / sz.think_s,
                                                 rel=0.2)
     assert firsts <= driven.activations <= firsts + sz.active
+
+
+LOG = """\
+2026-12-07 14:47:13,301 INFO beamish.node: node serving
+2026-12-07 14:47:35,731 ERROR beamish.node.sessions: cannot put agent 'a' to sleep (idle)
+Traceback (most recent call last):
+  File "x.py", line 1, in f
+zmq.error.ZMQError: Too many open files
+2026-12-07 14:47:35,742 ERROR beamish.node.sessions: cannot put agent 'b' to sleep (idle)
+Traceback (most recent call last):
+  File "x.py", line 1, in f
+zmq.error.ZMQError: Too many open files
+2026-12-07 14:47:36,000 ERROR beamish.node: no traceback here
+2026-12-07 14:47:36,001 INFO beamish.node: event slept a (sessions) idle
+"""
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({}, {"errors": 0, "distinct": []}),
+    ({"node.log": "2026-12-07 14:47:13,301 INFO beamish.node: node serving\n"},
+     {"errors": 0, "distinct": []}),
+    ({"node.log.1": LOG, "node.log": LOG.splitlines(keepends=True)[5]},
+     {"errors": 4, "distinct": [
+         "zmq.error.ZMQError: Too many open files",
+         "2026-12-07 14:47:36,000 ERROR beamish.node: no traceback here",
+         "2026-12-07 14:47:35,742 ERROR beamish.node.sessions: cannot put agent 'b' to "
+         "sleep (idle)"]}),
+])
+def test_node_log_errors_counts_every_generation(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert node_log_errors(str(tmp_path)) == expected
