@@ -9,8 +9,9 @@ never see them:
     sleep(name)  shell.release_child ──▶ stop frame "sleep" (terminate("sleep", state))
                  ──▶ txn: status sleeping, pid None, and wakes[id] if its mailbox is not
                  empty ──▶ event ``slept``
-    wake(name)   spawner.wake_start (no init if it has state, no recover) ──▶
-                 shell.adopt_child ──▶ links rebound ──▶ wakes[id] deleted ──▶ ``woke``
+    wake(name)   spawner.wake_start (no init if it has state, no recover; one txn:
+                 running, wakes[id] deleted) ──▶ shell.adopt_child ──▶ links rebound
+                 ──▶ event ``woke``
 
 Who wakes whom: every append that finds an agent sleeping (a sender's, a fired timer's,
 the node's Down/Exit) writes ``wakes[id]`` in its own transaction and hints this
@@ -282,7 +283,6 @@ class Sessions:
             self._propagate_held(incn, reason)
             shell.child_exited(name, incn, reason)
             return True
-        self.store.write(lambda t: t.delete_wake(rec.id))
         self.woken += 1
         self.emit("woke", name, rec.supervisor, "a message or timer")
         if self.max_awake is not None \

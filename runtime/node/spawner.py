@@ -241,7 +241,17 @@ class AgentSpawner:
             incn.signal(signal.SIGKILL)
             outcome = incn.exited.result(KILL_WAIT_S + START_TIMEOUT_S)
         if outcome is True:
-            self._mark_running(name, incn.pid)
+            def txn(t: Txn) -> None:
+                # Running, and its wake mark gone, in one transaction.
+                rec = t.get_agent(name)
+                if rec is not None:
+                    t.put_agent(replace(rec, status=AgentStatus.RUNNING, pid=incn.pid,
+                                        recover_pending=False))
+                    t.delete_wake(rec.id)
+            try:
+                self.store.write(txn)
+            except StoreFullError:
+                log.exception("cannot record that agent %r (pid %d) woke", name, incn.pid)
         return incn, outcome
 
     def _launch(self, name: str, failure: Failure | None, wake: bool = False) -> Incarnation:

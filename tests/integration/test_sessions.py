@@ -170,6 +170,17 @@ def test_a_sleeping_agent_linked_to_one_that_crashes_is_woken_and_killed(node):
     assert node.info("b").last_failure.kind == "killed"
 
 
+def test_a_sleeping_watcher_is_woken_by_the_down_it_gets(node):
+    watcher = node.spawn(SESSION, name="w")
+    target = node.spawn(SESSION, name="t")
+    watcher.call({"op": "monitor", "target": "t"})
+    node.sleep("w")
+    with pytest.raises(RemoteError):
+        target.call({"op": "die"}, timeout=10)
+    wait_until(lambda: node.info("w").status == "running", what="the watcher's wake")
+    wait_until(lambda: [e[0] for e in state(watcher)["log"]] == ["Down"], what="its Down")
+
+
 def test_a_monitor_of_a_sleeping_agent_holds_and_its_stop_sends_down(node):
     watcher = node.spawn(SESSION, name="w")
     node.spawn(SESSION, name="t", lazy=True)
@@ -320,3 +331,22 @@ def test_cli_spawn_lazy_with_idle_timeout_and_sleep(node):
     out = beamish("sleep", "c", "--dir", d, check=True).stdout
     assert "c sleeps" in out and node.info("c").status == "sleeping"
     assert beamish("sleep", "nobody", "--dir", d).returncode != 0
+
+
+def test_the_config_file_declares_lazy_agents_with_an_idle_timeout(node_dir, tmp_path):
+    config = tmp_path / "beamish.toml"
+    config.write_text(f"""
+[[agent]]
+name = "cfg"
+class = "{SESSION}"
+lazy = true
+idle_timeout = 0.5
+""")
+    node = start_node(node_dir, config=str(config))
+    try:
+        assert (node.info("cfg").status, node.status().awake) == ("sleeping", 0)
+        assert node.ref("cfg").call({"op": "add", "v": 1}, timeout=30) == 1
+        wait_until(lambda: node.info("cfg").status == "sleeping", what="the idle sleep")
+        assert ("slept", "idle") in kinds(node, "cfg")
+    finally:
+        shutdown_quietly(node)
