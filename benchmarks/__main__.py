@@ -29,9 +29,11 @@ from ._kernel import describe
 from ._report import durability_section, write_report
 from ._scenarios import FULL, QUICK, Harness, log
 from ._scenarios import SCENARIOS as _SCENARIOS
+from ._sessions import sessions, table_rows, target_rows
 from ._stats import machine_info
 
-SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability}
+SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability,
+             "sessions": sessions}
 
 
 def _default_out() -> str:
@@ -152,6 +154,7 @@ def markdown(results: dict[str, Any]) -> str:
                 row(f"| {n} idle agents | PSS MiB per agent (median) | "
                     f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
     _isolation_rows(sc, row)
+    lines.extend(table_rows(sc.get("sessions")))
     targets = _target_rows(sc)
     if targets:
         lines.extend(["", "## Targets (issues 5 and 11, on this machine, this run)", "",
@@ -299,6 +302,7 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
                 out.append(f"| {t['what']}: >= {t['target_msgs_per_s']:,} msgs/s | "
                            f"{_num(t['figure'])} msgs/s (a loop of cast: "
                            f"{_num(entry['cast_loop']['msgs_per_s'])}) | {_met(t['met'])} |")
+    out.extend(target_rows(sc.get("sessions")))
     return out
 
 

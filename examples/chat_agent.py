@@ -12,6 +12,16 @@ of the agent and of the whole node.
     node.spawn("examples.chat_agent:ChatAgent", name="alice",
                args={"base_url": "http://127.0.0.1:8765/v1", "model": "fake"})
     node.call("alice", "Hello!", timeout=30)
+
+A chat service with many users registers one session per user with `register_user`: a
+lazy spawn, so a record and no process until the user's first message; a session idle
+for ``idle_timeout`` seconds sleeps (its process exits, its conversation stays
+committed) and the user's next message wakes it, with no ``init`` and no ``recover``. With
+``[node] max_awake`` in the node's config, at most that many are awake at once.
+
+    node.add_supervisor("sessions")
+    register_user(node, "alice", "http://127.0.0.1:8765/v1")    # once, at sign-up
+    node.call(session_name("alice"), "Hello!", timeout=30)      # wakes her session
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ import json
 import urllib.parse
 from typing import Any
 
-from beamish.runtime import Agent, Resume
+from beamish.runtime import Agent, AgentRef, Node, Resume
 
 KEEP_TURNS = 2  # messages kept verbatim after a compaction, besides the summary
+IDLE_TIMEOUT_S = 300.0  # a session sleeps after five minutes without a message
+SESSIONS = "sessions"  # the supervisor of the users' sessions
 
 
 class ContextTooLong(Exception):
@@ -101,3 +113,22 @@ class ChatAgent(Agent):
         return {**state, "compactions": state["compactions"] + 1,
                 "messages": [system, {"role": "system", "content": f"Earlier: {summary}"},
                              *recent]}
+
+
+def session_name(user: str) -> str:
+    """The agent name of ``user``'s chat session."""
+    return f"chat-{user}"
+
+
+def register_user(node: Node, user: str, base_url: str, model: str = "fake",
+                  idle_timeout: float = IDLE_TIMEOUT_S) -> AgentRef:
+    """Register ``user``'s chat session under the ``sessions`` supervisor, asleep: a
+    record, no process. Its first message starts it (``init`` runs then); it sleeps after
+    ``idle_timeout`` seconds without a message, and its next message wakes it.
+
+    Raises:
+        SpawnError: the user has a session already.
+    """
+    return node.spawn(ChatAgent, name=session_name(user), supervisor=SESSIONS,
+                      args={"base_url": base_url, "model": model},
+                      idle_timeout=idle_timeout, lazy=True)
