@@ -345,17 +345,42 @@ class Sessions:
         if rec.status != AgentStatus.RUNNING or shell is None:
             raise AgentNotFound(name, f"it is {rec.status}, and only a running agent can "
                                       "be put to sleep")
+        incn = self.spawner.incarnation(name)
+        if incn is None or not self._mark_asleep(incn, True):
+            raise AgentNotFound(name, "its process has just exited; its supervisor handles "
+                                      "that exit")
         try:
-            incn = shell.release_child(name)
+            released = shell.release_child(name)
         except SupervisorError as exc:
+            if not self._mark_asleep(incn, False):
+                self._report_lost(shell, rec, incn, adopt=False)
             raise AgentNotFound(name, f"its supervisor does not hold it running ({exc})") \
                 from None
-        assert isinstance(incn, Incarnation)
-        incn.asleep = True
+        if released is not incn:
+            # Restarted between the two reads (rare): put the one its supervisor held to
+            # sleep instead; one that has exited already was reported to nobody.
+            assert isinstance(released, Incarnation)
+            self._mark_asleep(incn, False)
+            incn = released
+            if not self._mark_asleep(incn, True):
+                self._report_lost(shell, rec, incn, propagate=False)
+                raise AgentNotFound(name, "its process exited while it fell asleep; its "
+                                          "supervisor handles that exit")
         self._stop_process(rec.supervisor, rec, incn)
+        if incn.terminating is None:
+            # It died before the sleep's stop (a crash, a kill, a limit): no sleep, but a
+            # crash its supervisor, which has released it, must still hear of.
+            reason = self._report_lost(shell, rec, incn)
+            raise AgentNotFound(name, f"its process exited ({reason}) before it fell "
+                                      "asleep; its supervisor handles that exit")
         woke = self.store.write(lambda t: self._sleep_txn(t, name, rec.id))
         if woke is None:
-            return False  # stopped or deleted meanwhile: that command set its status
+            # Stopped or deleted meanwhile (that command set its status): what watched it
+            # hears of a normal exit, as for any stop.
+            with self.spawner.lock:
+                incn.asleep = False
+            self.spawner.propagate(incn, ExitReason.normal())
+            raise AgentNotFound(name, "it was stopped meanwhile")
         if self.links.holds(incn):
             self._held[name] = incn
         with self._lock:
@@ -363,6 +388,53 @@ class Sessions:
         self.slept += 1
         self.emit("slept", name, rec.supervisor, why)
         return woke
+
+    def _mark_asleep(self, incn: Incarnation, asleep: bool) -> bool:
+        """Mark ``incn`` falling asleep (or not any more); return whether its process was
+        still live then (else on_exit has taken its exit as it was marked)."""
+        with self.spawner.lock:
+            incn.asleep = asleep
+            return self.spawner.by_pid.get(incn.pid) is incn
+
+    def _report_lost(self, shell: Supervisor, rec: AgentRecord, incn: Incarnation,
+                     adopt: bool = True, propagate: bool = True) -> ExitReason:
+        """Hand an exit no supervisor heard of (the process died while it fell asleep) to
+        its supervisor, as a crash like any other: adopted again (unless it still holds
+        it), then reported, so its restart type, intensity and Down/Exit apply."""
+        reason, _ = incn.exited.result()
+        name = rec.name
+        with self.spawner.lock:
+            incn.asleep = False
+        if propagate:
+            self.spawner.propagate(incn, reason)
+        with self._lock:
+            self._activity.pop(name, None)
+        try:
+            if adopt:
+                shell.adopt_child(child_spec(shell, rec), incn)
+        except SupervisorError as exc:
+            # Its supervisor cannot take it back now (restarting, stopping): asleep with its
+            # wake pending, so the next scan starts it (recovering from the failure kept).
+            log.warning("agent %r exited while it fell asleep and its supervisor %r cannot "
+                        "take it back (%s): it is woken instead", name, rec.supervisor, exc)
+            self.store.write(lambda t: self._lost_txn(t, name, rec.id, incn.inc))
+            self.hint()
+            return reason
+        if incn.escalate is not None:
+            shell.escalate(name, incn, ExitReason.abnormal(incn.escalate))
+        else:
+            shell.child_exited(name, incn, reason)
+        return reason
+
+    @staticmethod
+    def _lost_txn(t: Txn, name: str, agent_id: int, inc: int) -> None:
+        """Sleeping with a wake pending, if the record is still that exit's (its failure
+        stays, so the wake's start recovers from it)."""
+        cur = t.get_agent(name)
+        if cur is not None and cur.id == agent_id and cur.incarnation == inc \
+                and cur.status == AgentStatus.RESTARTING:
+            t.put_agent(replace(cur, status=AgentStatus.SLEEPING, pid=None))
+            t.put_wake(agent_id, name)
 
     def _stop_process(self, sup: str, rec: AgentRecord, incn: Incarnation) -> None:
         """Stop the released process orderly with reason "sleep" (its shutdown time, then
