@@ -196,6 +196,33 @@ def test_a_monitor_of_a_sleeping_agent_holds_and_its_stop_sends_down(node):
         node.info("t")
 
 
+def test_a_stop_during_a_slow_sleep_sends_the_monitors_down_and_the_sleep_does_not_win(
+        node, tmp_path):
+    terminated = str(tmp_path / "terminated")
+    watcher = node.spawn(SESSION, name="w")
+    node.spawn(SESSION, name="t", args={"slow_terminate": 1.0, "terminated": terminated})
+    watcher.call({"op": "monitor", "target": "t"})
+    outcome: list[object] = []
+
+    def sleep() -> None:
+        try:
+            outcome.append(node.sleep("t"))
+        except AgentNotFound as exc:  # the stop came first: no sleep to report
+            outcome.append(exc)
+    th = threading.Thread(target=sleep)
+    th.start()
+    time.sleep(0.4)  # t is in terminate("sleep")
+    node.stop("t")
+    th.join(timeout=30)
+    wait_until(lambda: state(watcher)["log"] == [["Down", "t", "normal"]],
+               what="the Down of the agent stopped while it fell asleep")
+    assert node.info("t").status == "stopped" and node.status().awake == 1
+    if isinstance(outcome[0], AgentNotFound):
+        assert "stopped meanwhile" in str(outcome[0])
+    else:  # the stop waited for the sleep, then stopped the sleeper
+        assert [k for k, _ in kinds(node, "t")][-2:] == ["slept", "stopped"]
+
+
 def test_a_sleeping_agent_is_in_the_tree_restart_is_refused_and_a_sibling_crash_leaves_it(
         node):
     node.add_supervisor("all", strategy="one_for_all", max_restarts=10)
