@@ -31,7 +31,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -63,6 +63,7 @@ WAKERS = 16  # wakes and sleeps run at once
 MAX_AWAKE_EVERY_S = 0.05  # the max_awake rule is applied at most this often after wakes
 HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read for all)
 HINT_MAX_BYTES = 65536
+WAKES_PAGE = 1024  # wake marks read per store read by a scan
 CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end
 
 
@@ -72,6 +73,21 @@ def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
     if shell.spec.strategy == "simple_one_for_one":
         return rec.name
     return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
+
+
+def pending_wakes(store: Store, page: int = WAKES_PAGE) -> Iterator[tuple[int, str]]:
+    """Every wake mark as ``(agent_id, name)``, by agent id, read ``page`` at a time (one
+    store read each): marks that cannot be acted on now (a supervisor that is gone) must
+    not hide the ones after them."""
+    def read(after: int | None) -> list[tuple[int, str]]:
+        return store.read(lambda t: t.wakes(page, after))
+    after: int | None = None
+    while True:
+        marks = read(after)
+        yield from marks
+        if len(marks) < page:
+            return
+        after = marks[-1][0]
 
 
 class Sessions:
@@ -194,7 +210,9 @@ class Sessions:
         return woke
 
     def _scan(self) -> None:
-        for _, name in self.store.read(lambda t: t.wakes()):
+        for _, name in pending_wakes(self.store):
+            if self._stop.is_set():
+                return
             with self._lock:
                 if name in self._busy or name in self._queued:
                     continue

@@ -18,6 +18,7 @@ from beamish.runtime._types import (
 )
 from beamish.runtime.messaging.wire import WAKE_HINT, IdleHint, idle_hint, parse_session_hint
 from beamish.runtime.node.links import Deliver, LinkTable
+from beamish.runtime.node.sessions import pending_wakes
 from beamish.runtime.node.timers import _fire_txn
 from beamish.runtime.store.lmdb import Store
 from beamish.runtime.store.records import AgentRecord, Boot, NodeFields, Timer
@@ -90,6 +91,19 @@ def test_wakes_table_put_list_delete_and_erase(store: Store) -> None:
     assert store.write(lambda t: t.delete_wake(3)) is False
     store.write(lambda t: t.erase_agent_data(7))
     assert store.read(lambda t: t.wakes()) == []
+
+
+def test_wakes_pages_on_after_the_last_id_and_a_scan_finds_a_mark_past_the_first_page(
+        store: Store) -> None:
+    store.write(lambda t: [t.put_wake(i, f"a{i}") for i in range(1, 1031)])
+    first = store.read(lambda t: t.wakes())
+    assert (len(first), first[-1]) == (1024, (1024, "a1024"))  # the old scan's whole view
+    assert store.read(lambda t: t.wakes(after=1024)) == [(i, f"a{i}") for i in range(1025, 1031)]
+    assert store.read(lambda t: t.wakes(limit=2, after=1)) == [(2, "a2"), (3, "a3")]
+    assert store.read(lambda t: t.wakes(after=1030)) == []
+    assert store.read(lambda t: t.wakes(after=2 ** 64 - 1)) == []
+    for page in (1024, 7, 1030, 1031):
+        assert list(pending_wakes(store, page)) == [(i, f"a{i}") for i in range(1, 1031)]
 
 
 @pytest.mark.parametrize(("status", "named", "marked"), [
