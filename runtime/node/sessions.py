@@ -59,7 +59,10 @@ from .spawner import AgentSpawner, Incarnation
 
 log = logging.getLogger("beamish.node.sessions")
 SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
-WAKERS = 16  # wakes and sleeps run at once
+WAKERS = 16  # wakes run at once
+# Sleeps run at once, in their own workers: a sleep waits for its agent's terminate (up
+# to its shutdown time), and a message to a sleeping agent must not wait behind it.
+SLEEPERS = 16
 MAX_AWAKE_EVERY_S = 0.05  # the max_awake rule is applied at most this often after wakes
 HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read for all)
 HINT_MAX_BYTES = 65536
@@ -119,11 +122,14 @@ class Sessions:
         self._settled = threading.Condition(self._lock)  # notified when a transition ends
         self._busy: set[str] = set()  # agents with a wake or sleep in progress
         self._queued: set[str] = set()  # agents whose wake waits for a worker
+        self._sleeps_queued: set[str] = set()  # agents whose sleep waits for a worker
         self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
         self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
         self._limit_at = 0.0  # when the max_awake rule last ran
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=WAKERS, thread_name_prefix="beamish-wake")
+        self._sleepers = ThreadPoolExecutor(max_workers=SLEEPERS,
+                                            thread_name_prefix="beamish-sleep")
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.woken = 0
@@ -152,6 +158,7 @@ class Sessions:
             hint_node(self.paths)  # ends its wait now, not at its next scan (up to SCAN_S)
             self._thread.join(timeout=5.0)
         # Wakes and sleeps in progress finish (each within its agent's shutdown time).
+        self._sleepers.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
@@ -199,8 +206,9 @@ class Sessions:
             elif isinstance(hint, IdleHint):
                 name = self.spawner.name_of(hint.id)
                 incn = self.spawner.incarnation(name) if name is not None else None
-                if incn is not None and incn.inc == hint.inc and incn.ready.done():
-                    self._submit(self._try_sleep, name, "idle")
+                if name is not None and incn is not None and incn.inc == hint.inc \
+                        and incn.ready.done():
+                    self._queue_sleep(name, "idle")
         if spawned:
             # Registered by clients straight into the store: their events, read at once.
             recs = self.store.read(lambda t: [t.get_agent(n) for n in spawned])
@@ -219,11 +227,21 @@ class Sessions:
                 self._queued.add(name)  # one queued wake per agent, however many hints
             self._submit(self.wake, name)
 
-    def _submit(self, fn: Callable[..., object], *args: object) -> None:
+    def _submit(self, fn: Callable[..., object], *args: object,
+                pool: ThreadPoolExecutor | None = None) -> None:
         try:
-            self._pool.submit(fn, *args)
+            (pool or self._pool).submit(fn, *args)
         except RuntimeError:
             pass  # the node is stopping: what is pending is found at its next start
+
+    def _queue_sleep(self, name: str, why: str) -> None:
+        """Put ``name`` to sleep in a sleep worker, unless its sleep waits for one already
+        (max_awake chooses the same idle agents again until they are asleep)."""
+        with self._lock:
+            if name in self._sleeps_queued:
+                return
+            self._sleeps_queued.add(name)
+        self._submit(self._try_sleep, name, why, pool=self._sleepers)
 
     def _claim(self, name: str, wait: float = 0.0) -> bool:
         """Take ``name`` for one transition, waiting up to ``wait`` seconds for the one in
@@ -346,6 +364,8 @@ class Sessions:
             self._submit(self.wake, name)
 
     def _try_sleep(self, name: str, why: str) -> None:
+        with self._lock:
+            self._sleeps_queued.discard(name)
         try:
             self.sleep(name, why, wait=0.0)  # busy: it is waking or asleep already
         except AgentNotFound as exc:
@@ -494,7 +514,8 @@ class Sessions:
         """A sleeping agent is linked to one that exited abnormally and does not trap
         exits: wake it, then kill it as the link would an awake one (any thread; its
         supervisor then restarts it as its restart type says)."""
-        self._submit(self._wake_and_kill, held.name, reason)
+        # A sleep worker: it may wait for a transition in progress (a slow sleep) first.
+        self._submit(self._wake_and_kill, held.name, reason, pool=self._sleepers)
 
     def _wake_and_kill(self, name: str, reason: str) -> None:
         if self._claim(name, CLAIM_WAIT_S):  # let a transition in progress end first
@@ -556,4 +577,4 @@ class Sessions:
                 busy = name in self._busy
                 awake.append(act if running and not busy else replace(act, idle=False))
         for name in choose_sleepers(awake, limit):
-            self._submit(self._try_sleep, name, "max_awake")
+            self._queue_sleep(name, "max_awake")

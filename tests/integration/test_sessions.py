@@ -22,6 +22,7 @@ from beamish.runtime import (
 )
 from beamish.runtime._paths import NodePaths
 from beamish.runtime.messaging.messenger import Messenger
+from beamish.runtime.node.sessions import SLEEPERS
 from beamish.runtime.store import open_store
 from tests.conftest import beamish, kill_node, shutdown_quietly, wait_until
 
@@ -200,7 +201,8 @@ def test_a_stop_during_a_slow_sleep_sends_the_monitors_down_and_the_sleep_does_n
         node, tmp_path):
     terminated = str(tmp_path / "terminated")
     watcher = node.spawn(SESSION, name="w")
-    node.spawn(SESSION, name="t", args={"slow_terminate": 1.0, "terminated": terminated})
+    node.spawn(SESSION, name="t", args={"slow_terminate": 1.0, "terminated": terminated,
+                                        "terminating": str(tmp_path / "terminating")})
     watcher.call({"op": "monitor", "target": "t"})
     outcome: list[object] = []
 
@@ -221,6 +223,23 @@ def test_a_stop_during_a_slow_sleep_sends_the_monitors_down_and_the_sleep_does_n
         assert "stopped meanwhile" in str(outcome[0])
     else:  # the stop waited for the sleep, then stopped the sleeper
         assert [k for k, _ in kinds(node, "t")][-2:] == ["slept", "stopped"]
+
+
+def test_a_wake_does_not_wait_behind_slow_sleeps(node, tmp_path):
+    # As many agents fall asleep at once (idle_timeout), each in a slow terminate, as there
+    # are sleep workers: a message to a sleeping agent is still answered while they all are.
+    n = SLEEPERS
+    for i in range(n):
+        node.spawn(SESSION, name=f"slow{i}", idle_timeout=0.2, shutdown=30,
+                   args={"slow_terminate": 6.0, "terminated": str(tmp_path / f"done{i}"),
+                         "terminating": str(tmp_path / f"going{i}")})
+    ref = node.spawn(SESSION, name="lazy", lazy=True)
+    wait_until(lambda: all(os.path.exists(tmp_path / f"going{i}") for i in range(n)),
+               timeout=30, what="every slow agent in terminate('sleep')")
+    assert ref.call({"op": "add", "v": 1}, timeout=30) == 1
+    assert not any(os.path.exists(tmp_path / f"done{i}") for i in range(n))  # still going
+    wait_until(lambda: all(node.info(f"slow{i}").status == "sleeping" for i in range(n)),
+               timeout=60, what="the slow agents asleep")
 
 
 def test_a_sleeping_agent_is_in_the_tree_restart_is_refused_and_a_sibling_crash_leaves_it(
