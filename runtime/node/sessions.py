@@ -398,7 +398,10 @@ class Sessions:
             # Restarted between the two reads (rare): put the one its supervisor held to
             # sleep instead; one that has exited already was reported to nobody.
             assert isinstance(released, Incarnation)
-            self._mark_asleep(incn, False)
+            if not self._mark_asleep(incn, False):
+                # Exited while marked (its supervisor had it terminated meanwhile): what
+                # it held still hears of that exit.
+                self.spawner.propagate(incn, incn.exited.result()[0])
             incn = released
             if not self._mark_asleep(incn, True):
                 self._report_lost(shell, rec, incn, propagate=False)
@@ -447,6 +450,9 @@ class Sessions:
             self.spawner.propagate(incn, reason)
         with self._lock:
             self._activity.pop(name, None)
+        cur = self.registry.get(name)
+        if cur is None or cur.id != rec.id or cur.status != AgentStatus.RESTARTING:
+            return reason  # stopped or deleted meanwhile: nothing to restart
         try:
             if adopt:
                 shell.adopt_child(child_spec(shell, rec), incn)
