@@ -110,7 +110,8 @@ class AgentInfo:
     Attributes:
         name: the agent's name.
         pid: its current process id, or None when no process runs.
-        status: starting | running | restarting | backoff | failed | stopped | exited.
+        status: starting | running | sleeping | restarting | backoff | failed | stopped |
+            exited.
         restarts: how many times it has been restarted.
         mailbox_depth: messages waiting in its durable mailbox.
         processed: messages it has handled (committed), over its whole life.

@@ -475,7 +475,9 @@ class Node:
         it sleeps (at once if it sleeps already).
 
         Raises:
-            AgentNotFound: no such agent, or it is not running.
+            AgentNotFound: no such agent, or it is not running; or its process exited
+                (a crash, a kill) before it fell asleep, which its supervisor handles as
+                any crash; or it was stopped meanwhile.
         """
         self._control.request("sleep", {"name": check_lookup_name(name)}, timeout=timeout)
 

@@ -31,7 +31,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -59,10 +59,14 @@ from .spawner import AgentSpawner, Incarnation
 
 log = logging.getLogger("beamish.node.sessions")
 SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
-WAKERS = 16  # wakes and sleeps run at once
+WAKERS = 16  # wakes run at once
+# Sleeps run at once, in their own workers: a sleep waits for its agent's terminate (up
+# to its shutdown time), and a message to a sleeping agent must not wait behind it.
+SLEEPERS = 16
 MAX_AWAKE_EVERY_S = 0.05  # the max_awake rule is applied at most this often after wakes
 HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read for all)
 HINT_MAX_BYTES = 65536
+WAKES_PAGE = 1024  # wake marks read per store read by a scan
 CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end
 
 
@@ -72,6 +76,21 @@ def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
     if shell.spec.strategy == "simple_one_for_one":
         return rec.name
     return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
+
+
+def pending_wakes(store: Store, page: int = WAKES_PAGE) -> Iterator[tuple[int, str]]:
+    """Every wake mark as ``(agent_id, name)``, by agent id, read ``page`` at a time (one
+    store read each): marks that cannot be acted on now (a supervisor that is gone) must
+    not hide the ones after them."""
+    def read(after: int | None) -> list[tuple[int, str]]:
+        return store.read(lambda t: t.wakes(page, after))
+    after: int | None = None
+    while True:
+        marks = read(after)
+        yield from marks
+        if len(marks) < page:
+            return
+        after = marks[-1][0]
 
 
 class Sessions:
@@ -103,11 +122,14 @@ class Sessions:
         self._settled = threading.Condition(self._lock)  # notified when a transition ends
         self._busy: set[str] = set()  # agents with a wake or sleep in progress
         self._queued: set[str] = set()  # agents whose wake waits for a worker
+        self._sleeps_queued: set[str] = set()  # agents whose sleep waits for a worker
         self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
         self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
         self._limit_at = 0.0  # when the max_awake rule last ran
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=WAKERS, thread_name_prefix="beamish-wake")
+        self._sleepers = ThreadPoolExecutor(max_workers=SLEEPERS,
+                                            thread_name_prefix="beamish-sleep")
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.woken = 0
@@ -136,6 +158,7 @@ class Sessions:
             hint_node(self.paths)  # ends its wait now, not at its next scan (up to SCAN_S)
             self._thread.join(timeout=5.0)
         # Wakes and sleeps in progress finish (each within its agent's shutdown time).
+        self._sleepers.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
@@ -183,8 +206,9 @@ class Sessions:
             elif isinstance(hint, IdleHint):
                 name = self.spawner.name_of(hint.id)
                 incn = self.spawner.incarnation(name) if name is not None else None
-                if incn is not None and incn.inc == hint.inc and incn.ready.done():
-                    self._submit(self._try_sleep, name, "idle")
+                if name is not None and incn is not None and incn.inc == hint.inc \
+                        and incn.ready.done():
+                    self._queue_sleep(name, "idle")
         if spawned:
             # Registered by clients straight into the store: their events, read at once.
             recs = self.store.read(lambda t: [t.get_agent(n) for n in spawned])
@@ -194,18 +218,30 @@ class Sessions:
         return woke
 
     def _scan(self) -> None:
-        for _, name in self.store.read(lambda t: t.wakes()):
+        for _, name in pending_wakes(self.store):
+            if self._stop.is_set():
+                return
             with self._lock:
                 if name in self._busy or name in self._queued:
                     continue
                 self._queued.add(name)  # one queued wake per agent, however many hints
             self._submit(self.wake, name)
 
-    def _submit(self, fn: Callable[..., object], *args: object) -> None:
+    def _submit(self, fn: Callable[..., object], *args: object,
+                pool: ThreadPoolExecutor | None = None) -> None:
         try:
-            self._pool.submit(fn, *args)
+            (pool or self._pool).submit(fn, *args)
         except RuntimeError:
             pass  # the node is stopping: what is pending is found at its next start
+
+    def _queue_sleep(self, name: str, why: str) -> None:
+        """Put ``name`` to sleep in a sleep worker, unless its sleep waits for one already
+        (max_awake chooses the same idle agents again until they are asleep)."""
+        with self._lock:
+            if name in self._sleeps_queued:
+                return
+            self._sleeps_queued.add(name)
+        self._submit(self._try_sleep, name, why, pool=self._sleepers)
 
     def _claim(self, name: str, wait: float = 0.0) -> bool:
         """Take ``name`` for one transition, waiting up to ``wait`` seconds for the one in
@@ -328,6 +364,8 @@ class Sessions:
             self._submit(self.wake, name)
 
     def _try_sleep(self, name: str, why: str) -> None:
+        with self._lock:
+            self._sleeps_queued.discard(name)
         try:
             self.sleep(name, why, wait=0.0)  # busy: it is waking or asleep already
         except AgentNotFound as exc:
@@ -345,17 +383,45 @@ class Sessions:
         if rec.status != AgentStatus.RUNNING or shell is None:
             raise AgentNotFound(name, f"it is {rec.status}, and only a running agent can "
                                       "be put to sleep")
+        incn = self.spawner.incarnation(name)
+        if incn is None or not self._mark_asleep(incn, True):
+            raise AgentNotFound(name, "its process has just exited; its supervisor handles "
+                                      "that exit")
         try:
-            incn = shell.release_child(name)
+            released = shell.release_child(name)
         except SupervisorError as exc:
+            if not self._mark_asleep(incn, False):
+                self._report_lost(shell, rec, incn, adopt=False)
             raise AgentNotFound(name, f"its supervisor does not hold it running ({exc})") \
                 from None
-        assert isinstance(incn, Incarnation)
-        incn.asleep = True
+        if released is not incn:
+            # Restarted between the two reads (rare): put the one its supervisor held to
+            # sleep instead; one that has exited already was reported to nobody.
+            assert isinstance(released, Incarnation)
+            if not self._mark_asleep(incn, False):
+                # Exited while marked (its supervisor had it terminated meanwhile): what
+                # it held still hears of that exit.
+                self.spawner.propagate(incn, incn.exited.result()[0])
+            incn = released
+            if not self._mark_asleep(incn, True):
+                self._report_lost(shell, rec, incn, propagate=False)
+                raise AgentNotFound(name, "its process exited while it fell asleep; its "
+                                          "supervisor handles that exit")
         self._stop_process(rec.supervisor, rec, incn)
+        if incn.terminating is None:
+            # It died before the sleep's stop (a crash, a kill, a limit): no sleep, but a
+            # crash its supervisor, which has released it, must still hear of.
+            reason = self._report_lost(shell, rec, incn)
+            raise AgentNotFound(name, f"its process exited ({reason}) before it fell "
+                                      "asleep; its supervisor handles that exit")
         woke = self.store.write(lambda t: self._sleep_txn(t, name, rec.id))
         if woke is None:
-            return False  # stopped or deleted meanwhile: that command set its status
+            # Stopped or deleted meanwhile (that command set its status): what watched it
+            # hears of a normal exit, as for any stop.
+            with self.spawner.lock:
+                incn.asleep = False
+            self.spawner.propagate(incn, ExitReason.normal())
+            raise AgentNotFound(name, "it was stopped meanwhile")
         if self.links.holds(incn):
             self._held[name] = incn
         with self._lock:
@@ -363,6 +429,56 @@ class Sessions:
         self.slept += 1
         self.emit("slept", name, rec.supervisor, why)
         return woke
+
+    def _mark_asleep(self, incn: Incarnation, asleep: bool) -> bool:
+        """Mark ``incn`` falling asleep (or not any more); return whether its process was
+        still live then (else on_exit has taken its exit as it was marked)."""
+        with self.spawner.lock:
+            incn.asleep = asleep
+            return self.spawner.by_pid.get(incn.pid) is incn
+
+    def _report_lost(self, shell: Supervisor, rec: AgentRecord, incn: Incarnation,
+                     adopt: bool = True, propagate: bool = True) -> ExitReason:
+        """Hand an exit no supervisor heard of (the process died while it fell asleep) to
+        its supervisor, as a crash like any other: adopted again (unless it still holds
+        it), then reported, so its restart type, intensity and Down/Exit apply."""
+        reason, _ = incn.exited.result()
+        name = rec.name
+        with self.spawner.lock:
+            incn.asleep = False
+        if propagate:
+            self.spawner.propagate(incn, reason)
+        with self._lock:
+            self._activity.pop(name, None)
+        cur = self.registry.get(name)
+        if cur is None or cur.id != rec.id or cur.status != AgentStatus.RESTARTING:
+            return reason  # stopped or deleted meanwhile: nothing to restart
+        try:
+            if adopt:
+                shell.adopt_child(child_spec(shell, rec), incn)
+        except SupervisorError as exc:
+            # Its supervisor cannot take it back now (restarting, stopping): asleep with its
+            # wake pending, so the next scan starts it (recovering from the failure kept).
+            log.warning("agent %r exited while it fell asleep and its supervisor %r cannot "
+                        "take it back (%s): it is woken instead", name, rec.supervisor, exc)
+            self.store.write(lambda t: self._lost_txn(t, name, rec.id, incn.inc))
+            self.hint()
+            return reason
+        if incn.escalate is not None:
+            shell.escalate(name, incn, ExitReason.abnormal(incn.escalate))
+        else:
+            shell.child_exited(name, incn, reason)
+        return reason
+
+    @staticmethod
+    def _lost_txn(t: Txn, name: str, agent_id: int, inc: int) -> None:
+        """Sleeping with a wake pending, if the record is still that exit's (its failure
+        stays, so the wake's start recovers from it)."""
+        cur = t.get_agent(name)
+        if cur is not None and cur.id == agent_id and cur.incarnation == inc \
+                and cur.status == AgentStatus.RESTARTING:
+            t.put_agent(replace(cur, status=AgentStatus.SLEEPING, pid=None))
+            t.put_wake(agent_id, name)
 
     def _stop_process(self, sup: str, rec: AgentRecord, incn: Incarnation) -> None:
         """Stop the released process orderly with reason "sleep" (its shutdown time, then
@@ -404,7 +520,8 @@ class Sessions:
         """A sleeping agent is linked to one that exited abnormally and does not trap
         exits: wake it, then kill it as the link would an awake one (any thread; its
         supervisor then restarts it as its restart type says)."""
-        self._submit(self._wake_and_kill, held.name, reason)
+        # A sleep worker: it may wait for a transition in progress (a slow sleep) first.
+        self._submit(self._wake_and_kill, held.name, reason, pool=self._sleepers)
 
     def _wake_and_kill(self, name: str, reason: str) -> None:
         if self._claim(name, CLAIM_WAIT_S):  # let a transition in progress end first
@@ -466,4 +583,4 @@ class Sessions:
                 busy = name in self._busy
                 awake.append(act if running and not busy else replace(act, idle=False))
         for name in choose_sleepers(awake, limit):
-            self._submit(self._try_sleep, name, "max_awake")
+            self._queue_sleep(name, "max_awake")

@@ -78,6 +78,9 @@ class Incarnation:
     # Stopped to fall asleep: its exit fires no link or monitor (the node holds them for
     # the sleeping agent, and a Down/Exit for it goes to its mailbox and wakes it).
     asleep: bool = False
+    # Why it asked to fail its supervisor, when its exit is left to someone else to report
+    # (it died while falling asleep: node/sessions.py reports it).
+    escalate: str | None = None
 
     @property
     def limited(self) -> bool:
@@ -438,7 +441,19 @@ class AgentSpawner:
         reason = self._stop_reasons.pop(spec.id, "shutdown")
         if incn.exited.done():
             return incn.exited.result()[0]
-        incn.terminating = reason
+        with self.lock:
+            # One falling asleep whose exit on_exit has already taken was not stopped by us:
+            # that exit stays what it was (a crash, a kill) for the sleeper to report.
+            gone = incn.asleep and self.by_pid.get(incn.pid) is not incn
+            if not gone:
+                incn.terminating = reason
+        if gone:
+            try:
+                return incn.exited.result(KILL_WAIT_S)[0]
+            except FutureTimeout:
+                log.error("the exit of agent %r (pid %d) was not classified within %g s",
+                          spec.id, incn.pid, KILL_WAIT_S)
+                return ExitReason.abnormal("killed")
         wait: float | None
         if spec.shutdown == "brutal_kill":
             incn.signal(signal.SIGKILL)
@@ -522,6 +537,11 @@ class AgentSpawner:
             self._early_ready.pop(pid)
             self.live.drop(incn)
             waking = incn.waking  # read with the pop: the waker reports it then
+            asleep = incn.asleep
+            # Falling asleep, and dead before the sleep's stop (terminate_child sets that
+            # under this lock, and only while the process is ours): a crash, a kill or a
+            # limit the sleeper reports to its supervisor (Sessions._sleep).
+            lost = asleep and incn.terminating is None
             # Before a new process of the agent resets the marker.
             self.agent_dropped += read_dropped(self.settings.paths.agent_busy(incn.id), incn.inc)
         try:
@@ -529,7 +549,7 @@ class AgentSpawner:
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
             log.exception("cannot classify the exit of agent %r", incn.name)
             reason, failure, escalate = ExitReason.abnormal(f"exit code {code}"), None, None
-        if not incn.asleep:  # one that fell asleep keeps its links and monitors
+        if not asleep:  # one that fell asleep keeps its links and monitors
             self._propagate(incn, reason)
         if not incn.ready.done() and was_ready(self.settings.paths.agent_busy(incn.id), incn.inc):
             # It started, then died before its ready report reached the main loop. The
@@ -549,6 +569,17 @@ class AgentSpawner:
         sup = self.registry.supervisor_of(incn.name)
         if failure is not None:
             self._next_failure[incn.name] = failure
+        if lost:
+            # Its status first: the sleeper reads the exit, then hands it to the supervisor,
+            # whose restart must not be overwritten by this write.
+            incn.escalate = escalate
+            try:
+                self.registry.set_status(incn.name, AgentStatus.RESTARTING, pid=None,
+                                         failure=failure, recover_pending=failure is not None)
+            except StoreFullError:
+                log.exception("cannot record the exit of agent %r", incn.name)
+            incn.exited.set_result((reason, failure))
+            return
         incn.exited.set_result((reason, failure))
         if waking:
             # Not adopted yet: the waker reports it to the supervisor once it is.

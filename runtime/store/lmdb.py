@@ -510,10 +510,21 @@ class Txn:
         """Drop the agent's wake mark (it is awake, or gone); False if it had none."""
         return self._delete("wakes", _id(agent_id))
 
-    def wakes(self, limit: int = 1024) -> list[tuple[int, str]]:
-        """Return up to ``limit`` pending wakes as ``(agent_id, name)``, by agent id."""
-        return [(_U64.unpack(k)[0], v.decode(errors="replace"))
-                for k, v in self._prefix("wakes", b"", limit) if len(k) == 8]
+    def wakes(self, limit: int = 1024, after: int | None = None) -> list[tuple[int, str]]:
+        """Return up to ``limit`` pending wakes as ``(agent_id, name)``, by agent id, those
+        of ids above ``after`` only if given (the next page: pass the last id read)."""
+        cur = self.txn.cursor(db=self.dbs["wakes"])
+        if after is not None and after >= 2 ** 64 - 1:
+            return []
+        if not cur.set_range(b"" if after is None else _id(after + 1)):
+            return []
+        out: list[tuple[int, str]] = []
+        for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
+            if len(out) >= limit:
+                break
+            if len(key) == 8:
+                out.append((_U64.unpack(key)[0], value.decode(errors="replace")))
+        return out
 
     def erase_agent_data(self, agent_id: int) -> None:
         """Erase the agent's state, mailbox, dead letters, timers, wake mark and stats (for

@@ -250,8 +250,9 @@ class Txn(Protocol):
         """Drop the agent's wake mark (it is awake, or gone); False if it had none."""
         ...
 
-    def wakes(self, limit: int = 1024) -> list[tuple[int, str]]:
-        """Return up to ``limit`` pending wakes as ``(agent_id, name)``."""
+    def wakes(self, limit: int = 1024, after: int | None = None) -> list[tuple[int, str]]:
+        """Return up to ``limit`` pending wakes as ``(agent_id, name)``, by agent id, those
+        of ids above ``after`` only if given (the next page: pass the last id read)."""
         ...
 
     # -- whole agents ---------------------------------------------------------------------

@@ -13,7 +13,8 @@ from beamish.runtime import Agent, Down, Exit, Failure, Resume
 class Session(Agent):
     """Keeps a ledger of what it handled (``state["log"]``) and counts its ``init`` and
     ``recover`` runs; ``terminate`` appends its reason to the file ``args["terminated"]``
-    (if given), since what terminate does is not committed. A call ``{"op": "crash"}``
+    (if given), since what terminate does is not committed, after sleeping
+    ``args["slow_terminate"]`` seconds (having created the file ``args["terminating"]``). A call ``{"op": "crash"}``
     raises; ``{"op": "die"}`` kills its process."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +72,10 @@ class Session(Agent):
         return Resume(state)
 
     def terminate(self, reason: str, state: Any) -> None:
+        slow = (state or {}).get("args", {}).get("slow_terminate")
+        if slow:
+            open(state["args"]["terminating"], "w").close()
+            time.sleep(slow)
         path = (state or {}).get("args", {}).get("terminated")
         if path:
             with open(path, "a") as fh:

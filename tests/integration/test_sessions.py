@@ -22,6 +22,7 @@ from beamish.runtime import (
 )
 from beamish.runtime._paths import NodePaths
 from beamish.runtime.messaging.messenger import Messenger
+from beamish.runtime.node.sessions import SLEEPERS
 from beamish.runtime.store import open_store
 from tests.conftest import beamish, kill_node, shutdown_quietly, wait_until
 
@@ -64,7 +65,9 @@ def test_a_lazy_spawn_registers_without_a_process_and_its_first_message_runs_ini
     info = node.info("lazy")
     assert (info.status, info.pid, info.processed, node.status().awake) == \
         ("sleeping", None, 0, 0)
-    assert [k for k, _ in kinds(node, "lazy")] == ["spawned"]
+    # The event rides on a datagram hint the node reads a moment later.
+    wait_until(lambda: [k for k, _ in kinds(node, "lazy")] == ["spawned"],
+               what="the lazy spawn's event")
     st = state(ref)
     assert (st["inits"], st["recovers"], st["args"]) == (1, 0, {"k": 1})
     node.spawn(SESSION, name="lazy2", lazy=True)
@@ -194,6 +197,51 @@ def test_a_monitor_of_a_sleeping_agent_holds_and_its_stop_sends_down(node):
         node.info("t")
 
 
+def test_a_stop_during_a_slow_sleep_sends_the_monitors_down_and_the_sleep_does_not_win(
+        node, tmp_path):
+    terminated = str(tmp_path / "terminated")
+    watcher = node.spawn(SESSION, name="w")
+    node.spawn(SESSION, name="t", args={"slow_terminate": 1.0, "terminated": terminated,
+                                        "terminating": str(tmp_path / "terminating")})
+    watcher.call({"op": "monitor", "target": "t"})
+    outcome: list[object] = []
+
+    def sleep() -> None:
+        try:
+            outcome.append(node.sleep("t"))
+        except AgentNotFound as exc:  # the stop came first: no sleep to report
+            outcome.append(exc)
+    th = threading.Thread(target=sleep)
+    th.start()
+    time.sleep(0.4)  # t is in terminate("sleep")
+    node.stop("t")
+    th.join(timeout=30)
+    wait_until(lambda: state(watcher)["log"] == [["Down", "t", "normal"]],
+               what="the Down of the agent stopped while it fell asleep")
+    assert node.info("t").status == "stopped" and node.status().awake == 1
+    if isinstance(outcome[0], AgentNotFound):
+        assert "stopped meanwhile" in str(outcome[0])
+    else:  # the stop waited for the sleep, then stopped the sleeper
+        assert [k for k, _ in kinds(node, "t")][-2:] == ["slept", "stopped"]
+
+
+def test_a_wake_does_not_wait_behind_slow_sleeps(node, tmp_path):
+    # As many agents fall asleep at once (idle_timeout), each in a slow terminate, as there
+    # are sleep workers: a message to a sleeping agent is still answered while they all are.
+    n = SLEEPERS
+    for i in range(n):
+        node.spawn(SESSION, name=f"slow{i}", idle_timeout=0.2, shutdown=30,
+                   args={"slow_terminate": 6.0, "terminated": str(tmp_path / f"done{i}"),
+                         "terminating": str(tmp_path / f"going{i}")})
+    ref = node.spawn(SESSION, name="lazy", lazy=True)
+    wait_until(lambda: all(os.path.exists(tmp_path / f"going{i}") for i in range(n)),
+               timeout=30, what="every slow agent in terminate('sleep')")
+    assert ref.call({"op": "add", "v": 1}, timeout=30) == 1
+    assert not any(os.path.exists(tmp_path / f"done{i}") for i in range(n))  # still going
+    wait_until(lambda: all(node.info(f"slow{i}").status == "sleeping" for i in range(n)),
+               timeout=60, what="the slow agents asleep")
+
+
 def test_a_sleeping_agent_is_in_the_tree_restart_is_refused_and_a_sibling_crash_leaves_it(
         node):
     node.add_supervisor("all", strategy="one_for_all", max_restarts=10)
@@ -295,6 +343,40 @@ def test_kill_9_of_a_waking_agent_loses_nothing_and_applies_nothing_twice(node, 
     os.kill(pid, signal.SIGKILL)  # during its start (init sleeps)
     wait_until(lambda: node.info("w").processed == 20, timeout=30, what="the ledger")
     assert state(ref)["log"] == list(range(20))
+
+
+def test_a_kill_racing_a_sleep_ends_running_or_sleeping_and_loses_no_cast(node):
+    # SIGKILL 0-2 ms after node.sleep starts: the exit lands before, during or after the
+    # sleep's stop. One the sleep did not cause is a crash its supervisor restarts.
+    import random
+    rounds, names = 60, []
+    for k in range(rounds):
+        name = f"k{k}"
+        ref = node.spawn(SESSION, name=name)
+        ref.cast("before")  # acknowledged: the ledger
+        pid = node.info(name).pid
+        errors: list[Exception] = []
+
+        def sleep(name: str = name, errors: list[Exception] = errors) -> None:
+            try:
+                node.sleep(name)
+            except AgentNotFound as exc:  # it exited first: that is a crash, not a sleep
+                errors.append(exc)
+        th = threading.Thread(target=sleep)
+        th.start()
+        time.sleep(random.uniform(0, 0.002))
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        th.join(timeout=60)
+        names.append(name)
+    for name in names:
+        wait_until(lambda name=name: node.info(name).status in ("running", "sleeping"),
+                   timeout=30, what=f"{name} running or sleeping")
+        node.ref(name).cast("after")  # acknowledged: the ledger
+    for name in names:
+        assert state(node.ref(name))["log"] == ["before", "after"], name
 
 
 def test_kill_9_of_the_node_mid_wake_loses_nothing_and_applies_nothing_twice(

@@ -15,9 +15,11 @@ from beamish.runtime._types import (
     IN_TREE,
     STARTED_AT_NODE_START,
     AgentStatus,
+    Failure,
 )
 from beamish.runtime.messaging.wire import WAKE_HINT, IdleHint, idle_hint, parse_session_hint
 from beamish.runtime.node.links import Deliver, LinkTable
+from beamish.runtime.node.sessions import Sessions, pending_wakes
 from beamish.runtime.node.timers import _fire_txn
 from beamish.runtime.store.lmdb import Store
 from beamish.runtime.store.records import AgentRecord, Boot, NodeFields, Timer
@@ -90,6 +92,39 @@ def test_wakes_table_put_list_delete_and_erase(store: Store) -> None:
     assert store.write(lambda t: t.delete_wake(3)) is False
     store.write(lambda t: t.erase_agent_data(7))
     assert store.read(lambda t: t.wakes()) == []
+
+
+def test_wakes_pages_on_after_the_last_id_and_a_scan_finds_a_mark_past_the_first_page(
+        store: Store) -> None:
+    store.write(lambda t: [t.put_wake(i, f"a{i}") for i in range(1, 1031)])
+    first = store.read(lambda t: t.wakes())
+    assert (len(first), first[-1]) == (1024, (1024, "a1024"))  # the old scan's whole view
+    assert store.read(lambda t: t.wakes(after=1024)) == [(i, f"a{i}") for i in range(1025, 1031)]
+    assert store.read(lambda t: t.wakes(limit=2, after=1)) == [(2, "a2"), (3, "a3")]
+    assert store.read(lambda t: t.wakes(after=1030)) == []
+    assert store.read(lambda t: t.wakes(after=2 ** 64 - 1)) == []
+    for page in (1024, 7, 1030, 1031):
+        assert list(pending_wakes(store, page)) == [(i, f"a{i}") for i in range(1, 1031)]
+
+
+@pytest.mark.parametrize(("status", "agent_id", "inc", "asleep"), [
+    (AgentStatus.RESTARTING, 5, 2, True),  # the exit the sleep lost: asleep, wake pending
+    (AgentStatus.RESTARTING, 5, 3, False),  # a later incarnation's: not that exit's
+    (AgentStatus.RESTARTING, 6, 2, False),  # the name spawned again (another id)
+    (AgentStatus.STOPPED, 5, 2, False),  # stopped meanwhile: stays stopped
+    (AgentStatus.RUNNING, 5, 2, False),  # restarted meanwhile: left running
+])
+def test_a_lost_sleeps_fallback_sleeps_only_that_exits_record_and_keeps_its_failure(
+        store: Store, status: AgentStatus, agent_id: int, inc: int, asleep: bool) -> None:
+    failure = Failure(kind="killed", message="SIGKILL", signal=9)
+    store.write(lambda t: t.put_agent(AgentRecord(
+        "a", agent_id, status=status, incarnation=2, last_failure=failure,
+        recover_pending=True)))
+    store.write(lambda t: Sessions._lost_txn(t, "a", 5, inc))
+    rec = store.read(lambda t: t.get_agent("a"))
+    assert rec.status == (SLEEPING if asleep else status)
+    assert (rec.last_failure, rec.recover_pending) == (failure, True)  # the wake recovers
+    assert store.read(lambda t: t.wakes()) == ([(5, "a")] if asleep else [])
 
 
 @pytest.mark.parametrize(("status", "named", "marked"), [
