@@ -13,7 +13,8 @@ from beamish.runtime import Agent, Down, Exit, Failure, Resume
 class Session(Agent):
     """Keeps a ledger of what it handled (``state["log"]``) and counts its ``init`` and
     ``recover`` runs; ``terminate`` appends its reason to the file ``args["terminated"]``
-    (if given), since what terminate does is not committed. A call ``{"op": "crash"}``
+    (if given), since what terminate does is not committed, then takes
+    ``args["slow_sleep"]`` seconds if the reason is "sleep". A call ``{"op": "crash"}``
     raises; ``{"op": "die"}`` kills its process."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -75,3 +76,6 @@ class Session(Agent):
         if path:
             with open(path, "a") as fh:
                 fh.write(reason + "\n")
+        slow = (state or {}).get("args", {}).get("slow_sleep")
+        if reason == "sleep" and slow:
+            time.sleep(slow)
