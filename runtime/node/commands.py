@@ -519,8 +519,23 @@ def _require(node: NodeView, name: str) -> AgentRecord:
 def stop(node: NodeView, name: str) -> NameStatus:
     """``{"op": "stop", "name"}`` -> ``{"name", "status": "stopped"}``: an orderly stop
     (``terminate("normal")``, then exit within its shutdown time). The agent leaves the tree;
-    its state and mailbox stay, so a later spawn under the name resumes it.
-    CLI: ``beamish stop NAME``."""
+    its state and mailbox stay, so a later spawn under the name resumes it. A wake or sleep
+    of it in progress ends first (a sleeping agent's stop sends its monitors ``Down``).
+    CLI: ``beamish stop NAME``.
+
+    Raises:
+        AgentNotFound: no such agent, or its wake or sleep did not end within
+            `CLAIM_WAIT_S`.
+    """
+    check_lookup_name(name)
+    with node.sessions.transition(name):
+        _stop(node, name)
+    return NameStatus(name, AgentStatus.STOPPED)
+
+
+def _stop(node: NodeView, name: str) -> AgentRecord:
+    """Stop agent ``name`` (its transition slot held: no wake or sleep of it runs, so the
+    status read here is the one it keeps until this ends); return its record."""
     rec = _require(node, name)
     shell = node.shell(rec.supervisor)
     with node.registry.removing(name):
@@ -534,7 +549,7 @@ def stop(node: NodeView, name: str) -> NameStatus:
     if rec.status == AgentStatus.SLEEPING:
         node.sessions.forget(name, "normal")  # what watched it hears it stopped
     node.emit("stopped", name, rec.supervisor, "normal")
-    return NameStatus(name, AgentStatus.STOPPED)
+    return rec
 
 
 def sleep(node: NodeView, name: str) -> NameStatus:
@@ -555,9 +570,10 @@ def sleep(node: NodeView, name: str) -> NameStatus:
 def delete(node: NodeView, name: str) -> Deleted:
     """``{"op": "delete", "name"}`` -> ``{"name", "deleted": true}``: stop it if running and
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
-    rec = _require(node, name)
-    stop(node, name)
-    node.store.write(functools.partial(_erase_agent, rec.id, name))
+    check_lookup_name(name)
+    with node.sessions.transition(name):
+        rec = _stop(node, name)
+        node.store.write(functools.partial(_erase_agent, rec.id, name))
     node.emit("deleted", name, rec.supervisor, "")
     return Deleted(name)
 

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 
 from beamish.supervisor import (
@@ -257,6 +258,23 @@ class Sessions:
             self._busy.discard(name)
             self._settled.notify_all()
 
+    @contextmanager
+    def transition(self, name: str, wait: float = CLAIM_WAIT_S) -> Iterator[None]:
+        """Hold agent ``name``'s transition slot for the block: a wake or sleep in progress
+        ends first, and none starts until the block ends (a stop or delete changes its
+        status inside it, so a wake cannot bring the agent back).
+
+        Raises:
+            AgentNotFound: a wake or sleep of it did not end within ``wait`` seconds.
+        """
+        if not self._claim(name, wait):
+            raise AgentNotFound(name, f"it has been waking or falling asleep for over "
+                                      f"{wait:g} s; try again")
+        try:
+            yield
+        finally:
+            self._release(name)
+
     # -- wake ---------------------------------------------------------------------------------
     def wake(self, name: str) -> bool:
         """Wake agent ``name`` if it sleeps and nothing else is waking or putting it to
@@ -283,13 +301,17 @@ class Sessions:
             log.error("cannot wake agent %r: its supervisor %r is gone", name, rec.supervisor)
             return False
         try:
-            incn, outcome = self.spawner.wake_start(name)
+            started = self.spawner.wake_start(name)
         except StartFailed as exc:
             why = self.spawner.take_start_failure(name) \
                 or Failure(kind="exit", message=f"its process could not be started: {exc}")
             self.registry.set_status(name, AgentStatus.FAILED, failure=why)
             self.emit("failed", name, rec.supervisor, f"did not wake: {why.message}")
             return False
+        if started is None:  # no longer asleep (stopped, deleted): nothing to adopt
+            self._drop_stale_wake(name)
+            return False
+        incn, outcome = started
         spec = child_spec(shell, rec)
         try:
             shell.adopt_child(spec, incn)
@@ -510,7 +532,8 @@ class Sessions:
 
     def forget(self, name: str, reason: str) -> None:
         """A sleeping agent was stopped or deleted: what watched it hears ``reason``."""
-        old = self._held.pop(name, None)
+        with self._lock:
+            old = self._held.pop(name, None)
         if old is not None:
             old.asleep = False
             self.spawner.propagate(old, ExitReason.normal() if reason == "normal"

@@ -225,43 +225,67 @@ class AgentSpawner:
 
     def _start(self, name: str, failure: Failure | None) -> Incarnation:
         incn = self._launch(name, failure)
+        assert incn is not None  # only a wake is refused
         self._await_ready(incn)
         return incn
 
-    def wake_start(self, name: str) -> tuple[Incarnation, Any]:
+    def wake_start(self, name: str) -> tuple[Incarnation, Any] | None:
         """Start sleeping agent ``name``'s process for a wake (no supervisor asked: the
         waker hands it to one with ``adopt_child``); return it and its start's outcome
         (True: ready; else ``(ExitReason, Failure | None)``: it exited before). Its exit
-        is reported to no supervisor until the waker clears ``waking``.
+        is reported to no supervisor until the waker clears ``waking``. None: the agent
+        no longer sleeps, or its record changed while its process started (stopped,
+        deleted): the wake is dropped, and a process it started is killed.
 
         Raises:
             StartFailed: it could not be forked (no process exists).
         """
         incn = self._launch(name, None, wake=True)
+        if incn is None:
+            return None
         try:
             outcome = incn.ready.result(START_TIMEOUT_S)
         except FutureTimeout:
             incn.signal(signal.SIGKILL)
             outcome = incn.exited.result(KILL_WAIT_S + START_TIMEOUT_S)
         if outcome is True:
-            def txn(t: Txn) -> None:
-                # Running, and its wake mark gone, in one transaction.
+            def txn(t: Txn) -> bool:
+                # Running, and its wake mark gone, in one transaction; only if the record
+                # is still this start's (restarting: it died meanwhile, on_exit said so,
+                # and the waker reports it).
                 rec = t.get_agent(name)
-                if rec is not None:
+                if rec is None or rec.id != incn.id or rec.incarnation != incn.inc \
+                        or rec.status not in (AgentStatus.STARTING, AgentStatus.RESTARTING):
+                    return False
+                if rec.status == AgentStatus.STARTING:
                     t.put_agent(replace(rec, status=AgentStatus.RUNNING, pid=incn.pid,
                                         recover_pending=False))
-                    t.delete_wake(rec.id)
+                t.delete_wake(rec.id)
+                return True
             try:
-                self.store.write(txn)
+                adopt = self.store.write(txn)
             except StoreFullError:
                 log.exception("cannot record that agent %r (pid %d) woke", name, incn.pid)
+                adopt = True
+            if not adopt:
+                log.info("agent %r was stopped or deleted while it woke: its new process "
+                         "(pid %d) is killed", name, incn.pid)
+                incn.terminating = "normal"  # on_exit: no status written, no failure
+                incn.signal(signal.SIGKILL)
+                try:
+                    incn.exited.result(KILL_WAIT_S)
+                except FutureTimeout:
+                    log.error("agent %r (pid %d) survived SIGKILL for %g s", name, incn.pid,
+                              KILL_WAIT_S)
+                return None
         return incn, outcome
 
-    def _launch(self, name: str, failure: Failure | None, wake: bool = False) -> Incarnation:
+    def _launch(self, name: str, failure: Failure | None,
+                wake: bool = False) -> Incarnation | None:
         def txn(t: Txn) -> AgentRecord | None:
             rec = t.get_agent(name)
-            if rec is None:
-                return None
+            if rec is None or (wake and rec.status != AgentStatus.SLEEPING):
+                return None  # a wake of one no longer asleep (stopped, deleted) is dropped
             # Counted before the fork, so a caller that sees the new process's reply
             # also sees the restart. A spawn (or a node start) marks the first start fresh;
             # a wake is no restart.
@@ -271,6 +295,8 @@ class AgentSpawner:
             t.put_agent(rec)
             return rec
         rec = self.store.write(txn)
+        if rec is None and wake:
+            return None
         if rec is None:
             raise StartFailed(f"agent {name!r} has no record")
         try:

@@ -14,7 +14,9 @@ class Session(Agent):
     """Keeps a ledger of what it handled (``state["log"]``) and counts its ``init`` and
     ``recover`` runs; ``terminate`` appends its reason to the file ``args["terminated"]``
     (if given), since what terminate does is not committed, after sleeping
-    ``args["slow_terminate"]`` seconds (having created the file ``args["terminating"]``). A call ``{"op": "crash"}``
+    ``args["slow_terminate"]`` seconds (having created the file ``args["terminating"]``),
+    then takes ``args["slow_sleep"]`` more seconds if the reason is "sleep". A call
+    ``{"op": "crash"}``
     raises; ``{"op": "die"}`` kills its process."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -80,3 +82,6 @@ class Session(Agent):
         if path:
             with open(path, "a") as fh:
                 fh.write(reason + "\n")
+        slow = (state or {}).get("args", {}).get("slow_sleep")
+        if reason == "sleep" and slow:
+            time.sleep(slow)

@@ -242,6 +242,60 @@ def test_a_wake_does_not_wait_behind_slow_sleeps(node, tmp_path):
                timeout=60, what="the slow agents asleep")
 
 
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def _waking(node, name: str, pidfile: str) -> int:
+    """Wake lazy agent ``name`` (slow init) with a cast; return its pid once its init runs
+    (its wake is in progress)."""
+    node.ref(name).cast("hello")
+    return _pid_from(pidfile)
+
+
+def test_a_stop_during_a_wake_leaves_the_agent_stopped_with_no_process(node, tmp_path):
+    pidfile = str(tmp_path / "pid")
+    node.spawn(SESSION, name="s", lazy=True, args={"pidfile": pidfile, "slow_init": 1.0})
+    pid = _waking(node, "s", pidfile)
+    node.stop("s")
+    wait_until(lambda: "woke" in [k for k, _ in kinds(node, "s")], timeout=30,
+               what="the wake's end")
+    assert (node.info("s").status, node.status().awake) == ("stopped", 0)
+    assert not _alive(pid)
+    events = [k for k, _ in kinds(node, "s")]
+    assert events[-1] == "stopped" and "woke" not in events[events.index("stopped"):]
+
+
+def test_a_delete_during_a_wake_leaves_no_process_and_frees_the_name(node, tmp_path):
+    pidfile = str(tmp_path / "pid")
+    node.spawn(SESSION, name="d", lazy=True, args={"pidfile": pidfile, "slow_init": 1.0})
+    pid = _waking(node, "d", pidfile)
+    node.delete("d")
+    wait_until(lambda: "woke" in [k for k, _ in kinds(node, "d")], timeout=30,
+               what="the wake's end")
+    with pytest.raises(AgentNotFound):
+        node.info("d")
+    assert node.status().awake == 0 and not _alive(pid)
+    assert [k for k, _ in kinds(node, "d")][-2:] == ["stopped", "deleted"]
+    ref = node.spawn(SESSION, name="d")  # the name is free again
+    assert state(ref)["log"] == []
+
+
+def test_a_stop_during_a_sleep_sends_the_monitors_down(node, tmp_path):
+    terminated = str(tmp_path / "terminated")
+    watcher = node.spawn(SESSION, name="w")
+    node.spawn(SESSION, name="t", args={"terminated": terminated, "slow_sleep": 1.0})
+    watcher.call({"op": "monitor", "target": "t"})
+    sleeper = threading.Thread(target=node.sleep, args=("t",))
+    sleeper.start()
+    wait_until(lambda: os.path.exists(terminated), what="terminate('sleep') to begin")
+    node.stop("t")
+    sleeper.join()
+    wait_until(lambda: state(watcher)["log"] == [["Down", "t", "normal"]],
+               what="the Down of the agent stopped while falling asleep")
+    assert (node.info("t").status, node.status().awake) == ("stopped", 1)
+
+
 def test_a_sleeping_agent_is_in_the_tree_restart_is_refused_and_a_sibling_crash_leaves_it(
         node):
     node.add_supervisor("all", strategy="one_for_all", max_restarts=10)
