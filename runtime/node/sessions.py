@@ -356,12 +356,14 @@ class Sessions:
     def _drop_stale_wake(self, name: str) -> None:
         """Delete the wake mark of an agent that is not asleep (woken, stopped, deleted)."""
         def txn(t: Txn) -> None:
-            for agent_id, marked in t.wakes():
-                if marked != name:
-                    continue
-                cur = t.get_agent(name)
-                if cur is None or cur.id != agent_id or cur.status != AgentStatus.SLEEPING:
-                    t.delete_wake(agent_id)
+            cur = t.get_agent(name)
+            after: int | None = None
+            while page := t.wakes(1024, after):  # every mark, not only the first page
+                for agent_id, marked in page:
+                    if marked == name and (cur is None or cur.id != agent_id
+                                           or cur.status != AgentStatus.SLEEPING):
+                        t.delete_wake(agent_id)
+                after = page[-1][0]
         self.store.write(txn)
 
     # -- sleep --------------------------------------------------------------------------------
