@@ -1,11 +1,12 @@
-"""Small OS helpers: parent-death signals, and identifying a process by pid plus start
-time (pids are reused)."""
+"""Small OS helpers: parent-death signals, identifying a process by pid plus start time
+(pids are reused), and the node's private datagram sockets."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -55,3 +56,17 @@ def returncode_from_status(status: int) -> int:
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+
+
+def bind_datagram(path: str) -> socket.socket:
+    """Bind a non-blocking Unix datagram socket at ``path``, mode 0600 like the node's other
+    sockets, replacing a file left there by a node that was killed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.setblocking(False)
+    return sock

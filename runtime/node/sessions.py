@@ -46,6 +46,7 @@ from beamish.supervisor import (
     SupervisorError,
 )
 
+from .._osproc import bind_datagram
 from .._paths import NodePaths
 from .._types import AgentStatus, Failure
 from ..errors import AgentNotFound, StoreError
@@ -140,14 +141,7 @@ class Sessions:
     # -- the service ------------------------------------------------------------------------
     def start(self) -> None:
         """Bind the sessions socket and start serving (pending wakes are done now)."""
-        try:
-            os.unlink(self.paths.sessions_poke)  # left by a node that was killed
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(self.paths.sessions_poke)
-        os.chmod(self.paths.sessions_poke, 0o600)
-        sock.setblocking(False)
+        sock = bind_datagram(self.paths.sessions_poke)
         self._sock = sock
         self._thread = threading.Thread(target=self._run, name="beamish-sessions", daemon=True)
         self._thread.start()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from beamish.mailbox import pack
 
+from .._osproc import bind_datagram
 from .._paths import NodePaths
 from .._types import AgentStatus
 from ..agent.context import TIMER_RECHECK_S
@@ -69,14 +70,7 @@ class TimerService:
 
     def start(self) -> None:
         """Bind the poke socket and start firing (what is overdue fires at once)."""
-        try:
-            os.unlink(self.paths.timers_poke)  # left by a node that was killed
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(self.paths.timers_poke)
-        os.chmod(self.paths.timers_poke, 0o600)  # as the node's other sockets
-        sock.setblocking(False)
+        sock = bind_datagram(self.paths.timers_poke)
         self._sock = sock
         self._thread = threading.Thread(target=self._run, name="beamish-timers", daemon=True)
         self._thread.start()
