@@ -130,7 +130,7 @@ def spawn_request(cls: object, args: UserData | None = None, name: str | None = 
     if restart not in RESTART_TYPES:
         raise ConfigError(f"restart={restart!r}: expected one of {', '.join(RESTART_TYPES)}")
     if args is not None and not isinstance(args, dict):
-        raise ConfigError(f"args={args!r}: expected a dict")
+        raise ConfigError(f"args={args!r:.80}: expected a dict")
     if name is not None:
         check_name(name)
     check_name(supervisor, "supervisor")

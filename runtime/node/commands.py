@@ -32,7 +32,6 @@ from beamish.supervisor import (
     NotFound,
     RestartType,
     Running,
-    Shutdown,
     StartFailed,
     Supervisor,
     SupervisorError,
@@ -54,11 +53,10 @@ from .._types import (
     UserData,
     agent_status,
 )
-from .._validation import check_limits, check_lookup_name, check_name, check_timeout
+from .._validation import check_lookup_name, check_name, check_timeout
 from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
 from ..messaging.control import CommandArgs
-from ..messaging.spawnargs import SpawnRequest, check_shutdown, class_path
-from ..messaging.spawnargs import check_args as check_spawn_args
+from ..messaging.spawnargs import SpawnRequest, check_shutdown, spawn_request
 from ..messaging.wire import ring_frame
 from ..store.protocol import Store, Txn
 from ..store.records import (
@@ -302,35 +300,23 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
     """
     if caller is not None and caller_phase is not None and not lazy:
         _refuse_deadlocking_spawn(node, caller, caller_phase, supervisor, name or str(cls))
-    cls = class_path(cls)
-    if idle_timeout is not None:
-        idle_timeout = check_timeout(idle_timeout, "idle_timeout")
-    if not isinstance(args, dict):
-        raise ConfigError(f"args={args!r:.80}: expected a dict")
-    check_spawn_args(args, name, node.config.node.max_message_bytes)
-    if name is not None:
-        check_name(name)
-    check_name(supervisor, "supervisor")
-    shutdown = check_shutdown(shutdown)
-    limits = check_limits(limits)  # never trusted from a client: a bad one killed the node
-    check_timeout(timeout)
-    if restart not in ("permanent", "transient", "temporary"):
-        raise ConfigError(f"restart={restart!r}: expected permanent, transient or temporary")
+    # Checked again here, as the client checked it: never trusted from a client (a bad
+    # limit once killed the node).
+    request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
+                            idle_timeout, lazy, max_bytes=node.config.node.max_message_bytes)
     shell = node.shell(supervisor)
     if shell is None:
-        raise SpawnError(name or cls, _no_supervisor(supervisor))
+        raise SpawnError(name or request.cls, _no_supervisor(supervisor))
     if name is not None and _is_supervisor(node, name):
         raise SpawnError(name, _SUP_NAME)
     template = shell.spec.template
     if template is not None:  # simple_one_for_one: every child is made from the template
-        restart, shutdown = str(template.restart), template.shutdown
-
-    fields = _Reserve(cls, args, name, supervisor, restart, shutdown, limits or {},
-                      idle_timeout, lazy)
+        assert template.shutdown is not None  # a ChildSpec resolves its default shutdown
+        request = replace(request, restart=str(template.restart), shutdown=template.shutdown)
     woke: list[bool] = []  # a lazy spawn of a name whose mailbox waits: wake it
 
     def reserve(t: Txn) -> AgentRecord:
-        rec, marked = _reserve(t, fields)
+        rec, marked = _reserve(t, request)
         woke[:] = [marked]
         return rec
     rec = node.store.write(reserve)
@@ -353,22 +339,7 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
     return Spawned(agent_name, node.spawner.pid_of(agent_name))
 
 
-@dataclass(frozen=True, slots=True)
-class _Reserve:
-    """A spawn's checked fields, as its reserving transaction writes them."""
-
-    cls: str
-    args: UserData
-    name: str | None
-    supervisor: str
-    restart: str
-    shutdown: Shutdown
-    limits: LimitsMap
-    idle_timeout: float | None
-    lazy: bool
-
-
-def _reserve(t: Txn, f: _Reserve) -> tuple[AgentRecord, bool]:
+def _reserve(t: Txn, f: SpawnRequest) -> tuple[AgentRecord, bool]:
     """Write a spawn's record in transaction ``t``: a new name gets an id (or one is
     generated), a stopped or exited one is resumed; a name in the tree is refused. A lazy
     spawn's record is the whole spawn (status sleeping); an eager one is marked
@@ -392,7 +363,7 @@ def _reserve(t: Txn, f: _Reserve) -> tuple[AgentRecord, bool]:
                 agent_name = f"{f.cls.rpartition(':')[2].lower()}-{agent_id}"
         rec = AgentRecord(agent_name, agent_id, created=time.time())
     rec = replace(rec, cls=f.cls, args=f.args, supervisor=f.supervisor, restart=f.restart,
-                  shutdown=f.shutdown, limits=f.limits, status=AgentStatus.STARTING,
+                  shutdown=f.shutdown, limits=dict(f.limits), status=AgentStatus.STARTING,
                   pid=None, order=t.next_counter("order"), fresh=True,
                   spawning=Spawning(prev),  # until the spawn completes: _roll_back_spawn
                   recover_pending=False,  # a new spawn is not a restart: nothing to recover
@@ -431,9 +402,8 @@ def register_lazy(store: Store, request: SpawnRequest) -> tuple[str, bool]:
         if request.name is not None and (request.name == ROOT
                                          or t.get_sup(request.name) is not None):
             raise SpawnError(request.name, _SUP_NAME)
-        rec, marked = _reserve(t, _Reserve(
-            request.cls, request.args, request.name, request.supervisor, restart, shutdown,
-            dict(request.limits), request.idle_timeout, True))
+        rec, marked = _reserve(t, replace(request, restart=restart, shutdown=shutdown,
+                                          lazy=True))
         return rec.name, marked
     return store.write(txn)
 
