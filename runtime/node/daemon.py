@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import zmq
@@ -43,10 +43,9 @@ from ..errors import (
     BeamishError,
     BeamishInternalError,
     ConfigError,
-    ErrorAttrs,
+    ErrorReply,
     NodeAlreadyRunning,
     NodeNotRunning,
-    SpawnError,
     StoreError,
     StoreFullError,
 )
@@ -510,13 +509,8 @@ def value_answer(value: Any) -> WireMap:
 def error_answer(exc: BeamishError, **extra: Any) -> WireMap:
     """The reply to a command that raised ``exc``: its type, message and attributes (what
     `errors.error_from_wire` rebuilds it from), plus ``extra`` attributes."""
-    attrs: ErrorAttrs = {k: v for k, v in vars(exc).items()
-                             if isinstance(v, (str, int, float))}
-    if isinstance(exc, SpawnError) and exc.failure is not None:
-        attrs["failure"] = exc.failure.to_dict()
-    attrs.update(extra)
-    return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc),
-                                   "attrs": attrs}}
+    reply = ErrorReply.of(exc)
+    return {"ok": False, "error": replace(reply, attrs={**reply.attrs, **extra}).to_wire()}
 
 
 _STOPPING = error_answer(NodeNotRunning("the node is stopping"))
