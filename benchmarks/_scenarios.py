@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +324,9 @@ def _self_memory() -> tuple[int, int]:
 
 SPAWN_TARGET_AGENTS = 1000
 SPAWN_TARGET_S = 4.0  # issue 11: 1,000 eager agents spawned and answering
+# Client threads spawning (then calling) at once: independent spawns do not wait for each
+# other, and a service spawning sessions does it from many requests at a time.
+SPAWN_CLIENTS = 4
 
 
 def spawn_and_memory(h: Harness, sizes: Sizes) -> dict[str, Any]:
@@ -345,22 +349,27 @@ def _spawn_n(h: Harness, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"agents": n}
 
     def run(rt: Any) -> tuple[dict[str, Any], list[int]]:
-        spawn_ns: list[int] = []
         clock = time.perf_counter_ns
-        t0 = clock()
-        refs = []
-        for _ in range(n):
+
+        def spawn_one(name: str) -> tuple[Any, int]:
             s0 = clock()
-            refs.append(rt.spawn(agents.COUNTER, name=h.name("sp")))
-            spawn_ns.append(clock() - s0)
-        t_spawned = clock()
-        pids = [ref.call("pid", CALL_TIMEOUT_S) for ref in refs]
-        t1 = clock()
+            ref = rt.spawn(agents.COUNTER, name=name)
+            return ref, clock() - s0
+
+        names = [h.name("sp") for _ in range(n)]
+        with ThreadPoolExecutor(SPAWN_CLIENTS, thread_name_prefix="bench-spawn") as pool:
+            t0 = clock()
+            spawned = list(pool.map(spawn_one, names))
+            t_spawned = clock()
+            pids = list(pool.map(lambda ref: ref.call("pid", CALL_TIMEOUT_S),
+                                 [ref for ref, _ in spawned]))
+            t1 = clock()
+        spawn_ns = [ns for _, ns in spawned]  # in the order the spawns were asked for
         total = (t1 - t0) / 1e9
-        return {"seconds": total, "agents_per_s": n / total,
+        return {"seconds": total, "agents_per_s": n / total, "clients": SPAWN_CLIENTS,
                 "spawn_seconds": (t_spawned - t0) / 1e9,
                 "spawn": latency_summary(spawn_ns), **_spawn_growth(spawn_ns),
-                "names": [ref.name for ref in refs]}, pids
+                "names": [ref.name for ref, _ in spawned]}, pids
 
     uss0, rss0 = _self_memory()
     out["threads"], _ = run(h.threads)
@@ -386,7 +395,7 @@ def _spawn_n(h: Harness, n: int) -> dict[str, Any]:
     if n == SPAWN_TARGET_AGENTS:
         seconds = out["beamish"]["seconds"]
         out["target"] = {"what": f"{n:,} eager agents spawned and answering a call in at "
-                                 f"most {SPAWN_TARGET_S:g} s (one client thread)",
+                                 f"most {SPAWN_TARGET_S:g} s ({SPAWN_CLIENTS} client threads)",
                          "target_s": SPAWN_TARGET_S, "figure": seconds,
                          "met": seconds <= SPAWN_TARGET_S}
         log(f"[spawn] target: {n:,} eager agents spawned and answering in <= "

@@ -70,7 +70,7 @@ from ..store.records import (
 from .config import ConfigDrift, NodeConfig, agent_drift
 from .links import LinkTable
 from .registry import ROOT, Emit, EventLog, Registry
-from .sessions import Sessions
+from .sessions import Sessions, child_spec
 from .spawner import AgentSpawner, Incarnation, Ring
 
 
@@ -327,16 +327,67 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
             node.sessions.hint()
         return Spawned(agent_name, None)
     node.spawner.forget_failure(agent_name)
+    incn = _start_and_adopt(node, shell, rec)
+    node.emit("spawned", agent_name, supervisor, "")
+    return Spawned(agent_name, incn.pid)
+
+
+def _start_and_adopt(node: NodeView, shell: Supervisor, rec: AgentRecord) -> Incarnation:
+    """Start a reserved eager spawn's process on this (command) thread, then hand it to
+    its supervisor running: spawns into one supervisor start side by side instead of one
+    after another on its thread (OTP's ``start_child`` waits on the supervisor for each
+    ``init``), and the supervisor's rules are the same from the moment it holds the child.
+    A process that could not start, or that no supervisor takes, is undone with its
+    reservation.
+
+    Raises:
+        SpawnError: it did not start (the failure attached), or its record or supervisor
+            changed meanwhile.
+    """
+    name = rec.name
     try:
-        _add_agent(shell, rec)
-    except (StartFailed, SupervisorError) as exc:
-        failure = node.spawner.take_start_failure(agent_name)
-        _roll_back_spawn(node, rec, AgentStatus.STOPPED)
-        detail = (f"{failure.exc_type}: {failure.message}" if failure.exc_type
-                  else failure.message) if failure else str(exc)
-        raise SpawnError(agent_name, f"it did not start ({detail})", failure) from None
-    _spawn_completed(node, agent_name)
-    return Spawned(agent_name, node.spawner.pid_of(agent_name))
+        started = node.spawner.start_detached(name, wake=False)
+    except StartFailed as exc:
+        _undo_spawn(node, rec)
+        failure = node.spawner.take_start_failure(name)
+        raise SpawnError(name, f"it did not start ({_start_detail(failure, str(exc))})",
+                         failure) from None
+    if started is None:
+        raise SpawnError(name, "it was stopped or deleted while it started; spawn it again")
+    incn, outcome = started
+    if outcome is not True:
+        _undo_spawn(node, rec)
+        reason, failure = outcome
+        raise SpawnError(name, f"it did not start ({_start_detail(failure, str(reason))})",
+                         failure) from None
+    try:
+        shell.adopt_child(child_spec(shell, rec), incn)
+    except SupervisorError as exc:
+        node.spawner.kill_unadopted(incn)
+        _undo_spawn(node, rec)
+        raise SpawnError(name, f"its supervisor {rec.supervisor!r} cannot take it now "
+                         f"({exc}); try again") from None
+    with node.spawner.lock:
+        incn.waking = False
+        # Popped by on_exit: it died between its start and the adoption, and left the
+        # report to us (its init ran: a crash like any other for its supervisor).
+        exited = node.spawner.by_pid.get(incn.pid) is not incn
+    if exited:
+        shell.child_exited(name, incn, incn.exited.result()[0])
+    return incn
+
+
+def _start_detail(failure: Failure | None, fallback: str) -> str:
+    if failure is None:
+        return fallback
+    return f"{failure.exc_type}: {failure.message}" if failure.exc_type else failure.message
+
+
+def _undo_spawn(node: NodeView, rec: AgentRecord) -> None:
+    """Roll back a spawn whose process did not start or was not taken: its record as before
+    the spawn, and no recover pending for a later spawn of the name."""
+    node.spawner.forget_failure(rec.name)
+    _roll_back_spawn(node, rec, AgentStatus.STOPPED)
 
 
 def _reserve(t: Txn, f: SpawnRequest) -> tuple[AgentRecord, bool]:
@@ -446,8 +497,9 @@ def _refuse_deadlocking_spawn(node: NodeView, caller: str, phase: str, superviso
                               name: str) -> None:
     """Refuse a spawn from ``caller``'s init/recover into a supervisor that is blocked until
     that init/recover returns: its own, and each ancestor that is starting its branch (a
-    supervisor starts one child at a time and waits for it, as in OTP, where this
-    deadlocks)."""
+    supervisor's own start, a restart or a node start, takes one child at a time and waits
+    for it, as in OTP, where this deadlocks). A spawned agent is started beside its
+    supervisor (`_start_and_adopt`): no supervisor waits on its init."""
     child, shell = caller, node.shell(node.registry.supervisor_of(caller))
     path = [caller]
     while shell is not None:

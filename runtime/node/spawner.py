@@ -72,8 +72,8 @@ class Incarnation:
     limits: Limits = field(default_factory=Limits)
     trap_exits: bool = False  # from its ready report
     link_kill: str | None = None  # why a linked agent's exit killed it
-    # Started by a wake (node/sessions.py), not by its supervisor: until the shell has
-    # adopted it, its exit is reported by the waker, not here.
+    # Started by a wake (node/sessions.py) or an eager spawn, not by its supervisor: until
+    # the shell has adopted it, its exit is reported by its starter, not here.
     waking: bool = False
     # Stopped to fall asleep: its exit fires no link or monitor (the node holds them for
     # the sleeping agent, and a Down/Exit for it goes to its mailbox and wakes it).
@@ -230,17 +230,24 @@ class AgentSpawner:
         return incn
 
     def wake_start(self, name: str) -> tuple[Incarnation, Any] | None:
-        """Start sleeping agent ``name``'s process for a wake (no supervisor asked: the
-        waker hands it to one with ``adopt_child``); return it and its start's outcome
-        (True: ready; else ``(ExitReason, Failure | None)``: it exited before). Its exit
-        is reported to no supervisor until the waker clears ``waking``. None: the agent
-        no longer sleeps, or its record changed while its process started (stopped,
-        deleted): the wake is dropped, and a process it started is killed.
+        """Start sleeping agent ``name``'s process for a wake: `start_detached` with no
+        ``init`` if it has state, its wake mark deleted once it runs."""
+        return self.start_detached(name, wake=True)
+
+    def start_detached(self, name: str, *, wake: bool) -> tuple[Incarnation, Any] | None:
+        """Start agent ``name``'s process with no supervisor asked (its starter hands it
+        to one with ``adopt_child``): a wake (``wake``: the agent sleeps), or an eager
+        spawn (its record reserved ``starting`` by the spawn), so that independent spawns
+        and wakes never wait for each other on a supervisor's thread. Return it and its
+        start's outcome (True: ready; else ``(ExitReason, Failure | None)``: it exited
+        before). Its exit is reported to no supervisor until the starter clears
+        ``waking``. None: the record changed while its process started (stopped, deleted,
+        no longer asleep): the start is dropped, and a process it started is killed.
 
         Raises:
             StartFailed: it could not be forked (no process exists).
         """
-        incn = self._launch(name, None, wake=True)
+        incn = self._launch(name, None, wake=wake, detached=True)
         if incn is None:
             return None
         try:
@@ -250,42 +257,52 @@ class AgentSpawner:
             outcome = incn.exited.result(KILL_WAIT_S + START_TIMEOUT_S)
         if outcome is True:
             def txn(t: Txn) -> bool:
-                # Running, and its wake mark gone, in one transaction; only if the record
-                # is still this start's (restarting: it died meanwhile, on_exit said so,
-                # and the waker reports it).
+                # Running (a spawn: completed too), and a wake's mark gone, in one
+                # transaction; only if the record is still this start's (restarting: it
+                # died meanwhile, on_exit said so, and the starter reports it).
                 rec = t.get_agent(name)
                 if rec is None or rec.id != incn.id or rec.incarnation != incn.inc \
                         or rec.status not in (AgentStatus.STARTING, AgentStatus.RESTARTING):
                     return False
                 if rec.status == AgentStatus.STARTING:
                     t.put_agent(replace(rec, status=AgentStatus.RUNNING, pid=incn.pid,
-                                        recover_pending=False))
-                t.delete_wake(rec.id)
+                                        recover_pending=False,
+                                        spawning=rec.spawning if wake else None))
+                if wake:
+                    t.delete_wake(rec.id)
                 return True
             try:
                 adopt = self.store.write(txn)
             except StoreFullError:
-                log.exception("cannot record that agent %r (pid %d) woke", name, incn.pid)
+                log.exception("cannot record that agent %r (pid %d) runs", name, incn.pid)
                 adopt = True
             if not adopt:
-                log.info("agent %r was stopped or deleted while it woke: its new process "
+                log.info("agent %r was stopped or deleted while it started: its new process "
                          "(pid %d) is killed", name, incn.pid)
-                incn.terminating = "normal"  # on_exit: no status written, no failure
-                incn.signal(signal.SIGKILL)
-                try:
-                    incn.exited.result(KILL_WAIT_S)
-                except FutureTimeout:
-                    log.error("agent %r (pid %d) survived SIGKILL for %g s", name, incn.pid,
-                              KILL_WAIT_S)
+                self.kill_unadopted(incn)
                 return None
         return incn, outcome
 
-    def _launch(self, name: str, failure: Failure | None,
-                wake: bool = False) -> Incarnation | None:
+    def kill_unadopted(self, incn: Incarnation) -> None:
+        """Kill a process `start_detached` started that no supervisor took, and wait for its
+        exit (which then reports nothing: no status written, no failure)."""
+        incn.terminating = "normal"
+        incn.signal(signal.SIGKILL)
+        try:
+            incn.exited.result(KILL_WAIT_S)
+        except FutureTimeout:
+            log.error("agent %r (pid %d) survived SIGKILL for %g s", incn.name, incn.pid,
+                      KILL_WAIT_S)
+
+    def _launch(self, name: str, failure: Failure | None, wake: bool = False,
+                detached: bool = False) -> Incarnation | None:
         def txn(t: Txn) -> AgentRecord | None:
             rec = t.get_agent(name)
             if rec is None or (wake and rec.status != AgentStatus.SLEEPING):
                 return None  # a wake of one no longer asleep (stopped, deleted) is dropped
+            if detached and not wake and (rec.status != AgentStatus.STARTING
+                                          or rec.spawning is None):
+                return None  # a spawn's reservation undone meanwhile (stopped, deleted)
             # Counted before the fork, so a caller that sees the new process's reply
             # also sees the restart. A spawn (or a node start) marks the first start fresh;
             # a wake is no restart.
@@ -295,7 +312,7 @@ class AgentSpawner:
             t.put_agent(rec)
             return rec
         rec = self.store.write(txn)
-        if rec is None and wake:
+        if rec is None and detached:
             return None
         if rec is None:
             raise StartFailed(f"agent {name!r} has no record")
@@ -330,7 +347,7 @@ class AgentSpawner:
         except ZygoteLost as exc:
             raise StartFailed(f"agent {name!r} was not forked: {exc}") from None
         incn = Incarnation(name, rec.id, rec.incarnation, pid, process_start_time(pid),
-                           limits=Limits(**limits), waking=wake)
+                           limits=Limits(**limits), waking=detached)
         with self.registered:
             self.by_pid[pid] = incn
             self.live.put(incn)

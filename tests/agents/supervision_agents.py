@@ -4,6 +4,7 @@ monitors in ``init``/``recover``, and agents that spawn from ``init``."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -77,13 +78,14 @@ class InitSpawner(Agent):
 
 
 class GatedInit(Agent):
-    """A counter whose ``init`` is driven by files: it creates ``args["entered"]`` on
-    entry, raises if ``args["fail_if"]`` exists, and waits (up to a minute) for
+    """A counter whose ``init`` is driven by files: it writes its pid to ``args["entered"]``
+    on entry, raises if ``args["fail_if"]`` exists, and waits (up to a minute) for
     ``args["wait_for"]`` to exist. ``"get"`` answers the count."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("entered"):
-            open(args["entered"], "a").close()
+            with open(args["entered"], "a") as f:
+                f.write(str(os.getpid()))
         if args.get("fail_if") and os.path.exists(args["fail_if"]):
             raise RuntimeError("init refused: the fail_if file exists")
         deadline = time.monotonic() + 60
@@ -95,5 +97,25 @@ class GatedInit(Agent):
     def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if msg == "get":
             return state["n"], state
+        state["n"] += 1
+        return state["n"], state
+
+
+class DiesRightAfterInit(Agent):
+    """A counter whose first process kills itself (``os._exit(3)``) a moment after ``init``
+    returned, once: it creates ``args["marker"]`` as it dies, and later processes see it
+    and live."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        marker = args["marker"]
+        if not os.path.exists(marker):
+            def die() -> None:
+                time.sleep(0.3)  # init has returned and the agent reported ready
+                open(marker, "a").close()
+                os._exit(3)
+            threading.Thread(target=die, daemon=True).start()
+        return {"n": 0, "marker": marker}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         state["n"] += 1
         return state["n"], state

@@ -185,15 +185,32 @@ def test_a_temporary_child_comes_back_with_a_restarted_node(node_dir):
 
 # -- item 4: spawn from init -------------------------------------------------------------------
 
-def test_spawn_from_init_into_its_own_supervisor_is_refused_at_once(node):
+def test_spawn_from_init_of_a_spawned_agent_into_its_own_supervisor_works(node):
+    # A spawn starts its agent outside the supervisor and hands it over once init
+    # returned, so the supervisor is not waiting on p's init: p may spawn into it.
     p = node.spawn(INIT_SPAWNER, name="p", args={
         "child_cls": COUNTER, "child": "kid", "into": "root", "timeout": 5.0})
-    kind, message = p.call("outcome")
+    assert p.call("outcome") == ["ok", "kid"]
+    assert node.call("kid", "incr") == 1
+    assert sorted(c["name"] for c in node.tree()["children"]) == ["kid", "p"]
+
+
+def test_spawn_from_recover_into_its_own_supervisor_is_refused_at_once(node):
+    # A restart is the supervisor's own start: it waits for recover to return, so a spawn
+    # from recover into it could never be served (OTP deadlocks here).
+    p = node.spawn(INIT_SPAWNER, name="p", args={
+        "child_cls": COUNTER, "child": "kid", "into": "root", "recover_child": "kid2",
+        "timeout": 5.0})
+    assert p.call("outcome") == ["ok", "kid"]
+    pid = p.call("pid")
+    _kill(node, "p")
+    wait_until(lambda: restarted(node, "p", pid), what="root restarted p")
+    kind, message = p.call("recovered")
     assert kind == "SpawnError", message
-    assert "'root'" in message and "init" in message and "after init" in message
+    assert "'root'" in message and "recover" in message and "after recover" in message
     with pytest.raises(AgentNotFound):
-        node.info("kid")  # nothing reserved, nothing half-made
-    assert [c["name"] for c in node.tree()["children"]] == ["p"]
+        node.info("kid2")  # nothing reserved, nothing half-made
+    assert sorted(c["name"] for c in node.tree()["children"]) == ["kid", "p"]
 
 
 def test_spawn_from_recover_into_an_ancestor_that_is_starting_it_is_refused(node):
