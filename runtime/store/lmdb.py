@@ -33,6 +33,7 @@ the process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -56,6 +57,12 @@ from .records import (
     SupervisorRecord,
     Timer,
 )
+
+# py-lmdb 3 imports this helper at the first environment opened in a process: in every
+# agent, then (a .pyc found and read at each spawn, ~0.4 ms of CPU). Imported here, the
+# zygote has it before it forks. Older py-lmdb releases have no such module.
+with contextlib.suppress(ModuleNotFoundError):
+    import lmdb._envid  # noqa: F401
 
 Durability = Literal["process", "fsync", "memory"]
 DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
