@@ -82,16 +82,30 @@ class ControlClient:
         self.alive = alive
         self._local = threading.local()
         self._all: weakref.WeakSet[Requester] = weakref.WeakSet()
+        self._busy: set[Requester] = set()  # waiting for a reply now, on their own threads
+        self._closed = False
         self._lock = threading.Lock()
 
     def _requester(self) -> Requester:
+        """This thread's socket, marked busy (`_done` unmarks it)."""
         req: Requester | None = getattr(self._local, "req", None)
-        if req is None:
-            req = Requester(self.ctx, self.paths.control)
-            self._local.req = req
-            with self._lock:
+        with self._lock:
+            if self._closed:
+                raise NodeNotRunning(f"this connection to the node on {self.paths.dir!r} "
+                                     "was closed; connect again")
+            if req is None:
+                req = Requester(self.ctx, self.paths.control)
+                self._local.req = req
                 self._all.add(req)
+            self._busy.add(req)
         return req
+
+    def _done(self, req: Requester) -> None:
+        with self._lock:
+            self._busy.discard(req)
+            if self._closed:  # closed by another thread while we waited: ours to close
+                req.close()
+                self._local.req = None
 
     def request(self, op: str, args: CommandArgs | SpawnRequest | None = None, *,
                 timeout: float = 30.0) -> Any:
@@ -107,10 +121,29 @@ class ControlClient:
         timeout = check_timeout(timeout)
         req = self._requester()
         try:
-            data = req.request(ControlRequest(op, args or {}).to_wire(), timeout, self.alive)
+            data = self._send(req, op, args, timeout)
+        finally:
+            self._done(req)
+        answer = Answer.from_wire(data)
+        if answer.error is not None:
+            raise answer.error.error()
+        return answer.value
+
+    def _send(self, req: Requester, op: str, args: CommandArgs | SpawnRequest | None,
+              timeout: float) -> Any:
+        try:
+            return req.request(ControlRequest(op, args or {}).to_wire(), timeout, self.alive)
         except CODEC_ERRORS as exc:
             raise send_error(exc, what=f"the {op!r} request", prefix=f"the {op!r} request: ") \
                 from None
+        except zmq.ZMQError as exc:
+            if not self._closed:
+                raise
+            # Its context was destroyed under it (the client closed from another thread).
+            raise NodeNotRunning(f"this connection to the node on {self.paths.dir!r} was "
+                                 f"closed while {op!r} waited for its answer ({exc}); the "
+                                 "request may or may not have been carried out: connect "
+                                 "again and look") from None
         except RequestTimeout:
             # The socket may now hold a late reply; a fresh one keeps requests matched.
             req.close()
@@ -123,10 +156,6 @@ class ControlClient:
             raise NodeNotRunning(
                 f"the node on {self.paths.dir!r} did not answer {op!r} within {timeout:g} s "
                 "(is it running? `beamish node status`)") from None
-        answer = Answer.from_wire(data)
-        if answer.error is not None:
-            raise answer.error.error()
-        return answer.value
 
     def dropped_frames(self) -> int:
         """How many invalid replies this client's sockets dropped."""
@@ -134,7 +163,11 @@ class ControlClient:
             return sum(req.dropped for req in self._all)
 
     def close(self) -> None:
-        """Close every thread's socket."""
+        """Close every thread's socket: at once if idle, else by its own thread when its
+        request ends (a ZeroMQ socket must not be closed under a thread using it). Later
+        requests raise `NodeNotRunning`."""
         with self._lock:
+            self._closed = True
             for req in list(self._all):
-                req.close()
+                if req not in self._busy:
+                    req.close()

@@ -327,7 +327,11 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
             node.sessions.hint()
         return Spawned(agent_name, None)
     node.spawner.forget_failure(agent_name)
-    incn = _start_and_adopt(node, shell, rec)
+    try:
+        incn = _start_and_adopt(node, shell, rec)
+    except StartFailed as exc:  # refused before anything started: the node is stopping
+        _undo_spawn(node, rec)
+        raise SpawnError(agent_name, f"it did not start ({exc})") from None
     node.emit("spawned", agent_name, supervisor, "")
     return Spawned(agent_name, incn.pid)
 
@@ -344,6 +348,11 @@ def _start_and_adopt(node: NodeView, shell: Supervisor, rec: AgentRecord) -> Inc
         SpawnError: it did not start (the failure attached), or its record or supervisor
             changed meanwhile.
     """
+    with node.spawner.detached_start():
+        return _start_and_adopt_held(node, shell, rec)
+
+
+def _start_and_adopt_held(node: NodeView, shell: Supervisor, rec: AgentRecord) -> Incarnation:
     name = rec.name
     try:
         started = node.spawner.start_detached(name, wake=False)

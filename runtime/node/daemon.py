@@ -67,7 +67,7 @@ from .config import AgentStartFailure, NodeConfig, StartReport
 from .links import LinkTable
 from .registry import ROOT, EventLog, Registry
 from .sessions import Sessions
-from .spawner import AgentSpawner, Incarnation, SpawnSettings
+from .spawner import KILL_WAIT_S, START_TIMEOUT_S, AgentSpawner, Incarnation, SpawnSettings
 from .timers import TimerService
 from .zygote_link import ZygoteLink
 
@@ -466,6 +466,9 @@ class NodeDaemon:
         """Stop every agent in reverse start order; their records stay for the next start
         (sleeping ones stay asleep; no wake starts once the node stops)."""
         self.sessions.close()
+        if not self.spawner.close_detached_starts():
+            log.error("spawns still starting after %g s; stopping the tree without them",
+                      START_TIMEOUT_S + KILL_WAIT_S)
         self.root.shutdown()
 
     def close(self) -> None:

@@ -205,6 +205,11 @@ class AgentSpawner:
         self.kill_sleeper: Callable[[Incarnation, str], None] | None = None
         self.rejected_reports = 0  # ready reports for pids never registered, dropped
         self.agent_dropped = 0  # frames dropped by agents' sockets, of exited processes
+        # Eager spawns starting beside their supervisors (`detached_start`), which the
+        # node's stop waits for: no supervisor knows of them until they are adopted.
+        self._detached = threading.Condition(threading.Lock())
+        self._detached_now = 0
+        self._detached_closed = False
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -282,6 +287,33 @@ class AgentSpawner:
                 self.kill_unadopted(incn)
                 return None
         return incn, outcome
+
+    @contextmanager
+    def detached_start(self) -> Iterator[None]:
+        """Hold the node's stop for the start and hand-over of a spawn started beside its
+        supervisor (`start_detached` ... ``adopt_child``): the stop waits for it, as a
+        supervisor's own stop waits for the start it is running.
+
+        Raises:
+            StartFailed: the node is stopping (nothing was started).
+        """
+        with self._detached:
+            if self._detached_closed:
+                raise StartFailed("the node is stopping")
+            self._detached_now += 1
+        try:
+            yield
+        finally:
+            with self._detached:
+                self._detached_now -= 1
+                self._detached.notify_all()
+
+    def close_detached_starts(self, timeout: float = START_TIMEOUT_S + KILL_WAIT_S) -> bool:
+        """Refuse new `detached_start` blocks and wait up to ``timeout`` seconds for those
+        running to end; return whether they all did."""
+        with self._detached:
+            self._detached_closed = True
+            return self._detached.wait_for(lambda: self._detached_now == 0, timeout)
 
     def kill_unadopted(self, incn: Incarnation) -> None:
         """Kill a process `start_detached` started that no supervisor took, and wait for its

@@ -12,8 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from beamish.runtime import AgentNotFound, SpawnError
-from tests.conftest import wait_until
+from beamish.runtime import (
+    AgentNotFound,
+    BeamishError,
+    NodeNotRunning,
+    SpawnError,
+    connect,
+    start_node,
+)
+from tests.conftest import shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 GATED = "tests.agents.supervision_agents:GatedInit"
@@ -124,3 +131,74 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_node_shut_down_among_concurrent_spawns_leaves_no_process_and_no_half_made_agent(
+        node_dir, tmp_path):
+    # Twenty spawns in flight (their inits wait on a gate) when the node is told to stop:
+    # each spawn either completed or failed with a typed error, the node stops, and a
+    # node restarted on the dir holds exactly the spawns that were acknowledged.
+    n = start_node(node_dir)
+    gate = tmp_path / "gate"
+    outcomes: dict[str, object] = {}
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            futures = {f"c{i}": pool.submit(n.spawn, GATED, name=f"c{i}", timeout=60.0,
+                                             args={"wait_for": str(gate)})
+                       for i in range(20)}
+            wait_until(lambda: len(_agent_pids(n.pid)) >= 5,
+                       what="some inits are running")
+            stopper = threading.Thread(target=n.shutdown)
+            stopper.start()
+            gate.touch()
+            for name, fut in futures.items():
+                try:
+                    outcomes[name] = fut.result(60)
+                except BeamishError as exc:
+                    outcomes[name] = exc
+            stopper.join(60)
+    finally:
+        shutdown_quietly(n)
+    acknowledged = sorted(k for k, v in outcomes.items() if not isinstance(v, BaseException))
+    n = start_node(node_dir)
+    try:
+        present = sorted(a.name for a in n.ps() if a.status == "running")
+        assert present == acknowledged, (present, acknowledged, outcomes)
+    finally:
+        shutdown_quietly(n)
+
+
+def _agent_pids(node_pid: int) -> list[int]:
+    """This node's agent processes now alive (its zygote's children)."""
+    import psutil
+    try:
+        return [agent.pid for zygote in psutil.Process(node_pid).children()
+                for agent in zygote.children()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_closing_a_client_while_another_of_its_threads_waits_on_a_spawn(node_dir, tmp_path):
+    # The waiting thread gets its answer, or a typed error saying the connection closed
+    # under it (never a raw ZeroMQ error); later requests say the client is closed; the
+    # node carries the spawn out either way.
+    n = start_node(node_dir)
+    try:
+        client = connect(node_dir)
+        gate, entered = tmp_path / "gate", tmp_path / "entered"
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(client.spawn, GATED, name="w", timeout=60.0,
+                              args={"entered": str(entered), "wait_for": str(gate)})
+            wait_until(entered.exists, what="its init entered")
+            client.close()
+            gate.touch()
+            try:
+                assert fut.result(60).name == "w"
+            except NodeNotRunning as exc:
+                assert "closed while 'spawn' waited" in str(exc)
+        with pytest.raises(NodeNotRunning, match="closed"):
+            client.spawn(COUNTER, name="after")
+        wait_until(lambda: n.info("w").status == "running", what="the spawn completed")
+        assert n.call("w", "incr") == 1
+    finally:
+        shutdown_quietly(n)
