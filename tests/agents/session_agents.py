@@ -85,3 +85,18 @@ class Session(Agent):
         slow = (state or {}).get("args", {}).get("slow_sleep")
         if reason == "sleep" and slow:
             time.sleep(slow)
+
+
+class SlowStart(Session):
+    """A `Session` whose every process start (a spawn, a wake, a restart) writes its pid
+    to the file named by ``$BEAMISH_TEST_START_PIDFILE`` and then takes
+    ``$BEAMISH_TEST_START_SLOW`` seconds before it loads its state: a wake of an agent
+    that has state runs no ``init``, so the constructor is where a test can catch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        pidfile = os.environ.get("BEAMISH_TEST_START_PIDFILE")
+        if pidfile:
+            with open(pidfile, "w") as fh:
+                fh.write(str(os.getpid()))
+            time.sleep(float(os.environ.get("BEAMISH_TEST_START_SLOW", "0")))

@@ -490,3 +490,33 @@ idle_timeout = 0.5
         assert ("slept", "idle") in kinds(node, "cfg")
     finally:
         shutdown_quietly(node)
+
+
+def test_kill_9_of_a_waking_agent_that_has_state_loses_nothing_and_applies_nothing_twice(
+        node_dir, tmp_path, monkeypatch):
+    # The wake of an agent with committed state runs no init: the kill lands while the
+    # woken process starts (its class's constructor is slow), before it loaded its state.
+    pidfile = str(tmp_path / "pid")
+    monkeypatch.setenv("BEAMISH_TEST_START_PIDFILE", pidfile)
+    monkeypatch.setenv("BEAMISH_TEST_START_SLOW", "1.0")
+    node = start_node(node_dir)
+    try:
+        ref = node.spawn("tests.agents.session_agents:SlowStart", name="w")
+        for i in range(10):
+            ref.cast(i)  # acknowledged: the ledger
+        wait_until(lambda: node.info("w").processed == 10, what="the first casts handled")
+        node.sleep("w")
+        os.unlink(pidfile)
+        for i in range(10, 30):
+            ref.cast(i)  # acknowledged while it sleeps: each append wakes it
+        pid = _pid_from(pidfile)
+        os.unlink(pidfile)
+        os.kill(pid, signal.SIGKILL)  # the waking process, before it loaded its state
+        wait_until(lambda: node.info("w").processed == 30, timeout=60, what="the ledger")
+        st = state(ref, timeout=60)
+        assert st["log"] == list(range(30))
+        assert st["inits"] == 1  # the wake and the restart after the kill ran no init
+        info = node.info("w")
+        assert info.status == "running" and info.restarts == 1, info
+    finally:
+        shutdown_quietly(node)
