@@ -322,7 +322,7 @@ def _self_memory() -> tuple[int, int]:
 
 
 SPAWN_TARGET_AGENTS = 1000
-SPAWN_TARGET_S = 4.0  # issue 11: 1,000 eager agents spawned and answering
+SPAWN_TARGET_S = 4.0  # target: 1,000 eager agents spawned and answering
 
 
 def spawn_and_memory(h: Harness, sizes: Sizes) -> dict[str, Any]:
