@@ -38,7 +38,8 @@ def summary(node_dir: str, written: Written | None, status: int = 0) -> list[str
     if written.targets:
         lines.append(f"   targets:  {len(met)} of {len(written.targets)} met in this run "
                      "(machine noise moves them; see the report)")
-        lines.extend(f"             missed: {v.target}" for v in written.targets if not v.met)
+        lines.extend(f"             missed: {v.target.split(' (')[0]}"
+                     for v in written.targets if not v.met)
     lines.append(f"   report:   {written.report} (tables and charts)")
     lines.extend(f"   {'charts:' if i == 0 else '':<9} {path}"
                  for i, path in enumerate(written.charts))
