@@ -22,8 +22,9 @@ checkout, or ``beamish bench [--quick]`` from an installed package.
 - ``kill9``: SIGKILL the whole node under cast load, start it again on the same dir, and
   compare the count with the acknowledged casts (threads: a SIGKILLed subprocess).
 
-Besides ``results.json`` and ``report.md``, a run writes ``REPORT.md`` with PNG charts
-(call latency, noisy-neighbour p99, CPU-bound throughput) when matplotlib is importable.
+Besides ``results.json``, a run writes ``REPORT.md`` (the table) with PNG charts (call
+latency, noisy-neighbour p99, CPU-bound throughput, fault recovery, durable casts) when
+matplotlib is importable; ``--report-from results.json`` writes them again from its figures.
 
 Layout: `._scenarios` (the first three measurements and the `Harness` that owns every
 process and node of a run), `._isolation` (noisy, cpu, faults, kill9; kill9 starts and

@@ -2,10 +2,11 @@
 
 Runs the scenarios of `._scenarios` on beamish and on the plain-threads runtime side by
 side, in one run, prints progress lines on stderr and a Markdown table on stdout, and
-writes ``results.json`` (every figure, plus the machine), ``report.md`` (the table) and
-``REPORT.md`` (the table and PNG charts, when matplotlib is importable) to ``--out``
-(default ``benchmarks/results/<YYYYmmdd-HHMMSS>/``). ``beamish bench`` runs
-``main(["--quick"])``.
+writes ``results.json`` (every figure, plus the machine) and ``REPORT.md`` (the table and
+PNG charts, when matplotlib is importable) to ``--out`` (default
+``benchmarks/results/<YYYYmmdd-HHMMSS>/``). ``--report-from results.json`` runs nothing: it
+writes REPORT.md and the charts again from that file's figures. ``beamish bench`` runs
+``main(["--quick"])``; `run` is `main` without the table on stdout (the demo's way in).
 
 Exit status: 0 when every scenario ran and no process outlived the run, else 1.
 """
@@ -26,7 +27,7 @@ from typing import Any
 from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
-from ._report import durability_section, write_report
+from ._report import Written, durability_section, target_verdicts, write_report
 from ._scenarios import FULL, QUICK, Harness, log
 from ._scenarios import SCENARIOS as _SCENARIOS
 from ._sessions import sessions, table_rows, target_rows
@@ -54,8 +55,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (well under 2 minutes on 2 cores)")
     parser.add_argument("--out", metavar="DIR", default=None,
-                        help="where results.json and report.md go "
+                        help="where results.json, REPORT.md and the charts go "
                              "(default benchmarks/results/<YYYYmmdd-HHMMSS>/)")
+    parser.add_argument("--report-from", metavar="RESULTS_JSON", default=None,
+                        help="run nothing: write REPORT.md and the charts from this "
+                             "results.json's figures (to --out, default beside the file)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma list of scenarios to run (default all: "
                              f"{','.join(SCENARIOS)})")
@@ -157,7 +161,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines.extend(table_rows(sc.get("sessions")))
     targets = _target_rows(sc)
     if targets:
-        lines.extend(["", "## Targets (issues 5 and 11, on this machine, this run)", "",
+        lines.extend(["", "## Targets: fault recovery, isolation, spawn, batched casts and "
+                      "sessions (this machine, this run)", "",
                       "| target | figure | |", "| --- | --- | --- |", *targets])
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     lines.append("")
@@ -358,12 +363,44 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
     return out
 
 
+def render(results: dict[str, Any], results_path: str, out_dir: str) -> Written:
+    """Write REPORT.md and the charts of ``results`` (as in results.json, read from
+    ``results_path``) to ``out_dir``; return what was written."""
+    table = markdown(results)
+    charts = write_report(results, table, out_dir)
+    out = os.path.abspath(out_dir)
+    return Written(out_dir=out, results=os.path.abspath(results_path),
+                   report=os.path.join(out, "REPORT.md"),
+                   charts=tuple(os.path.join(out, name) for name in charts),
+                   table=table, targets=target_verdicts(table))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks; return the exit status (see the module docstring)."""
+    """Run the benchmarks, print the report's table; return the exit status (see the
+    module docstring)."""
+    status, written = run(argv)
+    if written is not None:
+        sys.stdout.write(written.table)
+        sys.stdout.flush()
+    return status
+
+
+def run(argv: list[str] | None = None) -> tuple[int, Written | None]:
+    """Run the benchmarks (or re-render, with ``--report-from``) and write their files;
+    return the exit status and what was written (None when ``argv`` was bad or asked for
+    ``--help``)."""
     try:
         args = _parse(argv)
     except SystemExit as exc:  # --help, or bad arguments (argparse printed why)
-        return exc.code if isinstance(exc.code, int) else 2
+        return (exc.code if isinstance(exc.code, int) else 2), None
+    if args.report_from is not None:
+        with open(args.report_from) as fh:
+            old = json.load(fh)
+        out = args.out or os.path.dirname(os.path.abspath(args.report_from))
+        os.makedirs(out, exist_ok=True)
+        written = render(old, args.report_from, out)
+        _log_written(written)
+        return 0, written
     sizes = QUICK if args.quick else FULL
     if args.spawn_agents is not None:
         from dataclasses import replace
@@ -425,19 +462,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         pass
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as fh:
+    results_path = os.path.join(out_dir, "results.json")
+    with open(results_path, "w") as fh:
         json.dump(results, fh, indent=2, default=str)
         fh.write("\n")
-    report = markdown(results)
-    with open(os.path.join(out_dir, "report.md"), "w") as fh:
-        fh.write(report)
-    charts = write_report(results, report, out_dir)
-    if charts:
-        log(f"[bench] charts: {', '.join(charts)}")
-    sys.stdout.write(report)
-    sys.stdout.flush()
-    log(f"[bench] done in {results['duration_s']:.1f} s; wrote {out_dir}/results.json")
-    return 1 if failed or harness.leftovers else 0
+    written = render(results, results_path, out_dir)
+    log(f"[bench] done in {results['duration_s']:.1f} s")
+    _log_written(written)
+    return (1 if failed or harness.leftovers else 0), written
+
+
+def _log_written(written: Written) -> None:
+    log(f"[bench] figures: {written.results}")
+    log(f"[bench] report:  {written.report}")
+    for path in written.charts:
+        log(f"[bench] chart:   {path}")
 
 
 def _is_main_thread() -> bool:

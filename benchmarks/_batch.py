@@ -1,4 +1,4 @@
-"""The ``cast_many`` scenario (issue 11): batched casts against a loop of ``cast``, both
+"""The ``cast_many`` scenario: batched casts against a loop of ``cast``, both
 on beamish, in one run, alternating (and rotating who goes first) so that a noisy
 machine's drift lands on both alike.
 
@@ -20,8 +20,8 @@ from . import agents
 from ._stats import median
 
 CALL_TIMEOUT_S = 60.0
-ONE_AGENT_TARGET = 100_000  # issue 11: cast_many of 20,000 small messages to one agent
-ROUND_ROBIN_TARGET = 30_000  # issue 11: one sender round-robin to 100 agents
+ONE_AGENT_TARGET = 100_000  # target: cast_many of 20,000 small messages to one agent
+ROUND_ROBIN_TARGET = 30_000  # target: one sender round-robin to 100 agents
 
 
 def _log(text: str) -> None:

@@ -26,8 +26,8 @@ from ._stats import latency_summary, median
 
 CALL_TIMEOUT_S = 30.0
 SURVIVORS = 3
-NOISY_TARGET = 1.5  # issue 5: noisy p99 within 1.5x idle p99 (beamish)
-CPU_TARGET = 1.8  # issue 5: CPU-bound throughput, 2 agents, at least 1.8x threads
+NOISY_TARGET = 1.5  # target: noisy p99 within 1.5x idle p99 (beamish)
+CPU_TARGET = 1.8  # target: CPU-bound throughput, 2 agents, at least 1.8x threads
 
 
 def _log(text: str) -> None:
@@ -349,7 +349,7 @@ def _fault_trial(rt: Any, fault: str, trigger: Any, limits: Any, casts: int,
     return res
 
 
-RESTART_TARGET_MS = 20.0  # issue 5: each faulty agent answering again within 20 ms at p50
+RESTART_TARGET_MS = 20.0  # target: each faulty agent answering again within 20 ms at p50
 
 
 def _beamish_faults(h: Any, sizes: Any) -> dict[str, Any]:
@@ -398,7 +398,7 @@ def _aggregate(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def restart_target(beamish: dict[str, Any]) -> dict[str, Any]:
-    """Issue 5's restart target from the beamish fault results: every fault's p50 of
+    """The restart target from the beamish fault results: every fault's p50 of
     *back in* within 20 ms; also the overall p50 over every trial."""
     per = {f: r["recovery_ms"] for f, r in beamish.items()}
     every = [v for r in beamish.values() for v in r["recovery_ms_trials"] if v is not None]

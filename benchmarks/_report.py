@@ -1,11 +1,14 @@
 """``REPORT.md``: the table plus PNG bar charts (call latency, noisy-neighbour p99, CPU-bound
-throughput, durable casts), written beside ``results.json``; `durability_section` is the
-durability scenario's part of the table. The charts need matplotlib (the optional extra
+throughput, fault recovery, durable casts), written beside ``results.json``;
+`durability_section` is the durability scenario's part of the table; `target_verdicts` reads
+the targets' met/missed back from the Markdown. The charts need matplotlib (the optional extra
 ``beamish[bench]``); without it REPORT.md is the table and says so."""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from typing import Any
 
 BEAMISH, THREADS, RAW = "#1f77b4", "#ff7f0e", "#7f7f7f"
@@ -35,6 +38,50 @@ def _bars(plt: Any, path: str, title: str, ylabel: str, groups: list[str],
     if log:
         ax.set_yscale("log")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fault_recovery(plt: Any, path: str, faults: dict[str, Any]) -> None:
+    """Two panels over the fault kinds: *back in* (ms, beamish's median over its trials) and
+    the acknowledged messages lost (totals); a threads fault that took its process down has
+    no *back in* and is marked so."""
+    b, t = faults["beamish"], faults.get("threads", {})
+    kinds = list(b)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    width = 0.4
+    for i, (label, color, side) in enumerate((("beamish", BEAMISH, b),
+                                              ("threads", THREADS, t))):
+        xs = [k + (i - 0.5) * width for k in range(len(kinds))]
+        back = [side.get(f, {}).get("recovery_ms") for f in kinds]
+        lost = [side.get(f, {}).get("messages_lost") for f in kinds]
+        bars = top.bar(xs, [v or 0 for v in back], width, label=label, color=color)
+        for bar, f, v in zip(bars, kinds, back, strict=True):
+            died = side.get(f, {}).get("process_died")
+            text = "process\ndied" if died else ("never" if v is None else f"{v:.1f}")
+            top.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                         ha="center", va="bottom", fontsize=7)
+        bars = bottom.bar(xs, [v or 0 for v in lost], width, label=label, color=color)
+        for bar, v in zip(bars, lost, strict=True):
+            bottom.annotate("—" if v is None else f"{v:,}",
+                            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+    target = faults.get("restart_target", {}).get("target_ms")
+    if target:
+        top.axhline(target, color=RAW, linestyle="--", linewidth=1,
+                    label=f"target: {target:g} ms at p50")
+    trials = faults.get("trials_per_fault", 1)
+    top.set_title(f"Fault recovery: a faulty agent back in, messages lost "
+                  f"(beamish: {trials} trial{'s' if trials > 1 else ''} per fault)")
+    top.set_ylabel("back in, ms (median)")
+    top.margins(y=0.25)
+    top.legend(fontsize=8, loc="upper center", ncol=3)
+    bottom.set_ylabel("acknowledged\nmessages lost")
+    bottom.margins(y=0.3)
+    bottom.set_xticks(range(len(kinds)))
+    bottom.set_xticklabels([f.replace("_", " ") for f in kinds])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -78,6 +125,10 @@ def charts(results: dict[str, Any], out_dir: str) -> list[str]:
                ("threads", THREADS, [cpu["threads"]["units_per_s"]]),
                ("one core, no runtime", RAW, [cpu["one_core_units_per_s"]])])
         made.append("cpu_throughput.png")
+    faults = sc.get("faults")
+    if _ok(faults) and faults.get("beamish"):
+        _fault_recovery(plt, os.path.join(out_dir, "fault_recovery.png"), faults)
+        made.append("fault_recovery.png")
     dur = sc.get("durability")
     if _ok(dur) and "cast" in dur:
         modes = ["memory", "process", "fsync"]
@@ -94,7 +145,7 @@ def _verdict(met: bool | None) -> str:
 
 
 def durability_section(d: Any) -> list[str]:
-    """The durability scenario's Markdown: issue 4's targets (figure, bound, met/missed),
+    """The durability scenario's Markdown: its targets (figure, bound, met/missed),
     then the figures per durability mode; nothing when the scenario did not run or failed."""
     if not _ok(d) or "targets" not in d:
         return []
@@ -104,7 +155,8 @@ def durability_section(d: Any) -> list[str]:
     kept = f"state kept {kill['state_kept_count']}/{kill['trials']}"
     call_fig = "—" if lt["figure"] is None else \
         f"{lt['figure']:.2f}× ({lt['process_p50_us']:,.0f} vs {raw50:,.0f} µs)"
-    lines = ["", "## Durability targets (issue 4), measured in this run", "",
+    lines = ["", "## Durability targets: the cost of durable casts and calls, recovery "
+             "from SIGKILL (this run)", "",
              "| target | figure | bound | result |", "| --- | --- | --- | --- |",
              f"| durable cast throughput, 1 agent: process ÷ memory | {ct['figure']:.2f}× "
              f"({ct['process_msgs_per_s']:,.0f} vs {ct['memory_msgs_per_s']:,.0f} msgs/s) | "
@@ -143,9 +195,40 @@ def durability_section(d: Any) -> list[str]:
               f"mark it failed). Stores: process/fsync on {fs.get('process', '?')}, memory on "
               f"{fs.get('memory', '?')}. Memory mode runs the same LMDB commits on tmpfs "
               "(wiped when the node stops), so the cast ratio prices the disk, not the "
-              "commit itself.",
-              f"For comparison (not measured here): {kt['context']}."]
+              "commit itself."]
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target of a report: what it asks (the row's first cell) and whether it was met."""
+
+    target: str
+    met: bool
+
+
+_VERDICT_ROW = re.compile(r"^\| (?P<target>[^|]+?) \|.*\| \*\*(?P<verdict>met|missed)\*\* \|$",
+                          re.M)
+
+
+def target_verdicts(report: str) -> tuple[Verdict, ...]:
+    """The targets of a report's targets tables (rows ending in **met** or **missed**), in
+    the report's order; a target that was not measured has no verdict and is left out."""
+    return tuple(Verdict(m["target"], m["verdict"] == "met")
+                 for m in _VERDICT_ROW.finditer(report))
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a benchmark run (or a re-render of its results) wrote, as absolute paths, with the
+    report's Markdown and its targets' verdicts."""
+
+    out_dir: str
+    results: str
+    report: str
+    charts: tuple[str, ...]
+    table: str
+    targets: tuple[Verdict, ...]
 
 
 def write_report(results: dict[str, Any], table: str, out_dir: str) -> list[str]:

@@ -323,7 +323,7 @@ def _self_memory() -> tuple[int, int]:
 
 
 SPAWN_TARGET_AGENTS = 1000
-SPAWN_TARGET_S = 4.0  # issue 11: 1,000 eager agents spawned and answering
+SPAWN_TARGET_S = 4.0  # target: 1,000 eager agents spawned and answering
 # Client threads spawning (then calling) at once: independent spawns do not wait for each
 # other, and a service spawning sessions does it from many requests at a time.
 SPAWN_CLIENTS = 4

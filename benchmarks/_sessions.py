@@ -1,4 +1,4 @@
-"""The ``sessions`` scenario (issue 11): many registered sessions, few active at a time.
+"""The ``sessions`` scenario: many registered sessions, few active at a time.
 
 beamish: N sessions are spawned lazily (``lazy=True``, ``idle_timeout=``) under one
 supervisor on a node of their own started with ``[node] max_awake``; then, for the
@@ -47,7 +47,7 @@ from ._stats import latency_summary
 CALL_TIMEOUT_S = 30.0
 SUPERVISOR = "sessions"
 
-# issue 11's targets
+# the sessions targets
 REGISTER_TARGET_SESSIONS = 100_000
 REGISTER_TARGET_S = 10.0
 NODE_RSS_TARGET_BYTES = 500 * 10**6
@@ -644,7 +644,7 @@ def run_beamish(h: Any, sz: SessionSizes) -> dict[str, Any]:
 # -- targets ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One of issue 11's targets as this run measured it."""
+    """One of the sessions targets as this run measured it."""
 
     what: str
     figure: str
@@ -653,7 +653,7 @@ class Target:
 
 def judge(sessions: int, registration_s: float, node_rss_empty: int, node_rss: int,
           woke: dict[str, Any] | None) -> list[Target]:
-    """Issue 11's targets that the scenario measures. Fewer sessions than the target's
+    """The sessions targets that the scenario measures. Fewer sessions than the target's
     (``--quick``) are judged by their rate and by the node's RSS projected to the target's
     count (its growth per session, times the target's count, over the empty node's RSS);
     the figures say so."""

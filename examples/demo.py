@@ -1,8 +1,10 @@
 """`make demo`: start a node, spawn agents, crash some in every way, watch them come back
-with their state, run the quick isolation benchmark, print the result, stop the node."""
+with their state, stop the node, run the quick benchmark (beamish vs plain threads), and end
+with a short summary: what was shown and where the report, charts and figures are."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -13,11 +15,55 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from beamish.runtime import RemoteError, start_node  # noqa: E402
+from benchmarks._report import Written  # noqa: E402
+
+SHOWN = ("20 agents, each in its own OS process, called and cast to",
+         "an exception, os._exit(3), a SIGSEGV: each stayed in its agent, which kept its count",
+         "counter-3 killed with SIGKILL, back with its state")
+
+
+def summary(node_dir: str, written: Written | None, status: int = 0) -> list[str]:
+    """The demo's closing lines: what it showed, then the absolute paths of what it left
+    (the node's dir; the benchmark's report, charts and figures unless ``written`` is None,
+    the benchmark skipped) and the benchmark's targets met or missed."""
+    shown = [*SHOWN, "the quick benchmark: beamish vs plain threads, side by side"
+             if written else "(the benchmark was skipped: --no-bench)"]
+    lines = ["== summary", f"   shown:    {shown[0]};",
+             *(f"             {what};" for what in shown[1:-1]), f"             {shown[-1]}",
+             f"   node dir: {os.path.abspath(node_dir)} (the stopped node's tree, states and "
+             "mailboxes)"]
+    if written is None:
+        return lines
+    met = [v for v in written.targets if v.met]
+    if written.targets:
+        lines.append(f"   targets:  {len(met)} of {len(written.targets)} met in this run "
+                     "(machine noise moves them; see the report)")
+        lines.extend(f"             missed: {v.target.split(' (')[0]}"
+                     for v in written.targets if not v.met)
+    lines.append(f"   report:   {written.report} (tables and charts)")
+    lines.extend(f"   {'charts:' if i == 0 else '':<9} {path}"
+                 for i, path in enumerate(written.charts))
+    if not written.charts:
+        lines.append("   charts:   none (matplotlib is not importable: pip install beamish[bench])")
+    lines.append(f"   figures:  {written.results}")
+    if status:
+        lines.append("   the benchmark reported a failure: see its lines above and the report")
+    return lines
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="examples/demo.py", description=__doc__)
+    parser.add_argument("--no-bench", action="store_true", help="skip the benchmark")
+    parser.add_argument("--scenarios", default=None,
+                        help="the benchmark's scenarios, a comma list (default: all)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where the benchmark writes (default benchmarks/results/<time>/)")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo (``--no-bench``: skip the benchmark); return the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the demo (see ``--help``); return the exit status."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
     node_dir = tempfile.mkdtemp(prefix="bm-demo-", dir="/tmp")
     print(f"== starting a node in {node_dir}")
     node = start_node(node_dir)
@@ -57,11 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.shutdown()
     print("== node stopped; its tree, states and mailboxes stay in", node_dir)
-    if "--no-bench" in argv:
-        return 0
-    print("== the quick isolation benchmark: beamish vs plain threads (about a minute)")
-    from benchmarks.__main__ import main as bench_main
-    return bench_main(["--quick"])
+    status, written = 0, None
+    if not args.no_bench:
+        print("== the quick benchmark: beamish vs plain threads, side by side (about 100 s on 2 "
+              "cores; a line per step)", flush=True)
+        from benchmarks.__main__ import run
+        status, written = run(["--quick", *(["--scenarios", args.scenarios] if args.scenarios
+                                            else []), *(["--out", args.out] if args.out else [])])
+        sys.stderr.flush()
+    print("\n".join(summary(node_dir, written, status)))
+    return status
 
 
 if __name__ == "__main__":
