@@ -47,7 +47,7 @@ class EventKind(enum.StrEnum):
     RESENT = "resent"
     """A dead letter was put back in its agent's mailbox."""
     SLEPT = "slept"
-    """An agent fell asleep (``reason``: ``idle``, ``max_awake`` or ``asked``)."""
+    """An agent fell asleep (``reason``: ``requested``, ``idle`` or ``max_awake``)."""
     WOKE = "woke"
     """A sleeping agent was woken by a message or a timer."""
     DEAD_LETTERED = "dead_lettered"
