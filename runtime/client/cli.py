@@ -21,6 +21,7 @@ from .._types import AgentStatus, Event, TreeNode
 from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError
 from ..messaging.spawnargs import check_shutdown
+from ..node.eventlog import PAGE_MAX
 
 if TYPE_CHECKING:
     from .api import Node
@@ -479,7 +480,7 @@ def _events_of(node: Node, args: argparse.Namespace) -> Iterator[Event]:
         return
     after, shown = args.after, 0
     while True:
-        size = 1000 if not args.limit else min(1000, args.limit - shown)
+        size = PAGE_MAX if not args.limit else min(PAGE_MAX, args.limit - shown)
         page = node.events_page(after=after, limit=size, **filters)
         yield from page.events
         shown += len(page.events)
