@@ -439,7 +439,7 @@ class _NodeProbe:
         self.events: dict[str, int] = {}
 
     def __call__(self) -> tuple[int, int]:
-        for e in self._node.events(since=self._seq):
+        for e in self._node.events(after=self._seq):
             self._seq = max(self._seq, e.seq)
             if e.kind in ("slept", "woke"):
                 key = e.kind if e.kind == "woke" else f"slept_{e.reason or 'unknown'}"

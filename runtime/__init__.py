@@ -12,7 +12,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            commands.py (one function per control command,
                                            given a NodeView; their typed answers),
                                            registry.py (agent records' status transitions
-                                           and the events they emit: EventLog),
+                                           and the events they emit), eventlog.py (the
+                                           event log, kept in the store: EventLog),
                                            spawner.py (starts agents, gathers exits),
                                            classify.py (what an exit means: pure),
                                            zygote_link.py (talks to the zygote),
@@ -57,6 +58,9 @@ Where things happen:
     a timer is set / fires   agent/context.py TimerBook (staged, committed with the
                              handler's transition by loop.py); node/timers.py
                              TimerService.fire_due (removal + mailbox append, one txn)
+    an event is recorded     node/eventlog.py  EventLog.emit (queued); its writer thread
+                             commits the queue in one txn (store Txn.put_events), and so
+                             does a reader first (commands.py ``events``)
     an agent sleeps / wakes  node/sessions.py  Sessions.sleep (release_child, stop "sleep",
                              one txn) / Sessions.wake (spawner.wake_start, adopt_child);
                              an append that finds it sleeping marks the wake in its own

@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 
 import psutil
 
+from .._events import EventFilter, EventPage, SinceArg, check_kinds, since_time
 from .._paths import (
     NodeFile,
     NodePaths,
@@ -57,6 +58,7 @@ from ..messaging.spawnargs import spawn_request
 from ..messaging.wire import spawned_hints
 from ..node.commands import register_lazy
 from ..node.config import StartReport
+from ..node.eventlog import PAGE_MAX as EVENTS_PAGE
 from ..store import open_store
 from ..store.protocol import Store
 
@@ -539,25 +541,98 @@ class Node:
         return value
 
     @overload
-    def events(self, follow: Literal[False] = False, since: int = 0) -> list[Event]: ...
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: Literal[False] = False) -> list[Event]: ...
     @overload
-    def events(self, follow: Literal[True], since: int = 0) -> Iterator[Event]: ...
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: Literal[True]) -> Iterator[Event]: ...
     @overload
-    def events(self, follow: bool, since: int = 0) -> list[Event] | Iterator[Event]: ...
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: bool) -> list[Event] | Iterator[Event]: ...
 
-    def events(self, follow: bool = False, since: int = 0) -> list[Event] | Iterator[Event]:
-        """Return recent `Event` s; with ``follow=True`` an iterator that waits for new ones."""
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            raise ConfigError(f"since={since!r}: expected an event sequence number >= 0")
-        if not follow:
-            return [Event.from_wire(e) for e in self._control.request("events", {"since": since})]
-        return self._follow(since)
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: bool = False
+               ) -> list[Event] | Iterator[Event]:
+        """Return the `Event` s of the node's log that pass the filters, oldest first (the
+        log survives node restarts and keeps the latest ``[node] events_kept``); with
+        ``follow=True``, an iterator that yields them and then waits for new ones.
 
-    def _follow(self, since: int) -> Iterator[Event]:
+        Args:
+            since: only the events at or after this time: a ``datetime`` (naive: local
+                time), a ``timedelta`` (that long ago), or a string: an ISO time
+                (``"2026-12-07T16:05"``), a time of day (``"16:05"``) or a duration ago
+                (``"10m"``, ``"2h"``, ``"1d"``, ``"1h30m"``).
+            name: only the events about this agent or supervisor (`Event.name`).
+            kind: only the events of this kind, or of one of these kinds (``"exited"``,
+                ``["exited", "restarted"]``, ``"exited,restarted"``).
+            after: only the events after this ``seq`` (to continue from the last one
+                read; `events_page` pages).
+            limit: at most this many, the earliest that match (None: all; not with
+                ``follow``).
+            follow: yield the matching events, then wait for new ones, until the node
+                stops (`NodeNotRunning`).
+
+        Raises:
+            ConfigError: a bad filter (an unknown kind, a time none of those forms), say
+                which and what is expected.
+        """
+        request = self._events_request(since, name, kind, after)
+        if follow:
+            if limit is not None:
+                raise ConfigError(f"limit={limit!r}: a follower takes every event; pass "
+                                  "limit=None with follow=True")
+            return self._follow(request, after)
+        if limit is not None:
+            _check_page_limit(limit)
+        found: list[Event] = []
         while True:
-            for data in self._control.request("events", {"since": since, "wait": 25.0}, timeout=40.0):
-                since = max(since, int(data["seq"]))
-                yield Event.from_wire(data)
+            size = EVENTS_PAGE if limit is None else min(EVENTS_PAGE, limit - len(found))
+            page = EventPage.from_wire(self._control.request(
+                "events", {**request, "after": after, "limit": size}))
+            found += page.events
+            if not page.more or (limit is not None and len(found) >= limit):
+                return found
+            after = page.after
+
+    def events_page(self, *, since: SinceArg | None = None, name: str | None = None,
+                    kind: str | Iterable[str] | None = None, after: int = 0,
+                    limit: int = EVENTS_PAGE) -> EventPage:
+        """Return one page of `events`: at most ``limit`` (and 1000) matching events
+        after seq ``after``, oldest first, whether ``more`` follow, and the ``after`` of
+        the next page (`EventPage`). The filters are those of `events`.
+
+        Raises:
+            ConfigError: as `events`, or a ``limit`` below 1.
+        """
+        request = self._events_request(since, name, kind, after)
+        _check_page_limit(limit)
+        return EventPage.from_wire(self._control.request(
+            "events", {**request, "after": after, "limit": limit}))
+
+    def _events_request(self, since: SinceArg | None, name: str | None,
+                        kind: str | Iterable[str] | None, after: int) -> dict[str, Any]:
+        """The filters of an ``events`` request, checked here (the node checks them too)."""
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ConfigError(f"after={after!r}: expected an event seq, 0 or more (the "
+                              "seq of the last event read)")
+        if kind is not None and not isinstance(kind, str):
+            kind = list(kind) if isinstance(kind, Iterable) else kind
+        flt = EventFilter(None if since is None else since_time(since, time.time()),
+                          None if name is None else check_lookup_name(name),
+                          check_kinds(kind))
+        return flt.to_wire()
+
+    def _follow(self, request: dict[str, Any], after: int) -> Iterator[Event]:
+        while True:
+            page = EventPage.from_wire(self._control.request(
+                "events", {**request, "after": after, "limit": EVENTS_PAGE, "wait": 25.0},
+                timeout=40.0))
+            after = max(after, page.after)
+            yield from page.events
 
     def dead_letters(self, name: str) -> list[DeadLetterInfo]:
         """Return the casts set aside by `Skip` for agent ``name``, with their failures
@@ -646,6 +721,11 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node(dir={self.dir!r}, pid={self.pid})"
+
+
+def _check_page_limit(limit: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ConfigError(f"limit={limit!r}: expected a count of 1 or more")
 
 
 @dataclass(frozen=True, slots=True)

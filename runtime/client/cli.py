@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib.metadata
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._events import KINDS_LIST, SINCE_FORMS, check_kinds, parse_since
 from .._paths import NodePaths, default_dir
-from .._types import AgentStatus, TreeNode
+from .._types import AgentStatus, Event, TreeNode
 from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError
 from ..messaging.spawnargs import check_shutdown
+from ..node.eventlog import PAGE_MAX
 
 if TYPE_CHECKING:
     from .api import Node
@@ -33,6 +36,7 @@ examples:
   beamish ps --status running --limit 50   filtered and paged by the node
   beamish tree                             the supervision tree
   beamish events --follow                  supervisor reports as they happen
+  beamish events --since 1h --kind exited  filtered (--name NAME too); kept across restarts
   beamish stop c1                          orderly stop; its state is kept
   beamish sleep c1                         no process until its next message
   beamish node stop                        stop every agent, then the node
@@ -202,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "events":
             p.add_argument("--follow", "-f", action="store_true",
                            help="wait for new events until Ctrl-C or the node stops")
+            p.add_argument("--since", type=_since_arg, metavar="T",
+                           help=f"only the events at or after T: {SINCE_FORMS}")
+            p.add_argument("--name", metavar="NAME",
+                           help="only the events about this agent or supervisor")
+            p.add_argument("--kind", type=_kind_arg, action="append", metavar="KIND",
+                           help="only the events of this kind (repeat it, or separate kinds "
+                                f"by commas, for several): {KINDS_LIST}")
+            p.add_argument("--after", type=_count_arg, default=0, metavar="SEQ",
+                           help="only the events after this seq (see --json; default 0)")
+            p.add_argument("--limit", type=_count_arg, default=0, metavar="N",
+                           help="show at most N events, the earliest that match (default "
+                                "0: all; not with --follow)")
     sv = sub.add_parser("add-supervisor", parents=[common], help="add a supervisor")
     sv.add_argument("name", metavar="NAME", help="a unique supervisor name")
     sv.add_argument("--strategy", default="one_for_one",
@@ -238,6 +254,23 @@ PS_LIMIT = 1000
 """How many agents ``beamish ps`` lists by default (a final line says how many more)."""
 TREE_LIMIT = 100
 """How many agents of each supervisor ``beamish tree`` lists by default."""
+
+
+def _since_arg(text: str) -> datetime.datetime:
+    """An argparse type: ``--since`` (`parse_since`), as a local time."""
+    try:
+        return datetime.datetime.fromtimestamp(parse_since(text, time.time()))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("since=", "--since ", 1)) from None
+
+
+def _kind_arg(text: str) -> list[str]:
+    """An argparse type: ``--kind`` (`check_kinds`): one kind, or several by commas."""
+    try:
+        kinds = check_kinds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("kind=", "--kind ", 1)) from None
+    return sorted(k.value for k in kinds or ())
 
 
 def _count_arg(text: str) -> int:
@@ -409,12 +442,11 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         tree = node.tree(None if args.all or not args.limit else args.limit)
         print(json.dumps(tree)) if args.json else _print_tree(tree)
     elif cmd == "events":
-        stream = node.events(follow=args.follow)
-        for ev in stream:
+        for ev in _events_of(node, args):
             if args.json:
                 print(json.dumps(vars(ev)), flush=True)
             else:
-                stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time))
                 print(f"{stamp} {ev.kind:<13} {ev.name} ({ev.supervisor}) {ev.reason}".rstrip(),
                       flush=True)
     elif cmd == "dead-letters" and args.resend is not None:
@@ -433,6 +465,28 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
             if not entries:
                 print(f"no dead letters for {args.name}")
     return 0
+
+
+def _events_of(node: Node, args: argparse.Namespace) -> Iterator[Event]:
+    """The events ``beamish events`` shows, page by page as the node sends them."""
+    filters: dict[str, Any] = {"since": args.since, "name": args.name,
+                               "kind": sorted({k for ks in args.kind for k in ks})
+                               if args.kind else None}
+    if args.follow:
+        if args.limit:
+            raise ConfigError("--limit does not go with --follow (a follower shows every "
+                              "new event); use one or the other")
+        yield from node.events(follow=True, after=args.after, **filters)
+        return
+    after, shown = args.after, 0
+    while True:
+        size = PAGE_MAX if not args.limit else min(PAGE_MAX, args.limit - shown)
+        page = node.events_page(after=after, limit=size, **filters)
+        yield from page.events
+        shown += len(page.events)
+        if not page.more or (args.limit and shown >= args.limit):
+            return
+        after = page.after
 
 
 def _foreground(args: argparse.Namespace, d: str) -> int:

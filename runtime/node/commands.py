@@ -39,6 +39,7 @@ from beamish.supervisor import (
     SupervisorSpec,
 )
 
+from .._events import EventFilter, EventPage
 from .._paths import NodePaths
 from .._types import (
     ACCEPTS_MESSAGES,
@@ -47,7 +48,6 @@ from .._types import (
     AgentInfo,
     AgentStatus,
     DroppedFrames,
-    Event,
     Failure,
     LimitsMap,
     UserData,
@@ -68,8 +68,9 @@ from ..store.records import (
     SupervisorRecord,
 )
 from .config import ConfigDrift, NodeConfig, agent_drift
+from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
-from .registry import ROOT, Emit, EventLog, Registry
+from .registry import ROOT, Emit, Registry
 from .sessions import Sessions, child_spec
 from .spawner import AgentSpawner, Incarnation, Ring
 
@@ -116,7 +117,8 @@ class NodeView:
 
 
 # -- answers: what a command returns; the daemon sends each record as the map of its fields,
-# in their order (daemon.to_wire). Info and ps answer with `AgentInfo`, events with `Event`.
+# in their order (daemon.to_wire). Info and ps answer with `AgentInfo`, events with an
+# `EventPage` of `Event` s.
 @dataclass(frozen=True, slots=True)
 class Ping:
     """``ping``'s answer (the client reads it as a `NodeStatus`).
@@ -770,15 +772,29 @@ def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
     return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
 
 
-def events(node: NodeView, since: int = 0, wait: float = 0.0) -> list[Event]:
-    """``{"op": "events", "since": seq, "wait": s}`` -> events with ``seq > since``, waiting up
-    to ``wait`` seconds (at most 30) for one. CLI: ``beamish events [--follow]``.
+def events(node: NodeView, after: int = 0, since: float | None = None,
+           name: str | None = None, kind: str | list[str] | None = None,
+           limit: int = PAGE_MAX, wait: float = 0.0) -> EventPage:
+    """``{"op": "events", "after": seq, "since": t, "name", "kind", "limit", "wait": s}`` ->
+    an `EventPage`: the events with ``seq > after`` that pass the filters (``since``: at
+    or after that time, seconds since the epoch; ``name``: about that agent or supervisor;
+    ``kind``: of that kind or of one of those), oldest first, at most ``limit`` (and
+    `PAGE_MAX`); with ``wait`` > 0, waiting up to that many seconds (at most 30) for one.
+    CLI: ``beamish events [--since T] [--name N] [--kind K] [--follow]``.
 
     The node's main loop runs it itself, never on a command thread: when it finds nothing
     and ``wait`` > 0, the loop parks the request until news or its deadline (a waiting
-    follower holds no thread)."""
+    follower holds no thread). A request that does not wait first commits the events
+    emitted so far, so it sees them all."""
     check_timeout(wait, "wait", allow_zero=True)
-    return node.events.since(since)
+    if after < 0:
+        raise ConfigError(f"after={after!r}: expected an event seq, 0 or more")
+    if limit < 1:
+        raise ConfigError(f"limit={limit!r}: expected a count of 1 or more")
+    flt = EventFilter.of(since, name, kind)
+    if wait == 0:
+        node.events.flush_before_read()
+    return node.events.page(after, flt, limit)
 
 
 def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:

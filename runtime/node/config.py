@@ -22,6 +22,7 @@ from .._validation import LIMIT_MAX, check_name
 from ..errors import ConfigError
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..store.records import AgentRecord
+from .eventlog import EVENTS_KEPT
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,9 @@ class NodeSection(_Strict):
     # of it skip the import (like gunicorn --preload). Turn off for modules whose import
     # starts threads or opens connections: those must not be inherited across fork.
     preload_agent_modules: bool = True
+    # The event log (``beamish events``) keeps this many of the latest events in the store,
+    # dropping the oldest (see docs/cli.md, "Events").
+    events_kept: int = Field(EVENTS_KEPT, ge=1, le=100_000_000)
     # node.log (a background node's log, its agents' output too) is rotated past this size,
     # keeping this many older generations (node.log.1 the newest).
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096)

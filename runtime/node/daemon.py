@@ -8,7 +8,7 @@ Messages between clients and agents never pass through here (see
 ``messaging/messenger.py``). The node reads and writes the registry in LMDB, forks agents
 through the zygote, and turns process exits into supervisor events.
 
-`NodeDaemon` builds the node's parts and wires them: the `Registry` and its `EventLog`,
+`NodeDaemon` builds the node's parts and wires them: the `Registry` and the `EventLog`,
 the `AgentSpawner` (given its collaborators: store, registry, link table, a fork
 function...), the `ZygoteLink`, the root supervisor shell, and the `NodeView` the
 commands get. Nothing below imports this module. It serves the control socket (each
@@ -37,6 +37,7 @@ import zmq
 from beamish.mailbox import Envelope, Inbox, Kind, encode
 from beamish.supervisor import ExitReason, MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
+from .._events import EventFilter, EventPage
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
 from .._types import AgentStatus, DroppedFrames, WireMap
 from ..errors import (
@@ -64,15 +65,15 @@ from .commands import (
     start_persisted,
 )
 from .config import AgentStartFailure, NodeConfig, StartReport
+from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
-from .registry import ROOT, EventLog, Registry
+from .registry import ROOT, Registry
 from .sessions import Sessions
 from .spawner import KILL_WAIT_S, START_TIMEOUT_S, AgentSpawner, Incarnation, SpawnSettings
 from .timers import TimerService
 from .zygote_link import ZygoteLink
 
 log = logging.getLogger("beamish.node")
-EVENTS_KEPT = 10_000
 HOUSEKEEPING_S = 1.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ZYGOTE_MAX_RESTARTS, ZYGOTE_PERIOD_S = 5, 60.0  # a zygote dying more often stops the node
@@ -86,7 +87,9 @@ class _Follower:
 
     ident: bytes
     msg_id: bytes
-    since: int
+    after: int  # the log is read up to there: news is what comes after
+    flt: EventFilter
+    limit: int
     deadline: float
 
 
@@ -107,7 +110,6 @@ class NodeDaemon:
         self.max_message_bytes = config.node.max_message_bytes
         self.preload = list(config.node.preload)
         self.preload_agent_modules = config.node.preload_agent_modules
-        self.events = EventLog(EVENTS_KEPT)
         self.shells: dict[str, Supervisor] = {}
         self.stopping = threading.Event()
         self.followers: list[_Follower] = []  # main loop only
@@ -155,6 +157,8 @@ class NodeDaemon:
         else:
             self.store_path = self.paths.store
         self.store: Store = open_store(self.store_path, self.durability)
+        self.events = EventLog(self.store, self.config.node.events_kept)
+        self.events.start()
         self.registry = Registry(self.store, self.events.emit, self.stopping)
         self.links: LinkTable[Incarnation] = LinkTable()
         self.spawner = AgentSpawner(
@@ -337,12 +341,14 @@ class NodeDaemon:
         except ConfigError as exc:
             self._answer(ident, env.msg_id, error_answer(exc))
             return
-        since, wait = int(req.get("since", 0)), float(req.get("wait", 0.0))
-        if found or wait <= 0:
+        wait = float(req.get("wait", 0.0))
+        if found.events or wait <= 0:
             self._answer(ident, env.msg_id, value_answer(found))
             return
-        self.followers.append(_Follower(ident, env.msg_id, since, time.monotonic()
-                                        + min(wait, EVENTS_WAIT_MAX_S)))
+        self.followers.append(_Follower(
+            ident, env.msg_id, found.after,
+            EventFilter.of(req.get("since"), req.get("name"), req.get("kind")),
+            int(req.get("limit", PAGE_MAX)), time.monotonic() + min(wait, EVENTS_WAIT_MAX_S)))
 
     def _serve_followers(self) -> None:
         """Answer the parked followers that have news or whose wait ran out."""
@@ -351,15 +357,15 @@ class NodeDaemon:
                 self._answer(f.ident, f.msg_id, _STOPPING)
             self.followers = []
             return
-        now, seq = time.monotonic(), self.events.seq
+        now, committed = time.monotonic(), self.events.committed
         waiting = []
         for f in self.followers:
-            if f.since < seq:
-                self._answer(f.ident, f.msg_id, value_answer(self.events.since(f.since)))
-            elif now >= f.deadline:
-                self._answer(f.ident, f.msg_id, value_answer([]))
-            else:
-                waiting.append(f)
+            page = self.events.page(f.after, f.flt, f.limit) if f.after < committed \
+                else EventPage([], f.after, False)
+            if page.events or now >= f.deadline:
+                self._answer(f.ident, f.msg_id, value_answer(page))
+            else:  # nothing it wants yet: it need not read that part of the log again
+                waiting.append(replace(f, after=page.after))
         self.followers = waiting
 
     def _drain_reports(self) -> None:
@@ -449,7 +455,7 @@ class NodeDaemon:
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
         for attr in ("sessions", "timers", "zygote", "messenger", "control", "reports",
-                     "store"):
+                     "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -481,6 +487,7 @@ class NodeDaemon:
         self.control.close()
         self.reports.close()
         self.zctx.destroy(linger=0)
+        self.events.close()
         self.store.close()
         if self.durability == "memory":
             wipe(self.store_path)

@@ -3,24 +3,21 @@
 The spawner (a process started, ready, exited), the supervisor shells (an event: failed,
 backoff, removed) and the commands (stop, restart) change an agent's status only through
 a `Registry`, which writes the record in one transaction and emits the events that go
-with the change into the node's `EventLog` (what ``beamish events`` reads). Reads of the
-tree (``ps``, ``info``) go to the store directly.
+with the change into the node's event log (`.eventlog.EventLog`, what ``beamish events``
+reads). Reads of the tree (``ps``, ``info``) go to the store directly.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from beamish.supervisor import ChildStatus, EventKind
 
-from .._types import HAD_PROCESS, AgentStatus, Event, Failure, agent_status
+from .._types import HAD_PROCESS, AgentStatus, Failure, agent_status
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord
 
@@ -28,40 +25,6 @@ log = logging.getLogger("beamish.node")
 ROOT = "root"
 Emit = Callable[[str, str, str, str], None]
 """``emit(kind, name, supervisor, reason)``: record an event for ``beamish events``."""
-
-
-class EventLog:
-    """The node's latest events, numbered from 1 (``beamish events``); thread-safe.
-
-    Args:
-        kept: how many of the latest events it keeps.
-    """
-
-    def __init__(self, kept: int) -> None:
-        self._events: collections.deque[Event] = collections.deque(maxlen=kept)
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    @property
-    def seq(self) -> int:
-        """The number of the latest event (0 before the first)."""
-        return self._seq
-
-    def emit(self, kind: str, name: str, supervisor: str, reason: str = "") -> None:
-        """Record an event (any thread); it is logged too."""
-        with self._lock:
-            self._seq += 1
-            self._events.append(Event(kind, name, supervisor, reason, time.time(), self._seq))
-        log.info("event %s %s (%s) %s", kind, name, supervisor, reason)
-
-    def since(self, since: int) -> list[Event]:
-        """Return the kept events with ``seq > since`` (any thread)."""
-        with self._lock:
-            if self._events and self._events[0].seq > since:
-                return list(self._events)
-            # seqs are consecutive: the first wanted one sits at a known offset
-            first = since - self._events[0].seq + 1 if self._events else 0
-            return list(itertools.islice(self._events, max(first, 0), None))
 
 # The supervisor events that set the status of the agent or supervisor they are about.
 _CHILD_STATUS_OF_EVENT: dict[str, ChildStatus] = {EventKind.FAILED: ChildStatus.FAILED,

@@ -20,6 +20,8 @@ One LMDB environment per node holds, in named databases, msgpack values (each re
     wakes       agent_id(8) -> name (utf-8)     (a sleeping agent with something to
                                                    handle: written with the append that
                                                    found it sleeping, deleted once awake)
+    events      seq(8) -> Event               (the node's event log, oldest first;
+                                                   the latest ``[node] events_kept`` kept)
     meta        key -> int                                    (counters: agent_id, order)
 
 Rules (py-lmdb docs): every process opens its own environment after any fork; a
@@ -38,13 +40,15 @@ import os
 import shutil
 import struct
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
 from beamish.mailbox import ProtocolError, pack, unpack
 
+from .._events import EventFilter, EventPage
+from .._types import Event
 from ..errors import StoreError, StoreFullError
 from .records import (
     AgentRecord,
@@ -56,6 +60,8 @@ from .records import (
     Reply,
     SupervisorRecord,
     Timer,
+    event_from_wire,
+    event_to_wire,
 )
 
 # py-lmdb 3 imports this helper at the first environment opened in a process: in every
@@ -69,7 +75,7 @@ DURABILITIES: tuple[str, ...] = ("process", "fsync", "memory")
 INITIAL_MAP_SIZE = 64 * 1024 * 1024
 MAX_READERS = 4096
 _DBS = ("agents", "routes", "sups", "mailbox", "tails", "state", "replies", "dead", "attempts",
-        "failures", "meta", "timers", "timer_ids", "wakes")
+        "failures", "meta", "timers", "timer_ids", "wakes", "events")
 _U64 = struct.Struct(">Q")
 T = TypeVar("T")
 # Less free space than this (or no free inode) on a filesystem after a failed write: full.
@@ -532,6 +538,53 @@ class Txn:
             if len(key) == 8:
                 out.append((_U64.unpack(key)[0], value.decode(errors="replace")))
         return out
+
+    # -- the node's event log ----------------------------------------------------------------
+    def put_events(self, events: Sequence[Event], kept: int) -> None:
+        """Append ``events`` to the event log and drop the oldest beyond ``kept`` (see
+        `.protocol.Txn.put_events`)."""
+        db = self.dbs["events"]
+        cur = self.txn.cursor(db=db)
+        for event in events:
+            # Seqs grow: each key goes after the last, the cheap way (a B-tree append);
+            # one that does not (never expected) is put the ordinary way.
+            key, value = _U64.pack(event.seq), pack(event_to_wire(event))
+            if not cur.put(key, value, append=True):
+                self.txn.put(key, value, db=db)
+        if not cur.last():
+            return
+        first_kept = _U64.unpack(cast("bytes", cur.key()))[0] - kept + 1
+        if first_kept <= 1 or not cur.first():
+            return
+        bound = _U64.pack(first_kept)
+        while cast("bytes", cur.key()) < bound:
+            if not cur.delete():  # deleting moves the cursor to the next entry
+                return
+
+    def last_event_seq(self) -> int:
+        """Return the seq of the latest stored event (0 if there is none)."""
+        cur = self.txn.cursor(db=self.dbs["events"])
+        return int(_U64.unpack(cast("bytes", cur.key()))[0]) if cur.last() else 0
+
+    def events_page(self, after: int, flt: EventFilter, limit: int) -> EventPage:
+        """Return up to ``limit`` stored events after seq ``after`` that pass ``flt``,
+        oldest first (see `.protocol.Txn.events_page`)."""
+        cur = self.txn.cursor(db=self.dbs["events"])
+        if after >= 2 ** 64 - 1 or not cur.set_range(_U64.pack(max(after, 0) + 1)):
+            return EventPage([], after, False)
+        out: list[Event] = []
+        read = after
+        everything = flt.everything
+        for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
+            event = event_from_wire(_U64.unpack(key)[0], unpack(value))
+            if not everything and not flt.matches(event):
+                read = event.seq
+                continue
+            if len(out) >= limit:  # one more match: the page is full and more follow
+                return EventPage(out, out[-1].seq, True)
+            out.append(event)
+            read = event.seq
+        return EventPage(out, read, False)
 
     def erase_agent_data(self, agent_id: int) -> None:
         """Erase the agent's state, mailbox, dead letters, timers, wake mark and stats (for

@@ -10,14 +10,17 @@ it raises. A backend may run ``fn`` more than once (LMDB does, after growing its
 
 Keys: agents and supervisors by name (one namespace); everything an agent owns by its
 id; a message, its attempts and its dead letter by ``(agent id, seq)``; a reply by the
-call's msg id; a timer by ``(due time, agent id, seq)``, found by ``(agent id, seq)``.
+call's msg id; a timer by ``(due time, agent id, seq)``, found by ``(agent id, seq)``;
+an event of the node's log by its seq.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, TypeVar
 
+from .._events import EventFilter, EventPage
+from .._types import Event
 from .records import (
     AgentRecord,
     DeadLetter,
@@ -253,6 +256,25 @@ class Txn(Protocol):
     def wakes(self, limit: int = 1024, after: int | None = None) -> list[tuple[int, str]]:
         """Return up to ``limit`` pending wakes as ``(agent_id, name)``, by agent id, those
         of ids above ``after`` only if given (the next page: pass the last id read)."""
+        ...
+
+    # -- the node's event log ---------------------------------------------------------------
+    def put_events(self, events: Sequence[Event], kept: int) -> None:
+        """Append ``events`` (seqs above every stored one, in order) to the event log, then
+        drop the oldest: only the events whose seq is within ``kept`` of the latest stay
+        (all of them but the oldest beyond ``kept`` when the seqs have no gap).
+        ``put_events([], kept)`` only drops."""
+        ...
+
+    def last_event_seq(self) -> int:
+        """Return the seq of the latest stored event (0 if there is none)."""
+        ...
+
+    def events_page(self, after: int, flt: EventFilter, limit: int) -> EventPage:
+        """Return the stored events with seq above ``after`` that pass ``flt``, oldest
+        first: at most ``limit`` of them, whether more follow, and where the next page
+        starts (`EventPage`). Reads the log from ``after`` until the page is full and one
+        more match is found, or to its end."""
         ...
 
     # -- whole agents ---------------------------------------------------------------------

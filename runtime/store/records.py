@@ -15,6 +15,8 @@ stay; this module is the only one that spells them. Pure: no I/O, no lmdb.
     FailureReport     failures db    what a dying agent writes before it exits
     Timer             timers db      a durable timer (``send_after``) not yet fired
     (wakes db: agent id -> name, no record: "this sleeping agent has a message to handle")
+    Event             events db      the node's event log (the public `Event`:
+                                     `event_to_wire`, `event_from_wire`)
     Boot              zygote pipe    what the node sends to start one agent process
 """
 
@@ -26,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 from beamish.mailbox import ProtocolError, pack, unpack
 from beamish.supervisor import ChildStatus, Shutdown
 
-from .._types import AgentStatus, Failure, LimitsMap, UserData, WireMap
+from .._types import AgentStatus, Event, Failure, LimitsMap, UserData, WireMap
 
 Wire = WireMap
 """A record's msgpack form (what ``to_wire`` returns and ``from_wire`` reads)."""
@@ -523,6 +525,21 @@ class FailureReport:
                    Failure.from_dict(data.get("failure")),
                    None if stop is None else str(stop),
                    None if escalate is None else str(escalate))
+
+
+def event_to_wire(event: Event) -> Wire:
+    """An event as the events db stores it, keyed by its seq: ``{"t": time, "k": kind,
+    "n": name, "s": supervisor, "r": reason}`` (``r`` left out when empty)."""
+    out: Wire = {"t": event.time, "k": event.kind, "n": event.name, "s": event.supervisor}
+    if event.reason:
+        out["r"] = event.reason
+    return out
+
+
+def event_from_wire(seq: int, data: Wire) -> Event:
+    """Read a stored event (its key's seq passed in)."""
+    return Event(str(data["k"]), str(data["n"]), str(data["s"]), str(data.get("r", "")),
+                 float(data["t"]), seq)
 
 
 @dataclass(frozen=True, slots=True)

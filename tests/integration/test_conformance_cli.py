@@ -187,7 +187,8 @@ def test_an_internal_type_error_is_reported_as_a_bug(node):
     ("info", {}, "missing argument 'name'"),
     ("info", {"name": "c", "colour": 1}, "unexpected argument 'colour'"),
     ("info", {"name": 5}, "name=5: expected str"),
-    ("events", {"since": "x"}, "since='x': expected int"),
+    ("events", {"after": "x"}, "after='x': expected int"),
+    ("events", {"since": "x"}, "since='x': expected float or None"),
     ("add_supervisor", {"name": "s", "max_restarts": "3"}, "max_restarts='3': expected int"),
     ("spawn", {"cls": "a:B", "args": [1], "name": None}, "args=[1]: expected dict"),
 ])
@@ -214,7 +215,8 @@ def test_many_followers_leave_the_node_serving(node):
     def follow() -> None:
         try:
             # One long-poll, as node.events(follow=True) makes: it waits up to 30 s for news.
-            found = node._control.request("events", {"since": since, "wait": 30.0}, timeout=60)
+            found = node._control.request("events", {"after": since, "wait": 30.0},
+                                          timeout=60)["events"]
             with lock:
                 got.append(found)
         except BaseException as exc:  # noqa: BLE001 - reported by the test below

@@ -232,7 +232,7 @@ def test_bad_timeouts_everywhere_raise_config_error(node):
     assert out["raised"] == "ConfigError" and "timeout" in out["message"]
     # The node checks what reaches it too: an events wait of NaN, a spawn timeout of -1.
     with pytest.raises(ConfigError, match="wait"):
-        node._control.request("events", {"since": 0, "wait": math.nan})
+        node._control.request("events", {"after": 0, "wait": math.nan})
     with pytest.raises(ConfigError, match="timeout"):
         _raw_spawn(node, timeout=-1.0)
     assert node.call("e", "hi", timeout=math.inf) == "hi"  # OTP's infinity

@@ -34,7 +34,7 @@ def state(ref, timeout: float = 30):
 
 
 def kinds(node, name: str, since: int = 0) -> list[tuple[str, str]]:
-    return [(e.kind, e.reason) for e in node.events(since=since) if e.name == name]
+    return [(e.kind, e.reason) for e in node.events(after=since) if e.name == name]
 
 
 def test_sleep_stops_the_process_and_a_call_wakes_it_without_init_or_recover(
