@@ -4,14 +4,17 @@ A sleeping agent is its record in the store (status ``sleeping``) and nothing el
 process, no child in a supervisor shell, no Python object here (except the handle its
 links and monitors hold, if it has any). Neither transition is an exit or a start in the
 supervisor's sense, so intensity, ``exited``/``restarted`` events and ``Down``/``Exit``
-never see them:
+never see them (nor do they reset anything: the supervisor keeps a released child's
+restart history for its adoption to take back):
 
     sleep(name)  shell.release_child ──▶ stop frame "sleep" (terminate("sleep", state))
                  ──▶ txn: status sleeping, pid None, and wakes[id] if its mailbox is not
                  empty ──▶ event ``slept``
     wake(name)   spawner.wake_start (no init if it has state, no recover; one txn:
                  running, wakes[id] deleted) ──▶ shell.adopt_child ──▶ links rebound
-                 ──▶ event ``woke``
+                 ──▶ event ``woke``. Asked first (``shell.adoption_error``): a supervisor
+                 that is down costs no fork (the wake waits for it); a process that
+                 cannot be started is an exit its supervisor handles (restart rules).
 
 Who wakes whom: every append that finds an agent sleeping (a sender's, a fired timer's,
 the node's Down/Exit) writes ``wakes[id]`` in its own transaction and hints this
