@@ -189,6 +189,8 @@ class ChildHistory:
 
 def _history_of(spec: SupervisorSpec, child: ChildState, now: float) -> ChildHistory | None:
     """What releasing ``child`` at ``now`` must keep, or None if nothing of it matters."""
+    if not child.log.times and not child.attempt:
+        return None
     ends = []
     if child.log.times:
         ends.append(child.log.times[0] + spec.max_seconds)
@@ -635,6 +637,8 @@ class _Plan:
         """Remove and return the kept history of released child ``id``, if it still
         matters; also drop the oldest entries that no longer do (each entry is dropped
         once: O(1) amortized)."""
+        if not self.released:
+            return None
         history = self.released.get(id)
         if history is not None:
             self.released = self.released.without(id)
