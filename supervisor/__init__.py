@@ -48,6 +48,7 @@ from ._policy import AdoptChild as AdoptChild
 from ._policy import BackoffElapsed as BackoffElapsed
 from ._policy import Boot as Boot
 from ._policy import ChildExited as ChildExited
+from ._policy import ChildHistory as ChildHistory
 from ._policy import Children as Children
 from ._policy import ChildStarted as ChildStarted
 from ._policy import ChildState as ChildState
@@ -70,6 +71,7 @@ from ._policy import StartAfter as StartAfter
 from ._policy import StartError as StartError
 from ._policy import SupervisorState as SupervisorState
 from ._policy import Terminate as Terminate
+from ._policy import adoption_error as adoption_error
 from ._policy import backoff_delay as backoff_delay
 from ._policy import decide as decide
 from ._reason import ExitKind as ExitKind
@@ -106,6 +108,7 @@ __all__ = [
     "BackoffElapsed",
     "Boot",
     "ChildExited",
+    "ChildHistory",
     "ChildNotRunning",
     "ChildKind",
     "ChildSnapshot",
@@ -154,6 +157,7 @@ __all__ = [
     "SupervisorState",
     "Terminate",
     "TimerHandle",
+    "adoption_error",
     "backoff_delay",
     "check_child_specs",
     "decide",

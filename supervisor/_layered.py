@@ -120,6 +120,13 @@ class Layered(Generic[K, V]):
         del draft[key]
         return draft.freeze()
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Layered):
+            return NotImplemented
+        return self is other or list(self.items()) == list(other.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         return f"Layered({dict(self.items())!r})"
 

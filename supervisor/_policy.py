@@ -29,7 +29,11 @@ Where beamish departs from OTP it says so here:
   supervisor and take it back without a start or a termination: a session that falls
   asleep is released (its process then stops orderly, seen by no supervisor) and, woken,
   its new process is adopted at the end of the start order. Neither counts toward the
-  intensity or emits anything.
+  intensity or emits anything. Sleep is not an exit, so a release does not wipe the
+  child's own restart history either: its restart log and backoff attempt are kept
+  (``SupervisorState.released``) for as long as they can still matter (its intensity
+  window, or the window after which its backoff resets), and the adoption takes them
+  back, so a child that crashes on every wake is counted as one that never slept.
 
 Child statuses move like this (``*`` = any)::
 
@@ -37,7 +41,7 @@ Child statuses move like this (``*`` = any)::
     starting --StartError--> restarting --Retry/RetryRestart--> starting
     restart with backoff: --StartAfter--> backoff --BackoffElapsed--> starting
     per-child intensity exceeded / Escalate: --MarkFailed--> failed --RestartChild--> starting
-    (absent) --AdoptChild--> running --ReleaseChild--> (absent)
+    (absent) --AdoptChild--> running --ReleaseChild--> (absent, its history kept)
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ __all__ = [
     "BackoffElapsed",
     "Boot",
     "ChildExited",
+    "ChildHistory",
     "ChildStarted",
     "ChildState",
     "ChildStatus",
@@ -93,6 +98,7 @@ __all__ = [
     "StartError",
     "SupervisorState",
     "Terminate",
+    "adoption_error",
     "backoff_delay",
     "decide",
 ]
@@ -159,6 +165,42 @@ class ChildState:
     def id(self) -> str:
         """The child's id."""
         return self.spec.id
+
+
+@dataclass(frozen=True, slots=True)
+class ChildHistory:
+    """What a supervisor keeps of a child it released (beamish: a sleeping session) for
+    its adoption to take back: sleep is not an exit, so it resets nothing.
+
+    Attributes:
+        log: Its own restart log (per-child intensity).
+        attempt: Its backoff exponent.
+        started_at: When its current run was confirmed (the time it sleeps counts as
+            running, as it would have had it stayed awake).
+        until: After this clock time (past it) the history no longer matters (its log is past the
+            intensity window and its backoff would reset): it is dropped.
+    """
+
+    log: RestartLog
+    attempt: int
+    started_at: float | None
+    until: float
+
+
+def _history_of(spec: SupervisorSpec, child: ChildState, now: float) -> ChildHistory | None:
+    """What releasing ``child`` at ``now`` must keep, or None if nothing of it matters."""
+    if not child.log.times and not child.attempt:
+        return None
+    ends = []
+    if child.log.times:
+        ends.append(child.log.times[0] + spec.max_seconds)
+    backoff = spec.backoff_for(child.spec)
+    if backoff is not None and child.attempt > 0 and child.started_at is not None:
+        ends.append(child.started_at + max(spec.max_seconds, backoff[1]))
+    until = max(ends, default=now - 1.0)
+    if until < now:
+        return None
+    return ChildHistory(child.log, child.attempt, child.started_at, until)
 
 
 class Children(Mapping[str, ChildState]):
@@ -238,12 +280,16 @@ class SupervisorState:
         running: Whether this supervisor is up (booted and not shut down).
         log: The supervisor-wide restart log.
         seed: Seeds the backoff jitter, so ``decide`` stays a pure function.
+        released: The restart history of the children released lately, by id, oldest
+            release first (see :class:`ChildHistory`); an entry leaves when the child is
+            adopted, added or removed, or once it no longer matters.
     """
 
     children: Children = field(default_factory=Children)
     running: bool = False
     log: RestartLog = RestartLog()
     seed: int = 0
+    released: Layered[str, ChildHistory] = field(default_factory=Layered)
 
     @classmethod
     def initial(cls, spec: SupervisorSpec, seed: int = 0) -> SupervisorState:
@@ -579,12 +625,31 @@ class _Plan:
         self.running = state.running
         self.log = state.log
         self.seed = state.seed
+        self.released = state.released
         self.actions: list[Action] = []
 
     def outcome(self) -> Outcome:
         state = SupervisorState(Children._of(self.children.freeze()), self.running, self.log,
-                                self.seed)
+                                self.seed, self.released)
         return Outcome(state, tuple(self.actions))
+
+    def take_history(self, id: str) -> ChildHistory | None:
+        """Remove and return the kept history of released child ``id``, if it still
+        matters; also drop the oldest entries that no longer do (each entry is dropped
+        once: O(1) amortized)."""
+        if not self.released:
+            return None
+        history = self.released.get(id)
+        if history is not None:
+            self.released = self.released.without(id)
+        expired = []
+        for other, kept in self.released.items():
+            if kept.until >= self.now:
+                break
+            expired.append(other)
+        for other in expired:
+            self.released = self.released.without(other)
+        return history if history is not None and history.until >= self.now else None
 
     def get(self, id: str) -> ChildState | None:
         return self.children.get(id)
@@ -671,6 +736,7 @@ def _boot(p: _Plan, event: Boot) -> None:
         raise SupervisorError(f"supervisor {p.spec.id!r} is already running")
     p.running = True
     p.log = RestartLog()
+    p.released = Layered()
     for id in list(p.children):
         p.update(id, status=ChildStatus.STOPPED, log=RestartLog(), attempt=0, timer=False)
         p.start(id, "stop")
@@ -740,21 +806,47 @@ def _backoff_elapsed(p: _Plan, event: BackoffElapsed) -> None:
             p.start(member, "retry")
 
 
-def _check_new_child(p: _Plan, spec: ChildSpec) -> None:
-    if not p.running:
-        raise NotRunning(p.spec.id)
-    if p.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-        expected = p.spec.child_of_template(spec.id)
-        if spec != expected:
-            raise InvalidSpec("spec", spec, f"the template of {p.spec.id!r} with id {spec.id!r}: {expected!r}")
-    existing = p.get(spec.id)
+def _new_child_error(spec: SupervisorSpec, running: bool, existing: ChildState | None,
+                     child: ChildSpec) -> SupervisorError | None:
+    if not running:
+        return NotRunning(spec.id)
+    if spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+        expected = spec.child_of_template(child.id)
+        if child != expected:
+            return InvalidSpec("spec", child, f"the template of {spec.id!r} with id {child.id!r}: {expected!r}")
     if existing is not None:
-        raise AlreadyStarted(spec.id) if existing.status in _LIVE else AlreadyPresent(spec.id)
+        return AlreadyStarted(child.id) if existing.status in _LIVE else AlreadyPresent(child.id)
+    return None
+
+
+def adoption_error(spec: SupervisorSpec, state: SupervisorState, child: ChildSpec) -> SupervisorError | None:
+    """The error ``AdoptChild(child)`` would raise in ``state``, or None if it would be
+    adopted (beamish: asked before a session's process is started for its wake, so a
+    supervisor that cannot take it costs no fork). Pure.
+
+    Args:
+        spec: The supervisor's spec.
+        state: Its state.
+        child: The child's spec.
+
+    Returns:
+        :class:`NotRunning` (the supervisor is down), :class:`InvalidSpec` (not the
+        template's), :class:`AlreadyStarted`/:class:`AlreadyPresent` (the id is taken),
+        or None.
+    """
+    return _new_child_error(spec, state.running, state.children.get(child.id), child)
+
+
+def _check_new_child(p: _Plan, spec: ChildSpec) -> None:
+    error = _new_child_error(p.spec, p.running, p.get(spec.id), spec)
+    if error is not None:
+        raise error
 
 
 def _add_child(p: _Plan, event: AddChild) -> None:
     spec = event.spec
     _check_new_child(p, spec)
+    p.take_history(spec.id)  # a new child: what a released one of that id did is not its
     p.children[spec.id] = ChildState(spec)
     p.start(spec.id, "forget")
 
@@ -762,8 +854,14 @@ def _add_child(p: _Plan, event: AddChild) -> None:
 def _adopt_child(p: _Plan, event: AdoptChild) -> None:
     spec = event.spec
     _check_new_child(p, spec)
+    history = p.take_history(spec.id)
+    if history is None:
+        p.children[spec.id] = ChildState(spec, status=ChildStatus.RUNNING, started=True,
+                                         started_at=p.now)
+        return
     p.children[spec.id] = ChildState(spec, status=ChildStatus.RUNNING, started=True,
-                                     started_at=p.now)
+                                     log=history.log, attempt=history.attempt,
+                                     started_at=history.started_at)
 
 
 def _release_child(p: _Plan, event: ReleaseChild) -> None:
@@ -774,12 +872,19 @@ def _release_child(p: _Plan, event: ReleaseChild) -> None:
         raise ChildNotRunning(event.id, child.status.value)
     # A running child holds no backoff timer (only one in backoff does): nothing to hand on.
     del p.children[event.id]
+    p.take_history(event.id)  # (prunes the expired ones)
+    history = _history_of(p.spec, child, p.now)
+    if history is not None:
+        p.released = p.released.set(event.id, history)
     p.actions.append(Release(event.id))
 
 
 def _remove_child(p: _Plan, event: RemoveChild) -> None:
     child = p.get(event.id)
     if child is None:
+        if event.id in p.released:
+            p.take_history(event.id)  # a released child leaves the tree: its history too
+            return
         raise NotFound(event.id)
     waiting = [
         member

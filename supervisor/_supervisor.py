@@ -62,6 +62,7 @@ from ._policy import (
     StartError,
     SupervisorState,
     Terminate,
+    adoption_error,
     decide,
 )
 from ._reason import ExitReason
@@ -462,6 +463,27 @@ class Supervisor:
         if child.kind is ChildKind.SUPERVISOR:
             raise InvalidSpec("spec", child, "an agent's spec: a supervisor cannot be adopted")
         self._call("adopt_child", lambda: self._do_adopt(child, handle), timeout)
+
+    def adoption_error(self, spec: ChildSpec | str) -> SupervisorError | None:
+        """What :meth:`adopt_child` of ``spec`` would raise now, or None: asked before a
+        process is started to be adopted (beamish: a session's wake), so a supervisor
+        that cannot take it (down, restarting) costs no start. Reads the state as of the
+        last event handled, without waiting; the adoption itself may still be refused.
+
+        Args:
+            spec: The child's spec (an id for ``simple_one_for_one``).
+
+        Returns:
+            :class:`NotRunning`, :class:`AlreadyPresent` (:class:`AlreadyStarted`),
+            :class:`InvalidSpec`, or None.
+        """
+        try:
+            child = self._child_spec(spec)
+        except InvalidSpec as exc:
+            return exc
+        if self._closed:
+            return NotRunning(self.id)
+        return adoption_error(self._spec, self._view.state, child)
 
     def release_child(self, id: str, timeout: float | None = None) -> object:
         """Take a running child back without terminating it (beamish: a session falling

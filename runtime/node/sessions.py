@@ -4,14 +4,17 @@ A sleeping agent is its record in the store (status ``sleeping``) and nothing el
 process, no child in a supervisor shell, no Python object here (except the handle its
 links and monitors hold, if it has any). Neither transition is an exit or a start in the
 supervisor's sense, so intensity, ``exited``/``restarted`` events and ``Down``/``Exit``
-never see them:
+never see them (nor do they reset anything: the supervisor keeps a released child's
+restart history for its adoption to take back):
 
     sleep(name)  shell.release_child ──▶ stop frame "sleep" (terminate("sleep", state))
                  ──▶ txn: status sleeping, pid None, and wakes[id] if its mailbox is not
                  empty ──▶ event ``slept``
     wake(name)   spawner.wake_start (no init if it has state, no recover; one txn:
                  running, wakes[id] deleted) ──▶ shell.adopt_child ──▶ links rebound
-                 ──▶ event ``woke``
+                 ──▶ event ``woke``. Asked first (``shell.adoption_error``): a supervisor
+                 that is down costs no fork (the wake waits for it); a process that
+                 cannot be started is an exit its supervisor handles (restart rules).
 
 Who wakes whom: every append that finds an agent sleeping (a sender's, a fired timer's,
 the node's Down/Exit) writes ``wakes[id]`` in its own transaction and hints this
@@ -40,6 +43,7 @@ from beamish.supervisor import (
     ChildKind,
     ChildSpec,
     ExitReason,
+    NotRunning,
     RestartType,
     StartFailed,
     Supervisor,
@@ -70,6 +74,7 @@ HINTS_AT_ONCE = 4096  # spawned hints read before their records are (one read fo
 HINT_MAX_BYTES = 65536
 WAKES_PAGE = 1024  # wake marks read per store read by a scan
 CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end
+GONE_LOG_EVERY_S = 60.0  # "its supervisor cannot take it" is logged this often per supervisor
 
 
 def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
@@ -128,6 +133,7 @@ class Sessions:
         self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
         self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
         self._limit_at = 0.0  # when the max_awake rule last ran
+        self._cannot_wake_logged: dict[str, float] = {}  # supervisor -> when it was logged
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=WAKERS, thread_name_prefix="beamish-wake")
         self._sleepers = ThreadPoolExecutor(max_workers=SLEEPERS,
@@ -292,31 +298,40 @@ class Sessions:
             return False
         shell = self.shell(rec.supervisor)
         if shell is None:
-            log.error("cannot wake agent %r: its supervisor %r is gone", name, rec.supervisor)
+            self._cannot_wake(rec, "is gone")
+            return False
+        spec = child_spec(shell, rec)
+        refused = shell.adoption_error(spec)
+        if isinstance(refused, NotRunning):
+            # Down or restarting: no fork now; the wake stays pending, and the scan after
+            # it is up again wakes the agent.
+            self._cannot_wake(rec, f"is not running ({refused})")
+            return False
+        if refused is not None:
+            # It holds a child of that name already, which a sleeping agent cannot be.
+            log.error("cannot wake agent %r: its supervisor %r refuses it (%s); its wake is "
+                      "dropped (its next message tries again)", name, rec.supervisor, refused)
+            self.store.write(lambda t: self._drop_wake_txn(t, name, rec.id))
             return False
         try:
             started = self.spawner.wake_start(name)
         except StartFailed as exc:
-            why = self.spawner.take_start_failure(name) \
-                or Failure(kind="exit", message=f"its process could not be started: {exc}")
-            self.registry.set_status(name, AgentStatus.FAILED, failure=why)
-            self.emit("failed", name, rec.supervisor, f"did not wake: {why.message}")
-            return False
+            return self._wake_not_started(shell, spec, rec, exc)
         if started is None:  # no longer asleep (stopped, deleted): nothing to adopt
             self._drop_stale_wake(name)
             return False
         incn, outcome = started
-        spec = child_spec(shell, rec)
         try:
             shell.adopt_child(spec, incn)
         except SupervisorError as exc:
-            # Its supervisor cannot hold it now (restarting, stopping): back to sleep; the
-            # wake stays pending and is tried again at the next scan.
+            # Its supervisor went down since it was asked (rare): back to sleep; the wake
+            # stays pending (unless the supervisor holds the name) for a later scan.
+            keep = isinstance(exc, NotRunning)
             log.warning("agent %r woke but its supervisor %r cannot adopt it (%s): it "
                         "sleeps again", name, rec.supervisor, exc)
             incn.asleep = True
             self._stop_process(rec.supervisor, rec, incn)
-            self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=True))
+            self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=keep))
             return False
         with self.spawner.lock:
             incn.waking = False
@@ -342,6 +357,71 @@ class Sessions:
                 and time.monotonic() - self._limit_at >= MAX_AWAKE_EVERY_S:
             self._apply_max_awake()
         return True
+
+    def _cannot_wake(self, rec: AgentRecord, why: str) -> None:
+        """Log that ``rec``'s supervisor cannot take it now (its wake stays pending), once
+        per `GONE_LOG_EVERY_S` per supervisor: the scan finds its marks every second."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._cannot_wake_logged.get(rec.supervisor)
+            if last is not None and now - last < GONE_LOG_EVERY_S:
+                return
+            self._cannot_wake_logged[rec.supervisor] = now
+        log.warning("cannot wake agent %r: its supervisor %r %s; its wake stays pending "
+                    "(said once a minute per supervisor, whichever of its agents waits)",
+                    rec.name, rec.supervisor, why)
+
+    def _wake_not_started(self, shell: Supervisor, spec: ChildSpec | str, rec: AgentRecord,
+                          exc: StartFailed) -> bool:
+        """The wake's process could not be started (the zygote lost, the fork refused): a
+        crash like any other for its supervisor, which gets it as an exited child (a
+        handle with no process), so its restart type, intensity and ``exited`` event
+        apply (its restart starts the agent again, or fails and is counted)."""
+        name = rec.name
+        why = self.spawner.take_start_failure(name) \
+            or Failure(kind="exit", message=f"its process could not be started: {exc}")
+        inc = self.store.write(lambda t: self._not_started_txn(t, name, rec.id, why))
+        if inc is None:
+            return False  # stopped or deleted meanwhile
+        reason = ExitReason.abnormal(f"it did not wake: {why.message}")
+        incn = Incarnation(name, rec.id, inc, 0, None)  # pid 0: no process to signal
+        incn.ready.set_result((reason, why))
+        incn.exited.set_result((reason, why))
+        try:
+            shell.adopt_child(spec, incn)
+        except SupervisorError as err:
+            # It went down since it was asked: asleep again, the wake pending.
+            log.warning("agent %r did not wake and its supervisor %r cannot take it (%s): "
+                        "its wake stays pending", name, rec.supervisor, err)
+            self.store.write(lambda t: self._lost_txn(t, name, rec.id, inc))
+            return False
+        old = self._held.pop(name, None)
+        if old is not None:
+            self.links.rebind(old, incn)
+        self.emit("woke", name, rec.supervisor, f"and failed: {reason}")
+        self._propagate_held(incn, reason)
+        shell.child_exited(name, incn, reason)
+        return True
+
+    @staticmethod
+    def _not_started_txn(t: Txn, name: str, agent_id: int, why: Failure) -> int | None:
+        """Restarting (no recover pending: nothing ran), its wake mark gone (its restart
+        handles its mailbox), if the record is still the failed wake's; return its
+        incarnation."""
+        cur = t.get_agent(name)
+        if cur is None or cur.id != agent_id or cur.status != AgentStatus.STARTING:
+            return None
+        t.put_agent(replace(cur, status=AgentStatus.RESTARTING, pid=None, last_failure=why,
+                            recover_pending=False))
+        t.delete_wake(agent_id)
+        return cur.incarnation
+
+    @staticmethod
+    def _drop_wake_txn(t: Txn, name: str, agent_id: int) -> None:
+        """Delete sleeping agent ``name``'s wake mark (if it still sleeps as that agent)."""
+        cur = t.get_agent(name)
+        if cur is not None and cur.id == agent_id and cur.status == AgentStatus.SLEEPING:
+            t.delete_wake(agent_id)
 
     def _propagate_held(self, incn: Incarnation, reason: ExitReason) -> None:
         """A woken process that died at once: what it held (rebound) hears of the exit."""

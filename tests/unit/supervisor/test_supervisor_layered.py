@@ -101,3 +101,14 @@ def test_random_updates_match_a_dict(seed):  # type: ignore[no-untyped-def]
         assert list(m.items()) == list(model.items()) and len(m) == len(model)
     for version, expected in history:  # none changed after it was made
         assert list(version.items()) == list(expected.items())
+
+
+@pytest.mark.parametrize(("left", "right", "equal"), [
+    (Layered(), Layered(), True),
+    (Layered([("a", 1)]), Layered().set("a", 1), True),        # whatever its layers hold
+    (Layered([("a", 1), ("b", 2)]), Layered([("b", 2), ("a", 1)]), False),  # order counts
+    (Layered([("a", 1)]), Layered([("a", 2)]), False),
+])
+def test_versions_are_equal_when_their_items_are_in_order(
+        left: Layered[str, int], right: Layered[str, int], equal: bool) -> None:
+    assert (left == right) is equal

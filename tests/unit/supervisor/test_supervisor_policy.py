@@ -50,6 +50,7 @@ from beamish.supervisor import (
     SupervisorSpec,
     SupervisorState,
     Terminate,
+    adoption_error,
     backoff_delay,
     decide,
 )
@@ -402,6 +403,121 @@ def test_adopt_child_is_refused_as_add_child_is() -> None:
         decide(pool, booted(pool), AdoptChild(ChildSpec("w1")), 1.0)  # not the template
     adopted = decide(pool, booted(pool), AdoptChild(pool.child_of_template("w1")), 1.0)
     assert statuses(adopted.state) == {"w1": "running"}
+
+
+def sleep_and_wake(spec: SupervisorSpec, state: SupervisorState, id: str, asleep_at: float,
+                   awake_at: float) -> SupervisorState:
+    """A session falls asleep (released) and wakes (adopted)."""
+    state = decide(spec, state, ReleaseChild(id), asleep_at).state
+    return decide(spec, state, AdoptChild(spec.children[0] if spec.children else ChildSpec(id)),
+                  awake_at).state
+
+
+def test_per_child_intensity_counts_across_release_and_adopt() -> None:
+    # Sleep is not an exit: a child that crashes on every wake is failed as one that
+    # never slept would be (3 restarts in 10 s tolerated, the 4th is one too many).
+    spec = sup("one_for_one", "a", per_child_intensity=True, max_restarts=3, max_seconds=10.0)
+    state, now = booted(spec), 0.0
+    for _ in range(3):
+        state, actions = step(spec, state, ChildExited("a", CRASH), now)
+        assert actions == (S("a"),)
+        state = sleep_and_wake(spec, state, "a", now + 0.5, now + 1.0)
+        now += 1.5
+    outcome = decide(spec, state, ChildExited("a", CRASH), now)
+    assert outcome.actions == (MarkFailed("a"),)
+    assert outcome.state.children["a"].status is ChildStatus.FAILED
+
+
+def test_backoff_keeps_growing_across_release_and_adopt() -> None:
+    spec = sup("one_for_one", ChildSpec("a", backoff=(0.1, 100.0)), max_restarts=100,
+               max_seconds=1000.0)
+    state, delays, now = booted(spec), [], 0.0
+    for _ in range(4):
+        outcome = decide(spec, state, ChildExited("a", CRASH), now)
+        (action,) = outcome.actions
+        assert isinstance(action, StartAfter)
+        delays.append(action.delay)
+        now += action.delay
+        state, _ = step(spec, outcome.state, BackoffElapsed("a"), now)
+        state = sleep_and_wake(spec, state, "a", now + 0.2, now + 0.4)  # idle, then a message
+        now += 0.5
+    assert [round(d / 0.1) >= 2 ** i for i, d in enumerate(delays)] == [True] * 4
+    assert state.children["a"].attempt == 4
+
+
+def test_the_time_a_released_child_sleeps_counts_as_running() -> None:
+    # Awake, a child that ran longer than the window starts its backoff over; asleep too.
+    spec = sup("one_for_one", ChildSpec("a", backoff=(1.0, 8.0)), max_restarts=100, max_seconds=5.0)
+    outcome = decide(spec, booted(spec), ChildExited("a", CRASH), 0.0)
+    state, _ = step(spec, outcome.state, BackoffElapsed("a"), 1.0)
+    state = decide(spec, state, ReleaseChild("a"), 2.0).state
+    assert "a" in state.released
+    state = decide(spec, state, AdoptChild(ChildSpec("a", backoff=(1.0, 8.0))), 8.5).state
+    assert (state.children["a"].attempt, state.children["a"].started_at) == (1, 1.0)
+    (action,) = decide(spec, state, ChildExited("a", CRASH), 9.5).actions  # ran 8.5 s: over
+    assert isinstance(action, StartAfter) and action.delay < 2.0
+
+
+@pytest.mark.parametrize(("asleep_at", "kept"), [
+    (0.5, True),    # its restart at 0.0 is within max_seconds (5 s)
+    (5.0, True),    # exactly max_seconds ago still counts (OTP)
+    (5.5, False),   # past the window: nothing of it matters
+])
+def test_release_keeps_a_history_only_while_it_can_matter(asleep_at: float, kept: bool) -> None:
+    spec = sup("one_for_one", "a", per_child_intensity=True, max_seconds=5.0)
+    state, _ = step(spec, booted(spec), ChildExited("a", CRASH), 0.0)
+    state = decide(spec, state, ReleaseChild("a"), asleep_at).state
+    assert ("a" in state.released) is kept
+
+
+def test_release_of_a_child_with_no_recent_restart_keeps_nothing() -> None:
+    spec = sup("one_for_one", "a", per_child_intensity=True, backoff=(0.1, 1.0))
+    assert len(decide(spec, booted(spec), ReleaseChild("a"), 1.0).state.released) == 0
+
+
+def test_adopt_after_the_window_starts_afresh_and_expired_histories_are_dropped() -> None:
+    spec = sup("one_for_one", "a", "b", per_child_intensity=True, max_seconds=5.0)
+    state, _ = step(spec, booted(spec), ChildExited("a", CRASH), 0.0)
+    state, _ = step(spec, state, ChildExited("b", CRASH), 0.0)
+    state = decide(spec, state, ReleaseChild("a"), 1.0).state
+    state = decide(spec, state, ReleaseChild("b"), 1.0).state
+    assert list(state.released) == ["a", "b"]
+    state = decide(spec, state, AdoptChild(ChildSpec("b")), 9.0).state  # both expired
+    assert len(state.released) == 0
+    assert (state.children["b"].log.times, state.children["b"].started_at) == ((), 9.0)
+
+
+@pytest.mark.parametrize("event", [AddChild(ChildSpec("a")), RemoveChild("a"), Boot()])
+def test_add_remove_or_boot_forget_a_released_childs_history(event: Event) -> None:
+    # A new child of that id is not the one that slept (remove: it left the tree asleep).
+    spec = sup("one_for_one", "a", per_child_intensity=True, max_seconds=5.0)
+    state, _ = step(spec, booted(spec), ChildExited("a", CRASH), 0.0)
+    state = decide(spec, state, ReleaseChild("a"), 1.0).state
+    if isinstance(event, Boot):
+        state = decide(spec, state, Halt(), 1.0).state
+    outcome = decide(spec, state, event, 2.0)
+    assert "a" not in outcome.state.released
+    assert outcome.actions == ((S("a"),) if isinstance(event, AddChild) else ())
+    with pytest.raises(NotFound):  # once forgotten, the id is unknown again
+        decide(spec, decide(spec, state, RemoveChild("a"), 2.0).state, RemoveChild("a"), 2.0)
+
+
+def test_adoption_error_says_what_adopt_child_would_raise() -> None:
+    spec = sup("one_for_one", "a")
+    state = booted(spec)
+    assert adoption_error(spec, state, ChildSpec("w")) is None
+    assert isinstance(adoption_error(spec, state, ChildSpec("a")), AlreadyStarted)
+    failed, _ = step(sup("one_for_one", "a", per_child_intensity=True, max_restarts=0),
+                     state, ChildExited("a", CRASH), 1.0)
+    assert type(adoption_error(spec, failed, ChildSpec("a"))) is AlreadyPresent
+    assert isinstance(adoption_error(spec, SupervisorState.initial(spec), ChildSpec("w")),
+                      NotRunning)
+    assert isinstance(adoption_error(spec, decide(spec, state, Halt(), 1.0).state,
+                                     ChildSpec("w")), NotRunning)
+    pool = SupervisorSpec("pool", Strategy.SIMPLE_ONE_FOR_ONE,
+                          template=ChildSpec("worker", restart=RestartType.TRANSIENT))
+    assert isinstance(adoption_error(pool, booted(pool), ChildSpec("w1")), InvalidSpec)
+    assert adoption_error(pool, booted(pool), pool.child_of_template("w1")) is None
 
 
 def test_remove_child_terminates_and_forgets() -> None:

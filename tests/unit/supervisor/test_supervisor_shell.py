@@ -153,6 +153,20 @@ def test_release_then_adopt_a_child_as_a_session_sleeps_and_wakes(
         sup.release_child("z", timeout=WAIT)
 
 
+def test_adoption_error_answers_without_waiting_what_adopt_child_would_raise(
+        make: Make, spawner: FakeSpawner) -> None:
+    sup = make("one_for_one", "a", start=False)
+    assert isinstance(sup.adoption_error(ChildSpec("w")), NotRunning)  # not started yet
+    sup.start(timeout=WAIT)
+    assert sup.adoption_error(ChildSpec("w")) is None
+    assert isinstance(sup.adoption_error(ChildSpec("a")), AlreadyStarted)
+    handle = sup.release_child("a", timeout=WAIT)
+    assert sup.adoption_error(ChildSpec("a")) is None
+    sup.adopt_child(ChildSpec("a"), handle, timeout=WAIT)
+    sup.shutdown(timeout=WAIT)
+    assert isinstance(sup.adoption_error(ChildSpec("w")), NotRunning)
+
+
 # ---- restart types after normal and abnormal exits ----------------------------------------
 
 
