@@ -487,6 +487,11 @@ class Sessions:
         if rec.status != AgentStatus.RUNNING or shell is None:
             raise AgentNotFound(name, f"it is {rec.status}, and only a running agent can "
                                       "be put to sleep")
+        if why != "requested" and self.store.read(lambda t: bool(t.peek(rec.id, 1))):
+            # Chosen idle (max_awake, idle_timeout), busy by now (its sleep waited for a
+            # worker): a message in the middle of its handler is still in its mailbox.
+            raise AgentNotFound(name, "it has messages to handle, so it is not idle any "
+                                      "more")
         incn = self.spawner.incarnation(name)
         if incn is None or not self._going_to_sleep(incn):
             raise AgentNotFound(name, "its process has just exited; its supervisor handles "

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from beamish.runtime import RemoteError, start_node
+from beamish.runtime.node.sessions import SLEEPERS
 from tests.conftest import shutdown_quietly, wait_until
 
 SESSION = "tests.agents.session_agents:Session"
@@ -185,5 +186,39 @@ def test_max_awake_never_puts_an_agent_to_sleep_in_the_middle_of_a_handler(
         assert "killed" not in [k for k, _ in kinds(node, "busy")]
         assert state(busy)["log"] == [0]
         wait_until(lambda: node.status().awake <= 1, what="max_awake")
+    finally:
+        shutdown_quietly(node)
+
+
+def test_max_awake_does_not_stop_an_agent_that_became_busy_after_it_was_chosen(
+        node_dir, tmp_path):
+    # Every sleep worker is held by a slow terminate("sleep"), so the sleep max_awake
+    # chose for the idle agent waits; meanwhile that agent begins a long handler. When
+    # the sleep's turn comes, the agent is not idle any more: it is left awake (it was
+    # killed in the middle of its handler, after its shutdown time).
+    config = tmp_path / "beamish.toml"
+    config.write_text(f"[node]\nmax_awake = {SLEEPERS}\n")
+    node = start_node(node_dir, config=str(config))
+    try:
+        for i in range(SLEEPERS):
+            node.spawn(SESSION, name=f"slow{i}", idle_timeout=0.2, shutdown=30,
+                       args={"slow_terminate": 5.0, "terminated": str(tmp_path / f"done{i}"),
+                             "terminating": str(tmp_path / f"going{i}")})
+        wait_until(lambda: all(os.path.exists(tmp_path / f"going{i}")
+                               for i in range(SLEEPERS)),
+                   timeout=30, what="every sleep worker in a slow terminate('sleep')")
+        handling = str(tmp_path / "handling")
+        busy = node.spawn(SLOW, name="busy", shutdown=0.2, args={"handling": handling})
+        time.sleep(1.5)  # one over max_awake, and the only idle one: chosen, its sleep waits
+        busy.cast({"v": 0, "slow": 8.0})  # acknowledged: the ledger
+        wait_until(lambda: _lines(handling) == ["0"], what="the slow handler to begin")
+        wait_until(lambda: all(node.info(f"slow{i}").status == "sleeping"
+                               for i in range(SLEEPERS)),
+                   timeout=60, what="the slow sleeps done (the chosen sleep's turn)")
+        wait_until(lambda: node.info("busy").processed >= 1, timeout=30,
+                   what="the slow handler's end")
+        assert _lines(handling) == ["0"]  # begun once: never stopped in the middle
+        assert "killed" not in [k for k, _ in kinds(node, "busy")]
+        assert state(busy)["log"] == [0]
     finally:
         shutdown_quietly(node)
