@@ -101,7 +101,8 @@ def test_the_node_drops_its_hold_on_a_sleeping_agent_once_its_watchers_exit(node
     watcher = node.spawn(SESSION, name="w")
     watcher.call({"op": "monitor", "target": "s0"})
     node.ref("s0").call({"op": "add", "v": 1}, timeout=30)
-    assert node.status().held == 0  # awake: its process holds the monitor
+    # Awake: its process holds the monitor (once its wake ends, a moment after its reply).
+    wait_until(lambda: node.status().held == 0, what="the wake to take the handle over")
     node.sleep("s0")
     assert node.status().held == 1
     node.stop("w")
