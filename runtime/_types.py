@@ -207,6 +207,8 @@ class NodeStatus:
         strict: whether the root's intensity stops the node.
         dropped_frames: the invalid frames dropped, by socket.
         awake: how many agent processes the node holds now (sleeping agents have none).
+        held: how many sleeping agents the node keeps a handle for, because something
+            links to or monitors them (each handle goes once nothing does).
     """
 
     pid: int
@@ -216,6 +218,7 @@ class NodeStatus:
     strict: bool
     dropped_frames: DroppedFrames
     awake: int = 0
+    held: int = 0
 
     @classmethod
     def from_wire(cls, data: WireMap) -> NodeStatus:
@@ -223,7 +226,8 @@ class NodeStatus:
         `DroppedFrames` by socket; ``dropped_frames``, their total, is not needed)."""
         return cls(int(data["pid"]), str(data["dir"]), str(data["durability"]),
                    float(data["uptime"]), bool(data["strict"]),
-                   DroppedFrames(**data["dropped"]), int(data.get("awake", 0)))
+                   DroppedFrames(**data["dropped"]), int(data.get("awake", 0)),
+                   int(data.get("held", 0)))
 
 
 class TreeNode(TypedDict):

@@ -132,6 +132,8 @@ class Ping:
         dropped: the same, by socket.
         strict: whether the root's restart intensity stops the node.
         awake: how many agent processes the node holds (sleeping agents have none).
+        held: how many sleeping agents the node keeps a handle for (something links to
+            or monitors them).
     """
 
     pid: int
@@ -142,6 +144,7 @@ class Ping:
     dropped: DroppedFrames
     strict: bool
     awake: int
+    held: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +280,12 @@ def _add_agent(shell: Supervisor, rec: AgentRecord) -> object:
 
 def ping(node: NodeView) -> Ping:
     """``{"op": "ping"}`` -> ``{"pid", "dir", "durability", "uptime", "strict",
-    "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`), "awake"}``.
-    CLI: ``beamish node status``."""
+    "dropped_frames" (the total), "dropped" (by socket, see `DroppedFrames`), "awake",
+    "held"}``. CLI: ``beamish node status``."""
     dropped = node.dropped_frames()
     return Ping(os.getpid(), node.paths.dir, node.config.node.durability,
                 time.time() - node.started_at, dropped.total, dropped, node.config.node.strict,
-                node.sessions.awake)
+                node.sessions.awake, node.sessions.held)
 
 
 def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
@@ -1062,15 +1065,6 @@ def shutdown(node: NodeView) -> ShuttingDown:
 REGISTER_WAIT_S = 10.0
 
 
-def _sleeping(node: NodeView, name: str) -> Incarnation | None:
-    """The handle that links and monitors to sleeping agent ``name`` hold, or None if it
-    does not sleep."""
-    rec = node.store.read(lambda t: t.get_agent(name))
-    if rec is None or rec.status != AgentStatus.SLEEPING:
-        return None
-    return node.sessions.held(name, rec)
-
-
 def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Incarnation:
     me = node.spawner.incarnation(name, inc, wait=REGISTER_WAIT_S)
     if me is None:
@@ -1087,12 +1081,10 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str) -> Watched:
     check_name(watcher, "watcher")
     check_name(target, "target")
     me = _watcher_incarnation(node, watcher, inc, "monitoring")
-    other = node.spawner.incarnation(target) or _sleeping(node, target)
-    if other is None:
+    if not node.sessions.watch(target, lambda other: node.links.monitor(me, other)):
         from .links import NOPROC, down_message
         node.spawner.deliver_info(me, down_message(target, NOPROC))
         return Watched(target, False)
-    node.links.monitor(me, other)
     return Watched(target, True)
 
 
@@ -1110,10 +1102,8 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
     me = _watcher_incarnation(node, watcher, inc, "linking")
     if trap_exits:
         me.trap_exits = True
-    other = node.spawner.incarnation(target) or _sleeping(node, target)
-    if other is None:
+    if not node.sessions.watch(target, lambda other: node.links.link(me, other)):
         raise AgentNotFound(target, "cannot link to it")
-    node.links.link(me, other)
     return Linked(target)
 
 

@@ -9,6 +9,7 @@ agent that does not trap exits).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -60,12 +61,17 @@ class LinkTable(Generic[Incn]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._monitors: dict[Incn, set[Incn]] = {}  # target incarnation -> watcher incarnations
+        self._watching: dict[Incn, set[Incn]] = {}  # watcher -> its targets (the reverse)
         self._links: dict[Incn, set[Incn]] = {}  # incarnation -> linked incarnations
+        # Told (outside the lock) of each incarnation an exit left with no link or monitor:
+        # the node drops a handle it kept only for them (a sleeping agent's).
+        self.on_released: Callable[[Incn], None] | None = None
 
     def monitor(self, watcher: Incn, target: Incn) -> None:
         """``watcher`` gets a Down when ``target`` exits (once)."""
         with self._lock:
             self._monitors.setdefault(target, set()).add(watcher)
+            self._watching.setdefault(watcher, set()).add(target)
 
     def link(self, a: Incn, b: Incn) -> None:
         """Link ``a`` and ``b`` both ways (idempotent)."""
@@ -78,25 +84,18 @@ class LinkTable(Generic[Incn]):
     def holds(self, incn: Incn) -> bool:
         """Whether any link or monitor (either way) involves ``incn``."""
         with self._lock:
-            return incn in self._links or incn in self._monitors \
-                or any(incn in w for w in self._monitors.values())
+            return self._holds(incn)
+
+    def _holds(self, incn: Incn) -> bool:
+        return incn in self._links or incn in self._monitors or incn in self._watching
 
     def rebind(self, old: Incn, new: Incn) -> None:
         """Move every link and monitor of ``old`` to ``new`` (a sleeping agent woke: its
         new process holds what its last one held)."""
         with self._lock:
-            if old in self._monitors:
-                self._monitors.setdefault(new, set()).update(self._monitors.pop(old))
-            for watchers in self._monitors.values():
-                if old in watchers:
-                    watchers.discard(old)
-                    watchers.add(new)
-            if old in self._links:
-                self._links.setdefault(new, set()).update(self._links.pop(old))
-            for linked in self._links.values():
-                if old in linked:
-                    linked.discard(old)
-                    linked.add(new)
+            _move(self._monitors, self._watching, old, new)
+            _move(self._watching, self._monitors, old, new)
+            _move(self._links, self._links, old, new)
 
     def exited(self, incn: Incn, reason: str, abnormal: bool,
                traps: dict[Incn, bool]) -> list[Deliver[Incn] | KillLinked[Incn]]:
@@ -112,11 +111,11 @@ class LinkTable(Generic[Incn]):
         actions: list[Deliver[Incn] | KillLinked[Incn]] = []
         with self._lock:
             watchers = self._monitors.pop(incn, set())
-            for targets in self._monitors.values():
-                targets.discard(incn)  # its own monitors die with it
             linked = self._links.pop(incn, set())
-            for other in linked:
-                self._links.get(other, set()).discard(incn)
+            touched = [*_drop(self._watching, watchers, incn),
+                       *_drop(self._monitors, self._watching.pop(incn, set()), incn),
+                       *_drop(self._links, linked, incn)]
+            released = {i for i in touched if not self._holds(i)}
         for watcher in watchers:
             actions.append(Deliver(watcher, down_message(incn.name, reason)))
         for other in linked:
@@ -127,4 +126,39 @@ class LinkTable(Generic[Incn]):
             elif abnormal:
                 actions.append(KillLinked(other, f"linked agent {incn.name!r} exited: "
                                                  f"{reason}"))
+        if self.on_released is not None:
+            for other in released:
+                self.on_released(other)
         return actions
+
+
+def _drop(index: dict[Incn, set[Incn]], keys: set[Incn], gone: Incn) -> list[Incn]:
+    """Take ``gone`` out of ``index[k]`` for each ``k`` of ``keys`` (emptied entries are
+    deleted); return those ``k``."""
+    for key in keys:
+        rest = index.get(key)
+        if rest is not None:
+            rest.discard(gone)
+            if not rest:
+                del index[key]
+    return list(keys)
+
+
+def _move(index: dict[Incn, set[Incn]], reverse: dict[Incn, set[Incn]], old: Incn,
+          new: Incn) -> None:
+    """Re-key ``index[old]`` to ``new``, and replace ``old`` by ``new`` in the entries of
+    ``reverse`` that name it (``reverse`` is ``index`` itself for the symmetric links)."""
+    moved = index.pop(old, None)
+    if not moved:
+        return
+    for other in moved:
+        back = reverse.get(other)
+        if back is not None:
+            back.discard(old)
+            if other is not new:
+                back.add(new)
+            elif not back:
+                del reverse[other]
+    moved.discard(new)  # nothing is linked to (or monitors) itself
+    if moved:
+        index.setdefault(new, set()).update(moved)

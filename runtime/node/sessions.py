@@ -35,9 +35,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 from beamish.supervisor import (
     ChildKind,
@@ -52,7 +54,7 @@ from beamish.supervisor import (
 
 from .._osproc import bind_datagram
 from .._paths import NodePaths
-from .._types import AgentStatus, Failure
+from .._types import AgentStatus, Failure, Limits
 from ..errors import AgentNotFound, StoreError
 from ..messaging.messenger import hint_node
 from ..messaging.wire import WAKE_HINT, IdleHint, SpawnedHint, parse_session_hint
@@ -61,7 +63,7 @@ from ..store.records import AgentRecord
 from .activity import Activity, choose_sleepers, observe
 from .links import LinkTable
 from .registry import Emit, Registry
-from .spawner import AgentSpawner, Incarnation
+from .spawner import KILL_WAIT_S, AgentSpawner, Incarnation
 
 log = logging.getLogger("beamish.node.sessions")
 SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
@@ -75,6 +77,19 @@ HINT_MAX_BYTES = 65536
 WAKES_PAGE = 1024  # wake marks read per store read by a scan
 CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end
 GONE_LOG_EVERY_S = 60.0  # "its supervisor cannot take it" is logged this often per supervisor
+CANCEL_POLL_S = 0.05  # a stop looks this often for the process of a wake it cancels
+
+
+def _resolved(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
+
+
+# What every handle held for a sleeping agent shares (node/spawner.py's Incarnation).
+_HELD_READY = _resolved(True)
+_HELD_EXITED = _resolved((ExitReason.normal(), None))
+_HELD_LIMITS = Limits()
 
 
 def child_spec(shell: Supervisor, rec: AgentRecord) -> ChildSpec | str:
@@ -131,6 +146,12 @@ class Sessions:
         self._queued: set[str] = set()  # agents whose wake waits for a worker
         self._sleeps_queued: set[str] = set()  # agents whose sleep waits for a worker
         self._held: dict[str, Incarnation] = {}  # sleeping agents' links/monitors handles
+        # Agents falling asleep: the released process, whose links and monitors move to
+        # _held once it sleeps (a monitor or link meanwhile lands on it, not on noproc).
+        self._going: dict[str, Incarnation] = {}
+        # Agents being woken: a monitor or link meanwhile lands on their _held handle,
+        # which the wake moves to the new process.
+        self._waking: set[str] = set()
         self._activity: dict[str, Activity] = {}  # awake agents, for max_awake
         self._limit_at = 0.0  # when the max_awake rule last ran
         self._cannot_wake_logged: dict[str, float] = {}  # supervisor -> when it was logged
@@ -143,6 +164,7 @@ class Sessions:
         self.woken = 0
         self.slept = 0
         spawner.kill_sleeper = self.kill_linked
+        links.on_released = self._released
 
     # -- the service ------------------------------------------------------------------------
     def start(self) -> None:
@@ -244,14 +266,36 @@ class Sessions:
             self._sleeps_queued.add(name)
         self._submit(self._try_sleep, name, why, pool=self._sleepers)
 
-    def _claim(self, name: str, wait: float = 0.0) -> bool:
+    def _claim(self, name: str, wait: float = 0.0, cancel_wake: bool = False) -> bool:
         """Take ``name`` for one transition, waiting up to ``wait`` seconds for the one in
-        progress to end; False if it does not."""
+        progress to end; False if it does not. ``cancel_wake``: a wake in progress whose
+        process is not ready yet is ended by killing that process (see `transition`)."""
+        deadline = time.monotonic() + wait
         with self._settled:
-            if not self._settled.wait_for(lambda: name not in self._busy, wait):
-                return False
+            while name in self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if cancel_wake and name in self._waking:
+                    self._cancel_start(name)
+                    left = min(left, CANCEL_POLL_S)  # its process may not be registered yet
+                self._settled.wait(left)
             self._busy.add(name)
             return True
+
+    def _cancel_start(self, name: str) -> None:
+        """Kill the process a wake of ``name`` started, if it is not ready yet (under
+        self._lock); the wake then puts the agent back to sleep (`_wake`)."""
+        incn = self.spawner.incarnation(name)
+        if incn is None or not incn.waking or incn.ready.done():
+            return
+        with self.spawner.lock:
+            if self.spawner.by_pid.get(incn.pid) is not incn or incn.terminating is not None:
+                return  # exited already, or cancelled already
+            incn.terminating = "normal"  # on_exit: a stop, no failure
+        log.info("agent %r is stopped while it wakes: its starting process (pid %d) is "
+                 "killed", name, incn.pid)
+        incn.signal(signal.SIGKILL)
 
     def _release(self, name: str) -> None:
         with self._settled:
@@ -264,10 +308,15 @@ class Sessions:
         ends first, and none starts until the block ends (a stop or delete changes its
         status inside it, so a wake cannot bring the agent back).
 
+        A wake whose process is still starting (in ``init``/``recover``, not ready) is
+        not waited for: that process is killed (nothing it did is committed; ``init`` runs
+        again at its next start) and the agent sleeps again, so an agent can stop itself
+        from its first wake's ``init``.
+
         Raises:
             AgentNotFound: a wake or sleep of it did not end within ``wait`` seconds.
         """
-        if not self._claim(name, wait):
+        if not self._claim(name, wait, cancel_wake=True):
             raise AgentNotFound(name, f"it has been waking or falling asleep for over "
                                       f"{wait:g} s; try again")
         try:
@@ -283,12 +332,16 @@ class Sessions:
             self._queued.discard(name)
         if not self._claim(name):
             return False
+        with self._lock:
+            self._waking.add(name)
         try:
             return self._wake(name)
         except Exception:  # noqa: BLE001 - a worker's bug must not be silent
             log.exception("cannot wake agent %r; its wake stays pending", name)
             return False
         finally:
+            with self._lock:
+                self._waking.discard(name)
             self._release(name)
 
     def _wake(self, name: str) -> bool:
@@ -321,6 +374,12 @@ class Sessions:
             self._drop_stale_wake(name)
             return False
         incn, outcome = started
+        if incn.terminating is not None:
+            # A stop came while it started, and killed it (`_cancel_start`): asleep again
+            # (its wake kept), for that stop to find.
+            self._wait_exit(incn)
+            self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=True))
+            return False
         try:
             shell.adopt_child(spec, incn)
         except SupervisorError as exc:
@@ -329,17 +388,17 @@ class Sessions:
             keep = isinstance(exc, NotRunning)
             log.warning("agent %r woke but its supervisor %r cannot adopt it (%s): it "
                         "sleeps again", name, rec.supervisor, exc)
-            incn.asleep = True
-            self._stop_process(rec.supervisor, rec, incn)
-            self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=keep))
+            self._unwake(rec, incn, keep_wake=keep)
             return False
         with self.spawner.lock:
             incn.waking = False
             # Popped by on_exit: it exited while waking, and left the report to us.
             exited = self.spawner.by_pid.get(incn.pid) is not incn
-        old = self._held.pop(name, None)
-        if old is not None:
-            self.links.rebind(old, incn)
+        with self._lock:  # with _waking: a monitor or link lands on the one or the other
+            self._waking.discard(name)
+            old = self._held.pop(name, None)
+            if old is not None:
+                self.links.rebind(old, incn)
         if outcome is not True or exited:
             # It failed before (or right after) it was ready (a lazy agent's init raised,
             # an import error, a kill): a crash like any other for its supervisor.
@@ -395,9 +454,11 @@ class Sessions:
                         "its wake stays pending", name, rec.supervisor, err)
             self.store.write(lambda t: self._lost_txn(t, name, rec.id, inc))
             return False
-        old = self._held.pop(name, None)
-        if old is not None:
-            self.links.rebind(old, incn)
+        with self._lock:  # with _waking, as a started wake does (`_wake`)
+            self._waking.discard(name)
+            old = self._held.pop(name, None)
+            if old is not None:
+                self.links.rebind(old, incn)
         self.emit("woke", name, rec.supervisor, f"and failed: {reason}")
         self._propagate_held(incn, reason)
         shell.child_exited(name, incn, reason)
@@ -422,6 +483,35 @@ class Sessions:
         cur = t.get_agent(name)
         if cur is not None and cur.id == agent_id and cur.status == AgentStatus.SLEEPING:
             t.delete_wake(agent_id)
+
+    def _unwake(self, rec: AgentRecord, incn: Incarnation, keep_wake: bool = True) -> None:
+        """Put a woken process its supervisor could not take back to sleep, its wake kept
+        unless ``keep_wake`` is False (the supervisor holds the name: the mark would only
+        come back to the same refusal) (what it linked or monitored is held, as for any
+        sleep). One that died on its own
+        meanwhile (its exit recorded it restarting, and no supervisor holds it) sleeps
+        with its failure kept, so that its next wake runs ``recover``."""
+        name = rec.name
+        live = self._mark_asleep(incn, True)
+        if live:
+            self._stop_process(rec.supervisor, rec, incn)
+        if incn.terminating is None:
+            reason, _ = incn.exited.result()
+            if live:  # on_exit left its links to us (it was marked asleep)
+                self.spawner.propagate(incn, reason)
+            self.store.write(lambda t: self._lost_txn(t, name, rec.id, incn.inc))
+            return
+        self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=keep_wake))
+        with self._lock:
+            self._hold(name, incn)
+
+    @staticmethod
+    def _wait_exit(incn: Incarnation) -> None:
+        try:
+            incn.exited.result(KILL_WAIT_S)
+        except FutureTimeout:
+            log.error("agent %r (pid %d) survived SIGKILL for %g s", incn.name, incn.pid,
+                      KILL_WAIT_S)
 
     def _propagate_held(self, incn: Incarnation, reason: ExitReason) -> None:
         """A woken process that died at once: what it held (rebound) hears of the exit."""
@@ -481,13 +571,20 @@ class Sessions:
         if rec.status != AgentStatus.RUNNING or shell is None:
             raise AgentNotFound(name, f"it is {rec.status}, and only a running agent can "
                                       "be put to sleep")
+        if why != "requested" and self.store.read(lambda t: bool(t.peek(rec.id, 1))):
+            # Chosen idle (max_awake, idle_timeout), busy by now (its sleep waited for a
+            # worker): a message in the middle of its handler is still in its mailbox.
+            raise AgentNotFound(name, "it has messages to handle, so it is not idle any "
+                                      "more")
         incn = self.spawner.incarnation(name)
-        if incn is None or not self._mark_asleep(incn, True):
+        if incn is None or not self._going_to_sleep(incn):
             raise AgentNotFound(name, "its process has just exited; its supervisor handles "
                                       "that exit")
         try:
             released = shell.release_child(name)
         except SupervisorError as exc:
+            with self._lock:
+                self._going.pop(name, None)
             if not self._mark_asleep(incn, False):
                 self._report_lost(shell, rec, incn, adopt=False)
             raise AgentNotFound(name, f"its supervisor does not hold it running ({exc})") \
@@ -496,12 +593,13 @@ class Sessions:
             # Restarted between the two reads (rare): put the one its supervisor held to
             # sleep instead; one that has exited already was reported to nobody.
             assert isinstance(released, Incarnation)
-            if not self._mark_asleep(incn, False):
+            old, incn = incn, released
+            live = self._going_to_sleep(incn)
+            if not self._mark_asleep(old, False):
                 # Exited while marked (its supervisor had it terminated meanwhile): what
                 # it held still hears of that exit.
-                self.spawner.propagate(incn, incn.exited.result()[0])
-            incn = released
-            if not self._mark_asleep(incn, True):
+                self.spawner.propagate(old, old.exited.result()[0])
+            if not live:
                 self._report_lost(shell, rec, incn, propagate=False)
                 raise AgentNotFound(name, "its process exited while it fell asleep; its "
                                           "supervisor handles that exit")
@@ -516,17 +614,39 @@ class Sessions:
         if woke is None:
             # Stopped or deleted meanwhile (that command set its status): what watched it
             # hears of a normal exit, as for any stop.
+            with self._lock:
+                self._going.pop(name, None)
             with self.spawner.lock:
                 incn.asleep = False
             self.spawner.propagate(incn, ExitReason.normal())
             raise AgentNotFound(name, "it was stopped meanwhile")
-        if self.links.holds(incn):
-            self._held[name] = incn
         with self._lock:
+            self._going.pop(name, None)
+            self._hold(name, incn)
             self._activity.pop(name, None)
         self.slept += 1
         self.emit("slept", name, rec.supervisor, why)
         return woke
+
+    def _going_to_sleep(self, incn: Incarnation) -> bool:
+        """Mark ``incn`` falling asleep, and the handle a monitor or link to its agent
+        lands on until it sleeps; return whether its process was still live then."""
+        with self._lock:
+            self._going[incn.name] = incn
+        if self._mark_asleep(incn, True):
+            return True
+        with self._lock:
+            self._going.pop(incn.name, None)
+        return False
+
+    def _hold(self, name: str, incn: Incarnation) -> None:
+        """Keep ``incn`` (asleep) as ``name``'s handle for what links and monitors it, if
+        anything does (under self._lock); a handle made meanwhile is merged into it."""
+        made = self._held.pop(name, None)
+        if made is not None and made is not incn and made.id == incn.id:
+            self.links.rebind(made, incn)
+        if self.links.holds(incn):
+            self._held[name] = incn
 
     def _mark_asleep(self, incn: Incarnation, asleep: bool) -> bool:
         """Mark ``incn`` falling asleep (or not any more); return whether its process was
@@ -542,6 +662,8 @@ class Sessions:
         it), then reported, so its restart type, intensity and Down/Exit apply."""
         reason, _ = incn.exited.result()
         name = rec.name
+        with self._lock:
+            self._going.pop(name, None)  # a monitor or link now finds it restarting: noproc
         with self.spawner.lock:
             incn.asleep = False
         if propagate:
@@ -631,22 +753,61 @@ class Sessions:
             incn.link_kill = reason
             incn.signal(signal.SIGKILL)
 
-    def held(self, name: str, rec: AgentRecord) -> Incarnation:
-        """The handle a link or monitor to sleeping agent ``rec`` holds (made if it has
-        none: a sleeping agent has no process)."""
+    def watch(self, name: str, attach: Callable[[Incarnation], None]) -> bool:
+        """Run ``attach`` (a link or monitor) on the handle of agent ``name``'s current
+        process, of the one it is falling asleep from, or of the node's hold on it while it
+        sleeps or wakes; return False, attaching nothing, if it has none (it is not running,
+        starting or asleep). Atomic with the moves of those handles (falling asleep, waking,
+        a stop's `forget`), so that what is attached is neither lost nor answered noproc."""
         with self._lock:
-            incn = self._held.get(name)
-            if incn is None or incn.id != rec.id:
-                incn = Incarnation(name, rec.id, rec.incarnation, 0, None, asleep=True)
-                incn.exited.set_result((ExitReason.normal(), None))  # no process to signal
-                incn.ready.set_result(True)
-                self._held[name] = incn
-            return incn
+            target = self._target(name)
+            if target is None:
+                return False
+            attach(target)
+            return True
+
+    def _target(self, name: str) -> Incarnation | None:
+        going = self._going.get(name)
+        if going is not None:
+            return going
+        if name not in self._waking:
+            live = self.spawner.incarnation(name)
+            if live is not None:
+                return live
+        rec = self.registry.get(name)
+        if rec is None or rec.status not in (
+                (AgentStatus.SLEEPING, AgentStatus.STARTING, AgentStatus.RUNNING)
+                if name in self._waking else (AgentStatus.SLEEPING,)):
+            return None
+        incn = self._held.get(name)
+        if incn is None or incn.id != rec.id:
+            # No process to signal; its futures are shared (settled, never set again): a
+            # handle is about 330 bytes, not 3.7 KB (tracemalloc).
+            incn = Incarnation(name, rec.id, rec.incarnation, 0, None, ready=_HELD_READY,
+                               exited=_HELD_EXITED, limits=_HELD_LIMITS, asleep=True)
+            self._held[name] = incn
+        return incn
+
+    def _released(self, incn: Incarnation) -> None:
+        """Nothing links to or monitors ``incn`` any more (its watchers exited): drop it
+        if it is a sleeping agent's handle (`LinkTable.on_released`; any thread)."""
+        if not incn.asleep:
+            return
+        with self._lock:
+            if self._held.get(incn.name) is incn and not self.links.holds(incn):
+                del self._held[incn.name]
 
     @property
     def awake(self) -> int:
         """How many agent processes the node holds now."""
         return len(self.spawner.current)
+
+    @property
+    def held(self) -> int:
+        """How many sleeping agents the node keeps a handle for (something links to or
+        monitors them)."""
+        with self._lock:
+            return len(self._held)
 
     # -- max_awake ------------------------------------------------------------------------------
     def _apply_max_awake(self) -> None:

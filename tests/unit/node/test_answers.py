@@ -35,10 +35,10 @@ FAILURE = Failure(kind="exception", exc_type="ValueError", message="boom",
 DROPPED = DroppedFrames(control=1, reports=2, ready=3, agents=4)
 
 CASES: list[tuple[Any, Any]] = [
-    (Ping(11, "/d", "process", 1.5, 10, DROPPED, False, 7),
+    (Ping(11, "/d", "process", 1.5, 10, DROPPED, False, 7, 2),
      {"pid": 11, "dir": "/d", "durability": "process", "uptime": 1.5, "dropped_frames": 10,
       "dropped": {"control": 1, "reports": 2, "ready": 3, "agents": 4}, "strict": False,
-      "awake": 7}),
+      "awake": 7, "held": 2}),
     (Spawned("a", 12), {"name": "a", "pid": 12}),
     (Spawned("a", None), {"name": "a", "pid": None}),
     (NameStatus("a", AgentStatus.STOPPED), {"name": "a", "status": AgentStatus.STOPPED}),
