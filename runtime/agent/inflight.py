@@ -12,10 +12,16 @@ A handler's return is not the end of an attempt: its result waits for the group 
 returned and whose results are not committed yet, so a death in that window (a native
 destructor that crashes once the message is dropped, a kill between two handlers of a
 group) still counts as an attempt at them.
+
+It also holds the agent's handler latency histogram (`Latency`: fixed buckets, their sum),
+for the node's metrics: counted as each handler returns, published once per group commit
+(one write of the whole histogram), so it counts exactly the committed messages; the node
+reads it at scrape time (`read_latency`).
 """
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import struct
@@ -28,6 +34,16 @@ from dataclasses import dataclass
 _REC = struct.Struct(">QQQQQQQ")
 _DROPPED, _DROPPED_AT = struct.Struct(">Q"), 48
 TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
+
+LATENCY_BOUNDS_S: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0)
+"""The upper bounds (seconds, inclusive) of the handler latency buckets; one more bucket
+holds the slower ones. From 100 µs (an in-memory handler) to a minute (a model call)."""
+_BOUNDS_NS = tuple(round(b * 1e9) for b in LATENCY_BOUNDS_S)
+# After the marker: the latencies' sum (ns), then a count per bucket (the last: +Inf).
+_HIST, _HIST_AT = struct.Struct(">" + "Q" * (len(LATENCY_BOUNDS_S) + 2)), _REC.size
+_SIZE = _REC.size + _HIST.size
 
 
 class InFlight:
@@ -44,13 +60,16 @@ class InFlight:
         try:
             # Written, not only truncated: the page then exists, and a full filesystem is
             # an OSError here rather than a SIGBUS at the first write to the mapping.
-            os.pwrite(fd, bytes(_REC.size), 0)
-            self.map = mmap.mmap(fd, _REC.size)
+            os.pwrite(fd, bytes(_SIZE), 0)
+            self.map = mmap.mmap(fd, _SIZE)
         finally:
             os.close(fd)
         self.incarnation = incarnation
         self.ready = 0
         self.seq = self.start = self.first = self.last = self.dropped = 0
+        # Handler latencies of the returned messages, published at each commit.
+        self.latency_ns = 0
+        self.buckets = [0] * (len(_BOUNDS_NS) + 1)
         self._write()
 
     def _write(self) -> None:
@@ -64,16 +83,21 @@ class InFlight:
 
     def returned(self) -> None:
         """Record that the marked message's handler returned: its result now waits for
-        the group's commit (`committed`)."""
+        the group's commit (`committed`); its latency is counted (published then)."""
+        took = time.monotonic_ns() - self.start
+        self.latency_ns += took
+        self.buckets[bisect.bisect_left(_BOUNDS_NS, took)] += 1
         self.first = self.first or self.seq
         self.last = self.seq
         self.seq = self.start = 0
         self._write()
 
     def committed(self) -> None:
-        """Record that every handled message's result is committed."""
+        """Record that every handled message's result is committed, and publish the
+        latency histogram, which now counts them."""
         self.first = self.last = 0
         self._write()
+        _HIST.pack_into(self.map, _HIST_AT, self.latency_ns, *self.buckets)
 
     def clear(self) -> None:
         """Record that no message is being handled (one done without a group commit)."""
@@ -133,6 +157,30 @@ def blame(unfinished: Unfinished, present: set[int]) -> tuple[int | None, tuple[
     return blamed, tuple(s for s in group if s != blamed)
 
 
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """A handler latency histogram: how many committed messages' handlers took at most
+    each of `LATENCY_BOUNDS_S` (per bucket, not cumulative; the last bucket: slower),
+    and the sum of their latencies.
+
+    Attributes:
+        counts: a count per bucket, ``len(LATENCY_BOUNDS_S) + 1`` of them.
+        sum_seconds: the latencies' sum.
+    """
+
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS_S) + 1)
+    sum_seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """How many messages it counts."""
+        return sum(self.counts)
+
+    def __add__(self, other: Latency) -> Latency:
+        return Latency(tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)),
+                       self.sum_seconds + other.sum_seconds)
+
+
 def _read(path: str) -> tuple[int, ...] | None:
     try:
         with open(path, "rb") as fh:
@@ -140,6 +188,21 @@ def _read(path: str) -> tuple[int, ...] | None:
     except FileNotFoundError:
         return None
     return _REC.unpack(data) if len(data) == _REC.size else None
+
+
+def read_latency(path: str, incarnation: int) -> Latency | None:
+    """The node's side: that incarnation's handler latency histogram (what its process
+    committed so far, or had committed when it exited); None if the file is another
+    incarnation's or missing."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_SIZE)
+    except FileNotFoundError:
+        return None
+    if len(data) != _SIZE or _REC.unpack_from(data)[1] != incarnation:
+        return None
+    total_ns, *counts = _HIST.unpack_from(data, _HIST_AT)
+    return Latency(tuple(counts), total_ns / 1e9)
 
 
 def read_marker(path: str, incarnation: int) -> tuple[int, float] | None:
