@@ -41,8 +41,10 @@ LATENCY_BOUNDS_S: tuple[float, ...] = (
 """The upper bounds (seconds, inclusive) of the handler latency buckets; one more bucket
 holds the slower ones. From 100 µs (an in-memory handler) to a minute (a model call)."""
 _BOUNDS_NS = tuple(round(b * 1e9) for b in LATENCY_BOUNDS_S)
-# After the marker: the latencies' sum (ns), then a count per bucket (the last: +Inf).
-_HIST, _HIST_AT = struct.Struct(">" + "Q" * (len(LATENCY_BOUNDS_S) + 2)), _REC.size
+# After the marker: the latencies' sum (ns), then a count per bucket (the last: +Inf), in
+# this machine's byte order: the agent sets the words that changed in place (a memoryview;
+# each an aligned 8-byte store), and only the node on this machine reads them.
+_HIST, _HIST_AT = struct.Struct("=" + "Q" * (len(LATENCY_BOUNDS_S) + 2)), _REC.size
 _SIZE = _REC.size + _HIST.size
 
 
@@ -67,9 +69,13 @@ class InFlight:
         self.incarnation = incarnation
         self.ready = 0
         self.seq = self.start = self.first = self.last = self.dropped = 0
-        # Handler latencies of the returned messages, published at each commit.
+        # The returned handlers' latencies: their sum (ns) and a count per bucket, written
+        # to the file at each commit (when they are all committed): the sum and the
+        # buckets touched since the last one.
         self.latency_ns = 0
         self.buckets = [0] * (len(_BOUNDS_NS) + 1)
+        self.touched: set[int] = set()
+        self.histogram = memoryview(self.map)[_HIST_AT:].cast("Q")
         self._write()
 
     def _write(self) -> None:
@@ -85,8 +91,10 @@ class InFlight:
         """Record that the marked message's handler returned: its result now waits for
         the group's commit (`committed`); its latency is counted (published then)."""
         took = time.monotonic_ns() - self.start
+        bucket = bisect.bisect_left(_BOUNDS_NS, took)
+        self.buckets[bucket] += 1
+        self.touched.add(bucket)
         self.latency_ns += took
-        self.buckets[bisect.bisect_left(_BOUNDS_NS, took)] += 1
         self.first = self.first or self.seq
         self.last = self.seq
         self.seq = self.start = 0
@@ -97,7 +105,11 @@ class InFlight:
         latency histogram, which now counts them."""
         self.first = self.last = 0
         self._write()
-        _HIST.pack_into(self.map, _HIST_AT, self.latency_ns, *self.buckets)
+        histogram, buckets = self.histogram, self.buckets
+        histogram[0] = self.latency_ns
+        for bucket in self.touched:
+            histogram[bucket + 1] = buckets[bucket]
+        self.touched.clear()
 
     def clear(self) -> None:
         """Record that no message is being handled (one done without a group commit)."""
@@ -119,6 +131,7 @@ class InFlight:
 
     def close(self) -> None:
         """Unmap the file."""
+        self.histogram.release()
         self.map.close()
 
 

@@ -600,8 +600,8 @@ class AgentLoop:
 
     def _handle(self, seq: int, record: Message | Malformed) -> None:
         assert self.agent is not None
-        started = time.monotonic()
         self.busy.mark(seq)
+        started = self.busy.start * 1e-9  # the marker's clock read (time.monotonic's clock)
         try:
             record, msg = _open_record(record)
         except ValueError as exc:

@@ -101,6 +101,10 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}" if x < 1 else f"{x:,.1f}"
+
+
 def summary(s: NodeStats) -> str:
     """The line above the table: the node's own figures and counts (pure)."""
     up = int(s.uptime)
@@ -131,7 +135,7 @@ def render(s: NodeStats, rows: list[TopRow], more: int, sort: SortKey) -> Render
     for r in rows:
         table.add_row(r.name, str(r.pid), r.status, _num(r.cpu_percent, ".1f"),
                       _mib(r.rss_bytes), _mib(r.uss_bytes), f"{r.mailbox_depth:,}",
-                      f"{r.processed:,}", _num(r.rate, ",.1f"), _num(r.mean_ms, ".2f"),
+                      f"{r.processed:,}", _num(r.rate, ",.1f"), _ms(r.mean_ms),
                       str(r.restarts), str(r.dead_letters))
     parts: list[RenderableType] = [summary(s), table]
     if more:
