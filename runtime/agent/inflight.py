@@ -41,6 +41,20 @@ LATENCY_BOUNDS_S: tuple[float, ...] = (
 """The upper bounds (seconds, inclusive) of the handler latency buckets; one more bucket
 holds the slower ones. From 100 µs (an in-memory handler) to a minute (a model call)."""
 _BOUNDS_NS = tuple(round(b * 1e9) for b in LATENCY_BOUNDS_S)
+# A latency's bucket without a search (this runs per message): the bounds are at least 2x
+# apart and none is a power of 2, so the values of one bit length [2^(b-1), 2^b) hold at
+# most one bound; its bucket is the first bucket of its bit length, or the next one.
+_FIRST_BUCKET = tuple(bisect.bisect_left(_BOUNDS_NS, 1 << bits >> 1) for bits in range(65))
+_BOUNDS_PAST = (*_BOUNDS_NS, 1 << 64)  # a bound for the last bucket, never exceeded
+
+
+def bucket_of(ns: int) -> int:
+    """The index of the latency bucket of ``ns`` nanoseconds (pure; `LATENCY_BOUNDS_S`
+    are inclusive upper bounds, the last bucket holds the slower ones)."""
+    bucket = _FIRST_BUCKET[ns.bit_length()]
+    return bucket + 1 if ns > _BOUNDS_PAST[bucket] else bucket
+
+
 # After the marker: the latencies' sum (ns), then a count per bucket (the last: +Inf), in
 # this machine's byte order: the agent sets the words that changed in place (a memoryview;
 # each an aligned 8-byte store), and only the node on this machine reads them.
@@ -69,6 +83,7 @@ class InFlight:
         self.incarnation = incarnation
         self.ready = 0
         self.seq = self.start = self.first = self.last = self.dropped = 0
+        self.returned_at = 0  # when the last handler returned (CLOCK_MONOTONIC, ns)
         # The returned handlers' latencies: their sum (ns) and a count per bucket, written
         # to the file at each commit (when they are all committed): the sum and the
         # buckets touched since the last one.
@@ -90,8 +105,11 @@ class InFlight:
     def returned(self) -> None:
         """Record that the marked message's handler returned: its result now waits for
         the group's commit (`committed`); its latency is counted (published then)."""
-        took = time.monotonic_ns() - self.start
-        bucket = bisect.bisect_left(_BOUNDS_NS, took)
+        self.returned_at = now = time.monotonic_ns()
+        took = now - self.start
+        bucket = _FIRST_BUCKET[took.bit_length()]  # bucket_of, inlined (per message)
+        if took > _BOUNDS_PAST[bucket]:
+            bucket += 1
         self.buckets[bucket] += 1
         self.touched.add(bucket)
         self.latency_ns += took

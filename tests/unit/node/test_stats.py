@@ -12,7 +12,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from beamish.runtime import DroppedFrames
-from beamish.runtime.agent.inflight import LATENCY_BOUNDS_S, InFlight, Latency, read_latency
+from beamish.runtime.agent.inflight import (
+    LATENCY_BOUNDS_S,
+    InFlight,
+    Latency,
+    bucket_of,
+    read_latency,
+)
 from beamish.runtime.client.top import summary, top_rows
 from beamish.runtime.node.config import ListenAddress, listen_address
 from beamish.runtime.node.daemon import to_wire
@@ -69,6 +75,23 @@ def test_a_handler_lands_in_the_first_bucket_whose_bound_it_does_not_exceed(tmp_
     assert got.counts[LATENCY_BOUNDS_S.index(0.5)] == 1 and got.count == 1
     assert 0.3 <= got.sum_seconds < 0.5
     busy.close()
+
+
+@pytest.mark.parametrize(("ns", "bucket"), [
+    (0, 0), (1, 0), (100_000, 0), (100_001, 1), (250_000, 1), (250_001, 2),
+    (1_000_000_000, 12), (1_000_000_001, 13), (60_000_000_000, 17),
+    (60_000_000_001, 18), (1 << 63, 18),
+])
+def test_a_latency_goes_to_the_first_bucket_whose_bound_it_does_not_exceed(ns, bucket):
+    assert bucket_of(ns) == bucket
+
+
+def test_the_bucket_without_a_search_is_the_one_a_search_finds():
+    import bisect
+    bounds = [round(b * 1e9) for b in LATENCY_BOUNDS_S]
+    values = [v for b in bounds for v in (b - 1, b, b + 1)]
+    values += [(1 << bits) + d for bits in range(64) for d in (-1, 0, 1) if (1 << bits) + d >= 0]
+    assert [bucket_of(v) for v in values] == [bisect.bisect_left(bounds, v) for v in values]
 
 
 def test_another_incarnations_histogram_is_not_read(tmp_path):
