@@ -14,9 +14,10 @@ destructor that crashes once the message is dropped, a kill between two handlers
 group) still counts as an attempt at them.
 
 It also holds the agent's handler latency histogram (`Latency`: fixed buckets, their sum),
-for the node's metrics: counted as each handler returns, published once per group commit
-(one write of the whole histogram), so it counts exactly the committed messages; the node
-reads it at scrape time (`read_latency`).
+for the node's metrics: counted as each handler returns, published at each group commit
+(the sum and the buckets the group touched), so it counts exactly the committed messages;
+the node reads it at scrape time (`read_latency`) and after an exit (carried over to the
+agent's next process).
 """
 
 from __future__ import annotations
