@@ -12,10 +12,17 @@ A handler's return is not the end of an attempt: its result waits for the group 
 returned and whose results are not committed yet, so a death in that window (a native
 destructor that crashes once the message is dropped, a kill between two handlers of a
 group) still counts as an attempt at them.
+
+It also holds the agent's handler latency histogram (`Latency`: fixed buckets, their sum),
+for the node's metrics: counted as each handler returns, published at each group commit
+(the sum and the buckets the group touched), so it counts exactly the committed messages;
+the node reads it at scrape time (`read_latency`) and after an exit (carried over to the
+agent's next process).
 """
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import struct
@@ -28,6 +35,32 @@ from dataclasses import dataclass
 _REC = struct.Struct(">QQQQQQQ")
 _DROPPED, _DROPPED_AT = struct.Struct(">Q"), 48
 TIMER_SEQ = (1 << 64) - 1  # "handling a timer or info message", not a mailbox message
+
+LATENCY_BOUNDS_S: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0)
+"""The upper bounds (seconds, inclusive) of the handler latency buckets; one more bucket
+holds the slower ones. From 100 µs (an in-memory handler) to a minute (a model call)."""
+_BOUNDS_NS = tuple(round(b * 1e9) for b in LATENCY_BOUNDS_S)
+# A latency's bucket without a search (this runs per message): the bounds are at least 2x
+# apart and none is a power of 2, so the values of one bit length [2^(b-1), 2^b) hold at
+# most one bound; its bucket is the first bucket of its bit length, or the next one.
+_FIRST_BUCKET = tuple(bisect.bisect_left(_BOUNDS_NS, 1 << bits >> 1) for bits in range(65))
+_BOUNDS_PAST = (*_BOUNDS_NS, 1 << 64)  # a bound for the last bucket, never exceeded
+
+
+def bucket_of(ns: int) -> int:
+    """The index of the latency bucket of ``ns`` nanoseconds (pure; `LATENCY_BOUNDS_S`
+    are inclusive upper bounds, the last bucket holds the slower ones)."""
+    bucket = _FIRST_BUCKET[ns.bit_length()]
+    return bucket + 1 if ns > _BOUNDS_PAST[bucket] else bucket
+
+
+# After the marker: the latencies' sum (ns), then a count per bucket (the last: +Inf), in
+# this machine's byte order: the agent sets the words that changed in place (a memoryview;
+# each an aligned 8-byte store), and only the node on this machine reads them.
+_HIST, _HIST_AT = struct.Struct("=" + "Q" * (len(LATENCY_BOUNDS_S) + 2)), _REC.size
+_SIZE = _REC.size + _HIST.size
 
 
 class InFlight:
@@ -44,13 +77,21 @@ class InFlight:
         try:
             # Written, not only truncated: the page then exists, and a full filesystem is
             # an OSError here rather than a SIGBUS at the first write to the mapping.
-            os.pwrite(fd, bytes(_REC.size), 0)
-            self.map = mmap.mmap(fd, _REC.size)
+            os.pwrite(fd, bytes(_SIZE), 0)
+            self.map = mmap.mmap(fd, _SIZE)
         finally:
             os.close(fd)
         self.incarnation = incarnation
         self.ready = 0
         self.seq = self.start = self.first = self.last = self.dropped = 0
+        self.returned_at = 0  # when the last handler returned (CLOCK_MONOTONIC, ns)
+        # The returned handlers' latencies: their sum (ns) and a count per bucket, written
+        # to the file at each commit (when they are all committed): the sum and the
+        # buckets touched since the last one.
+        self.latency_ns = 0
+        self.buckets = [0] * (len(_BOUNDS_NS) + 1)
+        self.touched: set[int] = set()
+        self.histogram = memoryview(self.map)[_HIST_AT:].cast("Q")
         self._write()
 
     def _write(self) -> None:
@@ -64,16 +105,30 @@ class InFlight:
 
     def returned(self) -> None:
         """Record that the marked message's handler returned: its result now waits for
-        the group's commit (`committed`)."""
+        the group's commit (`committed`); its latency is counted (published then)."""
+        self.returned_at = now = time.monotonic_ns()
+        took = now - self.start
+        bucket = _FIRST_BUCKET[took.bit_length()]  # bucket_of, inlined (per message)
+        if took > _BOUNDS_PAST[bucket]:
+            bucket += 1
+        self.buckets[bucket] += 1
+        self.touched.add(bucket)
+        self.latency_ns += took
         self.first = self.first or self.seq
         self.last = self.seq
         self.seq = self.start = 0
         self._write()
 
     def committed(self) -> None:
-        """Record that every handled message's result is committed."""
+        """Record that every handled message's result is committed, and publish the
+        latency histogram, which now counts them."""
         self.first = self.last = 0
         self._write()
+        histogram, buckets = self.histogram, self.buckets
+        histogram[0] = self.latency_ns
+        for bucket in self.touched:
+            histogram[bucket + 1] = buckets[bucket]
+        self.touched.clear()
 
     def clear(self) -> None:
         """Record that no message is being handled (one done without a group commit)."""
@@ -95,6 +150,7 @@ class InFlight:
 
     def close(self) -> None:
         """Unmap the file."""
+        self.histogram.release()
         self.map.close()
 
 
@@ -133,6 +189,30 @@ def blame(unfinished: Unfinished, present: set[int]) -> tuple[int | None, tuple[
     return blamed, tuple(s for s in group if s != blamed)
 
 
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """A handler latency histogram: how many committed messages' handlers took at most
+    each of `LATENCY_BOUNDS_S` (per bucket, not cumulative; the last bucket: slower),
+    and the sum of their latencies.
+
+    Attributes:
+        counts: a count per bucket, ``len(LATENCY_BOUNDS_S) + 1`` of them.
+        sum_seconds: the latencies' sum.
+    """
+
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS_S) + 1)
+    sum_seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """How many messages it counts."""
+        return sum(self.counts)
+
+    def __add__(self, other: Latency) -> Latency:
+        return Latency(tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)),
+                       self.sum_seconds + other.sum_seconds)
+
+
 def _read(path: str) -> tuple[int, ...] | None:
     try:
         with open(path, "rb") as fh:
@@ -140,6 +220,21 @@ def _read(path: str) -> tuple[int, ...] | None:
     except FileNotFoundError:
         return None
     return _REC.unpack(data) if len(data) == _REC.size else None
+
+
+def read_latency(path: str, incarnation: int) -> Latency | None:
+    """The node's side: that incarnation's handler latency histogram (what its process
+    committed so far, or had committed when it exited); None if the file is another
+    incarnation's or missing."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_SIZE)
+    except FileNotFoundError:
+        return None
+    if len(data) != _SIZE or _REC.unpack_from(data)[1] != incarnation:
+        return None
+    total_ns, *counts = _HIST.unpack_from(data, _HIST_AT)
+    return Latency(tuple(counts), total_ns / 1e9)
 
 
 def read_marker(path: str, incarnation: int) -> tuple[int, float] | None:

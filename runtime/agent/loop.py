@@ -131,10 +131,12 @@ class _Group:
         self.packed_state = packed_state
         self.processed = processed
 
-    def due_before(self, seq: int, attempted: int | None) -> bool:
-        """Whether the group must be committed before message ``seq`` is handled (now)."""
+    def due_before(self, seq: int, attempted: int | None, now: float | None = None) -> bool:
+        """Whether the group must be committed before message ``seq`` is handled at
+        ``now`` (``time.monotonic()``'s clock; read when None)."""
         return bool(self.removals) and commit_before(
-            len(self.removals), bool(self.replies), time.monotonic() - self.started, seq,
+            len(self.removals), bool(self.replies),
+            (time.monotonic() if now is None else now) - self.started, seq,
             attempted) is not None
 
 
@@ -486,7 +488,9 @@ class AgentLoop:
             if batch:
                 self.active_at = time.monotonic()
             for seq, record in batch:
-                if self.group.due_before(seq, self.attempted):
+                # "Now" is when the group's last handler returned (the marker read the
+                # clock then, for its latency): only this loop's bookkeeping ran since.
+                if self.group.due_before(seq, self.attempted, self.busy.returned_at * 1e-9):
                     self._flush()
                 self._handle(seq, record)
                 if commit_after(seq, self.attempted):
@@ -600,8 +604,8 @@ class AgentLoop:
 
     def _handle(self, seq: int, record: Message | Malformed) -> None:
         assert self.agent is not None
-        started = time.monotonic()
         self.busy.mark(seq)
+        started = self.busy.start * 1e-9  # the marker's clock read (time.monotonic's clock)
         try:
             record, msg = _open_record(record)
         except ValueError as exc:

@@ -59,6 +59,7 @@ from ..messaging.wire import spawned_hints
 from ..node.commands import register_lazy
 from ..node.config import StartReport
 from ..node.eventlog import PAGE_MAX as EVENTS_PAGE
+from ..node.stats import NodeStats
 from ..store import open_store
 from ..store.protocol import Store
 
@@ -655,6 +656,14 @@ class Node:
     def status(self) -> NodeStatus:
         """The node's pid, dir, uptime and the invalid frames it and its agents dropped."""
         return NodeStatus.from_wire(self._control.request("ping"))
+
+    def stats(self) -> NodeStats:
+        """A snapshot of the node's figures (`NodeStats`): its own (memory, uptime,
+        dropped frames, events), how many agents have each status (sleeping ones
+        included), and per awake agent its mailbox depth, messages handled, handler latency
+        histogram, restarts by failure kind, memory (RSS, USS), CPU seconds and dead
+        letters: what ``beamish top`` shows and ``/metrics`` serves (docs/metrics.md)."""
+        return NodeStats.from_wire(self._control.request("stats"))
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop every agent in reverse start order, then the daemon; return once it exited.

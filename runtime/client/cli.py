@@ -37,6 +37,8 @@ examples:
   beamish tree                             the supervision tree
   beamish events --follow                  supervisor reports as they happen
   beamish events --since 1h --kind exited  filtered (--name NAME too); kept across restarts
+  beamish top --sort memory                awake agents by RSS, until Ctrl-C
+  beamish top --once --sort mailbox        one table, for scripts
   beamish stop c1                          orderly stop; its state is kept
   beamish sleep c1                         no process until its next message
   beamish node stop                        stop every agent, then the node
@@ -218,6 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--limit", type=_count_arg, default=0, metavar="N",
                            help="show at most N events, the earliest that match (default "
                                 "0: all; not with --follow)")
+    top = sub.add_parser(
+        "top", parents=[common], help="watch the awake agents: CPU, memory, mailbox, restarts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The awake agents (those with a process; sleeping ones are counted on\n"
+                    "the first line), sorted, refreshing until Ctrl-C. CPU% and MSG/S are\n"
+                    "rates since the previous refresh; MEAN ms is the handlers' mean\n"
+                    "latency since the node started; HANDLED and RESTARTS are over each\n"
+                    "agent's life. The same figures for Prometheus: [node] metrics in the\n"
+                    "config file (docs/metrics.md).",
+        epilog="examples:\n  beamish top                          by CPU, every 2 s\n"
+               "  beamish top --sort mailbox -n 20     the 20 deepest mailboxes\n"
+               "  beamish top --once --interval 1      one table (CPU over 1 s), then exit")
+    top.add_argument("--sort", choices=["cpu", "memory", "mailbox", "restarts"], default="cpu",
+                     help="the column to sort by, largest first (default cpu; memory is RSS)")
+    top.add_argument("--interval", type=_positive("--interval"), default=2.0, metavar="S",
+                     help="seconds between refreshes, and the window of CPU%% and MSG/S "
+                          "(default 2)")
+    top.add_argument("--once", action="store_true",
+                     help="print one table and exit (two readings --interval apart, for "
+                          "the rates): for scripts")
+    top.add_argument("--limit", "-n", type=_count_arg, default=TOP_LIMIT, metavar="N",
+                     help=f"show at most N agents (default {TOP_LIMIT}; 0: all)")
     sv = sub.add_parser("add-supervisor", parents=[common], help="add a supervisor")
     sv.add_argument("name", metavar="NAME", help="a unique supervisor name")
     sv.add_argument("--strategy", default="one_for_one",
@@ -254,6 +278,8 @@ PS_LIMIT = 1000
 """How many agents ``beamish ps`` lists by default (a final line says how many more)."""
 TREE_LIMIT = 100
 """How many agents of each supervisor ``beamish tree`` lists by default."""
+TOP_LIMIT = 50
+"""How many agents ``beamish top`` shows by default."""
 
 
 def _since_arg(text: str) -> datetime.datetime:
@@ -441,6 +467,9 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
     elif cmd == "tree":
         tree = node.tree(None if args.all or not args.limit else args.limit)
         print(json.dumps(tree)) if args.json else _print_tree(tree)
+    elif cmd == "top":
+        from .top import run_top
+        return run_top(node, args.sort, args.interval, args.once, args.limit or None)
     elif cmd == "events":
         for ev in _events_of(node, args):
             if args.json:

@@ -38,6 +38,10 @@ class Bounded(Generic[K, V]):
         self._items[key] = value
         return dropped
 
+    def get(self, key: K) -> V | None:
+        """The entry under ``key`` (left where it is), or None."""
+        return self._items.get(key)
+
     def pop(self, key: K) -> V | None:
         """Take the entry under ``key``, or None."""
         return self._items.pop(key, None)

@@ -73,6 +73,7 @@ from .links import LinkTable
 from .registry import ROOT, Emit, Registry
 from .sessions import Sessions, child_spec
 from .spawner import AgentSpawner, Incarnation, Ring
+from .stats import NodeStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class NodeView:
         stopping: set while the node stops.
         dropped_frames: counts the invalid frames dropped so far, by socket.
         sessions: puts agents to sleep and wakes them.
+        stats: takes a snapshot of the node's figures (``stats.StatsReader.take``).
     """
 
     paths: NodePaths
@@ -110,6 +112,7 @@ class NodeView:
     stopping: threading.Event
     dropped_frames: Callable[[], DroppedFrames]
     sessions: Sessions
+    stats: Callable[[], NodeStats]
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -800,6 +803,14 @@ def events(node: NodeView, after: int = 0, since: float | None = None,
     return node.events.page(after, flt, limit)
 
 
+def stats(node: NodeView) -> NodeStats:
+    """``{"op": "stats"}`` -> the fields of `NodeStats` (its ``agents``: the fields of
+    `AgentStats`, each ``latency`` as ``{"counts", "sum_seconds"}``): the node's figures,
+    counts by status for every agent, and per-agent figures for the awake ones (what
+    ``/metrics`` serves). CLI: ``beamish top``."""
+    return node.stats()
+
+
 def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:
     """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
     (``msg`` is the raw bytes of a message refused because it did not decode).
@@ -1165,5 +1176,5 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
     "shutdown": shutdown, "add_supervisor": add_supervisor, "ps_page": ps_page,
-    "sleep": sleep,
+    "sleep": sleep, "stats": stats,
 }

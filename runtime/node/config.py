@@ -53,6 +53,65 @@ class NodeSection(_Strict):
     # At most this many agents awake: the least recently active idle ones are put to
     # sleep (None: unlimited). See docs/sessions.md.
     max_awake: int | None = Field(None, ge=1)
+    # Serve Prometheus metrics at http://ADDRESS/metrics ("127.0.0.1:9464"; None: off).
+    # See docs/metrics.md.
+    metrics: str | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        if value is not None:
+            listen_address(value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where a node's HTTP endpoint listens (``[node] metrics``).
+
+    Attributes:
+        host: an IP address (IPv6 without brackets), or ``localhost``.
+        port: 1 to 65535.
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def listen_address(text: str) -> ListenAddress:
+    """Parse ``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6; ``":PORT"`` or ``"PORT"`` alone
+    listens on loopback, 127.0.0.1) (pure).
+
+    Raises:
+        ValueError: not of that form, a host that is not an IP address or ``localhost``,
+            or a port outside 1-65535; the message shows the expected form.
+    """
+    import ipaddress
+    form = ('expected "HOST:PORT" with HOST an IP address or localhost, e.g. '
+            '"127.0.0.1:9464" (loopback only), "0.0.0.0:9464" (every interface) or '
+            '"[::1]:9464"')
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = LOOPBACK, text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: an IPv6 address takes brackets, e.g. \"[::1]:9464\"")
+    host = host or LOOPBACK
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: host {host!r} is not an IP address; {form}") from None
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: port {port!r} is not a number from 1 to 65535; {form}")
+    return ListenAddress(host, int(port))
 
 
 class LimitsSection(_Strict):

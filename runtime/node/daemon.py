@@ -64,12 +64,13 @@ from .commands import (
     shutdown,
     start_persisted,
 )
-from .config import AgentStartFailure, NodeConfig, StartReport
+from .config import AgentStartFailure, NodeConfig, StartReport, listen_address
 from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
 from .registry import ROOT, Registry
 from .sessions import Sessions
 from .spawner import KILL_WAIT_S, START_TIMEOUT_S, AgentSpawner, Incarnation, SpawnSettings
+from .stats import StatsReader
 from .timers import TimerService
 from .zygote_link import ZygoteLink
 
@@ -193,10 +194,18 @@ class NodeDaemon:
                                  shell=self.shell, max_awake=self.config.node.max_awake)
         self.timers = TimerService(self.store, self.paths, self.ring)
         self.timers.start()  # overdue timers (the node was down) fire now
+        self.stats = StatsReader(self.paths, self.store, live=self.spawner.live_processes,
+                                 tally=self.spawner.tally, events=lambda: self.events.seq,
+                                 dropped=self.dropped_frames, started_at=self.started_at)
+        if self.config.node.metrics is not None:
+            from .metrics import MetricsServer  # prometheus_client: only when asked for
+            self.metrics = MetricsServer(listen_address(self.config.node.metrics),
+                                         self.stats.take)
+            log.info("serving metrics on http://%s/metrics", self.metrics.address)
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
-            self.stopping, self.dropped_frames, self.sessions)
+            self.stopping, self.dropped_frames, self.sessions, self.stats.take)
         self._write_info()
 
     def _write_info(self) -> None:
@@ -454,8 +463,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("sessions", "timers", "zygote", "messenger", "control", "reports",
-                     "events", "store"):
+        for attr in ("metrics", "sessions", "timers", "zygote", "messenger", "control",
+                     "reports", "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -480,6 +489,9 @@ class NodeDaemon:
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        metrics = self.__dict__.get("metrics")
+        if metrics is not None:
+            metrics.close()
         self.sessions.close()
         self.timers.close()
         self.zygote.close()

@@ -34,7 +34,7 @@ from .._osproc import process_start_time
 from .._paths import NodePaths
 from .._types import ACCEPTS_MESSAGES, AgentStatus, Failure, Limits, WireMap
 from .._validation import check_limits
-from ..agent.inflight import read_dropped, read_marker, read_unfinished, was_ready
+from ..agent.inflight import read_dropped, read_latency, read_marker, read_unfinished, was_ready
 from ..errors import ConfigError, StoreFullError
 from ..messaging.messenger import append_routed, hint_node
 from ..messaging.wire import Report, ring_frame, stop_frame
@@ -45,6 +45,7 @@ from .bounded import Bounded
 from .classify import ExitEvidence, LimitKind, classify
 from .links import Deliver, KillLinked, LinkTable
 from .registry import Emit, Registry
+from .stats import ExitTally, LiveProcess
 from .zygote_link import PreloadRefused, ZygoteLost
 
 log = logging.getLogger("beamish.node")
@@ -210,6 +211,7 @@ class AgentSpawner:
         self._detached = threading.Condition(threading.Lock())
         self._detached_now = 0
         self._detached_closed = False
+        self.tally = ExitTally()  # restarts by failure kind, exited processes' latencies
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -482,6 +484,19 @@ class AgentSpawner:
         agents += sum(read_dropped(self.settings.paths.agent_busy(i), inc) for i, inc in live)
         return agents, ready
 
+    def live_processes(self) -> list[LiveProcess]:
+        """The agents' processes that are ready and not exited, with their tallies (one
+        moment: a process is either listed or its latency carried, never both)."""
+        with self.lock:
+            out = []
+            for incn in self.current.values():
+                if not incn.ready.done() or incn.exited.done() or incn.ready.result() is not True:
+                    continue
+                carried, kinds = self.tally.carried(incn.name)
+                out.append(LiveProcess(incn.name, incn.id, incn.inc, incn.pid,
+                                       incn.create_time, carried, kinds))
+            return out
+
     def incarnation(self, name: str, inc: int | None = None,
                     wait: float = 0.0) -> Incarnation | None:
         """Return agent ``name``'s live process, one still in ``init``/``recover`` included
@@ -619,6 +634,9 @@ class AgentSpawner:
             lost = asleep and incn.terminating is None
             # Before a new process of the agent resets the marker.
             self.agent_dropped += read_dropped(self.settings.paths.agent_busy(incn.id), incn.inc)
+            # Under the lock: a stats snapshot sees this process live or its latency carried.
+            self.tally.exited(incn.name, read_latency(self.settings.paths.agent_busy(incn.id),
+                                                      incn.inc))
         try:
             reason, failure, escalate = self._classify(incn, code)
         except Exception:  # noqa: BLE001 - an exit must never be lost to a bug in its report
@@ -644,6 +662,7 @@ class AgentSpawner:
         sup = self.registry.supervisor_of(incn.name)
         if failure is not None:
             self._next_failure[incn.name] = failure
+            self.tally.restarted(incn.name, failure.kind)
         if lost:
             # Its status first: the sleeper reads the exit, then hands it to the supervisor,
             # whose restart must not be overwritten by this write.

@@ -260,6 +260,15 @@ class Txn:
                 more[status] = more.get(status, 0) + 1
         return out
 
+    def status_counts(self) -> dict[str, int]:
+        """Return how many agents have each status (see `.protocol.Txn.status_counts`)."""
+        counts: dict[str, int] = {}
+        cur = self.txn.cursor(db=self.dbs["routes"])
+        for value in cast("Iterator[bytes]", cur.iternext(keys=False)):
+            status = str(unpack(value)[1])
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
     def _agent_at(self, key: bytes) -> AgentRecord:
         raw = self._get("agents", key)
         if raw is None:  # a route without its record: written together, so never
@@ -427,6 +436,19 @@ class Txn:
         """Return the agent's dead letters, oldest first."""
         return [(_U64.unpack(k[8:])[0], DeadLetter.from_wire(unpack(v)))
                 for k, v in self._prefix("dead", _id(agent_id))]
+
+    def dead_count(self, agent_id: int) -> int:
+        """Return how many dead letters the agent has (keys counted, none decoded)."""
+        prefix = _id(agent_id)
+        cur = self.txn.cursor(db=self.dbs["dead"])
+        if not cur.set_range(prefix):
+            return 0
+        n = 0
+        for key in cast("Iterator[bytes]", cur.iternext(values=False)):
+            if not key.startswith(prefix):
+                break
+            n += 1
+        return n
 
     def delete_dead(self, agent_id: int, seq: int) -> bool:
         """Drop one dead letter; False if it was not there."""

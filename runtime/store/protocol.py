@@ -85,6 +85,11 @@ class Txn(Protocol):
         (the agents no supervisor shell holds, for ``tree``)."""
         ...
 
+    def status_counts(self) -> dict[str, int]:
+        """Return how many agents have each status (those with none are left out). Reads
+        every route (two fields each), never a record: about 1 µs per agent."""
+        ...
+
     # -- supervisors ----------------------------------------------------------------------
     def get_sup(self, name: str) -> SupervisorRecord | None:
         """Return the supervisor record ``name``, or None."""
@@ -199,6 +204,10 @@ class Txn(Protocol):
 
     def dead(self, agent_id: int) -> list[tuple[int, DeadLetter]]:
         """Return the agent's dead letters, oldest first."""
+        ...
+
+    def dead_count(self, agent_id: int) -> int:
+        """Return how many dead letters the agent has (counted, none decoded)."""
         ...
 
     def delete_dead(self, agent_id: int, seq: int) -> bool:

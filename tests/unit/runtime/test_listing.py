@@ -131,7 +131,7 @@ def test_tree_lists_agents_held_by_record_first_within_the_limit(store, monkeypa
     root.start()
     try:
         view = commands.NodeView(*([None] * 3), store, *([None] * 6), root,  # type: ignore[arg-type]
-                                 *([None] * 3))
+                                 *([None] * 4))
         full = commands.tree(view)
         assert [(c.name, c.status) for c in full.children] == [
             ("a", "stopped"), ("e", "running"), ("z", "running")]
