@@ -80,6 +80,7 @@ from ._types import Stop as Stop
 from .agent.base import Agent as Agent
 from .agent.context import AgentContext as AgentContext
 from .client.api import AgentRef as AgentRef
+from .client.api import AsyncAgentRef as AsyncAgentRef
 from .client.api import AsyncNode as AsyncNode
 from .client.api import Node as Node
 from .client.api import connect as connect
