@@ -23,6 +23,7 @@ import time
 import traceback
 from typing import Any
 
+from . import _aclient
 from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
@@ -33,7 +34,7 @@ from ._sessions import sessions, table_rows, target_rows
 from ._stats import machine_info
 
 SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability,
-             "sessions": sessions}
+             "sessions": sessions, "aclient": _aclient.aclient}
 
 
 def _default_out() -> str:
@@ -155,6 +156,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
     _isolation_rows(sc, row)
     lines.extend(table_rows(sc.get("sessions")))
+    lines.extend(_aclient.table_rows(sc.get("aclient")))
     targets = _target_rows(sc)
     if targets:
         lines.extend(["", "## Targets (issues 5 and 11, on this machine, this run)", "",
@@ -303,6 +305,7 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
                            f"{_num(t['figure'])} msgs/s (a loop of cast: "
                            f"{_num(entry['cast_loop']['msgs_per_s'])}) | {_met(t['met'])} |")
     out.extend(target_rows(sc.get("sessions")))
+    out.extend(_aclient.target_rows(sc.get("aclient")))
     return out
 
 
