@@ -10,7 +10,6 @@ someone waits (no task of its own).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -123,15 +122,20 @@ class AsyncReplies:
         waiting, self._waiting = self._waiting, {}
         for fut in waiting.values():
             if not fut.done():
-                fut.set_exception(exc)
+                try:
+                    fut.set_exception(exc)
+                except RuntimeError:
+                    pass  # its loop is closed: no one waits
 
     def fail_all(self, exc: BaseException) -> None:
         """End every wait with ``exc`` (the socket is closing) and stop reading."""
         self._closed = True
         self._fail_waiters(exc)
         if self._recv is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is already closed
+            try:
                 self._recv.cancel()
+            except RuntimeError:
+                pass  # its loop is already closed
             self._recv = None
 
 

@@ -924,6 +924,9 @@ class AsyncNode:
                since: int = 0) -> Coroutine[Any, Any, list[Event]]: ...
     @overload
     def events(self, follow: Literal[True], since: int = 0) -> AsyncIterator[Event]: ...
+    @overload
+    def events(self, follow: bool,
+               since: int = 0) -> Coroutine[Any, Any, list[Event]] | AsyncIterator[Event]: ...
 
     def events(self, follow: bool = False,
                since: int = 0) -> Coroutine[Any, Any, list[Event]] | AsyncIterator[Event]:

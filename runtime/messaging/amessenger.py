@@ -279,7 +279,10 @@ class AsyncMessenger:
         queued, self._queue = self._queue, []
         for _, done in queued:
             if not done.done():
-                done.set_exception(error)
+                try:
+                    done.set_exception(error)
+                except RuntimeError:
+                    pass  # its loop is closed: no one waits
         for handle in (self._flush, self._recheck_at):
             if handle is not None:
                 handle.cancel()
