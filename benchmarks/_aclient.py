@@ -99,7 +99,7 @@ def aclient(h: Any, sizes: Any) -> dict[str, Any]:
     node = h.node
     quick = getattr(sizes, "call_samples", 0) < 10_000
     n = 200
-    repeats = 2 if quick else 5
+    repeats = 1 if quick else 5
     samples, blocks = (1000, 4) if quick else (5000, 10)
     t0 = time.perf_counter()
     names = [node.spawn(agents.NAPPER, name=h.name("nap")).name for _ in range(n)]
