@@ -220,6 +220,7 @@ class AsyncRequester:
                     raise RequestTimeout("the peer went away")
         finally:
             self.replies.forget(msg_id)
+            self.replies.unclaimed.clear()  # late replies to requests that gave up: dropped
 
     @property
     def dropped(self) -> int:
