@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any
 
+from . import _aclient
 from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
@@ -34,7 +35,7 @@ from ._sessions import sessions, table_rows, target_rows
 from ._stats import machine_info
 
 SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability,
-             "sessions": sessions}
+             "sessions": sessions, "aclient": _aclient.aclient}
 
 
 def _default_out() -> str:
@@ -159,6 +160,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{_num(bm['pss_bytes_median'] / 2**20, 2)} | — | — | |")
     _isolation_rows(sc, row)
     lines.extend(table_rows(sc.get("sessions")))
+    lines.extend(_aclient.table_rows(sc.get("aclient")))
     targets = _target_rows(sc)
     if targets:
         lines.extend(["", "## Targets: fault recovery, isolation, spawn, batched casts and "
@@ -308,6 +310,7 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
                            f"{_num(t['figure'])} msgs/s (a loop of cast: "
                            f"{_num(entry['cast_loop']['msgs_per_s'])}) | {_met(t['met'])} |")
     out.extend(target_rows(sc.get("sessions")))
+    out.extend(_aclient.target_rows(sc.get("aclient")))
     return out
 
 

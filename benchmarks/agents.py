@@ -34,6 +34,15 @@ class AsyncEcho(Agent):
         return msg, state
 
 
+class Napper(Agent):
+    """An ``async def`` handler that awaits ``asyncio.sleep(msg)`` (seconds), then replies
+    with ``msg``: an agent waiting on I/O (a model, a tool) for as long as it is told."""
+
+    async def handle_call(self, msg: Any, state: Any) -> tuple[Any, Any]:
+        await asyncio.sleep(float(msg))
+        return msg, state
+
+
 class Counter(Agent):
     """Counts the casts it handled; the call ``"count"`` answers the count, ``"pid"`` its
     process id."""
@@ -68,6 +77,7 @@ class Flaky(Agent):
 
 ECHO = f"{__name__}:Echo"
 ASYNC_ECHO = f"{__name__}:AsyncEcho"
+NAPPER = f"{__name__}:Napper"
 COUNTER = f"{__name__}:Counter"
 FLAKY = f"{__name__}:Flaky"
 

@@ -4,6 +4,9 @@ ZeroMQ is transport only. The durable mailbox lives in LMDB (see ``beamish.runti
 the sockets here carry control requests and doorbells, never the only copy of a message.
 """
 
+from ._aio import AsyncInbox as AsyncInbox
+from ._aio import AsyncReplies as AsyncReplies
+from ._aio import AsyncRequester as AsyncRequester
 from ._errors import EncodeError as EncodeError
 from ._errors import MailboxError as MailboxError
 from ._errors import PayloadTooLarge as PayloadTooLarge

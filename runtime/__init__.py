@@ -5,7 +5,8 @@ restart decisions) are leaves; this package wires them to the OS and is the publ
 what this module re-exports is the API, everything else is internal. Its layers, top to
 bottom; a module imports only its own layer and those below (``tests/test_layering.py``):
 
-    client/     in the user's process      api.py (Node, AgentRef, start_node, connect),
+    client/     in the user's process      api.py (Node, AgentRef, start_node, connect,
+                                           AsyncNode, AsyncAgentRef),
                                            cli.py (the ``beamish`` command)
     node/       the node daemon process    daemon.py (builds the others and wires them;
                                            main loop, housekeeping, replies' wire form),
@@ -29,6 +30,7 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            (the Agent class), inflight.py (what an agent is
                                            handling, for the node to read after a crash)
     messaging/  any process                messenger.py (call/cast: append, ring, reply),
+                                           amessenger.py (the same for asyncio code),
                                            control.py (requests to the node), wire.py
                                            (every frame between the runtime's processes:
                                            rings, replies, stop, reports, zygote pipe),
@@ -84,6 +86,7 @@ from ._types import Stop as Stop
 from .agent.base import Agent as Agent
 from .agent.context import AgentContext as AgentContext
 from .client.api import AgentRef as AgentRef
+from .client.api import AsyncAgentRef as AsyncAgentRef
 from .client.api import AsyncNode as AsyncNode
 from .client.api import Node as Node
 from .client.api import connect as connect

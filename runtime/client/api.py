@@ -1,8 +1,10 @@
-"""The Python API: `start_node`, `connect`, `Node`, `AgentRef`, `AsyncNode`.
+"""The Python API: `start_node`, `connect`, `Node`, `AgentRef`, `AsyncNode`, `AsyncAgentRef`.
 
 A `Node` talks to its daemon over the control socket for tree operations (spawn, stop,
 info, ...) and sends messages straight into agents' durable mailboxes (`._messenger`): no
-hop through the daemon. It is safe to use from several threads at once.
+hop through the daemon. It is safe to use from several threads at once. For asyncio code
+it keeps one `_AsyncLink` per event loop (an `AsyncMessenger` and an `AsyncControlClient`,
+on zmq.asyncio): its ``acall``/``acast`` and every `AsyncNode` method wait without a thread.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -52,7 +54,8 @@ from ..errors import (
     NodeNotRunning,
     SpawnError,
 )
-from ..messaging.control import ControlClient
+from ..messaging.amessenger import AsyncMessenger, closed_error
+from ..messaging.control import AsyncControlClient, ControlClient
 from ..messaging.messenger import Messenger, hint_node
 from ..messaging.spawnargs import spawn_request
 from ..messaging.wire import spawned_hints
@@ -125,6 +128,14 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie has)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None = None,
@@ -241,8 +252,8 @@ def start_node(dir: str | os.PathLike[str] | None = None, *, config: str | None 
                          f"(exit {proc.returncode}); see {paths.log}")
 
 
-def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> Node:
-    """Connect to the node running on ``dir``.
+def _open(dir: str | os.PathLike[str] | None) -> Node:
+    """A `Node` for the node running on ``dir``, not yet pinged.
 
     Raises:
         NodeNotRunning: none runs there.
@@ -253,7 +264,16 @@ def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> 
     if not pid or not psutil.pid_exists(pid) or not _node_locked(paths):
         raise NodeNotRunning(f"no node runs on {paths.dir!r} (a stale node.json names pid "
                              f"{pid}); start one with `beamish node start --dir {paths.dir}`")
-    node = Node(paths, info)
+    return Node(paths, info)
+
+
+def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> Node:
+    """Connect to the node running on ``dir``.
+
+    Raises:
+        NodeNotRunning: none runs there.
+    """
+    node = _open(dir)
     try:
         node._control.request("ping", timeout=timeout)
     except BaseException:
@@ -296,11 +316,11 @@ class AgentRef:
         self.node.cast_many([(self.name, m) for m in _message_list(msgs)])
 
     async def acall(self, msg: Any, timeout: float = 5.0) -> Any:
-        """`call` for asyncio code (runs in a worker thread; the event loop is not blocked)."""
+        """`call` for asyncio code: no thread waits for the reply (see `Node.acall`)."""
         return await self.node.acall(self.name, msg, timeout)
 
     async def acast(self, msg: Any) -> None:
-        """`cast` for asyncio code."""
+        """`cast` for asyncio code: returns once the message is committed."""
         await self.node.acast(self.name, msg)
 
     async def acast_many(self, msgs: Iterable[Any]) -> None:
@@ -354,6 +374,9 @@ class Node:
         # yet (its queue was full): sent with the next one, in one datagram.
         self._unannounced: list[str] = []
         self._announce_lock = threading.Lock()
+        # What asyncio code uses, one per event loop (a zmq.asyncio socket serves one loop).
+        self._links: dict[asyncio.AbstractEventLoop, _AsyncLink] = {}
+        self._links_lock = threading.Lock()
 
     # -- messages ------------------------------------------------------------------------------
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
@@ -378,16 +401,40 @@ class Node:
         self._messenger.cast_many(items)
 
     async def acall(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
-        """`call` for asyncio code."""
-        return await asyncio.to_thread(self._messenger.call, name, msg, timeout)
+        """`call` for asyncio code. The message is committed to the agent's mailbox (with
+        the other messages this event loop sends in the same turn) before the agent is
+        rung; the reply is awaited without a thread, so any number of calls may wait at
+        once. Cancelled before the commit, the message is not sent; after it, the agent
+        still handles it (its reply is dropped).
+
+        Raises:
+            As `call`; NodeNotRunning: this connection was closed (before or meanwhile).
+        """
+        return await self._link().messenger.call(name, msg, timeout)
 
     async def acast(self, name: str, msg: Any) -> None:
-        """`cast` for asyncio code."""
-        await asyncio.to_thread(self._messenger.cast, name, msg)
+        """`cast` for asyncio code: returns once the message is committed."""
+        await self._link().messenger.cast(name, msg)
 
     async def acast_many(self, items: Iterable[tuple[str, Any]]) -> None:
-        """`cast_many` for asyncio code."""
-        await asyncio.to_thread(self._messenger.cast_many, items)
+        """`cast_many` for asyncio code (its one commit runs inline)."""
+        await self._link().messenger.cast_many(items)
+
+    def _link(self) -> _AsyncLink:
+        """The running event loop's `_AsyncLink` (made on first use)."""
+        loop = asyncio.get_running_loop()
+        link = self._links.get(loop)
+        if link is not None:
+            return link
+        with self._links_lock:
+            if self._closed:
+                raise closed_error(self.dir)
+            for old in [lp for lp in self._links if lp.is_closed()]:
+                self._links.pop(old).close()  # asyncio.run() of an earlier call ended
+            pid = self.pid
+            link = self._links[loop] = _AsyncLink(self._messenger, self.paths,
+                                                  lambda: _alive(pid))
+        return link
 
     def ref(self, name: str) -> AgentRef:
         """Return an `AgentRef` for ``name`` (not checked until used)."""
@@ -454,13 +501,9 @@ class Node:
         Raises:
             ConfigError: a bad argument (named), or a name in use.
         """
-        check_name(name)
-        check_name(parent, "parent")
-        self._control.request("add_supervisor", {
-            "name": name, "strategy": strategy, "max_restarts": max_restarts,
-            "max_seconds": max_seconds, "parent": parent, "restart": restart,
-            "backoff": list(backoff) if backoff else None, "child_restart": child_restart,
-            "child_shutdown": child_shutdown})
+        self._control.request("add_supervisor", _supervisor_args(
+            name, strategy, max_restarts, max_seconds, parent, restart, backoff,
+            child_restart, child_shutdown))
 
     def stop(self, name: str, timeout: float = 120.0) -> None:
         """Stop an agent in order (``terminate``, then exit within its shutdown time). It
@@ -524,11 +567,8 @@ class Node:
         Raises:
             ConfigError: as `ps`.
         """
-        value = self._control.request("ps_page", {
-            "status": None if status is None else str(status), "supervisor": supervisor,
-            "limit": limit, "after": after})
-        return PsPage([AgentInfo.from_wire(d) for d in value["rows"]], int(value["more"]),
-                      value["after"])
+        return PsPage.from_wire(self._control.request(
+            "ps_page", _ps_args(status, supervisor, limit, after)))
 
     def tree(self, limit: int | None = None) -> TreeNode:
         """Return the supervision tree: nested dicts with name, kind, status, pid, restarts
@@ -638,10 +678,8 @@ class Node:
     def dead_letters(self, name: str) -> list[DeadLetterInfo]:
         """Return the casts set aside by `Skip` for agent ``name``, with their failures
         (`DeadLetterInfo` dicts)."""
-        entries = self._control.request("dead_letters", {"name": check_lookup_name(name)})
-        return [DeadLetterInfo(seq=e["seq"], kind=e["kind"], msg=e["msg"],
-                           failure=Failure.from_dict(e["failure"]), time=e["time"])
-                for e in entries]
+        return _dead_letters(
+            self._control.request("dead_letters", {"name": check_lookup_name(name)}))
 
     def resend_dead_letter(self, name: str, seq: int) -> int:
         """Put dead letter ``seq`` of agent ``name`` back at the end of its mailbox (after
@@ -692,10 +730,7 @@ class Node:
                                      f"{timeout:g} s") from None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                if psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE:
-                    return
-            except psutil.NoSuchProcess:
+            if _exited(self.pid):
                 return
             time.sleep(0.02)
         raise NodeNotRunning(f"the node (pid {self.pid}) did not exit within {timeout:g} s")
@@ -717,7 +752,11 @@ class Node:
         if self._closed:
             return
         self._announce(None, wait=1.0)
-        self._closed = True
+        with self._links_lock:
+            self._closed = True
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            link.close()  # before the messenger's context ends: it waits for their sockets
         self._control.close()
         self._messenger.close()
         _release_store(self._store_path)
@@ -751,58 +790,341 @@ class PsPage:
     more: int
     after: str | None
 
+    @classmethod
+    def from_wire(cls, value: Any) -> PsPage:
+        """Read the node's answer to ``ps_page``."""
+        return cls([AgentInfo.from_wire(d) for d in value["rows"]], int(value["more"]),
+                   value["after"])
+
+
+def _ps_args(status: str | None, supervisor: str | None, limit: int | None,
+             after: str | None) -> dict[str, object]:
+    """The arguments of the ``ps_page`` request."""
+    return {"status": None if status is None else str(status), "supervisor": supervisor,
+            "limit": limit, "after": after}
+
+
+def _dead_letters(entries: Any) -> list[DeadLetterInfo]:
+    """Read the node's answer to ``dead_letters``."""
+    return [DeadLetterInfo(seq=e["seq"], kind=e["kind"], msg=e["msg"],
+                           failure=Failure.from_dict(e["failure"]), time=e["time"])
+            for e in entries]
+
+
+def _supervisor_args(name: str, strategy: str, max_restarts: int, max_seconds: float,
+                     parent: str, restart: str, backoff: tuple[float, float] | None,
+                     child_restart: str, child_shutdown: float | str) -> dict[str, object]:
+    """The arguments of the ``add_supervisor`` request (names checked)."""
+    check_name(name)
+    check_name(parent, "parent")
+    return {"name": name, "strategy": strategy, "max_restarts": max_restarts,
+            "max_seconds": max_seconds, "parent": parent, "restart": restart,
+            "backoff": list(backoff) if backoff else None, "child_restart": child_restart,
+            "child_shutdown": child_shutdown}
+
+
+class _AsyncLink:
+    """What one event loop uses to reach the node: messages (`AsyncMessenger`) and control
+    requests (`AsyncControlClient`), both on zmq.asyncio over the `Node`'s context."""
+
+    def __init__(self, messenger: Messenger, paths: NodePaths,
+                 alive: Callable[[], bool]) -> None:
+        self.messenger = AsyncMessenger(messenger)
+        self.control = AsyncControlClient(paths, self.messenger.ctx, alive=alive)
+
+    def close(self) -> None:
+        self.control.close()
+        self.messenger.close()
+
+
+class AsyncAgentRef:
+    """`AgentRef` for asyncio code: a handle on one agent, by name, whose methods are
+    coroutines. Get one from `AsyncNode.spawn` or `AsyncNode.ref`.
+
+    Attributes:
+        name: the agent's name.
+        node: its `AsyncNode`.
+    """
+
+    def __init__(self, node: AsyncNode, name: str) -> None:
+        self.node = node
+        self.name = name
+
+    async def call(self, msg: Any, timeout: float = 5.0) -> Any:
+        """Send a request and return the agent's reply (see `Node.acall`).
+
+        Raises:
+            CallTimeout, AgentNotFound, RemoteError, MessageTooLarge, as `AgentRef.call`.
+        """
+        return await self.node.call(self.name, msg, timeout)
+
+    async def cast(self, msg: Any) -> None:
+        """Cast ``msg``; returns once it is durably in the agent's mailbox."""
+        await self.node.cast(self.name, msg)
+
+    async def cast_many(self, msgs: Iterable[Any]) -> None:
+        """`AgentRef.cast_many` as a coroutine."""
+        await self.node.cast_many([(self.name, m) for m in _message_list(msgs)])
+
+    async def info(self) -> AgentInfo:
+        """`AsyncNode.info` of this agent."""
+        return await self.node.info(self.name)
+
+    async def stop(self) -> None:
+        """`AsyncNode.stop` this agent."""
+        await self.node.stop(self.name)
+
+    async def sleep(self) -> None:
+        """`AsyncNode.sleep` this agent."""
+        await self.node.sleep(self.name)
+
+    def __repr__(self) -> str:
+        return f"AsyncAgentRef({self.name!r})"
+
 
 class AsyncNode:
-    """An asyncio flavour of `Node`: the same methods as coroutines.
+    """A connection to a running node for asyncio code: the `Node` API as coroutines, on
+    zmq.asyncio, without a thread per call (any number of calls and requests may wait at
+    once). Use it from one event loop; `Node.acall` and friends serve any loop.
 
-    Args:
-        node: a connected `Node`.
+    ``await AsyncNode.connect(dir)`` connects (`close` then closes the connection);
+    ``AsyncNode(node)`` wraps a `Node` you hold (`close` closes that `Node`).
+
+    Attributes:
+        node: the underlying `Node` (its synchronous methods work too).
     """
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
     @classmethod
-    async def connect(cls, dir: str | None = None) -> AsyncNode:
-        """Connect to a running node (see `connect`)."""
-        return cls(await asyncio.to_thread(connect, dir))
+    async def connect(cls, dir: str | os.PathLike[str] | None = None,
+                      timeout: float = 5.0) -> AsyncNode:
+        """Connect to the node running on ``dir`` (see `connect`).
 
+        Raises:
+            NodeNotRunning: none runs there.
+        """
+        node = _open(dir)
+        try:
+            await node._link().control.request("ping", timeout=timeout)
+        except BaseException:
+            node.close()
+            raise
+        return cls(node)
+
+    @property
+    def dir(self) -> str:
+        """The node dir."""
+        return self.node.dir
+
+    @property
+    def pid(self) -> int:
+        """The daemon's pid."""
+        return self.node.pid
+
+    async def _request(self, op: str, args: Any = None, timeout: float = 30.0) -> Any:
+        return await self.node._link().control.request(op, args, timeout=timeout)
+
+    # -- messages ------------------------------------------------------------------------------
     async def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
-        """`Node.call` as a coroutine."""
+        """Call agent ``name`` (see `Node.acall`)."""
         return await self.node.acall(name, msg, timeout)
 
     async def cast(self, name: str, msg: Any) -> None:
-        """`Node.cast` as a coroutine."""
+        """Cast to agent ``name``; returns once the message is committed."""
         await self.node.acast(name, msg)
 
     async def cast_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """`Node.cast_many` as a coroutine."""
         await self.node.acast_many(items)
 
-    async def spawn(self, cls: type[Agent] | str, **kwargs: Any) -> AgentRef:
-        """`Node.spawn` as a coroutine."""
-        return await asyncio.to_thread(self.node.spawn, cls, **kwargs)
+    def ref(self, name: str) -> AsyncAgentRef:
+        """Return an `AsyncAgentRef` for ``name`` (not checked until used)."""
+        return AsyncAgentRef(self, name)
+
+    # -- the tree ------------------------------------------------------------------------------
+    async def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
+                    name: str | None = None, supervisor: str = "root",
+                    restart: str = "permanent", shutdown: float | str = 5.0,
+                    limits: Limits | None = None, timeout: float = 30.0,
+                    idle_timeout: float | None = None, lazy: bool = False) -> AsyncAgentRef:
+        """`Node.spawn` as a coroutine (same arguments and errors); returns an
+        `AsyncAgentRef`."""
+        if lazy:  # one short transaction and a datagram: no round trip to wait for
+            ref = self.node.spawn(cls, args, name, supervisor, restart, shutdown, limits,
+                                  timeout, idle_timeout, lazy=True)
+            return AsyncAgentRef(self, ref.name)
+        request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
+                                idle_timeout, lazy, max_bytes=self.node._messenger.limit)
+        value = await self._request("spawn", request, timeout=timeout + 5)
+        return AsyncAgentRef(self, str(value["name"]))
+
+    async def add_supervisor(self, name: str, strategy: str = "one_for_one",
+                             max_restarts: int = 3, max_seconds: float = 5.0,
+                             parent: str = "root", restart: str = "permanent",
+                             backoff: tuple[float, float] | None = None,
+                             child_restart: str = "permanent",
+                             child_shutdown: float | str = 5.0) -> None:
+        """`Node.add_supervisor` as a coroutine."""
+        await self._request("add_supervisor", _supervisor_args(
+            name, strategy, max_restarts, max_seconds, parent, restart, backoff,
+            child_restart, child_shutdown))
+
+    async def stop(self, name: str, timeout: float = 120.0) -> None:
+        """`Node.stop` as a coroutine."""
+        await self._request("stop", {"name": check_lookup_name(name)}, timeout)
+
+    async def sleep(self, name: str, timeout: float = 120.0) -> None:
+        """`Node.sleep` as a coroutine."""
+        await self._request("sleep", {"name": check_lookup_name(name)}, timeout)
+
+    async def delete(self, name: str, timeout: float = 120.0) -> None:
+        """`Node.delete` as a coroutine."""
+        await self._request("delete", {"name": check_lookup_name(name)}, timeout)
+
+    async def restart(self, name: str, timeout: float = 60.0) -> None:
+        """`Node.restart` as a coroutine."""
+        await self._request("restart", {"name": check_lookup_name(name)}, timeout)
 
     async def info(self, name: str) -> AgentInfo:
         """`Node.info` as a coroutine."""
-        return await asyncio.to_thread(self.node.info, name)
+        return AgentInfo.from_wire(await self._request("info",
+                                                       {"name": check_lookup_name(name)}))
 
-    async def stop(self, name: str) -> None:
-        """`Node.stop` as a coroutine."""
-        await asyncio.to_thread(self.node.stop, name)
+    async def ps(self, status: str | None = None, supervisor: str | None = None,
+                 limit: int | None = None, after: str | None = None) -> list[AgentInfo]:
+        """`Node.ps` as a coroutine."""
+        return (await self.ps_page(status, supervisor, limit, after)).rows
 
-    async def sleep(self, name: str) -> None:
-        """`Node.sleep` as a coroutine."""
-        await asyncio.to_thread(self.node.sleep, name)
+    async def ps_page(self, status: str | None = None, supervisor: str | None = None,
+                      limit: int | None = None, after: str | None = None) -> PsPage:
+        """`Node.ps_page` as a coroutine."""
+        return PsPage.from_wire(await self._request(
+            "ps_page", _ps_args(status, supervisor, limit, after)))
 
-    async def shutdown(self) -> None:
-        """`Node.shutdown` as a coroutine."""
-        await asyncio.to_thread(self.node.shutdown)
+    async def tree(self, limit: int | None = None) -> TreeNode:
+        """`Node.tree` as a coroutine."""
+        value: TreeNode = await self._request("tree", {"limit": limit})
+        return value
+
+    @overload
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None,
+               follow: Literal[False] = False) -> Coroutine[Any, Any, list[Event]]: ...
+    @overload
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: Literal[True]) -> AsyncIterator[Event]: ...
+    @overload
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: bool
+               ) -> Coroutine[Any, Any, list[Event]] | AsyncIterator[Event]: ...
+
+    def events(self, *, since: SinceArg | None = None, name: str | None = None,
+               kind: str | Iterable[str] | None = None, after: int = 0,
+               limit: int | None = None, follow: bool = False
+               ) -> Coroutine[Any, Any, list[Event]] | AsyncIterator[Event]:
+        """`Node.events`: ``await node.events(...)`` returns the matching `Event` s;
+        ``async for event in node.events(follow=True)`` waits for new ones. The filters
+        are checked here, before anything is sent (`ConfigError`)."""
+        request = self.node._events_request(since, name, kind, after)
+        if follow:
+            if limit is not None:
+                raise ConfigError(f"limit={limit!r}: a follower takes every event; pass "
+                                  "limit=None with follow=True")
+            return self._follow(request, after)
+        if limit is not None:
+            _check_page_limit(limit)
+        return self._events(request, after, limit)
+
+    async def _events(self, request: dict[str, Any], after: int,
+                      limit: int | None) -> list[Event]:
+        found: list[Event] = []
+        while True:
+            size = EVENTS_PAGE if limit is None else min(EVENTS_PAGE, limit - len(found))
+            page = EventPage.from_wire(await self._request(
+                "events", {**request, "after": after, "limit": size}))
+            found += page.events
+            if not page.more or (limit is not None and len(found) >= limit):
+                return found
+            after = page.after
+
+    async def _follow(self, request: dict[str, Any], after: int) -> AsyncIterator[Event]:
+        while True:
+            page = EventPage.from_wire(await self._request(
+                "events", {**request, "after": after, "limit": EVENTS_PAGE, "wait": 25.0},
+                40.0))
+            after = max(after, page.after)
+            for event in page.events:
+                yield event
+
+    async def events_page(self, *, since: SinceArg | None = None, name: str | None = None,
+                          kind: str | Iterable[str] | None = None, after: int = 0,
+                          limit: int = EVENTS_PAGE) -> EventPage:
+        """`Node.events_page` as a coroutine."""
+        request = self.node._events_request(since, name, kind, after)
+        _check_page_limit(limit)
+        return EventPage.from_wire(await self._request(
+            "events", {**request, "after": after, "limit": limit}))
+
+    async def stats(self) -> NodeStats:
+        """`Node.stats` as a coroutine."""
+        return NodeStats.from_wire(await self._request("stats"))
+
+    async def dead_letters(self, name: str) -> list[DeadLetterInfo]:
+        """`Node.dead_letters` as a coroutine."""
+        return _dead_letters(await self._request("dead_letters",
+                                                 {"name": check_lookup_name(name)}))
+
+    async def resend_dead_letter(self, name: str, seq: int) -> int:
+        """`Node.resend_dead_letter` as a coroutine."""
+        value = await self._request("resend_dead_letter",
+                                    {"name": check_lookup_name(name), "seq": seq})
+        return int(value["seq"])
+
+    async def status(self) -> NodeStatus:
+        """`Node.status` as a coroutine."""
+        return NodeStatus.from_wire(await self._request("ping"))
+
+    async def shutdown(self, timeout: float = 300.0) -> None:
+        """`Node.shutdown` as a coroutine: stops every agent, then the daemon; returns once
+        the daemon has exited, and closes this connection.
+
+        Raises:
+            ConfigError: ``timeout`` is not a finite number > 0 (nothing was stopped).
+            NodeNotRunning: the daemon did not exit within ``timeout``.
+        """
+        timeout = check_timeout(timeout)
+        try:
+            await self._request("shutdown", timeout=10.0)
+        except NodeNotRunning:
+            pass  # gone already, or going: what follows waits for its exit either way
+        pid = self.node.pid
+        proc = _daemons.pop(pid, None)
+        deadline = time.monotonic() + timeout
+        while not (proc.poll() is not None if proc is not None else _exited(pid)):
+            if time.monotonic() >= deadline:
+                raise NodeNotRunning(f"the node (pid {pid}) did not exit within {timeout:g} s")
+            await asyncio.sleep(0.02)
+        self.close()
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (the node keeps running); calls still waiting end with
+        `NodeNotRunning` (their messages stay in the mailboxes)."""
         self.node.close()
 
+    async def __aenter__(self) -> AsyncNode:
+        return self
 
-__all__ = ["AgentRef", "AsyncNode", "BeamishError", "ConfigError", "Node", "connect",
-           "start_node"]
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncNode(dir={self.dir!r}, pid={self.pid})"
+
+
+__all__ = ["AgentRef", "AsyncAgentRef", "AsyncNode", "BeamishError", "ConfigError", "Node",
+           "connect", "start_node"]

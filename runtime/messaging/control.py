@@ -17,13 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
+import zmq.asyncio
 
-from beamish.mailbox import Requester, RequestTimeout
+from beamish.mailbox import (
+    AsyncRequester,
+    EncodeError,
+    MailboxError,
+    PayloadTooLarge,
+    Requester,
+    RequestTimeout,
+)
 
 from .._paths import NodePaths
 from .._types import WireMap
 from .._validation import check_timeout
-from ..errors import ErrorReply, NodeNotRunning
+from ..errors import BadMessage, ErrorReply, MessageTooLarge, NodeNotRunning
 from .codec import CODEC_ERRORS, send_error
 from .spawnargs import SpawnRequest
 
@@ -63,6 +71,32 @@ class Answer:
         if data.get("ok"):
             return cls(value=data.get("value"))
         return cls(error=ErrorReply.from_wire(data.get("error", {})))
+
+
+def _unsendable(op: str, exc: PayloadTooLarge | EncodeError) -> MessageTooLarge | BadMessage:
+    """The public error for a request that cannot be encoded."""
+    return send_error(exc, what=f"the {op!r} request", prefix=f"the {op!r} request: ")
+
+
+def _unanswered(paths: NodePaths, alive: Callable[[], bool] | None, op: str,
+                timeout: float) -> NodeNotRunning:
+    """The error for a request the node did not answer: it died, or it is stuck."""
+    if alive is not None and not alive():
+        return NodeNotRunning(
+            f"the node on {paths.dir!r} went away while answering {op!r} (it "
+            f"was killed or crashed; see {paths.log}); start it again with "
+            f"`beamish node start --dir {paths.dir}`")
+    return NodeNotRunning(
+        f"the node on {paths.dir!r} did not answer {op!r} within {timeout:g} s "
+        "(is it running? `beamish node status`)")
+
+
+def _value(data: object) -> Any:
+    """The value of the node's answer ``data``, or the error it reported, raised."""
+    answer = Answer.from_wire(data)
+    if answer.error is not None:
+        raise answer.error.error()
+    return answer.value
 
 
 class ControlClient:
@@ -124,18 +158,14 @@ class ControlClient:
             data = self._send(req, op, args, timeout)
         finally:
             self._done(req)
-        answer = Answer.from_wire(data)
-        if answer.error is not None:
-            raise answer.error.error()
-        return answer.value
+        return _value(data)
 
     def _send(self, req: Requester, op: str, args: CommandArgs | SpawnRequest | None,
               timeout: float) -> Any:
         try:
             return req.request(ControlRequest(op, args or {}).to_wire(), timeout, self.alive)
         except CODEC_ERRORS as exc:
-            raise send_error(exc, what=f"the {op!r} request", prefix=f"the {op!r} request: ") \
-                from None
+            raise _unsendable(op, exc) from None
         except zmq.ZMQError as exc:
             if not self._closed:
                 raise
@@ -148,14 +178,7 @@ class ControlClient:
             # The socket may now hold a late reply; a fresh one keeps requests matched.
             req.close()
             self._local.req = None
-            if self.alive is not None and not self.alive():
-                raise NodeNotRunning(
-                    f"the node on {self.paths.dir!r} went away while answering {op!r} (it "
-                    f"was killed or crashed; see {self.paths.log}); start it again with "
-                    f"`beamish node start --dir {self.paths.dir}`") from None
-            raise NodeNotRunning(
-                f"the node on {self.paths.dir!r} did not answer {op!r} within {timeout:g} s "
-                "(is it running? `beamish node status`)") from None
+            raise _unanswered(self.paths, self.alive, op, timeout) from None
 
     def dropped_frames(self) -> int:
         """How many invalid replies this client's sockets dropped."""
@@ -171,3 +194,61 @@ class ControlClient:
             for req in list(self._all):
                 if req not in self._busy:
                     req.close()
+
+
+class AsyncControlClient:
+    """`ControlClient` for the coroutines of one event loop: one DEALER (zmq.asyncio)
+    carries all their requests at once, no thread waits for an answer.
+
+    Args:
+        paths: the node's paths.
+        ctx: an asyncio ZeroMQ context.
+        alive: as for `ControlClient`.
+    """
+
+    def __init__(self, paths: NodePaths, ctx: zmq.asyncio.Context,
+                 alive: Callable[[], bool] | None = None) -> None:
+        self.paths = paths
+        self.ctx = ctx
+        self.alive = alive
+        self._req: AsyncRequester | None = None
+        self.closed = False
+
+    async def request(self, op: str, args: CommandArgs | SpawnRequest | None = None, *,
+                      timeout: float = 30.0) -> Any:
+        """`ControlClient.request` as a coroutine.
+
+        Raises:
+            As `ControlClient.request`; NodeNotRunning as well once this client is closed.
+        """
+        timeout = check_timeout(timeout)
+        if self.closed:
+            raise NodeNotRunning(f"this connection to the node on {self.paths.dir!r} is "
+                                 "closed; connect() again")
+        if self._req is None:
+            self._req = AsyncRequester(self.ctx, self.paths.control)
+        try:
+            data = await self._req.request(ControlRequest(op, args or {}).to_wire(), timeout,
+                                           self.alive)
+        except CODEC_ERRORS as exc:
+            raise _unsendable(op, exc) from None
+        except RequestTimeout:
+            # Late replies are told apart by msg_id: the socket stays in use.
+            raise _unanswered(self.paths, self.alive, op, timeout) from None
+        except MailboxError as exc:
+            raise NodeNotRunning(f"the control socket of this connection to the node on "
+                                 f"{self.paths.dir!r} failed ({exc}); connect() again") from exc
+        return _value(data)
+
+    def dropped_frames(self) -> int:
+        """How many invalid replies this client's socket dropped."""
+        return self._req.dropped if self._req is not None else 0
+
+    def close(self) -> None:
+        """Close the socket; requests still waiting end with `NodeNotRunning`."""
+        self.closed = True
+        if self._req is not None:
+            self._req.close(NodeNotRunning(f"this connection to the node on "
+                                           f"{self.paths.dir!r} was closed while the request "
+                                           "waited"))
+            self._req = None

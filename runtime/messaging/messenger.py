@@ -255,8 +255,9 @@ class _GroupAppender:
     A thread that finds no commit in progress commits its message and every message other
     threads queued meanwhile, in one transaction; the others wait for that commit, which
     is their acknowledgement. One thread alone pays one commit per message, as before;
-    many threads (``acast``/``acall`` run in worker threads) share commits, which matters
-    most with ``durability="fsync"``, where a commit is a disk flush.
+    many threads share commits, which matters most with ``durability="fsync"``, where a
+    commit is a disk flush. (The coroutines of one event loop share theirs the same way,
+    one per turn of the loop: `amessenger.AsyncMessenger`.)
     """
 
     def __init__(self, store: Store) -> None:
