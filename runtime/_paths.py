@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import urllib.parse
 from dataclasses import dataclass
 
 from beamish.mailbox import MAX_IPC_PATH
 
+from ._validation import name_problem
 from .errors import ConfigError, NodeNotRunning
 
 
@@ -46,6 +48,20 @@ class NodePaths:
     def log(self) -> str:
         """The daemon's log file."""
         return os.path.join(self.dir, "node.log")
+
+    @property
+    def logs(self) -> str:
+        """The directory of the agents' own logs (``NAME.log`` each, see `agent_log`)."""
+        return os.path.join(self.dir, "logs")
+
+    def agent_log(self, name: str) -> str:
+        """The log file of agent ``name``: its stdout, stderr and ``logging`` records.
+
+        A valid name is the file's name as it is (it has no '/'); a name an older beamish
+        let through is quoted, so that it stays one file inside `logs`."""
+        if name_problem(name) is not None:
+            name = urllib.parse.quote(name, safe="")
+        return os.path.join(self.logs, name + ".log")
 
     @property
     def store(self) -> str:

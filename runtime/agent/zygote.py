@@ -57,6 +57,7 @@ from ..messaging.wire import (
     parse_zygote_request,
 )
 from ..store.records import NodeFields
+from .logfile import StampedWriter, set_title
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 
@@ -263,6 +264,10 @@ def serve(fd: int, ready_fd: int) -> None:
     agents write their ready reports to the inherited datagram socket ``ready_fd``."""
     node_pid = os.getppid()
     die_with_parent(node_pid)
+    # Named in ps/top; what it prints (and its warm children, until each opens its agent's
+    # log) goes to the node's log with a timestamp per line.
+    set_title(f"beamish zygote (node pid {node_pid})", "beamish-zygote")
+    sys.stdout, sys.stderr = StampedWriter(1, None), StampedWriter(2, None)
     sock = socket.socket(fileno=fd)
     os.set_inheritable(ready_fd, False)  # agents get it by fork, not their own exec's
     z = _Zygote(sock, ready_fd)

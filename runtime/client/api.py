@@ -59,6 +59,8 @@ from ..node.commands import register_lazy
 from ..node.config import StartReport
 from ..store import open_store
 from ..store.protocol import Store
+from .logs import follow as follow_log
+from .logs import generations, last_lines
 
 START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
@@ -558,6 +560,30 @@ class Node:
             for data in self._control.request("events", {"since": since, "wait": 25.0}, timeout=40.0):
                 since = max(since, int(data["seq"]))
                 yield Event.from_wire(data)
+
+    @overload
+    def logs(self, name: str, n: int = 100, follow: Literal[False] = False) -> list[str]: ...
+    @overload
+    def logs(self, name: str, n: int = 100, *, follow: Literal[True]) -> Iterator[str]: ...
+
+    def logs(self, name: str, n: int = 100, follow: bool = False
+             ) -> list[str] | Iterator[str]:
+        """The last ``n`` lines of agent ``name``'s log (``DIR/logs/NAME.log``: its stdout,
+        stderr and ``logging`` records, each line timestamped), oldest first; with
+        ``follow=True`` an iterator of those lines and then of each new one as it is
+        written, across the agent's restarts and the log's rotations (until you stop).
+
+        Raises:
+            AgentNotFound: no log and no agent has this name.
+            ConfigError: ``n`` is not a count >= 0.
+        """
+        name = check_lookup_name(name)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"n={n!r}: expected a number of lines >= 0")
+        path = self.paths.agent_log(name)
+        if not generations(path):
+            self.info(name)  # AgentNotFound for a name never seen; else it has no log yet
+        return follow_log(path, n) if follow else last_lines(path, n)
 
     def dead_letters(self, name: str) -> list[DeadLetterInfo]:
         """Return the casts set aside by `Skip` for agent ``name``, with their failures

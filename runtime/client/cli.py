@@ -33,6 +33,7 @@ examples:
   beamish ps --status running --limit 50   filtered and paged by the node
   beamish tree                             the supervision tree
   beamish events --follow                  supervisor reports as they happen
+  beamish logs c1 -f                       c1's output (print, logging), then as it comes
   beamish stop c1                          orderly stop; its state is kept
   beamish sleep c1                         no process until its next message
   beamish node stop                        stop every agent, then the node
@@ -202,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "events":
             p.add_argument("--follow", "-f", action="store_true",
                            help="wait for new events until Ctrl-C or the node stops")
+    lg = sub.add_parser("logs", parents=[common],
+                        help="show an agent's log (its stdout, stderr and logging records)")
+    lg.add_argument("name", metavar="NAME", help="the agent")
+    lg.add_argument("-n", "--lines", type=_count_arg, default=100, metavar="N",
+                    help="show the last N lines (default 100)")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="then print new lines as they are written, across restarts and "
+                         "rotations, until Ctrl-C")
     sv = sub.add_parser("add-supervisor", parents=[common], help="add a supervisor")
     sv.add_argument("name", metavar="NAME", help="a unique supervisor name")
     sv.add_argument("--strategy", default="one_for_one",
@@ -417,6 +426,9 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
                 stamp = time.strftime("%H:%M:%S", time.localtime(ev.time))
                 print(f"{stamp} {ev.kind:<13} {ev.name} ({ev.supervisor}) {ev.reason}".rstrip(),
                       flush=True)
+    elif cmd == "logs":
+        for line in node.logs(args.name, args.lines, follow=args.follow):
+            print(line, flush=args.follow)
     elif cmd == "dead-letters" and args.resend is not None:
         new = node.resend_dead_letter(args.name, args.resend)
         print(f"dead letter #{args.resend} of {args.name} re-sent as message #{new}")

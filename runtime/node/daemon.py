@@ -39,6 +39,7 @@ from beamish.supervisor import ExitReason, MonotonicClock, Strategy, Supervisor,
 
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
 from .._types import AgentStatus, DroppedFrames, WireMap
+from ..agent.logfile import set_title
 from ..errors import (
     BeamishError,
     BeamishInternalError,
@@ -143,6 +144,7 @@ class NodeDaemon:
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
         try:
             os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+            os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
         except OSError as exc:
             os.close(self.lock_fd)
             raise dir_error(self.paths.dir, exc) from None
@@ -159,7 +161,9 @@ class NodeDaemon:
         self.links: LinkTable[Incarnation] = LinkTable()
         self.spawner = AgentSpawner(
             SpawnSettings(self.paths, NodeFields(self.paths.dir, self.store_path,
-                                                 self.durability, self.max_message_bytes),
+                                                 self.durability, self.max_message_bytes,
+                                                 self.config.node.agent_log_max_bytes,
+                                                 self.config.node.agent_log_keep),
                           self.sys_path, tuple(self.preload), self.preload_agent_modules),
             store=self.store, registry=self.registry, links=self.links,
             emit=self.events.emit, ring=self.ring, shell=self.shell, stopping=self.stopping,
@@ -537,6 +541,7 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
         ready_fd: if given, write one line (``ok`` or an error) there once serving.
     """
     node = NodeDaemon(paths, config, sys_path)
+    set_title(f"beamish node {paths.dir}", "beamish-node")
 
     def report(line: str) -> None:
         if ready_fd is not None:
