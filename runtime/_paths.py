@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from beamish.mailbox import MAX_IPC_PATH
 
-from ._validation import name_problem
 from .errors import ConfigError, NodeNotRunning
 
 
@@ -58,8 +57,8 @@ class NodePaths:
         """The log file of agent ``name``: its stdout, stderr and ``logging`` records.
 
         A valid name is the file's name as it is (it has no '/'); a name an older beamish
-        let through is quoted, so that it stays one file inside `logs`."""
-        if name_problem(name) is not None:
+        let through with a '/' is quoted, so that it stays one file inside `logs`."""
+        if "/" in name or "\0" in name:
             name = urllib.parse.quote(name, safe="")
         return os.path.join(self.logs, name + ".log")
 

@@ -96,12 +96,14 @@ class StampedWriter(io.TextIOBase):
     Args:
         fd: the descriptor written to (1 or 2).
         spec: the log's rotation rule; None: never rotated (not an agent's log).
+        tag: written after the time on each line (``agent NAME: `` in the node's log).
     """
 
-    def __init__(self, fd: int, spec: LogSpec | None) -> None:
+    def __init__(self, fd: int, spec: LogSpec | None, tag: str = "") -> None:
         super().__init__()
         self._fd = fd
         self._spec = spec
+        self._tag = tag
         self._partial = ""
         self._midline = False
         self._lock = threading.Lock()  # an agent's threads may print at once
@@ -117,6 +119,12 @@ class StampedWriter(io.TextIOBase):
         if self._buffer is None:
             self._buffer = io.FileIO(self._fd, "wb", closefd=False)
         return self._buffer
+
+    def rotate_with(self, spec: LogSpec | None) -> None:
+        """Rotate the file written to by ``spec`` from now on (a new file: the next write
+        starts a line)."""
+        self._spec = spec
+        self._midline = False
 
     def fileno(self) -> int:
         """The descriptor written to."""
@@ -158,7 +166,7 @@ class StampedWriter(io.TextIOBase):
                 self._emit(text)
 
     def _emit(self, text: str) -> None:
-        out, self._midline = stamp_lines(text, stamp(time.time()), self._midline)
+        out, self._midline = stamp_lines(text, stamp(time.time()) + self._tag, self._midline)
         _write_all(self._fd, out.encode("utf-8", "backslashreplace"))
         if self._spec is not None:
             self._rotate_if_full(self._spec)
@@ -227,30 +235,51 @@ def attach(paths: NodePaths, name: str, max_bytes: int, keep: int) -> None:
     ``sys.stdout``/``sys.stderr`` write to its log, and ``logging`` records go there
     (unless handlers are configured already). Run before ``init``.
 
-    A log that cannot be opened leaves the output in the node's log, each line naming the
-    agent, and says why there.
+    A log that cannot be opened leaves the output where it went (the node's log), each
+    line written through ``sys.stdout``/``sys.stderr`` naming the agent, and says why there.
     """
     set_title(f"beamish agent {name} (node {paths.dir})", name)
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(_HANDLER)
     path = paths.agent_log(name)
     try:
         fd = open_log_file(path, paths.logs)
     except OSError as exc:
-        sys.stderr.write(f"beamish: agent {name!r} cannot open its log {path!r} ({exc}); "
-                         "its output goes to the node's log\n")
-        sys.stderr.flush()
+        sys.stdout = StampedWriter(1, None, f"agent {name}: ")
+        sys.stderr = StampedWriter(2, None, f"agent {name}: ")
+        sys.stderr.write(f"beamish: cannot open the log {path!r} ({exc}); this agent's "
+                         "output goes to the node's log\n")
         return
-    for stream in (sys.stdout, sys.stderr):
+    spec = LogSpec(path, max_bytes, keep)
+    for fd_no, stream in ((1, sys.stdout), (2, sys.stderr)):
         if stream is not None:
             stream.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+        os.dup2(fd, fd_no)
+        if isinstance(stream, StampedWriter) and stream.fileno() == fd_no:
+            stream.rotate_with(spec)  # the zygote's, inherited: cheaper than new ones
+        else:
+            setattr(sys, "stdout" if fd_no == 1 else "stderr", StampedWriter(fd_no, spec))
     os.close(fd)
-    spec = LogSpec(path, max_bytes, keep)
-    sys.stdout = StampedWriter(1, spec)
-    sys.stderr = StampedWriter(2, spec)
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(_HANDLER)
+
+
+def warm_up(dir: str) -> None:
+    """In a warm zygote child, before it knows its agent: title it, and run through the
+    code `attach` runs (without its effects). A forked process pays for its first touch
+    of each inherited page (copy-on-write faults: most of `attach`'s cost); this way the
+    spawn that takes this child does not."""
+    set_title(f"beamish agent, not started yet (node {dir})", "beamish-warm")
+    spec = LogSpec(NodePaths(dir).agent_log("warm"), 0, 0)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, StampedWriter):
+            stream.flush()
+            stream.rotate_with(None)
+    stamp_lines("\n", stamp(time.time()), spec.max_bytes > 0)
+    logging.getLogger().handlers.count(_HANDLER)
+    try:
+        os.close(open_log_file(os.devnull, dir))
+    except OSError:
+        pass  # expected: not a regular file (the point was to run the code)
 
 
 def set_title(title: str, comm: str) -> None:

@@ -57,7 +57,7 @@ from ..messaging.wire import (
     parse_zygote_request,
 )
 from ..store.records import NodeFields
-from .logfile import StampedWriter, set_title
+from .logfile import StampedWriter, set_title, warm_up
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 
@@ -84,6 +84,7 @@ def _child(close: list[int], boot: WireMap | None, boot_fd: int | None,
         from .loop import Prepared, agent_main
         prepared = Prepared(template)
         if boot is None:
+            warm_up(template.dir)  # the log's setup, off the spawn's path
             assert boot_fd is not None
             boot = _read_boot(boot_fd)
             if boot is None:

@@ -10,6 +10,7 @@ agent appends to the same file, so following survives restarts too.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def follow(path: str, n: int, poll: float = FOLLOW_POLL_S) -> Iterator[str]:
     """The last ``n`` lines of the log ``path``, then each line written to it from then
     on, as it comes (forever: the caller stops iterating). It goes on across the agent's
     restarts and the log's rotations, and waits for a log that does not exist yet."""
-    rotated = _ino(f"{path}.1")
+    rotated = _ino(f"{path}.1")  # the newest copy we know of
     fd = _open(path)
     if fd < 0:
         yield from _older_lines(path, n)
@@ -111,23 +112,32 @@ def follow(path: str, n: int, poll: float = FOLLOW_POLL_S) -> Iterator[str]:
     rest = b""
     try:
         while True:
-            size = os.fstat(fd).st_size
-            newer = _ino(f"{path}.1")
-            if newer is not None and newer != rotated and size < _size(f"{path}.1"):
-                # Rotated (and truncated): what we had not read went to the copy, and the
-                # live file starts again from its beginning.
-                rotated = newer
-                rest += _read_from(f"{path}.1", pos)
-                pos = 0
-            elif size < pos:
-                pos = 0  # truncated without a copy (the copy failed)
-            if size > pos:
-                data = os.pread(fd, size - pos, pos)
-                pos += len(data)
-                rest += data
+            # The agent rotates under an exclusive flock: under a shared one, a rotation
+            # is either done or not begun.
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                copies, lost = _copies_since(path, rotated)
+                if copies:
+                    # What we had not read is in the oldest new copy, the newer copies
+                    # are whole, and the live file starts again from its beginning.
+                    if lost:
+                        rest += b"[beamish logs: lines were rotated away unread]\n"
+                    rest += _read_from(copies[0], 0 if lost else pos)
+                    for copy in copies[1:]:
+                        rest += _read_from(copy, 0)
+                    rotated, pos = _ino(f"{path}.1"), 0
+                size = os.fstat(fd).st_size
+                if size < pos:
+                    pos = 0  # truncated without a copy (the copy failed)
+                if size > pos:
+                    data = os.pread(fd, size - pos, pos)
+                    pos += len(data)
+                    rest += data
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             lines, rest = split_lines(rest)
             yield from lines
-            if size <= pos and _ino(path) not in (None, os.fstat(fd).st_ino):
+            if _ino(path) not in (None, os.fstat(fd).st_ino):
                 os.close(fd)  # replaced (deleted and made again): read the new one
                 fd = -1
                 fd, pos = _wait_open(path, poll), 0
@@ -138,19 +148,26 @@ def follow(path: str, n: int, poll: float = FOLLOW_POLL_S) -> Iterator[str]:
             os.close(fd)
 
 
+def _copies_since(path: str, known: int | None) -> tuple[list[str], bool]:
+    """The copies rotations made since ``known`` was the newest (its inode; None: there
+    was none), oldest first, and whether the copy holding our unread lines is gone
+    (rotated past the ones kept)."""
+    copies = generations(path)[1:] if os.path.lexists(path) else generations(path)
+    inos = [_ino(c) for c in copies]
+    if known in inos:
+        made = inos.index(known)  # it moved down by one place per rotation
+        return list(reversed(copies[:made])), False
+    if known is None:
+        return list(reversed(copies)), False
+    return list(reversed(copies)), True
+
+
 def _wait_open(path: str, poll: float) -> int:
     while True:
         fd = _open(path)
         if fd >= 0:
             return fd
         time.sleep(poll)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.lstat(path).st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _open(path: str) -> int:
