@@ -6,8 +6,8 @@ it (``dup2``): what C code and the processes it starts write there lands in the 
 as written (nothing sits between them and the file to stamp it). ``sys.stdout`` and
 ``sys.stderr`` become `StampedWriter` s, which write whole lines, each prefixed with the
 time, with one ``write(2)`` per batch of lines (no thread, no buffer to lose at a crash
-but an unfinished line); the root logger gets a handler that writes each record to
-``sys.stderr`` (when the agent's code has configured none).
+but an unfinished line); ``logging``'s handler of last resort (for records no configured
+handler takes) writes ``LEVEL logger: message`` there, whatever the record's level.
 
 Rotation is copy-truncate (`beamish.runtime._paths.rotate_log`, as for ``node.log``),
 checked by the writers after each write, so the file's identity never changes: fds 1 and 2
@@ -204,7 +204,8 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-# Made in the zygote (which imports this module before forking): an agent only adds it.
+# Made in the zygote (which imports this module before forking). Level NOTSET: a record
+# is shown when its logger lets it through (the root logger's WARNING by default).
 _HANDLER = _StderrHandler()
 _HANDLER.setFormatter(logging.Formatter(RECORD_FORMAT))
 
@@ -232,16 +233,16 @@ def open_log_file(path: str, dir: str) -> int:
 
 def attach(paths: NodePaths, name: str, max_bytes: int, keep: int) -> None:
     """Make this process agent ``name``'s: its title names it, fds 1 and 2 and
-    ``sys.stdout``/``sys.stderr`` write to its log, and ``logging`` records go there
-    (unless handlers are configured already). Run before ``init``.
+    ``sys.stdout``/``sys.stderr`` write to its log, and so do ``logging`` records no
+    configured handler takes. Run before ``init``.
 
     A log that cannot be opened leaves the output where it went (the node's log), each
     line written through ``sys.stdout``/``sys.stderr`` naming the agent, and says why there.
     """
     set_title(f"beamish agent {name} (node {paths.dir})", name)
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(_HANDLER)
+    # Python's handler of last resort, for records no configured handler takes: a
+    # `logging.basicConfig` in the agent's code still configures logging as it would.
+    logging.lastResort = _HANDLER
     path = paths.agent_log(name)
     try:
         fd = open_log_file(path, paths.logs)
@@ -275,7 +276,7 @@ def warm_up(dir: str) -> None:
             stream.flush()
             stream.rotate_with(None)
     stamp_lines("\n", stamp(time.time()), spec.max_bytes > 0)
-    logging.getLogger().handlers.count(_HANDLER)
+    logging.getLogger().hasHandlers()
     try:
         os.close(open_log_file(os.devnull, dir))
     except OSError:

@@ -68,3 +68,15 @@ class OwnStdio(Agent):
         print(msg)
         os.write(2, f"raw {msg}\n".encode())
         return os.getpid(), state
+
+
+class Configured(Agent):
+    """Configures logging itself in ``init``, as many programs do at start."""
+
+    def init(self, args: dict[str, Any]) -> dict[str, Any]:
+        logging.basicConfig(level=logging.INFO, format="configured %(levelname)s %(message)s")
+        return {}
+
+    def handle_call(self, msg: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        log.info("%s", msg)
+        return os.getpid(), state

@@ -77,6 +77,13 @@ def test_every_way_an_agent_writes_lands_in_its_own_log(node: Node) -> None:
     assert "from-a-subprocess" not in node_log(node)
 
 
+def test_an_agent_that_configures_logging_itself_gets_its_format_and_level(
+        node: Node) -> None:
+    ref = node.spawn("tests.agents.log_agents:Configured", name="c")
+    ref.call("an info record")
+    assert re.search(f"^{STAMP}configured INFO an info record$", log_text(node, "c"), re.M)
+
+
 def test_an_agent_log_lives_across_restarts_and_node_logs_reads_it(node: Node) -> None:
     ref = node.spawn(TALKER, name="t")
     pid = ref.call({"op": "print", "text": "before the kill"})
