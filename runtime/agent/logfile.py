@@ -30,8 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-import setproctitle
-
+from .._osproc import set_title
 from .._paths import NodePaths, rotate_log
 
 # A line without its newline is written (stamped) once this long, or at a flush.
@@ -281,13 +280,6 @@ def warm_up(dir: str) -> None:
         os.close(open_log_file(os.devnull, dir))
     except OSError:
         pass  # expected: not a regular file (the point was to run the code)
-
-
-def set_title(title: str, comm: str) -> None:
-    """Set this process's title (``ps``'s command line) and its short name (``top``'s
-    COMMAND, ``/proc/PID/comm``: ``comm``, cut to 15 bytes by the kernel)."""
-    setproctitle.setproctitle(title)
-    setproctitle.setthreadtitle(comm)
 
 
 def _write_all(fd: int, data: bytes) -> None:

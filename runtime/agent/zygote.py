@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 
-from .._osproc import _prctl, die_with_parent, returncode_from_status
+from .._osproc import _prctl, die_with_parent, returncode_from_status, set_title
 from .._types import WireMap
 from ..messaging.wire import (
     Exited,
@@ -57,7 +57,7 @@ from ..messaging.wire import (
     parse_zygote_request,
 )
 from ..store.records import NodeFields
-from .logfile import StampedWriter, set_title, warm_up
+from .logfile import StampedWriter, warm_up
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 

@@ -37,9 +37,9 @@ import zmq
 from beamish.mailbox import Envelope, Inbox, Kind, encode
 from beamish.supervisor import ExitReason, MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
+from .._osproc import set_title
 from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
 from .._types import AgentStatus, DroppedFrames, WireMap
-from ..agent.logfile import set_title
 from ..errors import (
     BeamishError,
     BeamishInternalError,
