@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -231,6 +232,32 @@ def rotate_log(path: str, fd: int, max_bytes: int, keep: int) -> bool:
     finally:
         os.ftruncate(fd, 0)
     return True
+
+
+def rotate_agent_log(path: str, max_bytes: int, keep: int) -> bool:
+    """Rotate an agent's log at ``path`` (`rotate_log`) if it is past ``max_bytes``, under
+    an exclusive flock: the agent, which rotates its own log the same way, and a reader
+    following it (``beamish logs -f``, a shared flock) never see half a rotation.
+
+    Returns:
+        Whether it rotated (False too when there is no such file, or not a regular one).
+
+    Raises:
+        OSError: as `rotate_log`.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+    except OSError:
+        return False  # none yet, or not a file we may write: nothing to rotate
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= max_bytes:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return rotate_log(path, fd, max_bytes, keep)  # checks the size again, locked
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ time, with one ``write(2)`` per batch of lines (no thread, no buffer to lose at 
 but an unfinished line); ``logging``'s handler of last resort (for records no configured
 handler takes) writes ``LEVEL logger: message`` there, whatever the record's level.
 
-Rotation is copy-truncate (`beamish.runtime._paths.rotate_log`, as for ``node.log``),
-checked by the writers after each write, so the file's identity never changes: fds 1 and 2
+Rotation is copy-truncate (`beamish.runtime._paths.rotate_agent_log`, under an flock),
+checked by the writers after each write and by the node every few seconds for what only C
+code or subprocesses wrote; the file's identity never changes: fds 1 and 2
 stay what the loop recorded after ``init`` (it restarts an agent whose stdio changed), and
 ``beamish logs -f`` sees a truncation. A line written by a subprocess at the very moment
 of a rotation can be lost.
@@ -20,7 +21,6 @@ The file is held only while the process runs: a sleeping agent has neither.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import logging
 import os
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 
 from .._osproc import set_title
-from .._paths import NodePaths, rotate_log
+from .._paths import NodePaths, rotate_agent_log
 
 # A line without its newline is written (stamped) once this long, or at a flush.
 PARTIAL_MAX = 64 * 1024
@@ -178,11 +178,7 @@ class StampedWriter(io.TextIOBase):
         except OSError:
             return  # the agent pointed the fd at a pipe or socket: not our file
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                rotate_log(spec.path, self._fd, spec.max_bytes, spec.keep)
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            rotate_agent_log(spec.path, spec.max_bytes, spec.keep)
         except OSError as exc:
             # Truncated all the same (rotate_log), so the cap holds: say what was lost.
             line = stamp_lines(f"beamish: cannot keep a copy of the rotated log {spec.path!r}"

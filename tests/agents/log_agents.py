@@ -43,6 +43,9 @@ class Talker(Agent):
         elif op == "subprocess":
             subprocess.run(["sh", "-c", f"echo {msg['text']}; echo {msg['text']} >&2"],
                            check=True)
+        elif op == "spam_fd":  # a subprocess's output only: no write through Python
+            subprocess.run(["sh", "-c", f"yes {msg['text']} | head -n {msg['n']}"],
+                           check=True)
         elif op == "spam":
             for i in range(msg["n"]):
                 print(f"{msg['text']} {i:06d}")

@@ -116,6 +116,18 @@ def test_the_log_is_rotated_at_its_cap_and_nothing_is_lost_between_copies(
     assert len(numbers) > 100
 
 
+def test_what_only_a_subprocess_writes_is_rotated_by_the_node(small_logs: Node) -> None:
+    ref = small_logs.spawn(TALKER, name="t")
+    ref.call({"op": "spam_fd", "text": "from-sh", "n": 2000})  # ~16 KiB, never a print
+    path = NodePaths.of(small_logs.dir).agent_log("t")
+    assert os.path.getsize(path) > 3 * CAP  # the agent itself did not see it
+    wait_until(lambda: os.path.getsize(path) <= CAP, timeout=30,
+               what="the node to rotate the log (it checks every 5 s)")
+    assert os.path.exists(f"{path}.1") and not os.path.exists(f"{path}.2")
+    with open(f"{path}.1") as fh:
+        assert fh.read().count("from-sh\n") == 2000
+
+
 def test_beamish_logs_n_prints_the_last_lines(node: Node) -> None:
     ref = node.spawn(TALKER, name="t")
     for text in ("one", "two", "three"):
