@@ -7,7 +7,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
 
     client/     in the user's process      api.py (Node, AgentRef, start_node, connect,
                                            AsyncNode, AsyncAgentRef),
-                                           cli.py (the ``beamish`` command)
+                                           cli.py (the ``beamish`` command), logs.py
+                                           (reads and follows an agent's log)
     node/       the node daemon process    daemon.py (builds the others and wires them;
                                            main loop, housekeeping, replies' wire form),
                                            commands.py (one function per control command,
@@ -28,7 +29,9 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            loop's pure decisions: recover's answer, when a
                                            group commits), context.py (self.ctx), base.py
                                            (the Agent class), inflight.py (what an agent is
-                                           handling, for the node to read after a crash)
+                                           handling, for the node to read after a crash),
+                                           logfile.py (its own log: stdio, logging,
+                                           rotation; process titles)
     messaging/  any process                messenger.py (call/cast: append, ring, reply),
                                            amessenger.py (the same for asyncio code),
                                            control.py (requests to the node), wire.py

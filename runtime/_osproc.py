@@ -1,5 +1,5 @@
 """Small OS helpers: parent-death signals, identifying a process by pid plus start time
-(pids are reused), and the node's private datagram sockets."""
+(pids are reused), the node's private datagram sockets, and process titles."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import socket
 import sys
 import threading
 import time
+
+import setproctitle
 
 PR_SET_PDEATHSIG = 1
 _libc: ctypes.CDLL | None = None
@@ -70,3 +72,10 @@ def bind_datagram(path: str) -> socket.socket:
     os.chmod(path, 0o600)
     sock.setblocking(False)
     return sock
+
+
+def set_title(title: str, comm: str) -> None:
+    """Set this process's title (``ps``'s command line) and its short name (``top``'s
+    COMMAND, ``/proc/PID/comm``: ``comm``, cut to 15 bytes by the kernel)."""
+    setproctitle.setproctitle(title)
+    setproctitle.setthreadtitle(comm)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
+import urllib.parse
 from dataclasses import dataclass
 
 from beamish.mailbox import MAX_IPC_PATH
@@ -46,6 +48,20 @@ class NodePaths:
     def log(self) -> str:
         """The daemon's log file."""
         return os.path.join(self.dir, "node.log")
+
+    @property
+    def logs(self) -> str:
+        """The directory of the agents' own logs (``NAME.log`` each, see `agent_log`)."""
+        return os.path.join(self.dir, "logs")
+
+    def agent_log(self, name: str) -> str:
+        """The log file of agent ``name``: its stdout, stderr and ``logging`` records.
+
+        A valid name is the file's name as it is (it has no '/'); a name an older beamish
+        let through with a '/' is quoted, so that it stays one file inside `logs`."""
+        if "/" in name or "\0" in name:
+            name = urllib.parse.quote(name, safe="")
+        return os.path.join(self.logs, name + ".log")
 
     @property
     def store(self) -> str:
@@ -216,6 +232,32 @@ def rotate_log(path: str, fd: int, max_bytes: int, keep: int) -> bool:
     finally:
         os.ftruncate(fd, 0)
     return True
+
+
+def rotate_agent_log(path: str, max_bytes: int, keep: int) -> bool:
+    """Rotate an agent's log at ``path`` (`rotate_log`) if it is past ``max_bytes``, under
+    an exclusive flock: the agent, which rotates its own log the same way, and a reader
+    following it (``beamish logs -f``, a shared flock) never see half a rotation.
+
+    Returns:
+        Whether it rotated (False too when there is no such file, or not a regular one).
+
+    Raises:
+        OSError: as `rotate_log`.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+    except OSError:
+        return False  # none yet, or not a file we may write: nothing to rotate
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= max_bytes:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return rotate_log(path, fd, max_bytes, keep)  # checks the size again, locked
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ from ..store.records import (
 from .base import Agent
 from .context import AgentContext, TimerBook
 from .inflight import InFlight
+from .logfile import attach
 from .policy import (
     BATCH,
     RecoverExit,
@@ -232,6 +233,8 @@ class AgentLoop:
             prepared: the node-wide setup done before this process knew its agent (a warm
                 zygote child); made here when None or for another node.
         """
+        # Its title, and its output to its own log (logs/NAME.log), before any user code.
+        attach(self.paths, self.name, self.boot.node.log_max_bytes, self.boot.node.log_keep)
         _apply_rlimits(self.boot.limits)
         if prepared is None or not prepared.fits(self.boot):
             if prepared is not None:

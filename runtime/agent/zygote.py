@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 
-from .._osproc import _prctl, die_with_parent, returncode_from_status
+from .._osproc import _prctl, die_with_parent, returncode_from_status, set_title
 from .._types import WireMap
 from ..messaging.wire import (
     Exited,
@@ -57,6 +57,7 @@ from ..messaging.wire import (
     parse_zygote_request,
 )
 from ..store.records import NodeFields
+from .logfile import StampedWriter, warm_up
 
 WARM = 2  # warm children kept ready; each spawn uses one, and one more is forked after
 
@@ -83,6 +84,7 @@ def _child(close: list[int], boot: WireMap | None, boot_fd: int | None,
         from .loop import Prepared, agent_main
         prepared = Prepared(template)
         if boot is None:
+            warm_up(template.dir)  # the log's setup, off the spawn's path
             assert boot_fd is not None
             boot = _read_boot(boot_fd)
             if boot is None:
@@ -263,6 +265,10 @@ def serve(fd: int, ready_fd: int) -> None:
     agents write their ready reports to the inherited datagram socket ``ready_fd``."""
     node_pid = os.getppid()
     die_with_parent(node_pid)
+    # Named in ps/top; what it prints (and its warm children, until each opens its agent's
+    # log) goes to the node's log with a timestamp per line.
+    set_title(f"beamish zygote (node pid {node_pid})", "beamish-zygote")
+    sys.stdout, sys.stderr = StampedWriter(1, None), StampedWriter(2, None)
     sock = socket.socket(fileno=fd)
     os.set_inheritable(ready_fd, False)  # agents get it by fork, not their own exec's
     z = _Zygote(sock, ready_fd)

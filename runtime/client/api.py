@@ -65,6 +65,8 @@ from ..node.eventlog import PAGE_MAX as EVENTS_PAGE
 from ..node.stats import NodeStats
 from ..store import open_store
 from ..store.protocol import Store
+from .logs import follow as follow_log
+from .logs import generations, last_lines
 
 START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
@@ -675,6 +677,35 @@ class Node:
             after = max(after, page.after)
             yield from page.events
 
+    @overload
+    def logs(self, name: str, n: int = 100, follow: Literal[False] = False) -> list[str]: ...
+    @overload
+    def logs(self, name: str, n: int = 100, *, follow: Literal[True]) -> Iterator[str]: ...
+
+    def logs(self, name: str, n: int = 100, follow: bool = False
+             ) -> list[str] | Iterator[str]:
+        """The last ``n`` lines of agent ``name``'s log (``DIR/logs/NAME.log``: its stdout,
+        stderr and ``logging`` records, each line timestamped), oldest first; with
+        ``follow=True`` an iterator of those lines and then of each new one as it is
+        written, across the agent's restarts and the log's rotations (until you stop).
+
+        Raises:
+            AgentNotFound: no log and no agent has this name.
+            ConfigError: ``n`` is not a count >= 0.
+        """
+        path = self._log_path(name, n)
+        return follow_log(path, n) if follow else last_lines(path, n)
+
+    def _log_path(self, name: str, n: int) -> str:
+        """The path of agent ``name``'s log, the arguments of `logs` checked."""
+        name = check_lookup_name(name)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ConfigError(f"n={n!r}: expected a number of lines >= 0")
+        path = self.paths.agent_log(name)
+        if not generations(path):
+            self.info(name)  # AgentNotFound for a name never seen; else it has no log yet
+        return path
+
     def dead_letters(self, name: str) -> list[DeadLetterInfo]:
         """Return the casts set aside by `Skip` for agent ``name``, with their failures
         (`DeadLetterInfo` dicts)."""
@@ -1069,6 +1100,36 @@ class AsyncNode:
         _check_page_limit(limit)
         return EventPage.from_wire(await self._request(
             "events", {**request, "after": after, "limit": limit}))
+
+    @overload
+    def logs(self, name: str, n: int = 100,
+             follow: Literal[False] = False) -> Coroutine[Any, Any, list[str]]: ...
+    @overload
+    def logs(self, name: str, n: int = 100, *, follow: Literal[True]) -> AsyncIterator[str]: ...
+
+    def logs(self, name: str, n: int = 100, follow: bool = False
+             ) -> Coroutine[Any, Any, list[str]] | AsyncIterator[str]:
+        """`Node.logs`: ``await node.logs(name, n)`` returns the last lines;
+        ``async for line in node.logs(name, follow=True)`` then waits for new ones. The log
+        is a file on this machine, read (and, when following, polled) in a worker thread."""
+        if follow:
+            return self._follow_log(name, n)
+        return asyncio.to_thread(self.node.logs, name, n)
+
+    async def _follow_log(self, name: str, n: int) -> AsyncIterator[str]:
+        path = await asyncio.to_thread(self.node._log_path, name, n)
+        stop = threading.Event()
+        lines = follow_log(path, n, stop=stop)
+        try:
+            while True:
+                # A thread waits for the next line; closing this iterator sets ``stop``,
+                # which ends that wait within a poll.
+                line = await asyncio.to_thread(next, lines, None)
+                if line is None:
+                    return
+                yield line
+        finally:
+            stop.set()
 
     async def stats(self) -> NodeStats:
         """`Node.stats` as a coroutine."""

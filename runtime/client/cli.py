@@ -39,6 +39,7 @@ examples:
   beamish events --since 1h --kind exited  filtered (--name NAME too); kept across restarts
   beamish top --sort memory                awake agents by RSS, until Ctrl-C
   beamish top --once --sort mailbox        one table, for scripts
+  beamish logs c1 -f                       c1's output (print, logging), then as it comes
   beamish stop c1                          orderly stop; its state is kept
   beamish sleep c1                         no process until its next message
   beamish node stop                        stop every agent, then the node
@@ -242,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "the rates): for scripts")
     top.add_argument("--limit", "-n", type=_count_arg, default=TOP_LIMIT, metavar="N",
                      help=f"show at most N agents (default {TOP_LIMIT}; 0: all)")
+    lg = sub.add_parser("logs", parents=[common],
+                        help="show an agent's log (its stdout, stderr and logging records)")
+    lg.add_argument("name", metavar="NAME", help="the agent")
+    lg.add_argument("-n", "--lines", type=_count_arg, default=100, metavar="N",
+                    help="show the last N lines (default 100)")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="then print new lines as they are written, across restarts and "
+                         "rotations, until Ctrl-C")
     sv = sub.add_parser("add-supervisor", parents=[common], help="add a supervisor")
     sv.add_argument("name", metavar="NAME", help="a unique supervisor name")
     sv.add_argument("--strategy", default="one_for_one",
@@ -478,6 +487,9 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time))
                 print(f"{stamp} {ev.kind:<13} {ev.name} ({ev.supervisor}) {ev.reason}".rstrip(),
                       flush=True)
+    elif cmd == "logs":
+        for line in node.logs(args.name, args.lines, follow=args.follow):
+            print(line, flush=args.follow)
     elif cmd == "dead-letters" and args.resend is not None:
         new = node.resend_dead_letter(args.name, args.resend)
         print(f"dead letter #{args.resend} of {args.name} re-sent as message #{new}")

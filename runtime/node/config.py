@@ -21,7 +21,7 @@ from .._types import UserData
 from .._validation import LIMIT_MAX, check_name
 from ..errors import ConfigError
 from ..messaging.spawnargs import check_shutdown, class_path
-from ..store.records import AgentRecord
+from ..store.records import AGENT_LOG_KEEP, AGENT_LOG_MAX_BYTES, AgentRecord
 from .eventlog import EVENTS_KEPT
 
 
@@ -50,6 +50,10 @@ class NodeSection(_Strict):
     # keeping this many older generations (node.log.1 the newest).
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096)
     log_keep: int = Field(3, ge=1, le=100)
+    # Each agent's own log (logs/NAME.log: its stdout, stderr and logging records) is
+    # rotated past this size, keeping this many older generations (NAME.log.1 the newest).
+    agent_log_max_bytes: int = Field(AGENT_LOG_MAX_BYTES, ge=4096)
+    agent_log_keep: int = Field(AGENT_LOG_KEEP, ge=1, le=100)
     # At most this many agents awake: the least recently active idle ones are put to
     # sleep (None: unlimited). See docs/sessions.md.
     max_awake: int | None = Field(None, ge=1)

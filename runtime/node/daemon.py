@@ -38,7 +38,15 @@ from beamish.mailbox import Envelope, Inbox, Kind, encode
 from beamish.supervisor import ExitReason, MonotonicClock, Strategy, Supervisor, SupervisorSpec
 
 from .._events import EventFilter, EventPage
-from .._paths import NodePaths, check_dir_safe, dir_error, make_dir, rotate_log
+from .._osproc import set_title
+from .._paths import (
+    NodePaths,
+    check_dir_safe,
+    dir_error,
+    make_dir,
+    rotate_agent_log,
+    rotate_log,
+)
 from .._types import AgentStatus, DroppedFrames, WireMap
 from ..errors import (
     BeamishError,
@@ -76,6 +84,9 @@ from .zygote_link import ZygoteLink
 
 log = logging.getLogger("beamish.node")
 HOUSEKEEPING_S = 1.0
+# Awake agents' logs are checked this often: an agent rotates its own log when it writes
+# through Python; this catches what only its C code or subprocesses write.
+AGENT_LOG_SWEEP_S = 5.0
 LIMITS_CHECK_S = 0.05  # how often memory and handler-time limits are checked
 ZYGOTE_MAX_RESTARTS, ZYGOTE_PERIOD_S = 5, 60.0  # a zygote dying more often stops the node
 FOLLOWERS_MAX = 4096  # events long-polls parked at once
@@ -117,6 +128,7 @@ class NodeDaemon:
         self.exit_code = 0
         self.zygote_deaths: list[float] = []  # monotonic times the zygote died
         self.started_at = time.time()
+        self.next_log_sweep = 0.0  # monotonic time of the next check of agents' logs
 
     # -- start -------------------------------------------------------------------------------
     def lock_dir(self) -> None:
@@ -146,6 +158,7 @@ class NodeDaemon:
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
         try:
             os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+            os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
         except OSError as exc:
             os.close(self.lock_fd)
             raise dir_error(self.paths.dir, exc) from None
@@ -164,7 +177,9 @@ class NodeDaemon:
         self.links: LinkTable[Incarnation] = LinkTable()
         self.spawner = AgentSpawner(
             SpawnSettings(self.paths, NodeFields(self.paths.dir, self.store_path,
-                                                 self.durability, self.max_message_bytes),
+                                                 self.durability, self.max_message_bytes,
+                                                 self.config.node.agent_log_max_bytes,
+                                                 self.config.node.agent_log_keep),
                           self.sys_path, tuple(self.preload), self.preload_agent_modules),
             store=self.store, registry=self.registry, links=self.links,
             emit=self.events.emit, ring=self.ring, shell=self.shell, stopping=self.stopping,
@@ -442,6 +457,9 @@ class NodeDaemon:
 
     def _housekeeping(self) -> None:
         self.store.reader_check()
+        if time.monotonic() >= self.next_log_sweep:
+            self.next_log_sweep = time.monotonic() + AGENT_LOG_SWEEP_S
+            self._sweep_agent_logs()
         try:
             if rotate_log(self.paths.log, 2, self.config.node.log_max_bytes,
                           self.config.node.log_keep):
@@ -460,6 +478,16 @@ class NodeDaemon:
                 self.store.write(txn)
             except StoreFullError as exc:  # tried again next second; the loop goes on
                 log.warning("cannot delete %d expired replies: %s", len(expired), exc)
+
+    def _sweep_agent_logs(self) -> None:
+        node = self.config.node
+        for name in list(self.spawner.current):  # the awake ones: only they write
+            path = self.paths.agent_log(name)
+            try:
+                rotate_agent_log(path, node.agent_log_max_bytes, node.agent_log_keep)
+            except OSError as exc:
+                log.warning("cannot rotate the log of agent %r, %s (%s): truncated it "
+                            "without a copy", name, path, exc)
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
@@ -559,6 +587,7 @@ def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
         ready_fd: if given, write one line (``ok`` or an error) there once serving.
     """
     node = NodeDaemon(paths, config, sys_path)
+    set_title(f"beamish node {paths.dir}", "beamish-node")
 
     def report(line: str) -> None:
         if ready_fd is not None:

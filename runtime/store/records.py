@@ -542,6 +542,12 @@ def event_from_wire(seq: int, data: Wire) -> Event:
                  float(data["t"]), seq)
 
 
+# An agent's own log (DIR/logs/NAME.log) is rotated past this size, this many older
+# generations kept: at most 12 MiB per agent by default (`[node]` config can change both).
+AGENT_LOG_MAX_BYTES = 4 * 1024 * 1024
+AGENT_LOG_KEEP = 2
+
+
 @dataclass(frozen=True, slots=True)
 class NodeFields:
     """The boot fields every agent of a node shares: a warm zygote child is prepared
@@ -552,22 +558,30 @@ class NodeFields:
         store: the store's path.
         durability: the store's durability.
         max_message_bytes: the node's message size limit.
+        log_max_bytes: an agent's log is rotated past this size (``[node]
+            agent_log_max_bytes``).
+        log_keep: older generations of an agent's log kept (``[node] agent_log_keep``).
     """
 
     dir: str
     store: str
     durability: str
     max_message_bytes: int
+    log_max_bytes: int = AGENT_LOG_MAX_BYTES
+    log_keep: int = AGENT_LOG_KEEP
 
     def to_wire(self) -> Wire:
         """The msgpack-ready form (the node's keys of a boot record)."""
         return {"dir": self.dir, "store": self.store, "durability": self.durability,
-                "max_message_bytes": self.max_message_bytes}
+                "max_message_bytes": self.max_message_bytes,
+                "log_max_bytes": self.log_max_bytes, "log_keep": self.log_keep}
 
     @classmethod
     def from_wire(cls, data: Wire) -> NodeFields:
         """Read the node's fields of a boot record (the others are ignored)."""
-        return cls(data["dir"], data["store"], data["durability"], data["max_message_bytes"])
+        return cls(data["dir"], data["store"], data["durability"], data["max_message_bytes"],
+                   data.get("log_max_bytes", AGENT_LOG_MAX_BYTES),
+                   data.get("log_keep", AGENT_LOG_KEEP))
 
 
 @dataclass(frozen=True, slots=True)

@@ -302,7 +302,7 @@ def test_async_node_offers_the_whole_node_api_as_coroutines(node):
     # acall/acast/acast_many are AsyncNode's call/cast/cast_many.
     missing = sorted(public - {"acall", "acast", "acast_many"} - set(dir(AsyncNode)))
     assert not missing, f"AsyncNode lacks {missing} (SPEC: the whole Node API)"
-    for name in public - {"acall", "acast", "acast_many", "ref", "close", "events"}:
+    for name in public - {"acall", "acast", "acast_many", "ref", "close", "events", "logs"}:
         assert inspect.iscoroutinefunction(getattr(AsyncNode, name)), name
 
     async def go() -> None:

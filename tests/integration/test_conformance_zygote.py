@@ -25,7 +25,8 @@ COUNTER = "tests.agents.basic:Counter"
 def zygote_of(node) -> psutil.Process:  # type: ignore[no-untyped-def]
     """The node's live zygote process."""
     for child in psutil.Process(node.pid).children():
-        if "beamish.runtime.agent.zygote" in " ".join(child.cmdline()):
+        # Titled "beamish zygote (node pid N)" once it runs; "python -m ...zygote" before.
+        if "zygote" in " ".join(child.cmdline()):
             return child
     raise AssertionError("the node has no zygote")
 
