@@ -129,8 +129,9 @@ def test_a_wake_cut_off_by_the_zygotes_death_is_restarted_and_its_message_handle
         ref = n.spawn(SLOW_IMPORT, name="slow", lazy=True)
         ref.cast("hello")
         wait_until(mark.exists, timeout=30, what="the zygote probing the agent's module")
+        # Titled "beamish zygote (node pid N)" once it runs; "python -m ...zygote" before.
         zygote = [c for c in psutil.Process(n.pid).children()
-                  if "beamish.runtime.agent.zygote" in " ".join(c.cmdline())]
+                  if "zygote" in " ".join(c.cmdline())]
         assert len(zygote) == 1
         os.kill(zygote[0].pid, signal.SIGKILL)
         wait_until(lambda: n.info("slow").status == "running", timeout=60, what="restarted")
