@@ -67,7 +67,7 @@ Where things happen:
                              commits the queue in one txn (store Txn.put_events), and so
                              does a reader first (commands.py ``events``)
     an agent sleeps / wakes  node/sessions.py  Sessions.sleep (release_child, stop "sleep",
-                             one txn) / Sessions.wake (spawner.wake_start, adopt_child);
+                             one txn) / Sessions.wake (spawner.start_detached, adopt_child);
                              an append that finds it sleeping marks the wake in its own
                              txn (messaging/messenger.py append_routed)
 """

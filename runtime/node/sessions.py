@@ -10,7 +10,7 @@ restart history for its adoption to take back):
     sleep(name)  shell.release_child ──▶ stop frame "sleep" (terminate("sleep", state))
                  ──▶ txn: status sleeping, pid None, and wakes[id] if its mailbox is not
                  empty ──▶ event ``slept``
-    wake(name)   spawner.wake_start (no init if it has state, no recover; one txn:
+    wake(name)   spawner.start_detached (no init if it has state, no recover; one txn:
                  running, wakes[id] deleted) ──▶ shell.adopt_child ──▶ links rebound
                  ──▶ event ``woke``. Asked first (``shell.adoption_error``): a supervisor
                  that is down costs no fork (the wake waits for it); a process that
@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -63,7 +62,7 @@ from ..store.records import AgentRecord
 from .activity import Activity, choose_sleepers, observe
 from .links import LinkTable
 from .registry import Emit, Registry
-from .spawner import KILL_WAIT_S, AgentSpawner, Incarnation
+from .spawner import AgentSpawner, Incarnation
 
 log = logging.getLogger("beamish.node.sessions")
 SCAN_S = 1.0  # the wakes table is scanned at least this often (a lost hint's cost)
@@ -367,7 +366,7 @@ class Sessions:
             self.store.write(lambda t: self._drop_wake_txn(t, name, rec.id))
             return False
         try:
-            started = self.spawner.wake_start(name)
+            started = self.spawner.start_detached(name, wake=True)
         except StartFailed as exc:
             return self._wake_not_started(shell, spec, rec, exc)
         if started is None:  # no longer asleep (stopped, deleted): nothing to adopt
@@ -377,7 +376,7 @@ class Sessions:
         if incn.terminating is not None:
             # A stop came while it started, and killed it (`_cancel_start`): asleep again
             # (its wake kept), for that stop to find.
-            self._wait_exit(incn)
+            incn.killed_exit()
             self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=True))
             return False
         try:
@@ -504,14 +503,6 @@ class Sessions:
         self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=keep_wake))
         with self._lock:
             self._hold(name, incn)
-
-    @staticmethod
-    def _wait_exit(incn: Incarnation) -> None:
-        try:
-            incn.exited.result(KILL_WAIT_S)
-        except FutureTimeout:
-            log.error("agent %r (pid %d) survived SIGKILL for %g s", incn.name, incn.pid,
-                      KILL_WAIT_S)
 
     def _propagate_held(self, incn: Incarnation, reason: ExitReason) -> None:
         """A woken process that died at once: what it held (rebound) hears of the exit."""

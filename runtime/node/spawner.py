@@ -88,6 +88,17 @@ class Incarnation:
         """Whether it has a resource limit (a `Limits` record is never falsy: ask this)."""
         return self.limits != _NO_LIMITS
 
+    def killed_exit(self) -> ExitReason:
+        """Why it exited, once it is dead after a SIGKILL (waits up to `KILL_WAIT_S`); if the
+        OS has not reported its death by then, that is logged and ``abnormal: killed``
+        returned."""
+        try:
+            return self.exited.result(KILL_WAIT_S)[0]
+        except FutureTimeout:
+            log.error("agent %r (pid %d) survived SIGKILL for %g s", self.name, self.pid,
+                      KILL_WAIT_S)
+            return ExitReason.abnormal("killed")
+
     def signal(self, signum: int) -> bool:
         """Send ``signum`` if the pid is still this incarnation's process."""
         if self.exited.done() or process_start_time(self.pid) != self.create_time:
@@ -236,11 +247,6 @@ class AgentSpawner:
         self._await_ready(incn)
         return incn
 
-    def wake_start(self, name: str) -> tuple[Incarnation, Any] | None:
-        """Start sleeping agent ``name``'s process for a wake: `start_detached` with no
-        ``init`` if it has state, its wake mark deleted once it runs."""
-        return self.start_detached(name, wake=True)
-
     def start_detached(self, name: str, *, wake: bool) -> tuple[Incarnation, Any] | None:
         """Start agent ``name``'s process with no supervisor asked (its starter hands it
         to one with ``adopt_child``): a wake (``wake``: the agent sleeps), or an eager
@@ -322,11 +328,7 @@ class AgentSpawner:
         exit (which then reports nothing: no status written, no failure)."""
         incn.terminating = "normal"
         incn.signal(signal.SIGKILL)
-        try:
-            incn.exited.result(KILL_WAIT_S)
-        except FutureTimeout:
-            log.error("agent %r (pid %d) survived SIGKILL for %g s", incn.name, incn.pid,
-                      KILL_WAIT_S)
+        incn.killed_exit()
 
     def _launch(self, name: str, failure: Failure | None, wake: bool = False,
                 detached: bool = False) -> Incarnation | None:
@@ -558,12 +560,7 @@ class AgentSpawner:
                         spec.id, incn.pid, spec.shutdown)
             self.emit("killed", spec.id, sup_id, f"did not stop within {spec.shutdown} s")
             incn.signal(signal.SIGKILL)
-        try:
-            return incn.exited.result(KILL_WAIT_S)[0]
-        except FutureTimeout:
-            log.error("agent %r (pid %d) survived SIGKILL for %g s", spec.id, incn.pid,
-                      KILL_WAIT_S)
-            return ExitReason.abnormal("killed")
+        return incn.killed_exit()
 
     # -- limits --------------------------------------------------------------------------------
     def check_limits(self) -> None:
