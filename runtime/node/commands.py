@@ -30,7 +30,6 @@ from beamish.supervisor import (
     ChildStatus,
     InvalidSpec,
     NotFound,
-    RestartType,
     Running,
     StartFailed,
     Supervisor,
@@ -269,16 +268,10 @@ def _put_agent(rec: AgentRecord, t: Txn) -> None:
     t.put_agent(rec)
 
 
-def _child_spec(rec: AgentRecord) -> ChildSpec:
-    return ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
-
-
 def _add_agent(shell: Supervisor, rec: AgentRecord) -> object:
-    """Add an agent to its supervisor: by name for a simple_one_for_one supervisor (its
-    children are made from its template), else with the agent's own spec."""
-    if shell.spec.strategy == "simple_one_for_one":
-        return shell.add_child(rec.name)
-    return shell.add_child(_child_spec(rec))
+    """Add an agent to its supervisor (and start it there) with the spec it has under
+    that supervisor (`sessions.child_spec`)."""
+    return shell.add_child(child_spec(shell, rec))
 
 
 def ping(node: NodeView) -> Ping:
@@ -335,11 +328,7 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
             node.sessions.hint()
         return Spawned(agent_name, None)
     node.spawner.forget_failure(agent_name)
-    try:
-        incn = _start_and_adopt(node, shell, rec)
-    except StartFailed as exc:  # refused before anything started: the node is stopping
-        _undo_spawn(node, rec)
-        raise SpawnError(agent_name, f"it did not start ({exc})") from None
+    incn = _start_and_adopt(node, shell, rec)
     node.emit("spawned", agent_name, supervisor, "")
     return Spawned(agent_name, incn.pid)
 
@@ -356,11 +345,17 @@ def _start_and_adopt(node: NodeView, shell: Supervisor, rec: AgentRecord) -> Inc
         SpawnError: it did not start (the failure attached), or its record or supervisor
             changed meanwhile.
     """
-    with node.spawner.detached_start():
-        return _start_and_adopt_held(node, shell, rec)
+    try:
+        with node.spawner.detached_start():
+            return _started_and_adopted(node, shell, rec)
+    except StartFailed as exc:  # refused before anything started: the node is stopping
+        _undo_spawn(node, rec)
+        raise SpawnError(rec.name, f"it did not start ({exc})") from None
 
 
-def _start_and_adopt_held(node: NodeView, shell: Supervisor, rec: AgentRecord) -> Incarnation:
+def _started_and_adopted(node: NodeView, shell: Supervisor, rec: AgentRecord) -> Incarnation:
+    # Every StartFailed in here becomes a SpawnError: the one `_start_and_adopt` catches
+    # is the refusal of `detached_start` alone.
     name = rec.name
     try:
         started = node.spawner.start_detached(name, wake=False)
@@ -1047,8 +1042,7 @@ def start_persisted(node: NodeView) -> dict[str, str]:
             _add_agent(shell, rec)
         except (StartFailed, SupervisorError, ConfigError) as exc:
             failure = node.spawner.take_start_failure(rec.name)
-            reason = f"{failure.exc_type}: {failure.message}" if failure and failure.exc_type \
-                else (failure.message if failure else str(exc))
+            reason = _start_detail(failure, str(exc))
             if rec.spawning is not None:  # never acknowledged: the spawn is undone, not failed
                 _roll_back_spawn(node, rec, rec.spawning.prev or AgentStatus.STOPPED)
                 node.emit("removed", rec.name, rec.supervisor,
