@@ -26,6 +26,7 @@ from ._socket import (
     NOBLOCK,
     POLLIN,
     RequestTimeout,
+    bind_private,
     ipc_address,
     zmq_size_ceiling,
 )
@@ -155,10 +156,7 @@ class AsyncInbox:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, zmq_size_ceiling(limit))
-        if os.path.exists(path):
-            os.unlink(path)  # a stale file from a dead process; the path is random
-        self.sock.bind(ipc_address(path))
-        os.chmod(path, 0o600)
+        bind_private(self.sock, path)
         self.replies = AsyncReplies(self.sock, limit)
 
     def close(self, exc: BaseException) -> None:

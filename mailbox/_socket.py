@@ -64,6 +64,20 @@ def ipc_address(path: str) -> str:
     return "ipc://" + path
 
 
+def bind_private(sock: zmq.Socket[Any], path: str) -> None:
+    """Bind ``sock`` (sync or asyncio) to the socket file ``path``, readable by its owner
+    only (0600). A file already there is a stale one of a dead process (the caller holds
+    the node dir's lock, or picked a random path): it is removed first.
+
+    Raises:
+        MailboxError: the path is too long for a Unix socket.
+    """
+    if os.path.exists(path):
+        os.unlink(path)
+    sock.bind(ipc_address(path))
+    os.chmod(path, 0o600)
+
+
 def new_context() -> zmq.Context[Any]:
     """Create a ZeroMQ context (one per process, always created after any fork)."""
     return zmq.Context()
@@ -92,10 +106,7 @@ class Inbox:
         self.sock.setsockopt(zmq.MAXMSGSIZE, zmq_size_ceiling(limit))
         if router:
             self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if os.path.exists(path):
-            os.unlink(path)  # a stale file from a dead process; the caller holds the dir lock
-        self.sock.bind(ipc_address(path))
-        os.chmod(path, 0o600)
+        bind_private(self.sock, path)
 
     def recv(self, timeout: float | None) -> tuple[bytes, Envelope] | None:
         """Receive one valid envelope, waiting at most ``timeout`` seconds (None: forever).
