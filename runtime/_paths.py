@@ -162,6 +162,28 @@ def check_dir_safe(dir: str) -> None:
                           f"{stat.S_IMODE(st.st_mode):o}); run `chmod 700 {dir}`")
 
 
+class NotRegularFile(OSError):
+    """Something other than a regular file stands where a log goes (a FIFO there would
+    block its writer)."""
+
+
+def open_append(path: str) -> int:
+    """Open (creating, 0600) ``path`` for appending and return the fd, blocking. Never
+    through a symlink; anything but a regular file is refused.
+
+    Raises:
+        NotRegularFile: it is not a regular file.
+        OSError: it cannot be opened (FileNotFoundError: its directory is missing).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(f"{path!r} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def open_log(paths: NodePaths) -> int:
     """Open (or create, 0600) the node's log for appending and return the fd; a symlink
     or anything but a regular file there is refused, never followed.
@@ -170,18 +192,14 @@ def open_log(paths: NodePaths) -> int:
         ConfigError: ``node.log`` is a symlink or not a regular file.
     """
     try:
-        fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        return open_append(paths.log)
+    except NotRegularFile:
+        raise ConfigError(f"{paths.log!r} is not a regular file: remove it") from None
     except OSError as exc:
         if os.path.islink(paths.log):
             raise ConfigError(f"{paths.log!r} is a symlink; beamish never follows one for "
                               f"its log: remove it (`rm {paths.log}`)") from None
         raise dir_error(paths.dir, exc) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ConfigError(f"{paths.log!r} is not a regular file: remove it")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def rotate_log(path: str, fd: int, max_bytes: int, keep: int) -> bool:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-import stat
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from .._osproc import set_title
-from .._paths import NodePaths, rotate_agent_log
+from .._paths import NodePaths, open_append, rotate_agent_log
 
 # A line without its newline is written (stamped) once this long, or at a flush.
 PARTIAL_MAX = 64 * 1024
@@ -213,17 +212,11 @@ def open_log_file(path: str, dir: str) -> int:
     Raises:
         OSError: it cannot be opened, or is not a regular file.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o600)
+        return open_append(path)
     except FileNotFoundError:
         os.makedirs(dir, mode=0o700, exist_ok=True)
-        fd = os.open(path, flags, 0o600)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path!r} is not a regular file")
-    os.set_blocking(fd, True)
-    return fd
+        return open_append(path)
 
 
 def attach(paths: NodePaths, name: str, max_bytes: int, keep: int) -> None:
