@@ -4,19 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test typecheck demo bench bench-full check-install clean
+.PHONY: install system-deps test typecheck demo bench bench-full check-install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,bench,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
+# System packages the tests use (PostgreSQL's server binaries), installed when missing.
+system-deps:
+	@scripts/system-deps
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check runtime mailbox supervisor benchmarks tests examples
 	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -q
