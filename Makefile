@@ -16,7 +16,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The dashboard's tests drive Debian's Chromium (tests/integration/test_dashboard.py).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@echo "installing chromium (for the dashboard's browser tests)"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check runtime mailbox supervisor benchmarks tests examples
 	$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest -q

@@ -71,7 +71,7 @@ state, mailbox, failures, dead letters and log.</p></div></section>
 "use strict";
 const LOOKS = __LOOKS__;
 const look = s => "look-" + (LOOKS[s] || "unknown");
-let lastSeq = -1, agentName = null, agentData = null, timer = null;
+let lastSeq = -1, agentName = null, agentData = null, timer = null, note = "";
 const eventsShown = [];
 
 function el(tag, attrs, ...kids) {
@@ -140,13 +140,11 @@ async function resend(seq, button) {
       body: JSON.stringify({name: agentName, seq: seq})});
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : String(r.status));
-    document.getElementById("resend-result").textContent =
-      "dead letter #" + seq + " resent as message #" + body.seq;
-    await refreshAgent();
+    note = "dead letter #" + seq + " resent as message #" + body.seq;
   } catch (err) {
-    document.getElementById("resend-result").textContent = "resend failed: " + err.message;
-    button.disabled = false;
+    note = "resend failed: " + err.message;
   }
+  await refreshAgent();
 }
 
 function renderAgent(d) {
@@ -175,8 +173,7 @@ function renderAgent(d) {
     el("h3", {text: "Last failure"}),
     f ? el("div", {id: "agent-failure"},
           el("p", {}, el("b", {text: f.kind}), " " + (f.exc_type ? f.exc_type + ": " : "") + f.message
-             + (f.exit_code !== null && f.exit_code !== undefined ? " (exit code " + f.exit_code + ")" : "")
-             + (f.signal ? " (signal " + f.signal + ")" : "")),
+             + (f.attempt > 1 ? " (attempt " + f.attempt + " at its message)" : "")),
           f.traceback ? el("pre", {id: "agent-traceback", text: f.traceback}) : null)
       : el("p", {id: "agent-failure", class: "muted", text: "none"}),
     el("h3", {text: "Dead letters (" + d.dead_letters.length + ")"}),
@@ -184,7 +181,7 @@ function renderAgent(d) {
       el("thead", {}, el("tr", {}, el("th", {text: "seq"}), el("th", {text: "message"}),
                           el("th", {text: "failure"}), el("th", {text: "set aside"}), el("th"))),
       dead) : el("p", {class: "muted", text: "none"}),
-    el("p", {id: "resend-result", class: "muted"}),
+    el("p", {id: "resend-result", class: "muted", text: note}),
     el("h3", {text: "Recent events"}), evs,
     el("h3", {text: "Log (last " + d.log.length + " lines)"}),
     el("pre", {id: "agent-log", text: d.log.join("\\n")}));
@@ -229,6 +226,7 @@ async function refresh() {
 function route() {
   const m = location.hash.match(/^#\\/agent\\/(.+)$/);
   agentName = m ? decodeURIComponent(m[1]) : null;
+  note = "";
   if (!agentName) return;
   document.getElementById("agent").replaceChildren(el("p", {class: "muted", text: "loading " + agentName + "..."}));
   refreshAgent();
