@@ -6,6 +6,8 @@ printed (``pytest -s`` shows them)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import shutil
@@ -22,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from beamish.runtime import Node, RemoteError, start_node
+from beamish.runtime import AgentNotFound, AsyncNode, Node, RemoteError, start_node
 from tests.conftest import REPO, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -273,9 +275,9 @@ def test_a_dashboard_bound_beyond_loopback_needs_its_token(node, dashboard_cli, 
 
     from playwright.sync_api import Error as PlaywrightError
     page = browser.new_page()
-    with page.expect_response(base + "/") as answer:
-        with pytest.raises(PlaywrightError):  # an empty 401: Chromium shows its error page
-            page.goto(base + "/")
+    # An empty 401: Chromium shows its own error page, and goto raises.
+    with page.expect_response(base + "/") as answer, pytest.raises(PlaywrightError):
+        page.goto(base + "/")
     assert answer.value.status == 401
     page.wait_for_load_state()
     assert page.locator('[data-testid="agent-c"]').count() == 0
@@ -289,8 +291,8 @@ def test_a_dashboard_bound_beyond_loopback_needs_its_token(node, dashboard_cli, 
 
 
 def test_the_node_serves_a_dashboard_only_when_asked(node, node_dir, tmp_path):
-    # Off by default: nothing listens on the default port for this node.
-    assert "dashboard" not in open(node.paths.log).read()
+    # Off by default: the node logs no dashboard address.
+    assert "dashboard" not in Path(node.paths.log).read_text()
     config = tmp_path / "bad.toml"
     config.write_text('[node]\ndashboard = "example.com:8470"\n')
     out = subprocess.run([sys.executable, "-m", "beamish.runtime", "node", "start",
@@ -298,3 +300,55 @@ def test_the_node_serves_a_dashboard_only_when_asked(node, node_dir, tmp_path):
                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "node.dashboard" in out.stderr, out.stderr
+
+
+def test_state_reads_an_agents_committed_state_without_waking_it(node):
+    ref = node.spawn(COUNTER, name="c", args={"start": 5})
+    assert ref.call("bump") == 6
+    st = node.state("c")
+    assert (st.name, st.state, st.processed, st.version) == ("c", {"n": 6}, 1, 1)
+    node.sleep("c")
+    assert node.state("c").state == {"n": 6}
+    assert node.info("c").status == "sleeping"  # reading it did not wake it
+    with pytest.raises(AgentNotFound):
+        node.state("nobody")
+
+    async def via_asyncio() -> Any:
+        return await AsyncNode(node).state("c")
+    assert asyncio.run(via_asyncio()) == node.state("c")
+
+
+def _post(url: str, body: object, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
+
+
+def test_resend_answers_typed_errors_and_refuses_cross_site_posts(dash_node):
+    node, url = dash_node
+    ref = node.spawn(FAULTY, name="f")
+    ref.cast("flaky")
+    seq = wait_until(lambda: node.dead_letters("f"), what="the dead letter")[0]["seq"]
+    api, ok = url + "api/resend", {"X-Beamish-Dashboard": "1"}
+    assert _post(api, {"name": "f", "seq": seq}, {}) == (403, None)  # a plain form post
+    status, body = _post(api, {"name": "f", "seq": seq + 100}, ok)
+    assert status == 400 and body["error"]["type"] == "ConfigError"
+    assert "no dead letter" in body["error"]["message"]
+    status, body = _post(api, {"name": "nobody", "seq": seq}, ok)
+    assert status == 404 and body["error"]["type"] == "AgentNotFound"
+    status, body = _post(api, {"name": "f", "seq": "1"}, ok)
+    assert status == 400 and body["error"]["type"] == "ConfigError"
+    assert node.dead_letters("f")[0]["seq"] == seq  # none of those moved it
+    ref.cast("heal")
+    status, body = _post(api, {"name": "f", "seq": seq}, ok)
+    assert status == 200 and body["name"] == "f"
+    wait_until(lambda: ref.call("get") == 1, what="the resent cast to be handled")
+    assert node.dead_letters("f") == []
+    status, body = _post(api, {"name": "f", "seq": seq}, ok)  # already moved
+    assert status == 400 and body["error"]["type"] == "ConfigError"
+    assert ref.call("get") == 1
