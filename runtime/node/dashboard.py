@@ -65,6 +65,8 @@ LOG_LINES = 100
 """How many lines of an agent's log its page shows."""
 TREE_LIMIT = 200
 """How many agents of each supervisor the tree lists (the others are counted)."""
+REQUEST_TIMEOUT_S = 10.0
+"""A client that sends nothing for this long is disconnected."""
 
 
 class Access(enum.Enum):
@@ -300,7 +302,9 @@ class DashboardApi:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
+    # HTTP/1.0 (the default): a connection per request, so no idle keep-alive connection
+    # holds a thread, and `close` can wait for the requests in progress.
+    timeout = REQUEST_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("dashboard: %s " + format, self.address_string(), *args)
@@ -432,8 +436,8 @@ def _int_arg(query: dict[str, list[str]], key: str, default: int) -> int:
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+    daemon_threads = False
+    block_on_close = True  # close waits for the requests in progress (the node's store)
 
     def __init__(self, address: ListenAddress, api: DashboardApi, token: str | None,
                  page: bytes) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from beamish.runtime import AgentNotFound, AsyncNode, Node, RemoteError, start_node
+from beamish.runtime import AgentNotFound, AsyncNode, ConfigError, Node, RemoteError, start_node
 from tests.conftest import REPO, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -352,3 +352,32 @@ def test_resend_answers_typed_errors_and_refuses_cross_site_posts(dash_node):
     status, body = _post(api, {"name": "f", "seq": seq}, ok)  # already moved
     assert status == 400 and body["error"]["type"] == "ConfigError"
     assert ref.call("get") == 1
+
+
+def test_a_node_dashboard_beyond_loopback_makes_a_token_and_logs_its_link(node_dir, tmp_path):
+    port = free_port()
+    config = tmp_path / "beamish.toml"
+    config.write_text(f'[node]\ndashboard = "0.0.0.0:{port}"\n')
+    n = start_node(node_dir, config=str(config))
+    try:
+        found = wait_until(lambda: re.search(r"serving the dashboard on (http://\S+)",
+                                             Path(n.paths.log).read_text()),
+                           what="the dashboard's link in the node log")
+        token = found.group(1).split("?token=", 1)[1]
+        base = f"http://127.0.0.1:{port}"
+        assert _get(base + "/api/tree")[:2] == (401, b"")
+        status, body, _ = _get(base + "/api/tree", {"Authorization": "Bearer " + token})
+        assert status == 200 and b'"root"' in body
+    finally:
+        shutdown_quietly(n)
+
+
+def test_a_taken_port_is_refused_before_the_node_starts(node_dir, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "beamish.toml"
+        config.write_text(f'[node]\ndashboard = "127.0.0.1:{port}"\n')
+        with pytest.raises(ConfigError, match="cannot listen there"):
+            start_node(node_dir, config=str(config))
