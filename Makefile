@@ -16,7 +16,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# System packages the tests use (PostgreSQL's server binaries), installed when missing.
+# System packages the tests use, installed when missing (scripts/system-deps): PostgreSQL's
+# server binaries for the cluster tests, Debian's Chromium for the dashboard's browser tests.
 system-deps:
 	@scripts/system-deps
 

@@ -8,7 +8,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
     client/     in the user's process      api.py (Node, AgentRef, start_node, connect,
                                            AsyncNode, AsyncAgentRef),
                                            cli.py (the ``beamish`` command), logs.py
-                                           (reads and follows an agent's log)
+                                           (reads and follows an agent's log),
+                                           dashboard.py (``beamish dashboard``)
     node/       the node daemon process    daemon.py (builds the others and wires them;
                                            main loop, housekeeping, replies' wire form),
                                            commands.py (one function per control command,
@@ -22,6 +23,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            links.py (links and monitors), bounded.py
                                            (what is held for a pid not yet registered),
                                            config.py, timers.py (fires durable timers),
+                                           dashboard.py (the web view's server and
+                                           access rules; its page: dashboard_page.py),
                                            sessions.py (sleeping agents: sleep, wake,
                                            idle_timeout, max_awake), activity.py
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's

@@ -59,7 +59,7 @@ from ..messaging.control import AsyncControlClient, ControlClient
 from ..messaging.messenger import Messenger, hint_node
 from ..messaging.spawnargs import spawn_request
 from ..messaging.wire import spawned_hints
-from ..node.commands import register_lazy
+from ..node.commands import AgentState, register_lazy
 from ..node.config import StartReport
 from ..node.eventlog import PAGE_MAX as EVENTS_PAGE
 from ..node.stats import NodeStats
@@ -722,6 +722,17 @@ class Node:
         return int(self._control.request("resend_dead_letter", {"name": check_lookup_name(name),
                                                                  "seq": seq})["seq"])
 
+    def state(self, name: str) -> AgentState:
+        """Agent ``name``'s last committed state (`AgentState`: the state, the class
+        version it was committed under, messages handled), read without disturbing the
+        agent (a sleeping one stays asleep).
+
+        Raises:
+            AgentNotFound: no agent has this name.
+        """
+        return AgentState.from_wire(
+            self._control.request("state", {"name": check_lookup_name(name)}))
+
     def status(self) -> NodeStatus:
         """The node's pid, dir, uptime and the invalid frames it and its agents dropped."""
         return NodeStatus.from_wire(self._control.request("ping"))
@@ -1145,6 +1156,11 @@ class AsyncNode:
         value = await self._request("resend_dead_letter",
                                     {"name": check_lookup_name(name), "seq": seq})
         return int(value["seq"])
+
+    async def state(self, name: str) -> AgentState:
+        """`Node.state` as a coroutine."""
+        return AgentState.from_wire(await self._request("state",
+                                                        {"name": check_lookup_name(name)}))
 
     async def status(self) -> NodeStatus:
         """`Node.status` as a coroutine."""

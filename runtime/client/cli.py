@@ -243,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "the rates): for scripts")
     top.add_argument("--limit", "-n", type=_count_arg, default=TOP_LIMIT, metavar="N",
                      help=f"show at most N agents (default {TOP_LIMIT}; 0: all)")
+    dash = sub.add_parser(
+        "dashboard", parents=[common], help="serve the live web view of a running node",
+        description="Serve the web view (tree, agents, events, dead letters, logs) of the "
+                    "node running on --dir, until Ctrl-C (docs/dashboard.md). The node can "
+                    "serve it itself: [node] dashboard in its config file.")
+    dash.add_argument("--bind", default="127.0.0.1:8470", metavar="HOST:PORT",
+                      help="where to listen (default 127.0.0.1:8470, loopback only); any "
+                           "other address needs a token")
+    dash.add_argument("--token", metavar="T",
+                      help="the token every request must carry (at least 16 characters; "
+                           "default: made up and printed when --bind is not loopback)")
     lg = sub.add_parser("logs", parents=[common],
                         help="show an agent's log (its stdout, stderr and logging records)")
     lg.add_argument("name", metavar="NAME", help="the agent")
@@ -476,6 +487,9 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
     elif cmd == "tree":
         tree = node.tree(None if args.all or not args.limit else args.limit)
         print(json.dumps(tree)) if args.json else _print_tree(tree)
+    elif cmd == "dashboard":
+        from .dashboard import serve_dashboard
+        return serve_dashboard(node, args.bind, args.token)
     elif cmd == "top":
         from .top import run_top
         return run_top(node, args.sort, args.interval, args.once, args.limit or None)
@@ -533,6 +547,7 @@ def _events_of(node: Node, args: argparse.Namespace) -> Iterator[Event]:
 def _foreground(args: argparse.Namespace, d: str) -> int:
     from ..node.config import NodeConfig, load_config
     from ..node.daemon import run_daemon
+    from .logs import last_lines
     config = load_config(args.config) if args.config else NodeConfig()
     node_overrides: dict[str, str | bool] = {}
     if args.durability:
@@ -544,7 +559,7 @@ def _foreground(args: argparse.Namespace, d: str) -> int:
     sys_path = [p for p in os.environ.get("BEAMISH_SYS_PATH", "").split(os.pathsep) if p]
     if not sys_path:
         sys_path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    return run_daemon(NodePaths.of(d), config, sys_path, args.ready_fd)
+    return run_daemon(NodePaths.of(d), config, sys_path, args.ready_fd, last_lines)
 
 
 def main(argv: list[str] | None = None) -> int:

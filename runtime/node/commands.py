@@ -819,11 +819,52 @@ def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:
 def _dead_msg(record: Message | Malformed) -> Any:
     """A dead letter's message; one refused because it does not decode is shown as its
     raw bytes (so it can still be listed, inspected and deleted)."""
+    return _unpacked(record.payload)
+
+
+def _unpacked(payload: bytes) -> Any:
+    """``payload`` decoded, or as it is when it does not decode."""
     from beamish.mailbox import ProtocolError, unpack
     try:
-        return unpack(record.payload)
+        return unpack(payload)
     except ProtocolError:
-        return record.payload
+        return payload
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """``state``'s answer: an agent's last committed state.
+
+    Attributes:
+        name: the agent.
+        version: the class ``version`` the state was committed under (0 before any).
+        state: the state as the agent committed it (plain data; a pydantic ``State`` as
+            its dict), its raw bytes if it does not decode, None before ``init`` committed.
+        processed: messages it handled, over its life.
+    """
+
+    name: str
+    version: int
+    state: Any
+    processed: int
+
+    @classmethod
+    def from_wire(cls, data: Any) -> AgentState:
+        """Rebuild the answer the node sent (its fields by name)."""
+        return cls(str(data["name"]), int(data["version"]), data["state"],
+                   int(data["processed"]))
+
+
+def state(node: NodeView, name: str) -> AgentState:
+    """``{"op": "state", "name"}`` -> ``{"name", "version", "state", "processed"}``: the
+    agent's last committed state, read from the store (read-only: a running agent is not
+    disturbed; a sleeping one is not woken). Shown by the dashboard (docs/dashboard.md)."""
+    rec = _require(node, name)
+    raw = node.store.read(lambda t: t.get_state(rec.id))
+    if raw is None:
+        return AgentState(name, 0, None, 0)
+    version, packed, processed = raw
+    return AgentState(name, version, _unpacked(packed), processed)
 
 
 def resend_dead_letter(node: NodeView, name: str, seq: int) -> Resent:
@@ -1170,5 +1211,5 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
     "shutdown": shutdown, "add_supervisor": add_supervisor, "ps_page": ps_page,
-    "sleep": sleep, "stats": stats,
+    "sleep": sleep, "stats": stats, "state": state,
 }

@@ -60,8 +60,13 @@ class NodeSection(_Strict):
     # Serve Prometheus metrics at http://ADDRESS/metrics ("127.0.0.1:9464"; None: off).
     # See docs/metrics.md.
     metrics: str | None = None
+    # Serve the live web view at http://ADDRESS/ ("127.0.0.1:8470"; None: off); an address
+    # other than loopback needs a token (dashboard_token, else one is made and logged).
+    # See docs/dashboard.md.
+    dashboard: str | None = None
+    dashboard_token: str | None = Field(None, min_length=16)
 
-    @field_validator("metrics")
+    @field_validator("metrics", "dashboard")
     @classmethod
     def _metrics(cls, value: str | None) -> str | None:
         if value is not None:
@@ -71,7 +76,7 @@ class NodeSection(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """Where a node's HTTP endpoint listens (``[node] metrics``).
+    """Where a node's HTTP endpoint listens (``[node] metrics``, ``[node] dashboard``).
 
     Attributes:
         host: an IP address (IPv6 without brackets), or ``localhost``.

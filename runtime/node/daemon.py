@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
@@ -112,10 +113,14 @@ class NodeDaemon:
         paths: the node's files.
         config: the validated config (defaults when no file was given).
         sys_path: the module search path agents import with.
+        last_lines: reads a log file's last lines, for the dashboard's log tail
+            (``client/logs.py``, handed down by the command that runs the daemon), or None.
     """
 
-    def __init__(self, paths: NodePaths, config: NodeConfig, sys_path: list[str]) -> None:
+    def __init__(self, paths: NodePaths, config: NodeConfig, sys_path: list[str],
+                 last_lines: Callable[[str, int], list[str]] | None = None) -> None:
         self.paths = paths
+        self.last_lines = last_lines
         self.config = config
         self.sys_path = sys_path
         self.durability = config.node.durability
@@ -221,7 +226,17 @@ class NodeDaemon:
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
             self.stopping, self.dropped_frames, self.sessions, self.stats.take)
+        if self.config.node.dashboard is not None:
+            self._start_dashboard(self.config.node.dashboard)
         self._write_info()
+
+    def _start_dashboard(self, bind: str) -> None:
+        from .dashboard import CommandSource, DashboardServer
+        self.dashboard = DashboardServer(
+            listen_address(bind),
+            CommandSource(self.command_answer, self.paths.agent_log, self.last_lines),
+            self.config.node.dashboard_token)
+        log.info("serving the dashboard on %s", self.dashboard.url)
 
     def _write_info(self) -> None:
         info = {"pid": os.getpid(), "store": self.store_path, "durability": self.durability,
@@ -438,7 +453,11 @@ class NodeDaemon:
 
     def _command_answer(self, env: Envelope) -> WireMap:
         req = dict(env.payload)
-        op = req.pop("op")
+        return self.command_answer(req.pop("op"), req)
+
+    def command_answer(self, op: str, req: dict[str, Any]) -> WireMap:
+        """Run control command ``op`` with ``req`` (any thread but the main loop's, which
+        must not wait on a command); return its wire answer, its error included."""
         handler = COMMANDS.get(op)
         try:
             if handler is None:
@@ -491,7 +510,7 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("metrics", "sessions", "timers", "zygote", "messenger", "control",
+        for attr in ("dashboard", "metrics", "sessions", "timers", "zygote", "messenger", "control",
                      "reports", "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
@@ -517,9 +536,10 @@ class NodeDaemon:
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        metrics = self.__dict__.get("metrics")
-        if metrics is not None:
-            metrics.close()
+        for attr in ("dashboard", "metrics"):
+            server = self.__dict__.get(attr)
+            if server is not None:
+                server.close()
         self.sessions.close()
         self.timers.close()
         self.zygote.close()
@@ -580,13 +600,15 @@ def _raise_fd_limit() -> None:
 
 
 def run_daemon(paths: NodePaths, config: NodeConfig, sys_path: list[str],
-               ready_fd: int | None = None) -> int:
+               ready_fd: int | None = None,
+               last_lines: Callable[[str, int], list[str]] | None = None) -> int:
     """Run a node in this process until it is shut down; return its exit status.
 
     Args:
         ready_fd: if given, write one line (``ok`` or an error) there once serving.
+        last_lines: reads a log's last lines (the dashboard's log tail; see `NodeDaemon`).
     """
-    node = NodeDaemon(paths, config, sys_path)
+    node = NodeDaemon(paths, config, sys_path, last_lines)
     set_title(f"beamish node {paths.dir}", "beamish-node")
 
     def report(line: str) -> None:
