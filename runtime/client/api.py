@@ -44,6 +44,7 @@ from .._types import (
     TreeNode,
     UserData,
 )
+from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
 from ..errors import (
@@ -53,6 +54,8 @@ from ..errors import (
     NodeAlreadyRunning,
     NodeNotRunning,
     SpawnError,
+    UpgradeFailed,
+    UpgradeImportError,
 )
 from ..messaging.amessenger import AsyncMessenger, closed_error
 from ..messaging.control import AsyncControlClient, ControlClient
@@ -529,6 +532,28 @@ class Node:
         """
         self._control.request("sleep", {"name": check_lookup_name(name)}, timeout=timeout)
 
+    def upgrade(self, modules: Iterable[str] | None = None,
+                timeout: float = 600.0) -> UpgradeReport:
+        """Hot code upgrade: load the current code of the agents' modules in a fresh zygote
+        and move the running agents of ``modules`` (default: every agent) onto it, one at
+        a time, per supervisor in start order: each finishes its current message, stops,
+        and starts again from its committed state on the new code, running
+        ``code_change(old_version, state)`` when its class's ``version`` changed. No
+        message is lost and no call fails (callers wait). Sleeping agents wake on the
+        new code, and new spawns use it. See docs/upgrade.md.
+
+        Returns:
+            the `UpgradeReport` (moved, failed, skipped).
+
+        Raises:
+            UpgradeImportError: a module fails to import: nothing moved.
+            UpgradeFailed: an agent's new code failed to start (its ``code_change`` or
+                ``init`` raised): it is back on its old code, state untouched, and the
+                agents not reached stay on the old code (``.report`` says which).
+        """
+        return _upgrade_report(self._control.request(
+            "upgrade", {"modules": list(modules or [])}, timeout=timeout))
+
     def delete(self, name: str, timeout: float = 120.0) -> None:
         """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
         self._control.request("delete", {"name": check_lookup_name(name)}, timeout=timeout)
@@ -842,6 +867,16 @@ def _dead_letters(entries: Any) -> list[DeadLetterInfo]:
             for e in entries]
 
 
+def _upgrade_report(value: Any) -> UpgradeReport:
+    """Read an upgrade's answer; raise when its rollout stopped (`Node.upgrade`)."""
+    report = UpgradeReport.from_wire(value)
+    if report.import_failures:
+        raise UpgradeImportError(report)
+    if report.failed:
+        raise UpgradeFailed(report)
+    return report
+
+
 def _supervisor_args(name: str, strategy: str, max_restarts: int, max_seconds: float,
                      parent: str, restart: str, backoff: tuple[float, float] | None,
                      child_restart: str, child_shutdown: float | str) -> dict[str, object]:
@@ -1009,6 +1044,12 @@ class AsyncNode:
     async def sleep(self, name: str, timeout: float = 120.0) -> None:
         """`Node.sleep` as a coroutine."""
         await self._request("sleep", {"name": check_lookup_name(name)}, timeout)
+
+    async def upgrade(self, modules: Iterable[str] | None = None,
+                      timeout: float = 600.0) -> UpgradeReport:
+        """`Node.upgrade` as a coroutine."""
+        return _upgrade_report(await self._request(
+            "upgrade", {"modules": list(modules or [])}, timeout))
 
     async def delete(self, name: str, timeout: float = 120.0) -> None:
         """`Node.delete` as a coroutine."""
