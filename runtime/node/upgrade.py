@@ -4,11 +4,12 @@ onto it one at a time, without losing a message or failing a call.
     upgrade(modules)
       1. plan (pure, ``rollout.plan``): the running agents of those modules, per
          supervisor in the tree's start order, each supervisor's in start order
-      2. check: the modules (and the agents' classes) import in a fresh interpreter with
-         the agents' module path; one that fails stops here, nothing moved
-      3. pin every live agent to the zygote that forked it, then start a fresh zygote and
-         make it current (node/zygotes.py): new spawns, restarts of unpinned agents and
-         wakes of sleeping ones use the new code from now on
+      2. start a fresh zygote and, while it boots, check that the modules (and the
+         agents' classes) import in a fresh interpreter with the agents' module path; one
+         that fails stops here (the new zygote is stopped), nothing moved
+      3. pin every live agent to the zygote that forked it, then make the new zygote
+         current (node/zygotes.py): new spawns, restarts of unpinned agents and wakes of
+         sleeping ones use the new code from now on
       4. for each agent: pin it to the new zygote, then ``Sessions.restart_in_place``: it
          finishes its current message, stops (``terminate("upgrade", state)``), and
          starts again from its committed state on the new code (``code_change`` runs when
@@ -147,17 +148,19 @@ class Upgrader:
         agents, sups = self._candidates()
         rollout = plan(agents, sups, modules)
         classes = dict.fromkeys([*rollout.modules, *(a.cls for a in rollout.moves)])
+        new = self.zygotes.start_new()  # it boots while the check runs
         failures = self.check(self.sys_path, list(classes))
         if failures:
             log.error("upgrade refused: %s", "; ".join(f"{f.module}: {f.error}"
                                                        for f in failures))
+            self.zygotes.discard(new)
             return UpgradeReport(modules, skipped=rollout.skipped + not_reached(
                 rollout.moves, "a module fails to import"), import_failures=tuple(failures))
         order = {a.name: a.order for a in agents}
         self.zygotes.upgrading = True
         try:
             self._pin_live(order)
-            new = self.zygotes.start_new()
+            self.zygotes.promote(new)
             log.info("upgrade of %s: moving %d agents onto the new code",
                      ", ".join(modules) or "every module", len(rollout.moves))
             moved: list[AgentMoved] = []

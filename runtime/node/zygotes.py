@@ -97,8 +97,8 @@ class Zygotes:
 
     # -- new zygotes ----------------------------------------------------------------------
     def start_new(self, timeout: float = 60.0) -> ZygoteLink:
-        """Start a fresh zygote (from the main loop: this waits for it) and make it the
-        current one; the one before is kept until `retire_idle` finds it unused.
+        """Start a fresh zygote (from the main loop: this waits for it); `promote` makes
+        it the current one, `discard` stops it.
 
         Raises:
             TimeoutError: the main loop did not start it within ``timeout`` seconds.
@@ -120,11 +120,22 @@ class Zygotes:
             except Exception as exc:  # noqa: BLE001 - handed to the upgrade that asked
                 fut.set_exception(exc)
                 continue
-            with self._lock:
-                self.old.append(self.current)
-                self.current = link
             log.info("started a new zygote (pid %d) for a code upgrade", link.gen.proc.pid)
             fut.set_result(link)
+
+    def promote(self, link: ZygoteLink) -> None:
+        """Make ``link`` (from `start_new`) the current zygote; the one before is kept
+        until `retire_idle` finds it unused."""
+        with self._lock:
+            self.old.append(self.current)
+            self.current = link
+
+    @staticmethod
+    def discard(link: ZygoteLink) -> None:
+        """Stop ``link`` (from `start_new`, never promoted: it forked nothing)."""
+        log.info("stopping the new zygote (pid %d): the upgrade did not go ahead",
+                 link.gen.proc.pid)
+        link.close()
 
     def retire_idle(self) -> None:
         """Close the old zygotes no pin names and no agent of which runs (main thread)."""
