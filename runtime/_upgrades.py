@@ -23,12 +23,15 @@ class AgentMoved:
         supervisor: its supervisor.
         old_version: the class ``version`` its state was committed with before the move.
         new_version: the version of its state now (differs when ``code_change`` ran).
+        config: the fields of its config entry applied as it moved (``args``,
+            ``limits``, ``restart``, ``shutdown``, ``idle_timeout``).
     """
 
     name: str
     supervisor: str
     old_version: int
     new_version: int
+    config: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,8 @@ class UpgradeReport:
     def to_wire(self) -> WireMap:
         """The msgpack-ready form."""
         return {"modules": list(self.modules),
-                "moved": [[m.name, m.supervisor, m.old_version, m.new_version]
-                          for m in self.moved],
+                "moved": [[m.name, m.supervisor, m.old_version, m.new_version,
+                           list(m.config)] for m in self.moved],
                 "failed": [[f.name, f.supervisor, f.error, f.restored] for f in self.failed],
                 "skipped": [[s.name, s.why] for s in self.skipped],
                 "import_failures": [[i.module, i.error] for i in self.import_failures]}
@@ -114,8 +117,8 @@ class UpgradeReport:
     def from_wire(cls, value: Any) -> UpgradeReport:
         """Read the wire form (`to_wire`)."""
         return cls(tuple(str(m) for m in value["modules"]),
-                   tuple(AgentMoved(str(n), str(s), int(o), int(v))
-                         for n, s, o, v in value["moved"]),
+                   tuple(AgentMoved(str(n), str(s), int(o), int(v), tuple(map(str, c)))
+                         for n, s, o, v, c in value["moved"]),
                    tuple(AgentNotMoved(str(n), str(s), str(e), bool(r))
                          for n, s, e, r in value["failed"]),
                    tuple(AgentSkipped(str(n), str(w)) for n, w in value["skipped"]),
@@ -125,7 +128,8 @@ class UpgradeReport:
         """The report as the CLI prints it, one line each."""
         out = [f"import failed: {i.module}: {i.error}" for i in self.import_failures]
         out += [f"moved    {m.name} ({m.supervisor}) version {m.old_version} -> "
-                f"{m.new_version}" for m in self.moved]
+                f"{m.new_version}" + (f"; config: {', '.join(m.config)}" if m.config else "")
+                for m in self.moved]
         out += [f"FAILED   {f.name} ({f.supervisor}): {f.error}; "
                 + ("back on its old code, state untouched" if f.restored
                    else "its old code failed to start too: its supervisor restarts it")

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="move running agents onto their modules' current code")
     upgrade.add_argument("modules", nargs="*", metavar="MODULE",
                          help="only the agents of these modules (default: every agent)")
+    upgrade.add_argument("--config", metavar="FILE",
+                         help="also apply the changes of this config file's [[agent]] "
+                              "entries (args, limits, restart, shutdown, idle_timeout)")
     upgrade.add_argument("--json", action="store_true", help="machine-readable output")
     upgrade.add_argument("--timeout", type=_positive("--timeout"), default=600.0,
                          metavar="S", help="seconds to wait for the rollout (default 600)")
@@ -559,7 +562,7 @@ def _foreground(args: argparse.Namespace, d: str) -> int:
 def _upgrade(node: Node, args: argparse.Namespace) -> int:
     """``beamish upgrade``: print the report (exit 1 if the rollout stopped)."""
     try:
-        report, err = node.upgrade(args.modules, timeout=args.timeout), None
+        report, err = node.upgrade(args.modules, args.config, timeout=args.timeout), None
     except UpgradeFailed as exc:
         report, err = exc.report, exc
     if args.json:

@@ -67,7 +67,7 @@ from ..store.records import (
     Spawning,
     SupervisorRecord,
 )
-from .config import ConfigDrift, NodeConfig, agent_drift
+from .config import ConfigDrift, NodeConfig, agent_drift, parse_config
 from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
 from .registry import ROOT, Emit, Registry
@@ -605,25 +605,30 @@ def sleep(node: NodeView, name: str) -> NameStatus:
     return NameStatus(name, AgentStatus.SLEEPING)
 
 
-def upgrade(node: NodeView, modules: list[str] | None = None) -> WireMap:
-    """``{"op": "upgrade", "modules"?: [str]}`` -> an `UpgradeReport`'s wire form, once the
-    rollout has ended: the running agents of those modules (default: all) moved one at a
-    time onto their current code, loaded in a fresh zygote (``node/upgrade.py``). A module
-    that fails to import stops it before anything moves, and a new code that fails to start
-    stops it there: the report says so (the client raises ``UpgradeFailed``). CLI:
-    ``beamish upgrade [MODULE...]``.
+def upgrade(node: NodeView, modules: list[str] | None = None,
+            config: dict[str, Any] | None = None) -> WireMap:
+    """``{"op": "upgrade", "modules"?: [str], "config"?: {"supervisor": [...], "agent":
+    [...]}}`` -> an `UpgradeReport`'s wire form, once the rollout has ended: the running
+    agents of those modules (default: all) moved one at a time onto their current code,
+    loaded in a fresh zygote (``node/upgrade.py``), with the changes of their config
+    entries (``config``: a config file's tables) applied as they move. A module that fails
+    to import stops it before anything moves, and a new code that fails to start stops it
+    there: the report says so (the client raises ``UpgradeFailed``). CLI: ``beamish
+    upgrade [MODULE...] [--config FILE]``.
 
     Raises:
-        ConfigError: a module name that is not a dotted name.
+        ConfigError: a module name that is not a dotted name, or an invalid config entry.
     """
     asked = list(modules or [])
     for m in asked:
         if not isinstance(m, str) or not all(part.isidentifier() for part in m.split(".")):
             raise ConfigError(f"upgrade: {m!r} is not a module name (a dotted name such "
                               "as app.agents)")
+    entries = parse_config(config, "the config given to upgrade").agent \
+        if config is not None else []
     if node.upgrader is None:
         raise ConfigError("this node cannot upgrade code")
-    return node.upgrader.upgrade(asked).to_wire()
+    return node.upgrader.upgrade(asked, entries).to_wire()
 
 
 def delete(node: NodeView, name: str) -> Deleted:

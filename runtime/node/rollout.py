@@ -6,7 +6,7 @@ them against real processes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._types import AgentStatus
@@ -67,8 +67,11 @@ _NOT_RUNNING = {
 
 
 def plan(agents: Sequence[Candidate], supervisors: Sequence[str],
-         asked: Sequence[str]) -> Plan:
-    """The rollout of an upgrade of modules ``asked`` (none: every agent's module).
+         asked: Sequence[str], reconfigured: Collection[str] = (),
+         config_only: bool = False) -> Plan:
+    """The rollout of an upgrade of modules ``asked`` (none: every agent's module, unless
+    ``config_only``: none), and of the agents ``reconfigured`` (their config entry
+    changed), whatever their module.
 
     Running agents of those modules move, per supervisor in ``supervisors`` order (the
     tree's, root first) and in start order within each; a supervisor not listed comes
@@ -81,8 +84,11 @@ def plan(agents: Sequence[Candidate], supervisors: Sequence[str],
     moves: list[Candidate] = []
     skipped: list[AgentSkipped] = []
     for a in sorted(agents, key=lambda a: (rank.get(a.supervisor, len(rank)), a.order)):
-        if not asked_for(module_of(a.cls), asked):
-            skipped.append(AgentSkipped(a.name, "its module is not among those asked"))
+        if a.name not in reconfigured and (config_only
+                                           or not asked_for(module_of(a.cls), asked)):
+            skipped.append(AgentSkipped(a.name, "its config entry did not change"
+                                        if config_only else
+                                        "its module is not among those asked"))
         elif a.status == AgentStatus.RUNNING:
             moves.append(a)
         else:
@@ -144,3 +150,30 @@ def supervisor_order(sups: Sequence[tuple[str, str, int]], root: str = "root") -
     seen = set(out)
     out += [n for _, n in sorted((o, n) for n, _, o in sups if n not in seen)]
     return out
+
+
+SETTABLE = ("args", "restart", "shutdown", "limits", "idle_timeout")
+"""The fields of an agent's config entry an upgrade applies to the running agent."""
+FIXED = ("cls", "supervisor")
+"""The fields it does not: a new class or supervisor is a new spawn."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryChange:
+    """How an agent's config entry differs from its record.
+
+    Attributes:
+        values: the settable fields that differ, with the entry's values.
+        fixed: the fields that differ and an upgrade cannot apply (class, supervisor).
+    """
+
+    values: Mapping[str, object]
+    fixed: tuple[str, ...]
+
+
+def entry_change(have: Mapping[str, object], wanted: Mapping[str, object]) -> EntryChange:
+    """Compare an agent's record (``have``) with its config entry (``wanted``), field by
+    field over `SETTABLE` and `FIXED` (a field missing from ``wanted`` is not compared)."""
+    values = {k: wanted[k] for k in SETTABLE if k in wanted and wanted[k] != have.get(k)}
+    fixed = tuple(k for k in FIXED if k in wanted and wanted[k] != have.get(k))
+    return EntryChange(values, fixed)

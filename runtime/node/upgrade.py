@@ -33,7 +33,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from .._types import AgentStatus, Failure
 from .._upgrades import (
@@ -45,8 +46,18 @@ from .._upgrades import (
 )
 from ..errors import AgentNotFound
 from ..store.protocol import Store, Txn
+from .config import AgentSection
 from .registry import ROOT, Emit
-from .rollout import Candidate, Outcome, Verdict, after_move, not_reached, plan, supervisor_order
+from .rollout import (
+    Candidate,
+    Outcome,
+    Verdict,
+    after_move,
+    entry_change,
+    not_reached,
+    plan,
+    supervisor_order,
+)
 from .sessions import Sessions
 from .spawner import AgentSpawner
 from .zygote_link import ZygoteLink
@@ -130,11 +141,44 @@ class Upgrader:
         self.check: Callable[[Sequence[str], Sequence[str]], list[ImportFailure]] = \
             check_imports
 
-    def upgrade(self, modules: Sequence[str]) -> UpgradeReport:
+    def upgrade(self, modules: Sequence[str],
+                entries: Sequence[AgentSection] = ()) -> UpgradeReport:
         """Move the running agents of ``modules`` (none: all) onto their current code (see
-        the module docstring); another upgrade waits for this one."""
+        the module docstring), applying the config ``entries`` that changed (args,
+        limits, restart, shutdown, idle_timeout) to their agents as they move; another
+        upgrade waits for this one."""
         with self._lock:
-            return self._upgrade(tuple(modules))
+            return self._upgrade(tuple(modules), entries)
+
+    def _entry_changes(self, entries: Sequence[AgentSection]
+                       ) -> tuple[dict[str, Mapping[str, object]], list[AgentSkipped]]:
+        """What each config entry changes of its agent's record; the entries that cannot
+        be applied by an upgrade, skipped with why."""
+        recs = self.store.read(lambda t: {e.name: t.get_agent(e.name) for e in entries})
+        changes: dict[str, Mapping[str, object]] = {}
+        skipped: list[AgentSkipped] = []
+        for entry in entries:
+            rec = recs[entry.name]
+            if rec is None:
+                skipped.append(AgentSkipped(entry.name, "its config entry is not applied: the "
+                                            "node has no such agent (a node start adds it)"))
+                continue
+            wanted = {"cls": entry.cls, "supervisor": entry.supervisor, "args": entry.args,
+                      "restart": entry.restart, "shutdown": entry.shutdown,
+                      "limits": {k: v for k, v in entry.limits.model_dump().items()
+                                 if v is not None},
+                      "idle_timeout": entry.idle_timeout}
+            have = {k: getattr(rec, k) for k in wanted}
+            have["limits"] = {k: v for k, v in (rec.limits or {}).items() if v is not None}
+            change = entry_change(have, wanted)
+            if change.fixed:
+                skipped.append(AgentSkipped(entry.name, (
+                    f"its config entry is not applied: its {' and '.join(change.fixed)} "
+                    f"changed, which takes a new spawn (`beamish stop {entry.name}`, then "
+                    "spawn it as the entry says)")))
+            elif change.values:
+                changes[entry.name] = change.values
+        return changes, skipped
 
     def _candidates(self) -> tuple[list[Candidate], list[str]]:
         def read(t: Txn) -> tuple[list[Candidate], list[tuple[str, str, int]]]:
@@ -144,9 +188,12 @@ class Upgrader:
         agents, sups = self.store.read(read)
         return agents, supervisor_order(sups, ROOT)
 
-    def _upgrade(self, modules: tuple[str, ...]) -> UpgradeReport:
+    def _upgrade(self, modules: tuple[str, ...],
+                 entries: Sequence[AgentSection]) -> UpgradeReport:
+        changes, refused = self._entry_changes(entries)
         agents, sups = self._candidates()
-        rollout = plan(agents, sups, modules)
+        # With config entries and no module: only the agents whose entry changed move.
+        rollout = plan(agents, sups, modules, changes, config_only=bool(entries) and not modules)
         classes = dict.fromkeys([*rollout.modules, *(a.cls for a in rollout.moves)])
         new = self.zygotes.start_new()  # it boots while the check runs
         failures = self.check(self.sys_path, list(classes))
@@ -154,8 +201,8 @@ class Upgrader:
             log.error("upgrade refused: %s", "; ".join(f"{f.module}: {f.error}"
                                                        for f in failures))
             self.zygotes.discard(new)
-            return UpgradeReport(modules, skipped=rollout.skipped + not_reached(
-                rollout.moves, "a module fails to import"), import_failures=tuple(failures))
+            return UpgradeReport(modules, skipped=(*refused, *rollout.skipped, *not_reached(
+                rollout.moves, "a module fails to import")), import_failures=tuple(failures))
         order = {a.name: a.order for a in agents}
         self.zygotes.upgrading = True
         try:
@@ -165,9 +212,9 @@ class Upgrader:
                      ", ".join(modules) or "every module", len(rollout.moves))
             moved: list[AgentMoved] = []
             failed: list[AgentNotMoved] = []
-            skipped = list(rollout.skipped)
+            skipped = [*refused, *rollout.skipped]
             for i, agent in enumerate(rollout.moves):
-                outcome, result = self._move(agent, new)
+                outcome, result = self._move(agent, new, changes.get(agent.name, {}))
                 if isinstance(result, AgentMoved):
                     moved.append(result)
                 elif isinstance(result, AgentNotMoved):
@@ -200,9 +247,24 @@ class Upgrader:
             return None if state is None else state[0]
         return self.store.read(read)
 
-    def _move(self, agent: Candidate, new: ZygoteLink
+    def _set(self, name: str, values: Mapping[str, object]) -> dict[str, object]:
+        """Write ``values`` into agent ``name``'s record; return the ones they replaced."""
+        if not values:
+            return {}
+
+        def txn(t: Txn) -> dict[str, object]:
+            rec = t.get_agent(name)
+            if rec is None:
+                return {}
+            t.put_agent(replace(rec, **values))  # type: ignore[arg-type]
+            return {k: getattr(rec, k) for k in values}
+        return self.store.write(txn)
+
+    def _move(self, agent: Candidate, new: ZygoteLink, values: Mapping[str, object]
               ) -> tuple[Outcome, AgentMoved | AgentNotMoved | AgentSkipped | None]:
-        """Move one agent onto ``new``; its outcome and what the report says of it."""
+        """Move one agent onto ``new`` (with the config ``values`` in its record: its new
+        process starts with them, and its supervisor takes it back with them); its outcome
+        and what the report says of it."""
         name = agent.name
         if self.stopping.is_set():
             return Outcome.STOPPING, AgentSkipped(name, "not moved: the node is stopping")
@@ -221,6 +283,7 @@ class Upgrader:
             self.zygotes.pin(name, old, agent.order)
             return True
         self.zygotes.pin(name, new, agent.order)
+        before = self._set(name, values)
         try:
             self.sessions.restart_in_place(name, retry)
         except AgentNotFound as exc:
@@ -229,6 +292,7 @@ class Upgrader:
         incn = self.spawner.incarnation(name)
         running = incn is not None and incn.ready.done() and incn.ready.result() is True
         if errors:
+            self._set(name, before)  # for its next start; the process runs with the new
             return Outcome.FAILED, AgentNotMoved(name, agent.supervisor, errors[0],
                                                  running and self.zygotes.link_for(name) is old)
         self.zygotes.unpin(name)
@@ -239,7 +303,9 @@ class Upgrader:
                 return Outcome.GONE, AgentSkipped(name, f"not moved: it is {status} now")
         new_version = self._version(name)
         moved = AgentMoved(name, agent.supervisor, old_version or 0,
-                           new_version if new_version is not None else old_version or 0)
+                           new_version if new_version is not None else old_version or 0,
+                           tuple(values))
         self.emit("upgraded", name, agent.supervisor,
-                  f"version {moved.old_version} -> {moved.new_version}")
+                  f"version {moved.old_version} -> {moved.new_version}"
+                  + (f"; config: {', '.join(values)}" if values else ""))
         return Outcome.MOVED, moved

@@ -25,6 +25,7 @@ import pytest
 from beamish.runtime import (
     AsyncNode,
     Node,
+    RemoteError,
     UpgradeFailed,
     UpgradeImportError,
     start_node,
@@ -341,3 +342,57 @@ def test_the_cli_prints_the_report_and_fails_when_the_rollout_stops(unode, agent
 
     done = beamish("upgrade", "not a module", "--dir", unode.dir)
     assert done.returncode == 2 and "is not a module name" in done.stderr
+
+
+CONFIG = '''
+[[supervisor]]
+name = "workers"
+
+[[agent]]
+name = "cfg"
+class = "{cls}"
+supervisor = "workers"
+restart = "{restart}"
+args = {{ bad = {bad} }}
+limits = {{ {limits} }}
+
+[[agent]]
+name = "other"
+class = "{cls}"
+'''
+
+
+def test_config_entry_changes_are_applied_as_the_agent_moves(node_dir, agents_module):
+    path = os.path.join(os.path.dirname(node_dir), "beamish.toml")
+
+    def write_config(**fields: str) -> None:
+        with open(path, "w") as fh:
+            fh.write(CONFIG.format(**{"cls": agents_module.cls, "restart": "permanent",
+                                      "bad": "false", "limits": "memory_mb = 512",
+                                      **fields}))
+    write_config()
+    n = start_node(node_dir, config=path)
+    try:
+        n.call("cfg", ["add", "k1"])
+        assert n.call("cfg", ["slow", 0.6]) == "v1"  # no handler_timeout yet
+        write_config(limits="memory_mb = 512, handler_timeout = 0.3", bad="true")
+        pid = n.info("other").pid
+
+        report = n.upgrade(config=path)
+
+        # Only the agent whose entry changed moved (no module was asked).
+        assert [(m.name, m.config) for m in report.moved] == [("cfg", ("args", "limits"))]
+        assert n.info("other").pid == pid
+        with pytest.raises(RemoteError, match="timeout"):
+            n.call("cfg", ["slow", 0.6], timeout=30)  # its new limit applies
+        assert n.call("cfg", "get")["seen"] == ["k1"]  # args are init's: state kept
+        assert upgraded_events(n) == [("cfg", "version 1 -> 1; config: args, limits")]
+
+        write_config(cls=agents_module.module + ":Gone")
+        report = n.upgrade(config=path)
+        assert report.moved == ()
+        assert ("cfg", "its config entry is not applied: its cls changed, which takes a new "
+                       "spawn (`beamish stop cfg`, then spawn it as the entry says)") in [
+            (s.name, s.why) for s in report.skipped]
+    finally:
+        shutdown_quietly(n)

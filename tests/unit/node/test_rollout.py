@@ -9,10 +9,12 @@ from beamish.runtime._types import AgentStatus
 from beamish.runtime._upgrades import AgentSkipped
 from beamish.runtime.node.rollout import (
     Candidate,
+    EntryChange,
     Outcome,
     Verdict,
     after_move,
     asked_for,
+    entry_change,
     module_of,
     not_reached,
     plan,
@@ -108,3 +110,35 @@ def test_agents_not_reached_are_skipped_with_why():
 ])
 def test_supervisor_order_is_the_tree_depth_first_by_start_order(sups, expected):
     assert supervisor_order(sups) == expected
+
+
+def test_agents_whose_config_entry_changed_move_whatever_their_module():
+    agents = [agent("a", 1, cls="app.agents:A"), agent("b", 2, cls="other:B"),
+              agent("c", 3, cls="other:C")]
+    assert [a.name for a in plan(agents, ["root"], ["app"], {"b"}).moves] == ["a", "b"]
+
+
+def test_with_config_entries_and_no_module_only_the_changed_agents_move():
+    agents = [agent("a", 1), agent("b", 2)]
+    p = plan(agents, ["root"], [], {"b"}, config_only=True)
+    assert [a.name for a in p.moves] == ["b"]
+    assert p.skipped == (AgentSkipped("a", "its config entry did not change"),)
+
+
+HAVE = {"cls": "m:A", "supervisor": "root", "args": {"x": 1}, "restart": "permanent",
+        "shutdown": 5.0, "limits": {"memory_mb": 512}, "idle_timeout": None}
+
+
+@pytest.mark.parametrize(("wanted", "change"), [
+    ({}, EntryChange({}, ())),
+    (HAVE, EntryChange({}, ())),
+    ({**HAVE, "shutdown": 5}, EntryChange({}, ())),               # 5 == 5.0
+    ({**HAVE, "args": {"x": 2}}, EntryChange({"args": {"x": 2}}, ())),
+    ({**HAVE, "limits": {"memory_mb": 512, "handler_timeout": 1.0}, "restart": "transient"},
+     EntryChange({"restart": "transient",
+                  "limits": {"memory_mb": 512, "handler_timeout": 1.0}}, ())),
+    ({**HAVE, "idle_timeout": 30.0}, EntryChange({"idle_timeout": 30.0}, ())),
+    ({**HAVE, "cls": "m:B", "supervisor": "w"}, EntryChange({}, ("cls", "supervisor"))),
+])
+def test_an_entry_change_is_what_an_upgrade_can_set_and_what_it_cannot(wanted, change):
+    assert entry_change(HAVE, wanted) == change
