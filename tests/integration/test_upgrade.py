@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psutil
 import pytest
 
 from beamish.runtime import (
@@ -117,6 +118,18 @@ def unode(node_dir: str, agents_module: AgentModule) -> Iterator[Node]:
         shutdown_quietly(n)
 
 
+def zygotes(node: Node) -> int:
+    """How many zygotes the node runs (its children: agents are the zygotes')."""
+    count = 0
+    for child in psutil.Process(node.pid).children():
+        try:
+            if child.name() == "beamish-zygote" or "zygote" in " ".join(child.cmdline()):
+                count += 1
+        except psutil.Error:
+            continue
+    return count
+
+
 def upgraded_events(node: Node) -> list[tuple[str, str]]:
     return [(e.name, e.reason) for e in node.events() if e.kind == "upgraded"]
 
@@ -141,6 +154,8 @@ def test_an_upgrade_runs_the_new_code_and_new_spawns_use_it(unode, agents_module
     unode.spawn(agents_module.cls, name="after")
     assert unode.call("after", "tag") == "v2"
     assert upgraded_events(unode) == [("a", "version 1 -> 1"), ("before", "version 1 -> 1")]
+    # The old zygote is retired: no agent runs its code any more.
+    wait_until(lambda: zygotes(unode) == 1, what="the old zygote to be retired")
 
 
 def test_a_version_bump_runs_code_change_with_the_old_version(unode, agents_module):
@@ -299,6 +314,17 @@ def test_a_raising_code_change_stops_the_rollout_and_keeps_the_rest_on_old_code(
                what="c to be restarted")
     assert unode.call("c", "tag") == "v1"
     assert [n for n, _ in upgraded_events(unode)] == ["a"]
+    assert zygotes(unode) == 2  # the old one serves b and c
+
+    # Fixed: the next upgrade moves those left behind, and both old zygotes retire.
+    agents_module.write("v3", version=2, code_change='state["from"] = old_version\n'
+                                                     '        return state')
+    report = unode.upgrade()
+    assert [(m.name, m.old_version, m.new_version) for m in report.moved] == [
+        ("a", 2, 2), ("b", 1, 2), ("c", 1, 2)]
+    assert unode.call("b", "get") == {"n": 2, "seen": ["b0", "b1"], "bad": True, "from": 1}
+    assert {unode.call(n, "tag") for n in "abc"} == {"v3"}
+    wait_until(lambda: zygotes(unode) == 1, what="the old zygotes to be retired")
 
 
 def test_a_sleeping_agent_wakes_on_the_new_code(unode, agents_module):
