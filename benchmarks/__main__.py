@@ -26,7 +26,7 @@ import time
 import traceback
 from typing import Any
 
-from . import _aclient, _peers
+from . import _aclient, _loaded, _peers
 from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
@@ -37,7 +37,8 @@ from ._sessions import sessions, table_rows, target_rows
 from ._stats import machine_info
 
 SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability,
-             "sessions": sessions, "aclient": _aclient.aclient, "peers": _peers.peers}
+             "sessions": sessions, "aclient": _aclient.aclient, "loaded": _loaded.loaded,
+             "peers": _peers.peers}
 # Run only when asked for (--peers, or by name): it needs the peers' packages.
 DEFAULT_SCENARIOS = [name for name in SCENARIOS if name != "peers"]
 
@@ -170,6 +171,7 @@ def markdown(results: dict[str, Any]) -> str:
     _isolation_rows(sc, row)
     lines.extend(table_rows(sc.get("sessions")))
     lines.extend(_aclient.table_rows(sc.get("aclient")))
+    lines.extend(_loaded.table_rows(sc.get("loaded")))
     targets = _target_rows(sc)
     if targets:
         lines.extend(["", "## Targets: fault recovery, isolation, spawn, batched casts and "
@@ -199,6 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
                      "(threads) messages. cast() p99: how long the sender's cast() took "
                      "(beamish returns once the message is committed to LMDB).")
     lines.extend(_isolation_notes(sc))
+    lines.extend(_loaded.notes(sc.get("loaded")))
     tm = results.get("timings", {})
     if "beamish_node_shutdown_s" in tm:
         lines.append(f"beamish node: started in {tm['beamish_node_start_s']:.2f} s; shut down "
@@ -321,6 +324,7 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
                            f"{_num(entry['cast_loop']['msgs_per_s'])}) | {_met(t['met'])} |")
     out.extend(target_rows(sc.get("sessions")))
     out.extend(_aclient.target_rows(sc.get("aclient")))
+    out.extend(_loaded.target_rows(sc.get("loaded")))
     out.extend(_peers.target_rows(sc.get("peers")))
     return out
 
