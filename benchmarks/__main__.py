@@ -367,6 +367,15 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
                    f"infinite loop is bounded to {faults['thread_spin_s']:g} s there, and "
                    "their memory bomb runs under an RLIMIT_AS on the whole process (a thread "
                    "cannot have its own limit).")
+    if _ok(faults):
+        split = [f"{f.replace('_', ' ')} {r['phases_ms']['exited']:.1f} + "
+                 f"{r['phases_ms']['restarted']:.1f} + {r['phases_ms']['answered']:.1f}"
+                 for f, r in faults["beamish"].items() if r.get("phases_ms")]
+        if split:
+            out.append("Back in on beamish, split by the node's events (medians, ms): death → "
+                       "`exited` (the process's exit, its reap, the classification) + → "
+                       "`restarted` (the decision, the fork, init or recover until ready) + → "
+                       "the answer: " + "; ".join(split) + ".")
     k9 = sc.get("kill9")
     if _ok(k9):
         b = k9["beamish"]
