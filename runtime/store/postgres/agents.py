@@ -1,0 +1,341 @@
+"""The store of one cluster's replicated agents on PostgreSQL (`PgStore`, implements
+`..protocol.Store`; open one with `beamish.runtime.store.open_postgres_store`).
+
+Transactions: ``read`` runs in one REPEATABLE READ, read-only snapshot (as an LMDB read
+transaction sees one); a write runs at READ COMMITTED. Writers are not serialised against
+each other as LMDB's are: each operation is one atomic statement (a counter, a tail, an
+attempt count increment in place), and an agent's rows are written only by its shard's
+owner, which fencing makes one node at a time. A write whose transaction PostgreSQL gave
+up (deadlock, serialization failure) runs its function again: the store interface's
+re-run contract.
+
+Fencing (the package docstring's rule): a fenced write first reads its shards' rows
+``FOR SHARE``, holding them until it commits, and raises `StaleEpoch` (committing
+nothing) unless each still names the node and epoch of its `Fence`. ``write_group`` runs
+many writes in one transaction, each under a savepoint, so that a node's committer
+commits many agents' transitions at the cost of one commit.
+
+Failures: psycopg's exceptions never leave this package. A connection that cannot be made
+or is lost before the commit is sent raises `StoreUnavailable` (nothing was committed;
+the next use reconnects); one lost while the commit is in flight raises
+`CommitOutcomeUnknown` with the transaction's id, which `commit_outcome` resolves once the
+server is back. A write that finds its idle connection dead (the server restarted since)
+reconnects and runs once more before it gives up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ...errors import (
+    CommitOutcomeUnknown,
+    StaleEpoch,
+    StoreError,
+    StoreFullError,
+    StoreUnavailable,
+)
+from ..protocol import Txn
+from .fencing import Fence, GroupItem, ItemResult, ShardRow, first_stale
+from .schema import SchemaTooNew, ensure_schema
+from .txn import PgTxn
+
+T = TypeVar("T")
+
+# How many times a write runs when PostgreSQL gives its transaction up (deadlock,
+# serialization failure), and when its connection turns out to be dead before anything
+# was sent.
+_RETRIES = 3
+_RETRY_STATES = frozenset({"40001", "40P01"})
+CONNECT_TIMEOUT = 5.0
+
+_FENCE_SQL = (
+    "SELECT shard, owner, epoch, pg_current_xact_id()::text FROM beamish_shards "
+    "WHERE cluster = %s AND shard = ANY(%s) ORDER BY shard FOR SHARE")
+_XID_SQL = "SELECT pg_current_xact_id()::text"
+
+
+class _Lost(Exception):
+    """The connection broke before the commit was sent (nothing committed)."""
+
+    def __init__(self, exc: psycopg.Error) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+class PgStore:
+    """An open connection to the cluster's PostgreSQL, holding cluster ``cluster``'s
+    replicated agents (implements `..protocol.Store`, plus fencing and group commit).
+    Shared by the threads of one process (one connection, one transaction at a time);
+    each process opens its own.
+
+    Args:
+        dsn: the PostgreSQL DSN.
+        cluster: the cluster's name (every row carries it).
+        fence: the fence every ``write`` checks (None: unfenced writes).
+        connect_timeout: seconds a connection attempt may take.
+
+    Raises:
+        StoreUnavailable: the server cannot be reached.
+        StoreError: its schema is newer than this beamish.
+    """
+
+    def __init__(self, dsn: str, cluster: str, fence: Fence | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.dsn = dsn
+        self.cluster = cluster
+        self.fences: tuple[Fence, ...] = () if fence is None else (fence,)
+        self.connect_timeout = connect_timeout
+        self.lock = threading.RLock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._xid = 0  # the id of the write transaction in progress (0: none yet)
+        self.reconnects = 0
+        with self.lock:
+            conn = self._connection()
+            try:
+                ensure_schema(conn)
+            except SchemaTooNew as exc:
+                raise StoreError(str(exc)) from exc
+            except psycopg.Error as exc:
+                self._drop()
+                raise StoreUnavailable(_detail(exc)) from exc
+
+    # -- connections ------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        self._drop()
+        try:
+            conn = psycopg.connect(self.dsn, connect_timeout=max(1, round(self.connect_timeout)))
+        except psycopg.Error as exc:
+            raise StoreUnavailable(_detail(exc)) from exc
+        self._conn = conn
+        self.reconnects += 1
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _lost(self, conn: psycopg.Connection[Any]) -> bool:
+        return conn.closed or conn.broken
+
+    def _abort(self, conn: psycopg.Connection[Any]) -> None:
+        """Roll back the open transaction; a connection that breaks doing so is dropped
+        (the transaction dies with it: nothing was committed)."""
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self._drop()
+
+    # -- transactions -----------------------------------------------------------------
+    def _transaction(self, body: Callable[[psycopg.Cursor[Any]], T], write: bool) -> T:
+        """Run ``body(cursor)`` in one transaction and commit it (``write``) or roll it
+        back; map psycopg's errors to beamish's; run it again when PostgreSQL gave the
+        transaction up, or when the connection was found dead before anything committed.
+        """
+        with self.lock:
+            attempt = 0
+            while True:
+                attempt += 1
+                self._xid = 0
+                reused = self._conn is not None
+                conn = self._connection()
+                try:
+                    conn.read_only = not write
+                    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED if write \
+                        else psycopg.IsolationLevel.REPEATABLE_READ
+                    result = body(conn.cursor(binary=True))
+                except psycopg.Error as exc:
+                    if self._lost(conn):
+                        self._drop()
+                        if reused and attempt == 1:
+                            continue  # an idle connection the server closed: nothing sent
+                        raise StoreUnavailable(_detail(exc)) from exc
+                    self._abort(conn)
+                    if exc.sqlstate in _RETRY_STATES and attempt < _RETRIES:
+                        continue
+                    raise _refused(exc) from exc
+                except _Lost as lost:
+                    self._drop()
+                    raise StoreUnavailable(_detail(lost.exc)) from lost.exc
+                except BaseException:
+                    self._abort(conn)
+                    raise
+                if not write:
+                    self._end_read(conn)
+                    return result
+                self._commit(conn, self._xid)
+                return result
+
+    def _end_read(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self._drop()  # the read is done; the next use reconnects
+
+    def _commit(self, conn: psycopg.Connection[Any], xid: int) -> None:
+        try:
+            conn.commit()
+        except psycopg.Error as exc:
+            if self._lost(conn):
+                self._drop()
+                raise CommitOutcomeUnknown(xid, _detail(exc)) from exc
+            self._abort(conn)
+            raise _refused(exc) from exc
+
+    def _lock_shards(self, cur: psycopg.Cursor[Any], fences: Sequence[Fence]
+                     ) -> list[ShardRow]:
+        """Read the fences' shard rows FOR SHARE (held until the commit: a takeover's
+        update of one waits for this transaction) and note the transaction's id."""
+        rows = cur.execute(_FENCE_SQL, (self.cluster, sorted({f.shard for f in fences}))
+                           ).fetchall() if fences else []
+        if rows:
+            self._xid = int(rows[0][3])
+        else:
+            self._xid = int(cur.execute(_XID_SQL).fetchone()[0])  # type: ignore[index]
+        return [ShardRow(int(s), o, int(e)) for s, o, e, _ in rows]
+
+
+    # -- the Store interface ----------------------------------------------------------
+    def read(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a read-only transaction (one snapshot) and return its
+        result."""
+        return self._transaction(lambda cur: fn(PgTxn(cur, self.cluster)), write=False)
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction, fenced by the store's fence if it was
+        opened with one: committed when ``fn`` returns, rolled back if it raises. ``fn``
+        may run more than once.
+
+        Raises:
+            StaleEpoch: the store's fence no longer holds (nothing was committed).
+            StoreUnavailable: the server could not be reached (nothing was committed).
+            CommitOutcomeUnknown: the connection was lost during the commit.
+        """
+        return self.write_fenced(fn, self.fences)
+
+    def write_fenced(self, fn: Callable[[Txn], T], fences: Sequence[Fence]) -> T:
+        """`write` under ``fences`` (each checked in the transaction, before ``fn``
+        runs) instead of the store's own.
+
+        Raises:
+            StaleEpoch: a fence no longer holds (nothing was committed).
+            StoreUnavailable: the server could not be reached (nothing was committed).
+            CommitOutcomeUnknown: the connection was lost during the commit.
+        """
+        def body(cur: psycopg.Cursor[Any]) -> T:
+            stale = first_stale(fences, self._lock_shards(cur, fences))
+            if stale is not None:
+                raise _stale_epoch(*stale)
+            return fn(PgTxn(cur, self.cluster))
+        return self._transaction(body, write=True)
+
+    def write_group(self, items: Sequence[GroupItem[Any]]) -> list[ItemResult[Any]]:
+        """Run many writes in one transaction and one commit (a node's group commit):
+        every item's fences are read first (one query, held until the commit); each
+        item whose fences hold runs under its own savepoint, so that an item's
+        `StaleEpoch`, its function's exception or a statement PostgreSQL refuses rolls
+        back that item alone; the rest commit together. Returns, in item order, each
+        item's value or error. Functions may run more than once (the whole group runs
+        again when PostgreSQL gives the transaction up).
+
+        Raises:
+            StoreUnavailable: the server could not be reached (no item was committed).
+            CommitOutcomeUnknown: the connection was lost during the commit (of every
+                item that had no error of its own).
+        """
+        def body(cur: psycopg.Cursor[Any]) -> list[ItemResult[Any]]:
+            every = list({f for item in items for f in item.fences})
+            rows = self._lock_shards(cur, every)
+            stale_known: dict[Fence, StaleEpoch] = {}
+            for fence in every:
+                stale = first_stale([fence], rows)
+                if stale is not None:
+                    stale_known[fence] = _stale_epoch(*stale)
+            results: list[ItemResult[Any]] = []
+            for item in items:
+                refused = next((stale_known[f] for f in item.fences if f in stale_known),
+                               None)
+                if refused is not None:
+                    results.append(ItemResult(error=refused))
+                    continue
+                results.append(self._item(cur, item))
+            return results
+        return self._transaction(body, write=True)
+
+    def _item(self, cur: psycopg.Cursor[Any], item: GroupItem[Any]) -> ItemResult[Any]:
+        """Run one item of a group under a savepoint: its value, or its error with the
+        item rolled back. A lost connection is not the item's error: it ends the group."""
+        cur.execute("SAVEPOINT beamish_item")
+        try:
+            value = item.fn(PgTxn(cur, self.cluster))
+        except psycopg.Error as exc:
+            if self._lost(cur.connection):
+                raise _Lost(exc) from exc
+            if exc.sqlstate in _RETRY_STATES:
+                raise  # the whole transaction was given up: the group runs again
+            self._rollback_item(cur, exc)
+            return ItemResult(error=_refused(exc))
+        except Exception as exc:  # the item's own error, reported for it
+            self._rollback_item(cur, exc)
+            return ItemResult(error=exc)
+        cur.execute("RELEASE SAVEPOINT beamish_item")
+        return ItemResult(value=value)
+
+    def _rollback_item(self, cur: psycopg.Cursor[Any], cause: BaseException) -> None:
+        try:
+            cur.execute("ROLLBACK TO SAVEPOINT beamish_item")
+        except psycopg.Error as exc:
+            if self._lost(cur.connection):
+                raise _Lost(exc) from cause
+            raise
+
+    def commit_outcome(self, xid: int) -> bool | None:
+        """Whether transaction ``xid`` (of a `CommitOutcomeUnknown`) committed: True,
+        False (aborted: nothing of it is stored), or None (still unknown: in progress, or
+        too old for the server to remember).
+
+        Raises:
+            StoreUnavailable: the server cannot be reached yet.
+        """
+        def body(cur: psycopg.Cursor[Any]) -> bool | None:
+            row = cur.execute("SELECT pg_xact_status(%s::text::xid8)", (str(xid),)).fetchone()
+            status = None if row is None else row[0]
+            return True if status == "committed" else False if status == "aborted" else None
+        return self._transaction(body, write=False)
+
+    def reader_check(self) -> int:
+        """Nothing to release: the server ends a dead client's session itself. Returns 0."""
+        return 0
+
+    def close(self) -> None:
+        """Close this process's connection (the data stays)."""
+        with self.lock:
+            self._drop()
+
+
+def _stale_epoch(fence: Fence, row: ShardRow | None) -> StaleEpoch:
+    return StaleEpoch(fence.shard, fence.node, fence.epoch,
+                      None if row is None else row.owner, None if row is None else row.epoch)
+
+
+def _detail(exc: psycopg.Error) -> str:
+    """What the driver said, on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _refused(exc: psycopg.Error) -> StoreError:
+    """A statement or commit PostgreSQL refused on a live connection, as beamish's error."""
+    if isinstance(exc, pg_errors.DiskFull):
+        return StoreFullError(f"the cluster's PostgreSQL is out of disk space ({_detail(exc)})"
+                              "; nothing was committed. What to do: free space on the "
+                              "database server")
+    return StoreError(f"the cluster's PostgreSQL refused the transaction "
+                      f"[{exc.sqlstate}] ({_detail(exc)}); nothing was committed")
