@@ -287,21 +287,20 @@ class StoreUnavailable(StoreError, ConnectionError):
 class CommitOutcomeUnknown(StoreError):
     """The connection to the cluster's PostgreSQL was lost while the commit was in flight:
     it may or may not have committed. Neither acknowledge it as durable nor assume it
-    failed; ask the store once the server is back (``PgStore.commit_outcome(xid)``), or
-    re-read what it wrote.
+    failed: once the server is back, ask the store that raised it
+    (``PgStore.commit_outcome(commit)``).
 
     Attributes:
-        xid: the transaction's id (what ``commit_outcome`` takes), 0 if unknown.
+        commit: the commit's number in that store (what ``commit_outcome`` takes).
         detail: what the driver said.
     """
 
-    def __init__(self, xid: int, detail: str) -> None:
+    def __init__(self, commit: int, detail: str) -> None:
         super().__init__(
-            f"the connection to the cluster's PostgreSQL was lost during the commit of "
-            f"transaction {xid} ({detail}): it may or may not have committed. What to do: "
-            "do not acknowledge it; once the server is back, ask PgStore.commit_outcome("
-            f"{xid}) or re-read the records it wrote")
-        self.xid = xid
+            f"the connection to the cluster's PostgreSQL was lost during commit {commit} "
+            f"({detail}): it may or may not have committed. What to do: do not acknowledge "
+            f"it; once the server is back, ask the store's commit_outcome({commit})")
+        self.commit = commit
         self.detail = detail
 
 

@@ -31,6 +31,10 @@ Tables (every row carries its cluster's name, so one database may hold several c
                                              earliest due first), timer
     beamish_wakes      (cluster, agent_id)   name
     beamish_events     (cluster, seq)        event
+    beamish_writers    (cluster, writer)     commit (the number of the open store's
+                                             latest write: how a commit cut off in
+                                             flight is known to be durable or not),
+                                             updated
 
 Fencing, the one rule every replicated commit obeys: the transaction first reads its
 shard row ``FOR SHARE`` and goes on only if ``owner`` is this node and ``epoch`` is the

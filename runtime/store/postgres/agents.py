@@ -18,14 +18,23 @@ commits many agents' transitions at the cost of one commit.
 Failures: psycopg's exceptions never leave this package. A connection that cannot be made
 or is lost before the commit is sent raises `StoreUnavailable` (nothing was committed;
 the next use reconnects); one lost while the commit is in flight raises
-`CommitOutcomeUnknown` with the transaction's id, which `commit_outcome` resolves once the
+`CommitOutcomeUnknown` with the commit's number, which `commit_outcome` resolves once the
 server is back. A write that finds its idle connection dead (the server restarted since)
 reconnects and runs once more before it gives up.
+
+How an unknown outcome is resolved: every write transaction of a store also sets the
+store's own row of ``beamish_writers`` to the number of that commit (in the statement that
+reads its fences: no extra round trip). After a commit cut off in flight, the store's next
+transaction first reads that row ``FOR UPDATE`` (so it waits for a commit the server may
+still be finishing): it holds the cut-off commit's number exactly if that commit is
+durable. Transaction ids would not do: after a crash, the server may hand an id that never
+reached its log to a new transaction.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -53,10 +62,16 @@ _RETRIES = 3
 _RETRY_STATES = frozenset({"40001", "40P01"})
 CONNECT_TIMEOUT = 5.0
 
-_FENCE_SQL = (
-    "SELECT shard, owner, epoch, pg_current_xact_id()::text FROM beamish_shards "
+_MARK = ("INSERT INTO beamish_writers (cluster, writer, commit) VALUES (%s, %s, %s) "
+         "ON CONFLICT (cluster, writer) DO UPDATE SET commit = excluded.commit, "
+         "updated = now()")
+_MARK_AND_FENCES = (
+    f"WITH mark AS ({_MARK}) SELECT shard, owner, epoch FROM beamish_shards "
     "WHERE cluster = %s AND shard = ANY(%s) ORDER BY shard FOR SHARE")
-_XID_SQL = "SELECT pg_current_xact_id()::text"
+_MARKED = ("SELECT commit FROM beamish_writers WHERE cluster = %s AND writer = %s "
+           "FOR UPDATE")
+# A writer's row not updated for this long belongs to a store long closed: dropped.
+_WRITER_ROWS_KEPT = "7 days"
 
 
 class _Lost(Exception):
@@ -92,12 +107,19 @@ class PgStore:
         self.connect_timeout = connect_timeout
         self.lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
-        self._xid = 0  # the id of the write transaction in progress (0: none yet)
+        self._writer = uuid.uuid4().bytes  # this store's row of beamish_writers
+        self._commits = 0  # the number of the latest write transaction begun
+        self._unknown: int | None = None  # a commit cut off in flight, not resolved yet
+        self._outcomes: dict[int, bool] = {}  # cut-off commits resolved, not asked yet
         self.reconnects = 0
         with self.lock:
             conn = self._connection()
             try:
                 ensure_schema(conn)
+                with conn.transaction():
+                    conn.execute("DELETE FROM beamish_writers WHERE cluster = %s AND "
+                                 f"updated < now() - interval '{_WRITER_ROWS_KEPT}'",
+                                 (cluster,))
             except SchemaTooNew as exc:
                 raise StoreError(str(exc)) from exc
             except psycopg.Error as exc:
@@ -144,7 +166,6 @@ class PgStore:
             attempt = 0
             while True:
                 attempt += 1
-                self._xid = 0
                 reused = self._conn is not None
                 conn = self._connection()
                 try:
@@ -171,7 +192,7 @@ class PgStore:
                 if not write:
                     self._end_read(conn)
                     return result
-                self._commit(conn, self._xid)
+                self._commit(conn, self._commits)
                 return result
 
     def _end_read(self, conn: psycopg.Connection[Any]) -> None:
@@ -180,27 +201,41 @@ class PgStore:
         except psycopg.Error:
             self._drop()  # the read is done; the next use reconnects
 
-    def _commit(self, conn: psycopg.Connection[Any], xid: int) -> None:
+    def _commit(self, conn: psycopg.Connection[Any], number: int) -> None:
         try:
             conn.commit()
         except psycopg.Error as exc:
             if self._lost(conn):
                 self._drop()
-                raise CommitOutcomeUnknown(xid, _detail(exc)) from exc
+                self._unknown = number
+                raise CommitOutcomeUnknown(number, _detail(exc)) from exc
             self._abort(conn)
             raise _refused(exc) from exc
 
-    def _lock_shards(self, cur: psycopg.Cursor[Any], fences: Sequence[Fence]
-                     ) -> list[ShardRow]:
-        """Read the fences' shard rows FOR SHARE (held until the commit: a takeover's
-        update of one waits for this transaction) and note the transaction's id."""
-        rows = cur.execute(_FENCE_SQL, (self.cluster, sorted({f.shard for f in fences}))
-                           ).fetchall() if fences else []
-        if rows:
-            self._xid = int(rows[0][3])
-        else:
-            self._xid = int(cur.execute(_XID_SQL).fetchone()[0])  # type: ignore[index]
-        return [ShardRow(int(s), o, int(e)) for s, o, e, _ in rows]
+    def _open_write(self, cur: psycopg.Cursor[Any], fences: Sequence[Fence]
+                    ) -> list[ShardRow]:
+        """Begin a write: resolve a commit cut off before, mark this one in the store's
+        writer row and read the fences' shard rows FOR SHARE (held until the commit: a
+        takeover's update of one waits for this transaction); one statement."""
+        if self._unknown is not None:
+            self._resolve(cur)
+        self._commits += 1
+        mark = (self.cluster, self._writer, self._commits)
+        if not fences:
+            cur.execute(_MARK, mark)
+            return []
+        rows = cur.execute(_MARK_AND_FENCES, (*mark, self.cluster,
+                                              sorted({f.shard for f in fences}))).fetchall()
+        return [ShardRow(int(s), o, int(e)) for s, o, e in rows]
+
+    def _resolve(self, cur: psycopg.Cursor[Any]) -> None:
+        """Settle the commit that was cut off: it is durable exactly if the writer row
+        holds its number (read FOR UPDATE: after the cut-off transaction has ended)."""
+        number = self._unknown
+        assert number is not None
+        row = cur.execute(_MARKED, (self.cluster, self._writer)).fetchone()
+        self._outcomes[number] = row is not None and int(row[0]) == number
+        self._unknown = None
 
 
     # -- the Store interface ----------------------------------------------------------
@@ -231,7 +266,7 @@ class PgStore:
             CommitOutcomeUnknown: the connection was lost during the commit.
         """
         def body(cur: psycopg.Cursor[Any]) -> T:
-            stale = first_stale(fences, self._lock_shards(cur, fences))
+            stale = first_stale(fences, self._open_write(cur, fences))
             if stale is not None:
                 raise _stale_epoch(*stale)
             return fn(PgTxn(cur, self.cluster))
@@ -253,7 +288,7 @@ class PgStore:
         """
         def body(cur: psycopg.Cursor[Any]) -> list[ItemResult[Any]]:
             every = list({f for item in items for f in item.fences})
-            rows = self._lock_shards(cur, every)
+            rows = self._open_write(cur, every)
             stale_known: dict[Fence, StaleEpoch] = {}
             for fence in every:
                 stale = first_stale([fence], rows)
@@ -297,19 +332,19 @@ class PgStore:
                 raise _Lost(exc) from cause
             raise
 
-    def commit_outcome(self, xid: int) -> bool | None:
-        """Whether transaction ``xid`` (of a `CommitOutcomeUnknown`) committed: True,
-        False (aborted: nothing of it is stored), or None (still unknown: in progress, or
-        too old for the server to remember).
+    def commit_outcome(self, number: int) -> bool | None:
+        """Whether commit ``number`` (of a `CommitOutcomeUnknown` this store raised)
+        is durable: True, or False (nothing of it was stored); None if this store raised
+        no such error for it (or it was asked already). Asks the server if the store has
+        not settled it yet (its next write does so first).
 
         Raises:
             StoreUnavailable: the server cannot be reached yet.
         """
-        def body(cur: psycopg.Cursor[Any]) -> bool | None:
-            row = cur.execute("SELECT pg_xact_status(%s::text::xid8)", (str(xid),)).fetchone()
-            status = None if row is None else row[0]
-            return True if status == "committed" else False if status == "aborted" else None
-        return self._transaction(body, write=False)
+        with self.lock:
+            if number == self._unknown:
+                self._transaction(self._resolve, write=True)
+            return self._outcomes.pop(number, None)
 
     def reader_check(self) -> int:
         """Nothing to release: the server ends a dead client's session itself. Returns 0."""

@@ -118,6 +118,12 @@ DDL: tuple[str, ...] = (
            agent_id bigint NOT NULL,
            name     text NOT NULL,
            PRIMARY KEY (cluster, agent_id))""",
+    """CREATE TABLE IF NOT EXISTS beamish_writers (
+           cluster text NOT NULL,
+           writer  bytea NOT NULL,
+           commit  bigint NOT NULL,
+           updated timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (cluster, writer)) WITH (fillfactor = 50)""",
     """CREATE TABLE IF NOT EXISTS beamish_events (
            cluster text NOT NULL,
            seq     bigint NOT NULL,
