@@ -82,6 +82,11 @@ class _Lost(Exception):
         self.exc = exc
 
 
+class _ItemFailed(Exception):
+    """An item of a group's first pass failed: the pass is rolled back and the group runs
+    again, each item under a savepoint."""
+
+
 class PgStore:
     """An open connection to the cluster's PostgreSQL, holding cluster ``cluster``'s
     replicated agents (implements `..protocol.Store`, plus fencing and group commit).
@@ -274,19 +279,22 @@ class PgStore:
 
     def write_group(self, items: Sequence[GroupItem[Any]]) -> list[ItemResult[Any]]:
         """Run many writes in one transaction and one commit (a node's group commit):
-        every item's fences are read first (one query, held until the commit); each
-        item whose fences hold runs under its own savepoint, so that an item's
-        `StaleEpoch`, its function's exception or a statement PostgreSQL refuses rolls
-        back that item alone; the rest commit together. Returns, in item order, each
-        item's value or error. Functions may run more than once (the whole group runs
-        again when PostgreSQL gives the transaction up).
+        every item's fences are read first (one query, held until the commit); the
+        items whose fences hold run, and an item's `StaleEpoch`, its function's
+        exception or a statement PostgreSQL refuses rolls back that item alone; the rest
+        commit together. Returns, in item order, each item's value or error.
+
+        The items first run back to back, with nothing between them; if one fails, that
+        pass is rolled back and the group runs again with each item under a savepoint of
+        its own (so the common case pays no savepoint round trips). Functions may thus run
+        more than once, as the store interface allows.
 
         Raises:
             StoreUnavailable: the server could not be reached (no item was committed).
             CommitOutcomeUnknown: the connection was lost during the commit (of every
                 item that had no error of its own).
         """
-        def body(cur: psycopg.Cursor[Any]) -> list[ItemResult[Any]]:
+        def body(cur: psycopg.Cursor[Any], guarded: bool) -> list[ItemResult[Any]]:
             every = list({f for item in items for f in item.fences})
             rows = self._open_write(cur, every)
             stale_known: dict[Fence, StaleEpoch] = {}
@@ -300,12 +308,31 @@ class PgStore:
                                None)
                 if refused is not None:
                     results.append(ItemResult(error=refused))
-                    continue
-                results.append(self._item(cur, item))
+                elif guarded:
+                    results.append(self._guarded_item(cur, item))
+                else:
+                    results.append(ItemResult(value=self._item(cur, item)))
             return results
-        return self._transaction(body, write=True)
+        try:
+            return self._transaction(lambda cur: body(cur, False), write=True)
+        except _ItemFailed:
+            return self._transaction(lambda cur: body(cur, True), write=True)
 
-    def _item(self, cur: psycopg.Cursor[Any], item: GroupItem[Any]) -> ItemResult[Any]:
+    def _item(self, cur: psycopg.Cursor[Any], item: GroupItem[Any]) -> Any:
+        """Run one item of a group's first pass: its value; `_ItemFailed` if it fails
+        (the pass is then rolled back). A lost connection is not the item's error: it
+        ends the group."""
+        try:
+            return item.fn(PgTxn(cur, self.cluster))
+        except psycopg.Error as exc:
+            if self._lost(cur.connection) or exc.sqlstate in _RETRY_STATES:
+                raise  # the whole transaction: lost, or given up (it runs again)
+            raise _ItemFailed() from exc
+        except Exception as exc:  # the item's own error: the guarded pass reports it
+            raise _ItemFailed() from exc
+
+    def _guarded_item(self, cur: psycopg.Cursor[Any], item: GroupItem[Any]
+                      ) -> ItemResult[Any]:
         """Run one item of a group under a savepoint: its value, or its error with the
         item rolled back. A lost connection is not the item's error: it ends the group."""
         cur.execute("SAVEPOINT beamish_item")
