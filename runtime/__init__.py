@@ -45,7 +45,11 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
     store/      any process                records.py (every stored record, typed, with
                                            its wire form), protocol.py (the Store/Txn
                                            interface), lmdb.py (implements it; the only
-                                           module that imports lmdb); open_store()
+                                           module that imports lmdb); open_store();
+                                           postgres/ (the cluster's PostgreSQL: schema,
+                                           fencing, PgStore for replicated agents; the
+                                           only package that imports psycopg;
+                                           open_postgres_store())
     (ground)    any process                errors.py, _types.py (public records),
                                            _validation.py, _paths.py, _osproc.py,
                                            _values.py (under errors.py: AgentStatus,

@@ -150,7 +150,8 @@ class StateError(BeamishError, TypeError):
 
 
 class StoreError(BeamishError):
-    """The LMDB store failed in a way beamish could not handle itself."""
+    """The store (LMDB, or the cluster's PostgreSQL) failed in a way beamish could not
+    handle itself."""
 
 
 class BeamishInternalError(BeamishError):
@@ -237,6 +238,74 @@ class StoreFullError(StoreError):
 
 
 ERRORS["StoreFullError"] = StoreFullError
+
+
+class StaleEpoch(StoreError):
+    """A fenced commit found that its node no longer owns the shard at the epoch it was
+    granted (another node took it over, or it was released): nothing was committed.
+
+    Attributes:
+        shard: the shard.
+        node: the node that tried to commit.
+        epoch: the epoch that node was granted.
+        owner: the shard's owner now ("" if none).
+        current: the shard's epoch now (-1 if the shard has no row).
+    """
+
+    def __init__(self, shard: int, node: str, epoch: int, owner: str | None,
+                 current: int | None) -> None:
+        now = "has no row" if current is None else \
+            f"is owned by {owner!r} at epoch {current}" if owner else \
+            f"has no owner (epoch {current})"
+        super().__init__(
+            f"node {node!r} holds shard {shard} at epoch {epoch}, but the shard {now}: "
+            f"nothing was committed. What to do: stop this node's agents of shard {shard} "
+            "(their owner now runs them); claim the shard again before committing for it")
+        self.shard = shard
+        self.node = node
+        self.epoch = epoch
+        self.owner = owner or ""
+        self.current = -1 if current is None else current
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The cluster's PostgreSQL could not be reached, or the connection was lost before
+    the commit was sent: nothing was committed. The store reconnects at its next use.
+
+    Attributes:
+        detail: what the driver said.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the cluster's PostgreSQL is unavailable ({detail}); nothing was committed. "
+            "What to do: retry once it is back (check the server and the `postgres` DSN in "
+            "`[cluster]`); the store reconnects by itself")
+        self.detail = detail
+
+
+class CommitOutcomeUnknown(StoreError):
+    """The connection to the cluster's PostgreSQL was lost while the commit was in flight:
+    it may or may not have committed. Neither acknowledge it as durable nor assume it
+    failed: once the server is back, ask the store that raised it
+    (``PgStore.commit_outcome(commit)``).
+
+    Attributes:
+        commit: the commit's number in that store (what ``commit_outcome`` takes).
+        detail: what the driver said.
+    """
+
+    def __init__(self, commit: int, detail: str) -> None:
+        super().__init__(
+            f"the connection to the cluster's PostgreSQL was lost during commit {commit} "
+            f"({detail}): it may or may not have committed. What to do: do not acknowledge "
+            f"it; once the server is back, ask the store's commit_outcome({commit})")
+        self.commit = commit
+        self.detail = detail
+
+
+ERRORS.update({cls.__name__: cls for cls in (StaleEpoch, StoreUnavailable,
+                                              CommitOutcomeUnknown)})
 
 
 class AlreadyRunning(BeamishError):
