@@ -322,5 +322,5 @@ def _redacted(dsn: str) -> str:
     except psycopg.ProgrammingError:
         return "the configured PostgreSQL"
     info.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in info.items()
+    return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items()
                                              if v is not None})
