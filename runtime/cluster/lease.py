@@ -35,8 +35,8 @@ class LeaseTiming:
         renew_every: the pause between renewal attempts (None: ``ttl / 4``).
     """
 
-    ttl: float = 5.0
-    margin: float = 1.5
+    ttl: float = 4.0
+    margin: float = 1.0
     renew_every: float | None = None
 
     def __post_init__(self) -> None:
