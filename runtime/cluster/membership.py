@@ -177,6 +177,7 @@ class Membership:
         self._draining_marked = False
         self._threads: list[threading.Thread] = []
         self.last_plan = Plan()
+        self._owned_in_table: int | None = None  # as the last round read the table
 
     # -- what the owner asks ------------------------------------------------------------
     @property
@@ -197,9 +198,10 @@ class Membership:
 
     @property
     def drained(self) -> bool:
-        """Whether a drain asked for is over: nothing held, nothing left to hand off."""
-        return self._drain and self._draining_marked and not self.held and \
-            self.last_plan.idle
+        """Whether a drain asked for is over: the last round found no shard owned by this
+        node in the table, and it holds none."""
+        return self._drain and self._draining_marked and self._owned_in_table == 0 and \
+            not self.held
 
     def start(self) -> None:
         """Start the round and watch threads."""
@@ -318,6 +320,7 @@ class Membership:
         assert self.incarnation is not None
         rows = [ShardView(r.shard, r.owner, r.epoch) for r in table.shard_rows()]
         members = [_view(m) for m in table.members()]
+        self._owned_in_table = sum(1 for r in rows if r.owner == self.node)
         with self.watch.lock:
             held = dict(self._held)
         p = plan(rows, members, self.node, held, self.pins, self.max_moves)
