@@ -188,3 +188,35 @@ def test_a_server_that_does_not_answer_is_a_store_error(pg_server):
     from pgserver import free_port
     with pytest.raises(StoreError, match="did not answer"):
         connect_cluster(f"postgresql://postgres@127.0.0.1:{free_port()}/x", "c1", 4)
+
+
+def test_a_renewal_that_waited_for_a_claim_past_its_expiry_fails(pg_dsn, tables):
+    # A renewal sent while the lease is alive, held up by a takeover's lock on the member
+    # row until the lease expired, must not extend it: it is judged at the moment it
+    # runs (clock_timestamp), not when its statement started (now()).
+    t = tables()
+    inc = t.join("old", "a", ttl=1.0).incarnation
+    n2 = t.join("new", "b", ttl=30).incarnation
+    assert t.claim(0, "old", inc, None, 0) == 1
+    outcome: list[BaseException | None] = []
+    claimer = connect_cluster(pg_dsn, "c1", 8)
+    with claimer.conn.transaction():  # a takeover in flight: it holds the member row
+        claimer.conn.execute("UPDATE beamish_members SET lease_expires = lease_expires "
+                             "WHERE node = 'old'")
+
+        def renew() -> None:
+            try:
+                tables().renew("old", inc, ttl=30)
+                outcome.append(None)
+            except LeaseLost as e:
+                outcome.append(e)
+
+        th = threading.Thread(target=renew)
+        th.start()
+        time.sleep(0.3)
+        assert outcome == []  # waiting for the claimer
+        _wait_expired(t, "old")
+    th.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
+    assert claimer.claim(0, "new", n2, "old", 1) == 2  # and the takeover goes through
+    claimer.close()

@@ -6,8 +6,9 @@ server computed it at the renewal, and a lease is judged alive or expired by the
 server's ``clock_timestamp()``, never by a node's clock.
 
 A takeover and a renewal of the same member cannot pass each other: ``claim`` locks the
-shard row, then the old owner's member row, before it judges that lease; ``renew``
-updates the member row only while its lease is alive at that moment. Whichever commits
+shard row, then writes the old owner's member row (unchanged) before it judges that
+lease; ``renew`` updates the member row only while its lease is alive when the update
+applies (a renewal that waited for a claim re-reads the row then). Whichever commits
 first wins and the other sees it (a renewal that lost fails with `LeaseLost`).
 
 psycopg errors that mean the server is unreachable (``OperationalError``) are raised as
@@ -232,16 +233,19 @@ class ClusterTable:
             me = self.conn.execute(
                 """SELECT 1 FROM beamish_members
                     WHERE cluster = %s AND node = %s AND incarnation = %s AND NOT draining
-                      AND lease_expires > clock_timestamp() FOR SHARE""",
+                      AND lease_expires > clock_timestamp()""",
                 (self.cluster, node, incarnation)).fetchone()
             if me is None:
                 return None
             if owner is not None and owner != node:
-                # Locked, so that a renewal in flight either commits first (and is seen
-                # here) or waits and then finds its lease expired.
+                # A no-op update, not a mere lock: a renewal of that member waiting on it
+                # then re-reads the row and re-judges the lease after this commits (and
+                # finds it expired); one that committed first is seen here. Only the old
+                # owner's row is locked, so two claims never wait for each other.
                 theirs = self.conn.execute(
-                    """SELECT lease_expires > clock_timestamp() FROM beamish_members
-                        WHERE cluster = %s AND node = %s FOR UPDATE""",
+                    """UPDATE beamish_members SET lease_expires = lease_expires
+                        WHERE cluster = %s AND node = %s
+                    RETURNING lease_expires > clock_timestamp()""",
                     (self.cluster, owner)).fetchone()
                 if theirs is not None and theirs[0]:
                     return None
