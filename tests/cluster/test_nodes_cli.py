@@ -13,9 +13,9 @@ from tests.conftest import beamish
 def test_nodes_lists_the_members_from_the_database(pg_dsn):
     t = connect_cluster(pg_dsn, "prod", 8)
     try:
-        n1 = t.join("n1", "tcp://10.0.0.1:7700", ttl=60).incarnation
+        n1 = t.join("n1", "tcp://10.0.0.1:7700", ttl=600).incarnation
         n2 = t.join("n2", "tcp://10.0.0.2:7700", ttl=0.2).incarnation
-        t.renew("n1", n1, ttl=60, agents=12)
+        t.renew("n1", n1, ttl=600, agents=12)
         for s in range(3):
             t.claim(s, "n1", n1, None, 0)
         t.set_draining("n2", n2)
@@ -32,7 +32,7 @@ def test_nodes_lists_the_members_from_the_database(pg_dsn):
                                                    env=env, check=True).stdout.splitlines()]
         assert [(m["node"], m["alive"], m["shards"], m["agents"], m["draining"])
                 for m in js] == [("n1", True, 3, 12, False), ("n2", False, 0, 0, True)]
-        assert 55 < js[0]["lease_left"] <= 60
+        assert 500 < js[0]["lease_left"] <= 600  # (a loaded machine starts the CLI slowly)
     finally:
         t.close()
 
