@@ -21,7 +21,7 @@ from beamish.runtime.store.postgres.cluster import ClusterTable, connect_cluster
 from beamish.supervisor.testing import FakeClock
 
 SHARDS = 24
-TIMING = LeaseTiming(ttl=3.0, margin=1.0)  # renew every 0.75 s, fence 2 s after a send
+TIMING = LeaseTiming(ttl=3.0, margin=1.2)  # renew every 0.75 s, fence 1.8 s after a send
 
 
 @dataclass

@@ -22,7 +22,7 @@ from beamish.runtime.store.postgres.cluster import open_cluster
 from tests.conftest import REPO
 
 SHARDS = 16
-TTL, MARGIN = 3.0, 1.0
+TTL, MARGIN = 3.0, 1.2
 
 
 class Member:
