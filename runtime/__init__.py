@@ -27,6 +27,12 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            access rules; its page: dashboard_page.py),
                                            sessions.py (sleeping agents: sleep, wake,
                                            idle_timeout, max_awake), activity.py
+    cluster/    the node daemon process    placement.py (pure: a name's shard, rendezvous
+                (cluster mode)             owners, plan: claim/release/drop), lease.py
+                                           (pure: renew and self-fence timing),
+                                           membership.py (the shell: lease and shards
+                                           through store/postgres/cluster.py; not wired
+                                           into the daemon yet)
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a

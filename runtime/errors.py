@@ -330,3 +330,62 @@ class AlreadyRunning(BeamishError):
 
 
 ERRORS["AlreadyRunning"] = AlreadyRunning
+
+
+class ShardCountMismatch(ConfigError):
+    """A node was configured with a shard count other than its cluster's: the count is
+    fixed when the cluster is created (every name's shard depends on it).
+
+    Attributes:
+        cluster: the cluster's name.
+        shards: the cluster's shard count.
+        configured: the count this node was given.
+    """
+
+    def __init__(self, cluster: str, shards: int, configured: int) -> None:
+        super().__init__(
+            f"cluster {cluster!r} has {shards} shards, but this node was configured with "
+            f"{configured}: the count is fixed when a cluster is created; set "
+            f"shards = {shards} in this node's [cluster] table")
+        self.cluster = cluster
+        self.shards = shards
+        self.configured = configured
+
+
+class NodeNameInUse(BeamishError):
+    """A node tried to join its cluster under a name a live member already holds (two
+    nodes with one name would own the same shards).
+
+    Attributes:
+        node: the name.
+        cluster: the cluster's name.
+    """
+
+    def __init__(self, node: str, cluster: str, detail: str = "") -> None:
+        super().__init__(
+            f"node name {node!r} is held by a live member of cluster {cluster!r}"
+            f"{': ' + detail if detail else ''}; give this node another name, or wait for "
+            "the other one's lease to expire if it is gone (see `beamish nodes`)")
+        self.node = node
+        self.cluster = cluster
+
+
+class LeaseLost(BeamishError):
+    """A node's membership lease is gone: it expired, or a newer incarnation of the node
+    replaced it. The node has stopped (or must stop) its replicated agents; it joins again
+    with a new incarnation.
+
+    Attributes:
+        node: the node's name.
+        cluster: the cluster's name.
+    """
+
+    def __init__(self, node: str, cluster: str, detail: str) -> None:
+        super().__init__(f"node {node!r} lost its lease in cluster {cluster!r}: {detail}; "
+                         "it must stop its replicated agents and join again")
+        self.node = node
+        self.cluster = cluster
+
+
+for _cls in (ShardCountMismatch, NodeNameInUse, LeaseLost):
+    ERRORS[_cls.__name__] = _cls

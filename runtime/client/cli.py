@@ -22,6 +22,7 @@ from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError
 from ..messaging.spawnargs import check_shutdown
 from ..node.eventlog import PAGE_MAX
+from . import nodes as nodes_cli
 
 if TYPE_CHECKING:
     from .api import Node
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--child-shutdown", type=_shutdown_arg, default=5.0, metavar="S",
                     help="simple_one_for_one: every child's shutdown, seconds, brutal_kill "
                          "or infinity (default 5)")
+    nodes_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="run the isolation benchmarks (beamish vs threads); "
                                          "it runs its own nodes in temp dirs (no --dir)")
     bench.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
@@ -418,6 +420,8 @@ def _run(args: argparse.Namespace) -> int:
               f"{dr.total} (control {dr.control}, reports {dr.reports}, ready {dr.ready}, "
               f"agents {dr.agents})")
         return 0
+    if args.command == "nodes":
+        return nodes_cli.run(args)
     if args.command == "bench":
         from beamish.benchmarks.__main__ import main as bench_main
         argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])

@@ -4,11 +4,13 @@ per test, dropped after it."""
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,79 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
         if not pg_server.running():
             pg_server.start()
         pg_server.drop_database(name)
+
+
+# -- networks for the fault tests (tests/cluster/netns.py) -----------------------------
+
+from tests.cluster import netns as _netns  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_network() -> Iterator[None]:
+    """Fail a test that leaves a namespace, link or nft table of this session behind
+    (and remove it, so later tests are not disturbed)."""
+    before = set(_netns.leftovers())
+    yield
+    leaked = sorted(set(_netns.leftovers()) - before)
+    for item in leaked:
+        kind, name = item.split(" ", 1)
+        if kind == "netns":
+            _netns._ip("netns", "del", name, check=False)
+        elif kind == "link":
+            _netns._ip("link", "del", name, check=False)
+        elif kind == "nft" and name.startswith("table "):
+            import subprocess
+            subprocess.run(["nft", "delete", *name.split()], capture_output=True, timeout=30)
+    assert not leaked, f"network objects outlived the test: {leaked}"
+
+
+NET_KINDS = ("netns", "loopback")
+
+
+def _make_net(kind: str, count: int) -> _netns.Netns | _netns.Loopback:
+    if kind == "netns":
+        reason = _netns.netns_unavailable()
+        if reason:
+            pytest.skip(reason)
+        return _netns.Netns(count).up()
+    return _netns.Loopback(count).up()
+
+
+@pytest.fixture
+def net(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``net(count, kind=None)``: ``count`` nodes' networks, torn down after the test
+    (a teardown that leaves anything fails it). ``kind``: "netns" or "loopback"; by
+    default namespaces where the machine has them, else loopback
+    (``BEAMISH_TEST_NET=loopback`` forces it)."""
+    made: list[_netns.Netns | _netns.Loopback] = []
+
+    def make(count: int = 3, kind: str | None = None) -> _netns.Netns | _netns.Loopback:
+        if kind is None:
+            kind = os.environ.get("BEAMISH_TEST_NET") or \
+                ("netns" if _netns.netns_unavailable() is None else "loopback")
+        harness = _make_net(kind, count)
+        made.append(harness)
+        return harness
+
+    yield make
+    errors = [e for h in made for e in h.teardown()]
+    assert not errors, errors
+
+
+@pytest.fixture
+def net_pg(tmp_path: Path) -> Iterator[Callable[..., PgServer]]:
+    """``net_pg(harness)``: a PostgreSQL server of this test's own that the harness's
+    nodes can reach (listening on their database addresses, trusting their subnet);
+    ``server.dsn_for(db, host=node.db_address)`` is a node's DSN."""
+    servers: list[PgServer] = []
+
+    def make(harness: _netns.Netns | _netns.Loopback) -> PgServer:
+        server = PgServer(tempfile.mkdtemp(prefix="beamish-pgnet-"),
+                          listen=("127.0.0.1", *harness.db_listen), trust=(harness.cidr,))
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.destroy()
