@@ -48,6 +48,8 @@ from .._paths import (
     rotate_log,
 )
 from .._types import AgentStatus, DroppedFrames, WireMap
+from ..cluster.frontdoor import FrontDoor, open_front_door
+from ..cluster.keys import load_pair
 from ..errors import (
     BeamishError,
     BeamishInternalError,
@@ -165,6 +167,10 @@ class NodeDaemon:
 
     def open(self) -> None:
         """Open the store and the sockets, start the zygote, and restore the tree."""
+        self.frontdoor: FrontDoor | None = None
+        cluster = self.config.cluster
+        if cluster is not None and cluster.keys is not None:
+            load_pair(cluster.keys, "cluster.keys")  # refused before anything starts
         if self.durability == "memory":
             self.store_path = memory_path(self.paths.dir)
             wipe(self.store_path)
@@ -221,6 +227,10 @@ class NodeDaemon:
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
             self.stopping, self.dropped_frames, self.sessions, self.stats.take)
+        cluster = self.config.cluster
+        if cluster is not None and cluster.listen is not None and cluster.keys is not None:
+            self.frontdoor = open_front_door(
+                cluster.listen, cluster.keys, self.paths, self.store, self.max_message_bytes)
         self._write_info()
 
     def _write_info(self) -> None:
@@ -338,6 +348,10 @@ class NodeDaemon:
             if env.payload["op"] == "shutdown":
                 # Answered here, before the loop ends, so the reply is not lost with it.
                 self._answer(ident, env.msg_id, value_answer(shutdown(self.view)))
+                continue
+            if env.payload["op"] == "transport":  # the TCP front door's figures
+                door = self.frontdoor
+                self._answer(ident, env.msg_id, value_answer(door and door.status()))
                 continue
             if env.payload["op"] == "events":
                 # Served here, never by a pool thread: a waiting follower holds nothing.
@@ -491,8 +505,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("metrics", "sessions", "timers", "zygote", "messenger", "control",
-                     "reports", "events", "store"):
+        for attr in ("frontdoor", "metrics", "sessions", "timers", "zygote", "messenger",
+                     "control", "reports", "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -517,6 +531,8 @@ class NodeDaemon:
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.frontdoor is not None:
+            self.frontdoor.close()
         metrics = self.__dict__.get("metrics")
         if metrics is not None:
             metrics.close()
