@@ -26,7 +26,7 @@ from .._types import UserData
 from .._validation import check_lookup_name, check_timeout
 from ..agent.base import Agent
 from ..cluster.address import tcp_address
-from ..cluster.frontdoor import TransportStatus
+from ..cluster.frontdoor import REQUEST_ROOM, TransportStatus
 from ..cluster.keys import authorize, authorized_keys, generate, load_pair, pick_server_key
 from ..errors import ConfigError, NodeNotRunning
 from ..messaging.control import ControlClient
@@ -69,9 +69,12 @@ class _TcpControl(ControlClient):
     def __init__(self, address: str, ctx: zmq.Context[Any], curve: CurveClient) -> None:
         super().__init__(NodePaths(address), ctx)
         self.curve = curve
+        self.limit = DEFAULT_MAX_MESSAGE_BYTES  # the node's, once known
 
     def _connect(self) -> Requester:
-        return Requester(self.ctx, self.paths.dir, curve=self.curve)
+        # A request is checked against the node's limit here, before it is sent (the node
+        # checks the message itself against its limit, naming its agent).
+        return Requester(self.ctx, self.paths.dir, self.limit + REQUEST_ROOM, curve=self.curve)
 
 
 class RemoteNode(Node):
@@ -90,13 +93,13 @@ class RemoteNode(Node):
         self.dir = address
         self.pid = 0
         self._ctx: zmq.Context[Any] = zmq.Context()
-        self._control = _TcpControl(address, self._ctx, curve)
+        self._tcp = self._control = _TcpControl(address, self._ctx, curve)
         self.start_report = StartReport()
         self._closed = False
         self._close_lock = threading.Lock()
 
     def _message_limit(self) -> int:
-        return DEFAULT_MAX_MESSAGE_BYTES  # the node checks its own limit too
+        return self._tcp.limit
 
     # -- messages ------------------------------------------------------------------------------
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
@@ -214,6 +217,9 @@ def connect_remote(address: str, keys: str | os.PathLike[str] | None,
     node = RemoteNode(address, client_curve(keys, server_key))
     try:
         node.pid = int(node._control.request("ping", timeout=timeout)["pid"])
+        door = node.transport()
+        if door is not None:
+            node._tcp.limit = door.max_message_bytes
     except NodeNotRunning:
         node.close()
         raise NodeNotRunning(f"the node at {address} did not answer within {timeout:g} s: "

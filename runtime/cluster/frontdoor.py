@@ -45,14 +45,23 @@ from beamish.mailbox import (
 from .._paths import NodePaths
 from .._types import WireMap
 from .._validation import check_lookup_name, check_timeout
-from ..errors import BeamishError, BeamishInternalError, ConfigError, ErrorReply
+from ..errors import (
+    BeamishError,
+    BeamishInternalError,
+    ConfigError,
+    ErrorReply,
+    MessageTooLarge,
+)
 from ..messaging.messenger import Messenger
 from ..messaging.wire import worth_logging
 from ..store.protocol import Store
 from .keys import KeyPair, authorized_keys, load_pair
 
 log = logging.getLogger("beamish.frontdoor")
-MAX_INFLIGHT = 256  # calls/casts running at once; past that the relay stops reading
+MAX_INFLIGHT = 256  # calls/casts accepted at once; past that the relay stops reading
+WORKERS = 64  # of which this many run at once (a call holds its thread until its reply)
+CLOSE_WAIT_S = 5.0  # how long closing waits for calls still running
+REQUEST_ROOM = 4096  # a request's own fields, around a message of max_message_bytes
 HWM = 1000  # messages queued per peer, each way
 FORWARDED_KEPT_S = 3600.0  # a relayed request unanswered this long is forgotten
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -83,6 +92,7 @@ class TransportStatus:
         requests: requests received from admitted clients.
         dropped: frames from admitted clients that were not a valid request.
         undeliverable: answers whose client had gone or stopped reading.
+        max_message_bytes: the node's limit for one request.
     """
 
     listen: str
@@ -95,6 +105,7 @@ class TransportStatus:
     requests: int
     dropped: int
     undeliverable: int
+    max_message_bytes: int
 
     @classmethod
     def from_wire(cls, data: WireMap) -> TransportStatus:
@@ -102,7 +113,8 @@ class TransportStatus:
         return cls(str(data["listen"]), str(data["public_key"]),
                    *(int(data[k]) for k in ("authorized", "connections", "refused",
                                             "refused_auth", "refused_protocol", "requests",
-                                            "dropped", "undeliverable")))
+                                            "dropped", "undeliverable",
+                                            "max_message_bytes")))
 
 
 def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,
@@ -114,7 +126,10 @@ def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,
             ``cluster.listen`` (cannot bind).
     """
     pair = load_pair(keys_dir, "cluster.keys")
-    authorized_keys(keys_dir)  # a bad key file is refused now, not at the first client
+    try:
+        authorized_keys(keys_dir)  # a bad key file is refused now, not at the first client
+    except ConfigError as exc:
+        raise ConfigError(f"cluster.keys: {exc}") from None
     door = FrontDoor(listen, keys_dir, pair, paths, store, max_message_bytes)
     try:
         door.start()
@@ -175,7 +190,8 @@ class FrontDoor:
         self.counts = dict.fromkeys(("connections", "refused", "refused_auth",
                                      "refused_protocol", "requests", "dropped",
                                      "undeliverable"), 0)
-        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="beamish-tcp")
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="beamish-tcp")
+        self.running = 0  # calls/casts on the pool now (under _lock)
         self._threads: list[threading.Thread] = []
         self._local = threading.local()  # each pool thread's PUSH to the relay
         self._pushers: list[zmq.Socket[Any]] = []
@@ -195,7 +211,7 @@ class FrontDoor:
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.SNDHWM, HWM)
         router.setsockopt(zmq.RCVHWM, HWM)
-        router.setsockopt(zmq.MAXMSGSIZE, zmq_size_ceiling(self.limit))
+        router.setsockopt(zmq.MAXMSGSIZE, zmq_size_ceiling(self.limit + REQUEST_ROOM))
         router.setsockopt(zmq.CURVE_SERVER, 1)
         router.setsockopt(zmq.CURVE_SECRETKEY, self.pair.secret.encode("ascii"))
         router.setsockopt(zmq.ZAP_DOMAIN, b"beamish")
@@ -223,7 +239,7 @@ class FrontDoor:
         return TransportStatus(self.listen, self.pair.public, len(self.allowed.keys),
                                c["connections"], c["refused"], c["refused_auth"],
                                c["refused_protocol"], c["requests"], c["dropped"],
-                               c["undeliverable"])
+                               c["undeliverable"], self.limit)
 
     # -- the authenticator ------------------------------------------------------------------------
     def _zap(self, sock: zmq.Socket[Any]) -> None:
@@ -232,8 +248,10 @@ class FrontDoor:
             if not sock.poll(100):
                 continue
             frames = sock.recv_multipart()
-            if len(frames) < 6:
-                continue  # only libzmq sends here; a REP must still answer: it cannot
+            if len(frames) < 6:  # only libzmq sends here; a REP must answer all the same
+                sock.send_multipart([b"1.0", frames[1] if len(frames) > 1 else b"", b"500",
+                                     b"malformed ZAP request", b"", b""])
+                continue
             version, request_id, _domain, address, _identity, mechanism = frames[:6]
             key = ""
             if mechanism == b"CURVE" and len(frames) == 7 and len(frames[6]) == 32:
@@ -323,7 +341,13 @@ class FrontDoor:
 
     # -- calls and casts (pool threads) -----------------------------------------------------------
     def _message(self, ident: bytes, env: Envelope) -> None:
-        answer = message_answer(self.messenger, env.payload)
+        with self._lock:
+            self.running += 1
+        try:
+            answer = message_answer(self.messenger, env.payload)
+        finally:
+            with self._lock:
+                self.running -= 1
         try:
             frames = encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))
         except (EncodeError, PayloadTooLarge) as exc:
@@ -343,7 +367,15 @@ class FrontDoor:
         self.stopping.set()
         for thread in self._threads:
             thread.join(5.0)
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.running:
+            # Their sockets must not be closed under them; the process is exiting anyway.
+            log.warning("%d remote call(s) still waiting as the node stops: their clients "
+                        "get no answer", self.running)
+            return
         for sock in self._pushers:
             sock.close(linger=0)
         self.ctx.destroy(linger=0)
@@ -370,8 +402,13 @@ class _Relay:
             counts["dropped"] += 1
             return
         try:
-            env = decode(frames[1:], limit=self.door.limit)
-        except (ProtocolError, PayloadTooLarge):
+            env = decode(frames[1:], limit=self.door.limit + REQUEST_ROOM)
+        except PayloadTooLarge as exc:
+            counts["dropped"] += 1
+            self.send([frames[0], *encode(Envelope(Kind.REPLY, frames[3], b"", _error(
+                MessageTooLarge(exc.size, exc.limit, what="this request to the node"))))])
+            return
+        except ProtocolError:
             counts["dropped"] += 1
             return
         if env.kind is not Kind.CALL or not isinstance(env.payload, dict) \

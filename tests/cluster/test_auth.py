@@ -6,6 +6,7 @@ authorized clients go on being served; a node never listens without keys."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 
@@ -92,6 +93,15 @@ def _zmq_request(sock: zmq.Socket, timeout_ms: int) -> list[bytes] | None:  # ty
     return sock.recv_multipart() if sock.poll(timeout_ms) else None
 
 
+def _read_to_the_end(raw: socket.socket) -> None:
+    raw.settimeout(30)
+    try:
+        while raw.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+
+
 def test_unauthorized_plain_and_garbage_clients_get_nothing_in(tcp_node: TcpNode):
     node, address, k = tcp_node.local, tcp_node.address, tcp_node.keys
     node.spawn(COUNTER, name="c")
@@ -123,9 +133,12 @@ def test_unauthorized_plain_and_garbage_clients_get_nothing_in(tcp_node: TcpNode
                  b"\xff" + os.urandom(64), b"".join(ping)]:
         with socket.create_connection((host, int(port))) as raw:
             raw.sendall(junk)
+            raw.shutdown(socket.SHUT_WR)
+            _read_to_the_end(raw)  # the node hung up on it (a reset, or after its greeting)
 
     after = wait_until(lambda: (t := node.transport()) and t.refused_auth >= 1
-                       and t.refused_protocol >= 1 and t.refused >= 5 and t, what="refusals")
+                       and t.refused_protocol >= 1 and t.refused >= 6 and t,
+                       what="refusals")
     # Not one frame of theirs reached the relay: no request, no invalid frame.
     assert after.requests == before.requests and after.dropped == 0
     assert after.connections == before.connections
@@ -137,7 +150,8 @@ def test_unauthorized_plain_and_garbage_clients_get_nothing_in(tcp_node: TcpNode
     with connect(address, keys=k.client) as remote:
         assert remote.call("c", "incr") == 3
     status = beamish("node", "status", "--dir", node.dir, check=True).stdout
-    assert f"listening on {address}" in status and f"{after.refused} refused" in status
+    assert f"listening on {address}" in status
+    assert int(re.search(r"(\d+) refused", status)[1]) >= after.refused  # type: ignore[index]
 
 
 def test_a_client_trusts_only_the_node_key_it_authorized(tcp_node: TcpNode):

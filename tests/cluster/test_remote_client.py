@@ -11,6 +11,7 @@ import signal
 import threading
 
 import pytest
+import zmq
 
 from beamish.runtime import (
     AgentNotFound,
@@ -166,3 +167,63 @@ def test_every_acknowledged_remote_cast_is_applied_exactly_once(tcp_node: TcpNod
     assert sorted(log) == want  # each acknowledged message once: none lost, none twice
     for t in range(4):
         assert [m for m in log if m // 1000 == t] == acked[t]  # each sender's order
+
+
+def test_a_flood_is_pushed_back_and_no_answer_is_lost_silently(tcp_node: TcpNode):
+    """A client sends 3,000 casts without reading an answer: the node reads at its own
+    pace (the client's sends wait), applies each cast once, and every answer is either
+    delivered or counted as undeliverable."""
+    from beamish.mailbox import Envelope, Kind, decode, encode
+    from beamish.runtime.client.remote import client_curve
+
+    local, n = tcp_node.local, 3000
+    local.spawn(RECORDER, name="r")
+    before = local.transport()
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.rcvhwm = 100
+        sock.sndhwm = 100
+        sock.sndtimeo = 60_000
+        client_curve(tcp_node.keys.client, None).apply(sock)
+        sock.connect(tcp_node.address)
+        for i in range(n):
+            sock.send_multipart(encode(Envelope(Kind.CALL, i.to_bytes(4, "big"), b"",
+                                                {"op": "cast", "name": "r", "msg": i})))
+        log = wait_until(lambda: (got := local.call("r", "log")) and len(got) >= n and got,
+                         timeout=120, what="every cast handled")
+        answered = 0
+        while sock.poll(1000):
+            env = decode(sock.recv_multipart())
+            assert env.payload == {"ok": True, "value": None}
+            answered += 1
+        sock.close()
+    finally:
+        ctx.destroy(linger=0)
+    assert sorted(log) == list(range(n))  # none lost, none applied twice
+    after = local.transport()
+    assert answered + after.undeliverable - before.undeliverable == n
+    assert after.dropped == 0
+
+
+def test_a_message_over_the_nodes_limit_is_refused_at_once(node_dir, keys):
+    from beamish.runtime import MessageTooLarge, start_node
+    from tests.cluster.conftest import free_port, write_config
+    from tests.conftest import shutdown_quietly
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(keys.base, f'[node]\nmax_message_bytes = 65536\n[cluster]\n'
+                                     f'listen = "{address}"\nkeys = "nk"\n')
+    local = start_node(node_dir, config=config)
+    try:
+        local.spawn(RECORDER, name="r")
+        with connect(address, keys=keys.client) as remote:
+            with pytest.raises(MessageTooLarge):
+                remote.cast("r", "x" * 100_000)
+            with pytest.raises(MessageTooLarge, match="agent 'r'"):
+                remote.cast("r", "x" * 66_000)  # within the request's room: the node says
+            remote.cast("r", "x" * 60_000)
+            assert len(remote.call("r", "log")) == 1
+    finally:
+        shutdown_quietly(local)
