@@ -1183,6 +1183,11 @@ class AsyncNode:
         """`Node.status` as a coroutine."""
         return NodeStatus.from_wire(await self._request("ping"))
 
+    async def transport(self) -> TransportStatus | None:
+        """`Node.transport` as a coroutine."""
+        value = await self._request("transport")
+        return None if value is None else TransportStatus.from_wire(value)
+
     async def shutdown(self, timeout: float = 300.0) -> None:
         """`Node.shutdown` as a coroutine: stops every agent, then the daemon; returns once
         the daemon has exited, and closes this connection.

@@ -39,11 +39,6 @@ from .api import AgentRef, Node, remote_connect
 CALL_MARGIN_S = 5.0
 
 
-def is_remote(target: object) -> bool:
-    """Whether ``target`` (a `connect` argument) is a TCP address, not a node dir."""
-    return isinstance(target, str) and target.startswith("tcp://")
-
-
 def client_curve(keys: str | os.PathLike[str] | None, server_key: str | None) -> CurveClient:
     """The CURVE keys of a client whose keys dir is ``keys`` (default ``$BEAMISH_KEYS``),
     trusting ``server_key`` (a name in its ``authorized/``, or a key; default
@@ -86,7 +81,7 @@ class RemoteNode(Node):
         pid: the daemon's pid (on its machine).
     """
 
-    def __init__(self, address: str, curve: CurveClient) -> None:  # noqa: D107
+    def __init__(self, address: str, curve: CurveClient) -> None:
         # Not Node.__init__: no store, no messenger here; what the methods below and the
         # inherited control methods use is set.
         self.paths = NodePaths(address)

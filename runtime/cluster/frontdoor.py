@@ -31,6 +31,7 @@ import zmq.utils.monitor
 import zmq.utils.z85
 
 from beamish.mailbox import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     EncodeError,
     Envelope,
     Kind,
@@ -109,12 +110,14 @@ class TransportStatus:
 
     @classmethod
     def from_wire(cls, data: WireMap) -> TransportStatus:
-        """Read the node's answer to ``transport``."""
-        return cls(str(data["listen"]), str(data["public_key"]),
-                   *(int(data[k]) for k in ("authorized", "connections", "refused",
-                                            "refused_auth", "refused_protocol", "requests",
-                                            "dropped", "undeliverable",
-                                            "max_message_bytes")))
+        """Read the node's answer to ``transport`` (a count an older node does not send
+        reads as 0; its limit as the default)."""
+        def n(key: str) -> int:
+            return int(data.get(key, 0))
+        return cls(str(data["listen"]), str(data["public_key"]), n("authorized"),
+                   n("connections"), n("refused"), n("refused_auth"), n("refused_protocol"),
+                   n("requests"), n("dropped"), n("undeliverable"),
+                   int(data.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)))
 
 
 def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,

@@ -89,10 +89,11 @@ def test_asyncio_over_tcp(tcp_node: TcpNode):
             await ref.cast("incr")
             await anode.cast_many([("a", "incr")])
             got = await asyncio.gather(*(ref.call("incr") for _ in range(5)))
-            return [sorted(got), (await anode.info("a")).status]
+            door = await anode.transport()
+            return [sorted(got), (await anode.info("a")).status, door and door.listen]
         finally:
             anode.close()
-    assert asyncio.run(main()) == [[3, 4, 5, 6, 7], "running"]
+    assert asyncio.run(main()) == [[3, 4, 5, 6, 7], "running", tcp_node.address]
 
 
 def test_cli_verbs_take_connect_and_keys(tcp_node: TcpNode):
