@@ -190,6 +190,7 @@ class FrontDoor:
         # Its own context: ZAP serves this context only; one I/O thread (see _on_monitor).
         self.ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
         self.stopping = threading.Event()
+        self.zap_stop = threading.Event()  # set once the ROUTER is closed
         self.counts = dict.fromkeys(("connections", "refused", "refused_auth",
                                      "refused_protocol", "requests", "dropped",
                                      "undeliverable"), 0)
@@ -208,7 +209,7 @@ class FrontDoor:
         """
         zap = self.ctx.socket(zmq.REP)
         zap.setsockopt(zmq.LINGER, 0)
-        zap.bind(ZAP_ENDPOINT)  # before the ROUTER: a CURVE server with no ZAP admits all
+        zap.bind(ZAP_ENDPOINT)  # before the ROUTER's first handshake
         router = self.ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -218,6 +219,9 @@ class FrontDoor:
         router.setsockopt(zmq.CURVE_SERVER, 1)
         router.setsockopt(zmq.CURVE_SECRETKEY, self.pair.secret.encode("ascii"))
         router.setsockopt(zmq.ZAP_DOMAIN, b"beamish")
+        # Fail closed: without this, libzmq admits every CURVE client while no ZAP handler
+        # is bound (the authenticator thread gone).
+        router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         monitor = router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -229,8 +233,8 @@ class FrontDoor:
                 sock.close(linger=0)
             raise ConfigError(f"cluster.listen: cannot listen on {self.listen!r}: {exc}; "
                               "free that port or pick another") from None
-        for target, name, sock_args in ((self._zap, "beamish-zap", (zap,)),
-                                        (self._relay, "beamish-tcp", (router, monitor))):
+        for target, name, sock_args in ((self._relay, "beamish-tcp", (router, monitor)),
+                                        (self._zap, "beamish-zap", (zap,))):
             thread = threading.Thread(target=target, args=sock_args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -246,29 +250,37 @@ class FrontDoor:
 
     # -- the authenticator ------------------------------------------------------------------------
     def _zap(self, sock: zmq.Socket[Any]) -> None:
-        """Answer ZAP requests (RFC 27): admit a CURVE client whose key is authorized."""
-        while not self.stopping.is_set():
+        """Answer ZAP requests (RFC 27) until the ROUTER is closed: admit a CURVE client
+        whose key is authorized, refuse every other (a failure here refuses too)."""
+        while not self.zap_stop.is_set():
             if not sock.poll(100):
                 continue
             frames = sock.recv_multipart()
-            if len(frames) < 6:  # only libzmq sends here; a REP must answer all the same
-                sock.send_multipart([b"1.0", frames[1] if len(frames) > 1 else b"", b"500",
-                                     b"malformed ZAP request", b"", b""])
-                continue
-            version, request_id, _domain, address, _identity, mechanism = frames[:6]
-            key = ""
-            if mechanism == b"CURVE" and len(frames) == 7 and len(frames[6]) == 32:
-                key = zmq.utils.z85.encode(frames[6]).decode("ascii")
-            self.allowed.refresh()
-            ok = bool(key) and key in self.allowed.keys
-            if not ok and worth_logging(self.counts["refused_auth"] + 1):
-                log.warning("refused a %s client from %s: key %s is not in %s",
-                            mechanism.decode(errors="replace"), address.decode(errors="replace"),
-                            key or "(none)", self.allowed.dir)
-            sock.send_multipart([version, request_id, b"200" if ok else b"400",
-                                 b"OK" if ok else b"key not authorized",
-                                 key.encode("ascii") if ok else b"", b""])
+            try:
+                answer = self._zap_answer(frames)
+            except Exception:  # noqa: BLE001 - refuse, say why, keep authenticating
+                log.exception("the authenticator failed on a request: refused it")
+                answer = [b"1.0", frames[1] if len(frames) > 1 else b"", b"500",
+                          b"authenticator error", b"", b""]
+            sock.send_multipart(answer)
         sock.close(linger=0)
+
+    def _zap_answer(self, frames: list[bytes]) -> list[bytes]:
+        if len(frames) < 6:  # only libzmq sends here; a REP must answer all the same
+            return [b"1.0", frames[1] if len(frames) > 1 else b"", b"500",
+                    b"malformed ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism = frames[:6]
+        key = ""
+        if mechanism == b"CURVE" and len(frames) == 7 and len(frames[6]) == 32:
+            key = zmq.utils.z85.encode(frames[6]).decode("ascii")
+        self.allowed.refresh()
+        ok = bool(key) and key in self.allowed.keys
+        if not ok and worth_logging(self.counts["refused_auth"] + 1):
+            log.warning("refused a %s client from %s: key %s is not in %s",
+                        mechanism.decode(errors="replace"), address.decode(errors="replace"),
+                        key or "(none)", self.allowed.dir)
+        return [version, request_id, b"200" if ok else b"400",
+                b"OK" if ok else b"key not authorized", key.encode("ascii") if ok else b"", b""]
 
     # -- the relay --------------------------------------------------------------------------------
     def _relay(self, router: zmq.Socket[Any], monitor: zmq.Socket[Any]) -> None:
@@ -305,9 +317,13 @@ class FrontDoor:
                             break
                         relay.received(router.recv_multipart())
                 relay.expire()
+        except Exception:  # noqa: BLE001 - the node goes on; its remote clients cannot
+            log.exception("the TCP front door failed: remote clients get no answer until "
+                          "the node restarts")
         finally:
             for sock in (router, monitor, dealer, results):
                 sock.close(linger=0)
+            self.zap_stop.set()
 
     def _on_monitor(self, monitor: zmq.Socket[Any], pending: dict[int, None]) -> None:
         """Count the handshakes done and refused. A refusal libzmq reports (an unknown
@@ -368,8 +384,9 @@ class FrontDoor:
     def close(self) -> None:
         """Stop relaying and authenticating; close every socket and the context."""
         self.stopping.set()
-        for thread in self._threads:
+        for thread in self._threads:  # the relay first: it closes the ROUTER, then ZAP ends
             thread.join(5.0)
+        self.zap_stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + CLOSE_WAIT_S
         while self.running and time.monotonic() < deadline:

@@ -13,9 +13,13 @@ import stat
 import pytest
 import zmq
 
-from beamish.mailbox import Envelope, Kind, encode, new_msg_id
+from beamish.mailbox import Envelope, Kind, decode, encode, new_msg_id
 from beamish.runtime import ConfigError, NodeNotRunning, connect, start_node
+from beamish.runtime._paths import NodePaths
+from beamish.runtime.client.remote import client_curve
+from beamish.runtime.cluster.frontdoor import open_front_door
 from beamish.runtime.cluster.keys import authorize, generate
+from beamish.runtime.store import open_store
 from tests.cluster.conftest import TcpNode, free_port, write_config
 from tests.conftest import beamish, wait_until
 
@@ -190,3 +194,40 @@ def test_keys_is_required_on_the_client_side(tcp_node: TcpNode, monkeypatch):
     monkeypatch.setenv("BEAMISH_KEYS", tcp_node.keys.client)
     with connect(tcp_node.address) as remote:
         assert remote.ps() == []
+
+
+def _cast_nobody(keys_dir: str, address: str) -> object:
+    """A cast to an unknown agent from a client with ``keys_dir``: the node's answer
+    (an AgentNotFound error), or None if none came."""
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        client_curve(keys_dir, None).apply(sock)
+        sock.connect(address)
+        sock.send_multipart(encode(Envelope(Kind.CALL, new_msg_id(), b"",
+                                            {"op": "cast", "name": "nobody", "msg": 1})))
+        got = decode(sock.recv_multipart()).payload if sock.poll(2000) else None
+        sock.close()
+        return got
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_without_its_authenticator_the_front_door_admits_no_one(keys, tmp_path):
+    """Fail closed: libzmq admits every CURVE client while no ZAP handler is bound, unless
+    told to enforce the domain; the front door tells it."""
+    store = open_store(str(tmp_path / "store"), "memory")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    door = open_front_door(address, keys.node, NodePaths.of(str(tmp_path)), store, 1 << 20)
+    try:
+        answer = _cast_nobody(keys.client, address)
+        assert isinstance(answer, dict) and answer["error"]["type"] == "AgentNotFound"
+        door.zap_stop.set()  # the authenticator is gone (as if its thread had died)
+        door._threads[1].join()
+        assert _cast_nobody(keys.client, address) is None
+        assert door.status().requests == 1
+        wait_until(lambda: door.status().refused >= 1, what="the refusal counted")
+    finally:
+        door.close()
+        store.close()
