@@ -6,7 +6,8 @@ what this module re-exports is the API, everything else is internal. Its layers,
 bottom; a module imports only its own layer and those below (``tests/test_layering.py``):
 
     client/     in the user's process      api.py (Node, AgentRef, start_node, connect,
-                                           AsyncNode, AsyncAgentRef),
+                                           AsyncNode, AsyncAgentRef), remote.py
+                                           (RemoteNode: the Node API over TCP/CURVE),
                                            cli.py (the ``beamish`` command), logs.py
                                            (reads and follows an agent's log),
                                            dashboard.py (``beamish dashboard``)
@@ -28,11 +29,17 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            sessions.py (sleeping agents: sleep, wake,
                                            idle_timeout, max_awake), activity.py
     cluster/    the node daemon process    placement.py (pure: a name's shard, rendezvous
-                (cluster mode)             owners, plan: claim/release/drop), lease.py
-                                           (pure: renew and self-fence timing),
+                (cluster mode; keys:       owners, plan: claim/release/drop), lease.py
+                the CLI too)               (pure: renew and self-fence timing),
                                            membership.py (the shell: lease and shards
                                            through store/postgres/cluster.py; not wired
-                                           into the daemon yet)
+                                           into the daemon yet), keys.py (CURVE keys on
+                                           disk: generate, authorize, load; pure checks),
+                                           frontdoor.py (the node's TCP ROUTER, a CURVE
+                                           server: its ZAP authenticator, refusals
+                                           counted, the relay to the control socket,
+                                           remote calls/casts), address.py (tcp://
+                                           addresses: pure)
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a
@@ -107,6 +114,8 @@ from .client.api import AsyncNode as AsyncNode
 from .client.api import Node as Node
 from .client.api import connect as connect
 from .client.api import start_node as start_node
+from .client.remote import RemoteNode as RemoteNode
+from .cluster.frontdoor import TransportStatus as TransportStatus
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AlreadyRunning as AlreadyRunning
 from .errors import BadMessage as BadMessage

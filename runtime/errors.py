@@ -184,12 +184,13 @@ class ErrorReply:
 
     @classmethod
     def of(cls, exc: BeamishError) -> ErrorReply:
-        """The reply for ``exc``: its plain attributes (str, int, float), and a spawn's
-        failure."""
+        """The reply for ``exc``: its plain attributes (str, int, float), and its failure
+        (a spawn's, or a remote handler's: `RemoteError` over TCP)."""
         attrs: ErrorAttrs = {k: v for k, v in vars(exc).items()
                              if isinstance(v, (str, int, float))}
-        if isinstance(exc, SpawnError) and exc.failure is not None:
-            attrs["failure"] = exc.failure.to_dict()
+        failure = getattr(exc, "failure", None)  # a spawn's, a remote handler's
+        if isinstance(failure, Failure):
+            attrs["failure"] = failure.to_dict()
         return cls(type(exc).__name__, str(exc), attrs)
 
     def to_wire(self) -> WireMap:
