@@ -27,7 +27,10 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            dashboard.py (the web view's server and
                                            access rules; its page: dashboard_page.py),
                                            sessions.py (sleeping agents: sleep, wake,
-                                           idle_timeout, max_awake), activity.py
+                                           idle_timeout, max_awake), activity.py,
+                                           upgrade.py (hot code upgrade; its pure
+                                           decisions: rollout.py), zygotes.py (the
+                                           current zygote and older ones)
     cluster/    the node daemon process    placement.py (pure: a name's shard, rendezvous
                 (cluster mode; keys:       owners, plan: claim/release/drop), lease.py
                 the CLI too)               (pure: renew and self-fence timing),
@@ -106,6 +109,7 @@ from ._types import Reset as Reset
 from ._types import Resume as Resume
 from ._types import Skip as Skip
 from ._types import Stop as Stop
+from ._upgrades import UpgradeReport as UpgradeReport
 from .agent.base import Agent as Agent
 from .agent.context import AgentContext as AgentContext
 from .client.api import AgentRef as AgentRef
@@ -129,3 +133,5 @@ from .errors import NodeNotRunning as NodeNotRunning
 from .errors import RemoteError as RemoteError
 from .errors import SpawnError as SpawnError
 from .errors import StateError as StateError
+from .errors import UpgradeFailed as UpgradeFailed
+from .errors import UpgradeImportError as UpgradeImportError

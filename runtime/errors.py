@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._upgrades import UpgradeReport
 from ._values import AgentStatus, Failure, WireMap
 
 ErrorAttrs = dict[str, Any]
@@ -390,3 +391,46 @@ class LeaseLost(BeamishError):
 
 for _cls in (ShardCountMismatch, NodeNameInUse, LeaseLost):
     ERRORS[_cls.__name__] = _cls
+
+
+class UpgradeFailed(BeamishError):
+    """A hot code upgrade stopped before its end: an agent's new code failed to start
+    (its ``code_change`` or ``init`` raised). That agent is back on its old code with its
+    state untouched, the agents not reached yet stay on the old code, and those moved
+    before stay on the new one.
+
+    Attributes:
+        report: the `UpgradeReport` (moved, failed, skipped).
+    """
+
+    def __init__(self, report: UpgradeReport) -> None:
+        failed = "; ".join(f"agent {f.name!r}: {f.error}" for f in report.failed)
+        super().__init__(
+            f"the upgrade stopped: {failed}. {len(report.moved)} agent(s) moved to the new "
+            f"code before it, {len(report.skipped)} left where they were; fix the code (or "
+            "its code_change) and run the upgrade again")
+        self.report = report
+
+
+class UpgradeImportError(UpgradeFailed):
+    """A module's current code fails to import: the upgrade stopped before any agent
+    moved, and the old code keeps serving.
+
+    Attributes:
+        module: the first module that fails.
+        error: its import error (type and message).
+        report: the `UpgradeReport`.
+    """
+
+    def __init__(self, report: UpgradeReport) -> None:
+        first = report.import_failures[0]
+        BeamishError.__init__(
+            self, f"module {first.module!r} fails to import: {first.error}; no agent was "
+            "moved and the old code keeps serving: fix the module and run the upgrade again")
+        self.report = report
+        self.module = first.module
+        self.error = first.error
+
+
+ERRORS["UpgradeFailed"] = UpgradeFailed
+ERRORS["UpgradeImportError"] = UpgradeImportError

@@ -44,6 +44,7 @@ from .._types import (
     TreeNode,
     UserData,
 )
+from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
 from ..cluster.frontdoor import TransportStatus
@@ -54,6 +55,8 @@ from ..errors import (
     NodeAlreadyRunning,
     NodeNotRunning,
     SpawnError,
+    UpgradeFailed,
+    UpgradeImportError,
 )
 from ..messaging.amessenger import AsyncMessenger, closed_error
 from ..messaging.control import AsyncControlClient, ControlClient
@@ -61,7 +64,7 @@ from ..messaging.messenger import Messenger, hint_node
 from ..messaging.spawnargs import spawn_request
 from ..messaging.wire import spawned_hints
 from ..node.commands import AgentState, register_lazy
-from ..node.config import StartReport
+from ..node.config import StartReport, load_config
 from ..node.eventlog import PAGE_MAX as EVENTS_PAGE
 from ..node.stats import NodeStats
 from ..store import open_store
@@ -557,6 +560,32 @@ class Node:
         """
         self._control.request("sleep", {"name": check_lookup_name(name)}, timeout=timeout)
 
+    def upgrade(self, modules: Iterable[str] | None = None,
+                config: str | os.PathLike[str] | None = None,
+                timeout: float = 600.0) -> UpgradeReport:
+        """Hot code upgrade: load the current code of the agents' modules in a fresh zygote
+        and move the running agents of ``modules`` (default: every agent) onto it, one at
+        a time, per supervisor in start order: each finishes its current message, stops,
+        and starts again from its committed state on the new code, running
+        ``code_change(old_version, state)`` when its class's ``version`` changed. No
+        message is lost and no call fails (callers wait). Sleeping agents wake on the
+        new code, and new spawns use it. ``config``: a config file whose ``[[agent]]``
+        entries' changes (args, limits, restart, shutdown, idle_timeout) are applied to
+        their agents as they move (those agents move whatever their module). See
+        docs/upgrade.md.
+
+        Returns:
+            the `UpgradeReport` (moved, failed, skipped).
+
+        Raises:
+            UpgradeImportError: a module fails to import: nothing moved.
+            UpgradeFailed: an agent's new code failed to start (its ``code_change`` or
+                ``init`` raised): it is back on its old code, state untouched, and the
+                agents not reached stay on the old code (``.report`` says which).
+        """
+        return _upgrade_report(self._control.request(
+            "upgrade", _upgrade_args(modules, config), timeout=timeout))
+
     def delete(self, name: str, timeout: float = 120.0) -> None:
         """Stop the agent if it runs, and erase its state, mailbox and dead letters."""
         self._control.request("delete", {"name": check_lookup_name(name)}, timeout=timeout)
@@ -881,6 +910,29 @@ def _dead_letters(entries: Any) -> list[DeadLetterInfo]:
             for e in entries]
 
 
+def _upgrade_args(modules: Iterable[str] | None,
+                  config: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """An upgrade request's arguments; a config file is read and checked here (its
+    errors name the file), and its tree sent."""
+    args: dict[str, Any] = {"modules": list(modules or [])}
+    if config is not None:
+        cfg = load_config(os.fspath(config))
+        args["config"] = {
+            "supervisor": [s.model_dump(by_alias=True, mode="json") for s in cfg.supervisor],
+            "agent": [a.model_dump(by_alias=True, mode="json") for a in cfg.agent]}
+    return args
+
+
+def _upgrade_report(value: Any) -> UpgradeReport:
+    """Read an upgrade's answer; raise when its rollout stopped (`Node.upgrade`)."""
+    report = UpgradeReport.from_wire(value)
+    if report.import_failures:
+        raise UpgradeImportError(report)
+    if report.failed:
+        raise UpgradeFailed(report)
+    return report
+
+
 def _supervisor_args(name: str, strategy: str, max_restarts: int, max_seconds: float,
                      parent: str, restart: str, backoff: tuple[float, float] | None,
                      child_restart: str, child_shutdown: float | str) -> dict[str, object]:
@@ -1053,6 +1105,13 @@ class AsyncNode:
     async def sleep(self, name: str, timeout: float = 120.0) -> None:
         """`Node.sleep` as a coroutine."""
         await self._request("sleep", {"name": check_lookup_name(name)}, timeout)
+
+    async def upgrade(self, modules: Iterable[str] | None = None,
+                      config: str | os.PathLike[str] | None = None,
+                      timeout: float = 600.0) -> UpgradeReport:
+        """`Node.upgrade` as a coroutine."""
+        return _upgrade_report(await self._request(
+            "upgrade", _upgrade_args(modules, config), timeout))
 
     async def delete(self, name: str, timeout: float = 120.0) -> None:
         """`Node.delete` as a coroutine."""

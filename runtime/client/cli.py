@@ -19,7 +19,7 @@ from .._events import KINDS_LIST, SINCE_FORMS, check_kinds, parse_since
 from .._paths import NodePaths, default_dir
 from .._types import AgentStatus, Event, TreeNode
 from .._validation import check_timeout
-from ..errors import BeamishError, ConfigError
+from ..errors import BeamishError, ConfigError, UpgradeFailed
 from ..messaging.spawnargs import check_shutdown
 from ..node.eventlog import PAGE_MAX
 from . import nodes as nodes_cli
@@ -198,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "dead-letters":
             p.add_argument("--resend", type=int, metavar="SEQ",
                            help="put dead letter SEQ back at the end of the mailbox")
+    upgrade = sub.add_parser("upgrade", parents=[common],
+                             help="move running agents onto their modules' current code")
+    upgrade.add_argument("modules", nargs="*", metavar="MODULE",
+                         help="only the agents of these modules (default: every agent)")
+    upgrade.add_argument("--config", metavar="FILE",
+                         help="also apply the changes of this config file's [[agent]] "
+                              "entries (args, limits, restart, shutdown, idle_timeout)")
+    upgrade.add_argument("--json", action="store_true", help="machine-readable output")
+    upgrade.add_argument("--timeout", type=_positive("--timeout"), default=600.0,
+                         metavar="S", help="seconds to wait for the rollout (default 600)")
     for verb, text in (("ps", "list agents"), ("tree", "show the supervision tree"),
                        ("events", "show supervisor events")):
         p = sub.add_parser(verb, parents=[common], help=text)
@@ -508,6 +518,8 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
     elif cmd == "stop":
         node.stop(args.name)
         print(f"stopped {args.name} (its state is kept; spawn the name again to resume it)")
+    elif cmd == "upgrade":
+        return _upgrade(node, args)
     elif cmd == "sleep":
         node.sleep(args.name)
         print(f"{args.name} sleeps (its next message wakes it)")
@@ -619,6 +631,22 @@ def _foreground(args: argparse.Namespace, d: str) -> int:
     if not sys_path:
         sys_path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     return run_daemon(NodePaths.of(d), config, sys_path, args.ready_fd, last_lines)
+
+
+def _upgrade(node: Node, args: argparse.Namespace) -> int:
+    """``beamish upgrade``: print the report (exit 1 if the rollout stopped)."""
+    try:
+        report, err = node.upgrade(args.modules, args.config, timeout=args.timeout), None
+    except UpgradeFailed as exc:
+        report, err = exc.report, exc
+    if args.json:
+        print(json.dumps({"ok": report.ok, **report.to_wire()}))
+    else:
+        print("\n".join(report.lines()))
+    if err is not None:
+        print(f"beamish: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ from .._types import (
     Failure,
     LimitsMap,
     UserData,
+    WireMap,
     agent_status,
 )
 from .._validation import check_lookup_name, check_name, check_timeout
@@ -66,13 +67,14 @@ from ..store.records import (
     Spawning,
     SupervisorRecord,
 )
-from .config import ConfigDrift, NodeConfig, agent_drift
+from .config import ConfigDrift, NodeConfig, agent_drift, parse_config
 from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
 from .registry import ROOT, Emit, Registry
 from .sessions import Sessions, child_spec
 from .spawner import AgentSpawner, Incarnation, Ring
 from .stats import NodeStats
+from .upgrade import Upgrader
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class NodeView:
         dropped_frames: counts the invalid frames dropped so far, by socket.
         sessions: puts agents to sleep and wakes them.
         stats: takes a snapshot of the node's figures (``stats.StatsReader.take``).
+        upgrader: runs hot code upgrades (``upgrade.Upgrader``).
     """
 
     paths: NodePaths
@@ -112,6 +115,7 @@ class NodeView:
     dropped_frames: Callable[[], DroppedFrames]
     sessions: Sessions
     stats: Callable[[], NodeStats]
+    upgrader: Upgrader | None = None
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -599,6 +603,32 @@ def sleep(node: NodeView, name: str) -> NameStatus:
     check_lookup_name(name)
     node.sessions.sleep(name, "requested")
     return NameStatus(name, AgentStatus.SLEEPING)
+
+
+def upgrade(node: NodeView, modules: list[str] | None = None,
+            config: dict[str, Any] | None = None) -> WireMap:
+    """``{"op": "upgrade", "modules"?: [str], "config"?: {"supervisor": [...], "agent":
+    [...]}}`` -> an `UpgradeReport`'s wire form, once the rollout has ended: the running
+    agents of those modules (default: all) moved one at a time onto their current code,
+    loaded in a fresh zygote (``node/upgrade.py``), with the changes of their config
+    entries (``config``: a config file's tables) applied as they move. A module that fails
+    to import stops it before anything moves, and a new code that fails to start stops it
+    there: the report says so (the client raises ``UpgradeFailed``). CLI: ``beamish
+    upgrade [MODULE...] [--config FILE]``.
+
+    Raises:
+        ConfigError: a module name that is not a dotted name, or an invalid config entry.
+    """
+    asked = list(modules or [])
+    for m in asked:
+        if not isinstance(m, str) or not all(part.isidentifier() for part in m.split(".")):
+            raise ConfigError(f"upgrade: {m!r} is not a module name (a dotted name such "
+                              "as app.agents)")
+    entries = parse_config(config, "the config given to upgrade").agent \
+        if config is not None else []
+    if node.upgrader is None:
+        raise ConfigError("this node cannot upgrade code")
+    return node.upgrader.upgrade(asked, entries).to_wire()
 
 
 def delete(node: NodeView, name: str) -> Deleted:
@@ -1211,5 +1241,5 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "ping": ping, "spawn": spawn, "stop": stop, "delete": delete, "info": info, "ps": ps,
     "tree": tree, "events": events, "dead_letters": dead_letters, "restart": restart,
     "shutdown": shutdown, "add_supervisor": add_supervisor, "ps_page": ps_page,
-    "sleep": sleep, "stats": stats, "state": state,
+    "sleep": sleep, "stats": stats, "state": state, "upgrade": upgrade,
 }

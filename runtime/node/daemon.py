@@ -83,7 +83,9 @@ from .sessions import Sessions
 from .spawner import KILL_WAIT_S, START_TIMEOUT_S, AgentSpawner, Incarnation, SpawnSettings
 from .stats import StatsReader
 from .timers import TimerService
+from .upgrade import Upgrader
 from .zygote_link import ZygoteLink
+from .zygotes import Zygotes
 
 log = logging.getLogger("beamish.node")
 HOUSEKEEPING_S = 1.0
@@ -196,8 +198,7 @@ class NodeDaemon:
             emit=self.events.emit, ring=self.ring, shell=self.shell, stopping=self.stopping,
             fork=self._fork)
         # The zygote is started before any ZeroMQ context exists in this process.
-        self.zygote = ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready,
-                                 self.spawner.on_zygote_lost)
+        self.zygotes = Zygotes(self._new_zygote(), self._new_zygote, self._order_of)
         self.zctx: zmq.Context[Any] = zmq.Context()
         self.control = Inbox(self.zctx, self.paths.control, router=True,
                              limit=self.max_message_bytes)
@@ -231,7 +232,10 @@ class NodeDaemon:
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
-            self.stopping, self.dropped_frames, self.sessions, self.stats.take)
+            self.stopping, self.dropped_frames, self.sessions, self.stats.take,
+            Upgrader(store=self.store, spawner=self.spawner, sessions=self.sessions,
+                     zygotes=self.zygotes, emit=self.events.emit, sys_path=self.sys_path,
+                     stopping=self.stopping))
         if self.config.node.dashboard is not None:
             self._start_dashboard(self.config.node.dashboard)
         cluster = self.config.cluster
@@ -258,7 +262,20 @@ class NodeDaemon:
         os.replace(tmp, self.paths.info)
 
     def _fork(self, boot: WireMap, preload: list[str]) -> int:
-        return self.zygote.fork(boot, preload)
+        return self.zygotes.fork(boot, preload)
+
+    def _new_zygote(self) -> ZygoteLink:
+        return ZygoteLink(self.sys_path, self.spawner.on_exit, self.spawner.on_ready,
+                          self.spawner.on_zygote_lost)
+
+    def _order_of(self, name: str) -> int | None:
+        rec = self.registry.get(name)
+        return None if rec is None else rec.order
+
+    @property
+    def zygote(self) -> ZygoteLink:
+        """The current zygote (the one new agents fork from; node/zygotes.py)."""
+        return self.zygotes.current
 
     # -- supervisors ---------------------------------------------------------------------------
     def shell(self, name: str) -> Supervisor | None:
@@ -299,7 +316,7 @@ class NodeDaemon:
         (live processes publish theirs in their in-flight marker; exited ones were added up)."""
         agents, ready = self.spawner.dropped_by_agents()
         return DroppedFrames(control=self.control.dropped, reports=self.reports.dropped,
-                             ready=ready + self.zygote.dropped, agents=agents)
+                             ready=ready + self.zygotes.dropped, agents=agents)
 
     # -- serving ---------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -335,6 +352,7 @@ class NodeDaemon:
                 self._housekeeping()
             if not self.zygote.alive() and not self.zygote.closed:
                 self._replace_zygote()
+            self.zygotes.serve()  # a code upgrade's new zygote
 
     def _replace_zygote(self) -> None:
         """Start a new zygote after one died (its agents are restarted as killed), unless
@@ -490,6 +508,7 @@ class NodeDaemon:
 
     def _housekeeping(self) -> None:
         self.store.reader_check()
+        self.zygotes.retire_idle()
         if time.monotonic() >= self.next_log_sweep:
             self.next_log_sweep = time.monotonic() + AGENT_LOG_SWEEP_S
             self._sweep_agent_logs()
@@ -524,7 +543,7 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("dashboard", "frontdoor", "metrics", "sessions", "timers", "zygote",
+        for attr in ("dashboard", "frontdoor", "metrics", "sessions", "timers", "zygotes",
                      "messenger", "control", "reports", "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
@@ -556,7 +575,7 @@ class NodeDaemon:
                 server.close()
         self.sessions.close()
         self.timers.close()
-        self.zygote.close()
+        self.zygotes.close()
         self.messenger.close()
         self.control.close()
         self.reports.close()

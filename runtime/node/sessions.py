@@ -77,6 +77,10 @@ WAKES_PAGE = 1024  # wake marks read per store read by a scan
 CLAIM_WAIT_S = 60.0  # a sleep waits this long for a wake (or sleep) in progress to end
 GONE_LOG_EVERY_S = 60.0  # "its supervisor cannot take it" is logged this often per supervisor
 CANCEL_POLL_S = 0.05  # a stop looks this often for the process of a wake it cancels
+UPGRADE = "upgrade"  # the why of an upgrade's sleep and wake (`restart_in_place`)
+Retry = Callable[[tuple[ExitReason, "Failure | None"]], bool]
+"""``retry((reason, failure))``: a start that failed before it was ready; True to start
+it once more (`Sessions.restart_in_place`)."""
 
 
 def _resolved(value: Any) -> Future[Any]:
@@ -343,7 +347,8 @@ class Sessions:
                 self._waking.discard(name)
             self._release(name)
 
-    def _wake(self, name: str) -> bool:
+    def _wake(self, name: str, retry: Retry | None = None,
+              why: str = "a message or timer") -> bool:
         rec = self.registry.get(name)
         if rec is None or rec.status != AgentStatus.SLEEPING:
             self._drop_stale_wake(name)
@@ -373,6 +378,13 @@ class Sessions:
             self._drop_stale_wake(name)
             return False
         incn, outcome = started
+        if outcome is not True and retry is not None and incn.terminating is None \
+                and retry(outcome):
+            # Its caller starts it on something else now (an upgrade: back on its old
+            # code): not a crash; asleep again, its wake kept, and started once more.
+            self.spawner.forget_failure(name)
+            self.store.write(lambda t: self._sleep_txn(t, name, rec.id, keep_wake=True))
+            return self._wake(name, why=why)
         if incn.terminating is not None:
             # A stop came while it started, and killed it (`_cancel_start`): asleep again
             # (its wake kept), for that stop to find.
@@ -410,7 +422,7 @@ class Sessions:
             shell.child_exited(name, incn, reason)
             return True
         self.woken += 1
-        self.emit("woke", name, rec.supervisor, "a message or timer")
+        self.emit("woke", name, rec.supervisor, why)
         if self.max_awake is not None \
                 and time.monotonic() - self._limit_at >= MAX_AWAKE_EVERY_S:
             self._apply_max_awake()
@@ -542,6 +554,36 @@ class Sessions:
         if again:
             self._submit(self.wake, name)
 
+    def restart_in_place(self, name: str, retry: Retry) -> bool:
+        """Stop agent ``name``'s process orderly (it finishes its current message, then
+        ``terminate("upgrade", state)``) and start it again at once from its committed
+        state: a sleep and a wake in one transition, so no other wake or sleep comes
+        between, and, as for them, no restart is counted and no Down/Exit sent (its
+        messages wait in its mailbox). Used by an upgrade (``node/upgrade.py``), whose
+        fork function chooses the zygote. ``retry(outcome)`` is asked if the new process
+        fails before it is ready: True starts it once more (its caller changed what it
+        starts on), False hands the failure to its supervisor as a crash. Returns whether
+        it woke.
+
+        Raises:
+            AgentNotFound: no such agent, it is not running, or a wake or sleep of it
+                did not end within `CLAIM_WAIT_S`.
+        """
+        if not self._claim(name, CLAIM_WAIT_S):
+            raise AgentNotFound(name, f"it has been waking or falling asleep for over "
+                                      f"{CLAIM_WAIT_S:g} s; try again")
+        try:
+            self._sleep(name, UPGRADE)
+            with self._lock:
+                self._waking.add(name)
+            try:
+                return self._wake(name, retry, UPGRADE)
+            finally:
+                with self._lock:
+                    self._waking.discard(name)
+        finally:
+            self._release(name)
+
     def _try_sleep(self, name: str, why: str) -> None:
         with self._lock:
             self._sleeps_queued.discard(name)
@@ -562,7 +604,7 @@ class Sessions:
         if rec.status != AgentStatus.RUNNING or shell is None:
             raise AgentNotFound(name, f"it is {rec.status}, and only a running agent can "
                                       "be put to sleep")
-        if why != "requested" and self.store.read(lambda t: bool(t.peek(rec.id, 1))):
+        if why not in ("requested", UPGRADE) and self.store.read(lambda t: bool(t.peek(rec.id, 1))):
             # Chosen idle (max_awake, idle_timeout), busy by now (its sleep waited for a
             # worker): a message in the middle of its handler is still in its mailbox.
             raise AgentNotFound(name, "it has messages to handle, so it is not idle any "
@@ -594,7 +636,7 @@ class Sessions:
                 self._report_lost(shell, rec, incn, propagate=False)
                 raise AgentNotFound(name, "its process exited while it fell asleep; its "
                                           "supervisor handles that exit")
-        self._stop_process(rec.supervisor, rec, incn)
+        self._stop_process(rec.supervisor, rec, incn, "upgrade" if why == UPGRADE else "sleep")
         if incn.terminating is None:
             # It died before the sleep's stop (a crash, a kill, a limit): no sleep, but a
             # crash its supervisor, which has released it, must still hear of.
@@ -691,11 +733,12 @@ class Sessions:
             t.put_agent(replace(cur, status=AgentStatus.SLEEPING, pid=None))
             t.put_wake(agent_id, name)
 
-    def _stop_process(self, sup: str, rec: AgentRecord, incn: Incarnation) -> None:
-        """Stop the released process orderly with reason "sleep" (its shutdown time, then
+    def _stop_process(self, sup: str, rec: AgentRecord, incn: Incarnation,
+                      reason: str = "sleep") -> None:
+        """Stop the released process orderly with ``reason`` (its shutdown time, then
         SIGKILL); its exit reaches no supervisor and fires no link or monitor."""
         spec = ChildSpec(rec.name, ChildKind.AGENT, RestartType(rec.restart), rec.shutdown)
-        with self.spawner.stop_reason(incn.name, "sleep"):
+        with self.spawner.stop_reason(incn.name, reason):
             self.spawner.terminate_child(sup, spec, incn)
 
     @staticmethod
