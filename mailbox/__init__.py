@@ -23,9 +23,11 @@ from ._protocol import pack as pack
 from ._protocol import unpack as unpack
 from ._socket import MAX_IPC_PATH as MAX_IPC_PATH
 from ._socket import RING_LINGER_MS as RING_LINGER_MS
+from ._socket import CurveClient as CurveClient
 from ._socket import Doorbells as Doorbells
 from ._socket import Inbox as Inbox
 from ._socket import Requester as Requester
 from ._socket import RequestTimeout as RequestTimeout
 from ._socket import ipc_address as ipc_address
 from ._socket import new_context as new_context
+from ._socket import zmq_size_ceiling as zmq_size_ceiling

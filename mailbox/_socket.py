@@ -11,6 +11,7 @@ import collections
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -246,20 +247,48 @@ class Doorbells:
 ALIVE_CHECK_S = 0.25  # how often a waiting Requester checks its peer is alive
 
 
+@dataclass(frozen=True, slots=True)
+class CurveClient:
+    """The CURVE keys of a client socket (Z85, 40 bytes each).
+
+    Attributes:
+        public: the client's public key.
+        secret: the client's secret key.
+        server: the public key of the server it trusts.
+    """
+
+    public: bytes
+    secret: bytes
+    server: bytes
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` (not yet connected) a CURVE client with these keys."""
+        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
+
+
 class Requester:
     """A DEALER connected to a ROUTER inbox: request/reply matched by msg_id.
 
     Not thread-safe: give each thread its own.
+
+    Args:
+        path: the inbox's socket file, or a ``tcp://HOST:PORT`` address.
+        curve: the CURVE keys to connect with (a TCP server requires them).
     """
 
     def __init__(self, ctx: zmq.Context[Any], path: str,
-                 limit: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 limit: int = DEFAULT_MAX_MESSAGE_BYTES, curve: CurveClient | None = None
+                 ) -> None:
         self.limit = limit
         self.dropped = 0  # malformed or oversized replies seen and dropped
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.sock.connect(ipc_address(path))
+        if curve is not None:
+            curve.apply(self.sock)
+        self.sock.connect(path if path.startswith("tcp://") else ipc_address(path))
 
     def request(self, payload: Any, timeout: float,
                 alive: Callable[[], bool] | None = None) -> Any:

@@ -6,7 +6,8 @@ what this module re-exports is the API, everything else is internal. Its layers,
 bottom; a module imports only its own layer and those below (``tests/test_layering.py``):
 
     client/     in the user's process      api.py (Node, AgentRef, start_node, connect,
-                                           AsyncNode, AsyncAgentRef),
+                                           AsyncNode, AsyncAgentRef), remote.py
+                                           (RemoteNode: the Node API over TCP/CURVE),
                                            cli.py (the ``beamish`` command), logs.py
                                            (reads and follows an agent's log),
                                            dashboard.py (``beamish dashboard``)
@@ -30,6 +31,18 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            upgrade.py (hot code upgrade; its pure
                                            decisions: rollout.py), zygotes.py (the
                                            current zygote and older ones)
+    cluster/    the node daemon process    placement.py (pure: a name's shard, rendezvous
+                (cluster mode; keys:       owners, plan: claim/release/drop), lease.py
+                the CLI too)               (pure: renew and self-fence timing),
+                                           membership.py (the shell: lease and shards
+                                           through store/postgres/cluster.py; not wired
+                                           into the daemon yet), keys.py (CURVE keys on
+                                           disk: generate, authorize, load; pure checks),
+                                           frontdoor.py (the node's TCP ROUTER, a CURVE
+                                           server: its ZAP authenticator, refusals
+                                           counted, the relay to the control socket,
+                                           remote calls/casts), address.py (tcp://
+                                           addresses: pure)
     agent/      the zygote and each agent  zygote.py (the fork server), loop.py (an agent's
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a
@@ -48,7 +61,11 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
     store/      any process                records.py (every stored record, typed, with
                                            its wire form), protocol.py (the Store/Txn
                                            interface), lmdb.py (implements it; the only
-                                           module that imports lmdb); open_store()
+                                           module that imports lmdb); open_store();
+                                           postgres/ (the cluster's PostgreSQL: schema,
+                                           fencing, PgStore for replicated agents; the
+                                           only package that imports psycopg;
+                                           open_postgres_store())
     (ground)    any process                errors.py, _types.py (public records),
                                            _validation.py, _paths.py, _osproc.py,
                                            _values.py (under errors.py: AgentStatus,
@@ -101,6 +118,8 @@ from .client.api import AsyncNode as AsyncNode
 from .client.api import Node as Node
 from .client.api import connect as connect
 from .client.api import start_node as start_node
+from .client.remote import RemoteNode as RemoteNode
+from .cluster.frontdoor import TransportStatus as TransportStatus
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AlreadyRunning as AlreadyRunning
 from .errors import BadMessage as BadMessage

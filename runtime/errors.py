@@ -151,7 +151,8 @@ class StateError(BeamishError, TypeError):
 
 
 class StoreError(BeamishError):
-    """The LMDB store failed in a way beamish could not handle itself."""
+    """The store (LMDB, or the cluster's PostgreSQL) failed in a way beamish could not
+    handle itself."""
 
 
 class BeamishInternalError(BeamishError):
@@ -184,12 +185,13 @@ class ErrorReply:
 
     @classmethod
     def of(cls, exc: BeamishError) -> ErrorReply:
-        """The reply for ``exc``: its plain attributes (str, int, float), and a spawn's
-        failure."""
+        """The reply for ``exc``: its plain attributes (str, int, float), and its failure
+        (a spawn's, or a remote handler's: `RemoteError` over TCP)."""
         attrs: ErrorAttrs = {k: v for k, v in vars(exc).items()
                              if isinstance(v, (str, int, float))}
-        if isinstance(exc, SpawnError) and exc.failure is not None:
-            attrs["failure"] = exc.failure.to_dict()
+        failure = getattr(exc, "failure", None)  # a spawn's, a remote handler's
+        if isinstance(failure, Failure):
+            attrs["failure"] = failure.to_dict()
         return cls(type(exc).__name__, str(exc), attrs)
 
     def to_wire(self) -> WireMap:
@@ -240,6 +242,74 @@ class StoreFullError(StoreError):
 ERRORS["StoreFullError"] = StoreFullError
 
 
+class StaleEpoch(StoreError):
+    """A fenced commit found that its node no longer owns the shard at the epoch it was
+    granted (another node took it over, or it was released): nothing was committed.
+
+    Attributes:
+        shard: the shard.
+        node: the node that tried to commit.
+        epoch: the epoch that node was granted.
+        owner: the shard's owner now ("" if none).
+        current: the shard's epoch now (-1 if the shard has no row).
+    """
+
+    def __init__(self, shard: int, node: str, epoch: int, owner: str | None,
+                 current: int | None) -> None:
+        now = "has no row" if current is None else \
+            f"is owned by {owner!r} at epoch {current}" if owner else \
+            f"has no owner (epoch {current})"
+        super().__init__(
+            f"node {node!r} holds shard {shard} at epoch {epoch}, but the shard {now}: "
+            f"nothing was committed. What to do: stop this node's agents of shard {shard} "
+            "(their owner now runs them); claim the shard again before committing for it")
+        self.shard = shard
+        self.node = node
+        self.epoch = epoch
+        self.owner = owner or ""
+        self.current = -1 if current is None else current
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The cluster's PostgreSQL could not be reached, or the connection was lost before
+    the commit was sent: nothing was committed. The store reconnects at its next use.
+
+    Attributes:
+        detail: what the driver said.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the cluster's PostgreSQL is unavailable ({detail}); nothing was committed. "
+            "What to do: retry once it is back (check the server and the `postgres` DSN in "
+            "`[cluster]`); the store reconnects by itself")
+        self.detail = detail
+
+
+class CommitOutcomeUnknown(StoreError):
+    """The connection to the cluster's PostgreSQL was lost while the commit was in flight:
+    it may or may not have committed. Neither acknowledge it as durable nor assume it
+    failed: once the server is back, ask the store that raised it
+    (``PgStore.commit_outcome(commit)``).
+
+    Attributes:
+        commit: the commit's number in that store (what ``commit_outcome`` takes).
+        detail: what the driver said.
+    """
+
+    def __init__(self, commit: int, detail: str) -> None:
+        super().__init__(
+            f"the connection to the cluster's PostgreSQL was lost during commit {commit} "
+            f"({detail}): it may or may not have committed. What to do: do not acknowledge "
+            f"it; once the server is back, ask the store's commit_outcome({commit})")
+        self.commit = commit
+        self.detail = detail
+
+
+ERRORS.update({cls.__name__: cls for cls in (StaleEpoch, StoreUnavailable,
+                                              CommitOutcomeUnknown)})
+
+
 class AlreadyRunning(BeamishError):
     """A restart was asked of an agent or supervisor that is running (or about to restart):
     only a failed or stopped one can be restarted; the running one is left as it was.
@@ -262,6 +332,65 @@ class AlreadyRunning(BeamishError):
 
 
 ERRORS["AlreadyRunning"] = AlreadyRunning
+
+
+class ShardCountMismatch(ConfigError):
+    """A node was configured with a shard count other than its cluster's: the count is
+    fixed when the cluster is created (every name's shard depends on it).
+
+    Attributes:
+        cluster: the cluster's name.
+        shards: the cluster's shard count.
+        configured: the count this node was given.
+    """
+
+    def __init__(self, cluster: str, shards: int, configured: int) -> None:
+        super().__init__(
+            f"cluster {cluster!r} has {shards} shards, but this node was configured with "
+            f"{configured}: the count is fixed when a cluster is created; set "
+            f"shards = {shards} in this node's [cluster] table")
+        self.cluster = cluster
+        self.shards = shards
+        self.configured = configured
+
+
+class NodeNameInUse(BeamishError):
+    """A node tried to join its cluster under a name a live member already holds (two
+    nodes with one name would own the same shards).
+
+    Attributes:
+        node: the name.
+        cluster: the cluster's name.
+    """
+
+    def __init__(self, node: str, cluster: str, detail: str = "") -> None:
+        super().__init__(
+            f"node name {node!r} is held by a live member of cluster {cluster!r}"
+            f"{': ' + detail if detail else ''}; give this node another name, or wait for "
+            "the other one's lease to expire if it is gone (see `beamish nodes`)")
+        self.node = node
+        self.cluster = cluster
+
+
+class LeaseLost(BeamishError):
+    """A node's membership lease is gone: it expired, or a newer incarnation of the node
+    replaced it. The node has stopped (or must stop) its replicated agents; it joins again
+    with a new incarnation.
+
+    Attributes:
+        node: the node's name.
+        cluster: the cluster's name.
+    """
+
+    def __init__(self, node: str, cluster: str, detail: str) -> None:
+        super().__init__(f"node {node!r} lost its lease in cluster {cluster!r}: {detail}; "
+                         "it must stop its replicated agents and join again")
+        self.node = node
+        self.cluster = cluster
+
+
+for _cls in (ShardCountMismatch, NodeNameInUse, LeaseLost):
+    ERRORS[_cls.__name__] = _cls
 
 
 class UpgradeFailed(BeamishError):

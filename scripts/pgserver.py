@@ -6,6 +6,11 @@ listening on 127.0.0.1 only, with trust authentication (it is a local test serve
 a production one). Standard library only, so it runs before the venv exists.
 
     python scripts/pgserver.py start DIR [--port P]   # prints the DSN
+        [--listen ADDR]... [--trust CIDR]...          # more addresses, trusted subnets
+
+``--listen``/``--trust`` (``PgServer(listen=, trust=)``) let nodes in the cluster tests'
+network namespaces reach it: the server also listens on the bridge's address and trusts
+that private subnet; they apply when DIR's server is created.
     python scripts/pgserver.py stop DIR
     python scripts/pgserver.py status DIR
 
@@ -63,8 +68,12 @@ class PgServer:
     """One PostgreSQL server whose files live in ``root`` (``root/data``, its log
     ``root/server.log``, its socket in ``root``)."""
 
-    def __init__(self, root: str | os.PathLike[str], port: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], port: int | None = None,
+                 listen: tuple[str, ...] = ("127.0.0.1",), trust: tuple[str, ...] = ()
+                 ) -> None:
         self.root = Path(root).resolve()
+        self.listen = listen
+        self.trust = trust
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.bindir = find_bindir()
@@ -78,9 +87,10 @@ class PgServer:
         """How a client reaches the server's default database, ``postgres``."""
         return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/postgres"
 
-    def dsn_for(self, database: str) -> str:
-        """How a client reaches ``database`` on this server."""
-        return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{database}"
+    def dsn_for(self, database: str, host: str = "127.0.0.1") -> str:
+        """How a client reaches ``database`` on this server (at ``host``, one of the
+        addresses it listens on)."""
+        return f"postgresql://{SERVER_USER}@{host}:{self.port}/{database}"
 
     # -- the server's life ------------------------------------------------------------
     def start(self) -> str:
@@ -96,13 +106,16 @@ class PgServer:
             with open(self.data / "postgresql.conf", "a") as conf:
                 conf.write(
                     "\n# scripts/pgserver.py: a local test server\n"
-                    "listen_addresses = '127.0.0.1'\n"
+                    f"listen_addresses = '{','.join(self.listen)}'\n"
                     f"unix_socket_directories = '{self.root}'\n"
                     "max_connections = 300\n"
                     "shared_buffers = 64MB\n"
                     "fsync = off\n"
                     "full_page_writes = off\n"
                     "log_min_messages = warning\n")
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                for net in self.trust:
+                    hba.write(f"host all all {net} trust\n")
         self._run_as_server([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
                              str(self.log), "-o", f"-p {self.port}", "-w", "-t", "60",
                              "start"])
@@ -226,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["start", "stop", "status", "destroy"])
     parser.add_argument("dir", help="where the server's files live")
     parser.add_argument("--port", type=int, help="TCP port (default: a free one)")
+    parser.add_argument("--listen", action="append", default=[], metavar="ADDR",
+                        help="listen on ADDR too (besides 127.0.0.1)")
+    parser.add_argument("--trust", action="append", default=[], metavar="CIDR",
+                        help="let clients from this subnet in (test servers only)")
     args = parser.parse_args(argv)
-    server = PgServer(args.dir, port=args.port)
+    server = PgServer(args.dir, port=args.port, listen=("127.0.0.1", *args.listen),
+                      trust=tuple(args.trust))
     try:
         if args.action == "start":
             print(server.start())

@@ -39,7 +39,7 @@ def test_runtime_reexports_the_public_names():
 
 # runtime's layers, top to bottom: a module may import its own layer and those below it.
 # Ground: the public types and errors, validation, paths and OS helpers.
-RUNTIME_LAYERS = ["client", "node", "agent", "messaging", "store", "<ground>"]
+RUNTIME_LAYERS = ["client", "node", "cluster", "agent", "messaging", "store", "<ground>"]
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
 

@@ -162,7 +162,9 @@ def test_the_cli_page_shows_every_command_with_real_options():
     """docs/cli.md's synopsis names every command, and only options each one takes."""
     parser = build_parser()
     commands = _subcommands(parser)
-    commands.update({f"node {v}": p for v, p in _subcommands(commands.pop("node")).items()})
+    for group in ("node", "keys"):
+        commands.update({f"{group} {v}": p
+                         for v, p in _subcommands(commands.pop(group)).items()})
     (synopsis,) = [b for b in _blocks(_read(os.path.join(REPO, "docs", "cli.md")), "")
                    if b.startswith("beamish ")]
     lines: list[str] = []
@@ -176,7 +178,7 @@ def test_the_cli_page_shows_every_command_with_real_options():
     for line in lines:
         for usage in line.split(" | "):
             words = usage.split()
-            verb = " ".join(words[:2]) if words[0] == "node" else words[0]
+            verb = " ".join(words[:2]) if words[0] in ("node", "keys") else words[0]
             if verb.startswith("--"):
                 assert verb in _options(parser), verb
                 continue

@@ -47,6 +47,7 @@ from .._types import (
 from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
+from ..cluster.frontdoor import TransportStatus
 from ..errors import (
     ERRORS,
     BeamishError,
@@ -75,6 +76,10 @@ START_TIMEOUT_S = 60.0
 _stores: dict[str, tuple[Store, int]] = {}
 _stores_lock = threading.Lock()
 _daemons: dict[int, subprocess.Popen[bytes]] = {}
+# How `connect` reaches a node over TCP: client/remote.py's connect_remote, put here when
+# that module is imported (the package imports it), as it builds on `Node`.
+remote_connect: list[Callable[[str, str | os.PathLike[str] | None, str | None, float],
+                              Node]] = []
 
 
 def _acquire_store(path: str, durability: str) -> Store:
@@ -272,12 +277,20 @@ def _open(dir: str | os.PathLike[str] | None) -> Node:
     return Node(paths, info)
 
 
-def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0) -> Node:
-    """Connect to the node running on ``dir``.
+def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0, *,
+            keys: str | os.PathLike[str] | None = None,
+            server_key: str | None = None) -> Node:
+    """Connect to the node running on ``dir``; or, given ``"tcp://HOST:PORT"``, to a
+    node's TCP front door with the CURVE keys in ``keys`` (default ``$BEAMISH_KEYS``),
+    trusting the node key ``server_key`` names in ``keys/authorized/`` (default: the only
+    one there). The result is the same `Node` API (see docs/remote.md).
 
     Raises:
-        NodeNotRunning: none runs there.
+        NodeNotRunning: none runs there (or, over TCP, none answered).
+        ConfigError: over TCP, a bad address or keys dir.
     """
+    if isinstance(dir, str) and dir.startswith("tcp://"):
+        return remote_connect[0](dir, keys, server_key, check_timeout(timeout))
     node = _open(dir)
     try:
         node._control.request("ping", timeout=timeout)
@@ -444,6 +457,21 @@ class Node:
     def ref(self, name: str) -> AgentRef:
         """Return an `AgentRef` for ``name`` (not checked until used)."""
         return AgentRef(self, name)
+
+    def _message_limit(self) -> int:
+        """The node's ``max_message_bytes``."""
+        limit: int = self._messenger.limit
+        return limit
+
+    async def _arequest(self, op: str, args: Any = None, timeout: float = 30.0) -> Any:
+        """A control request from asyncio code (`AsyncNode`'s)."""
+        return await self._link().control.request(op, args, timeout=timeout)
+
+    def transport(self) -> TransportStatus | None:
+        """The node's TCP front door (``[cluster] listen``): its address, public key and
+        counts of connections, refusals and requests; None if it does not listen."""
+        value = self._control.request("transport")
+        return None if value is None else TransportStatus.from_wire(value)
 
     # -- the tree ------------------------------------------------------------------------------
     def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
@@ -993,12 +1021,17 @@ class AsyncNode:
 
     @classmethod
     async def connect(cls, dir: str | os.PathLike[str] | None = None,
-                      timeout: float = 5.0) -> AsyncNode:
-        """Connect to the node running on ``dir`` (see `connect`).
+                      timeout: float = 5.0, *, keys: str | os.PathLike[str] | None = None,
+                      server_key: str | None = None) -> AsyncNode:
+        """Connect to the node running on ``dir``, or at ``"tcp://HOST:PORT"`` with
+        ``keys`` (see `connect`).
 
         Raises:
             NodeNotRunning: none runs there.
         """
+        if isinstance(dir, str) and dir.startswith("tcp://"):
+            return cls(await asyncio.to_thread(connect, dir, timeout, keys=keys,
+                                               server_key=server_key))
         node = _open(dir)
         try:
             await node._link().control.request("ping", timeout=timeout)
@@ -1018,7 +1051,7 @@ class AsyncNode:
         return self.node.pid
 
     async def _request(self, op: str, args: Any = None, timeout: float = 30.0) -> Any:
-        return await self.node._link().control.request(op, args, timeout=timeout)
+        return await self.node._arequest(op, args, timeout)
 
     # -- messages ------------------------------------------------------------------------------
     async def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
@@ -1050,7 +1083,7 @@ class AsyncNode:
                                   timeout, idle_timeout, lazy=True)
             return AsyncAgentRef(self, ref.name)
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                                idle_timeout, lazy, max_bytes=self.node._messenger.limit)
+                                idle_timeout, lazy, max_bytes=self.node._message_limit())
         value = await self._request("spawn", request, timeout=timeout + 5)
         return AsyncAgentRef(self, str(value["name"]))
 
@@ -1224,6 +1257,11 @@ class AsyncNode:
     async def status(self) -> NodeStatus:
         """`Node.status` as a coroutine."""
         return NodeStatus.from_wire(await self._request("ping"))
+
+    async def transport(self) -> TransportStatus | None:
+        """`Node.transport` as a coroutine."""
+        value = await self._request("transport")
+        return None if value is None else TransportStatus.from_wire(value)
 
     async def shutdown(self, timeout: float = 300.0) -> None:
         """`Node.shutdown` as a coroutine: stops every agent, then the daemon; returns once

@@ -22,8 +22,10 @@ from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError, UpgradeFailed
 from ..messaging.spawnargs import check_shutdown
 from ..node.eventlog import PAGE_MAX
+from . import nodes as nodes_cli
 
 if TYPE_CHECKING:
+    from ..cluster.frontdoor import TransportStatus
     from .api import Node
 
 EPILOG = """\
@@ -108,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", default=argparse.SUPPRESS,
                         help="node dir (default $BEAMISH_DIR, else ./.beamish)")
+    common.add_argument("--connect", default=argparse.SUPPRESS, metavar="tcp://HOST:PORT",
+                        help="talk to a remote node's TCP front door instead of --dir "
+                             "(default $BEAMISH_CONNECT; docs/remote.md)")
+    common.add_argument("--keys", default=argparse.SUPPRESS, metavar="DIR",
+                        help="with --connect: this client's keys dir (default $BEAMISH_KEYS)")
+    common.add_argument("--server-key", default=argparse.SUPPRESS, metavar="NAME",
+                        help="with --connect: which node key of DIR/authorized/ to trust "
+                             "(default $BEAMISH_SERVER_KEY, else the only one there)")
     parser = argparse.ArgumentParser(
         prog="beamish", parents=[common], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -296,6 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--child-shutdown", type=_shutdown_arg, default=5.0, metavar="S",
                     help="simple_one_for_one: every child's shutdown, seconds, brutal_kill "
                          "or infinity (default 5)")
+    nodes_cli.add_parser(sub)
+    keys = sub.add_parser("keys", help="CURVE keys for TCP: generate a pair, authorize a key")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True,
+                                   help="generate or authorize")
+    gen = keys_sub.add_parser("generate", help="write DIR/secret.key and DIR/public.key; "
+                                               "print the public key")
+    gen.add_argument("keys_dir", metavar="DIR", help="the keys dir (created 0700)")
+    auth = keys_sub.add_parser("authorize", help="add a public key to DIR/authorized/ (a "
+                                                 "node admits those; a client trusts those)")
+    auth.add_argument("keys_dir", metavar="DIR", help="the keys dir")
+    auth.add_argument("key", metavar="PUBKEY",
+                      help="a 40-character Z85 public key (one starting with '-' after "
+                           "`--`), or the path of a public.key file")
+    auth.add_argument("--name", help="its file's name in DIR/authorized/ (default: from "
+                                     "the key's hash)")
     bench = sub.add_parser("bench", help="run the isolation benchmarks (beamish vs threads); "
                                          "it runs its own nodes in temp dirs (no --dir)")
     bench.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
@@ -395,8 +420,12 @@ def hidden_line(more: int, by_status: dict[str, int]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import connect, start_node
+    from .api import start_node
+    from .remote import keys_command
     d = getattr(args, "dir", None) or default_dir()
+    if args.command == "keys":
+        return keys_command(args)
+    connect = _connector(args)
     if args.command == "node":
         if args.node_command == "start":
             if args.foreground:
@@ -404,6 +433,9 @@ def _run(args: argparse.Namespace) -> int:
             node = start_node(d, config=args.config, durability=args.durability,
                               strict=args.strict or None)
             print(f"node started on {node.dir} (pid {node.pid}); log: {node.paths.log}")
+            door = node.transport()
+            if door is not None:
+                print(f"listening on {door.listen} (CURVE), public key {door.public_key}")
             for line in node.start_report.lines():
                 print(f"beamish: warning: {line}", file=sys.stderr)
             if node.start_report.failures:
@@ -419,18 +451,23 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         node = connect(d)
         try:
-            st = node.status()
+            st, door = node.status(), node.transport()
         finally:
             node.close()
         if args.json:
-            print(json.dumps(dataclasses.asdict(st)))
+            print(json.dumps({**dataclasses.asdict(st), "transport": door and
+                              dataclasses.asdict(door)}))
             return 0
         dr = st.dropped_frames
         print(f"node running on {st.dir} (pid {st.pid}, durability {st.durability}, "
               f"up {st.uptime:.0f} s, {st.awake} agent(s) awake); invalid frames dropped: "
               f"{dr.total} (control {dr.control}, reports {dr.reports}, ready {dr.ready}, "
               f"agents {dr.agents})")
+        if door is not None:
+            print(transport_line(door))
         return 0
+    if args.command == "nodes":
+        return nodes_cli.run(args)
     if args.command == "bench":
         from beamish.benchmarks.__main__ import main as bench_main
         argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
@@ -441,6 +478,28 @@ def _run(args: argparse.Namespace) -> int:
         return _client_command(node, args)
     finally:
         node.close()
+
+
+def _connector(args: argparse.Namespace) -> Callable[[str], Node]:
+    """How this command connects: to the node on a dir, or with ``--connect`` (or
+    ``$BEAMISH_CONNECT``) to a remote node's front door."""
+    from .api import connect
+    address = getattr(args, "connect", None) or os.environ.get("BEAMISH_CONNECT")
+    if not address:
+        return connect
+    if args.command in ("bench",) or getattr(args, "node_command", None) == "start":
+        raise ConfigError(f"`beamish {args.command}` runs here: --connect does not apply")
+    keys, server = getattr(args, "keys", None), getattr(args, "server_key", None)
+    return lambda _dir: connect(address, keys=keys, server_key=server)
+
+
+def transport_line(door: TransportStatus) -> str:
+    """``beamish node status``'s line about the TCP front door (pure)."""
+    return (f"listening on {door.listen} (CURVE; public key {door.public_key}; "
+            f"{door.authorized} key(s) authorized): {door.connections} connection(s), "
+            f"{door.refused} refused (key not authorized {door.refused_auth}, not CURVE "
+            f"{door.refused_protocol}), {door.requests} request(s), {door.dropped} invalid, "
+            f"{door.undeliverable} answer(s) undeliverable")
 
 
 def _client_command(node: Node, args: argparse.Namespace) -> int:

@@ -128,11 +128,15 @@ class ControlClient:
                 raise NodeNotRunning(f"this connection to the node on {self.paths.dir!r} "
                                      "was closed; connect again")
             if req is None:
-                req = Requester(self.ctx, self.paths.control)
+                req = self._connect()
                 self._local.req = req
                 self._all.add(req)
             self._busy.add(req)
         return req
+
+    def _connect(self) -> Requester:
+        """A new socket to the node's control socket (a remote client's goes over TCP)."""
+        return Requester(self.ctx, self.paths.control)
 
     def _done(self, req: Requester) -> None:
         with self._lock:

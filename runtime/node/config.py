@@ -7,18 +7,27 @@ expected; no node ever starts half-built.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from beamish.mailbox import DEFAULT_MAX_MESSAGE_BYTES
 
 from .._types import UserData
 from .._validation import LIMIT_MAX, check_name
+from ..cluster.address import tcp_address
 from ..errors import ConfigError
 from ..messaging.spawnargs import check_shutdown, class_path
 from ..store.records import AGENT_LOG_KEEP, AGENT_LOG_MAX_BYTES, AgentRecord
@@ -123,6 +132,39 @@ def listen_address(text: str) -> ListenAddress:
     return ListenAddress(host, int(port))
 
 
+class ClusterSection(_Strict):
+    """``[cluster]``: this node's part in a cluster (see docs/remote.md). ``listen`` opens
+    the node's TCP front door (a CURVE server: ``keys`` is then required); ``name``,
+    ``node`` and ``postgres`` are kept for cluster membership."""
+
+    name: str | None = None
+    node: str | None = None  # this node's name in the cluster (default: the host name)
+    postgres: str | None = None  # or $BEAMISH_POSTGRES
+    listen: str | None = None  # "tcp://HOST:PORT": the node's ROUTER, a CURVE server
+    advertise: str | None = None  # how the others reach it (default: listen)
+    keys: str | None = None  # the node's keys dir: its secret key, the authorized keys
+
+    @field_validator("listen", "advertise")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            tcp_address(value, "")
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: str | None) -> str | None:
+        return None if value is None else os.path.expanduser(value)
+
+    @model_validator(mode="after")
+    def _listen_needs_keys(self) -> ClusterSection:
+        if self.listen is not None and self.keys is None:
+            raise ValueError("cluster.keys is required with cluster.listen: a node never "
+                             "listens on TCP without CURVE keys (make them with `beamish "
+                             "keys generate DIR`, then keys = \"DIR\")")
+        return self
+
+
 class LimitsSection(_Strict):
     """``limits = {...}`` of an agent."""
 
@@ -187,6 +229,7 @@ class NodeConfig(_Strict):
     node: NodeSection = Field(default_factory=NodeSection)
     supervisor: list[SupervisorSection] = Field(default_factory=list)
     agent: list[AgentSection] = Field(default_factory=list)
+    cluster: ClusterSection | None = None
 
     def check_tree(self) -> None:
         """Check names are unique and every parent/supervisor is declared before use.
@@ -254,7 +297,12 @@ def load_config(path: str) -> NodeConfig:
         raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
-    return parse_config(data, f"config file {path!r}")
+    config = parse_config(data, f"config file {path!r}")
+    cluster = config.cluster
+    if cluster is not None and cluster.keys is not None:  # relative to the file's dir
+        keys = os.path.join(os.path.dirname(os.path.abspath(path)), cluster.keys)
+        config = config.model_copy(update={"cluster": cluster.model_copy(update={"keys": keys})})
+    return config
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ from .._paths import (
     rotate_log,
 )
 from .._types import AgentStatus, DroppedFrames, WireMap
+from ..cluster.frontdoor import FrontDoor, open_front_door
+from ..cluster.keys import load_pair
 from ..errors import (
     BeamishError,
     BeamishInternalError,
@@ -172,6 +174,10 @@ class NodeDaemon:
 
     def open(self) -> None:
         """Open the store and the sockets, start the zygote, and restore the tree."""
+        self.frontdoor: FrontDoor | None = None
+        cluster = self.config.cluster
+        if cluster is not None and cluster.keys is not None:
+            load_pair(cluster.keys, "cluster.keys")  # refused before anything starts
         if self.durability == "memory":
             self.store_path = memory_path(self.paths.dir)
             wipe(self.store_path)
@@ -232,6 +238,10 @@ class NodeDaemon:
                      stopping=self.stopping))
         if self.config.node.dashboard is not None:
             self._start_dashboard(self.config.node.dashboard)
+        cluster = self.config.cluster
+        if cluster is not None and cluster.listen is not None and cluster.keys is not None:
+            self.frontdoor = open_front_door(
+                cluster.listen, cluster.keys, self.paths, self.store, self.max_message_bytes)
         self._write_info()
 
     def _start_dashboard(self, bind: str) -> None:
@@ -371,6 +381,10 @@ class NodeDaemon:
             if env.payload["op"] == "shutdown":
                 # Answered here, before the loop ends, so the reply is not lost with it.
                 self._answer(ident, env.msg_id, value_answer(shutdown(self.view)))
+                continue
+            if env.payload["op"] == "transport":  # the TCP front door's figures
+                door = self.frontdoor
+                self._answer(ident, env.msg_id, value_answer(door and door.status()))
                 continue
             if env.payload["op"] == "events":
                 # Served here, never by a pool thread: a waiting follower holds nothing.
@@ -529,8 +543,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("dashboard", "metrics", "sessions", "timers", "zygotes", "messenger",
-                     "control", "reports", "events", "store"):
+        for attr in ("dashboard", "frontdoor", "metrics", "sessions", "timers", "zygotes",
+                     "messenger", "control", "reports", "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
                 continue
@@ -555,7 +569,7 @@ class NodeDaemon:
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for attr in ("dashboard", "metrics"):
+        for attr in ("dashboard", "frontdoor", "metrics"):
             server = self.__dict__.get(attr)
             if server is not None:
                 server.close()

@@ -36,6 +36,99 @@ DDL: tuple[str, ...] = (
            epoch   bigint NOT NULL DEFAULT 0,
            moved   timestamptz,
            PRIMARY KEY (cluster, shard))""",
+    # The replicated agents' records (the store interface, `.agents.PgStore`): the
+    # packed `to_wire` form of each record in a bytea, with the columns queries need
+    # beside it. Names sort as bytes (COLLATE "C"), as LMDB's keys do. Tables updated in
+    # place on every commit keep free room in their pages (fillfactor) so the update
+    # stays on its page (a HOT update: no index write); the queues vacuum early.
+    """CREATE TABLE IF NOT EXISTS beamish_counters (
+           cluster text NOT NULL,
+           name    text NOT NULL,
+           value   bigint NOT NULL,
+           PRIMARY KEY (cluster, name))""",
+    """CREATE TABLE IF NOT EXISTS beamish_agents (
+           cluster    text NOT NULL,
+           name       text COLLATE "C" NOT NULL,
+           id         bigint NOT NULL,
+           status     text NOT NULL,
+           supervisor text NOT NULL,
+           record     bytea NOT NULL,
+           PRIMARY KEY (cluster, name)) WITH (fillfactor = 80)""",
+    """CREATE TABLE IF NOT EXISTS beamish_supervisors (
+           cluster text NOT NULL,
+           name    text COLLATE "C" NOT NULL,
+           record  bytea NOT NULL,
+           PRIMARY KEY (cluster, name))""",
+    """CREATE TABLE IF NOT EXISTS beamish_mailbox (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           seq      bigint NOT NULL,
+           message  bytea NOT NULL,
+           PRIMARY KEY (cluster, agent_id, seq))
+       WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000)""",
+    """CREATE TABLE IF NOT EXISTS beamish_tails (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           next_seq bigint NOT NULL,
+           PRIMARY KEY (cluster, agent_id)) WITH (fillfactor = 50)""",
+    """CREATE TABLE IF NOT EXISTS beamish_state (
+           cluster   text NOT NULL,
+           agent_id  bigint NOT NULL,
+           version   bigint NOT NULL,
+           state     bytea NOT NULL,
+           processed bigint NOT NULL,
+           PRIMARY KEY (cluster, agent_id)) WITH (fillfactor = 50)""",
+    """CREATE TABLE IF NOT EXISTS beamish_attempts (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           seq      bigint NOT NULL,
+           n        integer NOT NULL,
+           PRIMARY KEY (cluster, agent_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS beamish_replies (
+           cluster text NOT NULL,
+           msg_id  bytea NOT NULL,
+           expires double precision,
+           reply   bytea NOT NULL,
+           PRIMARY KEY (cluster, msg_id))
+       WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000)""",
+    """CREATE INDEX IF NOT EXISTS beamish_replies_expires
+           ON beamish_replies (cluster, expires)""",
+    """CREATE TABLE IF NOT EXISTS beamish_dead (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           seq      bigint NOT NULL,
+           entry    bytea NOT NULL,
+           PRIMARY KEY (cluster, agent_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS beamish_failures (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           report   bytea NOT NULL,
+           PRIMARY KEY (cluster, agent_id))""",
+    """CREATE TABLE IF NOT EXISTS beamish_timers (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           seq      bigint NOT NULL,
+           due_ns   bigint NOT NULL,
+           timer    bytea NOT NULL,
+           PRIMARY KEY (cluster, agent_id, seq))""",
+    """CREATE INDEX IF NOT EXISTS beamish_timers_due
+           ON beamish_timers (cluster, due_ns, agent_id, seq)""",
+    """CREATE TABLE IF NOT EXISTS beamish_wakes (
+           cluster  text NOT NULL,
+           agent_id bigint NOT NULL,
+           name     text NOT NULL,
+           PRIMARY KEY (cluster, agent_id))""",
+    """CREATE TABLE IF NOT EXISTS beamish_writers (
+           cluster text NOT NULL,
+           writer  bytea NOT NULL,
+           commit  bigint NOT NULL,
+           updated timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (cluster, writer)) WITH (fillfactor = 50)""",
+    """CREATE TABLE IF NOT EXISTS beamish_events (
+           cluster text NOT NULL,
+           seq     bigint NOT NULL,
+           event   bytea NOT NULL,
+           PRIMARY KEY (cluster, seq))""",
 )
 
 

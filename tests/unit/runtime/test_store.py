@@ -1,30 +1,38 @@
-"""The LMDB store: records, mailbox order, map growth across processes."""
+"""The LMDB store: records, mailbox order, map growth across processes. The tests that take
+the ``store`` fixture are the store interface's contract: tests/cluster/test_pg_store.py runs
+them on PostgreSQL too."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+
+import pytest
 
 from beamish.runtime.store.lmdb import INITIAL_MAP_SIZE, Store
 from beamish.runtime.store.records import Message
 
 
-def test_mailbox_is_ordered_and_removal_is_by_seq(tmp_path):
-    store = Store(str(tmp_path / "s"))
+@pytest.fixture
+def store(tmp_path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "s"))
+    yield s
+    s.close()
+
+
+def test_mailbox_is_ordered_and_removal_is_by_seq(store):
     seqs = store.write(lambda t: [t.append(7, Message("cast", bytes([i]), 0.0)) for i in range(5)])
     assert seqs == [1, 2, 3, 4, 5]
     store.write(lambda t: t.remove(7, 1))
     head = store.read(lambda t: t.peek(7, 2))
     assert [s for s, _ in head] == [2, 3] and head[0][1].payload == b"\x01"
     assert store.read(lambda t: (t.depth(7), t.depth(8), t.tail(7))) == (4, 0, 6)
-    store.close()
 
 
-def test_state_and_processed_commit_together(tmp_path):
-    store = Store(str(tmp_path / "s"))
+def test_state_and_processed_commit_together(store):
     store.write(lambda t: t.put_state(3, 2, b"\x81\xa1n\x01", 10))
     assert store.read(lambda t: (t.get_state(3), t.processed(3))) == ((2, b"\x81\xa1n\x01", 10), 10)
-    store.close()
 
 
 def test_map_grows_past_its_initial_size_and_other_processes_follow(tmp_path):
@@ -48,8 +56,7 @@ def test_map_grows_past_its_initial_size_and_other_processes_follow(tmp_path):
     store.close()
 
 
-def test_a_list_appended_at_once_gets_consecutive_seqs_after_single_appends(tmp_path):
-    store = Store(str(tmp_path / "s"))
+def test_a_list_appended_at_once_gets_consecutive_seqs_after_single_appends(store):
     packed = [Message("cast", bytes([i]), 0.0).packed() for i in range(4)]
     got = store.write(lambda t: (t.append_packed(7, packed[0]),
                                  t.append_packed_many(7, packed[1:]),
@@ -59,11 +66,9 @@ def test_a_list_appended_at_once_gets_consecutive_seqs_after_single_appends(tmp_
     assert store.read(lambda t: [t.message_packed(7, s) for s in (1, 2, 3, 4, 5)]) == \
         [*packed, None]
     assert store.read(lambda t: (t.tail(7), t.tail(8), t.depth(8))) == (5, 3, 2)
-    store.close()
 
 
-def test_removing_a_group_removes_its_messages_and_their_attempt_counts(tmp_path):
-    store = Store(str(tmp_path / "s"))
+def test_removing_a_group_removes_its_messages_and_their_attempt_counts(store):
     packed = [Message("cast", bytes([i]), 0.0).packed() for i in range(4)]
     store.write(lambda t: (t.append_packed_many(7, packed), t.append_packed_many(8, packed)))
     store.write(lambda t: t.remove_many(7, [1, 2]))  # no attempts on record: none looked up
@@ -71,4 +76,3 @@ def test_removing_a_group_removes_its_messages_and_their_attempt_counts(tmp_path
     store.write(lambda t: t.remove_many(7, [3]))
     assert store.read(lambda t: ([s for s, _ in t.peek(7)], t.attempts(7, 3), t.attempts(8, 3),
                                  t.depth(8))) == ([4], 0, 1, 4)
-    store.close()

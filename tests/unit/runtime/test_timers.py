@@ -1,7 +1,10 @@
 """Durable timers' pure rules (ids, due times, the service's sleep) and their store
-operations on a real LMDB environment."""
+operations on a real LMDB environment (those that take the ``store`` fixture run on
+PostgreSQL too: tests/cluster/test_pg_store.py)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,6 +15,13 @@ from beamish.runtime.store.lmdb import Store
 from beamish.runtime.store.records import Timer
 
 S = 1_000_000_000  # ns per second
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "s"))
+    yield s
+    s.close()
 
 
 @pytest.mark.parametrize(("agent_id", "seq", "ident"), [
@@ -67,8 +77,7 @@ def test_the_service_sleeps_until_the_earliest_timer_or_the_recheck(next_due, no
     assert wait_seconds(next_due, now, recheck) == pytest.approx(wait)
 
 
-def test_timers_are_found_earliest_first_cancelled_by_id_and_erased_with_their_agent(tmp_path):
-    store = Store(str(tmp_path / "s"))
+def test_timers_are_found_earliest_first_cancelled_by_id_and_erased_with_their_agent(store):
     timers = [Timer(1, 1, 30 * S, b"\xa1a"), Timer(2, 1, 10 * S, b"\xa1b"),
               Timer(1, 2, 20 * S, b"\xa1c"), Timer(1, 3, 20 * S, b"\xa1d")]
     store.write(lambda t: [t.put_timer(x) for x in timers])
@@ -85,15 +94,12 @@ def test_timers_are_found_earliest_first_cancelled_by_id_and_erased_with_their_a
     store.write(lambda t: t.erase_agent_data(1))
     assert store.read(lambda t: (t.timers(1), [x.agent_id for x in t.due_timers(99 * S)])) \
         == ([], [2])
-    store.close()
 
 
-def test_a_timer_set_again_with_its_seq_replaces_the_old_one(tmp_path):
-    store = Store(str(tmp_path / "s"))
+def test_a_timer_set_again_with_its_seq_replaces_the_old_one(store):
     store.write(lambda t: t.put_timer(Timer(1, 1, 30 * S, b"\xa1a")))
     store.write(lambda t: t.put_timer(Timer(1, 1, 10 * S, b"\xa1a")))  # a re-run transaction
     assert [x.due_ns for x in store.read(lambda t: t.due_timers(99 * S))] == [10 * S]
-    store.close()
 
 
 def test_a_timer_record_keeps_its_message_and_set_time_and_delivers_an_info_message():
