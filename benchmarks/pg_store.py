@@ -68,7 +68,7 @@ def _round(pg: PgStore, lmdb: Store, n: int, base: int) -> dict[str, Any]:
     groups = max(3, n // 30)
     for name, store in (("pg", pg), ("lmdb", lmdb)):
         start = time.perf_counter()
-        for g in range(groups):
+        for _ in range(groups):
             if name == "pg":
                 results = pg.write_group([GroupItem(
                     lambda t, a=base + 1000 + k: t.append_packed(a, PAYLOAD), (FENCE,))
@@ -79,7 +79,7 @@ def _round(pg: PgStore, lmdb: Store, n: int, base: int) -> dict[str, Any]:
                                        for k in range(100)])
         got[f"{name}_group100"] = groups * 100 / (time.perf_counter() - start)
     start = time.perf_counter()
-    for g in range(groups):
+    for _ in range(groups):
         pg.write(lambda t: [t.append_packed(base + 2000 + k, PAYLOAD) for k in range(100)])
     got["pg_one_txn100"] = groups * 100 / (time.perf_counter() - start)
     return got
