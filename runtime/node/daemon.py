@@ -47,6 +47,7 @@ from .._paths import (
     rotate_agent_log,
     rotate_log,
 )
+from .._rundir import make_run_dir, remove_run_dir
 from .._types import AgentStatus, DroppedFrames, WireMap
 from ..errors import (
     BeamishError,
@@ -157,7 +158,7 @@ class NodeDaemon:
             os.close(self.lock_fd)
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
         try:
-            os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
+            make_run_dir(self.paths.run)  # on tmpfs where it can be (_rundir.py)
             os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
         except OSError as exc:
             os.close(self.lock_fd)
@@ -531,6 +532,7 @@ class NodeDaemon:
         self.store.close()
         if self.durability == "memory":
             wipe(self.store_path)
+        remove_run_dir(self.paths.run)
         for path in (self.paths.info,):
             try:
                 os.unlink(path)

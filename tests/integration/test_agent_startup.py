@@ -1,13 +1,20 @@
 """An agent's start, through real processes: an agent forked from the zygote imports
 nothing the zygote had not imported already (an import after the fork costs every agent
-its CPU and its pages: docs/memory.md)."""
+its CPU and its pages: docs/memory.md); the files it makes as it starts (its inbox socket,
+its in-flight marker) are on tmpfs, and a clean stop removes them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from beamish.runtime import Limits
+import pytest
+
+from beamish.runtime import Limits, start_node
+from beamish.runtime._paths import NodePaths
+from beamish.runtime._rundir import TMPFS
+from tests.conftest import shutdown_quietly
 
 MODULES = "tests.agents.startup_agents:Modules"
 
@@ -33,3 +40,26 @@ def test_an_agent_imports_nothing_after_the_fork(node):
     for ref in (plain, limited):
         loaded = set(ref.call("modules", timeout=30))
         assert sorted(loaded - known) == [], ref.name
+
+
+@pytest.mark.skipif(not os.path.isdir(TMPFS), reason="no /dev/shm on this machine")
+def test_the_agents_sockets_and_markers_are_on_tmpfs_and_go_with_a_clean_stop(node_dir):
+    node = start_node(node_dir)
+    try:
+        ref = node.spawn("tests.agents.basic:Counter", name="c")
+        ref.call("pid", timeout=30)
+        run = NodePaths.of(node_dir).run
+        target = os.readlink(run)
+        assert os.path.dirname(target) == TMPFS
+        assert {"a1.sock", "a1.busy", "node.sock"} <= set(os.listdir(run))
+        assert os.stat(os.path.join(run, "a1.busy")).st_dev == os.stat(TMPFS).st_dev
+    finally:
+        shutdown_quietly(node)
+    left = set(os.listdir(target)) if os.path.isdir(target) else set()
+    assert not {f for f in left if f.startswith("a")}, left
+    node = start_node(node_dir)  # a restart finds its run dir again
+    try:
+        assert node.spawn("tests.agents.basic:Counter", name="d").call("get", timeout=30) == 0
+        assert os.path.realpath(NodePaths.of(node_dir).run) == target
+    finally:
+        shutdown_quietly(node)
