@@ -1,14 +1,13 @@
-"""The node's run dir (``DIR/run``: its Unix sockets and the agents' ``.busy`` markers) on
-tmpfs.
+"""The node's run dir (``DIR/run``: its Unix sockets) on tmpfs.
 
-Every agent creates two files there as it starts (its inbox socket and its in-flight
-marker). On a disk filesystem each is an inode allocation, and on ext4 without a journal
-each allocation scans past the inodes recently deleted: the inbox and the marker cost an
-agent's start ~0.35 ms of CPU each here (more after a burst of deletions), against
-~0.05 ms on tmpfs (docs/memory.md, "Start CPU"). None of these files has to outlive the machine (sockets are bound again,
-markers are rewritten by every start; the node reads a marker only after that agent's
-process ended, which a reboot makes moot), so ``DIR/run`` is a symlink to a private
-directory under /dev/shm. Every path stays ``DIR/run/...``: the node, agents and clients
+Every agent binds its inbox socket there as it starts. On a disk filesystem that is an
+inode allocation, and on ext4 without a journal each allocation scans past the inodes
+recently deleted: ~0.35 ms of an agent's start CPU here (more after a burst of
+deletions), against ~0.05 ms on tmpfs (docs/memory.md). No socket file has to outlive
+the machine (each is bound again by its next process), so ``DIR/run`` is a symlink to a
+private directory under /dev/shm. (The agents' ``.busy`` markers, which cost as much to
+create, stay on disk in ``DIR/busy``: one stays per sleeping session, and a page of RAM
+each would not be bounded.) Every path stays ``DIR/run/...``: the node, agents and clients
 keep using `NodePaths`, and Unix socket paths are no longer.
 
 Where there is no usable tmpfs, or ``DIR/run`` is a real directory already (made by an
@@ -105,8 +104,8 @@ def make_run_dir(run: str, tmpfs: str = TMPFS) -> str:
 
 
 def remove_run_dir(run: str, tmpfs: str = TMPFS) -> None:
-    """After a clean shutdown: remove the agents' files from the tmpfs directory ``run``
-    links to (``a<id>.sock``, ``a<id>.busy``), then that directory and the link if nothing
+    """After a clean shutdown: remove the agents' sockets from the tmpfs directory ``run``
+    links to (``a<id>.sock``; those of killed agents stay behind), then that directory and the link if nothing
     else is left in it (a client still running keeps its socket there, and so the
     directory). Nothing is done for a plain directory: it goes with the node dir."""
     if not os.path.islink(run):
@@ -115,7 +114,7 @@ def remove_run_dir(run: str, tmpfs: str = TMPFS) -> None:
     if not _ours(target, tmpfs) or not _private_dir(target):
         return
     for entry in os.scandir(target):
-        if entry.name.startswith("a") and entry.name.endswith((".sock", ".busy")):
+        if entry.name.startswith("a") and entry.name.endswith(".sock"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
     if any(entry.name != BACKLINK for entry in os.scandir(target)):

@@ -160,6 +160,7 @@ class NodeDaemon:
         try:
             make_run_dir(self.paths.run)  # on tmpfs where it can be (_rundir.py)
             os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
+            os.makedirs(self.paths.busy, mode=0o700, exist_ok=True)
         except OSError as exc:
             os.close(self.lock_fd)
             raise dir_error(self.paths.dir, exc) from None

@@ -1,7 +1,8 @@
 """An agent's start, through real processes: an agent forked from the zygote imports
 nothing the zygote had not imported already (an import after the fork costs every agent
 its CPU and its pages: docs/memory.md); the files it makes as it starts (its inbox socket,
-its in-flight marker) are on tmpfs, and a clean stop removes them."""
+its in-flight marker) are its inbox socket on tmpfs (a clean stop removes it) and its
+marker on disk (it stays while the agent sleeps)."""
 
 from __future__ import annotations
 
@@ -43,16 +44,19 @@ def test_an_agent_imports_nothing_after_the_fork(node):
 
 
 @pytest.mark.skipif(not os.path.isdir(TMPFS), reason="no /dev/shm on this machine")
-def test_the_agents_sockets_and_markers_are_on_tmpfs_and_go_with_a_clean_stop(node_dir):
+def test_the_agents_sockets_are_on_tmpfs_and_go_with_a_clean_stop(node_dir):
     node = start_node(node_dir)
     try:
         ref = node.spawn("tests.agents.basic:Counter", name="c")
         ref.call("pid", timeout=30)
-        run = NodePaths.of(node_dir).run
+        paths = NodePaths.of(node_dir)
+        run = paths.run
         target = os.readlink(run)
         assert os.path.dirname(target) == TMPFS
-        assert {"a1.sock", "a1.busy", "node.sock"} <= set(os.listdir(run))
-        assert os.stat(os.path.join(run, "a1.busy")).st_dev == os.stat(TMPFS).st_dev
+        assert {"a1.sock", "node.sock"} <= set(os.listdir(run))
+        assert os.stat(os.path.join(run, "a1.sock")).st_dev == os.stat(TMPFS).st_dev
+        # The marker stays on the node dir's filesystem (one per sleeping session).
+        assert os.stat(paths.agent_busy(1)).st_dev == os.stat(node_dir).st_dev
     finally:
         shutdown_quietly(node)
     left = set(os.listdir(target)) if os.path.isdir(target) else set()

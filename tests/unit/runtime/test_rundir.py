@@ -77,10 +77,10 @@ def test_a_removed_target_is_made_again_and_a_foreign_one_replaced(dirs, tmp_pat
     assert fresh not in (str(foreign), target) and os.readlink(run) == fresh
 
 
-def test_a_clean_stop_removes_the_agents_files_and_an_empty_dir(dirs):
+def test_a_clean_stop_removes_the_agents_sockets_and_an_empty_dir(dirs):
     shm, node, run = dirs
     target = make_run_dir(run, shm)
-    for name in ("a1.sock", "a1.busy", "a22.busy"):
+    for name in ("a1.sock", "a22.sock"):
         open(os.path.join(target, name), "w").close()
     remove_run_dir(run, shm)
     assert not os.path.lexists(run) and not os.path.exists(target)
@@ -89,7 +89,7 @@ def test_a_clean_stop_removes_the_agents_files_and_an_empty_dir(dirs):
 def test_a_clients_socket_keeps_the_dir(dirs):
     shm, node, run = dirs
     target = make_run_dir(run, shm)
-    for name in ("a1.busy", "c0123.sock"):
+    for name in ("a1.sock", "c0123.sock"):
         open(os.path.join(target, name), "w").close()
     remove_run_dir(run, shm)
     assert sorted(os.listdir(target)) == [BACKLINK, "c0123.sock"]
@@ -99,9 +99,9 @@ def test_a_clients_socket_keeps_the_dir(dirs):
 def test_a_plain_run_dir_is_left_to_the_node_dir(dirs):
     shm, node, run = dirs
     os.mkdir(run, 0o700)
-    open(os.path.join(run, "a1.busy"), "w").close()
+    open(os.path.join(run, "a1.sock"), "w").close()
     remove_run_dir(run, shm)
-    assert os.listdir(run) == ["a1.busy"]
+    assert os.listdir(run) == ["a1.sock"]
 
 
 def test_sweep_removes_only_old_dirs_no_node_dir_links_to(dirs, tmp_path):
