@@ -23,6 +23,7 @@ import asyncio
 import importlib
 import inspect
 import os
+import resource
 import signal
 import socket
 import sys
@@ -769,7 +770,6 @@ RLIMIT_DATA_HEADROOM = 256 * 1024 * 1024
 
 
 def _apply_rlimits(limits: LimitsMap) -> None:
-    import resource
     cpu = limits.get("cpu_seconds")
     if cpu:
         # The kernel sends SIGXCPU at the soft limit; the node reports kind "cpu".
