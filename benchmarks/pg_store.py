@@ -15,6 +15,12 @@ is shared: compare the ratios):
   mailbox (a node's committer gathering 100 agents' casts): appends per second; LMDB:
   one write of the same 100 appends. ``one_txn100``: PostgreSQL, the 100 appends in one
   plain fenced write (what the savepoints cost).
+
+Measured here (2 cores shared with other work, load ~4; 5 rounds of 300; medians):
+PostgreSQL 15 on 127.0.0.1 with fsync off: fenced transition commit p50 274 µs (LMDB
+process: 12 µs), fenced append p50 188 µs, write_group of 100 fenced appends 23k
+appends/s (one plain transaction: 22k; LMDB: 467k). With fsync on: transition p50
+620 µs (LMDB fsync: 163 µs), write_group 10.8k appends/s (LMDB fsync: 106k).
 """
 
 from __future__ import annotations
