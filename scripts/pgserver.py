@@ -224,8 +224,12 @@ class PgServer:
     def _run_as_server(self, argv: list[str]) -> None:
         if self._as_root():
             argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+        # The server is a service of the machine, not a process of whoever started it: it
+        # does not carry the test session's mark, which the tests' leak check looks for
+        # (a server restarted inside a test would be taken for a leak and killed).
+        env = {k: v for k, v in os.environ.items() if k != "BEAMISH_TEST_SESSION"}
         out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                             cwd=self.root)
+                             cwd=self.root, env=env)
         if out.returncode != 0:
             tail = self.log.read_text()[-2000:] if self.log.exists() else ""
             raise PgServerError(f"{' '.join(argv)} failed ({out.returncode}): "
