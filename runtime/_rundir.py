@@ -18,20 +18,28 @@ there (a client keeps working across a restart of its node), and a node dir dele
 without a clean stop leaves its directory behind: each holds a link back to its node dir
 (``.node``), and a node starting removes those of its user whose node dir no longer links
 to them (after `STALE_AFTER_S`, so that a node starting at that moment is never robbed).
+A path says nothing about whether the node is alive, though: its node dir may have been
+renamed, or reached through a symlink that a deploy switched, while it runs. So a running
+node holds a shared ``flock`` on the directory's ``.lock`` for its whole life
+(`hold_run_dir`), and a sweep removes only a directory whose lock it can take
+exclusively: one no process holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import stat
 import tempfile
 import time
+from dataclasses import dataclass
 
 TMPFS = "/dev/shm"
 PREFIX = "beamish-run-"
 BACKLINK = ".node"  # in the tmpfs directory: a symlink to the node dir it serves
+LOCK = ".lock"  # in the tmpfs directory: flocked (shared) by the node it serves, while it runs
 STALE_AFTER_S = 600.0
 
 
@@ -103,6 +111,72 @@ def make_run_dir(run: str, tmpfs: str = TMPFS) -> str:
     return run
 
 
+@dataclass(frozen=True, slots=True)
+class HeldRunDir:
+    """A node's run dir, held for the node's life (`hold_run_dir`).
+
+    Attributes:
+        path: the directory its files land in (as `make_run_dir` returns it).
+        lock_fd: the open ``.lock`` the node holds a shared flock on; None for a plain
+            run dir (it goes with the node dir: nothing sweeps it).
+    """
+
+    path: str
+    lock_fd: int | None
+
+    def release(self) -> None:
+        """Let go of the lock (the node is stopping: a sweep may remove the dir now)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+
+
+def _lock(target: str, how: int) -> int | None:
+    """Open ``target``'s lock file and flock it ``how``; the fd, or None when it is held
+    (with ``LOCK_NB``) or cannot be opened."""
+    try:
+        fd = os.open(os.path.join(target, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, how)
+    except OSError:  # BlockingIOError: another process holds it
+        os.close(fd)
+        return None
+    return fd
+
+
+def _still_there(fd: int, target: str) -> bool:
+    """Whether ``fd`` is still ``target``'s lock file (a sweep did not remove the dir while
+    we waited for the lock)."""
+    try:
+        at = os.lstat(os.path.join(target, LOCK))
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (at.st_dev, at.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def hold_run_dir(run: str, tmpfs: str = TMPFS) -> HeldRunDir:
+    """`make_run_dir`, then hold its tmpfs directory for as long as the returned record is
+    not released (the node's life): no `sweep` removes it meanwhile, whatever becomes of
+    the node dir's path.
+
+    Raises:
+        OSError: the directory cannot be made, or held.
+    """
+    for _ in range(3):
+        target = make_run_dir(run, tmpfs)
+        if not os.path.islink(run):
+            return HeldRunDir(target, None)
+        fd = _lock(target, fcntl.LOCK_SH)  # a sweep holds it only while it removes the dir
+        if fd is None:
+            raise OSError(f"cannot lock {os.path.join(target, LOCK)}")
+        if _still_there(fd, target):
+            return HeldRunDir(target, fd)
+        os.close(fd)  # swept while we waited: make_run_dir makes it again
+    raise OSError(f"the run dir {target} keeps being removed by other nodes starting")
+
+
 def remove_run_dir(run: str, tmpfs: str = TMPFS) -> None:
     """After a clean shutdown: remove the agents' sockets from the tmpfs directory ``run``
     links to (``a<id>.sock``; those of killed agents stay behind), then that directory and the link if nothing
@@ -117,7 +191,7 @@ def remove_run_dir(run: str, tmpfs: str = TMPFS) -> None:
         if entry.name.startswith("a") and entry.name.endswith(".sock"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
-    if any(entry.name != BACKLINK for entry in os.scandir(target)):
+    if any(entry.name not in (BACKLINK, LOCK) for entry in os.scandir(target)):
         return  # a client's socket, or one of the node's still closing: kept for it
     shutil.rmtree(target, ignore_errors=True)
     os.unlink(run)
@@ -139,8 +213,8 @@ def _orphaned(target: str, now: float) -> bool:
 
 
 def sweep(tmpfs: str = TMPFS, now: float | None = None) -> list[str]:
-    """Remove this user's tmpfs run directories that no node dir links to any more (see
-    the module's docstring); return them."""
+    """Remove this user's tmpfs run directories that no node dir links to any more and no
+    process holds (see the module's docstring); return them."""
     now = time.time() if now is None else now
     removed: list[str] = []
     try:
@@ -148,8 +222,15 @@ def sweep(tmpfs: str = TMPFS, now: float | None = None) -> list[str]:
     except OSError:
         return removed
     for entry in entries:
-        if entry.name.startswith(PREFIX) and _private_dir(entry.path) \
-                and _orphaned(entry.path, now):
+        if not (entry.name.startswith(PREFIX) and _private_dir(entry.path)
+                and _orphaned(entry.path, now)):
+            continue
+        fd = _lock(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd is None:
+            continue  # a running node holds it: its node dir's path moved, not the node
+        try:
             shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
+        finally:
+            os.close(fd)
+        removed.append(entry.path)
     return removed

@@ -48,7 +48,7 @@ from .._paths import (
     rotate_agent_log,
     rotate_log,
 )
-from .._rundir import make_run_dir, remove_run_dir
+from .._rundir import hold_run_dir, remove_run_dir
 from .._types import AgentStatus, DroppedFrames, WireMap
 from ..cluster.frontdoor import FrontDoor, open_front_door
 from ..cluster.keys import load_pair
@@ -167,10 +167,16 @@ class NodeDaemon:
             os.close(self.lock_fd)
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
         try:
-            make_run_dir(self.paths.run)  # on tmpfs where it can be (_rundir.py)
+            # On tmpfs where it can be, held while the node runs (_rundir.py).
+            self.run_dir = hold_run_dir(self.paths.run)
+        except OSError as exc:
+            os.close(self.lock_fd)
+            raise dir_error(self.paths.dir, exc) from None
+        try:
             os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
             os.makedirs(self.paths.busy, mode=0o700, exist_ok=True)
         except OSError as exc:
+            self.run_dir.release()
             os.close(self.lock_fd)
             raise dir_error(self.paths.dir, exc) from None
 
@@ -587,6 +593,7 @@ class NodeDaemon:
         if self.durability == "memory":
             wipe(self.store_path)
         remove_run_dir(self.paths.run)
+        self.run_dir.release()
         for path in (self.paths.info,):
             try:
                 os.unlink(path)

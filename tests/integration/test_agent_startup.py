@@ -6,6 +6,7 @@ marker on disk (it stays while the agent sleeps)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from beamish.runtime import Limits, start_node
 from beamish.runtime._paths import NodePaths
-from beamish.runtime._rundir import TMPFS
+from beamish.runtime._rundir import LOCK, TMPFS
 from tests.conftest import shutdown_quietly
 
 MODULES = "tests.agents.startup_agents:Modules"
@@ -65,5 +66,21 @@ def test_the_agents_sockets_are_on_tmpfs_and_go_with_a_clean_stop(node_dir):
     try:
         assert node.spawn("tests.agents.basic:Counter", name="d").call("get", timeout=30) == 0
         assert os.path.realpath(NodePaths.of(node_dir).run) == target
+    finally:
+        shutdown_quietly(node)
+
+
+@pytest.mark.skipif(not os.path.isdir(TMPFS), reason="no /dev/shm on this machine")
+def test_a_running_node_holds_its_tmpfs_run_dir(node_dir):
+    # What keeps another node's sweep off it, whatever becomes of the node dir's path.
+    node = start_node(node_dir)
+    try:
+        lock = os.path.join(os.readlink(NodePaths.of(node_dir).run), LOCK)
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
     finally:
         shutdown_quietly(node)

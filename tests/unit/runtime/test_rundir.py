@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,8 +15,11 @@ import pytest
 from beamish.runtime import _rundir
 from beamish.runtime._rundir import (
     BACKLINK,
+    LOCK,
     PREFIX,
     STALE_AFTER_S,
+    HeldRunDir,
+    hold_run_dir,
     make_run_dir,
     remove_run_dir,
     sweep,
@@ -119,3 +125,64 @@ def test_sweep_removes_only_old_dirs_no_node_dir_links_to(dirs, tmp_path):
     assert sweep(shm, now=later) == [orphan]
     assert sorted(os.listdir(shm)) == sorted(os.path.basename(p)
                                              for p in (linked, relinked, unmarked))
+
+
+def _holder(run: str, shm: str) -> tuple[subprocess.Popen[str], str]:
+    """A real process holding the run dir ``run`` as a node does (`hold_run_dir`) until it
+    is killed, and the dir it holds; returned once it holds it."""
+    code = ("import sys\nfrom beamish.runtime._rundir import hold_run_dir\n"
+            f"held = hold_run_dir({run!r}, {shm!r})\nprint(held.path, flush=True)\n"
+            "sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+@pytest.mark.parametrize("move", ["rename", "switch_symlink"])
+def test_sweep_never_removes_the_dir_of_a_running_node_whatever_its_path(tmp_path, move):
+    # The node runs in release/var reached through `current`; then its path stops leading
+    # to it: the release is renamed, or `current` switched to a new release with its own.
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    for release in (v1, v2):
+        (release / "var").mkdir(parents=True, mode=0o700)
+    current = tmp_path / "current"
+    current.symlink_to(v1)
+    proc, target = _holder(str(current / "var" / "run"), str(shm))
+    try:
+        if move == "rename":
+            v1.rename(tmp_path / "v1-old")
+        else:
+            current.unlink()
+            current.symlink_to(v2)
+            make_run_dir(str(current / "var" / "run"), str(shm))  # v2's node starts
+        later = time.time() + STALE_AFTER_S + 1
+        assert sweep(str(shm), now=later) == []
+        assert os.path.isdir(target)
+    finally:
+        _kill(proc)
+    assert sweep(str(shm), now=later) == [target]  # nobody holds it now: an orphan
+
+
+def test_a_held_dir_goes_with_a_clean_stop_and_a_restart_holds_it_again(dirs):
+    shm, node, run = dirs
+    held = hold_run_dir(run, shm)
+    assert sorted(os.listdir(held.path)) == sorted([BACKLINK, LOCK])
+    again = hold_run_dir(run, shm)  # shared: a second holder is not refused
+    again.release()
+    remove_run_dir(run, shm)
+    held.release()
+    assert not os.path.lexists(run) and not os.path.exists(held.path)
+    plain = os.path.join(node, "plain")
+    os.mkdir(plain, 0o700)
+    assert hold_run_dir(plain, shm) == HeldRunDir(plain, None)
