@@ -6,7 +6,6 @@ one to expire use short ttls and wait for the database to say so."""
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pytest
@@ -41,12 +40,8 @@ def tables(pg_dsn):
 
 
 def _wait_expired(t: ClusterTable, node: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not next(m for m in t.members() if m.node == node).alive:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{node}'s lease did not expire")
+    wait_until(lambda: not next(m for m in t.members() if m.node == node).alive,
+               timeout, f"{node}'s lease to expire (by the database's clock)", interval=0.05)
 
 
 def test_the_cluster_is_created_once_with_its_shards_and_a_different_count_refused(tables):
