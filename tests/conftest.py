@@ -21,9 +21,10 @@ from beamish.runtime import Node, start_node
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def wait_until(pred, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``pred`` until it returns a truthy value; fail the test with ``what`` if it
-    does not within ``timeout`` seconds."""
+def wait_until(pred, timeout: float = 10.0, what: str = "condition",  # type: ignore[no-untyped-def]
+               interval: float = 0.01):
+    """Poll ``pred`` every ``interval`` seconds until it returns a truthy value; fail the
+    test with ``what`` if it does not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -31,7 +32,7 @@ def wait_until(pred, timeout: float = 10.0, what: str = "condition"):  # type: i
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 def beamish(*args: str, check: bool = False, cwd: str = REPO,

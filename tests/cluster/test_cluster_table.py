@@ -6,7 +6,6 @@ one to expire use short ttls and wait for the database to say so."""
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pytest
@@ -23,14 +22,15 @@ from beamish.runtime.store.postgres.cluster import (
     connect_cluster,
     existing_cluster,
 )
+from tests.conftest import wait_until
 
 
 @pytest.fixture
 def tables(pg_dsn):
     opened: list[ClusterTable] = []
 
-    def open_(cluster: str = "c1", shards: int = 8) -> ClusterTable:
-        t = connect_cluster(pg_dsn, cluster, shards)
+    def open_(cluster: str = "c1", shards: int = 8, dsn: str | None = None) -> ClusterTable:
+        t = connect_cluster(dsn or pg_dsn, cluster, shards)
         opened.append(t)
         return t
 
@@ -40,12 +40,8 @@ def tables(pg_dsn):
 
 
 def _wait_expired(t: ClusterTable, node: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not next(m for m in t.members() if m.node == node).alive:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{node}'s lease did not expire")
+    wait_until(lambda: not next(m for m in t.members() if m.node == node).alive,
+               timeout, f"{node}'s lease to expire (by the database's clock)", interval=0.05)
 
 
 def test_the_cluster_is_created_once_with_its_shards_and_a_different_count_refused(tables):
@@ -195,10 +191,12 @@ def test_a_renewal_that_waited_for_a_claim_past_its_expiry_fails(pg_dsn, tables)
     # row until the lease expired, must not extend it: it is judged at the moment it
     # runs (clock_timestamp), not when its statement started (now()).
     t = tables()
-    inc = t.join("old", "a", ttl=1.0).incarnation
+    inc = t.join("old", "a", ttl=2.0).incarnation
     n2 = t.join("new", "b", ttl=30).incarnation
     assert t.claim(0, "old", inc, None, 0) == 1
     outcome: list[BaseException | None] = []
+    renewer = tables(dsn=f"{pg_dsn}?application_name=renewer")
+    admin = psycopg.connect(pg_dsn, autocommit=True)
     claimer = connect_cluster(pg_dsn, "c1", 8)
     with claimer.conn.transaction():  # a takeover in flight: it holds the member row
         claimer.conn.execute("UPDATE beamish_members SET lease_expires = lease_expires "
@@ -206,17 +204,23 @@ def test_a_renewal_that_waited_for_a_claim_past_its_expiry_fails(pg_dsn, tables)
 
         def renew() -> None:
             try:
-                tables().renew("old", inc, ttl=30)
+                renewer.renew("old", inc, ttl=30)
                 outcome.append(None)
             except LeaseLost as e:
                 outcome.append(e)
 
         th = threading.Thread(target=renew)
         th.start()
-        time.sleep(0.3)
-        assert outcome == []  # waiting for the claimer
+        # The renewal was sent while the lease was alive and waits for the claimer's lock:
+        # seen from the server, not assumed from a sleep.
+        wait_until(lambda: admin.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = "
+            "'renewer' AND query LIKE 'UPDATE beamish_members%'").fetchone() == ("Lock",),
+            what="the renewal to wait for the claimer's lock")
+        assert outcome == [] and next(m for m in t.members() if m.node == "old").alive
         _wait_expired(t, "old")
     th.join(timeout=10)
     assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
     assert claimer.claim(0, "new", n2, "old", 1) == 2  # and the takeover goes through
     claimer.close()
+    admin.close()

@@ -19,6 +19,7 @@ from beamish.runtime.cluster.membership import Membership
 from beamish.runtime.cluster.placement import owner_for
 from beamish.runtime.store.postgres.cluster import ClusterTable, connect_cluster, open_cluster
 from beamish.supervisor.testing import FakeClock
+from tests.conftest import wait_until
 
 SHARDS = 24
 TIMING = LeaseTiming(ttl=3.0, margin=1.2)  # renew every 0.75 s, fence 1.8 s after a send
@@ -109,15 +110,6 @@ def lease_expires(admin, node: str) -> float:
     return float(t)
 
 
-def wait_until(what: str, pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def settled(admin, nodes: dict[str, tuple[Membership, Recorder, Link]]) -> bool:
     """Every shard owned by its rendezvous owner among ``nodes``, which holds it at the
     table's epoch and was told so; nothing else held."""
@@ -138,19 +130,19 @@ def settled(admin, nodes: dict[str, tuple[Membership, Recorder, Link]]) -> bool:
 
 def test_three_nodes_converge_to_a_full_disjoint_assignment(cluster, admin):
     nodes = {n: cluster(n) for n in ("n1", "n2", "n3")}
-    wait_until("a full assignment", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "a full assignment", interval=0.05)
     for m, rec, _ in nodes.values():
         assert rec.times("fenced") == [] and not m.fenced
 
 
 def test_a_paused_nodes_shards_go_to_the_others_after_its_lease_expired(cluster, admin):
     nodes = {n: cluster(n) for n in ("n1", "n2", "n3")}
-    wait_until("a full assignment", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "a full assignment", interval=0.05)
     before = rows(admin)
     paused, _, _ = nodes.pop("n3")
     paused.halt()  # neither renews nor leaves, like a SIGSTOPped node
     expires = lease_expires(admin, "n3")
-    wait_until("a takeover", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "a takeover", interval=0.05)
     after = rows(admin)
     moved = {s for s in after if after[s][0] != before[s][0]}
     assert moved == {s for s in before if before[s][0] == "n3"} and moved
@@ -165,17 +157,17 @@ def test_a_paused_nodes_shards_go_to_the_others_after_its_lease_expired(cluster,
 def test_a_node_cut_off_fences_itself_before_its_lease_expires_and_comes_back(cluster,
                                                                                 admin):
     nodes = {n: cluster(n) for n in ("n1", "n2", "n3")}
-    wait_until("a full assignment", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "a full assignment", interval=0.05)
     cut, rec, link = nodes["n3"]
     theirs = {s for s, (o, _) in rows(admin).items() if o == "n3"}
     link.sever(admin)
-    wait_until("n3 fenced", lambda: rec.times("fenced") != [])
+    wait_until(lambda: rec.times("fenced") != [], 30, "n3 fenced", interval=0.05)
     fenced_at = rec.times("fenced")[0]
     expires = lease_expires(admin, "n3")
     assert fenced_at < expires, (fenced_at, expires)
     assert rec.owned == {} and cut.held == {}
     others = {n: nodes[n] for n in ("n1", "n2")}
-    wait_until("the others took n3's shards", lambda: settled(admin, others))
+    wait_until(lambda: settled(admin, others), 30, "the others took n3's shards", interval=0.05)
     taken = rows(admin)
     assert all(taken[s][0] in ("n1", "n2") for s in theirs)
     (first_move,) = admin.execute(
@@ -185,7 +177,7 @@ def test_a_node_cut_off_fences_itself_before_its_lease_expires_and_comes_back(cl
     # The link returns: n3 joins again (a new incarnation) and gets its shards back at
     # new epochs, paced.
     link.cut = False
-    wait_until("n3 back", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "n3 back", interval=0.05)
     assert cut.incarnation == 2
     back = rows(admin)
     assert all(back[s][1] > taken[s][1] for s in theirs)
@@ -219,17 +211,17 @@ def test_a_join_moves_only_what_the_joiner_wins_a_paced_subset_a_round(cluster, 
 
 def test_drain_hands_every_shard_to_the_others(cluster, admin):
     nodes = {n: cluster(n, max_moves=3) for n in ("n1", "n2", "n3")}
-    wait_until("a full assignment", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "a full assignment", interval=0.05)
     leaving, rec, _ = nodes["n2"]
     assert leaving.held
     leaving.drain()
-    wait_until("n2 drained", lambda: leaving.drained)
+    wait_until(lambda: leaving.drained, 30, "n2 drained", interval=0.05)
     assert rec.owned == {} and rec.times("fenced") == []
     table = rows(admin)
     assert all(o in ("n1", "n3") for o, _ in table.values())
     leaving.stop()  # leaves the cluster
     rest = {n: nodes[n] for n in ("n1", "n3")}
-    wait_until("the others hold every shard", lambda: settled(admin, rest))
+    wait_until(lambda: settled(admin, rest), 30, "the others hold every shard", interval=0.05)
     assert [n for (n,) in admin.execute(
         "SELECT node FROM beamish_members WHERE cluster = 'c' ORDER BY node")] == ["n1", "n3"]
 
@@ -237,12 +229,12 @@ def test_drain_hands_every_shard_to_the_others(cluster, admin):
 def test_a_node_that_stops_releases_its_shards_at_once(cluster, admin):
     slow = LeaseTiming(ttl=60.0, margin=10.0, renew_every=0.5)
     nodes = {n: cluster(n, timing=slow) for n in ("n1", "n2")}
-    wait_until("a full assignment", lambda: settled(admin, nodes))
+    wait_until(lambda: settled(admin, nodes), 30, "a full assignment", interval=0.05)
     m, rec, _ = nodes.pop("n2")
     m.stop()
     assert rec.owned == {}
     # well before its 60 s lease could have expired
-    wait_until("n1 holds every shard", lambda: settled(admin, nodes), timeout=15)
+    wait_until(lambda: settled(admin, nodes), 15, "n1 holds every shard", interval=0.05)
 
 
 def test_renewals_follow_the_fake_clock(cluster, admin):

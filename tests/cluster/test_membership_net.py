@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -19,7 +18,7 @@ import pytest
 
 from beamish.runtime.cluster.placement import owner_for
 from beamish.runtime.store.postgres.cluster import open_cluster
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 SHARDS = 16
 TTL, MARGIN = 3.0, 1.2
@@ -72,15 +71,6 @@ def members() -> Iterator[list[Member]]:
         m.stop()
 
 
-def wait_until(what, pred, timeout=40.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("kind", ["netns", "loopback"])
 def test_a_node_cut_off_fences_before_its_lease_expires_then_rejoins(net, net_pg, members,
                                                                      kind):
@@ -108,19 +98,19 @@ def test_a_node_cut_off_fences_before_its_lease_expires_then_rejoins(net, net_pg
                        for s, (o, e) in rows.items() if o is not None) and \
                 all(o is not None for o, _ in rows.values())
 
-        wait_until("a full assignment", lambda: settled([0, 1, 2]))
+        wait_until(lambda: settled([0, 1, 2]), 40, "a full assignment", interval=0.1)
         before = table()
         theirs = {s for s, (o, _) in before.items() if o == "n2"}
         assert theirs
 
         h.cut(2)
-        wait_until("n2 fenced", lambda: members[2].times("fenced"))
+        wait_until(lambda: members[2].times("fenced"), 40, "n2 fenced", interval=0.1)
         fenced_at = members[2].times("fenced")[0]
         (expires,) = admin.execute(
             "SELECT extract(epoch FROM lease_expires)::float8 FROM beamish_members "
             "WHERE cluster = 'c' AND node = 'n2'").fetchone()
         assert fenced_at < expires, (fenced_at, expires)
-        wait_until("the others took n2's shards", lambda: settled([0, 1]))
+        wait_until(lambda: settled([0, 1]), 40, "the others took n2's shards", interval=0.1)
         taken = table()
         assert all(taken[s][1] == before[s][1] + 1 for s in theirs)
         (first_move,) = admin.execute(
@@ -130,7 +120,7 @@ def test_a_node_cut_off_fences_before_its_lease_expires_then_rejoins(net, net_pg
         assert members[2].held() == {}
 
         h.restore(2)
-        wait_until("n2 back with its shards", lambda: settled([0, 1, 2]))
+        wait_until(lambda: settled([0, 1, 2]), 40, "n2 back with its shards", interval=0.1)
         back = table()
         assert all(back[s][0] == "n2" and back[s][1] > taken[s][1] for s in theirs)
         (inc,) = admin.execute("SELECT incarnation FROM beamish_members "

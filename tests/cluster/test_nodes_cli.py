@@ -4,10 +4,9 @@ database's clock, drain flags, agent and shard counts; typed refusals."""
 from __future__ import annotations
 
 import json
-import time
 
 from beamish.runtime.store.postgres.cluster import connect_cluster
-from tests.conftest import beamish
+from tests.conftest import beamish, wait_until
 
 
 def test_nodes_lists_the_members_from_the_database(pg_dsn):
@@ -19,7 +18,8 @@ def test_nodes_lists_the_members_from_the_database(pg_dsn):
         for s in range(3):
             t.claim(s, "n1", n1, None, 0)
         t.set_draining("n2", n2)
-        time.sleep(0.5)  # n2's lease expires
+        wait_until(lambda: not next(m for m in t.members() if m.node == "n2").alive,
+                   what="n2's lease to expire (by the database's clock)", interval=0.05)
         out = beamish("nodes", "--postgres", pg_dsn, "--cluster", "prod", check=True).stdout
         lines = out.splitlines()
         assert lines[0].split() == ["NODE", "ADDRESS", "LEASE", "DRAINING", "AGENTS",

@@ -15,7 +15,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from beamish.runtime import (
 from tests.conftest import beamish, shutdown_quietly, wait_until
 
 TEMPLATE = '''
+import os
 import time
 
 from beamish.runtime import Agent
@@ -53,6 +53,11 @@ class Worker(Agent):
             return state, state
         if isinstance(msg, list) and msg[0] == "slow":
             time.sleep(msg[1])
+            return "{tag}", state
+        if isinstance(msg, list) and msg[0] == "hold":  # says it took it; waits for leave
+            open(msg[1], "w").close()
+            while not os.path.exists(msg[2]):
+                time.sleep(0.01)
             return "{tag}", state
         state["n"] += 1
         state["seen"].append(msg[1])
@@ -239,20 +244,40 @@ def test_a_rolling_upgrade_under_load_loses_nothing_and_fails_no_call(unode, age
 def test_a_call_in_flight_during_the_move_gets_its_reply(unode, agents_module):
     a = unode.spawn(agents_module.cls, name="a")
     agents_module.write("v2")
+    taken = os.path.join(agents_module.root, "taken")
+    leave = os.path.join(agents_module.root, "leave")
     in_hand: list[object] = []
     queued: list[object] = []
-    caller = threading.Thread(target=lambda: in_hand.append(a.call(["slow", 3.0])))
+    caller = threading.Thread(
+        target=lambda: in_hand.append(a.call(["hold", taken, leave], timeout=60)))
     caller.start()
-    time.sleep(1.0)  # the slow call is taken (it keeps its agent busy for 3 s)
-    behind = threading.Thread(target=lambda: queued.append(a.call("tag")))
+    wait_until(lambda: os.path.exists(taken), what="the agent to take the held call")
+    behind = threading.Thread(target=lambda: queued.append(a.call("tag", timeout=60)))
     behind.start()  # waits in the mailbox; handled by the old code or the new
-    report = unode.upgrade()
-    caller.join(30)
-    behind.join(30)
+    reports: list[object] = []
+    upgrader = threading.Thread(target=lambda: reports.append(unode.upgrade()))
+    upgrader.start()
+    try:
+        # The upgrade has checked the new code and is moving the agent, which still has
+        # the held call in hand (it cannot move before finishing it).
+        wait_until(lambda: "moving 1 agents onto the new code" in _node_log(unode),
+                   timeout=60, what="the upgrade to start moving the agent")
+        assert caller.is_alive() and upgrader.is_alive()
+    finally:
+        open(leave, "w").close()
+        upgrader.join(60)
+        caller.join(60)
+        behind.join(60)
+    (report,) = reports
     assert report.ok
     assert in_hand == ["v1"]  # the message in hand was finished by the old code
     assert queued in (["v1"], ["v2"])
     assert a.call("tag") == "v2"
+
+
+def _node_log(node: Node) -> str:
+    with open(os.path.join(node.dir, "node.log"), errors="replace") as fh:
+        return fh.read()
 
 
 def test_a_module_that_fails_to_import_stops_before_anything_moves(unode, agents_module):
