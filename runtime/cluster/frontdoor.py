@@ -5,8 +5,8 @@
               ZAP thread ──admits──┘ (DIR/authorized/ only)
 
 A handshake is checked by the ZAP thread against the keys in ``DIR/authorized/`` (re-read
-when that dir changes); a peer that fails it (unknown key, no CURVE, garbage bytes) never
-gets a frame to the relay: libzmq drops the connection, the socket monitor counts it as a
+when the dir or a key file in it changes); a peer that fails it (unknown key, no CURVE,
+garbage bytes) never gets a frame to the relay: libzmq drops the connection, the socket monitor counts it as a
 refusal. Control requests are relayed to the node's own control socket unchanged (their
 ids swapped for the relay's own), so they are served exactly as local ones; ``call``,
 ``cast`` and ``cast_many`` run on the relay's pool with the node's store, acknowledged
@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -142,29 +143,107 @@ def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,
     return door
 
 
-class _Allowed:
-    """The keys of ``DIR/authorized/``, re-read when the dir changes (ZAP thread only)."""
+RACY_NS = 2_000_000_000  # a key file this close to the last read may have changed unseen
 
-    def __init__(self, dir: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class KeyFileStamp:
+    """What a file of ``authorized/`` looks like from outside (its content unread).
+
+    Attributes:
+        name: its file name.
+        inode: its inode (a file replaced by a rename gets a new one).
+        size: its size in bytes.
+        mtime_ns: its modification time.
+        ctime_ns: its status change time (moves on every write, even one that sets the
+            modification time back, as ``cp -p`` does).
+    """
+
+    name: str
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeysStamp:
+    """The state of ``authorized/`` the admitted keys were read from.
+
+    Attributes:
+        dir_mtime_ns: the dir's modification time (0: no dir).
+        files: each ``*.key`` file there, by name.
+    """
+
+    dir_mtime_ns: int
+    files: tuple[KeyFileStamp, ...]
+
+    def newest_ns(self) -> int:
+        """The latest time anything here changed."""
+        return max([self.dir_mtime_ns, *(max(f.mtime_ns, f.ctime_ns) for f in self.files)])
+
+
+def keys_changed(last: KeysStamp | None, now: KeysStamp, last_read_ns: int) -> bool:
+    """Whether the authorized keys must be read again (pure): never read, the dir or any
+    key file changed (name, inode, size or times), or something there changed so close to
+    the last read (``last_read_ns``, wall clock) that a rewrite in the same tick of the
+    file system's clock would leave every stamp as it was."""
+    if last is None or now != last:
+        return True
+    return now.newest_ns() >= last_read_ns - RACY_NS
+
+
+def keys_stamp(folder: str) -> KeysStamp:
+    """Stat ``folder`` and its ``*.key`` files (a file gone meanwhile is left out; it
+    changes the dir's time)."""
+    try:
+        dir_mtime = os.stat(folder).st_mtime_ns
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return KeysStamp(0, ())
+    files = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not entry.name.endswith(".key"):
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        files.append(KeyFileStamp(entry.name, st.st_ino, st.st_size, st.st_mtime_ns,
+                                  st.st_ctime_ns))
+    return KeysStamp(dir_mtime, tuple(files))
+
+
+class _Allowed:
+    """The keys of ``DIR/authorized/``, re-read when the dir or any key file in it changes
+    (ZAP thread only): a key removed, replaced or rewritten in place is refused from its
+    next handshake on."""
+
+    def __init__(self, dir: str, clock: Callable[[], int] = time.time_ns) -> None:
         self.dir = os.path.join(dir, "authorized")
         self.keys_dir = dir
-        self.stamp = -1
+        self.clock = clock
+        self.stamp: KeysStamp | None = None
+        self.read_ns = 0
         self.keys: frozenset[str] = frozenset()
         self.refresh()
 
     def refresh(self) -> None:
+        """Read the keys again if `keys_changed` says so (a bad file keeps the last good
+        set, logged)."""
+        stamp = keys_stamp(self.dir)
+        if not keys_changed(self.stamp, stamp, self.read_ns):
+            return
+        read_ns = self.clock()  # before reading: a write after it shows as racy
         try:
-            stamp = os.stat(self.dir).st_mtime_ns
-        except FileNotFoundError:
-            stamp = 0
-        if stamp != self.stamp:
-            try:
-                self.keys = frozenset(k.key for k in authorized_keys(self.keys_dir))
-            except ConfigError as exc:  # keep the last good set; say why
-                log.error("cannot reload the authorized keys: %s", exc)
-                return
-            self.stamp = stamp
-            log.info("admitting %d authorized key(s) from %s", len(self.keys), self.dir)
+            keys = frozenset(k.key for k in authorized_keys(self.keys_dir))
+        except ConfigError as exc:  # keep the last good set; say why
+            log.error("cannot reload the authorized keys: %s", exc)
+            return
+        first, self.stamp, self.read_ns = self.stamp is None, stamp, read_ns
+        if first or keys != self.keys:
+            log.info("admitting %d authorized key(s) from %s", len(keys), self.dir)
+        self.keys = keys
 
 
 class FrontDoor:
