@@ -63,6 +63,8 @@ log = logging.getLogger("beamish.frontdoor")
 MAX_INFLIGHT = 256  # calls/casts accepted at once; past that the relay stops reading
 WORKERS = 64  # of which this many run at once (a call holds its thread until its reply)
 CLOSE_WAIT_S = 5.0  # how long closing waits for calls still running
+CLOSE_LINGER_MS = 1000  # how long the last answers may take to leave as the door closes
+PUSH_TIMEOUT_MS = 1000  # a pool thread's answer the relay does not take by then is dropped
 REQUEST_ROOM = 4096  # a request's own fields, around a message of max_message_bytes
 HWM = 1000  # messages queued per peer, each way
 FORWARDED_KEPT_S = 3600.0  # a relayed request unanswered this long is forgotten
@@ -268,13 +270,18 @@ class FrontDoor:
         self.allowed = _Allowed(keys_dir)
         # Its own context: ZAP serves this context only; one I/O thread (see _on_monitor).
         self.ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
-        self.stopping = threading.Event()
+        self.closing = threading.Event()  # set first: the relay takes no new request
+        self.stopping = threading.Event()  # then: the relay ends
         self.zap_stop = threading.Event()  # set once the ROUTER is closed
         self.counts = dict.fromkeys(("connections", "refused", "refused_auth",
                                      "refused_protocol", "requests", "dropped",
                                      "undeliverable"), 0)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="beamish-tcp")
-        self.running = 0  # calls/casts on the pool now (under _lock)
+        # Calls/casts accepted and not finished (queued or running on the pool), under
+        # _lock: the relay's backpressure and what closing waits for. A slot is given
+        # back when its call ends, however it ends.
+        self.inflight = 0
+        self._done = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._local = threading.local()  # each pool thread's PUSH to the relay
         self._pushers: list[zmq.Socket[Any]] = []
@@ -377,7 +384,8 @@ class FrontDoor:
         reading = True
         try:
             while not self.stopping.is_set():
-                if reading != (relay.inflight < MAX_INFLIGHT):  # backpressure
+                if reading != (self.inflight < MAX_INFLIGHT
+                               and not self.closing.is_set()):  # backpressure, closing
                     reading = not reading
                     poller.modify(router, zmq.POLLIN if reading else 0)
                 ready = dict(poller.poll(100))
@@ -385,22 +393,25 @@ class FrontDoor:
                     self._on_monitor(monitor, pending)
                 if results in ready:
                     while results.poll(0):
-                        relay.inflight -= 1
                         relay.send(results.recv_multipart())
                 if dealer in ready:
                     while dealer.poll(0):
                         relay.answered(dealer.recv_multipart())
                 if router in ready:
                     for _ in range(1000):
-                        if relay.inflight >= MAX_INFLIGHT or not router.poll(0):
+                        if self.inflight >= MAX_INFLIGHT or self.closing.is_set() \
+                                or not router.poll(0):
                             break
                         relay.received(router.recv_multipart())
                 relay.expire()
+            while results.poll(0):  # answers pushed while this loop was elsewhere
+                relay.send(results.recv_multipart())
         except Exception:  # noqa: BLE001 - the node goes on; its remote clients cannot
             log.exception("the TCP front door failed: remote clients get no answer until "
                           "the node restarts")
         finally:
-            for sock in (router, monitor, dealer, results):
+            router.close(linger=CLOSE_LINGER_MS)  # the last answers still go out
+            for sock in (monitor, dealer, results):
                 sock.close(linger=0)
             self.zap_stop.set()
 
@@ -438,43 +449,84 @@ class FrontDoor:
                             self.listen, _WHY[why], self.counts["refused"])
 
     # -- calls and casts (pool threads) -----------------------------------------------------------
+    def submit(self, ident: bytes, env: Envelope) -> None:
+        """Run a call/cast of client ``ident`` on the pool (relay thread); its slot is
+        taken now and given back when it ends (done, failed or cancelled)."""
+        with self._done:
+            self.inflight += 1
+        try:
+            self.pool.submit(self._message, ident, env).add_done_callback(self._finished)
+        except RuntimeError:  # the pool is shut down: the door is closing
+            self._finished(None)
+
+    def _finished(self, _future: object) -> None:
+        with self._done:
+            self.inflight -= 1
+            self._done.notify_all()
+
     def _message(self, ident: bytes, env: Envelope) -> None:
-        with self._lock:
-            self.running += 1
+        """Run one call/cast and send its answer to the relay (pool thread). A failure
+        here is logged and answered with BeamishInternalError when it can be."""
         try:
             answer = message_answer(self.messenger, env.payload)
-        finally:
-            with self._lock:
-                self.running -= 1
+        except BaseException as exc:  # noqa: BLE001 - logged and answered; the slot freed
+            log.exception("a remote %r failed in the front door", env.payload.get("op"))
+            answer = _error(BeamishInternalError(
+                f"the node failed to carry out this remote request ({type(exc).__name__}: "
+                f"{exc}); this is a bug, please report it with the node log"))
         try:
-            frames = encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))
+            self._push(ident, env.msg_id, answer)
+        except BaseException:  # noqa: BLE001 - a pool thread must not lose it silently
+            log.exception("cannot hand a remote answer to the relay: its client gets none")
+
+    def _push(self, ident: bytes, msg_id: bytes, answer: WireMap) -> None:
+        try:
+            frames = encode(Envelope(Kind.REPLY, msg_id, b"", answer))
         except (EncodeError, PayloadTooLarge) as exc:
-            frames = encode(Envelope(Kind.REPLY, env.msg_id, b"", _error(BeamishInternalError(
+            frames = encode(Envelope(Kind.REPLY, msg_id, b"", _error(BeamishInternalError(
                 f"the answer cannot be sent back: {exc}"))))
         sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
         if sock is None:
             sock = self._local.sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
+            # The relay takes answers at once while it runs; once it has ended (closed,
+            # failed) nothing would take this one: give up instead of waiting for ever.
+            sock.setsockopt(zmq.SNDTIMEO, PUSH_TIMEOUT_MS)
             sock.connect("inproc://frontdoor-results")
             with self._lock:
                 self._pushers.append(sock)
-        sock.send_multipart([ident, *frames])
+        try:
+            sock.send_multipart([ident, *frames])
+        except zmq.Again:
+            log.warning("the front door's relay took no answer within %d ms (closed or "
+                        "failed): a remote client gets none", PUSH_TIMEOUT_MS)
 
     def close(self) -> None:
-        """Stop relaying and authenticating; close every socket and the context."""
+        """Stop taking requests, let the calls/casts running finish and their answers go
+        out (up to `CLOSE_WAIT_S`), then stop relaying and authenticating and close every
+        socket and the context."""
+        self.closing.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        with self._done:
+            if self.inflight:
+                log.info("closing: waiting up to %g s for %d remote call(s) in flight",
+                         CLOSE_WAIT_S, self.inflight)
+            while self.inflight and (left := deadline - time.monotonic()) > 0:
+                self._done.wait(left)
+            running = self.inflight
+        # The last answers were pushed before their slots were given back; the relay sends
+        # what it has read before it looks at `stopping` again.
         self.stopping.set()
         for thread in self._threads:  # the relay first: it closes the ROUTER, then ZAP ends
             thread.join(5.0)
         self.zap_stop.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + CLOSE_WAIT_S
-        while self.running and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.running:
+        if running:
             # Their sockets must not be closed under them; the process is exiting anyway.
             log.warning("%d remote call(s) still waiting as the node stops: their clients "
-                        "get no answer", self.running)
+                        "get no answer", running)
             return
+        self.pool.shutdown(wait=True)  # no task left: its threads end at once
         for sock in self._pushers:
             sock.close(linger=0)
         self.ctx.destroy(linger=0)
@@ -489,7 +541,6 @@ class _Relay:
         self.door = door
         self.router = router
         self.dealer = dealer
-        self.inflight = 0
         self.ids = itertools.count(1)
         self.forwarded: dict[bytes, tuple[bytes, bytes, float]] = {}  # our id -> client's
 
@@ -515,8 +566,7 @@ class _Relay:
             counts["dropped"] += 1
             return
         if env.payload["op"] in MESSAGE_OPS:
-            self.inflight += 1
-            self.door.pool.submit(self.door._message, frames[0], env)
+            self.door.submit(frames[0], env)
             return
         ours = next(self.ids).to_bytes(8, "big")
         self.forwarded[ours] = (frames[0], env.msg_id, time.monotonic())
