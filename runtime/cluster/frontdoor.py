@@ -308,6 +308,8 @@ class FrontDoor:
         # Fail closed: without this, libzmq admits every CURVE client while no ZAP handler
         # is bound (the authenticator thread gone).
         router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        if self.listen.startswith("tcp://["):
+            router.setsockopt(zmq.IPV6, 1)  # libzmq refuses an IPv6 address without it
         monitor = router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
