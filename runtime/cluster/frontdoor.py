@@ -24,7 +24,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 import zmq
@@ -70,13 +71,42 @@ HWM = 1000  # messages queued per peer, each way
 FORWARDED_KEPT_S = 3600.0  # a relayed request unanswered this long is forgotten
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 MESSAGE_OPS = frozenset({"call", "cast", "cast_many"})
-_REFUSALS: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "other",
+
+
+class Refusal(Enum):
+    """Why the front door refused a connection (the value: how the log says it)."""
+
+    AUTH = "its key is not authorized"
+    PROTOCOL = "not ZMTP with CURVE"
+    OTHER = "the handshake failed"
+    CLOSED = "closed before its handshake: garbage?"
+
+
+_REFUSALS: dict[int, Refusal] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: Refusal.AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: Refusal.PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: Refusal.OTHER,
 }
-_WHY = {"auth": "its key is not authorized", "protocol": "not ZMTP with CURVE",
-        "other": "the handshake failed", "closed": "closed before its handshake: garbage?"}
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoorCounts:
+    """The front door's counters (see `TransportStatus` for each). Written by the relay
+    thread only, each change a new record: a reader always sees one consistent set."""
+
+    connections: int = 0
+    refused: int = 0
+    refused_auth: int = 0
+    refused_protocol: int = 0
+    requests: int = 0
+    dropped: int = 0
+    undeliverable: int = 0
+
+    def refusal(self, why: Refusal) -> FrontDoorCounts:
+        """These counts with one more refusal, for ``why``."""
+        return replace(self, refused=self.refused + 1,
+                       refused_auth=self.refused_auth + (why is Refusal.AUTH),
+                       refused_protocol=self.refused_protocol + (why is Refusal.PROTOCOL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,9 +303,7 @@ class FrontDoor:
         self.closing = threading.Event()  # set first: the relay takes no new request
         self.stopping = threading.Event()  # then: the relay ends
         self.zap_stop = threading.Event()  # set once the ROUTER is closed
-        self.counts = dict.fromkeys(("connections", "refused", "refused_auth",
-                                     "refused_protocol", "requests", "dropped",
-                                     "undeliverable"), 0)
+        self.counts = FrontDoorCounts()
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="beamish-tcp")
         # Calls/casts accepted and not finished (queued or running on the pool), under
         # _lock: the relay's backpressure and what closing waits for. A slot is given
@@ -332,9 +360,8 @@ class FrontDoor:
         """The front door's figures now (any thread)."""
         c = self.counts
         return TransportStatus(self.listen, self.pair.public, len(self.allowed.keys),
-                               c["connections"], c["refused"], c["refused_auth"],
-                               c["refused_protocol"], c["requests"], c["dropped"],
-                               c["undeliverable"], self.limit)
+                               c.connections, c.refused, c.refused_auth, c.refused_protocol,
+                               c.requests, c.dropped, c.undeliverable, self.limit)
 
     # -- the authenticator ------------------------------------------------------------------------
     def _zap(self, sock: zmq.Socket[Any]) -> None:
@@ -363,7 +390,7 @@ class FrontDoor:
             key = zmq.utils.z85.encode(frames[6]).decode("ascii")
         self.allowed.refresh()
         ok = bool(key) and key in self.allowed.keys
-        if not ok and worth_logging(self.counts["refused_auth"] + 1):
+        if not ok and worth_logging(self.counts.refused_auth + 1):
             log.warning("refused a %s client from %s: key %s is not in %s",
                         mechanism.decode(errors="replace"), address.decode(errors="replace"),
                         key or "(none)", self.allowed.dir)
@@ -435,20 +462,19 @@ class FrontDoor:
                 if fd not in pending:
                     continue
                 del pending[fd]
-                why = "closed"
+                why = Refusal.CLOSED
             else:
                 if pending:
                     del pending[next(iter(pending))]
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self.counts["connections"] += 1
+                    self.counts = replace(self.counts,
+                                          connections=self.counts.connections + 1)
                     continue
                 why = _REFUSALS[kind]
-            self.counts["refused"] += 1
-            if why in ("auth", "protocol"):
-                self.counts["refused_" + why] += 1
-            if worth_logging(self.counts["refused"]):
+            self.counts = self.counts.refusal(why)
+            if worth_logging(self.counts.refused):
                 log.warning("refused a TCP connection to %s (%s; %d refused so far)",
-                            self.listen, _WHY[why], self.counts["refused"])
+                            self.listen, why.value, self.counts.refused)
 
     # -- calls and casts (pool threads) -----------------------------------------------------------
     def submit(self, ident: bytes, env: Envelope) -> None:
@@ -547,32 +573,34 @@ class _Relay:
         self.forwarded: dict[bytes, tuple[bytes, bytes, float]] = {}  # our id -> client's
 
     def received(self, frames: list[bytes]) -> None:
-        """A request from an admitted client: relay it, or run it on the pool."""
-        counts = self.door.counts
-        counts["requests"] += 1
+        """A request from an admitted client: relay it, or run it on the pool (counted;
+        one that is not a valid request is dropped, counted too)."""
+        door = self.door
+        door.counts = replace(door.counts, requests=door.counts.requests + 1)
+        if not self._take(frames):
+            door.counts = replace(door.counts, dropped=door.counts.dropped + 1)
+
+    def _take(self, frames: list[bytes]) -> bool:
         if len(frames) != 6:
-            counts["dropped"] += 1
-            return
+            return False
         try:
             env = decode(frames[1:], limit=self.door.limit + REQUEST_ROOM)
         except PayloadTooLarge as exc:
-            counts["dropped"] += 1
             self.send([frames[0], *encode(Envelope(Kind.REPLY, frames[3], b"", _error(
                 MessageTooLarge(exc.size, exc.limit, what="this request to the node"))))])
-            return
+            return False
         except ProtocolError:
-            counts["dropped"] += 1
-            return
+            return False
         if env.kind is not Kind.CALL or not isinstance(env.payload, dict) \
                 or not isinstance(env.payload.get("op"), str):
-            counts["dropped"] += 1
-            return
+            return False
         if env.payload["op"] in MESSAGE_OPS:
             self.door.submit(frames[0], env)
-            return
+            return True
         ours = next(self.ids).to_bytes(8, "big")
         self.forwarded[ours] = (frames[0], env.msg_id, time.monotonic())
         self.dealer.send_multipart([*frames[1:3], ours, *frames[4:]])
+        return True
 
     def answered(self, frames: list[bytes]) -> None:
         """The node's answer to a relayed request: back to its client, under its id."""
@@ -587,11 +615,12 @@ class _Relay:
         try:
             self.router.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: gone; EAGAIN: not reading
-            self.door.counts["undeliverable"] += 1
-            if worth_logging(self.door.counts["undeliverable"]):
+            counts = self.door.counts = replace(
+                self.door.counts, undeliverable=self.door.counts.undeliverable + 1)
+            if worth_logging(counts.undeliverable):
                 log.warning("cannot deliver an answer to a remote client (%s; %d so far): "
                             "it went away or stopped reading", exc,
-                            self.door.counts["undeliverable"])
+                            counts.undeliverable)
 
     def expire(self) -> None:
         """Forget relayed requests whose answer never came (the node answers each; this
