@@ -299,6 +299,8 @@ class Requester:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
         if curve is not None:
             curve.apply(self.sock)
+        if path.startswith("tcp://["):
+            self.sock.setsockopt(zmq.IPV6, 1)  # libzmq refuses an IPv6 address without it
         self.sock.connect(path if path.startswith("tcp://") else ipc_address(path))
 
     def request(self, payload: Any, timeout: float,

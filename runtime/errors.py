@@ -306,8 +306,14 @@ class CommitOutcomeUnknown(StoreError):
         self.detail = detail
 
 
+class SchemaTooNew(StoreError):
+    """The cluster's PostgreSQL holds a beamish schema newer than this beamish: it neither
+    reads nor changes it. What to do: upgrade beamish on this machine (to the version of
+    the nodes that wrote that schema)."""
+
+
 ERRORS.update({cls.__name__: cls for cls in (StaleEpoch, StoreUnavailable,
-                                              CommitOutcomeUnknown)})
+                                              CommitOutcomeUnknown, SchemaTooNew)})
 
 
 class AlreadyRunning(BeamishError):

@@ -290,6 +290,8 @@ def connect(dir: str | os.PathLike[str] | None = None, timeout: float = 5.0, *,
         ConfigError: over TCP, a bad address or keys dir.
     """
     if isinstance(dir, str) and dir.startswith("tcp://"):
+        if not remote_connect:  # `beamish.runtime` imports it lazily: maybe not yet
+            from . import remote  # noqa: F401
         return remote_connect[0](dir, keys, server_key, check_timeout(timeout))
     node = _open(dir)
     try:

@@ -5,8 +5,8 @@
               ZAP thread ──admits──┘ (DIR/authorized/ only)
 
 A handshake is checked by the ZAP thread against the keys in ``DIR/authorized/`` (re-read
-when that dir changes); a peer that fails it (unknown key, no CURVE, garbage bytes) never
-gets a frame to the relay: libzmq drops the connection, the socket monitor counts it as a
+when the dir or a key file in it changes); a peer that fails it (unknown key, no CURVE,
+garbage bytes) never gets a frame to the relay: libzmq drops the connection, the socket monitor counts it as a
 refusal. Control requests are relayed to the node's own control socket unchanged (their
 ids swapped for the relay's own), so they are served exactly as local ones; ``call``,
 ``cast`` and ``cast_many`` run on the relay's pool with the node's store, acknowledged
@@ -22,8 +22,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 import zmq
@@ -62,18 +64,49 @@ log = logging.getLogger("beamish.frontdoor")
 MAX_INFLIGHT = 256  # calls/casts accepted at once; past that the relay stops reading
 WORKERS = 64  # of which this many run at once (a call holds its thread until its reply)
 CLOSE_WAIT_S = 5.0  # how long closing waits for calls still running
+CLOSE_LINGER_MS = 1000  # how long the last answers may take to leave as the door closes
+PUSH_TIMEOUT_MS = 1000  # a pool thread's answer the relay does not take by then is dropped
 REQUEST_ROOM = 4096  # a request's own fields, around a message of max_message_bytes
 HWM = 1000  # messages queued per peer, each way
 FORWARDED_KEPT_S = 3600.0  # a relayed request unanswered this long is forgotten
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 MESSAGE_OPS = frozenset({"call", "cast", "cast_many"})
-_REFUSALS: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "other",
+
+
+class Refusal(Enum):
+    """Why the front door refused a connection (the value: how the log says it)."""
+
+    AUTH = "its key is not authorized"
+    PROTOCOL = "not ZMTP with CURVE"
+    OTHER = "the handshake failed"
+    CLOSED = "closed before its handshake: garbage?"
+
+
+_REFUSALS: dict[int, Refusal] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: Refusal.AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: Refusal.PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: Refusal.OTHER,
 }
-_WHY = {"auth": "its key is not authorized", "protocol": "not ZMTP with CURVE",
-        "other": "the handshake failed", "closed": "closed before its handshake: garbage?"}
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoorCounts:
+    """The front door's counters (see `TransportStatus` for each). Written by the relay
+    thread only, each change a new record: a reader always sees one consistent set."""
+
+    connections: int = 0
+    refused: int = 0
+    refused_auth: int = 0
+    refused_protocol: int = 0
+    requests: int = 0
+    dropped: int = 0
+    undeliverable: int = 0
+
+    def refusal(self, why: Refusal) -> FrontDoorCounts:
+        """These counts with one more refusal, for ``why``."""
+        return replace(self, refused=self.refused + 1,
+                       refused_auth=self.refused_auth + (why is Refusal.AUTH),
+                       refused_protocol=self.refused_protocol + (why is Refusal.PROTOCOL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,29 +175,107 @@ def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,
     return door
 
 
-class _Allowed:
-    """The keys of ``DIR/authorized/``, re-read when the dir changes (ZAP thread only)."""
+RACY_NS = 2_000_000_000  # a key file this close to the last read may have changed unseen
 
-    def __init__(self, dir: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class KeyFileStamp:
+    """What a file of ``authorized/`` looks like from outside (its content unread).
+
+    Attributes:
+        name: its file name.
+        inode: its inode (a file replaced by a rename gets a new one).
+        size: its size in bytes.
+        mtime_ns: its modification time.
+        ctime_ns: its status change time (moves on every write, even one that sets the
+            modification time back, as ``cp -p`` does).
+    """
+
+    name: str
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeysStamp:
+    """The state of ``authorized/`` the admitted keys were read from.
+
+    Attributes:
+        dir_mtime_ns: the dir's modification time (0: no dir).
+        files: each ``*.key`` file there, by name.
+    """
+
+    dir_mtime_ns: int
+    files: tuple[KeyFileStamp, ...]
+
+    def newest_ns(self) -> int:
+        """The latest time anything here changed."""
+        return max([self.dir_mtime_ns, *(max(f.mtime_ns, f.ctime_ns) for f in self.files)])
+
+
+def keys_changed(last: KeysStamp | None, now: KeysStamp, last_read_ns: int) -> bool:
+    """Whether the authorized keys must be read again (pure): never read, the dir or any
+    key file changed (name, inode, size or times), or something there changed so close to
+    the last read (``last_read_ns``, wall clock) that a rewrite in the same tick of the
+    file system's clock would leave every stamp as it was."""
+    if last is None or now != last:
+        return True
+    return now.newest_ns() >= last_read_ns - RACY_NS
+
+
+def keys_stamp(folder: str) -> KeysStamp:
+    """Stat ``folder`` and its ``*.key`` files (a file gone meanwhile is left out; it
+    changes the dir's time)."""
+    try:
+        dir_mtime = os.stat(folder).st_mtime_ns
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return KeysStamp(0, ())
+    files = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not entry.name.endswith(".key"):
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        files.append(KeyFileStamp(entry.name, st.st_ino, st.st_size, st.st_mtime_ns,
+                                  st.st_ctime_ns))
+    return KeysStamp(dir_mtime, tuple(files))
+
+
+class _Allowed:
+    """The keys of ``DIR/authorized/``, re-read when the dir or any key file in it changes
+    (ZAP thread only): a key removed, replaced or rewritten in place is refused from its
+    next handshake on."""
+
+    def __init__(self, dir: str, clock: Callable[[], int] = time.time_ns) -> None:
         self.dir = os.path.join(dir, "authorized")
         self.keys_dir = dir
-        self.stamp = -1
+        self.clock = clock
+        self.stamp: KeysStamp | None = None
+        self.read_ns = 0
         self.keys: frozenset[str] = frozenset()
         self.refresh()
 
     def refresh(self) -> None:
+        """Read the keys again if `keys_changed` says so (a bad file keeps the last good
+        set, logged)."""
+        stamp = keys_stamp(self.dir)
+        if not keys_changed(self.stamp, stamp, self.read_ns):
+            return
+        read_ns = self.clock()  # before reading: a write after it shows as racy
         try:
-            stamp = os.stat(self.dir).st_mtime_ns
-        except FileNotFoundError:
-            stamp = 0
-        if stamp != self.stamp:
-            try:
-                self.keys = frozenset(k.key for k in authorized_keys(self.keys_dir))
-            except ConfigError as exc:  # keep the last good set; say why
-                log.error("cannot reload the authorized keys: %s", exc)
-                return
-            self.stamp = stamp
-            log.info("admitting %d authorized key(s) from %s", len(self.keys), self.dir)
+            keys = frozenset(k.key for k in authorized_keys(self.keys_dir))
+        except ConfigError as exc:  # keep the last good set; say why
+            log.error("cannot reload the authorized keys: %s", exc)
+            return
+        first, self.stamp, self.read_ns = self.stamp is None, stamp, read_ns
+        if first or keys != self.keys:
+            log.info("admitting %d authorized key(s) from %s", len(keys), self.dir)
+        self.keys = keys
 
 
 class FrontDoor:
@@ -189,13 +300,16 @@ class FrontDoor:
         self.allowed = _Allowed(keys_dir)
         # Its own context: ZAP serves this context only; one I/O thread (see _on_monitor).
         self.ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
-        self.stopping = threading.Event()
+        self.closing = threading.Event()  # set first: the relay takes no new request
+        self.stopping = threading.Event()  # then: the relay ends
         self.zap_stop = threading.Event()  # set once the ROUTER is closed
-        self.counts = dict.fromkeys(("connections", "refused", "refused_auth",
-                                     "refused_protocol", "requests", "dropped",
-                                     "undeliverable"), 0)
+        self.counts = FrontDoorCounts()
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="beamish-tcp")
-        self.running = 0  # calls/casts on the pool now (under _lock)
+        # Calls/casts accepted and not finished (queued or running on the pool), under
+        # _lock: the relay's backpressure and what closing waits for. A slot is given
+        # back when its call ends, however it ends.
+        self.inflight = 0
+        self._done = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._local = threading.local()  # each pool thread's PUSH to the relay
         self._pushers: list[zmq.Socket[Any]] = []
@@ -222,6 +336,8 @@ class FrontDoor:
         # Fail closed: without this, libzmq admits every CURVE client while no ZAP handler
         # is bound (the authenticator thread gone).
         router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        if self.listen.startswith("tcp://["):
+            router.setsockopt(zmq.IPV6, 1)  # libzmq refuses an IPv6 address without it
         monitor = router.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -244,9 +360,8 @@ class FrontDoor:
         """The front door's figures now (any thread)."""
         c = self.counts
         return TransportStatus(self.listen, self.pair.public, len(self.allowed.keys),
-                               c["connections"], c["refused"], c["refused_auth"],
-                               c["refused_protocol"], c["requests"], c["dropped"],
-                               c["undeliverable"], self.limit)
+                               c.connections, c.refused, c.refused_auth, c.refused_protocol,
+                               c.requests, c.dropped, c.undeliverable, self.limit)
 
     # -- the authenticator ------------------------------------------------------------------------
     def _zap(self, sock: zmq.Socket[Any]) -> None:
@@ -275,7 +390,7 @@ class FrontDoor:
             key = zmq.utils.z85.encode(frames[6]).decode("ascii")
         self.allowed.refresh()
         ok = bool(key) and key in self.allowed.keys
-        if not ok and worth_logging(self.counts["refused_auth"] + 1):
+        if not ok and worth_logging(self.counts.refused_auth + 1):
             log.warning("refused a %s client from %s: key %s is not in %s",
                         mechanism.decode(errors="replace"), address.decode(errors="replace"),
                         key or "(none)", self.allowed.dir)
@@ -298,7 +413,8 @@ class FrontDoor:
         reading = True
         try:
             while not self.stopping.is_set():
-                if reading != (relay.inflight < MAX_INFLIGHT):  # backpressure
+                if reading != (self.inflight < MAX_INFLIGHT
+                               and not self.closing.is_set()):  # backpressure, closing
                     reading = not reading
                     poller.modify(router, zmq.POLLIN if reading else 0)
                 ready = dict(poller.poll(100))
@@ -306,22 +422,25 @@ class FrontDoor:
                     self._on_monitor(monitor, pending)
                 if results in ready:
                     while results.poll(0):
-                        relay.inflight -= 1
                         relay.send(results.recv_multipart())
                 if dealer in ready:
                     while dealer.poll(0):
                         relay.answered(dealer.recv_multipart())
                 if router in ready:
                     for _ in range(1000):
-                        if relay.inflight >= MAX_INFLIGHT or not router.poll(0):
+                        if self.inflight >= MAX_INFLIGHT or self.closing.is_set() \
+                                or not router.poll(0):
                             break
                         relay.received(router.recv_multipart())
                 relay.expire()
+            while results.poll(0):  # answers pushed while this loop was elsewhere
+                relay.send(results.recv_multipart())
         except Exception:  # noqa: BLE001 - the node goes on; its remote clients cannot
             log.exception("the TCP front door failed: remote clients get no answer until "
                           "the node restarts")
         finally:
-            for sock in (router, monitor, dealer, results):
+            router.close(linger=CLOSE_LINGER_MS)  # the last answers still go out
+            for sock in (monitor, dealer, results):
                 sock.close(linger=0)
             self.zap_stop.set()
 
@@ -343,59 +462,99 @@ class FrontDoor:
                 if fd not in pending:
                     continue
                 del pending[fd]
-                why = "closed"
+                why = Refusal.CLOSED
             else:
                 if pending:
                     del pending[next(iter(pending))]
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self.counts["connections"] += 1
+                    self.counts = replace(self.counts,
+                                          connections=self.counts.connections + 1)
                     continue
                 why = _REFUSALS[kind]
-            self.counts["refused"] += 1
-            if why in ("auth", "protocol"):
-                self.counts["refused_" + why] += 1
-            if worth_logging(self.counts["refused"]):
+            self.counts = self.counts.refusal(why)
+            if worth_logging(self.counts.refused):
                 log.warning("refused a TCP connection to %s (%s; %d refused so far)",
-                            self.listen, _WHY[why], self.counts["refused"])
+                            self.listen, why.value, self.counts.refused)
 
     # -- calls and casts (pool threads) -----------------------------------------------------------
+    def submit(self, ident: bytes, env: Envelope) -> None:
+        """Run a call/cast of client ``ident`` on the pool (relay thread); its slot is
+        taken now and given back when it ends (done, failed or cancelled)."""
+        with self._done:
+            self.inflight += 1
+        try:
+            self.pool.submit(self._message, ident, env).add_done_callback(self._finished)
+        except RuntimeError:  # the pool is shut down: the door is closing
+            self._finished(None)
+
+    def _finished(self, _future: object) -> None:
+        with self._done:
+            self.inflight -= 1
+            self._done.notify_all()
+
     def _message(self, ident: bytes, env: Envelope) -> None:
-        with self._lock:
-            self.running += 1
+        """Run one call/cast and send its answer to the relay (pool thread). A failure
+        here is logged and answered with BeamishInternalError when it can be."""
         try:
             answer = message_answer(self.messenger, env.payload)
-        finally:
-            with self._lock:
-                self.running -= 1
+        except BaseException as exc:  # noqa: BLE001 - logged and answered; the slot freed
+            log.exception("a remote %r failed in the front door", env.payload.get("op"))
+            answer = _error(BeamishInternalError(
+                f"the node failed to carry out this remote request ({type(exc).__name__}: "
+                f"{exc}); this is a bug, please report it with the node log"))
         try:
-            frames = encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))
+            self._push(ident, env.msg_id, answer)
+        except BaseException:  # noqa: BLE001 - a pool thread must not lose it silently
+            log.exception("cannot hand a remote answer to the relay: its client gets none")
+
+    def _push(self, ident: bytes, msg_id: bytes, answer: WireMap) -> None:
+        try:
+            frames = encode(Envelope(Kind.REPLY, msg_id, b"", answer))
         except (EncodeError, PayloadTooLarge) as exc:
-            frames = encode(Envelope(Kind.REPLY, env.msg_id, b"", _error(BeamishInternalError(
+            frames = encode(Envelope(Kind.REPLY, msg_id, b"", _error(BeamishInternalError(
                 f"the answer cannot be sent back: {exc}"))))
         sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
         if sock is None:
             sock = self._local.sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
+            # The relay takes answers at once while it runs; once it has ended (closed,
+            # failed) nothing would take this one: give up instead of waiting for ever.
+            sock.setsockopt(zmq.SNDTIMEO, PUSH_TIMEOUT_MS)
             sock.connect("inproc://frontdoor-results")
             with self._lock:
                 self._pushers.append(sock)
-        sock.send_multipart([ident, *frames])
+        try:
+            sock.send_multipart([ident, *frames])
+        except zmq.Again:
+            log.warning("the front door's relay took no answer within %d ms (closed or "
+                        "failed): a remote client gets none", PUSH_TIMEOUT_MS)
 
     def close(self) -> None:
-        """Stop relaying and authenticating; close every socket and the context."""
+        """Stop taking requests, let the calls/casts running finish and their answers go
+        out (up to `CLOSE_WAIT_S`), then stop relaying and authenticating and close every
+        socket and the context."""
+        self.closing.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        with self._done:
+            if self.inflight:
+                log.info("closing: waiting up to %g s for %d remote call(s) in flight",
+                         CLOSE_WAIT_S, self.inflight)
+            while self.inflight and (left := deadline - time.monotonic()) > 0:
+                self._done.wait(left)
+            running = self.inflight
+        # The last answers were pushed before their slots were given back; the relay sends
+        # what it has read before it looks at `stopping` again.
         self.stopping.set()
         for thread in self._threads:  # the relay first: it closes the ROUTER, then ZAP ends
             thread.join(5.0)
         self.zap_stop.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + CLOSE_WAIT_S
-        while self.running and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.running:
+        if running:
             # Their sockets must not be closed under them; the process is exiting anyway.
             log.warning("%d remote call(s) still waiting as the node stops: their clients "
-                        "get no answer", self.running)
+                        "get no answer", running)
             return
+        self.pool.shutdown(wait=True)  # no task left: its threads end at once
         for sock in self._pushers:
             sock.close(linger=0)
         self.ctx.destroy(linger=0)
@@ -410,38 +569,38 @@ class _Relay:
         self.door = door
         self.router = router
         self.dealer = dealer
-        self.inflight = 0
         self.ids = itertools.count(1)
         self.forwarded: dict[bytes, tuple[bytes, bytes, float]] = {}  # our id -> client's
 
     def received(self, frames: list[bytes]) -> None:
-        """A request from an admitted client: relay it, or run it on the pool."""
-        counts = self.door.counts
-        counts["requests"] += 1
+        """A request from an admitted client: relay it, or run it on the pool (counted;
+        one that is not a valid request is dropped, counted too)."""
+        door = self.door
+        door.counts = replace(door.counts, requests=door.counts.requests + 1)
+        if not self._take(frames):
+            door.counts = replace(door.counts, dropped=door.counts.dropped + 1)
+
+    def _take(self, frames: list[bytes]) -> bool:
         if len(frames) != 6:
-            counts["dropped"] += 1
-            return
+            return False
         try:
             env = decode(frames[1:], limit=self.door.limit + REQUEST_ROOM)
         except PayloadTooLarge as exc:
-            counts["dropped"] += 1
             self.send([frames[0], *encode(Envelope(Kind.REPLY, frames[3], b"", _error(
                 MessageTooLarge(exc.size, exc.limit, what="this request to the node"))))])
-            return
+            return False
         except ProtocolError:
-            counts["dropped"] += 1
-            return
+            return False
         if env.kind is not Kind.CALL or not isinstance(env.payload, dict) \
                 or not isinstance(env.payload.get("op"), str):
-            counts["dropped"] += 1
-            return
+            return False
         if env.payload["op"] in MESSAGE_OPS:
-            self.inflight += 1
-            self.door.pool.submit(self.door._message, frames[0], env)
-            return
+            self.door.submit(frames[0], env)
+            return True
         ours = next(self.ids).to_bytes(8, "big")
         self.forwarded[ours] = (frames[0], env.msg_id, time.monotonic())
         self.dealer.send_multipart([*frames[1:3], ours, *frames[4:]])
+        return True
 
     def answered(self, frames: list[bytes]) -> None:
         """The node's answer to a relayed request: back to its client, under its id."""
@@ -456,11 +615,12 @@ class _Relay:
         try:
             self.router.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: gone; EAGAIN: not reading
-            self.door.counts["undeliverable"] += 1
-            if worth_logging(self.door.counts["undeliverable"]):
+            counts = self.door.counts = replace(
+                self.door.counts, undeliverable=self.door.counts.undeliverable + 1)
+            if worth_logging(counts.undeliverable):
                 log.warning("cannot deliver an answer to a remote client (%s; %d so far): "
                             "it went away or stopped reading", exc,
-                            self.door.counts["undeliverable"])
+                            counts.undeliverable)
 
     def expire(self) -> None:
         """Forget relayed requests whose answer never came (the node answers each; this

@@ -54,7 +54,7 @@ from ...errors import (
 )
 from ..protocol import Txn
 from .fencing import Fence, GroupItem, ItemResult, ShardRow, first_stale
-from .schema import SchemaTooNew, ensure_schema
+from .schema import ensure_schema
 from .txn import PgTxn
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ class PgStore:
 
     Raises:
         StoreUnavailable: the server cannot be reached.
-        StoreError: its schema is newer than this beamish.
+        SchemaTooNew: its schema is newer than this beamish (a StoreError).
     """
 
     def __init__(self, dsn: str, cluster: str, fence: Fence | None = None,
@@ -146,11 +146,12 @@ class PgStore:
                     conn.execute("DELETE FROM beamish_writers WHERE cluster = %s AND "
                                  f"updated < now() - interval '{_WRITER_ROWS_KEPT}'",
                                  (cluster,))
-            except SchemaTooNew as exc:
-                raise StoreError(str(exc)) from exc
             except psycopg.Error as exc:
                 self._drop()
                 raise StoreUnavailable(_detail(exc)) from exc
+            except BaseException:  # SchemaTooNew, or anything: no session left behind
+                self._drop()
+                raise
 
     # -- connections ------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:

@@ -11,8 +11,10 @@ lease; ``renew`` updates the member row only while its lease is alive when the u
 applies (a renewal that waited for a claim re-reads the row then). Whichever commits
 first wins and the other sees it (a renewal that lost fails with `LeaseLost`).
 
-psycopg errors that mean the server is unreachable (``OperationalError``) are raised as
-`StoreUnavailable` (a `StoreError`), so that code outside this package never sees psycopg.
+psycopg errors are raised as beamish's, so that code outside this package never sees
+psycopg: a server not reached or a connection lost as `StoreUnavailable`, a DSN libpq
+cannot parse and a role without the rights it needs as `ConfigError`, any other refusal as
+`StoreError` with its SQLSTATE, a newer schema as `SchemaTooNew`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from typing import Any
 
 import psycopg
 
-from ...errors import ConfigError, LeaseLost, NodeNameInUse, ShardCountMismatch, StoreUnavailable
+from ...errors import (
+    BeamishError,
+    ConfigError,
+    LeaseLost,
+    NodeNameInUse,
+    ShardCountMismatch,
+    StoreError,
+    StoreUnavailable,
+)
 from .schema import ensure_schema
 
 # libpq options for a node's own connection: a cut link must not block a renewal for
@@ -86,23 +96,63 @@ class Joined:
     lease_expires: dt.datetime
 
 
+NODE_GOES_ON = "a node keeps trying, and fences itself if its lease runs out meanwhile"
+
+
 @contextmanager
-def _unreachable_as_store_error(what: str) -> Iterator[None]:
+def _as_store_error(what: str, then: str = NODE_GOES_ON,
+                    conn: psycopg.Connection[Any] | None = None) -> Iterator[None]:
+    """Raise a psycopg error from the body as beamish's: a server not reached or a
+    connection lost as `StoreUnavailable` (``then``: what happens next, for the caller);
+    missing rights as `ConfigError` (what to grant); any other refusal as `StoreError`
+    with its SQLSTATE."""
     try:
         yield
-    except psycopg.OperationalError as e:
-        raise StoreUnavailable(f"{what}: {e}; a node keeps trying, and fences itself if "
-                               "its lease runs out meanwhile") from e
+    except psycopg.Error as e:
+        raise _store_error(e, what, then, conn) from e
+
+
+def _store_error(e: psycopg.Error, what: str, then: str,
+                 conn: psycopg.Connection[Any] | None) -> BeamishError:
+    detail = " ".join(str(e).split()) or type(e).__name__
+    lost = conn is None or conn.closed or conn.broken
+    if isinstance(e, psycopg.errors.InsufficientPrivilege):
+        return ConfigError(
+            f"{what}: the cluster's PostgreSQL role may not do this ({detail}). What to "
+            "do: grant that role CREATE and USAGE on its schema (PostgreSQL 15 and later "
+            "no longer grant CREATE on `public` to every role) or create the tables once "
+            "as the database's owner (a node creates them at its first start)")
+    if e.sqlstate is None or (lost and isinstance(e, psycopg.OperationalError)):
+        suffix = f"; {then}" if then else ""
+        return StoreUnavailable(f"{what}: {detail}{suffix}")
+    return StoreError(f"{what}: the cluster's PostgreSQL refused it [{e.sqlstate}] "
+                      f"({detail})")
+
+
+def _connect(dsn: str, then: str) -> psycopg.Connection[Any]:
+    """An autocommit connection to ``dsn`` with `LINK_OPTIONS`; a DSN libpq cannot parse
+    is a `ConfigError`."""
+    try:
+        conninfo = psycopg.conninfo.make_conninfo(dsn)
+    except psycopg.ProgrammingError as e:
+        raise ConfigError(
+            f"the cluster's PostgreSQL DSN is not valid ({' '.join(str(e).split())}). What "
+            "to do: fix `postgres` in `[cluster]` (or --postgres / $BEAMISH_POSTGRES): a "
+            "libpq key=value string or a postgresql:// URI") from None
+    with _as_store_error(f"connecting to {_redacted(dsn)}", then):
+        return psycopg.connect(conninfo, autocommit=True, **LINK_OPTIONS)
 
 
 class ClusterTable:
     """One cluster's rows, through one connection (autocommit; each method is one
     transaction). Create with `open_cluster`, which checks the shard count."""
 
-    def __init__(self, conn: psycopg.Connection[Any], cluster: str, shards: int) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], cluster: str, shards: int,
+                 then: str = NODE_GOES_ON) -> None:
         self.conn = conn
         self.cluster = cluster
         self.shards = shards
+        self.then = then  # said after an unavailable server: what the caller does next
 
     def close(self) -> None:
         """Close the connection."""
@@ -114,7 +164,7 @@ class ClusterTable:
         """Add ``node`` as a member with a fresh lease and a new incarnation. A member row
         of that name whose lease is alive is replaced only if it is this node's own
         ``previous`` incarnation; otherwise `NodeNameInUse`."""
-        with _unreachable_as_store_error(f"join of {node!r}"):
+        with _as_store_error(f"join of {node!r}", self.then, self.conn):
             row = self.conn.execute(
                 """INSERT INTO beamish_members AS m
                        (cluster, node, address, incarnation, lease_expires)
@@ -137,7 +187,7 @@ class ClusterTable:
         """Extend ``node``'s lease to the database's ``now() + ttl`` (and record its
         agent count); `LeaseLost` if this incarnation was superseded, left, or its lease
         expired (a renewal never revives an expired lease: the shards may be gone)."""
-        with _unreachable_as_store_error(f"lease renewal of {node!r}"):
+        with _as_store_error(f"lease renewal of {node!r}", self.then, self.conn):
             row = self.conn.execute(
                 """UPDATE beamish_members
                       SET lease_expires = now() + make_interval(secs => %(ttl)s),
@@ -163,7 +213,7 @@ class ClusterTable:
     def set_draining(self, node: str, incarnation: int, draining: bool = True) -> None:
         """Mark ``node`` draining (its shards are handed off, it claims none) or not;
         `LeaseLost` if this incarnation is no longer the member."""
-        with _unreachable_as_store_error(f"drain of {node!r}"):
+        with _as_store_error(f"drain of {node!r}", self.then, self.conn):
             row = self.conn.execute(
                 """UPDATE beamish_members SET draining = %s
                     WHERE cluster = %s AND node = %s AND incarnation = %s RETURNING node""",
@@ -175,7 +225,7 @@ class ClusterTable:
         """Remove ``node``'s member row and release the shards it still owns, in one
         transaction (call it after stopping their agents). A superseded incarnation
         removes nothing."""
-        with _unreachable_as_store_error(f"leave of {node!r}"), self.conn.transaction():
+        with _as_store_error(f"leave of {node!r}", self.then, self.conn), self.conn.transaction():
             gone = self.conn.execute(
                 """DELETE FROM beamish_members
                     WHERE cluster = %s AND node = %s AND incarnation = %s RETURNING node""",
@@ -188,7 +238,7 @@ class ClusterTable:
     def members(self) -> list[Member]:
         """Every member of the cluster, by name, with its lease judged by the database's
         clock now and the count of shards it owns."""
-        with _unreachable_as_store_error("members"):
+        with _as_store_error("members", self.then, self.conn):
             rows = self.conn.execute(
                 """SELECT m.node, m.address, m.incarnation, m.lease_expires,
                           EXTRACT(EPOCH FROM m.lease_expires - clock_timestamp())::float8,
@@ -210,7 +260,7 @@ class ClusterTable:
         return self._shards(" AND owner = %s", (node,))
 
     def _shards(self, where: str, args: Sequence[object]) -> list[ShardRow]:
-        with _unreachable_as_store_error("shards"):
+        with _as_store_error("shards", self.then, self.conn):
             rows = self.conn.execute(
                 "SELECT shard, owner, epoch, moved FROM beamish_shards WHERE cluster = %s"
                 + where + " ORDER BY shard", (self.cluster, *args)).fetchall()
@@ -223,7 +273,7 @@ class ClusterTable:
         ``owner`` at ``epoch``, and that owner is nobody, ``node`` itself, or a member
         whose lease expired (or that left). Otherwise nothing changes and None is
         returned."""
-        with _unreachable_as_store_error(f"claim of shard {shard}"), self.conn.transaction():
+        with _as_store_error(f"claim of shard {shard}", self.then, self.conn), self.conn.transaction():
             row = self.conn.execute(
                 """SELECT owner, epoch FROM beamish_shards
                     WHERE cluster = %s AND shard = %s FOR UPDATE""",
@@ -259,7 +309,7 @@ class ClusterTable:
         """Give ``shard`` up (owner NULL; its epoch stays, the next claim bumps it), if
         ``node`` still owns it at ``epoch``; return whether it did. Call it after the
         shard's agents stopped and flushed: the successor may claim it at once."""
-        with _unreachable_as_store_error(f"release of shard {shard}"):
+        with _as_store_error(f"release of shard {shard}", self.then, self.conn):
             row = self.conn.execute(
                 """UPDATE beamish_shards SET owner = NULL, moved = now()
                     WHERE cluster = %s AND shard = %s AND owner = %s AND epoch = %s
@@ -273,7 +323,7 @@ def open_cluster(conn: psycopg.Connection[Any], cluster: str, shards: int) -> Cl
     `ShardCountMismatch`. ``conn`` must be in autocommit mode."""
     if shards <= 0:
         raise ConfigError(f"a cluster has at least one shard, not {shards}")
-    with _unreachable_as_store_error(f"opening cluster {cluster!r}"):
+    with _as_store_error(f"opening cluster {cluster!r}", conn=conn):
         ensure_schema(conn)
         with conn.transaction():
             conn.execute("""INSERT INTO beamish_cluster (cluster, shards) VALUES (%s, %s)
@@ -292,14 +342,14 @@ def open_cluster(conn: psycopg.Connection[Any], cluster: str, shards: int) -> Cl
 def existing_cluster(conn: psycopg.Connection[Any], cluster: str) -> ClusterTable:
     """The table of cluster ``cluster`` as it exists (nothing is created); `ConfigError`
     if the database holds no such cluster."""
-    with _unreachable_as_store_error(f"reading cluster {cluster!r}"):
+    with _as_store_error(f"reading cluster {cluster!r}", "", conn):
         have = conn.execute(
             """SELECT shards FROM beamish_cluster WHERE cluster = %s""", (cluster,)
         ).fetchone() if _has_schema(conn) else None
     if have is None:
         raise ConfigError(f"this database holds no cluster named {cluster!r} (a cluster "
                           "is created when its first node starts)")
-    return ClusterTable(conn, cluster, int(have[0]))
+    return ClusterTable(conn, cluster, int(have[0]), then="")
 
 
 def _has_schema(conn: psycopg.Connection[Any]) -> bool:
@@ -310,8 +360,7 @@ def _has_schema(conn: psycopg.Connection[Any]) -> bool:
 def connect_cluster(dsn: str, cluster: str, shards: int) -> ClusterTable:
     """A new autocommit connection to ``dsn`` with the link options a node needs
     (`LINK_OPTIONS`), opened on ``cluster`` (`open_cluster`)."""
-    with _unreachable_as_store_error(f"connecting to {_redacted(dsn)}"):
-        conn = psycopg.connect(dsn, autocommit=True, **LINK_OPTIONS)
+    conn = _connect(dsn, NODE_GOES_ON)
     try:
         return open_cluster(conn, cluster, shards)
     except BaseException:
@@ -322,8 +371,7 @@ def connect_cluster(dsn: str, cluster: str, shards: int) -> ClusterTable:
 def read_members(dsn: str, cluster: str) -> list[Member]:
     """The members of cluster ``cluster`` in the database at ``dsn``, read over a
     connection of their own (what ``beamish nodes`` shows)."""
-    with _unreachable_as_store_error(f"connecting to {_redacted(dsn)}"):
-        conn = psycopg.connect(dsn, autocommit=True, **LINK_OPTIONS)
+    conn = _connect(dsn, "")
     with conn:
         return existing_cluster(conn, cluster).members()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...errors import SchemaTooNew as SchemaTooNew
+
 SCHEMA_VERSION = 1
 
 # pg_advisory_xact_lock key: "beamish" as a number, so no other tool's lock collides.
@@ -132,10 +134,6 @@ DDL: tuple[str, ...] = (
 )
 
 
-class SchemaTooNew(RuntimeError):
-    """The database holds a schema written by a newer beamish than this one."""
-
-
 def ensure_schema(conn: Any) -> None:
     """Create the tables that do not exist yet on ``conn`` (a psycopg connection), in one
     transaction; raise `SchemaTooNew` if the database's schema is newer than this code."""
@@ -151,4 +149,4 @@ def ensure_schema(conn: Any) -> None:
         elif int(row[0]) > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"the database's beamish schema is version {row[0]}, newer than this "
-                f"beamish's {SCHEMA_VERSION}: upgrade beamish on this node")
+                f"beamish's {SCHEMA_VERSION}: upgrade beamish on this machine")
