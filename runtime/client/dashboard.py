@@ -4,6 +4,7 @@ which the daemon serves itself with ``[node] dashboard``)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Mapping
@@ -58,6 +59,9 @@ def serve_dashboard(node: Node, bind: str = DEFAULT_BIND, token: str | None = No
     if token is not None and len(token) < TOKEN_MIN:
         raise ConfigError(f"--token: {len(token)} characters; a token needs at least "
                           f"{TOKEN_MIN} (leave it out to have one made)")
+    # The server logs a failed request (with its traceback) rather than printing it bare.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="beamish dashboard: %(levelname)s %(message)s")
     server = DashboardServer(address, NodeSource(node), token, what="--bind")
     try:
         print(f"dashboard for the node on {node.dir}: {server.url}", flush=True)

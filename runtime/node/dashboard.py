@@ -28,6 +28,7 @@ import json
 import logging
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ from ..errors import (
     AgentNotFound,
     AlreadyRunning,
     BeamishError,
+    BeamishInternalError,
     ConfigError,
     ErrorReply,
     NodeNotRunning,
@@ -311,6 +313,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, body: bytes = b"", ctype: str = "",
               headers: Mapping[str, str] | None = None) -> None:
+        self.answered = True
         self.send_response(status)
         if ctype:
             self.send_header("Content-Type", ctype)
@@ -386,6 +389,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(HTTPStatus.NOT_FOUND)
         except BeamishError as exc:
             self._json({"error": ErrorReply.of(exc).to_wire()}, _error_status(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 if still possible
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """A handler's unexpected error: in the node log (the CLI's log for ``beamish
+        dashboard``) with its traceback, and a 500 `BeamishInternalError` when no answer
+        has started (else the connection is dropped)."""
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            log.debug("dashboard: %s went away (%s %s)", self.address_string(),
+                      self.command, self.path)
+            return
+        log.exception("dashboard: %s %s failed", self.command, self.path)
+        if not getattr(self, "answered", False):
+            error = BeamishInternalError(
+                f"the dashboard failed on {self.command} {self.path}: "
+                f"{type(exc).__name__}: {exc}; this is a bug, please report it with the "
+                "node log")
+            self._json({"error": ErrorReply.of(error).to_wire()},
+                       HTTPStatus.INTERNAL_SERVER_ERROR)
 
     do_HEAD = do_GET
 
@@ -416,6 +438,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 HTTPStatus.BAD_REQUEST)
         except BeamishError as exc:
             self._json({"error": ErrorReply.of(exc).to_wire()}, _error_status(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 if still possible
+            self._failed(exc)
 
 
 def _str_arg(query: dict[str, list[str]], key: str) -> str:
@@ -447,6 +471,15 @@ class _Server(http.server.ThreadingHTTPServer):
         self.page = page
         self.cookie_name = f"beamish_dashboard_{address.port}"
         super().__init__((address.host, address.port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """What escapes a request (a client gone mid-answer, a bug): to the log, not as a
+        bare traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            log.debug("dashboard: %s went away: %s", client_address, exc)
+        else:
+            log.exception("dashboard: a request from %s failed", client_address)
 
 
 class DashboardServer:

@@ -72,7 +72,6 @@ state, mailbox, failures, dead letters and log.</p></div></section>
 const LOOKS = __LOOKS__;
 const look = s => "look-" + (LOOKS[s] || "unknown");
 let lastSeq = -1, agentName = null, agentData = null, timer = null, note = "";
-const eventsShown = [];
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -208,7 +207,7 @@ async function refresh() {
     for (let more = true; more;) {
       const p = await getJSON("/api/events?after=" + lastSeq);
       const list = document.getElementById("events");
-      for (const e of p.events) { list.prepend(eventItem(e)); eventsShown.push(e); }
+      for (const e of p.events) list.prepend(eventItem(e));
       while (list.children.length > 500) list.lastChild.remove();
       lastSeq = Math.max(lastSeq, p.after, 0);
       more = p.more;
