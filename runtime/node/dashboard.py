@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import hmac
 import http.server
+import io
 import ipaddress
 import json
 import logging
@@ -69,6 +70,18 @@ TREE_LIMIT = 200
 """How many agents of each supervisor the tree lists (the others are counted)."""
 REQUEST_TIMEOUT_S = 10.0
 """A client that sends nothing for this long is disconnected."""
+REQUEST_DEADLINE_S = 30.0
+"""A whole request (reading it, answering it) must be done within this: a client that
+trickles its headers a byte at a time is cut off then, whatever it sends."""
+MAX_CONNECTIONS = 32
+"""At most this many connections are served at once (a thread each); more get 503."""
+CLOSE_GRACE_S = 2.0
+"""`DashboardServer.close` lets the requests in progress finish for this long, then cuts
+their connections."""
+CLOSE_WAIT_S = 5.0
+"""...and then waits this long for their threads (a command they run) before it goes on."""
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\n\r\n")
 
 
 class Access(enum.Enum):
@@ -302,11 +315,43 @@ class DashboardApi:
         return value
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads under an overall deadline: each waits at most until ``deadline``
+    (`time.monotonic`), so trickling bytes does not keep a request alive."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(_left(self._deadline))
+        return self._sock.recv_into(buffer)
+
+
+def _left(deadline: float) -> float:
+    """The time left before ``deadline`` (at most `REQUEST_TIMEOUT_S`, to wait on one
+    read or write); TimeoutError when none is."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request's deadline passed")
+    return min(left, REQUEST_TIMEOUT_S)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     # HTTP/1.0 (the default): a connection per request, so no idle keep-alive connection
     # holds a thread, and `close` can wait for the requests in progress.
     timeout = REQUEST_TIMEOUT_S
+
+    def setup(self) -> None:
+        super().setup()
+        self.deadline = time.monotonic() + self.server.deadline_s
+        self.rfile.close()  # the stdlib's reader: replaced by one under the deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.deadline))
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("dashboard: %s " + format, self.address_string(), *args)
@@ -314,6 +359,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send(self, status: HTTPStatus, body: bytes = b"", ctype: str = "",
               headers: Mapping[str, str] | None = None) -> None:
         self.answered = True
+        self.connection.settimeout(_left(self.deadline))  # the answer is under it too
         self.send_response(status)
         if ctype:
             self.send_header("Content-Type", ctype)
@@ -459,18 +505,74 @@ def _int_arg(query: dict[str, list[str]], key: str, default: int) -> int:
         raise ConfigError(f"{key}={values[-1]!r}: expected a whole number") from None
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # close waits for the requests in progress (the node's store)
+class _Server(http.server.HTTPServer):
+    """A thread per connection, at most ``max_connections`` at once (503 past that); each
+    request under ``deadline_s``; `drain` ends the ones left at close."""
 
     def __init__(self, address: ListenAddress, api: DashboardApi, token: str | None,
-                 page: bytes) -> None:
+                 page: bytes, max_connections: int, deadline_s: float) -> None:
         self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         self.api = api
         self.token = token
         self.page = page
         self.cookie_name = f"beamish_dashboard_{address.port}"
+        self.deadline_s = deadline_s
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.live: dict[threading.Thread, socket.socket] = {}
+        self.changed = threading.Condition()
         super().__init__((address.host, address.port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread of its own, or answer 503 when all
+        ``max_connections`` are taken."""
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.send(_BUSY, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                log.debug("dashboard: cannot tell %s it is busy: %s", client_address, exc)
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(target=self._serve, args=(request, client_address),
+                                  name="beamish-dashboard-request", daemon=True)
+        with self.changed:
+            self.live[thread] = request
+        try:
+            thread.start()
+        except BaseException:
+            with self.changed:
+                del self.live[thread]
+            self.slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - handle_error logs it
+            self.handle_error(request, client_address)
+        finally:
+            with self.changed:  # out of `live` first: `drain` touches only open sockets
+                del self.live[threading.current_thread()]
+                self.changed.notify_all()
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def drain(self, grace_s: float, wait_s: float) -> None:
+        """Let the requests in progress finish for ``grace_s``, then cut the connections
+        left (a client that is slow to send or to read) and wait ``wait_s`` for their
+        threads; log the ones that are still running."""
+        with self.changed:
+            if self.changed.wait_for(lambda: not self.live, grace_s):
+                return
+            for sock in self.live.values():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError as exc:
+                    log.debug("dashboard: cutting a connection at close: %s", exc)
+            if not self.changed.wait_for(lambda: not self.live, wait_s):
+                log.warning("the dashboard closes with %d request(s) still running after "
+                            "%g s (a slow command); not waiting for them",
+                            len(self.live), grace_s + wait_s)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """What escapes a request (a client gone mid-answer, a bug): to the log, not as a
@@ -491,6 +593,8 @@ class DashboardServer:
         token: the token requests must carry; None: none on loopback, and one is made
             (`new_token`) when ``address`` is not loopback.
         what: how the address was given, for the error (``[node] dashboard``, ``--bind``).
+        max_connections: how many connections it serves at once (503 past that).
+        request_deadline_s: how long a request may take, reading and answering it.
 
     Raises:
         ConfigError: it cannot listen there (the port is taken, the address is not this
@@ -498,13 +602,16 @@ class DashboardServer:
     """
 
     def __init__(self, address: ListenAddress, source: DashboardSource,
-                 token: str | None = None, what: str = "[node] dashboard") -> None:
+                 token: str | None = None, what: str = "[node] dashboard",
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
         if token is None and token_required(address.host):
             token = new_token()
         self.token = token
         page = PAGE.replace("__LOOKS__", json.dumps({k: v.value for k, v in _LOOKS.items()}))
         try:
-            self._server = _Server(address, DashboardApi(source), token, page.encode())
+            self._server = _Server(address, DashboardApi(source), token, page.encode(),
+                                   max_connections, request_deadline_s)
         except OSError as exc:
             raise ConfigError(
                 f"{what} = {str(address)!r}: cannot listen there ({exc.strerror or exc}); "
@@ -525,7 +632,9 @@ class DashboardServer:
         return f"{base}?token={self.token}" if self.token else base
 
     def close(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving and release the port: requests in progress get `CLOSE_GRACE_S` to
+        finish, then their connections are cut."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.drain(CLOSE_GRACE_S, CLOSE_WAIT_S)
         self._thread.join(5.0)
