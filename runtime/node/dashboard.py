@@ -10,9 +10,11 @@ command threads run them); ``beamish dashboard`` with one that asks a running no
 through the client API (``client/dashboard.py``). So both serve the same page and data.
 
 Access (`authorize`, pure): on loopback the page is open to the local user; bound to any
-other address it needs a token, given as ``?token=`` once (the server answers with a
-cookie and a redirect that drops it from the address bar), then by that cookie or an
-``Authorization: Bearer`` header. A request without it gets 401 and an empty body. On
+other address every API request needs a token in an ``Authorization: Bearer`` header (a
+request without it gets 401 and an empty body). No cookie: a browser would send it to
+every port of the host. The page itself (`SHELL_PATHS`) is a static shell with no data:
+its script takes the token from the address's fragment (``#token=``, never sent to a
+server), keeps it in the tab's ``sessionStorage`` and sends it with each request. On
 loopback, requests must name a loopback host (``Host:``), which stops a page of another
 site from reaching it through DNS rebinding; the one request that changes something
 (resend) must carry a header a cross-site form cannot set.
@@ -33,9 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -88,28 +88,15 @@ class Access(enum.Enum):
     """What `authorize` decides for a request."""
 
     OPEN = "open"
-    """No token is needed (loopback, none set)."""
+    """No token is needed (loopback, none set; or the page's shell, which has no data)."""
     GRANTED = "granted"
-    """The request carries the token (cookie or header)."""
-    GRANTED_BY_QUERY = "granted_by_query"
-    """The token is in the address (``?token=``): set the cookie, drop it from the URL."""
+    """The request carries the token (``Authorization: Bearer``)."""
     DENIED = "denied"
     """The token is needed and missing or wrong: 401, nothing else."""
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a request offers as a token (None: it offers none that way).
-
-    Attributes:
-        query: the ``token`` query parameter.
-        cookie: the dashboard's cookie.
-        bearer: an ``Authorization: Bearer`` header's token.
-    """
-
-    query: str | None = None
-    cookie: str | None = None
-    bearer: str | None = None
+SHELL_PATHS = frozenset({"/", "/index.html"})
+"""The page's shell: HTML and script, no data (it reads everything through the API)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -137,19 +124,14 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authorize(expected: str | None, offered: Credentials) -> Access:
+def authorize(expected: str | None, path: str, bearer: str | None) -> Access:
     """Decide a request's access (pure): `Access.OPEN` when no token is set (``expected``
-    None); else granted by a matching cookie or bearer header, or by a matching query
-    token (`Access.GRANTED_BY_QUERY`); else `Access.DENIED`. A wrong query token is denied
-    even with a right cookie: the address given is wrong, and saying so is safer than
-    hiding it."""
-    if expected is None:
+    None) or ``path`` is the page's shell (`SHELL_PATHS`); `Access.GRANTED` when the
+    ``Authorization: Bearer`` token (``bearer``, None if there is none) matches; else
+    `Access.DENIED`."""
+    if expected is None or path in SHELL_PATHS:
         return Access.OPEN
-    if offered.query is not None:
-        return Access.GRANTED_BY_QUERY if _same(offered.query, expected) else Access.DENIED
-    if _same(offered.cookie, expected) or _same(offered.bearer, expected):
-        return Access.GRANTED
-    return Access.DENIED
+    return Access.GRANTED if _same(bearer, expected) else Access.DENIED
 
 
 def host_allowed(host_header: str | None, token_set: bool) -> bool:
@@ -376,40 +358,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _json(self, value: object, status: HTTPStatus = HTTPStatus.OK) -> None:
         self._send(status, to_json(value), "application/json; charset=utf-8")
 
-    def _credentials(self, query: dict[str, list[str]]) -> Credentials:
-        cookie = None
-        raw = self.headers.get("Cookie")
-        if raw:
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(raw)
-            except CookieError:
-                pass  # a malformed Cookie header offers no token
-            morsel = jar.get(self.server.cookie_name)
-            cookie = morsel.value if morsel is not None else None
+    def _bearer(self) -> str | None:
         auth = self.headers.get("Authorization", "")
-        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        tokens = query.get("token")
-        return Credentials(tokens[-1] if tokens else None, cookie, bearer)
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else None
 
     def _admit(self) -> tuple[bool, dict[str, list[str]], str]:
-        """Check the request's access; answer it (401, 403, the cookie) when it is not to
-        be served. Returns (serve it, its query, its path)."""
+        """Check the request's access; answer it (401, 403) when it is not to be served. Returns (serve it, its query, its path)."""
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         srv = self.server
         if not host_allowed(self.headers.get("Host"), srv.token is not None):
             self._send(HTTPStatus.FORBIDDEN)
             return False, query, url.path
-        access = authorize(srv.token, self._credentials(query))
-        if access is Access.DENIED:
+        if authorize(srv.token, url.path, self._bearer()) is Access.DENIED:
             self._send(HTTPStatus.UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-            return False, query, url.path
-        if access is Access.GRANTED_BY_QUERY:
-            cookie = (f"{srv.cookie_name}={srv.token}; Path=/; HttpOnly; SameSite=Strict; "
-                      "Max-Age=2592000")
-            self._send(HTTPStatus.SEE_OTHER,
-                       headers={"Location": url.path or "/", "Set-Cookie": cookie})
             return False, query, url.path
         return True, query, url.path
 
@@ -420,11 +382,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         api = self.server.api
         try:
-            if path in ("/", "/index.html"):
+            if path in SHELL_PATHS:
                 self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8",
                            {"Content-Security-Policy": "default-src 'self'; "
                             "script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                            "img-src 'self' data:"})
+                            "img-src 'self' data:", "Referrer-Policy": "no-referrer"})
             elif path == "/api/tree":
                 self._json(api.tree())
             elif path == "/api/events":
@@ -515,7 +477,6 @@ class _Server(http.server.HTTPServer):
         self.api = api
         self.token = token
         self.page = page
-        self.cookie_name = f"beamish_dashboard_{address.port}"
         self.deadline_s = deadline_s
         self.slots = threading.BoundedSemaphore(max_connections)
         self.live: dict[threading.Thread, socket.socket] = {}
@@ -624,12 +585,13 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The page's address, with ``?token=`` when a token is needed (to open once)."""
+        """The page's address, with ``#token=`` when a token is needed (a fragment: the
+        browser keeps it, it is never sent to the server nor in its logs)."""
         host = self.address.host
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         base = f"http://{ListenAddress(host, self.address.port)}/"
-        return f"{base}?token={self.token}" if self.token else base
+        return f"{base}#token={self.token}" if self.token else base
 
     def close(self) -> None:
         """Stop serving and release the port: requests in progress get `CLOSE_GRACE_S` to

@@ -258,34 +258,40 @@ def test_a_dashboard_bound_beyond_loopback_needs_its_token(node, dashboard_cli, 
     node.spawn(COUNTER, name="c")
     port = free_port()
     dash = dashboard_cli("--bind", f"0.0.0.0:{port}")
-    token = dash.url.split("?token=", 1)[1]
+    token = dash.url.split("#token=", 1)[1]
     assert len(token) >= 16
     base = f"http://127.0.0.1:{port}"
-    for path in ("/", "/api/tree", "/api/agent?name=c", "/?token=wrong" + token):
+    for path in ("/api/tree", "/api/agent?name=c", "/api/events", "/api/tree?token=" + token):
         status, body, _ = _get(base + path)
         assert (status, body) == (401, b""), path
-    status, body, _ = _get(base + "/api/tree", {"Cookie": "beamish_dashboard_1=" + token})
-    assert status == 401  # another dashboard's cookie name
+    status, body, _ = _get(base + "/api/tree", {"Cookie": f"beamish_dashboard_{port}={token}"})
+    assert status == 401  # no cookie is taken: a browser sends one to every port
     status, body, _ = _get(base + "/api/tree", {"Authorization": "Bearer " + token})
     assert status == 200 and b'"c"' in body
-    status, _, headers = _get(f"{base}/?token={token}")
-    assert status == 303 and headers["Location"] == "/"
-    assert headers["Set-Cookie"].startswith(f"beamish_dashboard_{port}={token};")
-    assert "HttpOnly" in headers["Set-Cookie"]
+    status, shell, headers = _get(base + "/")  # the page's shell: no data, no cookie
+    assert status == 200 and "Set-Cookie" not in headers
+    assert b'"c"' not in shell and node.dir.encode() not in shell
 
-    from playwright.sync_api import Error as PlaywrightError
     page = browser.new_page()
-    # An empty 401: Chromium shows its own error page, and goto raises.
-    with page.expect_response(base + "/") as answer, pytest.raises(PlaywrightError):
-        page.goto(base + "/")
-    assert answer.value.status == 401
-    page.wait_for_load_state()
+    requests: list[Any] = []
+    page.on("request", lambda r: requests.append(r))
+    page.goto(base + "/")  # without the token: the page says what it needs
+    page.wait_for_function(
+        "() => (document.querySelector('#conn')?.textContent || '').includes('token')",
+        timeout=PAGE_WAIT_MS)
     assert page.locator('[data-testid="agent-c"]').count() == 0
-    shot(page, "7-no-token-401")
-    page.goto(f"{base}/?token={token}")  # the link it printed: a cookie, then the page
-    assert "token" not in page.url
+    shot(page, "7-no-token")
+    assert dash.url.endswith(f":{port}/#token={token}")
+    page.goto(f"{base}/#token={token}")  # the link it printed: the token in the fragment
     row(page, "c").wait_for(timeout=PAGE_WAIT_MS)
+    assert "token" not in page.url  # dropped from the address bar
     assert row(page, "c").get_attribute("data-status") == "running"
+    page.goto(base + "/#/agent/c")  # the tab keeps it
+    page.wait_for_selector("#agent-state", timeout=PAGE_WAIT_MS)
+    assert browser.cookies() == []
+    sent = [r for r in requests if r.url.startswith(base)]
+    assert all(token not in r.url for r in sent)  # the fragment is never sent
+    assert any(r.headers.get("authorization") == "Bearer " + token for r in sent)
     shot(page, "8-with-the-token")
     page.close()
 
@@ -363,7 +369,7 @@ def test_a_node_dashboard_beyond_loopback_makes_a_token_and_logs_its_link(node_d
         found = wait_until(lambda: re.search(r"serving the dashboard on (http://\S+)",
                                              Path(n.paths.log).read_text()),
                            what="the dashboard's link in the node log")
-        token = found.group(1).split("?token=", 1)[1]
+        token = found.group(1).split("#token=", 1)[1]
         base = f"http://127.0.0.1:{port}"
         assert _get(base + "/api/tree")[:2] == (401, b"")
         status, body, _ = _get(base + "/api/tree", {"Authorization": "Bearer " + token})

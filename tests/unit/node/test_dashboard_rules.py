@@ -16,7 +16,6 @@ from beamish.runtime.node.config import NodeSection
 from beamish.runtime.node.daemon import to_wire
 from beamish.runtime.node.dashboard import (
     Access,
-    Credentials,
     Look,
     authorize,
     host_allowed,
@@ -31,30 +30,27 @@ from beamish.runtime.node.dashboard import (
 T = "s3cret-token-0123456789"
 
 
-@pytest.mark.parametrize(("expected", "offered", "access"), [
-    # No token set (loopback): open, whatever is offered.
-    (None, Credentials(), Access.OPEN),
-    (None, Credentials(query="x", cookie="y", bearer="z"), Access.OPEN),
-    # A token set: nothing offered, or a wrong one, is denied.
-    (T, Credentials(), Access.DENIED),
-    (T, Credentials(cookie="wrong"), Access.DENIED),
-    (T, Credentials(bearer="wrong"), Access.DENIED),
-    (T, Credentials(cookie=""), Access.DENIED),
-    (T, Credentials(cookie=T[:-1]), Access.DENIED),
-    (T, Credentials(cookie=T + "x"), Access.DENIED),
-    # The cookie or the header grants it.
-    (T, Credentials(cookie=T), Access.GRANTED),
-    (T, Credentials(bearer=T), Access.GRANTED),
-    (T, Credentials(cookie="wrong", bearer=T), Access.GRANTED),
-    # The token in the address: set the cookie (and drop it from the address).
-    (T, Credentials(query=T), Access.GRANTED_BY_QUERY),
-    (T, Credentials(query=T, cookie=T), Access.GRANTED_BY_QUERY),
-    # A wrong token in the address is denied even with a right cookie.
-    (T, Credentials(query="wrong", cookie=T), Access.DENIED),
-    (T, Credentials(query=""), Access.DENIED),
+@pytest.mark.parametrize(("expected", "path", "bearer", "access"), [
+    # No token set: open, whatever is offered.
+    (None, "/api/tree", None, Access.OPEN),
+    (None, "/api/tree", "x", Access.OPEN),
+    # The page's shell has no data: open, so that its script can read the fragment.
+    (T, "/", None, Access.OPEN),
+    (T, "/index.html", "wrong", Access.OPEN),
+    # A token set: the API needs it, nothing offered or a wrong one is denied.
+    (T, "/api/tree", None, Access.DENIED),
+    (T, "/api/agent", "wrong", Access.DENIED),
+    (T, "/api/tree", "", Access.DENIED),
+    (T, "/api/tree", T[:-1], Access.DENIED),
+    (T, "/api/tree", T + "x", Access.DENIED),
+    (T, "/index.htm", None, Access.DENIED),  # anything but the shell's exact paths
+    (T, "/nothing", None, Access.DENIED),    # an unknown path says nothing either
+    # The bearer header grants it.
+    (T, "/api/tree", T, Access.GRANTED),
+    (T, "/api/resend", T, Access.GRANTED),
 ])
-def test_authorize(expected, offered, access):
-    assert authorize(expected, offered) is access
+def test_authorize(expected, path, bearer, access):
+    assert authorize(expected, path, bearer) is access
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
