@@ -45,8 +45,7 @@ class NodeSource:
 def serve_dashboard(node: Node, bind: str = DEFAULT_BIND, token: str | None = None,
                     stop: threading.Event | None = None) -> int:
     """Serve the dashboard for ``node`` on ``bind`` until ``stop`` is set (or Ctrl-C);
-    print its address first (with its token, made when ``bind`` is not loopback and
-    none is given). Returns the exit status.
+    print its address first, with its token (made when none is given). Returns the exit status.
 
     Raises:
         ConfigError: ``bind`` is not ``HOST:PORT`` or cannot be listened on.
@@ -65,9 +64,9 @@ def serve_dashboard(node: Node, bind: str = DEFAULT_BIND, token: str | None = No
     server = DashboardServer(address, NodeSource(node), token, what="--bind")
     try:
         print(f"dashboard for the node on {node.dir}: {server.url}", flush=True)
-        if server.token is not None:
-            print("every request needs this token (the link sets a cookie); keep it secret",
-                  file=sys.stderr, flush=True)
+        print("the link carries the dashboard's token (after #token=): whoever has it can "
+              "read every agent's state and resend its dead letters; keep it secret",
+              file=sys.stderr, flush=True)
         (stop or threading.Event()).wait()
     finally:
         server.close()

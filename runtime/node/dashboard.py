@@ -9,14 +9,16 @@ daemon serves it with `CommandSource` (the commands run in the daemon's process,
 command threads run them); ``beamish dashboard`` with one that asks a running node
 through the client API (``client/dashboard.py``). So both serve the same page and data.
 
-Access (`authorize`, pure): on loopback the page is open to the local user; bound to any
-other address every API request needs a token in an ``Authorization: Bearer`` header (a
-request without it gets 401 and an empty body). No cookie: a browser would send it to
+Access (`authorize`, pure): every API request needs the dashboard's token in an
+``Authorization: Bearer`` header (a request without it gets 401 and an empty body), on
+loopback too: the node dir is its owner's alone (0700), and so is the dashboard. The
+token is given (``[node] dashboard_token``, ``--token``) or made at start and printed by
+``beamish dashboard`` or written in ``node.log`` (0600) by the node. No cookie: a browser would send it to
 every port of the host. The page itself (`SHELL_PATHS`) is a static shell with no data:
 its script takes the token from the address's fragment (``#token=``, never sent to a
 server), keeps it in the tab's ``sessionStorage`` and sends it with each request. On
 loopback, requests must name a loopback host (``Host:``), which stops a page of another
-site from reaching it through DNS rebinding; the one request that changes something
+site from reaching it through DNS rebinding (the token stops it already); the one request that changes something
 (resend) must carry a header a cross-site form cannot set.
 """
 
@@ -88,7 +90,7 @@ class Access(enum.Enum):
     """What `authorize` decides for a request."""
 
     OPEN = "open"
-    """No token is needed (loopback, none set; or the page's shell, which has no data)."""
+    """No token is needed: the page's shell, which has no data."""
     GRANTED = "granted"
     """The request carries the token (``Authorization: Bearer``)."""
     DENIED = "denied"
@@ -110,11 +112,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def token_required(host: str) -> bool:
-    """Whether serving on ``host`` needs a token: anywhere but loopback (pure)."""
-    return not is_loopback(host)
-
-
 def new_token() -> str:
     """A fresh random token (URL-safe)."""
     return secrets.token_urlsafe(TOKEN_BYTES)
@@ -124,22 +121,21 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authorize(expected: str | None, path: str, bearer: str | None) -> Access:
-    """Decide a request's access (pure): `Access.OPEN` when no token is set (``expected``
-    None) or ``path`` is the page's shell (`SHELL_PATHS`); `Access.GRANTED` when the
-    ``Authorization: Bearer`` token (``bearer``, None if there is none) matches; else
-    `Access.DENIED`."""
-    if expected is None or path in SHELL_PATHS:
+def authorize(expected: str, path: str, bearer: str | None) -> Access:
+    """Decide a request's access (pure): `Access.OPEN` when ``path`` is the page's shell
+    (`SHELL_PATHS`); `Access.GRANTED` when the ``Authorization: Bearer`` token
+    (``bearer``, None if there is none) is ``expected``; else `Access.DENIED`."""
+    if path in SHELL_PATHS:
         return Access.OPEN
     return Access.GRANTED if _same(bearer, expected) else Access.DENIED
 
 
-def host_allowed(host_header: str | None, token_set: bool) -> bool:
-    """Whether a request's ``Host:`` header is acceptable (pure): any when a token guards
-    the server; otherwise only a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``,
-    with or without a port), so that a site that rebinds its name to 127.0.0.1 cannot
-    read the page."""
-    if token_set:
+def host_allowed(host_header: str | None, any_host: bool) -> bool:
+    """Whether a request's ``Host:`` header is acceptable (pure): any when ``any_host``
+    (the server is bound beyond loopback); otherwise only a loopback host (``localhost``,
+    ``127.0.0.1``, ``[::1]``, with or without a port), so that a site that rebinds its
+    name to 127.0.0.1 cannot even load the page."""
+    if any_host:
         return True
     if not host_header:
         return False
@@ -367,7 +363,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         srv = self.server
-        if not host_allowed(self.headers.get("Host"), srv.token is not None):
+        if not host_allowed(self.headers.get("Host"), srv.any_host):
             self._send(HTTPStatus.FORBIDDEN)
             return False, query, url.path
         if authorize(srv.token, url.path, self._bearer()) is Access.DENIED:
@@ -471,11 +467,12 @@ class _Server(http.server.HTTPServer):
     """A thread per connection, at most ``max_connections`` at once (503 past that); each
     request under ``deadline_s``; `drain` ends the ones left at close."""
 
-    def __init__(self, address: ListenAddress, api: DashboardApi, token: str | None,
+    def __init__(self, address: ListenAddress, api: DashboardApi, token: str,
                  page: bytes, max_connections: int, deadline_s: float) -> None:
         self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         self.api = api
         self.token = token
+        self.any_host = not is_loopback(address.host)
         self.page = page
         self.deadline_s = deadline_s
         self.slots = threading.BoundedSemaphore(max_connections)
@@ -551,8 +548,7 @@ class DashboardServer:
     Args:
         address: where to listen.
         source: where it reads.
-        token: the token requests must carry; None: none on loopback, and one is made
-            (`new_token`) when ``address`` is not loopback.
+        token: the token API requests must carry; None: one is made (`new_token`).
         what: how the address was given, for the error (``[node] dashboard``, ``--bind``).
         max_connections: how many connections it serves at once (503 past that).
         request_deadline_s: how long a request may take, reading and answering it.
@@ -566,12 +562,10 @@ class DashboardServer:
                  token: str | None = None, what: str = "[node] dashboard",
                  max_connections: int = MAX_CONNECTIONS,
                  request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
-        if token is None and token_required(address.host):
-            token = new_token()
-        self.token = token
+        self.token = token if token is not None else new_token()
         page = PAGE.replace("__LOOKS__", json.dumps({k: v.value for k, v in _LOOKS.items()}))
         try:
-            self._server = _Server(address, DashboardApi(source), token, page.encode(),
+            self._server = _Server(address, DashboardApi(source), self.token, page.encode(),
                                    max_connections, request_deadline_s)
         except OSError as exc:
             raise ConfigError(
@@ -585,13 +579,13 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The page's address, with ``#token=`` when a token is needed (a fragment: the
-        browser keeps it, it is never sent to the server nor in its logs)."""
+        """The page's address with ``#token=`` (a fragment: the browser keeps it, it is
+        never sent to the server nor in its logs)."""
         host = self.address.host
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         base = f"http://{ListenAddress(host, self.address.port)}/"
-        return f"{base}#token={self.token}" if self.token else base
+        return f"{base}#token={self.token}"
 
     def close(self) -> None:
         """Stop serving and release the port: requests in progress get `CLOSE_GRACE_S` to

@@ -48,7 +48,7 @@ def server() -> Iterator[DashboardServer]:
 def _get(server: DashboardServer, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(server.address.host, server.address.port, timeout=30)
     try:
-        conn.request("GET", path, headers=getattr(server, "auth_headers", {}))
+        conn.request("GET", path, headers={"Authorization": f"Bearer {server.token}"})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:

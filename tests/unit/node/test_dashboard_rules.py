@@ -24,16 +24,12 @@ from beamish.runtime.node.dashboard import (
     new_token,
     recent_events,
     to_json,
-    token_required,
 )
 
 T = "s3cret-token-0123456789"
 
 
 @pytest.mark.parametrize(("expected", "path", "bearer", "access"), [
-    # No token set: open, whatever is offered.
-    (None, "/api/tree", None, Access.OPEN),
-    (None, "/api/tree", "x", Access.OPEN),
     # The page's shell has no data: open, so that its script can read the fragment.
     (T, "/", None, Access.OPEN),
     (T, "/index.html", "wrong", Access.OPEN),
@@ -59,12 +55,11 @@ def test_authorize(expected, path, bearer, access):
     ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("192.168.1.2", False),
     ("fe80::1", False), ("example.com", False), ("", False),
 ])
-def test_a_token_is_needed_beyond_loopback(host, loopback):
+def test_what_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
-    assert token_required(host) is not loopback
 
 
-@pytest.mark.parametrize(("host_header", "token_set", "allowed"), [
+@pytest.mark.parametrize(("host_header", "any_host", "allowed"), [
     ("127.0.0.1:8470", False, True),
     ("127.0.0.1", False, True),
     ("localhost:8470", False, True),
@@ -76,13 +71,13 @@ def test_a_token_is_needed_beyond_loopback(host, loopback):
     ("10.0.0.5:8470", False, False),
     (None, False, False),
     ("", False, False),
-    # With a token, the token guards it: any name the user reaches it by.
+    # Bound beyond loopback: any name the user reaches it by (the token guards it).
     ("evil.example:8470", True, True),
     ("myhost:8470", True, True),
     (None, True, True),
 ])
-def test_host_allowed(host_header, token_set, allowed):
-    assert host_allowed(host_header, token_set) is allowed
+def test_host_allowed(host_header, any_host, allowed):
+    assert host_allowed(host_header, any_host) is allowed
 
 
 @pytest.mark.parametrize(("status", "look"), [
