@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AgentNotFound
 from ..node.config import listen_address
 from ..node.dashboard import DashboardServer
+from .remote import RemoteNode
 
 if TYPE_CHECKING:
     from .api import Node
@@ -25,7 +26,8 @@ DEFAULT_BIND = "127.0.0.1:8470"
 
 class NodeSource:
     """A `DashboardSource` over a `Node` connection: its control requests and its agents'
-    logs (read from the node dir, as ``beamish logs`` does)."""
+    logs (read from the node dir, as ``beamish logs`` does; not over TCP, where they are
+    files on the node's machine)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -34,8 +36,11 @@ class NodeSource:
         """Run control command ``op`` on the node; its value in wire form."""
         return self.node._control.request(op, dict(args))
 
-    def log_tail(self, name: str, n: int) -> list[str]:
-        """The last ``n`` lines of the agent's log ([] when it has none yet)."""
+    def log_tail(self, name: str, n: int) -> list[str] | None:
+        """The last ``n`` lines of the agent's log ([] when it has none yet); None for a
+        node reached over TCP (``--connect``), whose logs are not served."""
+        if isinstance(self.node, RemoteNode):
+            return None
         try:
             return self.node.logs(name, n)
         except AgentNotFound:

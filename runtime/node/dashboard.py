@@ -184,8 +184,10 @@ class DashboardSource(Protocol):
         its wire form, or raise its error (a `BeamishError`)."""
         ...
 
-    def log_tail(self, name: str, n: int) -> list[str]:
-        """The last ``n`` lines of agent ``name``'s log, oldest first ([] if it has none)."""
+    def log_tail(self, name: str, n: int) -> list[str] | None:
+        """The last ``n`` lines of agent ``name``'s log, oldest first ([] if it has none);
+        None when logs cannot be read from here (a node reached over TCP: they are files
+        on its machine)."""
         ...
 
 
@@ -215,7 +217,7 @@ class CommandSource:
             raise ErrorReply.from_wire(answer.get("error")).error()
         return answer.get("value")
 
-    def log_tail(self, name: str, n: int) -> list[str]:
+    def log_tail(self, name: str, n: int) -> list[str] | None:
         """The last ``n`` lines of the agent's log ([] when the daemon has no reader)."""
         if self._last_lines is None:
             return []
@@ -270,7 +272,8 @@ class DashboardApi:
 
     def agent(self, name: str, near: int) -> WireMap:
         """``/api/agent?name=N&near=SEQ``: one agent's page (``near``: the latest event seq
-        the page knows, where its recent events are looked for)."""
+        the page knows, where its recent events are looked for; ``log`` None: its log
+        cannot be read from here)."""
         info = self.source.request("info", {"name": name})
         state = self.source.request("state", {"name": name})
         dead = self.source.request("dead_letters", {"name": name})

@@ -201,8 +201,11 @@ function renderAgent(d) {
       dead) : el("p", {class: "muted", text: "none"}),
     el("p", {id: "resend-result", class: "muted", text: note}),
     el("h3", {text: "Recent events"}), evs,
-    el("h3", {text: "Log (last " + d.log.length + " lines)"}),
-    el("pre", {id: "agent-log", text: d.log.join("\\n")}));
+    d.log === null ? el("h3", {text: "Log"}) : el("h3", {text: "Log (last " + d.log.length + " lines)"}),
+    d.log === null
+      ? el("p", {id: "agent-log", class: "muted", text: "log not available over TCP: agent logs"
+                 + " are files on the node's machine (beamish logs " + i.name + " there)"})
+      : el("pre", {id: "agent-log", text: d.log.join("\\n")}));
 }
 
 async function refreshAgent() {
