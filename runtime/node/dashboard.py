@@ -12,14 +12,15 @@ through the client API (``client/dashboard.py``). So both serve the same page an
 Access (`authorize`, pure): every API request needs the dashboard's token in an
 ``Authorization: Bearer`` header (a request without it gets 401 and an empty body), on
 loopback too: the node dir is its owner's alone (0700), and so is the dashboard. The
-token is given (``[node] dashboard_token``, ``--token``) or made at start and printed by
-``beamish dashboard`` or written in ``node.log`` (0600) by the node. No cookie: a browser would send it to
-every port of the host. The page itself (`SHELL_PATHS`) is a static shell with no data:
-its script takes the token from the address's fragment (``#token=``, never sent to a
-server), keeps it in the tab's ``sessionStorage`` and sends it with each request. On
-loopback, requests must name a loopback host (``Host:``), which stops a page of another
-site from reaching it through DNS rebinding (the token stops it already); the one request that changes something
-(resend) must carry a header a cross-site form cannot set.
+token is given (``[node] dashboard_token``, ``--token``) or made at start, and printed by
+``beamish dashboard`` or written in ``node.log`` (0600) by the node. No cookie: a browser
+would send it to every port of the host. The page itself (`SHELL_PATHS`) is a static
+shell with no data: its script takes the token from the address's fragment
+(``#token=``, never sent to a server), keeps it in the tab's ``sessionStorage`` and
+sends it with each request. On loopback, requests must also name a loopback host
+(``Host:``), so a page of another site cannot even load the page through DNS rebinding;
+the one request that changes something (resend) must carry a header a cross-site form
+cannot set.
 """
 
 from __future__ import annotations
@@ -362,7 +363,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return auth[7:].strip() if auth[:7].lower() == "bearer " else None
 
     def _admit(self) -> tuple[bool, dict[str, list[str]], str]:
-        """Check the request's access; answer it (401, 403) when it is not to be served. Returns (serve it, its query, its path)."""
+        """Check the request's access; answer it (401, 403) when it is not to be served.
+        Returns (serve it, its query, its path)."""
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         srv = self.server
@@ -403,8 +405,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """A handler's unexpected error: in the node log (the CLI's log for ``beamish
         dashboard``) with its traceback, and a 500 `BeamishInternalError` when no answer
         has started (else the connection is dropped)."""
-        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
-            log.debug("dashboard: %s went away (%s %s)", self.address_string(),
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            log.debug("dashboard: %s went away or ran out of time (%s %s)", self.address_string(),
                       self.command, self.path)
             return
         log.exception("dashboard: %s %s failed", self.command, self.path)

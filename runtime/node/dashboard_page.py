@@ -201,7 +201,7 @@ function renderAgent(d) {
       dead) : el("p", {class: "muted", text: "none"}),
     el("p", {id: "resend-result", class: "muted", text: note}),
     el("h3", {text: "Recent events"}), evs,
-    d.log === null ? el("h3", {text: "Log"}) : el("h3", {text: "Log (last " + d.log.length + " lines)"}),
+    el("h3", {text: d.log === null ? "Log" : "Log (last " + d.log.length + " lines)"}),
     d.log === null
       ? el("p", {id: "agent-log", class: "muted", text: "log not available over TCP: agent logs"
                  + " are files on the node's machine (beamish logs " + i.name + " there)"})
