@@ -269,11 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "node running on --dir, until Ctrl-C (docs/dashboard.md). The node can "
                     "serve it itself: [node] dashboard in its config file.")
     dash.add_argument("--bind", default="127.0.0.1:8470", metavar="HOST:PORT",
-                      help="where to listen (default 127.0.0.1:8470, loopback only); any "
-                           "other address needs a token")
+                      help="where to listen (default 127.0.0.1:8470, loopback only)")
     dash.add_argument("--token", metavar="T",
                       help="the token every request must carry (at least 16 characters; "
-                           "default: made up and printed when --bind is not loopback)")
+                           "default: made up; the printed link carries it)")
     lg = sub.add_parser("logs", parents=[common],
                         help="show an agent's log (its stdout, stderr and logging records)")
     lg.add_argument("name", metavar="NAME", help="the agent")

@@ -69,8 +69,8 @@ class NodeSection(_Strict):
     # Serve Prometheus metrics at http://ADDRESS/metrics ("127.0.0.1:9464"; None: off).
     # See docs/metrics.md.
     metrics: str | None = None
-    # Serve the live web view at http://ADDRESS/ ("127.0.0.1:8470"; None: off); an address
-    # other than loopback needs a token (dashboard_token, else one is made and logged).
+    # Serve the live web view at http://ADDRESS/ ("127.0.0.1:8470"; None: off); it needs a
+    # token, on loopback too (dashboard_token, else one is made; node.log has the link).
     # See docs/dashboard.md.
     dashboard: str | None = None
     dashboard_token: str | None = Field(None, min_length=16)

@@ -9,13 +9,18 @@ daemon serves it with `CommandSource` (the commands run in the daemon's process,
 command threads run them); ``beamish dashboard`` with one that asks a running node
 through the client API (``client/dashboard.py``). So both serve the same page and data.
 
-Access (`authorize`, pure): on loopback the page is open to the local user; bound to any
-other address it needs a token, given as ``?token=`` once (the server answers with a
-cookie and a redirect that drops it from the address bar), then by that cookie or an
-``Authorization: Bearer`` header. A request without it gets 401 and an empty body. On
-loopback, requests must name a loopback host (``Host:``), which stops a page of another
-site from reaching it through DNS rebinding; the one request that changes something
-(resend) must carry a header a cross-site form cannot set.
+Access (`authorize`, pure): every API request needs the dashboard's token in an
+``Authorization: Bearer`` header (a request without it gets 401 and an empty body), on
+loopback too: the node dir is its owner's alone (0700), and so is the dashboard. The
+token is given (``[node] dashboard_token``, ``--token``) or made at start, and printed by
+``beamish dashboard`` or written in ``node.log`` (0600) by the node. No cookie: a browser
+would send it to every port of the host. The page itself (`SHELL_PATHS`) is a static
+shell with no data: its script takes the token from the address's fragment
+(``#token=``, never sent to a server), keeps it in the tab's ``sessionStorage`` and
+sends it with each request. On loopback, requests must also name a loopback host
+(``Host:``), so a page of another site cannot even load the page through DNS rebinding;
+the one request that changes something (resend) must carry a header a cross-site form
+cannot set.
 """
 
 from __future__ import annotations
@@ -23,17 +28,17 @@ from __future__ import annotations
 import enum
 import hmac
 import http.server
+import io
 import ipaddress
 import json
 import logging
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +47,7 @@ from ..errors import (
     AgentNotFound,
     AlreadyRunning,
     BeamishError,
+    BeamishInternalError,
     ConfigError,
     ErrorReply,
     NodeNotRunning,
@@ -67,34 +73,33 @@ TREE_LIMIT = 200
 """How many agents of each supervisor the tree lists (the others are counted)."""
 REQUEST_TIMEOUT_S = 10.0
 """A client that sends nothing for this long is disconnected."""
+REQUEST_DEADLINE_S = 30.0
+"""A whole request (reading it, answering it) must be done within this: a client that
+trickles its headers a byte at a time is cut off then, whatever it sends."""
+MAX_CONNECTIONS = 32
+"""At most this many connections are served at once (a thread each); more get 503."""
+CLOSE_GRACE_S = 2.0
+"""`DashboardServer.close` lets the requests in progress finish for this long, then cuts
+their connections."""
+CLOSE_WAIT_S = 5.0
+"""...and then waits this long for their threads (a command they run) before it goes on."""
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\n\r\n")
 
 
 class Access(enum.Enum):
     """What `authorize` decides for a request."""
 
     OPEN = "open"
-    """No token is needed (loopback, none set)."""
+    """No token is needed: the page's shell, which has no data."""
     GRANTED = "granted"
-    """The request carries the token (cookie or header)."""
-    GRANTED_BY_QUERY = "granted_by_query"
-    """The token is in the address (``?token=``): set the cookie, drop it from the URL."""
+    """The request carries the token (``Authorization: Bearer``)."""
     DENIED = "denied"
     """The token is needed and missing or wrong: 401, nothing else."""
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a request offers as a token (None: it offers none that way).
-
-    Attributes:
-        query: the ``token`` query parameter.
-        cookie: the dashboard's cookie.
-        bearer: an ``Authorization: Bearer`` header's token.
-    """
-
-    query: str | None = None
-    cookie: str | None = None
-    bearer: str | None = None
+SHELL_PATHS = frozenset({"/", "/index.html"})
+"""The page's shell: HTML and script, no data (it reads everything through the API)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -108,11 +113,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def token_required(host: str) -> bool:
-    """Whether serving on ``host`` needs a token: anywhere but loopback (pure)."""
-    return not is_loopback(host)
-
-
 def new_token() -> str:
     """A fresh random token (URL-safe)."""
     return secrets.token_urlsafe(TOKEN_BYTES)
@@ -122,27 +122,21 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def authorize(expected: str | None, offered: Credentials) -> Access:
-    """Decide a request's access (pure): `Access.OPEN` when no token is set (``expected``
-    None); else granted by a matching cookie or bearer header, or by a matching query
-    token (`Access.GRANTED_BY_QUERY`); else `Access.DENIED`. A wrong query token is denied
-    even with a right cookie: the address given is wrong, and saying so is safer than
-    hiding it."""
-    if expected is None:
+def authorize(expected: str, path: str, bearer: str | None) -> Access:
+    """Decide a request's access (pure): `Access.OPEN` when ``path`` is the page's shell
+    (`SHELL_PATHS`); `Access.GRANTED` when the ``Authorization: Bearer`` token
+    (``bearer``, None if there is none) is ``expected``; else `Access.DENIED`."""
+    if path in SHELL_PATHS:
         return Access.OPEN
-    if offered.query is not None:
-        return Access.GRANTED_BY_QUERY if _same(offered.query, expected) else Access.DENIED
-    if _same(offered.cookie, expected) or _same(offered.bearer, expected):
-        return Access.GRANTED
-    return Access.DENIED
+    return Access.GRANTED if _same(bearer, expected) else Access.DENIED
 
 
-def host_allowed(host_header: str | None, token_set: bool) -> bool:
-    """Whether a request's ``Host:`` header is acceptable (pure): any when a token guards
-    the server; otherwise only a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``,
-    with or without a port), so that a site that rebinds its name to 127.0.0.1 cannot
-    read the page."""
-    if token_set:
+def host_allowed(host_header: str | None, any_host: bool) -> bool:
+    """Whether a request's ``Host:`` header is acceptable (pure): any when ``any_host``
+    (the server is bound beyond loopback); otherwise only a loopback host (``localhost``,
+    ``127.0.0.1``, ``[::1]``, with or without a port), so that a site that rebinds its
+    name to 127.0.0.1 cannot even load the page."""
+    if any_host:
         return True
     if not host_header:
         return False
@@ -191,8 +185,10 @@ class DashboardSource(Protocol):
         its wire form, or raise its error (a `BeamishError`)."""
         ...
 
-    def log_tail(self, name: str, n: int) -> list[str]:
-        """The last ``n`` lines of agent ``name``'s log, oldest first ([] if it has none)."""
+    def log_tail(self, name: str, n: int) -> list[str] | None:
+        """The last ``n`` lines of agent ``name``'s log, oldest first ([] if it has none);
+        None when logs cannot be read from here (a node reached over TCP: they are files
+        on its machine)."""
         ...
 
 
@@ -222,7 +218,7 @@ class CommandSource:
             raise ErrorReply.from_wire(answer.get("error")).error()
         return answer.get("value")
 
-    def log_tail(self, name: str, n: int) -> list[str]:
+    def log_tail(self, name: str, n: int) -> list[str] | None:
         """The last ``n`` lines of the agent's log ([] when the daemon has no reader)."""
         if self._last_lines is None:
             return []
@@ -277,7 +273,8 @@ class DashboardApi:
 
     def agent(self, name: str, near: int) -> WireMap:
         """``/api/agent?name=N&near=SEQ``: one agent's page (``near``: the latest event seq
-        the page knows, where its recent events are looked for)."""
+        the page knows, where its recent events are looked for; ``log`` None: its log
+        cannot be read from here)."""
         info = self.source.request("info", {"name": name})
         state = self.source.request("state", {"name": name})
         dead = self.source.request("dead_letters", {"name": name})
@@ -300,17 +297,51 @@ class DashboardApi:
         return value
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads under an overall deadline: each waits at most until ``deadline``
+    (`time.monotonic`), so trickling bytes does not keep a request alive."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(_left(self._deadline))
+        return self._sock.recv_into(buffer)
+
+
+def _left(deadline: float) -> float:
+    """The time left before ``deadline`` (at most `REQUEST_TIMEOUT_S`, to wait on one
+    read or write); TimeoutError when none is."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the request's deadline passed")
+    return min(left, REQUEST_TIMEOUT_S)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     # HTTP/1.0 (the default): a connection per request, so no idle keep-alive connection
     # holds a thread, and `close` can wait for the requests in progress.
     timeout = REQUEST_TIMEOUT_S
 
+    def setup(self) -> None:
+        super().setup()
+        self.deadline = time.monotonic() + self.server.deadline_s
+        self.rfile.close()  # the stdlib's reader: replaced by one under the deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self.deadline))
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("dashboard: %s " + format, self.address_string(), *args)
 
     def _send(self, status: HTTPStatus, body: bytes = b"", ctype: str = "",
               headers: Mapping[str, str] | None = None) -> None:
+        self.answered = True
+        self.connection.settimeout(_left(self.deadline))  # the answer is under it too
         self.send_response(status)
         if ctype:
             self.send_header("Content-Type", ctype)
@@ -327,40 +358,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _json(self, value: object, status: HTTPStatus = HTTPStatus.OK) -> None:
         self._send(status, to_json(value), "application/json; charset=utf-8")
 
-    def _credentials(self, query: dict[str, list[str]]) -> Credentials:
-        cookie = None
-        raw = self.headers.get("Cookie")
-        if raw:
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(raw)
-            except CookieError:
-                pass  # a malformed Cookie header offers no token
-            morsel = jar.get(self.server.cookie_name)
-            cookie = morsel.value if morsel is not None else None
+    def _bearer(self) -> str | None:
         auth = self.headers.get("Authorization", "")
-        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        tokens = query.get("token")
-        return Credentials(tokens[-1] if tokens else None, cookie, bearer)
+        return auth[7:].strip() if auth[:7].lower() == "bearer " else None
 
     def _admit(self) -> tuple[bool, dict[str, list[str]], str]:
-        """Check the request's access; answer it (401, 403, the cookie) when it is not to
-        be served. Returns (serve it, its query, its path)."""
+        """Check the request's access; answer it (401, 403) when it is not to be served.
+        Returns (serve it, its query, its path)."""
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         srv = self.server
-        if not host_allowed(self.headers.get("Host"), srv.token is not None):
+        if not host_allowed(self.headers.get("Host"), srv.any_host):
             self._send(HTTPStatus.FORBIDDEN)
             return False, query, url.path
-        access = authorize(srv.token, self._credentials(query))
-        if access is Access.DENIED:
+        if authorize(srv.token, url.path, self._bearer()) is Access.DENIED:
             self._send(HTTPStatus.UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-            return False, query, url.path
-        if access is Access.GRANTED_BY_QUERY:
-            cookie = (f"{srv.cookie_name}={srv.token}; Path=/; HttpOnly; SameSite=Strict; "
-                      "Max-Age=2592000")
-            self._send(HTTPStatus.SEE_OTHER,
-                       headers={"Location": url.path or "/", "Set-Cookie": cookie})
             return False, query, url.path
         return True, query, url.path
 
@@ -371,11 +383,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         api = self.server.api
         try:
-            if path in ("/", "/index.html"):
+            if path in SHELL_PATHS:
                 self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8",
                            {"Content-Security-Policy": "default-src 'self'; "
                             "script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                            "img-src 'self' data:"})
+                            "img-src 'self' data:", "Referrer-Policy": "no-referrer"})
             elif path == "/api/tree":
                 self._json(api.tree())
             elif path == "/api/events":
@@ -386,6 +398,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(HTTPStatus.NOT_FOUND)
         except BeamishError as exc:
             self._json({"error": ErrorReply.of(exc).to_wire()}, _error_status(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 if still possible
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """A handler's unexpected error: in the node log (the CLI's log for ``beamish
+        dashboard``) with its traceback, and a 500 `BeamishInternalError` when no answer
+        has started (else the connection is dropped)."""
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            log.debug("dashboard: %s went away or ran out of time (%s %s)", self.address_string(),
+                      self.command, self.path)
+            return
+        log.exception("dashboard: %s %s failed", self.command, self.path)
+        if not getattr(self, "answered", False):
+            error = BeamishInternalError(
+                f"the dashboard failed on {self.command} {self.path}: "
+                f"{type(exc).__name__}: {exc}; this is a bug, please report it with the "
+                "node log")
+            self._json({"error": ErrorReply.of(error).to_wire()},
+                       HTTPStatus.INTERNAL_SERVER_ERROR)
 
     do_HEAD = do_GET
 
@@ -416,6 +447,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 HTTPStatus.BAD_REQUEST)
         except BeamishError as exc:
             self._json({"error": ErrorReply.of(exc).to_wire()}, _error_status(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 if still possible
+            self._failed(exc)
 
 
 def _str_arg(query: dict[str, list[str]], key: str) -> str:
@@ -435,18 +468,83 @@ def _int_arg(query: dict[str, list[str]], key: str, default: int) -> int:
         raise ConfigError(f"{key}={values[-1]!r}: expected a whole number") from None
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # close waits for the requests in progress (the node's store)
+class _Server(http.server.HTTPServer):
+    """A thread per connection, at most ``max_connections`` at once (503 past that); each
+    request under ``deadline_s``; `drain` ends the ones left at close."""
 
-    def __init__(self, address: ListenAddress, api: DashboardApi, token: str | None,
-                 page: bytes) -> None:
+    def __init__(self, address: ListenAddress, api: DashboardApi, token: str,
+                 page: bytes, max_connections: int, deadline_s: float) -> None:
         self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         self.api = api
         self.token = token
+        self.any_host = not is_loopback(address.host)
         self.page = page
-        self.cookie_name = f"beamish_dashboard_{address.port}"
+        self.deadline_s = deadline_s
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.live: dict[threading.Thread, socket.socket] = {}
+        self.changed = threading.Condition()
         super().__init__((address.host, address.port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread of its own, or answer 503 when all
+        ``max_connections`` are taken."""
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.send(_BUSY, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                log.debug("dashboard: cannot tell %s it is busy: %s", client_address, exc)
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(target=self._serve, args=(request, client_address),
+                                  name="beamish-dashboard-request", daemon=True)
+        with self.changed:
+            self.live[thread] = request
+        try:
+            thread.start()
+        except BaseException:
+            with self.changed:
+                del self.live[thread]
+            self.slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 - handle_error logs it
+            self.handle_error(request, client_address)
+        finally:
+            with self.changed:  # out of `live` first: `drain` touches only open sockets
+                del self.live[threading.current_thread()]
+                self.changed.notify_all()
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def drain(self, grace_s: float, wait_s: float) -> None:
+        """Let the requests in progress finish for ``grace_s``, then cut the connections
+        left (a client that is slow to send or to read) and wait ``wait_s`` for their
+        threads; log the ones that are still running."""
+        with self.changed:
+            if self.changed.wait_for(lambda: not self.live, grace_s):
+                return
+            for sock in self.live.values():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError as exc:
+                    log.debug("dashboard: cutting a connection at close: %s", exc)
+            if not self.changed.wait_for(lambda: not self.live, wait_s):
+                log.warning("the dashboard closes with %d request(s) still running after "
+                            "%g s (a slow command); not waiting for them",
+                            len(self.live), grace_s + wait_s)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """What escapes a request (a client gone mid-answer, a bug): to the log, not as a
+        bare traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            log.debug("dashboard: %s went away: %s", client_address, exc)
+        else:
+            log.exception("dashboard: a request from %s failed", client_address)
 
 
 class DashboardServer:
@@ -455,9 +553,10 @@ class DashboardServer:
     Args:
         address: where to listen.
         source: where it reads.
-        token: the token requests must carry; None: none on loopback, and one is made
-            (`new_token`) when ``address`` is not loopback.
+        token: the token API requests must carry; None: one is made (`new_token`).
         what: how the address was given, for the error (``[node] dashboard``, ``--bind``).
+        max_connections: how many connections it serves at once (503 past that).
+        request_deadline_s: how long a request may take, reading and answering it.
 
     Raises:
         ConfigError: it cannot listen there (the port is taken, the address is not this
@@ -465,13 +564,14 @@ class DashboardServer:
     """
 
     def __init__(self, address: ListenAddress, source: DashboardSource,
-                 token: str | None = None, what: str = "[node] dashboard") -> None:
-        if token is None and token_required(address.host):
-            token = new_token()
-        self.token = token
+                 token: str | None = None, what: str = "[node] dashboard",
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_deadline_s: float = REQUEST_DEADLINE_S) -> None:
+        self.token = token if token is not None else new_token()
         page = PAGE.replace("__LOOKS__", json.dumps({k: v.value for k, v in _LOOKS.items()}))
         try:
-            self._server = _Server(address, DashboardApi(source), token, page.encode())
+            self._server = _Server(address, DashboardApi(source), self.token, page.encode(),
+                                   max_connections, request_deadline_s)
         except OSError as exc:
             raise ConfigError(
                 f"{what} = {str(address)!r}: cannot listen there ({exc.strerror or exc}); "
@@ -484,15 +584,18 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The page's address, with ``?token=`` when a token is needed (to open once)."""
+        """The page's address with ``#token=`` (a fragment: the browser keeps it, it is
+        never sent to the server nor in its logs)."""
         host = self.address.host
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         base = f"http://{ListenAddress(host, self.address.port)}/"
-        return f"{base}?token={self.token}" if self.token else base
+        return f"{base}#token={self.token}"
 
     def close(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving and release the port: requests in progress get `CLOSE_GRACE_S` to
+        finish, then their connections are cut."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.drain(CLOSE_GRACE_S, CLOSE_WAIT_S)
         self._thread.join(5.0)

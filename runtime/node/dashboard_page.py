@@ -3,7 +3,11 @@
 The script polls the JSON API of ``node/dashboard.py`` about once a second: the tree,
 the events after the last one shown, and the open agent's page (``#/agent/NAME``). It
 builds every element with ``textContent``: what agents put in their state, messages and
-logs is shown, never run. ``__LOOKS__`` is replaced by the status -> look table of
+logs is shown, never run. The page carries no data and needs no token: its script
+takes the token from the address's fragment (``#token=T``, which browsers never send to
+a server), keeps it in the tab's ``sessionStorage`` (per origin: host and port), drops it
+from the address bar, and sends it as ``Authorization: Bearer`` with every request.
+``__LOOKS__`` is replaced by the status -> look table of
 ``dashboard.look_of``, so Python decides how a status is painted.
 """
 
@@ -71,8 +75,8 @@ state, mailbox, failures, dead letters and log.</p></div></section>
 "use strict";
 const LOOKS = __LOOKS__;
 const look = s => "look-" + (LOOKS[s] || "unknown");
+const TOKEN_KEY = "beamish-dashboard-token";
 let lastSeq = -1, agentName = null, agentData = null, timer = null, note = "";
-const eventsShown = [];
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -86,8 +90,21 @@ function el(tag, attrs, ...kids) {
     e.append(typeof kid === "string" ? document.createTextNode(kid) : kid);
   return e;
 }
+function takeToken() {
+  const m = location.hash.match(/^#token=([^&]*)/);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+function withToken(headers) {
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  return t ? Object.assign({"Authorization": "Bearer " + t}, headers) : headers;
+}
+const NO_TOKEN = "this page needs the dashboard's token: open the link that `beamish dashboard`"
+  + " printed, or that the node wrote in its node.log (http://.../#token=...)";
 async function getJSON(url) {
-  const r = await fetch(url, {credentials: "same-origin", cache: "no-store"});
+  const r = await fetch(url, {credentials: "omit", cache: "no-store", headers: withToken({})});
+  if (r.status === 401) throw new Error(NO_TOKEN);
   const body = (r.headers.get("content-type") || "").includes("json") ? await r.json() : null;
   if (!r.ok) throw new Error(body && body.error ? body.error.message : r.status + " " + r.statusText);
   return body;
@@ -135,9 +152,10 @@ function facts(pairs) {
 async function resend(seq, button) {
   button.disabled = true;
   try {
-    const r = await fetch("/api/resend", {method: "POST", credentials: "same-origin",
-      headers: {"Content-Type": "application/json", "X-Beamish-Dashboard": "1"},
+    const r = await fetch("/api/resend", {method: "POST", credentials: "omit",
+      headers: withToken({"Content-Type": "application/json", "X-Beamish-Dashboard": "1"}),
       body: JSON.stringify({name: agentName, seq: seq})});
+    if (r.status === 401) throw new Error(NO_TOKEN);
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : String(r.status));
     note = "dead letter #" + seq + " resent as message #" + body.seq;
@@ -183,8 +201,11 @@ function renderAgent(d) {
       dead) : el("p", {class: "muted", text: "none"}),
     el("p", {id: "resend-result", class: "muted", text: note}),
     el("h3", {text: "Recent events"}), evs,
-    el("h3", {text: "Log (last " + d.log.length + " lines)"}),
-    el("pre", {id: "agent-log", text: d.log.join("\\n")}));
+    el("h3", {text: d.log === null ? "Log" : "Log (last " + d.log.length + " lines)"}),
+    d.log === null
+      ? el("p", {id: "agent-log", class: "muted", text: "log not available over TCP: agent logs"
+                 + " are files on the node's machine (beamish logs " + i.name + " there)"})
+      : el("pre", {id: "agent-log", text: d.log.join("\\n")}));
 }
 
 async function refreshAgent() {
@@ -208,7 +229,7 @@ async function refresh() {
     for (let more = true; more;) {
       const p = await getJSON("/api/events?after=" + lastSeq);
       const list = document.getElementById("events");
-      for (const e of p.events) { list.prepend(eventItem(e)); eventsShown.push(e); }
+      for (const e of p.events) list.prepend(eventItem(e));
       while (list.children.length > 500) list.lastChild.remove();
       lastSeq = Math.max(lastSeq, p.after, 0);
       more = p.more;
@@ -224,6 +245,7 @@ async function refresh() {
 }
 
 function route() {
+  takeToken();
   const m = location.hash.match(/^#\\/agent\\/(.+)$/);
   agentName = m ? decodeURIComponent(m[1]) : null;
   note = "";

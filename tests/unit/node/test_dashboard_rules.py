@@ -16,7 +16,6 @@ from beamish.runtime.node.config import NodeSection
 from beamish.runtime.node.daemon import to_wire
 from beamish.runtime.node.dashboard import (
     Access,
-    Credentials,
     Look,
     authorize,
     host_allowed,
@@ -25,36 +24,29 @@ from beamish.runtime.node.dashboard import (
     new_token,
     recent_events,
     to_json,
-    token_required,
 )
 
 T = "s3cret-token-0123456789"
 
 
-@pytest.mark.parametrize(("expected", "offered", "access"), [
-    # No token set (loopback): open, whatever is offered.
-    (None, Credentials(), Access.OPEN),
-    (None, Credentials(query="x", cookie="y", bearer="z"), Access.OPEN),
-    # A token set: nothing offered, or a wrong one, is denied.
-    (T, Credentials(), Access.DENIED),
-    (T, Credentials(cookie="wrong"), Access.DENIED),
-    (T, Credentials(bearer="wrong"), Access.DENIED),
-    (T, Credentials(cookie=""), Access.DENIED),
-    (T, Credentials(cookie=T[:-1]), Access.DENIED),
-    (T, Credentials(cookie=T + "x"), Access.DENIED),
-    # The cookie or the header grants it.
-    (T, Credentials(cookie=T), Access.GRANTED),
-    (T, Credentials(bearer=T), Access.GRANTED),
-    (T, Credentials(cookie="wrong", bearer=T), Access.GRANTED),
-    # The token in the address: set the cookie (and drop it from the address).
-    (T, Credentials(query=T), Access.GRANTED_BY_QUERY),
-    (T, Credentials(query=T, cookie=T), Access.GRANTED_BY_QUERY),
-    # A wrong token in the address is denied even with a right cookie.
-    (T, Credentials(query="wrong", cookie=T), Access.DENIED),
-    (T, Credentials(query=""), Access.DENIED),
+@pytest.mark.parametrize(("expected", "path", "bearer", "access"), [
+    # The page's shell has no data: open, so that its script can read the fragment.
+    (T, "/", None, Access.OPEN),
+    (T, "/index.html", "wrong", Access.OPEN),
+    # A token set: the API needs it, nothing offered or a wrong one is denied.
+    (T, "/api/tree", None, Access.DENIED),
+    (T, "/api/agent", "wrong", Access.DENIED),
+    (T, "/api/tree", "", Access.DENIED),
+    (T, "/api/tree", T[:-1], Access.DENIED),
+    (T, "/api/tree", T + "x", Access.DENIED),
+    (T, "/index.htm", None, Access.DENIED),  # anything but the shell's exact paths
+    (T, "/nothing", None, Access.DENIED),    # an unknown path says nothing either
+    # The bearer header grants it.
+    (T, "/api/tree", T, Access.GRANTED),
+    (T, "/api/resend", T, Access.GRANTED),
 ])
-def test_authorize(expected, offered, access):
-    assert authorize(expected, offered) is access
+def test_authorize(expected, path, bearer, access):
+    assert authorize(expected, path, bearer) is access
 
 
 @pytest.mark.parametrize(("host", "loopback"), [
@@ -63,12 +55,11 @@ def test_authorize(expected, offered, access):
     ("0.0.0.0", False), ("::", False), ("10.0.0.5", False), ("192.168.1.2", False),
     ("fe80::1", False), ("example.com", False), ("", False),
 ])
-def test_a_token_is_needed_beyond_loopback(host, loopback):
+def test_what_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
-    assert token_required(host) is not loopback
 
 
-@pytest.mark.parametrize(("host_header", "token_set", "allowed"), [
+@pytest.mark.parametrize(("host_header", "any_host", "allowed"), [
     ("127.0.0.1:8470", False, True),
     ("127.0.0.1", False, True),
     ("localhost:8470", False, True),
@@ -80,13 +71,13 @@ def test_a_token_is_needed_beyond_loopback(host, loopback):
     ("10.0.0.5:8470", False, False),
     (None, False, False),
     ("", False, False),
-    # With a token, the token guards it: any name the user reaches it by.
+    # Bound beyond loopback: any name the user reaches it by (the token guards it).
     ("evil.example:8470", True, True),
     ("myhost:8470", True, True),
     (None, True, True),
 ])
-def test_host_allowed(host_header, token_set, allowed):
-    assert host_allowed(host_header, token_set) is allowed
+def test_host_allowed(host_header, any_host, allowed):
+    assert host_allowed(host_header, any_host) is allowed
 
 
 @pytest.mark.parametrize(("status", "look"), [
