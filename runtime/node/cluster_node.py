@@ -86,6 +86,8 @@ class ClusterSettings:
             ``listen``, else "").
         shards: the cluster's fixed shard count.
         timing: the lease's durations.
+        max_moves: shards handed off per membership round (a join rebalances in about
+            shards / nodes / max_moves rounds of a second).
     """
 
     cluster: str
@@ -94,6 +96,7 @@ class ClusterSettings:
     address: str
     shards: int = DEFAULT_SHARDS
     timing: LeaseTiming = field(default_factory=LeaseTiming)
+    max_moves: int = 8
 
 
 def cluster_settings(section: ClusterSection | None,
@@ -165,7 +168,7 @@ class ClusterNode:
         self.membership = Membership(
             lambda: connect_cluster(settings.dsn, settings.cluster, settings.shards),
             settings.node, settings.address, self, timing=settings.timing,
-            agents=lambda: len(self._procs))
+            max_moves=settings.max_moves, agents=lambda: len(self._procs))
         self._worker = threading.Thread(target=self._work, name="beamish-cluster",
                                         daemon=True)
 
