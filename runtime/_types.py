@@ -120,6 +120,8 @@ class AgentInfo:
         last_failure: the last `Failure`, or None.
         supervisor: the supervisor it belongs to.
         cls: its class path.
+        node: the cluster node that runs it (a replicated agent's: the owner of its
+            shard, None while nobody owns it); None for a node's own agents.
     """
 
     name: str
@@ -133,6 +135,7 @@ class AgentInfo:
     last_failure: Failure | None
     supervisor: str = "root"
     cls: str = ""
+    node: str | None = None
 
     @classmethod
     def from_wire(cls, data: WireMap) -> AgentInfo:

@@ -42,12 +42,13 @@ from typing import Any
 from beamish.mailbox import pack
 
 from .._paths import NodePaths
-from .._types import ACCEPTS_MESSAGES, AgentStatus
+from .._types import ACCEPTS_MESSAGES, AgentInfo, AgentStatus
 from ..cluster.lease import LeaseTiming
 from ..cluster.membership import Membership
 from ..cluster.placement import shard_of
 from ..cluster.status import ClusterStatus
 from ..errors import (
+    AgentNotFound,
     ConfigError,
     SpawnError,
     StaleEpoch,
@@ -281,6 +282,29 @@ class ClusterNode:
         raise SpawnError(name, f"its init did not complete within {request.timeout:g} s "
                                "on the node that owns its shard (see that node's log and "
                                f"logs/{name}.log there)")
+
+    def info(self, name: str) -> AgentInfo:
+        """Replicated agent ``name``'s snapshot: its record, mailbox and progress in
+        PostgreSQL, and the node that owns its shard (its pid when it runs here).
+
+        Raises:
+            AgentNotFound: no replicated agent has that name.
+        """
+        def read(t: Txn) -> tuple[AgentRecord | None, int, int]:
+            rec = t.get_agent(name)
+            if rec is None:
+                return None, 0, 0
+            return rec, t.depth(rec.id), t.processed(rec.id)
+        rec, depth, processed = self.store.read(read)
+        if rec is None:
+            raise AgentNotFound(name, "no agent of this node and no replicated agent of its "
+                                      "cluster has that name")
+        with self._lock:
+            proc = self._procs.get(name)
+        pid = proc.popen.pid if proc is not None and proc.popen.poll() is None else None
+        return AgentInfo(name, pid, str(rec.status), rec.restarts, depth, processed, 0, 0.0,
+                         rec.last_failure, rec.supervisor, rec.cls,
+                         node=self.store.shard_owner(self.shard(name)))
 
     # -- rings ---------------------------------------------------------------------------------
     def _appended(self, name: str) -> None:

@@ -681,7 +681,10 @@ def _info_with(rec: AgentRecord, depth: int, processed: int) -> AgentInfo:
 
 
 def info(node: NodeView, name: str) -> AgentInfo:
-    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish info NAME``."""
+    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish info NAME``.
+    On a cluster node, a name that is not one of its own agents is a replicated agent's."""
+    if node.cluster is not None and node.store.read(lambda t: t.get_route(name)) is None:
+        return node.cluster.info(check_lookup_name(name))
     return _info_of(node, _require(node, name))
 
 

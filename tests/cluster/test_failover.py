@@ -23,7 +23,7 @@ from beamish.runtime import BeamishError, ConfigError, Node, RemoteNode, connect
 from beamish.runtime.cluster.placement import shard_of
 from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 from tests.cluster.conftest import Keys, free_port
-from tests.conftest import shutdown_quietly, wait_until
+from tests.conftest import beamish, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ class ClusterNodes:
     locals: dict[str, Node]
     keys: Keys
     base: str
+    dsn: str
     killed: set[str] = field(default_factory=set)
 
     def owner(self, agent: str) -> str | None:
@@ -71,7 +72,7 @@ def three_nodes(pg_dsn: str, keys: Keys) -> Iterator[ClusterNodes]:
     base = tempfile.mkdtemp(prefix="bmf-", dir="/tmp")
     names = ["n1", "n2", "n3"]
     addresses = {n: f"tcp://127.0.0.1:{free_port()}" for n in names}
-    nodes = ClusterNodes(names, addresses, {}, keys, base)
+    nodes = ClusterNodes(names, addresses, {}, keys, base, pg_dsn)
     try:
         for n in names:
             cfg = _config(base, n, pg_dsn, addresses[n], keys.node)
@@ -158,10 +159,17 @@ def test_replicated_agents_answer_from_any_node(three_nodes: ClusterNodes):
         for a in agents:
             assert n2.call(a, "get") == [["c", 1], ["c", 2]]
             assert n1.call(a, "get") == [["c", 1], ["c", 2]]
-    owners = {nodes.owner(a) for a in agents}
-    assert len(owners) >= 2, owners  # spread over the nodes by their names' shards
+        owners = {a: nodes.owner(a) for a in agents}
+        for a in agents:  # info through any node names the owner
+            info = n2.info(a)
+            assert (info.node, info.status, info.processed) == (owners[a], "running", 4)
+    assert len(set(owners.values())) >= 2, owners  # spread over the nodes by their shards
     running = sum(nodes.locals[n].cluster().replicated for n in nodes.names)  # type: ignore[union-attr]
     assert running == len(agents)
+    out = beamish("node", "status", "--dir", nodes.locals["n1"].dir, check=True).stdout
+    assert "cluster 't' as node 'n1' (incarnation 1): lease held" in out, out
+    listed = beamish("nodes", "--postgres", nodes.dsn, "--cluster", "t", check=True).stdout
+    assert all(n in listed for n in nodes.names), listed
 
 
 def test_kill_9_of_a_node_under_load_loses_no_acknowledged_cast(three_nodes: ClusterNodes):
