@@ -530,8 +530,11 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
             print(f"spawned {ref.name} (sleeping: its first message starts it)")
         else:
             info = ref.info()
-            where = f" on node {info.node}" if info.node else ""
-            print(f"spawned {ref.name} (pid {info.pid}{where})")
+            if info.node is None:
+                print(f"spawned {ref.name} (pid {info.pid})")
+            else:  # a replicated agent: its pid is on its node's machine, if it runs here
+                pid = "" if info.pid is None else f"pid {info.pid}, "
+                print(f"spawned {ref.name} ({pid}on node {info.node})")
     elif cmd == "call":
         print(json.dumps(node.call(args.name, args.msg, timeout=args.timeout), default=repr))
     elif cmd == "cast":
