@@ -229,3 +229,104 @@ def test_kill_9_of_a_node_under_load_loses_no_acknowledged_cast(three_nodes: Clu
     assert senders[nodes.names.index(victim)].failovers >= 1
     for a in moved:
         assert nodes.owner(a) not in (None, victim)
+
+
+def _ring_all(node_dir: str) -> int:
+    """Ring every agent inbox under ``node_dir`` (as a lost ring would be re-sent): an
+    agent rung reads its mailbox now instead of at its idle re-check."""
+    import glob
+
+    import zmq
+
+    from beamish.runtime.messaging.wire import ring_frame
+    ctx = zmq.Context()
+    try:
+        paths = glob.glob(os.path.join(node_dir, "run", "a*.sock"))
+        for path in paths:
+            sock = ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDTIMEO, 200)
+            sock.setsockopt(zmq.LINGER, 200)
+            sock.connect("ipc://" + path)
+            try:
+                sock.send(ring_frame(0))
+            except zmq.Again:
+                pass  # nobody reads there any more
+            sock.close()
+        return len(paths)
+    finally:
+        ctx.term()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ")[1].startswith("Z")  # exited, not reaped yet
+
+
+def test_a_node_paused_past_its_lease_commits_nothing_stale(three_nodes: ClusterNodes):
+    """SIGSTOP of a node's daemon (its agents keep running): once its lease has run out
+    the others take its shards at new epochs and run its agents; the paused node's own
+    agent processes, rung, handle a message and try to commit it: refused (StaleEpoch),
+    they stop, while their node is still paused. Resumed, the node fences itself and
+    rejoins. States match the ledgers exactly."""
+    nodes = three_nodes
+    agents = [f"p{i}" for i in range(9)]
+    with nodes.client("n1") as n1:
+        for a in agents:
+            n1.spawn(LEDGER, name=a, durability="replicated")
+    owners = {a: nodes.owner(a) for a in agents}
+    victim = max(nodes.names, key=lambda n: sum(1 for a in agents if owners[a] == n))
+    moved = [a for a in agents if owners[a] == victim]
+    assert moved, owners
+    zombies = {a: nodes.locals[victim].info(a).pid for a in moved}
+    assert all(zombies.values()), zombies
+    others = [n for n in nodes.names if n != victim]
+
+    stop = threading.Event()
+    senders = [Sender(i, nodes, agents, others[i:] + others[:i]) for i in range(2)]
+    threads = [threading.Thread(target=s.run, args=(stop,)) for s in senders]
+    for t in threads:
+        t.start()
+    pid = nodes.locals[victim].pid
+    try:
+        wait_until(lambda: all(s.seq > 50 for s in senders), timeout=60)
+        os.kill(pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
+        nodes.killed.add(victim)  # not asked while paused
+        failover = _answer_time(nodes, others[0], moved, paused_at)
+        print(f"\ntakeover of a paused node's {len(moved)} agents: {failover:.2f} s")
+        # Its own processes still run: rung, each handles a message and its commit is
+        # refused; they stop while their node is still paused.
+        deadline = time.monotonic() + 60
+        while not all(_gone(p) for p in zombies.values()):
+            assert time.monotonic() < deadline, "stale agents still running"
+            _ring_all(nodes.locals[victim].dir)
+            time.sleep(0.5)
+        for a in moved:
+            with open(os.path.join(nodes.locals[victim].dir, "logs", f"{a}.log")) as fh:
+                assert "StaleEpoch" in fh.read(), a
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        nodes.killed.discard(victim)
+        # Resumed: it fenced itself, joins again and takes shards back at new epochs.
+        wait_until(lambda: (st := nodes.locals[victim].cluster()) is not None
+                   and st.incarnation == 2 and st.shards, timeout=60)
+        sent = sum(s.seq for s in senders)
+        wait_until(lambda: sum(s.seq for s in senders) > sent + 200, timeout=120)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    with nodes.client(others[0]) as client:
+        for a in agents:
+            applied = client.call(a, "get", timeout=30)
+            assert len(applied) == len({tuple(x) for x in applied}), f"{a}: applied twice"
+            for s in senders:
+                mine = [seq for (who, seq) in applied if who == s.index]
+                assert mine == sorted(mine), f"{a}: sender {s.index}'s order"
+                assert set(s.acked.get(a, [])) <= set(mine), f"{a}: acknowledged cast lost"
+                assert set(mine) <= set(s.acked.get(a, [])) | s.doubt.get(a, set())
