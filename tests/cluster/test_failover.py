@@ -14,6 +14,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import pytest
 from beamish.runtime import BeamishError, ConfigError, Node, RemoteNode, connect, start_node
 from beamish.runtime.cluster.placement import shard_of
 from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
-from tests.cluster.conftest import Keys, free_port
+from tests.cluster.conftest import Keys, PgServer, free_port
 from tests.conftest import beamish, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -41,6 +42,7 @@ class ClusterNodes:
     base: str
     dsn: str
     killed: set[str] = field(default_factory=set)
+    roles: dict[str, str] = field(default_factory=dict)
 
     def owner(self, agent: str) -> str | None:
         """The node that owns ``agent``'s shard now (by the nodes' own view)."""
@@ -67,15 +69,21 @@ def _config(base: str, node: str, dsn: str, address: str, keys_dir: str) -> str:
 
 
 @pytest.fixture
-def three_nodes(pg_dsn: str, keys: Keys) -> Iterator[ClusterNodes]:
-    """Three nodes n1..n3 in cluster "t" on ``pg_dsn``, all holding shards."""
+def three_nodes(pg_server: PgServer, pg_dsn: str, keys: Keys) -> Iterator[ClusterNodes]:
+    """Three nodes n1..n3 in cluster "t" on ``pg_dsn``, all holding shards; each node
+    logs in as a role of its own (``roles``: a test can cut one node from the database)."""
     base = tempfile.mkdtemp(prefix="bmf-", dir="/tmp")
     names = ["n1", "n2", "n3"]
     addresses = {n: f"tcp://127.0.0.1:{free_port()}" for n in names}
     nodes = ClusterNodes(names, addresses, {}, keys, base, pg_dsn)
+    mark = uuid.uuid4().hex[:8]
+    for n in names:  # roles are the server's, not the database's: named for this test
+        nodes.roles[n] = f"bm{mark}_{n}"
+        pg_server.psql(f'CREATE ROLE "{nodes.roles[n]}" LOGIN SUPERUSER')
     try:
         for n in names:
-            cfg = _config(base, n, pg_dsn, addresses[n], keys.node)
+            dsn = pg_dsn.replace("//postgres@", f"//{nodes.roles[n]}@", 1)
+            cfg = _config(base, n, dsn, addresses[n], keys.node)
             nodes.locals[n] = start_node(os.path.join(base, n), config=cfg)
 
         def balanced() -> bool:
@@ -330,3 +338,52 @@ def test_a_node_paused_past_its_lease_commits_nothing_stale(three_nodes: Cluster
                 assert mine == sorted(mine), f"{a}: sender {s.index}'s order"
                 assert set(s.acked.get(a, [])) <= set(mine), f"{a}: acknowledged cast lost"
                 assert set(mine) <= set(s.acked.get(a, [])) | s.doubt.get(a, set())
+
+
+def test_a_node_cut_from_the_database_stops_its_agents_before_its_lease_expires(
+        three_nodes: ClusterNodes, pg_server: PgServer):
+    """A node whose role may no longer log in, its connections cut: it cannot renew its
+    lease, so it fences itself and kills its replicated agents (idle: only the fence can
+    stop them) before the database lets its lease expire; the others take them over with
+    their state; when it may log in again it rejoins."""
+    nodes = three_nodes
+    agents = [f"f{i}" for i in range(9)]
+    with nodes.client("n1") as n1:
+        for a in agents:
+            n1.spawn(LEDGER, name=a, durability="replicated")
+        for i in range(5):
+            n1.cast_many([(a, ["c", i]) for a in agents])
+        for a in agents:
+            assert n1.call(a, "get") == [["c", i] for i in range(5)]
+    owners = {a: nodes.owner(a) for a in agents}
+    victim = max(nodes.names, key=lambda n: sum(1 for a in agents if owners[a] == n))
+    moved = [a for a in agents if owners[a] == victim]
+    assert moved, owners
+    pids = [nodes.locals[victim].info(a).pid for a in moved]
+    assert all(pids), pids
+    survivor = next(n for n in nodes.names if n != victim)
+    role = nodes.roles[victim]
+    pg_server.psql(f'ALTER ROLE "{role}" NOLOGIN')
+    try:
+        cut_at = time.monotonic()
+        pg_server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       f"WHERE usename = '{role}'")
+        wait_until(lambda: all(_gone(p) for p in pids), timeout=30, what="agents killed")
+        stopped_at = time.time()
+        expires = float(pg_server.psql(
+            "SELECT extract(epoch FROM lease_expires) FROM beamish_members WHERE node = "
+            f"'{victim}'", database=nodes.dsn.rsplit("/", 1)[1]).strip())
+        assert stopped_at < expires, "its agents ran past its lease"
+        status = nodes.locals[victim].cluster()
+        assert status is not None and status.fenced and status.replicated == 0
+        took = _answer_time(nodes, survivor, moved, cut_at)
+        print(f"\nfenced {victim} stopped its {len(moved)} agents "
+              f"{expires - stopped_at:.2f} s before its lease expired; the others answered "
+              f"for them {took:.2f} s after the cut")
+    finally:
+        pg_server.psql(f'ALTER ROLE "{role}" LOGIN')
+    wait_until(lambda: (st := nodes.locals[victim].cluster()) is not None
+               and st.incarnation == 2 and not st.fenced and st.shards, timeout=60)
+    with nodes.client(victim) as client:
+        for a in agents:
+            assert client.call(a, "get", timeout=30) == [["c", i] for i in range(5)]
