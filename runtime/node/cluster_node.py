@@ -71,7 +71,12 @@ log = logging.getLogger("beamish.cluster")
 REPLICATED_ID_BASE = 1 << 40
 DEFAULT_SHARDS = 64
 RECHECK_S = 0.5  # the owner re-checks its shards' agents and mailboxes this often
-RESTART_DELAY_S = 0.5  # a replicated agent that exited is started again after this long
+# A replicated agent that exited by itself is started again after a delay that doubles
+# with each exit in a row (from RESTART_DELAY_S up to RESTART_DELAY_MAX_S); a process that
+# ran RESTART_RESET_S resets it.
+RESTART_DELAY_S = 0.5
+RESTART_DELAY_MAX_S = 30.0
+RESTART_RESET_S = 10.0
 _SHOULD_RUN = frozenset({AgentStatus.RUNNING, AgentStatus.STARTING, AgentStatus.RESTARTING})
 
 
@@ -123,6 +128,14 @@ def cluster_settings(section: ClusterSection | None,
                            section.advertise or section.listen or "")
 
 
+def restart_delay(exits_in_a_row: int, ran_for: float) -> tuple[int, float]:
+    """How long to wait before starting a replicated agent whose process exited by itself
+    after running ``ran_for`` seconds, ``exits_in_a_row`` exits having come before it
+    without a long run between them: the new count and the delay (pure)."""
+    n = 0 if ran_for >= RESTART_RESET_S else exits_in_a_row
+    return n + 1, min(RESTART_DELAY_MAX_S, RESTART_DELAY_S * 2 ** n)
+
+
 @dataclass(slots=True)
 class _Proc:
     """A replicated agent's process on this node."""
@@ -133,6 +146,7 @@ class _Proc:
     epoch: int
     popen: subprocess.Popen[bytes]
     shutdown: float
+    started: float = 0.0  # time.monotonic() at its start
     stopping: bool = False
 
 
@@ -158,6 +172,7 @@ class ClusterNode:
         self._epochs: dict[int, int] = {}  # shard -> epoch, as granted
         self._procs: dict[str, _Proc] = {}
         self._rings: set[str] = set()
+        self._delays: dict[str, tuple[int, float]] = {}  # name -> (exits in a row, not before)
         self._rescan = False
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -362,10 +377,15 @@ class ClusterNode:
             done = [p for p in self._procs.values() if p.popen.poll() is not None]
             for p in done:
                 del self._procs[p.name]
+        now = time.monotonic()
         for p in done:
             if not p.stopping:
-                log.info("replicated agent %r (pid %d) exited with %s; started again if "
-                         "this node still owns it", p.name, p.popen.pid, p.popen.returncode)
+                n, _ = self._delays.get(p.name, (0, 0.0))
+                n, delay = restart_delay(n, now - p.started)
+                self._delays[p.name] = (n, now + delay)
+                log.info("replicated agent %r (pid %d) exited with %s; started again in "
+                         "%.1f s if this node still owns it", p.name, p.popen.pid,
+                         p.popen.returncode, delay)
 
     def _check_all(self) -> None:
         """Start the agents of owned shards that should run or have mail or a wake; ring
@@ -412,6 +432,9 @@ class ClusterNode:
             epoch = self._epochs.get(shard)
             if epoch is None or rec.name in self._procs:
                 return
+        _, not_before = self._delays.get(rec.name, (0, 0.0))
+        if time.monotonic() < not_before:
+            return  # exited by itself lately: the re-check starts it when the delay is over
         fence = Fence(shard, self.settings.node, epoch)
         name = rec.name
 
@@ -443,7 +466,8 @@ class ClusterNode:
         popen.stdin.close()
         shutdown = cur.shutdown if isinstance(cur.shutdown, (int, float)) else 5.0
         with self._lock:
-            self._procs[name] = _Proc(name, cur.id, shard, epoch, popen, float(shutdown))
+            self._procs[name] = _Proc(name, cur.id, shard, epoch, popen, float(shutdown),
+                                      time.monotonic())
             lost = self._epochs.get(shard) != epoch
         if lost:  # lost or fenced while it started
             _signal(popen, signal.SIGKILL)
