@@ -48,7 +48,7 @@ from .._paths import (
     rotate_agent_log,
     rotate_log,
 )
-from .._types import AgentStatus, DroppedFrames, WireMap
+from .._types import OMIT_NONE, AgentStatus, DroppedFrames, WireMap
 from ..cluster.frontdoor import FrontDoor, open_front_door
 from ..cluster.keys import load_pair
 from ..errors import (
@@ -631,7 +631,8 @@ def to_wire(value: Any) -> Any:
     fields, in their order, and so on down; lists item by item; the rest (the user's data
     in a dead letter included) as it is."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)
+                if not (f.metadata.get(OMIT_NONE) and getattr(value, f.name) is None)}
     if isinstance(value, list):
         return [to_wire(v) for v in value]
     return value
