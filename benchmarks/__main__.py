@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--scenarios call,cast,spawn]``.
+"""``python -m benchmarks [--quick] [--peers] [--out DIR] [--scenarios call,cast,spawn]``.
 
 Runs the scenarios of `._scenarios` on beamish and on the plain-threads runtime side by
 side, in one run, prints progress lines on stderr and a Markdown table on stdout, and
@@ -7,6 +7,8 @@ PNG charts, when matplotlib is importable) to ``--out`` (default
 ``benchmarks/results/<YYYYmmdd-HHMMSS>/``). ``--report-from results.json`` runs nothing: it
 writes REPORT.md and the charts again from that file's figures. ``beamish bench`` runs
 ``main(["--quick"])``; `run` is `main` without the table on stdout (the demo's way in).
+``--peers`` adds the ``peers`` scenario (`._peers`: the same rows on Thespian, Pykka and,
+when it is importable, Ray; ``pip install 'beamish[peers]'``), which no run has by default.
 
 Exit status: 0 when every scenario ran and no process outlived the run, else 1.
 """
@@ -24,7 +26,7 @@ import time
 import traceback
 from typing import Any
 
-from . import _aclient
+from . import _aclient, _loaded, _peers
 from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
@@ -35,7 +37,10 @@ from ._sessions import sessions, table_rows, target_rows
 from ._stats import machine_info
 
 SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability,
-             "sessions": sessions, "aclient": _aclient.aclient}
+             "sessions": sessions, "aclient": _aclient.aclient, "loaded": _loaded.loaded,
+             "peers": _peers.peers}
+# Run only when asked for (--peers, or by name): it needs the peers' packages.
+DEFAULT_SCENARIOS = [name for name in SCENARIOS if name != "peers"]
 
 
 def _default_out() -> str:
@@ -61,15 +66,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report-from", metavar="RESULTS_JSON", default=None,
                         help="run nothing: write REPORT.md and the charts from this "
                              "results.json's figures (to --out, default beside the file)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma list of scenarios to run (default all: "
-                             f"{','.join(SCENARIOS)})")
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                        help=f"comma list of scenarios to run (default: "
+                             f"{','.join(DEFAULT_SCENARIOS)}; also: peers)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also run the peers scenario: the same rows on Thespian, Pykka "
+                             "and (when importable) Ray; pip install 'beamish[peers]'")
     parser.add_argument("--durability", choices=("process", "fsync", "memory"), default=None,
                         help="the beamish node's durability mode (default: the node's default)")
     parser.add_argument("--spawn-agents", default=None, metavar="N[,N...]",
                         help="agent counts of the spawn scenario (default 100; full: 100,1000)")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.peers and "peers" not in names:
+        names.append("peers")
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown or not names:
         parser.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; "
@@ -161,6 +171,7 @@ def markdown(results: dict[str, Any]) -> str:
     _isolation_rows(sc, row)
     lines.extend(table_rows(sc.get("sessions")))
     lines.extend(_aclient.table_rows(sc.get("aclient")))
+    lines.extend(_loaded.table_rows(sc.get("loaded")))
     targets = _target_rows(sc)
     if targets:
         lines.extend(["", "## Targets: fault recovery, isolation, spawn, batched casts and "
@@ -190,6 +201,7 @@ def markdown(results: dict[str, Any]) -> str:
                      "(threads) messages. cast() p99: how long the sender's cast() took "
                      "(beamish returns once the message is committed to LMDB).")
     lines.extend(_isolation_notes(sc))
+    lines.extend(_loaded.notes(sc.get("loaded")))
     tm = results.get("timings", {})
     if "beamish_node_shutdown_s" in tm:
         lines.append(f"beamish node: started in {tm['beamish_node_start_s']:.2f} s; shut down "
@@ -201,6 +213,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"**{len(results['leftover_processes'])} process(es) outlived the run "
                      "and were killed.**")
     lines.extend(durability_section(sc.get("durability")))
+    lines.extend(_peers.table_lines(sc.get("peers")))
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +324,8 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
                            f"{_num(entry['cast_loop']['msgs_per_s'])}) | {_met(t['met'])} |")
     out.extend(target_rows(sc.get("sessions")))
     out.extend(_aclient.target_rows(sc.get("aclient")))
+    out.extend(_loaded.target_rows(sc.get("loaded")))
+    out.extend(_peers.target_rows(sc.get("peers")))
     return out
 
 
@@ -341,7 +356,8 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
                    "times are medians, failures and losses totals. *back in*: from the last "
                    "moment the faulty process was alive (it stamps the time into shared "
                    "memory just before the fault and at every step of a bomb or loop; for "
-                   "SIGKILL, the kill) until it answered the benchmark's next call; *down*: "
+                   "SIGKILL, the kill) until it answered the benchmark's next call (made during the "
+                   "fault, it waits in the mailbox behind it); *down*: "
                    "from the fault's injection (it includes the retries of the fatal message "
                    "and the time a limit takes to notice). On beamish a call that crashes the agent is "
                    "retried up to 3 times before its caller gets RemoteError (the memory bomb "
@@ -352,6 +368,15 @@ def _isolation_notes(sc: dict[str, Any]) -> list[str]:
                    f"infinite loop is bounded to {faults['thread_spin_s']:g} s there, and "
                    "their memory bomb runs under an RLIMIT_AS on the whole process (a thread "
                    "cannot have its own limit).")
+    if _ok(faults):
+        split = [f"{f.replace('_', ' ')} {r['phases_ms']['exited']:.1f} + "
+                 f"{r['phases_ms']['restarted']:.1f} + {r['phases_ms']['answered']:.1f}"
+                 for f, r in faults["beamish"].items() if r.get("phases_ms")]
+        if split:
+            out.append("Back in on beamish, split by the node's events (medians, ms): death → "
+                       "`exited` (the process's exit, its reap, the classification) + → "
+                       "`restarted` (the decision, the fork, init or recover until ready) + → "
+                       "the answer: " + "; ".join(split) + ".")
     k9 = sc.get("kill9")
     if _ok(k9):
         b = k9["beamish"]
@@ -434,7 +459,7 @@ def run(argv: list[str] | None = None) -> tuple[int, Written | None]:
     failed = False
     harness = Harness(durability=args.durability)
     try:
-        if "call" in args.scenario_list or "durability" in args.scenario_list:
+        if {"call", "durability", "peers"} & set(args.scenario_list):
             harness.start_raw()  # forks: before this process has any ZeroMQ context
         harness.start()
         for name in args.scenario_list:

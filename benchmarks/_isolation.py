@@ -311,12 +311,29 @@ def _fault_trial(rt: Any, fault: str, trigger: Any, limits: Any, casts: int,
                 acked_during += 1
             except Exception as exc:  # noqa: BLE001 - counted
                 cast_errors[type(exc).__name__] = cast_errors.get(type(exc).__name__, 0) + 1
+        # The next call is made now, while the fault is under way: it waits in the mailbox
+        # behind the fault and the casts, and its reply is timed as it arrives, on a thread
+        # of its own. Made after the fault call's error had come back, it also timed that
+        # error's trip back to this process and the hand-offs between its threads.
+        following: dict[str, Any] = {}
+
+        def follow() -> None:
+            try:
+                following["answer"] = rt.call(faulty, "count", 150.0)
+                following["at"] = (time.perf_counter(), time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - then the loop below calls again
+                following["error"] = type(exc).__name__
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
         if injector is not None:
             injector.join(150.0)
+        follower.join(160.0)
         t_ret = fault_result.get("returned_at", time.perf_counter())
         answer, t_answer, errors_before_answer = None, None, 0
+        if "at" in following:
+            answer, (t_answer, t_answer_mono) = following["answer"], following["at"]
         deadline = time.perf_counter() + 60.0
-        while time.perf_counter() < deadline:
+        while t_answer is None and time.perf_counter() < deadline:
             try:
                 answer = rt.call(faulty, "count", 30.0)
                 t_answer = time.perf_counter()
@@ -331,6 +348,11 @@ def _fault_trial(rt: Any, fault: str, trigger: Any, limits: Any, casts: int,
     t_dead = t_killed if t_killed is not None else agents.read_stamp(stamp)
     recovery = ((t_answer_mono - t_dead) * 1000 if t_answer is not None and t_dead is not None
                 else None)
+    if recovery is not None and hasattr(rt, "events"):  # beamish: its node's events
+        assert t_dead is not None
+        wall = time.time() - time.monotonic()
+        res["phases_ms"] = restart_phases(rt.events(name=faulty), t_dead + wall,
+                                          t_answer_mono + wall)
     res.update({
         "fault_call": {k: v for k, v in fault_result.items() if k != "returned_at"},
         "acked_during_fault": acked_during, "cast_errors_during_fault": cast_errors,
@@ -350,6 +372,26 @@ def _fault_trial(rt: Any, fault: str, trigger: Any, limits: Any, casts: int,
 
 
 RESTART_TARGET_MS = 20.0  # target: each faulty agent answering again within 20 ms at p50
+PHASES = ("exited", "restarted", "answered")
+
+
+def restart_phases(events: list[Any], dead: float, answered: float) -> dict[str, float] | None:
+    """*back in*, split by the node's events of the faulty agent (``time.time()`` clock;
+    ``dead`` and ``answered`` on it too): from its death to its last ``exited`` event
+    (the process's exit, its reap, the node's classification), from there to the
+    ``restarted`` event that followed (the supervisor's decision, the fork, init or recover
+    until the new process reported ready), and from there to the answer (ms). None when
+    the events do not show one death and one restart in that span."""
+    span = [e for e in events if dead - 0.001 <= e.time <= answered]
+    exited = [e for e in span if e.kind == "exited"]
+    if not exited:
+        return None
+    restarted = [e for e in span if e.kind == "restarted" and e.time >= exited[-1].time]
+    if not restarted:
+        return None
+    t_exit, t_restart = exited[-1].time, restarted[0].time
+    return {"exited": (t_exit - dead) * 1000, "restarted": (t_restart - t_exit) * 1000,
+            "answered": (answered - t_restart) * 1000}
 
 
 def _beamish_faults(h: Any, sizes: Any) -> dict[str, Any]:
@@ -391,10 +433,19 @@ def _aggregate(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "answered_again": all(t["answered_again"] for t in trials),
         "state_kept": all(t["state_kept"] for t in trials),
         "messages_lost": sum(t["messages_lost"] for t in trials),
+        "phases_ms": _phase_medians(trials),
         "survivors": {"failed": sum(x["failed"] for x in surv),
                       "calls": sum(x["calls"] for x in surv),
                       "during": {"p99_us": median([x["during"]["p99_us"] for x in surv])}},
     }
+
+
+def _phase_medians(trials: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The median of each phase of `restart_phases` over the trials that have them."""
+    split = [t["phases_ms"] for t in trials if t.get("phases_ms")]
+    if not split:
+        return None
+    return {p: median([x[p] for x in split]) for p in PHASES} | {"trials": len(split)}
 
 
 def restart_target(beamish: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,17 @@ class Inbox:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
+    def recv_timed(self) -> tuple[bytes, Envelope] | None:
+        """Receive one envelope, waiting at most the socket's own receive timeout
+        (``zmq.RCVTIMEO``, set once by its owner): one blocking call, without the poller
+        that `recv` builds per wait. None on timeout, or for an invalid message (dropped
+        and counted)."""
+        try:
+            frames = self.sock.recv_multipart(copy=True)
+        except zmq.Again:
+            return None
+        return self._decode(frames)
+
     def recv_nowait(self) -> tuple[bytes, Envelope] | None:
         """Receive one envelope if one is ready; drop and count an invalid one (returns None)."""
         try:

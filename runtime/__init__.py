@@ -102,6 +102,11 @@ Where things happen:
                              txn (messaging/messenger.py append_routed)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import errors as errors
 from ._types import AgentInfo as AgentInfo
 from ._types import Down as Down
@@ -118,15 +123,6 @@ from ._types import Skip as Skip
 from ._types import Stop as Stop
 from ._upgrades import UpgradeReport as UpgradeReport
 from .agent.base import Agent as Agent
-from .agent.context import AgentContext as AgentContext
-from .client.api import AgentRef as AgentRef
-from .client.api import AsyncAgentRef as AsyncAgentRef
-from .client.api import AsyncNode as AsyncNode
-from .client.api import Node as Node
-from .client.api import connect as connect
-from .client.api import start_node as start_node
-from .client.remote import RemoteNode as RemoteNode
-from .cluster.frontdoor import TransportStatus as TransportStatus
 from .errors import AgentNotFound as AgentNotFound
 from .errors import AlreadyRunning as AlreadyRunning
 from .errors import BadMessage as BadMessage
@@ -142,3 +138,44 @@ from .errors import SpawnError as SpawnError
 from .errors import StateError as StateError
 from .errors import UpgradeFailed as UpgradeFailed
 from .errors import UpgradeImportError as UpgradeImportError
+
+if TYPE_CHECKING:
+    from .agent.context import AgentContext as AgentContext
+    from .client.api import AgentRef as AgentRef
+    from .client.api import AsyncAgentRef as AsyncAgentRef
+    from .client.api import AsyncNode as AsyncNode
+    from .client.api import Node as Node
+    from .client.api import connect as connect
+    from .client.api import start_node as start_node
+    from .client.remote import RemoteNode as RemoteNode
+    from .cluster.frontdoor import TransportStatus as TransportStatus
+
+# Imported on first use, not with the package: an agent's process (the zygote, and every
+# process it forks) imports this package but neither the client nor the node, and each
+# module it holds makes every fork slower and every agent's private memory larger
+# (docs/memory.md). ``from beamish.runtime import Node`` works as before.
+_LAZY: dict[str, str] = {
+    "AgentContext": ".agent.context",
+    "AgentRef": ".client.api",
+    "AsyncAgentRef": ".client.api",
+    "AsyncNode": ".client.api",
+    "Node": ".client.api",
+    "connect": ".client.api",
+    "start_node": ".client.api",
+    "RemoteNode": ".client.remote",
+    "TransportStatus": ".cluster.frontdoor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily re-exported public name (`_LAZY`) on its first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -99,9 +99,16 @@ class NodePaths:
         """The doorbell socket of agent ``agent_id``."""
         return os.path.join(self.run, f"a{agent_id}.sock")
 
+    @property
+    def busy(self) -> str:
+        """The directory of the agents' in-flight markers. On the node dir's own
+        filesystem, not with the sockets under `run` (tmpfs): a marker stays while its
+        agent sleeps, and a page of RAM per sleeping session would not be bounded."""
+        return os.path.join(self.dir, "busy")
+
     def agent_busy(self, agent_id: int) -> str:
         """The in-flight marker file of agent ``agent_id`` (see `.agent.inflight`)."""
-        return os.path.join(self.run, f"a{agent_id}.busy")
+        return os.path.join(self.busy, f"a{agent_id}.busy")
 
     def client_inbox(self, token: str) -> str:
         """The reply-doorbell socket of one client thread."""

@@ -15,13 +15,19 @@ that private subnet; they apply when DIR's server is created.
     python scripts/pgserver.py status DIR
 
 PostgreSQL refuses to run as root: as root the server runs as the ``postgres`` user
-(created by the Debian package), and DIR is given to it.
+(created by the Debian package), and DIR is given to it: only DIR itself, and only when
+it is a fresh one (made now, or empty and root's, as ``mkdtemp`` leaves it) or already
+``postgres``'s; any other DIR is refused. Whatever is inside DIR is the server's to make,
+and trust authentication makes every local user a database superuser, able to plant
+symlinks there as ``postgres``: so root never follows a link inside DIR (no recursive
+chown, files written there with ``O_NOFOLLOW`` or replaced by rename).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import io
 import os
 import pwd
 import shutil
@@ -95,15 +101,21 @@ class PgServer:
     # -- the server's life ------------------------------------------------------------
     def start(self) -> str:
         """Create the cluster if it does not exist, start the server, wait until it
-        accepts connections; return the DSN."""
+        accepts connections; return the DSN.
+
+        Raises:
+            PgServerError: the server could not start, or (as root) its dir is not one
+                to hand to the server user (see the module's docstring).
+        """
+        fresh = not os.path.lexists(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "port").write_text(str(self.port))
-        self._hand_over(self.root)
+        self._hand_over(fresh)
+        _replace_file(self.root, "port", str(self.port))
         if not (self.data / "PG_VERSION").exists():
             self._run_as_server([str(self.bindir / "initdb"), "-D", str(self.data),
                                  "-U", SERVER_USER, "--auth=trust", "-E", "UTF8",
                                  "--no-sync"])
-            with open(self.data / "postgresql.conf", "a") as conf:
+            with _append_file(self.data / "postgresql.conf") as conf:
                 conf.write(
                     "\n# scripts/pgserver.py: a local test server\n"
                     f"listen_addresses = '{','.join(self.listen)}'\n"
@@ -113,7 +125,7 @@ class PgServer:
                     "fsync = off\n"
                     "full_page_writes = off\n"
                     "log_min_messages = warning\n")
-            with open(self.data / "pg_hba.conf", "a") as hba:
+            with _append_file(self.data / "pg_hba.conf") as hba:
                 for net in self.trust:
                     hba.write(f"host all all {net} trust\n")
         self._run_as_server([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
@@ -212,24 +224,88 @@ class PgServer:
     def _as_root(self) -> bool:
         return os.geteuid() == 0
 
-    def _hand_over(self, path: Path) -> None:
+    def _hand_over(self, fresh: bool) -> None:
+        """As root: give the server dir (itself only) to the server user, through an fd
+        of the directory (never a path a link could redirect). ``fresh``: start made it.
+
+        Raises:
+            PgServerError: the dir is a symlink, not a directory, or neither fresh nor
+                the server user's already.
+        """
         if not self._as_root():
             return
         user = pwd.getpwnam(SERVER_USER)
-        for p in [path, *path.rglob("*")]:
-            if p.owner() != SERVER_USER:
-                os.chown(p, user.pw_uid, user.pw_gid)
-        os.chmod(path, 0o700)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise PgServerError(f"{self.root} is not a directory to run a server in "
+                                f"({exc.strerror}): give a fresh one") from None
+        try:
+            st = os.fstat(fd)
+            if st.st_uid == user.pw_uid:
+                pass  # ours from an earlier start
+            elif st.st_uid == os.geteuid() and (fresh or not os.listdir(fd)):
+                os.fchown(fd, user.pw_uid, user.pw_gid)
+            else:
+                raise PgServerError(
+                    f"{self.root} is neither a fresh directory nor {SERVER_USER}'s (owner "
+                    f"uid {st.st_uid}, {'not ' if os.listdir(fd) else ''}empty): it is not "
+                    "handed to the server user; give a new or empty directory")
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
 
     def _run_as_server(self, argv: list[str]) -> None:
         if self._as_root():
             argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+        # The server is a service of the machine, not a process of whoever started it: it
+        # does not carry the test session's mark, which the tests' leak check looks for
+        # (a server restarted inside a test would be taken for a leak and killed).
+        env = {k: v for k, v in os.environ.items() if k != "BEAMISH_TEST_SESSION"}
         out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                             cwd=self.root)
+                             cwd=self.root, env=env)
         if out.returncode != 0:
-            tail = self.log.read_text()[-2000:] if self.log.exists() else ""
+            tail = _read_tail(self.log, 2000)
             raise PgServerError(f"{' '.join(argv)} failed ({out.returncode}): "
                                 f"{out.stderr.strip() or out.stdout.strip()}\n{tail}")
+
+
+def _replace_file(directory: Path, name: str, text: str) -> None:
+    """Make ``directory/name`` a new file holding ``text``, by rename: whatever was at
+    that name (a symlink planted by the server user) is replaced, never written through."""
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with open(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, directory / name)
+
+
+def _append_file(path: Path) -> io.TextIOWrapper:
+    """``path`` (initdb's, the server user's) opened to append to, refusing a symlink or a
+    hard link there.
+
+    Raises:
+        PgServerError: ``path`` is a link.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise PgServerError(f"cannot append to {path}: {exc.strerror}") from None
+    if os.fstat(fd).st_nlink != 1:
+        os.close(fd)
+        raise PgServerError(f"{path} has other hard links: refusing to append to it")
+    return open(fd, "a")
+
+
+def _read_tail(path: Path, size: int) -> str:
+    """The last ``size`` characters of log ``path`` ("" when it is absent or a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with open(fd, errors="replace") as fh:
+        return fh.read()[-size:]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import asyncio
 import importlib
 import inspect
 import os
+import resource
 import signal
 import socket
 import sys
@@ -87,6 +88,8 @@ from .policy import (
 # dies (its successor reads at start), so this is a backstop; frequent wake-ups of a
 # thousand idle agents would be noise for the busy ones (measured: noisy p99 3.1x idle).
 IDLE_RECHECK_S = 30.0
+# How long an agent waits for its next ring before it publishes its dropped-frame count.
+PUBLISH_AFTER_IDLE_MS = 2
 NORMAL_REASONS = ("normal", "shutdown")
 # At most this many rings are read before the loop handles them (and looks at timers).
 DRAIN_LIMIT = 10_000
@@ -531,8 +534,13 @@ class AgentLoop:
                     self.active_at = time.monotonic()
                     left = idle_timeout
                 wait = min(wait, left)
-            self._publish_dropped()
-            events = dict(poller.poll(int(wait * 1000) + 1))
+            # The dropped-frame count is published once the agent has been idle for a
+            # moment, not right after each reply ring: there it took the CPU that the
+            # reply's delivery needs (a caller in a loop rings again well within it).
+            events = dict(poller.poll(PUBLISH_AFTER_IDLE_MS))
+            if not events:
+                self._publish_dropped()
+                events = dict(poller.poll(int(wait * 1000) + 1))
             if not events:
                 self.next_seq = None  # idle: re-read the mailbox, in case a ring was dropped
             if self.wake_r.fileno() in events:
@@ -776,7 +784,6 @@ RLIMIT_DATA_HEADROOM = 256 * 1024 * 1024
 
 
 def _apply_rlimits(limits: LimitsMap) -> None:
-    import resource
     cpu = limits.get("cpu_seconds")
     if cpu:
         # The kernel sends SIGXCPU at the soft limit; the node reports kind "cpu".

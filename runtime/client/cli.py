@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
     bench.add_argument("--out", metavar="DIR",
                        help="results dir (default benchmarks/results/<time>)")
+    bench.add_argument("--peers", action="store_true",
+                       help="also run the same rows on Thespian, Pykka and Ray (when "
+                            "installed: pip install 'beamish[peers]')")
     return parser
 
 
@@ -475,6 +478,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from beamish.benchmarks.__main__ import main as bench_main
         argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
+        argv += ["--peers"] if args.peers else []
         return bench_main(argv)
     node = connect(d)
     try:

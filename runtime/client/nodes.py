@@ -59,18 +59,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("beamish nodes needs the cluster's database: --postgres DSN or "
                           "$BEAMISH_POSTGRES")
     try:
-        import psycopg
+        from ..store.postgres.cluster import read_members
     except ImportError:
         raise ConfigError("beamish nodes needs psycopg: pip install 'beamish[cluster]'") \
             from None
-    from ..errors import StoreError
-    from ..store.postgres.cluster import existing_cluster
-    try:
-        conn = psycopg.connect(args.postgres, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        raise StoreError(f"cannot reach the cluster's database: {e}") from None
-    with conn:
-        members = existing_cluster(conn, args.cluster).members()
+    members = read_members(args.postgres, args.cluster)
     if args.json:
         for m in members:
             print(json.dumps(as_json(m)))

@@ -48,6 +48,7 @@ from .._paths import (
     rotate_agent_log,
     rotate_log,
 )
+from .._rundir import hold_run_dir, remove_run_dir
 from .._types import OMIT_NONE, AgentStatus, DroppedFrames, WireMap
 from ..cluster.frontdoor import FrontDoor, open_front_door
 from ..cluster.keys import load_pair
@@ -169,9 +170,16 @@ class NodeDaemon:
             os.close(self.lock_fd)
             raise NodeAlreadyRunning(self.paths.dir, pid) from None
         try:
-            os.makedirs(self.paths.run, mode=0o700, exist_ok=True)
-            os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
+            # On tmpfs where it can be, held while the node runs (_rundir.py).
+            self.run_dir = hold_run_dir(self.paths.run)
         except OSError as exc:
+            os.close(self.lock_fd)
+            raise dir_error(self.paths.dir, exc) from None
+        try:
+            os.makedirs(self.paths.logs, mode=0o700, exist_ok=True)
+            os.makedirs(self.paths.busy, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            self.run_dir.release()
             os.close(self.lock_fd)
             raise dir_error(self.paths.dir, exc) from None
 
@@ -617,6 +625,8 @@ class NodeDaemon:
         self.store.close()
         if self.durability == "memory":
             wipe(self.store_path)
+        remove_run_dir(self.paths.run)
+        self.run_dir.release()
         for path in (self.paths.info,):
             try:
                 os.unlink(path)

@@ -32,6 +32,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -51,6 +52,7 @@ from .registry import ROOT, Emit
 from .rollout import (
     Candidate,
     Outcome,
+    Plan,
     Verdict,
     after_move,
     entry_change,
@@ -66,13 +68,15 @@ from .zygotes import Zygotes
 log = logging.getLogger("beamish.node")
 IMPORT_CHECK_TIMEOUT_S = 120.0
 
-# Run in a fresh interpreter: import each ``module[:Class]`` given, print the failures
-# as JSON ``[[target, "Type: message"], ...]``.
+# Run in a fresh interpreter: import each ``module[:Class]`` given, write the failures
+# as JSON ``[[target, "Type: message"], ...]`` to the file of fd ``argv[1]``: its own
+# channel, which nothing a module prints (at import, at exit) can get into.
 _CHECK = """\
 import importlib, json, os, sys
-sys.path[:0] = [p for p in sys.argv[1].split(os.pathsep) if p and p not in sys.path]
+answer = os.fdopen(int(sys.argv[1]), "w")
+sys.path[:0] = [p for p in sys.argv[2].split(os.pathsep) if p and p not in sys.path]
 out = []
-for target in sys.argv[2:]:
+for target in sys.argv[3:]:
     mod, _, cls = target.partition(":")
     try:
         m = importlib.import_module(mod)
@@ -81,30 +85,51 @@ for target in sys.argv[2:]:
         continue
     if cls and not isinstance(getattr(m, cls, None), type):
         out.append([target, f"AttributeError: module {mod!r} has no class {cls!r}"])
-sys.stdout.flush()
-print(json.dumps(out))
+json.dump(out, answer)
+answer.close()
 """
+
+
+def read_check_answer(raw: bytes) -> list[tuple[str, str]] | None:
+    """The failures the import check wrote (``[[target, error], ...]``), or None when
+    what it wrote is not a whole answer (it ended before, or something else wrote there)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(item, list) and len(item) == 2
+            and all(isinstance(part, str) for part in item) for item in value):
+        return None
+    return [(target, error) for target, error in value]
 
 
 def check_imports(sys_path: Sequence[str], targets: Sequence[str]) -> list[ImportFailure]:
     """Import each of ``targets`` (``module`` or ``module:Class``) in a fresh interpreter
-    with the agents' module path, as a new zygote would; return those that fail."""
+    with the agents' module path, as a new zygote would; return those that fail (the
+    check itself failing is one failure naming them all: never an exception)."""
     if not targets:
         return []
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _CHECK, os.pathsep.join(sys_path), *targets],
-            capture_output=True, text=True, timeout=IMPORT_CHECK_TIMEOUT_S,
-            stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return [ImportFailure(", ".join(targets),
-                              f"importing took over {IMPORT_CHECK_TIMEOUT_S:g} s")]
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
+    everything = ", ".join(targets)
+    with tempfile.TemporaryFile() as answer:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _CHECK, str(answer.fileno()),
+                 os.pathsep.join(sys_path), *targets],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                text=True, errors="replace", timeout=IMPORT_CHECK_TIMEOUT_S,
+                pass_fds=(answer.fileno(),))
+        except subprocess.TimeoutExpired:
+            return [ImportFailure(everything,
+                                  f"importing took over {IMPORT_CHECK_TIMEOUT_S:g} s")]
+        except OSError as exc:
+            return [ImportFailure(everything, f"the import check could not run: {exc}")]
+        answer.seek(0)
+        failures = read_check_answer(answer.read())
+    if failures is None:
         tail = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
-        return [ImportFailure(", ".join(targets),
-                              f"importing them ended the process ({tail[0]})")]
-    return [ImportFailure(str(t), str(e)) for t, e in json.loads(lines[-1])]
+        return [ImportFailure(everything, f"importing them ended the process ({tail[0]})")]
+    return [ImportFailure(t, e) for t, e in failures]
 
 
 def _describe(outcome: tuple[object, Failure | None]) -> str:
@@ -196,39 +221,53 @@ class Upgrader:
         rollout = plan(agents, sups, modules, changes, config_only=bool(entries) and not modules)
         classes = dict.fromkeys([*rollout.modules, *(a.cls for a in rollout.moves)])
         new = self.zygotes.start_new()  # it boots while the check runs
-        failures = self.check(self.sys_path, list(classes))
-        if failures:
-            log.error("upgrade refused: %s", "; ".join(f"{f.module}: {f.error}"
-                                                       for f in failures))
-            self.zygotes.discard(new)
-            return UpgradeReport(modules, skipped=(*refused, *rollout.skipped, *not_reached(
-                rollout.moves, "a module fails to import")), import_failures=tuple(failures))
-        order = {a.name: a.order for a in agents}
-        self.zygotes.upgrading = True
+        promoted = False
         try:
-            self._pin_live(order)
-            self.zygotes.promote(new)
-            log.info("upgrade of %s: moving %d agents onto the new code",
-                     ", ".join(modules) or "every module", len(rollout.moves))
-            moved: list[AgentMoved] = []
-            failed: list[AgentNotMoved] = []
-            skipped = [*refused, *rollout.skipped]
-            for i, agent in enumerate(rollout.moves):
-                outcome, result = self._move(agent, new, changes.get(agent.name, {}))
-                if isinstance(result, AgentMoved):
-                    moved.append(result)
-                elif isinstance(result, AgentNotMoved):
-                    failed.append(result)
-                elif result is not None:
-                    skipped.append(result)
-                if after_move(outcome) is Verdict.STOP:
-                    why = ("the node is stopping" if outcome is Outcome.STOPPING
-                           else f"the upgrade stopped at agent {agent.name!r}")
-                    skipped += not_reached(rollout.moves[i + 1:], why)
-                    break
-            return UpgradeReport(modules, tuple(moved), tuple(failed), tuple(skipped))
+            failures = self.check(self.sys_path, list(classes))
+            if failures:
+                log.error("upgrade refused: %s", "; ".join(f"{f.module}: {f.error}"
+                                                           for f in failures))
+                return UpgradeReport(modules, skipped=(
+                    *refused, *rollout.skipped,
+                    *not_reached(rollout.moves, "a module fails to import")),
+                    import_failures=tuple(failures))
+            order = {a.name: a.order for a in agents}
+            self.zygotes.upgrading = True
+            try:
+                self._pin_live(order)
+                self.zygotes.promote(new)
+                promoted = True
+                return self._roll(modules, rollout, new, changes, refused)
+            finally:
+                self.zygotes.upgrading = False
         finally:
-            self.zygotes.upgrading = False
+            if not promoted:
+                self.zygotes.discard(new)  # refused, or failed: it forked nothing
+
+    def _roll(self, modules: tuple[str, ...], rollout: Plan, new: ZygoteLink,
+              changes: Mapping[str, Mapping[str, object]],
+              refused: Sequence[AgentSkipped]) -> UpgradeReport:
+        """Move the rollout's agents onto ``new`` (the current zygote now), one at a time,
+        until one fails or the node stops."""
+        log.info("upgrade of %s: moving %d agents onto the new code",
+                 ", ".join(modules) or "every module", len(rollout.moves))
+        moved: list[AgentMoved] = []
+        failed: list[AgentNotMoved] = []
+        skipped = [*refused, *rollout.skipped]
+        for i, agent in enumerate(rollout.moves):
+            outcome, result = self._move(agent, new, changes.get(agent.name, {}))
+            if isinstance(result, AgentMoved):
+                moved.append(result)
+            elif isinstance(result, AgentNotMoved):
+                failed.append(result)
+            elif result is not None:
+                skipped.append(result)
+            if after_move(outcome) is Verdict.STOP:
+                why = ("the node is stopping" if outcome is Outcome.STOPPING
+                       else f"the upgrade stopped at agent {agent.name!r}")
+                skipped += not_reached(rollout.moves[i + 1:], why)
+                break
+        return UpgradeReport(modules, tuple(moved), tuple(failed), tuple(skipped))
 
     def _pin_live(self, order: dict[str, int]) -> None:
         """Pin every live agent to the zygote that forked it (before a new one is

@@ -20,10 +20,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from .._types import WireMap
-from .zygote_link import ZygoteLink
+from .zygote_link import ZygoteLink, ZygoteLost
 
 log = logging.getLogger("beamish.node")
 
@@ -98,15 +99,26 @@ class Zygotes:
     # -- new zygotes ----------------------------------------------------------------------
     def start_new(self, timeout: float = 60.0) -> ZygoteLink:
         """Start a fresh zygote (from the main loop: this waits for it); `promote` makes
-        it the current one, `discard` stops it.
+        it the current one, `discard` stops it. One that comes too late is never started,
+        or stopped as soon as it is.
 
         Raises:
-            TimeoutError: the main loop did not start it within ``timeout`` seconds.
+            ZygoteLost: it did not start (why), or not within ``timeout`` seconds.
         """
         fut: Future[ZygoteLink] = Future()
         with self._lock:
             self._wanted.append(fut)
-        return fut.result(timeout)
+        try:
+            return fut.result(timeout)
+        except FutureTimeout:
+            if not fut.cancel():  # the main loop is starting it: stop it once it runs
+                fut.add_done_callback(self._discard_unwanted)
+            raise ZygoteLost(f"no new zygote started within {timeout:g} s (the node is "
+                             "busy or stopping); nothing was upgraded: try again") from None
+
+    def _discard_unwanted(self, fut: Future[ZygoteLink]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.discard(fut.result())
 
     def serve(self) -> None:
         """Start the zygotes asked for (the node's main thread, each loop)."""
@@ -115,10 +127,14 @@ class Zygotes:
         with self._lock:
             wanted, self._wanted = self._wanted, []
         for fut in wanted:
+            if not fut.set_running_or_notify_cancel():
+                continue  # its upgrade gave up waiting
             try:
                 link = self._make()
             except Exception as exc:  # noqa: BLE001 - handed to the upgrade that asked
-                fut.set_exception(exc)
+                fut.set_exception(exc if isinstance(exc, ZygoteLost) else ZygoteLost(
+                    f"the new zygote did not start ({type(exc).__name__}: {exc}); "
+                    "nothing was upgraded"))
                 continue
             log.info("started a new zygote (pid %d) for a code upgrade", link.gen.proc.pid)
             fut.set_result(link)

@@ -186,7 +186,7 @@ def test_concurrent_claims_of_one_shard_have_one_winner(tables):
 
 def test_a_server_that_does_not_answer_is_a_store_error(pg_server):
     from pgserver import free_port
-    with pytest.raises(StoreError, match="did not answer"):
+    with pytest.raises(StoreError, match="unavailable"):
         connect_cluster(f"postgresql://postgres@127.0.0.1:{free_port()}/x", "c1", 4)
 
 

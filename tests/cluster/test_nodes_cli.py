@@ -49,4 +49,4 @@ def test_nodes_says_when_the_database_is_unreachable(pg_server):
     from pgserver import free_port
     proc = beamish("nodes", "--postgres", f"postgresql://postgres@127.0.0.1:{free_port()}/x",
                    "--cluster", "prod")
-    assert proc.returncode == 1 and "cannot reach the cluster's database" in proc.stderr
+    assert proc.returncode == 1 and "the cluster's PostgreSQL is unavailable" in proc.stderr

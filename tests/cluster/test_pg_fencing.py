@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from beamish.runtime.errors import StaleEpoch, StoreError
+from beamish.runtime.errors import StaleEpoch, StoreError, StoreUnavailable
 from beamish.runtime.store import open_postgres_store
 from beamish.runtime.store.postgres.agents import PgStore
 from beamish.runtime.store.postgres.fencing import Fence, GroupItem
@@ -144,6 +144,46 @@ def test_a_writer_after_the_takeover_is_refused_once_the_takeover_commits(pg_dsn
         assert (outcome["writer"].owner, outcome["writer"].current) == ("n2", 6)
         assert store.read(lambda t: (t.depth(1), t.tail(1))) == (0, 1)
     finally:
+        store.close()
+
+
+def test_a_writer_stalled_inside_its_transaction_holds_a_takeover_up_only_briefly(pg_dsn,
+                                                                                  admin):
+    """A node paused (or cut off) in the middle of a commit holds its shard rows FOR
+    SHARE: the server ends its idle transaction after ``idle_timeout``, so the takeover
+    goes through; the stalled writer, resumed, commits nothing and is told so."""
+    store = PgStore(_named(pg_dsn, "writer"), CLUSTER, Fence(3, "n1", 5), idle_timeout=1.0)
+    inside, release = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def write(t):  # type: ignore[no-untyped-def]
+        seq = t.append(1, _cast(b"stalled"))
+        inside.set()
+        assert release.wait(30)
+        return seq
+
+    def writer() -> None:
+        try:
+            outcome["writer"] = store.write(write)
+        except Exception as exc:  # checked below
+            outcome["writer"] = exc
+
+    thread = threading.Thread(target=writer)
+    try:
+        thread.start()
+        assert inside.wait(30)
+        with psycopg.connect(pg_dsn) as conn:
+            assert _takeover(conn, 3, "n2") == 6  # waited for the server to end the writer
+            conn.commit()
+        release.set()
+        thread.join(30)
+        assert isinstance(outcome["writer"], StoreUnavailable), outcome
+        assert "idle" in str(outcome["writer"])
+        with pytest.raises(StaleEpoch):
+            store.write(lambda t: t.append(1, _cast(b"again")))
+        assert store.read(lambda t: (t.depth(1), t.tail(1))) == (0, 1)
+    finally:
+        release.set()
         store.close()
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from beamish.runtime import (
     AsyncNode,
+    BeamishError,
     Node,
     RemoteError,
     UpgradeFailed,
@@ -422,3 +423,30 @@ def test_config_entry_changes_are_applied_as_the_agent_moves(node_dir, agents_mo
             (s.name, s.why) for s in report.skipped]
     finally:
         shutdown_quietly(n)
+
+
+CHATTY_AT_EXIT = "\nimport atexit\natexit.register(print, 'chatty: goodbye')\n"
+
+
+def test_a_module_printing_at_exit_upgrades_and_leaves_one_zygote(unode, agents_module):
+    a = unode.spawn(agents_module.cls, name="a")
+    agents_module.write("", source=TEMPLATE.format(tag="v2", version=1,
+                                                   code_change="return state")
+                        + CHATTY_AT_EXIT)
+    report = unode.upgrade()
+    assert report.ok and [m.name for m in report.moved] == ["a"]
+    assert a.call("tag") == "v2"
+    wait_until(lambda: zygotes(unode) == 1, what="the old zygote to be retired")
+
+
+def test_a_chatty_module_that_fails_to_import_is_refused_typed_and_its_zygote_stopped(
+        unode, agents_module):
+    a = unode.spawn(agents_module.cls, name="a")
+    agents_module.write("", source=CHATTY_AT_EXIT
+                        + "raise RuntimeError('the config is missing')\n")
+    with pytest.raises(BeamishError) as caught:
+        unode.upgrade()
+    wait_until(lambda: zygotes(unode) == 1, what="the refused upgrade's zygote to stop")
+    assert isinstance(caught.value, UpgradeImportError)
+    assert caught.value.error == "RuntimeError: the config is missing"
+    assert a.call("tag") == "v1"

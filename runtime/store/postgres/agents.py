@@ -20,7 +20,11 @@ or is lost before the commit is sent raises `StoreUnavailable` (nothing was comm
 the next use reconnects); one lost while the commit is in flight raises
 `CommitOutcomeUnknown` with the commit's number, which `commit_outcome` resolves once the
 server is back. A write that finds its idle connection dead (the server restarted since)
-reconnects and runs once more before it gives up.
+reconnects and runs once more before it gives up. Nothing waits forever: a link that
+stops acknowledging breaks the connection after ``link_timeout`` (TCP user timeout and
+keepalives), and the server ends a transaction of this store left idle for
+``idle_timeout`` (its node paused or cut off mid-commit), so a takeover waits for a stale
+writer that long at most.
 
 How an unknown outcome is resolved: every write transaction of a store also sets the
 store's own row of ``beamish_writers`` to the number of that commit (in the statement that
@@ -60,7 +64,15 @@ T = TypeVar("T")
 # was sent.
 _RETRIES = 3
 _RETRY_STATES = frozenset({"40001", "40P01"})
+_IDLE_TIMEOUT_STATE = "25P03"  # the server ended a session idle in its transaction
 CONNECT_TIMEOUT = 5.0
+# A transaction left open this long between two statements (its node paused, cut off, or
+# stuck) is ended by the server: it holds its shards' rows FOR SHARE, and a takeover
+# waits for it no longer than this. A store's own transactions never pause that long.
+IDLE_IN_TRANSACTION_TIMEOUT = 5.0
+# Sent data unacknowledged this long (the link to the server is down): the connection is
+# broken, and the write in flight fails (StoreUnavailable or CommitOutcomeUnknown).
+TCP_USER_TIMEOUT = 10.0
 
 _MARK = ("INSERT INTO beamish_writers (cluster, writer, commit) VALUES (%s, %s, %s) "
          "ON CONFLICT (cluster, writer) DO UPDATE SET commit = excluded.commit, "
@@ -98,6 +110,11 @@ class PgStore:
         cluster: the cluster's name (every row carries it).
         fence: the fence every ``write`` checks (None: unfenced writes).
         connect_timeout: seconds a connection attempt may take.
+        idle_timeout: seconds the server lets one of this store's transactions sit idle
+            before it ends it (and its session): how long a paused or cut-off node can
+            hold up a takeover of its shards.
+        link_timeout: seconds of unacknowledged sends after which the connection counts
+            as lost (the link to the server is down).
 
     Raises:
         StoreUnavailable: the server cannot be reached.
@@ -105,11 +122,15 @@ class PgStore:
     """
 
     def __init__(self, dsn: str, cluster: str, fence: Fence | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 idle_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
+                 link_timeout: float = TCP_USER_TIMEOUT) -> None:
         self.dsn = dsn
         self.cluster = cluster
         self.fences: tuple[Fence, ...] = () if fence is None else (fence,)
         self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.link_timeout = link_timeout
         self.lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
         self._writer = uuid.uuid4().bytes  # this store's row of beamish_writers
@@ -138,7 +159,12 @@ class PgStore:
             return conn
         self._drop()
         try:
-            conn = psycopg.connect(self.dsn, connect_timeout=max(1, round(self.connect_timeout)))
+            conn = psycopg.connect(
+                self.dsn, connect_timeout=max(1, round(self.connect_timeout)),
+                options=f"-c idle_in_transaction_session_timeout={_ms(self.idle_timeout)}",
+                keepalives=1, keepalives_idle=max(1, round(self.link_timeout / 2)),
+                keepalives_interval=1, keepalives_count=3,
+                tcp_user_timeout=_ms(self.link_timeout))
         except psycopg.Error as exc:
             raise StoreUnavailable(_detail(exc)) from exc
         self._conn = conn
@@ -212,6 +238,8 @@ class PgStore:
         except psycopg.Error as exc:
             if self._lost(conn):
                 self._drop()
+                if exc.sqlstate == _IDLE_TIMEOUT_STATE:  # ended before it got the COMMIT
+                    raise StoreUnavailable(_detail(exc)) from exc
                 self._unknown = number
                 raise CommitOutcomeUnknown(number, _detail(exc)) from exc
             self._abort(conn)
@@ -393,6 +421,10 @@ class PgStore:
         """Close this process's connection (the data stays)."""
         with self.lock:
             self._drop()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _stale_epoch(fence: Fence, row: ShardRow | None) -> StaleEpoch:

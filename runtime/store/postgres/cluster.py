@@ -12,7 +12,7 @@ applies (a renewal that waited for a claim re-reads the row then). Whichever com
 first wins and the other sees it (a renewal that lost fails with `LeaseLost`).
 
 psycopg errors that mean the server is unreachable (``OperationalError``) are raised as
-`StoreError`, so that code outside this package never sees psycopg.
+`StoreUnavailable` (a `StoreError`), so that code outside this package never sees psycopg.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from ...errors import ConfigError, LeaseLost, NodeNameInUse, ShardCountMismatch, StoreError
+from ...errors import ConfigError, LeaseLost, NodeNameInUse, ShardCountMismatch, StoreUnavailable
 from .schema import ensure_schema
 
 # libpq options for a node's own connection: a cut link must not block a renewal for
@@ -91,8 +91,8 @@ def _unreachable_as_store_error(what: str) -> Iterator[None]:
     try:
         yield
     except psycopg.OperationalError as e:
-        raise StoreError(f"PostgreSQL did not answer ({what}): {e}; the node keeps "
-                         "trying, and fences itself if its lease runs out meanwhile") from e
+        raise StoreUnavailable(f"{what}: {e}; a node keeps trying, and fences itself if "
+                               "its lease runs out meanwhile") from e
 
 
 class ClusterTable:
@@ -317,6 +317,15 @@ def connect_cluster(dsn: str, cluster: str, shards: int) -> ClusterTable:
     except BaseException:
         conn.close()
         raise
+
+
+def read_members(dsn: str, cluster: str) -> list[Member]:
+    """The members of cluster ``cluster`` in the database at ``dsn``, read over a
+    connection of their own (what ``beamish nodes`` shows)."""
+    with _unreachable_as_store_error(f"connecting to {_redacted(dsn)}"):
+        conn = psycopg.connect(dsn, autocommit=True, **LINK_OPTIONS)
+    with conn:
+        return existing_cluster(conn, cluster).members()
 
 
 def _redacted(dsn: str) -> str:
