@@ -30,13 +30,17 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            idle_timeout, max_awake), activity.py,
                                            upgrade.py (hot code upgrade; its pure
                                            decisions: rollout.py), zygotes.py (the
-                                           current zygote and older ones)
+                                           current zygote and older ones),
+                                           cluster_node.py (a node in a cluster: its
+                                           Membership's listener, the replicated agents
+                                           of its shards, ClusterMessenger)
     cluster/    the node daemon process    placement.py (pure: a name's shard, rendezvous
                 (cluster mode; keys:       owners, plan: claim/release/drop), lease.py
                 the CLI too)               (pure: renew and self-fence timing),
                                            membership.py (the shell: lease and shards
-                                           through store/postgres/cluster.py; not wired
-                                           into the daemon yet), keys.py (CURVE keys on
+                                           through store/postgres/cluster.py; run by
+                                           node/cluster_node.py), status.py (a node's
+                                           cluster state), keys.py (CURVE keys on
                                            disk: generate, authorize, load; pure checks),
                                            frontdoor.py (the node's TCP ROUTER, a CURVE
                                            server: its ZAP authenticator, refusals
@@ -47,8 +51,10 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                 process                    message loop and group commit), policy.py (the
                                            loop's pure decisions: recover's answer, when a
                                            group commits), context.py (self.ctx), base.py
-                                           (the Agent class), inflight.py (what an agent is
-                                           handling, for the node to read after a crash),
+                                           (the Agent class), replicated.py (a
+                                           replicated agent's process entry),
+                                           inflight.py (what an agent is handling, for
+                                           the node to read after a crash),
                                            logfile.py (its own log: stdio, logging,
                                            rotation; process titles)
     messaging/  any process                messenger.py (call/cast: append, ring, reply),
@@ -63,7 +69,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            interface), lmdb.py (implements it; the only
                                            module that imports lmdb); open_store();
                                            postgres/ (the cluster's PostgreSQL: schema,
-                                           fencing, PgStore for replicated agents; the
+                                           fencing, PgStore for replicated agents,
+                                           ring.py: wake-ups by LISTEN/NOTIFY; the
                                            only package that imports psycopg;
                                            open_postgres_store())
     (ground)    any process                errors.py, _types.py (public records),

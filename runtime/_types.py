@@ -19,6 +19,9 @@ from ._values import UserData as UserData
 from ._values import WireMap as WireMap
 from ._values import agent_status as agent_status
 
+# A record field whose metadata holds this key is left out of its wire form when None.
+OMIT_NONE = "beamish_omit_none"
+
 
 @dataclass(frozen=True)
 class Resume:
@@ -120,6 +123,8 @@ class AgentInfo:
         last_failure: the last `Failure`, or None.
         supervisor: the supervisor it belongs to.
         cls: its class path.
+        node: the cluster node that runs it (a replicated agent's: the owner of its
+            shard, None while nobody owns it); None for a node's own agents.
     """
 
     name: str
@@ -133,6 +138,9 @@ class AgentInfo:
     last_failure: Failure | None
     supervisor: str = "root"
     cls: str = ""
+    # Left out of the wire form when None (`OMIT_NONE`): a node's own agents' answers stay
+    # as they were, and older clients read them.
+    node: str | None = field(default=None, metadata={OMIT_NONE: True})
 
     @classmethod
     def from_wire(cls, data: WireMap) -> AgentInfo:
@@ -142,8 +150,11 @@ class AgentInfo:
 
     def to_wire(self) -> WireMap:
         """Return the snapshot as JSON/msgpack-ready data (``beamish info/ps --json``)."""
-        return {**vars(self),
-                "last_failure": self.last_failure.to_dict() if self.last_failure else None}
+        out = {**vars(self),
+               "last_failure": self.last_failure.to_dict() if self.last_failure else None}
+        if self.node is None:
+            del out["node"]
+        return out
 
 
 @dataclass(frozen=True)

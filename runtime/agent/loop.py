@@ -54,8 +54,9 @@ from ..messaging.wire import (
     reply_frame,
     report_frames,
 )
-from ..store import open_store
-from ..store.protocol import Txn
+from ..store import open_postgres_store, open_store
+from ..store.postgres.fencing import Fence
+from ..store.protocol import Store, Txn
 from ..store.records import (
     Boot,
     DeadLetter,
@@ -63,6 +64,7 @@ from ..store.records import (
     Malformed,
     Message,
     NodeFields,
+    ReplicaFence,
     Reply,
     ReplyError,
 )
@@ -183,9 +185,14 @@ class Prepared:
         node: the node's fields of a boot record.
     """
 
-    def __init__(self, node: NodeFields) -> None:
+    def __init__(self, node: NodeFields, fence: ReplicaFence | None = None) -> None:
         self.node = node
-        self.store = open_store(node.store, node.durability)
+        self.store: Store
+        if fence is not None:  # a replicated agent: its store is the cluster's PostgreSQL
+            self.store = open_postgres_store(node.store, fence.cluster,
+                                             Fence(fence.shard, fence.node, fence.epoch))
+        else:
+            self.store = open_store(node.store, node.durability)
         self.zctx: zmq.Context[Any] = zmq.Context()
         # libzmq starts its IO and reaper threads with the first socket: start them now.
         self.zctx.socket(zmq.PUSH).close(linger=0)
@@ -195,7 +202,7 @@ class Prepared:
 
     def fits(self, boot: Boot) -> bool:
         """Whether this setup is for the node of ``boot``."""
-        return boot.node == self.node
+        return boot.node == self.node and boot.fence is None
 
     def close(self) -> None:
         """Release it (a setup for another node)."""
@@ -242,7 +249,7 @@ class AgentLoop:
         if prepared is None or not prepared.fits(self.boot):
             if prepared is not None:
                 prepared.close()
-            prepared = Prepared(self.boot.node)
+            prepared = Prepared(self.boot.node, self.boot.fence)
         self.store = prepared.store
         self.zctx: zmq.Context[Any] = prepared.zctx
         self.wake_r, self.wake_w = prepared.wake_r, prepared.wake_w

@@ -48,6 +48,7 @@ from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
 from ..cluster.frontdoor import TransportStatus
+from ..cluster.status import ClusterStatus
 from ..errors import (
     ERRORS,
     BeamishError,
@@ -475,12 +476,19 @@ class Node:
         value = self._control.request("transport")
         return None if value is None else TransportStatus.from_wire(value)
 
+    def cluster(self) -> ClusterStatus | None:
+        """The node's cluster state (``[cluster] postgres``): its name in the cluster, its
+        incarnation, whether it is fenced, the shards it owns with their epochs, and how
+        many replicated agents run on it; None if it is not in a cluster."""
+        value = self._control.request("cluster")
+        return None if value is None else ClusterStatus.from_wire(value)
+
     # -- the tree ------------------------------------------------------------------------------
     def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Limits | None = None,
               timeout: float = 30.0, idle_timeout: float | None = None,
-              lazy: bool = False) -> AgentRef:
+              lazy: bool = False, durability: str | None = None) -> AgentRef:
         """Start an agent in its own process and return once its ``init`` ran (with
         ``lazy=True``: once it is registered, asleep; see docs/sessions.md).
 
@@ -497,6 +505,10 @@ class Node:
                 process exits; its next message wakes it); None: never.
             lazy: register it asleep (status ``sleeping``, no process, ``init`` not run
                 yet): its first message starts it.
+            durability: None (the node's own store, ``[node] durability``) or
+                ``"replicated"``: its state and mailbox in the cluster's PostgreSQL, run by
+                the node that owns its name's shard, taken over when that node dies (a
+                node in a cluster; see docs/cluster.md).
 
         Raises:
             SpawnError: the name is in use, the class cannot be imported, or init failed.
@@ -504,8 +516,9 @@ class Node:
             BadMessage, MessageTooLarge: ``args`` cannot be sent (named in the error).
         """
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                                idle_timeout, lazy, max_bytes=self._messenger.limit)
-        if lazy:
+                                idle_timeout, lazy, max_bytes=self._messenger.limit,
+                                durability=durability)
+        if lazy and durability is None:
             # A record write, done here in one transaction that checks what the node's
             # spawn checks: no round trip (the node hears of it to emit `spawned`).
             registered, marked = register_lazy(self._messenger.store, request)
@@ -1077,15 +1090,17 @@ class AsyncNode:
                     name: str | None = None, supervisor: str = "root",
                     restart: str = "permanent", shutdown: float | str = 5.0,
                     limits: Limits | None = None, timeout: float = 30.0,
-                    idle_timeout: float | None = None, lazy: bool = False) -> AsyncAgentRef:
+                    idle_timeout: float | None = None, lazy: bool = False,
+                    durability: str | None = None) -> AsyncAgentRef:
         """`Node.spawn` as a coroutine (same arguments and errors); returns an
         `AsyncAgentRef`."""
-        if lazy:  # one short transaction and a datagram: no round trip to wait for
+        if lazy and durability is None:  # one short transaction and a datagram
             ref = self.node.spawn(cls, args, name, supervisor, restart, shutdown, limits,
                                   timeout, idle_timeout, lazy=True)
             return AsyncAgentRef(self, ref.name)
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                                idle_timeout, lazy, max_bytes=self.node._message_limit())
+                                idle_timeout, lazy, max_bytes=self.node._message_limit(),
+                                durability=durability)
         value = await self._request("spawn", request, timeout=timeout + 5)
         return AsyncAgentRef(self, str(value["name"]))
 

@@ -26,6 +26,7 @@ from . import nodes as nodes_cli
 
 if TYPE_CHECKING:
     from ..cluster.frontdoor import TransportStatus
+    from ..cluster.status import ClusterStatus
     from .api import Node
 
 EPILOG = """\
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "message wakes it (default: never)")
     sp.add_argument("--lazy", action="store_true",
                     help="register it asleep: its process starts on its first message")
+    sp.add_argument("--durability", choices=["replicated"],
+                    help="replicated: its state and mailbox in the cluster's PostgreSQL, run "
+                         "by the owner of its name's shard (a node in a cluster)")
 
     call = sub.add_parser("call", parents=[common], help="call an agent; prints the reply")
     call.add_argument("name", metavar="NAME", help="the agent to call")
@@ -450,12 +454,13 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         node = connect(d)
         try:
-            st, door = node.status(), node.transport()
+            st, door, member = node.status(), node.transport(), node.cluster()
         finally:
             node.close()
         if args.json:
             print(json.dumps({**dataclasses.asdict(st), "transport": door and
-                              dataclasses.asdict(door)}))
+                              dataclasses.asdict(door),
+                              "cluster": member and member.to_wire()}))
             return 0
         dr = st.dropped_frames
         print(f"node running on {st.dir} (pid {st.pid}, durability {st.durability}, "
@@ -464,6 +469,8 @@ def _run(args: argparse.Namespace) -> int:
               f"agents {dr.agents})")
         if door is not None:
             print(transport_line(door))
+        if member is not None:
+            print(cluster_line(member))
         return 0
     if args.command == "nodes":
         return nodes_cli.run(args)
@@ -492,6 +499,17 @@ def _connector(args: argparse.Namespace) -> Callable[[str], Node]:
     return lambda _dir: connect(address, keys=keys, server_key=server)
 
 
+def cluster_line(member: ClusterStatus) -> str:
+    """``beamish node status``'s line about the node's cluster (pure)."""
+    lease = ("FENCED: no lease it may act on (its replicated agents are stopped)"
+             if member.fenced else f"lease held (ttl {member.lease_ttl:g} s)")
+    joined = "not joined yet" if member.incarnation is None \
+        else f"incarnation {member.incarnation}"
+    return (f"cluster {member.cluster!r} as node {member.node!r} ({joined}): {lease}; "
+            f"{len(member.shards)} shard(s) owned, {member.replicated} replicated "
+            "agent(s) running here")
+
+
 def transport_line(door: TransportStatus) -> str:
     """``beamish node status``'s line about the TCP front door (pure)."""
     return (f"listening on {door.listen} (CURVE; public key {door.public_key}; "
@@ -509,11 +527,17 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
                         cpu_seconds=args.cpu_seconds)
         ref = node.spawn(args.cls, args=args.args, name=args.name, supervisor=args.supervisor,
                          restart=args.restart, shutdown=args.shutdown, limits=limits,
-                         idle_timeout=args.idle_timeout, lazy=args.lazy)
+                         idle_timeout=args.idle_timeout, lazy=args.lazy,
+                         durability=args.durability)
         if args.lazy:
             print(f"spawned {ref.name} (sleeping: its first message starts it)")
         else:
-            print(f"spawned {ref.name} (pid {ref.info().pid})")
+            info = ref.info()
+            if info.node is None:
+                print(f"spawned {ref.name} (pid {info.pid})")
+            else:  # a replicated agent: its pid is on its node's machine, if it runs here
+                pid = "" if info.pid is None else f"pid {info.pid}, "
+                print(f"spawned {ref.name} ({pid}on node {info.node})")
     elif cmd == "call":
         print(json.dumps(node.call(args.name, args.msg, timeout=args.timeout), default=repr))
     elif cmd == "cast":

@@ -143,10 +143,12 @@ class RemoteNode(Node):
     def spawn(self, cls: type[Agent] | str, args: UserData | None = None,
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Any = None, timeout: float = 30.0,
-              idle_timeout: float | None = None, lazy: bool = False) -> AgentRef:
+              idle_timeout: float | None = None, lazy: bool = False,
+              durability: str | None = None) -> AgentRef:
         """`Node.spawn` on the remote node (the class is imported there, by its path)."""
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                                idle_timeout, lazy, max_bytes=self._message_limit())
+                                idle_timeout, lazy, max_bytes=self._message_limit(),
+                                durability=durability)
         value = self._control.request("spawn", request, timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 

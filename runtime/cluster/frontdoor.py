@@ -154,8 +154,9 @@ class TransportStatus:
 
 
 def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,
-                    max_message_bytes: int) -> FrontDoor:
-    """Read the node's keys from ``keys_dir`` and start its front door on ``listen``.
+                    max_message_bytes: int, messenger: Messenger | None = None) -> FrontDoor:
+    """Read the node's keys from ``keys_dir`` and start its front door on ``listen``
+    (``messenger``: what runs remote calls and casts; default: one on ``store``).
 
     Raises:
         ConfigError: naming ``cluster.keys`` (no keys there, or bad ones) or
@@ -166,7 +167,7 @@ def open_front_door(listen: str, keys_dir: str, paths: NodePaths, store: Store,
         authorized_keys(keys_dir)  # a bad key file is refused now, not at the first client
     except ConfigError as exc:
         raise ConfigError(f"cluster.keys: {exc}") from None
-    door = FrontDoor(listen, keys_dir, pair, paths, store, max_message_bytes)
+    door = FrontDoor(listen, keys_dir, pair, paths, store, max_message_bytes, messenger)
     try:
         door.start()
     except BaseException:
@@ -288,14 +289,17 @@ class FrontDoor:
         paths: the node's paths (requests are relayed to its control socket).
         store: the node's store (calls and casts append there, as a local client's do).
         max_message_bytes: the node's limit for one request.
+        messenger: runs the calls and casts (a cluster node routes replicated agents'
+            to PostgreSQL); default: a `Messenger` on ``store``.
     """
 
     def __init__(self, listen: str, keys_dir: str, pair: KeyPair, paths: NodePaths,
-                 store: Store, max_message_bytes: int) -> None:
+                 store: Store, max_message_bytes: int,
+                 messenger: Messenger | None = None) -> None:
         self.listen = listen
         self.pair = pair
         self.control_path = paths.control
-        self.messenger = Messenger(paths, store, max_message_bytes)
+        self.messenger = messenger or Messenger(paths, store, max_message_bytes)
         self.limit = max_message_bytes
         self.allowed = _Allowed(keys_dir)
         # Its own context: ZAP serves this context only; one I/O thread (see _on_monitor).

@@ -23,7 +23,8 @@ The owner (the node) hears of it through a `MembershipListener`:
 run under the membership's lock); ``on_lost`` runs on the round thread outside it. No
 ``on_gained`` comes after an ``on_fenced`` until a renewal succeeded again.
 
-Not wired into the node daemon yet (docs/cluster.md says what is and is not built).
+The node's listener is ``node/cluster_node.py``'s ``ClusterNode`` (docs/cluster.md says
+what is and is not built).
 """
 
 from __future__ import annotations

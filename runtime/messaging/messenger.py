@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -339,11 +339,16 @@ class Messenger:
         paths: the node's paths.
         store: the node's store, opened in this process.
         max_message_bytes: the node's message size limit.
+        on_append: called with an agent's name after each append to it committed.
     """
 
     def __init__(self, paths: NodePaths, store: Store, max_message_bytes: int,
-                 ctx: zmq.Context[Any] | None = None) -> None:
+                 ctx: zmq.Context[Any] | None = None,
+                 on_append: Callable[[str], None] | None = None) -> None:
         self.paths = paths
+        # Told each agent name once its append committed (a replicated agent's owner may
+        # run on another node: the cluster rings it there).
+        self.on_append = on_append
         self.store = store
         self.limit = max_message_bytes
         self._own_ctx = ctx is None
@@ -392,6 +397,8 @@ class Messenger:
             port.taken.clear()  # their deletion was committed all the same
             raise
         port.taken.clear()
+        if self.on_append is not None:
+            self.on_append(name)
         if asleep:
             hint_node(self.paths)  # no process to ring: the node wakes it
             return
@@ -443,6 +450,9 @@ class Messenger:
                     for (name, packed), route in zip(by_name.items(), routes, strict=True)]
         firsts = self.store.write(txn)
         del port.taken[:len(taken)]
+        if self.on_append is not None:
+            for name in by_name:
+                self.on_append(name)
         woke = False
         for agent_id, first, asleep in firsts:
             if asleep:

@@ -13,6 +13,8 @@ from ..errors import ConfigError
 from .codec import CODEC_ERRORS, send_error
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
+# A spawn's durability: None (the node's own store) or "replicated" (the cluster's PostgreSQL).
+SPAWN_DURABILITIES = (None, "replicated")
 Shutdown = float | Literal["brutal_kill", "infinity"]
 
 
@@ -82,6 +84,8 @@ class SpawnRequest:
             ``recover``, ...); None from a client.
         idle_timeout: seconds without a message before it falls asleep (None: never).
         lazy: register it asleep; its first message starts it.
+        durability: "replicated" (its state and mailbox in the cluster's PostgreSQL,
+            run by its shard's owner), or None: the node's own store.
     """
 
     cls: str
@@ -96,6 +100,7 @@ class SpawnRequest:
     caller_phase: str | None = None
     idle_timeout: float | None = None
     lazy: bool = False
+    durability: str | None = None
 
     def to_wire(self) -> WireMap:
         """Return the request's arguments as the node's ``spawn`` command takes them."""
@@ -109,6 +114,8 @@ class SpawnRequest:
             wire["idle_timeout"] = self.idle_timeout
         if self.lazy:
             wire["lazy"] = True
+        if self.durability is not None:
+            wire["durability"] = self.durability
         return wire
 
 
@@ -116,7 +123,8 @@ def spawn_request(cls: object, args: UserData | None = None, name: str | None = 
                   supervisor: str = "root", restart: str = "permanent",
                   shutdown: float | str = 5.0, limits: Limits | Mapping[str, object] | None = None,
                   timeout: float = 30.0, idle_timeout: float | None = None,
-                  lazy: bool = False, *, max_bytes: int | None = None) -> SpawnRequest:
+                  lazy: bool = False, *, max_bytes: int | None = None,
+                  durability: str | None = None) -> SpawnRequest:
     """Check spawn arguments and return the control request.
 
     Args:
@@ -139,7 +147,13 @@ def spawn_request(cls: object, args: UserData | None = None, name: str | None = 
         limits = limits.to_dict()
     if not isinstance(lazy, bool):
         raise ConfigError(f"lazy={lazy!r}: expected True or False")
+    if durability not in SPAWN_DURABILITIES:
+        raise ConfigError(f"durability={durability!r}: expected one of "
+                          f"{', '.join(repr(d) for d in SPAWN_DURABILITIES)} (the node's "
+                          "own store: [node] durability; \"replicated\": in the cluster's "
+                          "PostgreSQL)")
     return SpawnRequest(class_path(cls), args or {}, name, supervisor, restart,
                         check_shutdown(shutdown), check_limits(limits), check_timeout(timeout),
                         idle_timeout=None if idle_timeout is None
-                        else check_timeout(idle_timeout, "idle_timeout"), lazy=lazy)
+                        else check_timeout(idle_timeout, "idle_timeout"), lazy=lazy,
+                        durability=durability)

@@ -19,7 +19,7 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hints
 
 import psutil
 
@@ -76,6 +76,9 @@ from .spawner import AgentSpawner, Incarnation, Ring
 from .stats import NodeStats
 from .upgrade import Upgrader
 
+if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_node import ClusterNode
+
 
 @dataclass(frozen=True, slots=True)
 class NodeView:
@@ -98,6 +101,7 @@ class NodeView:
         sessions: puts agents to sleep and wakes them.
         stats: takes a snapshot of the node's figures (``stats.StatsReader.take``).
         upgrader: runs hot code upgrades (``upgrade.Upgrader``).
+        cluster: the node's part in its cluster (None: not in one).
     """
 
     paths: NodePaths
@@ -116,6 +120,7 @@ class NodeView:
     sessions: Sessions
     stats: Callable[[], NodeStats]
     upgrader: Upgrader | None = None
+    cluster: ClusterNode | None = None
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -292,9 +297,10 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
           supervisor: str = "root", restart: str = "permanent", shutdown: Any = 5.0,
           limits: LimitsMap | None = None, timeout: float = 30.0,
           caller: str | None = None, caller_phase: str | None = None,
-          idle_timeout: float | None = None, lazy: bool = False) -> Spawned:
+          idle_timeout: float | None = None, lazy: bool = False,
+          durability: str | None = None) -> Spawned:
     """``{"op": "spawn", "cls", "args", "name", "supervisor", "restart", "shutdown", "limits",
-    "caller", "caller_phase", "idle_timeout", "lazy"}`` -> ``{"name", "pid"}`` once the
+    "caller", "caller_phase", "idle_timeout", "lazy", "durability"}`` -> ``{"name", "pid"}`` once the
     agent's ``init`` ran (or its committed state was loaded). ``caller``/``caller_phase``
     come from ``self.ctx.spawn`` (the spawning agent, and "init"/"recover" while it
     starts). ``lazy``: registered asleep (pid None), its process started by its first
@@ -302,13 +308,21 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
 
     A name in use by a live agent is refused; the name of a stopped agent resumes it
     (same state and mailbox). CLI: ``beamish spawn MODULE:CLASS --name N --args JSON``.
+    ``durability="replicated"``: registered in the cluster's PostgreSQL and run by the
+    owner of its name's shard (``node/cluster_node.py``).
     """
     if caller is not None and caller_phase is not None and not lazy:
         _refuse_deadlocking_spawn(node, caller, caller_phase, supervisor, name or str(cls))
     # Checked again here, as the client checked it: never trusted from a client (a bad
     # limit once killed the node).
     request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
-                            idle_timeout, lazy, max_bytes=node.config.node.max_message_bytes)
+                            idle_timeout, lazy, max_bytes=node.config.node.max_message_bytes,
+                            durability=durability)
+    if durability == "replicated":
+        if node.cluster is None:
+            raise ConfigError("durability=\"replicated\" needs a node in a cluster: a "
+                              "[cluster] table with name and postgres in its config")
+        return Spawned(*node.cluster.spawn(request))
     shell = node.shell(supervisor)
     if shell is None:
         raise SpawnError(name or request.cls, _no_supervisor(supervisor))
@@ -667,7 +681,10 @@ def _info_with(rec: AgentRecord, depth: int, processed: int) -> AgentInfo:
 
 
 def info(node: NodeView, name: str) -> AgentInfo:
-    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish info NAME``."""
+    """``{"op": "info", "name"}`` -> the fields of `AgentInfo`. CLI: ``beamish info NAME``.
+    On a cluster node, a name that is not one of its own agents is a replicated agent's."""
+    if node.cluster is not None and node.store.read(lambda t: t.get_route(name)) is None:
+        return node.cluster.info(check_lookup_name(name))
     return _info_of(node, _require(node, name))
 
 

@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, is_dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -49,7 +49,7 @@ from .._paths import (
     rotate_log,
 )
 from .._rundir import hold_run_dir, remove_run_dir
-from .._types import AgentStatus, DroppedFrames, WireMap
+from .._types import OMIT_NONE, AgentStatus, DroppedFrames, WireMap
 from ..cluster.frontdoor import FrontDoor, open_front_door
 from ..cluster.keys import load_pair
 from ..errors import (
@@ -87,6 +87,9 @@ from .timers import TimerService
 from .upgrade import Upgrader
 from .zygote_link import ZygoteLink
 from .zygotes import Zygotes
+
+if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_node import ClusterNode
 
 log = logging.getLogger("beamish.node")
 HOUSEKEEPING_S = 1.0
@@ -237,20 +240,39 @@ class NodeDaemon:
             self.metrics = MetricsServer(listen_address(self.config.node.metrics),
                                          self.stats.take)
             log.info("serving metrics on http://%s/metrics", self.metrics.address)
+        self.cluster_node = self._start_cluster()
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
             self.stopping, self.dropped_frames, self.sessions, self.stats.take,
             Upgrader(store=self.store, spawner=self.spawner, sessions=self.sessions,
                      zygotes=self.zygotes, emit=self.events.emit, sys_path=self.sys_path,
-                     stopping=self.stopping))
+                     stopping=self.stopping), cluster=self.cluster_node)
         if self.config.node.dashboard is not None:
             self._start_dashboard(self.config.node.dashboard)
         cluster = self.config.cluster
         if cluster is not None and cluster.listen is not None and cluster.keys is not None:
+            messenger = None
+            if self.cluster_node is not None:
+                from .cluster_node import ClusterMessenger
+                messenger = ClusterMessenger(self.paths, self.store, self.max_message_bytes,
+                                             self.cluster_node)
             self.frontdoor = open_front_door(
-                cluster.listen, cluster.keys, self.paths, self.store, self.max_message_bytes)
+                cluster.listen, cluster.keys, self.paths, self.store, self.max_message_bytes,
+                messenger=messenger)
         self._write_info()
+
+    def _start_cluster(self) -> ClusterNode | None:
+        """Join the cluster of a config with ``[cluster] postgres`` (None: no cluster)."""
+        section = self.config.cluster
+        if section is None or not (section.postgres or os.environ.get("BEAMISH_POSTGRES")):
+            return None
+        from .cluster_node import cluster_settings, start_cluster_node  # loads psycopg
+        settings = cluster_settings(self.config.cluster)
+        if settings is None:
+            return None
+        return start_cluster_node(settings, self.paths, self.spawner.settings.node,
+                                  self.sys_path, self.store)
 
     def _start_dashboard(self, bind: str) -> None:
         from .dashboard import CommandSource, DashboardServer
@@ -398,7 +420,13 @@ class NodeDaemon:
                 # Served here, never by a pool thread: a waiting follower holds nothing.
                 self._events_request(ident, env)
                 continue
-            if env.payload["op"] == "spawn" and env.payload.get("lazy") is True:
+            if env.payload["op"] == "cluster":  # this node's cluster state
+                member = self.cluster_node
+                self._answer(ident, env.msg_id,
+                             value_answer(member and member.status().to_wire()))
+                continue
+            if env.payload["op"] == "spawn" and env.payload.get("lazy") is True \
+                    and env.payload.get("durability") is None:
                 # A lazy spawn is one record write: served here, without a thread handoff
                 # (100,000 sessions register at the control loop's own pace).
                 self._answer(ident, env.msg_id, self._command_answer(env))
@@ -551,7 +579,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("dashboard", "frontdoor", "metrics", "sessions", "timers", "zygotes",
+        for attr in ("cluster_node", "dashboard", "frontdoor", "metrics", "sessions",
+                     "timers", "zygotes",
                      "messenger", "control", "reports", "events", "store"):
             obj = self.__dict__.get(attr)
             if obj is None:
@@ -567,7 +596,11 @@ class NodeDaemon:
     # -- shutdown --------------------------------------------------------------------------------
     def shutdown_tree(self) -> None:
         """Stop every agent in reverse start order; their records stay for the next start
-        (sleeping ones stay asleep; no wake starts once the node stops)."""
+        (sleeping ones stay asleep; no wake starts once the node stops). Replicated
+        agents first: their shards are handed back as the node leaves its cluster."""
+        if self.cluster_node is not None:
+            self.cluster_node.close()
+            self.cluster_node = None
         self.sessions.close()
         if not self.spawner.close_detached_starts():
             log.error("spawns still starting after %g s; stopping the tree without them",
@@ -608,7 +641,8 @@ def to_wire(value: Any) -> Any:
     fields, in their order, and so on down; lists item by item; the rest (the user's data
     in a dead letter included) as it is."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)
+                if not (f.metadata.get(OMIT_NONE) and getattr(value, f.name) is None)}
     if isinstance(value, list):
         return [to_wire(v) for v in value]
     return value

@@ -585,6 +585,24 @@ class NodeFields:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaFence:
+    """The grant a replicated agent's process commits under (``postgres.fencing.Fence``
+    plus its cluster's name).
+
+    Attributes:
+        cluster: the cluster's name.
+        node: the node that owns the agent's shard.
+        shard: the shard.
+        epoch: the epoch the node was granted it at.
+    """
+
+    cluster: str
+    node: str
+    shard: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Boot:
     """What the node sends (through the zygote) to start one agent process: a flat map
     of the `NodeFields` and the agent's own fields.
@@ -602,6 +620,8 @@ class Boot:
         ready_fd: the zygote's ready socket, set by the zygote (None: report over ZeroMQ).
         idle_timeout: seconds without a message after which the agent tells the node it
             is idle (the node then puts it to sleep); None: never.
+        fence: a replicated agent's grant (``node.durability == "replicated"``, its
+            ``node.store`` the PostgreSQL DSN): every commit it makes checks it.
     """
 
     node: NodeFields
@@ -615,6 +635,7 @@ class Boot:
     limits: LimitsMap = field(default_factory=dict)
     ready_fd: int | None = None
     idle_timeout: float | None = None
+    fence: ReplicaFence | None = None
 
     def to_wire(self) -> Wire:
         """The msgpack-ready form."""
@@ -626,6 +647,9 @@ class Boot:
             out["ready_fd"] = self.ready_fd
         if self.idle_timeout is not None:
             out["idle_timeout"] = self.idle_timeout
+        if self.fence is not None:
+            f = self.fence
+            out["fence"] = [f.cluster, f.node, f.shard, f.epoch]
         return out
 
     @classmethod
@@ -634,4 +658,5 @@ class Boot:
         return cls(NodeFields.from_wire(data), data["id"], data["name"], data["cls"],
                    data.get("args") or {}, data["incarnation"],
                    Failure.from_dict(data.get("failure")), list(data.get("sys_path") or []),
-                   data.get("limits") or {}, data.get("ready_fd"), data.get("idle_timeout"))
+                   data.get("limits") or {}, data.get("ready_fd"), data.get("idle_timeout"),
+                   None if data.get("fence") is None else ReplicaFence(*data["fence"]))

@@ -402,6 +402,18 @@ class PgStore:
                 self._transaction(self._resolve, write=True)
             return self._outcomes.pop(number, None)
 
+    def shard_owner(self, shard: int) -> str | None:
+        """The node that owns ``shard`` now (None: nobody), as the table says.
+
+        Raises:
+            StoreUnavailable: the server cannot be reached.
+        """
+        def body(cur: psycopg.Cursor[Any]) -> str | None:
+            row = cur.execute("SELECT owner FROM beamish_shards WHERE cluster = %s AND "
+                              "shard = %s", (self.cluster, shard)).fetchone()
+            return None if row is None else row[0]
+        return self._transaction(body, write=False)
+
     def reader_check(self) -> int:
         """Nothing to release: the server ends a dead client's session itself. Returns 0."""
         return 0
