@@ -1,8 +1,8 @@
-"""Stopping an agent that has a backlog: a stop, a sleep or a node shutdown takes effect
-between two of its messages, ahead of the doorbells queued for the rest (which stay in
-its mailbox for its next process), so it stops orderly well within its shutdown time
-rather than being killed after it. A ledger checks every acknowledged cast is applied
-exactly once across the stop."""
+"""Stopping an agent that has a backlog: a stop, a sleep, an upgrade's move or a node
+shutdown takes effect between two of its messages, ahead of the doorbells queued for the
+rest (which stay in its mailbox for its next process), so it stops orderly well within
+its shutdown time rather than being killed after it. A ledger checks every acknowledged
+message is applied exactly once across the stop."""
 
 from __future__ import annotations
 
@@ -78,10 +78,14 @@ def _killed(node: Node, name: str) -> list[str]:
     return [e.reason for e in node.events() if e.kind == "killed" and e.name == name]
 
 
-def _applied_exactly_once(node: Node, name: str, acked: int) -> None:
-    state = wait_until(lambda: (lambda s: s if s["n"] >= acked else None)(
-        node.call(name, "get", timeout=30)), timeout=120, what="every cast applied")
-    assert state["anomalies"] == [] and state["next"] == {"x": acked} and state["n"] == acked
+def _applied_exactly_once(node: Node, name: str, acked: int | dict[str, int]) -> None:
+    """Check the agent applied each sender's acknowledged messages once each, in order."""
+    expected = {k: n for k, n in acked.items() if n} if isinstance(acked, dict) \
+        else {"x": acked}
+    total = sum(expected.values())
+    state = wait_until(lambda: (lambda s: s if s["n"] >= total else None)(
+        node.call(name, "get", timeout=30)), timeout=120, what="every message applied")
+    assert state["anomalies"] == [] and state["next"] == expected and state["n"] == total
 
 
 @pytest.mark.parametrize("how", ["stop", "sleep"])
@@ -136,3 +140,56 @@ def test_a_node_shutdown_stops_an_agent_with_a_backlog_between_two_messages(
         _applied_exactly_once(node, "s", sender.acked)
     finally:
         shutdown_quietly(node)
+
+
+def test_a_rolling_upgrade_moves_agents_with_a_backlog_between_two_messages(node, tmp_path):
+    names = ["u1", "u2"]
+    slow = tmp_path / "slow"
+    slow.touch()
+    for name in names:
+        node.spawn(SEQUENCER, {"file": str(tmp_path / name), "slow": str(slow)}, name=name,
+                   shutdown=SHUTDOWN_S)
+        node.cast(name, {"gate": str(tmp_path / "gate")})
+    senders = [Sender(node.dir, name) for name in names]
+    calls = {name: 0 for name in names}
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def caller(name: str) -> None:
+        # Its calls wait behind the backlog (seconds of it, hence the timeout): callers
+        # wait through the moves, none fails.
+        client = connect(node.dir)
+        try:
+            while not done.is_set():
+                client.call(name, ["y", calls[name]], timeout=120)
+                calls[name] += 1
+        except BaseException as exc:  # noqa: BLE001 - every failure is the test's
+            errors.append(exc)
+        finally:
+            client.close()
+    callers = [threading.Thread(target=caller, args=(name,)) for name in names]
+    try:
+        wait_until(lambda: min(s.acked for s in senders) >= 3000, timeout=60,
+                   what="a backlog")
+        for thread in callers:  # their first calls wait behind the backlog
+            thread.start()
+        (tmp_path / "gate").touch()
+        wait_until(lambda: all(s.acked + 1 - node.info(s.name).mailbox_depth >= 100
+                               for s in senders), timeout=60, what="the agents to work")
+        report = node.upgrade()
+    finally:
+        slow.unlink()
+        done.set()
+        for sender in senders:
+            sender.close()
+        for thread in callers:
+            if thread.ident is not None:
+                thread.join(240)
+    assert errors == [] and all(s.errors == [] for s in senders)
+    assert all(calls.values())
+    assert [m.name for m in report.moved] == names
+    for name in names:
+        assert _terminated(tmp_path / name) == ["upgrade"]  # orderly, not killed
+        assert _killed(node, name) == []
+    for name, sender in zip(names, senders, strict=True):
+        _applied_exactly_once(node, name, {"x": sender.acked, "y": calls[name]})
