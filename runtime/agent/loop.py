@@ -93,6 +93,10 @@ PUBLISH_AFTER_IDLE_MS = 2
 NORMAL_REASONS = ("normal", "shutdown")
 # At most this many rings are read before the loop handles them (and looks at timers).
 DRAIN_LIMIT = 10_000
+# At most this many frames are read ahead between two groups of a batch (kept for the next
+# drain), to find a stop request queued behind the batch's rings: ZeroMQ reads its
+# senders' pipes in turn, so the node's request is among the first few.
+READ_AHEAD = 16
 # As plain ints: pyzmq's enum constants cost an enum operation per use on the hot path.
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
@@ -232,6 +236,7 @@ class AgentLoop:
         self.agent: Agent | None = None
         self.aloop: asyncio.AbstractEventLoop | None = None
         self.group = _Group()
+        self.ahead: list[Ring] = []  # rings read ahead during a batch, for the next drain
         # When it last handled a message (or started, or told the node it was idle).
         self.active_at = time.monotonic()
 
@@ -489,8 +494,9 @@ class AgentLoop:
         poller.register(self.wake_r.fileno(), zmq.POLLIN)
         while True:
             # Rings carry no data (the mailbox is in LMDB); system requests can stop us.
-            # Checked once per batch: a zmq call costs as much as handling a message.
-            rings = self._drain_inbox()
+            # Checked once per batch, and between its groups (a zmq call costs as much as
+            # handling a message).
+            rings = self._drain_inbox() if self.stop_reason is None else []
             if self.stop_reason is not None:
                 self._stop(self.stop_reason)
             batch = self._inline_batch(rings)
@@ -505,6 +511,12 @@ class AgentLoop:
                 # clock then, for its latency): only this loop's bookkeeping ran since.
                 if self.group.due_before(seq, self.attempted, self.busy.returned_at * 1e-9):
                     self._flush()
+                    # A stop (or sleep) takes effect here, ahead of the batch's rest and
+                    # of the rings queued before it: those messages stay in the mailbox,
+                    # for the next process (an upgrade's move, a node shutdown).
+                    self._read_ahead()
+                    if self.stop_reason is not None:
+                        break
                 self._handle(seq, record)
                 if commit_after(seq, self.attempted):
                     # Committed alone, before and after: a hard crash of a later message in
@@ -521,7 +533,7 @@ class AgentLoop:
             if (batch and not inline) or self.stop_reason is not None:
                 continue
             wait = IDLE_RECHECK_S
-            if self.inbox.pending():
+            if self.ahead or self.inbox.pending():
                 continue  # rings arrived while handling: no need to sleep
             idle_timeout = self.boot.idle_timeout
             if idle_timeout is not None:
@@ -559,11 +571,23 @@ class AgentLoop:
 
     def _drain_inbox(self) -> list[Ring]:
         """Read queued rings and system requests; return the rings (each with its message
-        inline, still packed). Read from the socket here, not through `Inbox.drain`: the
-        inline copy is compared as bytes, never decoded (`_inline_batch`)."""
-        rings: list[Ring] = []
+        inline, still packed), those read ahead first."""
+        rings, self.ahead = self.ahead, []
+        self._read_inbox(rings, DRAIN_LIMIT)
+        return rings
+
+    def _read_ahead(self) -> None:
+        """Read a few more frames while a batch is handled (a stop request sets
+        ``stop_reason``), keeping the rings for the next drain."""
+        self._read_inbox(self.ahead, min(len(self.ahead) + READ_AHEAD, DRAIN_LIMIT))
+
+    def _read_inbox(self, rings: list[Ring], limit: int) -> None:
+        """Read queued frames until ``rings`` holds ``limit``: rings are appended, a stop
+        request sets ``stop_reason``. Read from the socket here, not through
+        `Inbox.drain`: the inline copy is compared as bytes, never decoded
+        (`_inline_batch`)."""
         sock = self.inbox.sock
-        while len(rings) < DRAIN_LIMIT and sock.getsockopt(_EVENTS) & _POLLIN:
+        while len(rings) < limit and sock.getsockopt(_EVENTS) & _POLLIN:
             got = parse_agent_inbox(sock.recv_multipart(_NOBLOCK))
             if isinstance(got, Ring):
                 rings.append(got)
@@ -572,7 +596,6 @@ class AgentLoop:
                     self.stop_reason = got.reason
             else:
                 self.inbox.dropped += 1
-        return rings
 
     def _inline_batch(self, rings: list[Ring]) -> list[tuple[int, Message | Malformed]] | None:
         """The messages the rings carried, if they are exactly the next ones of the mailbox

@@ -59,12 +59,20 @@ class Worker(Agent):
             while not os.path.exists(msg[2]):
                 time.sleep(0.01)
             return "{tag}", state
+        if msg[0] == "seq":
+            return self.handle_cast(msg, state)["n"], state
         state["n"] += 1
         state["seen"].append(msg[1])
         return state["n"], state
 
     def handle_cast(self, msg, state):
         state["n"] += 1
+        if msg[0] == "seq":  # [seq, sender, i]: each sender's i in order, once each
+            nxt = state.setdefault("next", {{}})
+            if msg[2] != nxt.get(msg[1], 0):
+                state.setdefault("anomalies", []).append(msg[1:])
+            nxt[msg[1]] = msg[2] + 1
+            return state
         state["seen"].append(msg[1])
         return state
 
@@ -191,40 +199,40 @@ def test_a_rolling_upgrade_under_load_loses_nothing_and_fails_no_call(unode, age
                     supervisor="workers" if name.startswith("w") else "root")
     agents_module.write("v2", version=2,
                         code_change='state["from"] = old_version\n        return state')
-    acked: dict[str, list[str]] = {n: [] for n in names}
+    # Acknowledged messages per agent and sender: each sender's are numbered 0, 1, ...
+    acked = {n: {"x": 0, "y": 0} for n in names}
     errors: list[BaseException] = []
     stop = threading.Event()
 
     def send(kind: str) -> None:
-        # Its own client: a caller as any other process would be. Calls and casts
-        # alternate: the casts cannot pile up a backlog no timeout would survive.
+        # Its own client: a caller as any other process would be. "x" casts unthrottled
+        # (a backlog builds while an agent moves), "y" calls, waiting behind it.
         from beamish.runtime import connect
         client = connect(unode.dir)
         try:
             i = 0
             while not stop.is_set():
                 name = names[i % len(names)]
-                key = f"{kind}{i}"
+                msg = ["seq", kind, acked[name][kind]]
                 try:
-                    if (i // len(names)) % 2 == 0:  # each agent gets both
-                        client.call(name, ["add", key])  # default timeout: 5 s
+                    if kind == "y":
+                        client.call(name, msg)  # default timeout: 5 s
                     else:
-                        client.cast(name, ["add", key])
+                        client.cast(name, msg)
                 except BaseException as exc:  # noqa: BLE001 - every failure is the test's
                     errors.append(exc)
                     return
-                acked[name].append(key)
+                acked[name][kind] += 1
                 i += 1
         finally:
             client.close()
     senders = [threading.Thread(target=send, args=(k,)) for k in ("x", "y")]
     for t in senders:
         t.start()
-    wait_until(lambda: all(len(v) >= 5 for v in acked.values()), what="traffic")
+    wait_until(lambda: all(v["y"] >= 5 for v in acked.values()), what="traffic")
     try:
         report = unode.upgrade()
     finally:
-        wait_until(lambda: sum(map(len, acked.values())) > 0, what="traffic")
         stop.set()
         for t in senders:
             t.join(60)
@@ -233,12 +241,16 @@ def test_a_rolling_upgrade_under_load_loses_nothing_and_fails_no_call(unode, age
     # Per supervisor in the tree's order, each one's agents in start order.
     assert [m.name for m in report.moved] == ["r1", "r2", "w1", "w2"]
     for name in names:
-        final = wait_until(lambda n=name: (lambda s: s if len(s["seen"]) >= len(acked[n])
+        final = wait_until(lambda n=name: (lambda s: s if s["n"] >= sum(acked[n].values())
                                            else None)(unode.call(n, "get")),
-                           what=f"{name}'s casts to be applied")
-        assert sorted(final["seen"]) == sorted(acked[name]), name  # each exactly once
+                           timeout=60, what=f"{name}'s casts to be applied")
+        # Each acknowledged message applied exactly once, in its sender's order.
+        assert final["next"] == acked[name] and "anomalies" not in final, name
+        assert final["n"] == sum(acked[name].values())
         assert final["from"] == 1 and unode.call(name, "tag") == "v2"
     assert sorted(n for n, _ in upgraded_events(unode)) == sorted(names)
+    # Each moved between two messages, ahead of its backlog: none was killed.
+    assert [e.name for e in unode.events() if e.kind == "killed"] == []
 
 
 def test_a_call_in_flight_during_the_move_gets_its_reply(unode, agents_module):
