@@ -1255,6 +1255,11 @@ class AsyncNode:
         """`Node.stats` as a coroutine."""
         return NodeStats.from_wire(await self._request("stats"))
 
+    async def cluster(self) -> ClusterStatus | None:
+        """`Node.cluster` as a coroutine."""
+        value = await self._request("cluster")
+        return None if value is None else ClusterStatus.from_wire(value)
+
     async def dead_letters(self, name: str) -> list[DeadLetterInfo]:
         """`Node.dead_letters` as a coroutine."""
         return _dead_letters(await self._request("dead_letters",

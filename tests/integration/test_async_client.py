@@ -408,3 +408,14 @@ def test_node_acall_from_many_event_loops_and_threads(node):
     assert len(_reply_sockets(node) - sockets) == len(client._links)
     client.close()
     assert not client._links and _reply_sockets(node) == sockets
+
+
+def test_async_cluster_answers_like_node_cluster(node):
+    """`AsyncNode.cluster` reads the same answer as `Node.cluster`: None for a node that is
+    not in a cluster (the cluster tests read a member's through `Node.cluster`)."""
+
+    async def go():  # type: ignore[no-untyped-def]
+        return await AsyncNode(node).cluster()  # (closing it would close the fixture's node)
+
+    assert node.cluster() is None
+    assert _run(go()) is None
