@@ -55,6 +55,13 @@ class ClusterNodes:
                 return name
         return None
 
+    def busiest(self, agents: list[str]) -> tuple[dict[str, str | None], str, list[str]]:
+        """Who owns each of ``agents`` now, the node owning the most of them (the victim
+        of a fault test), and its agents."""
+        owners = {a: self.owner(a) for a in agents}
+        victim = max(self.names, key=lambda n: sum(1 for a in agents if owners[a] == n))
+        return owners, victim, [a for a in agents if owners[a] == victim]
+
     def client(self, name: str) -> RemoteNode:
         """A remote client of node ``name``."""
         return connect(self.addresses[name], keys=self.keys.client)
@@ -186,10 +193,7 @@ def test_kill_9_of_a_node_under_load_loses_no_acknowledged_cast(three_nodes: Clu
     with nodes.client("n1") as n1:
         for a in agents:
             n1.spawn(LEDGER, name=a, durability="replicated")
-    owners = {a: nodes.owner(a) for a in agents}
-    by_node = {n: [a for a in agents if owners[a] == n] for n in nodes.names}
-    victim = max(nodes.names, key=lambda n: len(by_node[n]))
-    moved = by_node[victim]
+    owners, victim, moved = nodes.busiest(agents)
     assert moved, owners
     survivor = next(n for n in nodes.names if n != victim)
 
@@ -285,9 +289,7 @@ def test_a_node_paused_past_its_lease_commits_nothing_stale(three_nodes: Cluster
     with nodes.client("n1") as n1:
         for a in agents:
             n1.spawn(LEDGER, name=a, durability="replicated")
-    owners = {a: nodes.owner(a) for a in agents}
-    victim = max(nodes.names, key=lambda n: sum(1 for a in agents if owners[a] == n))
-    moved = [a for a in agents if owners[a] == victim]
+    owners, victim, moved = nodes.busiest(agents)
     assert moved, owners
     zombies = {a: nodes.locals[victim].info(a).pid for a in moved}
     assert all(zombies.values()), zombies
@@ -355,9 +357,7 @@ def test_a_node_cut_from_the_database_stops_its_agents_before_its_lease_expires(
             n1.cast_many([(a, ["c", i]) for a in agents])
         for a in agents:
             assert n1.call(a, "get") == [["c", i] for i in range(5)]
-    owners = {a: nodes.owner(a) for a in agents}
-    victim = max(nodes.names, key=lambda n: sum(1 for a in agents if owners[a] == n))
-    moved = [a for a in agents if owners[a] == victim]
+    owners, victim, moved = nodes.busiest(agents)
     assert moved, owners
     pids = [nodes.locals[victim].info(a).pid for a in moved]
     assert all(pids), pids
