@@ -26,7 +26,7 @@ import time
 import traceback
 from typing import Any
 
-from . import _aclient, _loaded, _peers
+from . import _aclient, _cluster, _loaded, _peers
 from ._batch import cast_many
 from ._durability import durability
 from ._kernel import describe
@@ -38,9 +38,11 @@ from ._stats import machine_info
 
 SCENARIOS = {**_SCENARIOS, "cast_many": cast_many, "durability": durability,
              "sessions": sessions, "aclient": _aclient.aclient, "loaded": _loaded.loaded,
-             "peers": _peers.peers}
+             "peers": _peers.peers, "cluster": _cluster.cluster}
 # Run only when asked for (--peers, or by name): it needs the peers' packages.
 DEFAULT_SCENARIOS = [name for name in SCENARIOS if name != "peers"]
+# Left out of quick runs unless named: it starts PostgreSQL and three nodes, and kills them.
+FULL_ONLY = frozenset({"cluster"})
 
 
 def _default_out() -> str:
@@ -78,6 +80,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="agent counts of the spawn scenario (default 100; full: 100,1000)")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.quick and args.scenarios == parser.get_default("scenarios"):
+        names = [s for s in names if s not in FULL_ONLY]
     if args.peers and "peers" not in names:
         names.append("peers")
     unknown = [s for s in names if s not in SCENARIOS]
@@ -172,6 +176,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines.extend(table_rows(sc.get("sessions")))
     lines.extend(_aclient.table_rows(sc.get("aclient")))
     lines.extend(_loaded.table_rows(sc.get("loaded")))
+    lines.extend(_cluster.table_rows(sc.get("cluster")))
     targets = _target_rows(sc)
     if targets:
         lines.extend(["", "## Targets: fault recovery, isolation, spawn, batched casts and "
@@ -202,6 +207,7 @@ def markdown(results: dict[str, Any]) -> str:
                      "(beamish returns once the message is committed to LMDB).")
     lines.extend(_isolation_notes(sc))
     lines.extend(_loaded.notes(sc.get("loaded")))
+    lines.extend(_cluster.notes(sc.get("cluster")))
     tm = results.get("timings", {})
     if "beamish_node_shutdown_s" in tm:
         lines.append(f"beamish node: started in {tm['beamish_node_start_s']:.2f} s; shut down "
@@ -325,6 +331,7 @@ def _target_rows(sc: dict[str, Any]) -> list[str]:
     out.extend(target_rows(sc.get("sessions")))
     out.extend(_aclient.target_rows(sc.get("aclient")))
     out.extend(_loaded.target_rows(sc.get("loaded")))
+    out.extend(_cluster.target_rows(sc.get("cluster")))
     out.extend(_peers.target_rows(sc.get("peers")))
     return out
 
