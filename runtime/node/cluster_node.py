@@ -61,6 +61,7 @@ from ..store import open_postgres_store
 from ..store.postgres.agents import PgStore
 from ..store.postgres.cluster import connect_cluster
 from ..store.postgres.fencing import Fence
+from ..store.postgres.recheck import due_agents
 from ..store.postgres.ring import PgRinger, PgRingListener
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence
@@ -389,29 +390,25 @@ class ClusterNode:
 
     def _check_all(self) -> None:
         """Start the agents of owned shards that should run or have mail or a wake; ring
-        those that run and have mail (a lost ring)."""
+        those that run and have mail (a lost ring). Reads only those agents (indexed:
+        `due_agents`), so idle registered agents cost nothing."""
         with self._lock:
             owned = dict(self._epochs)
         if not owned:
             return
         shards = self.settings.shards
-
-        def scan(t: Txn) -> tuple[list[AgentRecord], set[int], list[tuple[int, int]]]:
-            recs = [r for r in t.agents() if shard_of(r.name, shards) in owned]
-            woken = {agent_id for agent_id, _ in t.wakes()}
-            depths = [(r.id, t.depth(r.id)) for r in recs]
-            return recs, woken, depths
-        recs, woken, depths = self.store.read(scan)
-        depth = dict(depths)
-        for rec in recs:
+        for due in due_agents(self.store):
+            rec = due.record
+            if shard_of(rec.name, shards) not in owned:
+                continue
             with self._lock:
                 proc = self._procs.get(rec.name)
             if proc is not None:
-                if depth.get(rec.id, 0) and proc.popen.poll() is None:
+                if due.has_mail and proc.popen.poll() is None:
                     self.messenger.ring(self.paths.agent_inbox(rec.id), ring_frame(0))
                 continue
-            if rec.status in _SHOULD_RUN or rec.id in woken or (
-                    rec.status in ACCEPTS_MESSAGES and depth.get(rec.id, 0)):
+            if rec.status in _SHOULD_RUN or due.woken or (
+                    rec.status in ACCEPTS_MESSAGES and due.has_mail):
                 self._start(rec)
 
     def _wake(self, name: str) -> None:

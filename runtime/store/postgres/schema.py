@@ -131,6 +131,11 @@ DDL: tuple[str, ...] = (
            seq     bigint NOT NULL,
            event   bytea NOT NULL,
            PRIMARY KEY (cluster, seq))""",
+    # The owner's re-check (`.recheck`): agents that should run (a partial index: idle
+    # agents are not in it), and agents by id (those with mail or a wake).
+    """CREATE INDEX IF NOT EXISTS beamish_agents_should_run ON beamish_agents (cluster)
+           WHERE status IN ('running', 'starting', 'restarting')""",
+    """CREATE INDEX IF NOT EXISTS beamish_agents_id ON beamish_agents (cluster, id)""",
 )
 
 
