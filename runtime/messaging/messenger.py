@@ -316,19 +316,26 @@ class _GroupAppender:
 
     @staticmethod
     def _commit(t: Txn, group: list[_Append]) -> None:
-        # May run twice (after the map grows): every outcome is set afresh.
+        # May run twice (after the map grows): every outcome is set afresh. The messages
+        # to one agent take one route lookup and one append (consecutive seqs, in queue
+        # order): on PostgreSQL each is a round trip.
+        by_name: dict[str, list[_Append]] = {}
         for item in group:
             for msg_id in item.taken:
                 t.delete_reply(msg_id)
-            route = t.get_route(item.name)
             item.route, item.error, item.asleep = None, None, False
-            if route is None:
-                item.error = AgentNotFound(item.name)
-            elif route[1] not in ACCEPTS_MESSAGES:
-                item.error = AgentNotFound(item.name, f"it is {route[1]}")
-            else:
+            by_name.setdefault(item.name, []).append(item)
+        for name, items in by_name.items():
+            route = t.get_route(name)
+            if route is None or route[1] not in ACCEPTS_MESSAGES:
+                for item in items:
+                    item.error = AgentNotFound(name) if route is None else \
+                        AgentNotFound(name, f"it is {route[1]}")
+                continue
+            first = append_routed(t, name, route, [item.packed for item in items])
+            for k, item in enumerate(items):
                 item.asleep = route[1] == _SLEEPING
-                item.route = (route[0], append_routed(t, item.name, route, [item.packed]))
+                item.route = (route[0], first + k)
 
 
 class Messenger:
