@@ -65,6 +65,7 @@ from ..store.postgres.recheck import due_agents
 from ..store.postgres.ring import PgRinger, PgRingListener
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence
+from .cluster_rings import RingSender
 from .config import ClusterSection
 
 log = logging.getLogger("beamish.cluster")
@@ -179,6 +180,7 @@ class ClusterNode:
         self._stop = threading.Event()
         self.store: PgStore = open_postgres_store(settings.dsn, settings.cluster)
         self.ringer = PgRinger(settings.dsn, settings.cluster)
+        self.rings = RingSender(self.ringer.ring_many)
         self.messenger = Messenger(paths, self.store, node_fields.max_message_bytes,
                                    on_append=self._appended)
         self.listener = PgRingListener(settings.dsn, settings.cluster, self._rung)
@@ -192,6 +194,7 @@ class ClusterNode:
     def start(self) -> None:
         """Listen for wake-ups, join the cluster and start taking shards."""
         self.listener.start()
+        self.rings.start()
         self._worker.start()
         self.membership.start()
         log.info("node %s joins cluster %s (%s)", self.settings.node, self.settings.cluster,
@@ -208,6 +211,7 @@ class ClusterNode:
             procs = list(self._procs.values())
         self._stop_procs(procs)
         self.messenger.close()
+        self.rings.close()
         self.ringer.close()
         self.store.close()
 
@@ -333,11 +337,7 @@ class ClusterNode:
                 self._rings.add(name)
                 self._kick.set()
                 return
-        try:
-            self.ringer.ring(name)
-        except StoreError as exc:  # the message is stored: the owner's re-check finds it
-            log.warning("agent %r: its owner was not rung (%s); it finds the message at "
-                        "its next re-check", name, exc)
+        self.rings.ring(name)  # sent by its thread, coalesced: the ack does not wait
 
     def _rung(self, name: str | None) -> None:
         """A notification: ``name`` has mail (None: the listener reconnected)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -45,15 +45,29 @@ class PgRinger:
             StoreUnavailable: the server cannot be reached (the message is stored all the
                 same: its owner finds it at its next re-check).
         """
+        self.ring_many([name])
+
+    def ring_many(self, names: Sequence[str]) -> None:
+        """Notify every node that each of agents ``names`` has mail: one statement and one
+        commit for them all (a notification each).
+
+        Raises:
+            StoreUnavailable: the server cannot be reached (the messages are stored all
+                the same: their owners find them at their next re-check).
+        """
+        if not names:
+            return
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = psycopg.connect(self.dsn, autocommit=True, **LINK_OPTIONS)
-                self._conn.execute("SELECT pg_notify(%s, %s)",
-                                   (CHANNEL, _payload(self.cluster, name)))
+                self._conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                                   (CHANNEL, [_payload(self.cluster, n) for n in names]))
             except psycopg.Error as exc:
                 self._close()
-                raise StoreUnavailable(f"cannot notify the owner of agent {name!r}: "
+                shown = ", ".join(repr(n) for n in names[:3]) + (" ..." if len(names) > 3
+                                                                  else "")
+                raise StoreUnavailable(f"cannot notify the owner of agent(s) {shown}: "
                                        f"{exc}") from exc
 
     def _close(self) -> None:
