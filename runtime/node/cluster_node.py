@@ -15,7 +15,9 @@ agents of the shards it owns.
 * Each awake replicated agent is its own process (a fresh interpreter,
   ``agent/replicated.py``), with its own PostgreSQL connection, committing through a
   `PgStore` fenced by its shard's epoch: a commit after a takeover raises `StaleEpoch`
-  and the process exits. Group commit through the node is not wired yet.
+  and the process exits. The node's own appends share commits (the messenger's group
+  appender) and its rings to other nodes leave coalesced (`cluster_rings.RingSender`);
+  the agents' commits through the node are designed in docs/cluster.md, not built.
 * ``on_gained(shard, epoch)``: the shard's agents that should run (status ``running``),
   or that have mail or a wake, are started from their PostgreSQL state and mailbox.
   ``on_lost``: they are stopped (SIGTERM, then SIGKILL after their shutdown time).
