@@ -339,8 +339,8 @@ def notes(entry: Any) -> list[str]:
     if not isinstance(entry, dict) or "targets" not in entry:
         return []
     sz = entry["sizes"]
-    return [f"Cluster: three nodes on loopback, one PostgreSQL (fsync on, as installed), "
-            f"64 shards, leases of 4 s. Calls: one client thread, alternating blocks. "
+    return [f"Cluster: three nodes on loopback, one PostgreSQL (scripts/pgserver.py: fsync "
+            f"off), 64 shards, leases of 4 s. Calls: one client thread, alternating blocks. "
             f"Casts: one client connection per node, {sz['cast_threads']} sender threads "
             f"over {sz['cast_agents']} Counters that node owns (and one thread to one "
             f"Counter); *handled*: until every Counter's count was all of them. Failover: "

@@ -10,8 +10,8 @@
     failover          kill -9 of the node that owns an agent -> that agent answers a call
                       again through another node (its lease of 4 s must run out first)
 
-Without ``--dsn`` it starts a PostgreSQL of its own (``scripts/pgserver.py``, fsync on as
-installed). Blocks alternate owner and cross-node calls so that a noisy machine's drift
+Without ``--dsn`` it starts a PostgreSQL of its own (``scripts/pgserver.py``, which
+runs it with fsync off). Blocks alternate owner and cross-node calls so that a noisy machine's drift
 lands on both. It prints one line per figure and a JSON object last.
 """
 
