@@ -24,6 +24,8 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
                                            links.py (links and monitors), bounded.py
                                            (what is held for a pid not yet registered),
                                            config.py, timers.py (fires durable timers),
+                                           readers.py (when dead processes' LMDB reader
+                                           slots are cleared: pure),
                                            dashboard.py (the web view's server and
                                            access rules; its page: dashboard_page.py),
                                            sessions.py (sleeping agents: sleep, wake,

@@ -79,6 +79,7 @@ from .commands import (
 from .config import AgentStartFailure, NodeConfig, StartReport, listen_address
 from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
+from .readers import ReaderCheck, reader_check_due
 from .registry import ROOT, Registry
 from .sessions import Sessions
 from .spawner import KILL_WAIT_S, START_TIMEOUT_S, AgentSpawner, Incarnation, SpawnSettings
@@ -142,6 +143,8 @@ class NodeDaemon:
         self.zygote_deaths: list[float] = []  # monotonic times the zygote died
         self.started_at = time.time()
         self.next_log_sweep = 0.0  # monotonic time of the next check of agents' logs
+        # The first housekeeping clears what processes of an earlier node left (-1: "exits").
+        self.readers = ReaderCheck(time.monotonic(), -1)
 
     # -- start -------------------------------------------------------------------------------
     def lock_dir(self) -> None:
@@ -543,7 +546,10 @@ class NodeDaemon:
         return answer
 
     def _housekeeping(self) -> None:
-        self.store.reader_check()
+        now = time.monotonic()
+        if reader_check_due(self.readers, now, self.spawner.exits):
+            self.readers = ReaderCheck(now, self.spawner.exits)
+            self.store.reader_check()
         self.zygotes.retire_idle()
         if time.monotonic() >= self.next_log_sweep:
             self.next_log_sweep = time.monotonic() + AGENT_LOG_SWEEP_S

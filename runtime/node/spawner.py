@@ -223,6 +223,7 @@ class AgentSpawner:
         self._detached_now = 0
         self._detached_closed = False
         self.tally = ExitTally()  # restarts by failure kind, exited processes' latencies
+        self.exits = 0  # agent processes reaped so far (the node then clears reader slots)
 
     # -- Spawner protocol ----------------------------------------------------------------------
     def start_child(self, sup_id: str, spec: ChildSpec) -> Incarnation:
@@ -613,6 +614,7 @@ class AgentSpawner:
     def on_exit(self, pid: int, code: int) -> None:
         """The zygote reaped ``pid`` with Popen-style ``code`` (from its reader thread)."""
         with self.lock:
+            self.exits += 1
             incn = self.by_pid.pop(pid, None)
             if incn is None:
                 # start_child registers it in a moment; an exit nobody registers (its fork
