@@ -69,7 +69,9 @@ bottom; a module imports only its own layer and those below (``tests/test_layeri
     store/      any process                records.py (every stored record, typed, with
                                            its wire form), protocol.py (the Store/Txn
                                            interface), lmdb.py (implements it; the only
-                                           module that imports lmdb); open_store();
+                                           module that imports lmdb; writegate.py: its
+                                           write lanes, calls ahead of casts while the
+                                           writer lock is contended); open_store();
                                            postgres/ (the cluster's PostgreSQL: schema,
                                            fencing, PgStore for replicated agents,
                                            ring.py: wake-ups by LISTEN/NOTIFY; the

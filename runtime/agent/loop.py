@@ -68,6 +68,7 @@ from ..store.records import (
     Reply,
     ReplyError,
 )
+from ..store.writegate import WriteLane
 from .base import Agent
 from .context import AgentContext, TimerBook
 from .inflight import InFlight
@@ -717,7 +718,9 @@ class AgentLoop:
             for msg_id, reply_rec, _ in group.replies:
                 t.put_reply_packed(msg_id, reply_rec)
             self.timers.write(t)
-        self.store.write(txn)
+        # A commit with a reply goes ahead of casts' under contention; one of casts only
+        # yields to those (`WriteLane`).
+        self.store.write_in_lane(txn, WriteLane.URGENT if group.replies else WriteLane.BULK)
         self.timers.committed()
         self.busy.committed()
         self.group = _Group()

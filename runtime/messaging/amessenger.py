@@ -33,6 +33,7 @@ from .._validation import check_name, check_timeout
 from ..errors import BeamishError, CallTimeout, NodeNotRunning
 from ..store.protocol import Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
+from ..store.writegate import WriteLane
 from .messenger import (
     INLINE_RING_BYTES,
     REPLY_RECHECK_S,
@@ -112,7 +113,8 @@ class AsyncMessenger:
             raise closed_error(self.paths.dir)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.append((_Append(name, pack(message.to_wire()), []), done))
+        self._queue.append((_Append(name, pack(message.to_wire()), [], message.kind == "call"),
+                            done))
         if self._flush is None:
             self._flush = loop.call_soon(self._commit)
         await done
@@ -129,7 +131,10 @@ class AsyncMessenger:
             self._inbox.replies.unclaimed = []
         group[0].taken, self._taken = self._taken, []
         try:
-            self.store.write(lambda t: _GroupAppender._commit(t, group))
+            # A call's commit goes ahead of casts' under contention; casts do not yield
+            # here (that would block the event loop).
+            lane = WriteLane.URGENT if any(i.urgent for i in group) else WriteLane.PLAIN
+            self.store.write_in_lane(lambda t: _GroupAppender._commit(t, group), lane)
         except BaseException as exc:
             # Nothing was committed: not one of them was sent.
             self._taken = group[0].taken + self._taken

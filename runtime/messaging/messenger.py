@@ -45,6 +45,7 @@ from ..errors import (
 )
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
+from ..store.writegate import WriteLane
 from .codec import CODEC_ERRORS, send_error
 from .wire import WAKE_HINT, parse_reply_ring, ring_frame
 
@@ -232,12 +233,13 @@ class _LazyInbox:
 class _Append:
     """One thread's message waiting in a `_GroupAppender`, and what became of it."""
 
-    __slots__ = ("name", "packed", "taken", "route", "error", "done", "asleep")
+    __slots__ = ("name", "packed", "taken", "urgent", "route", "error", "done", "asleep")
 
-    def __init__(self, name: str, packed: bytes, taken: list[bytes]) -> None:
+    def __init__(self, name: str, packed: bytes, taken: list[bytes], urgent: bool) -> None:
         self.name = name
         self.packed = packed
         self.taken = taken
+        self.urgent = urgent  # a call: its caller waits on the commit
         self.route: tuple[int, int] | None = None  # (agent_id, seq) once committed
         self.error: BaseException | None = None  # AgentNotFound, or the commit's own error
         self.done = False
@@ -273,15 +275,17 @@ class _GroupAppender:
         self.queue: list[_Append] = []
         self.committing = False
 
-    def append(self, name: str, packed: bytes, taken: list[bytes]) -> tuple[int, int, bool]:
+    def append(self, name: str, packed: bytes, taken: list[bytes], urgent: bool = False
+               ) -> tuple[int, int, bool]:
         """Commit ``packed`` to ``name``'s mailbox (and delete the replies in ``taken``);
         return ``(agent_id, seq, asleep)`` (``asleep``: the agent sleeps and was marked to
-        be woken).
+        be woken). ``urgent``: a call (its commit goes ahead of casts' under contention:
+        `WriteLane`).
 
         Raises:
             AgentNotFound: no agent ``name``, or it is not live.
         """
-        mine = _Append(name, packed, taken)
+        mine = _Append(name, packed, taken, urgent)
         group: list[_Append] = []
         with self.cond:
             self.queue.append(mine)
@@ -295,7 +299,9 @@ class _GroupAppender:
                     # SystemExit from a signal handler) cannot leave `committing` set.
                     self.cond.release()
                     try:
-                        self.store.write(lambda t: self._commit(t, group))
+                        lane = WriteLane.URGENT if any(i.urgent for i in group) \
+                            else WriteLane.BULK
+                        self.store.write_in_lane(lambda t: self._commit(t, group), lane)
                     finally:
                         self.cond.acquire()
                 except BaseException as exc:
@@ -394,12 +400,13 @@ class Messenger:
         """Send a doorbell or system frame to the agent inbox at ``path`` (any thread)."""
         self.doorbells.ring(path, frame)
 
-    def _append(self, name: str, message: Message, port: _Port) -> None:
+    def _append(self, name: str, message: Message, port: _Port, urgent: bool = False) -> None:
         """Commit ``message`` to ``name``'s mailbox, then ring the agent. The ring carries
-        the message itself when it is small, so the agent need not read it back."""
+        the message itself when it is small, so the agent need not read it back.
+        ``urgent``: a call."""
         packed = pack(message.to_wire())
         try:
-            agent_id, seq, asleep = self._appender.append(name, packed, port.taken)
+            agent_id, seq, asleep = self._appender.append(name, packed, port.taken, urgent)
         except AgentNotFound:
             port.taken.clear()  # their deletion was committed all the same
             raise
@@ -455,7 +462,7 @@ class Messenger:
                 routes.append(route)
             return [(route[0], append_routed(t, name, route, packed), route[1] == _SLEEPING)
                     for (name, packed), route in zip(by_name.items(), routes, strict=True)]
-        firsts = self.store.write(txn)
+        firsts = self.store.write_in_lane(txn, WriteLane.BULK)
         del port.taken[:len(taken)]
         if self.on_append is not None:
             for name in by_name:
@@ -487,7 +494,7 @@ class Messenger:
         deadline = time.monotonic() + timeout
         wall_deadline = time.time() + timeout
         self._append(name, Message.call(payload, msg_id, port.inbox_path, wall_deadline,
-                                        time=time.time()), port)
+                                        time=time.time()), port, urgent=True)
         while True:
             remaining = deadline - time.monotonic()
             got = port.inbox.recv(max(0.0, min(remaining, REPLY_RECHECK_S)))

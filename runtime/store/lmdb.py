@@ -40,6 +40,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Literal, TypeVar, cast
 
@@ -63,6 +64,7 @@ from .records import (
     event_from_wire,
     event_to_wire,
 )
+from .writegate import GateStep, WriteGate, WriteLane
 
 # py-lmdb 3 imports this helper at the first environment opened in a process: in every
 # agent, then (a .pyc found and read at each spawn, ~0.4 ms of CPU). Imported here, the
@@ -650,12 +652,20 @@ class Store:
         with self.env.begin(write=True) as txn:
             self.dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in _DBS}
         self.resizes = 0
+        self.write_gate = WriteGate(path)
 
     def _run(self, fn: Callable[[Txn], T], write: bool) -> T:
         with self.lock:
             while True:
                 try:
-                    with self.env.begin(write=write) as txn:
+                    if write:  # timed: the write lanes see whether the writer lock is contended
+                        asked = time.monotonic()
+                        txn = self.env.begin(write=True)
+                        now = time.monotonic()
+                        self.write_gate.saw_wait(now - asked, now)
+                    else:
+                        txn = self.env.begin()
+                    with txn:
                         return fn(Txn(txn, self.dbs))
                 except lmdb.MapResizedError:
                     self.env.set_mapsize(0)  # another process grew the map: adopt its size
@@ -680,6 +690,20 @@ class Store:
         side effects outside the transaction."""
         return self._run(fn, write=True)
 
+    def write_in_lane(self, fn: Callable[[Txn], T], lane: WriteLane) -> T:
+        """`write` in ``lane``: while the writer lock is contended, an urgent commit goes
+        ahead of bulk ones (`.writegate`)."""
+        step = self.write_gate.step(lane)
+        if step is GateStep.SHARE:
+            self.write_gate.share()
+            try:
+                return self.write(fn)
+            finally:
+                self.write_gate.release()
+        if step is GateStep.YIELD:
+            self.write_gate.yield_to_urgent()
+        return self.write(fn)
+
     def map_size(self) -> int:
         """Return the current map size in bytes."""
         return int(self.env.info()["map_size"])
@@ -693,6 +717,7 @@ class Store:
         """Close the environment."""
         with self.lock:
             self.env.close()
+            self.write_gate.close()
 
 
 def wipe(path: str) -> None:

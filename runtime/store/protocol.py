@@ -31,6 +31,7 @@ from .records import (
     SupervisorRecord,
     Timer,
 )
+from .writegate import WriteLane
 
 T = TypeVar("T")
 
@@ -308,6 +309,11 @@ class Store(Protocol):
         Raises:
             StoreFullError: the store's disk is full (nothing was committed).
         """
+        ...
+
+    def write_in_lane(self, fn: Callable[[Txn], T], lane: WriteLane) -> T:
+        """`write`, saying who waits on the commit (`.writegate.WriteLane`): a backend
+        with one writer at a time lets an urgent commit go ahead of bulk ones."""
         ...
 
     def reader_check(self) -> int:

@@ -53,6 +53,7 @@ from ...errors import (
     StoreUnavailable,
 )
 from ..protocol import Txn
+from ..writegate import WriteLane
 from .fencing import Fence, GroupItem, ItemResult, ShardRow, first_stale
 from .schema import ensure_schema
 from .txn import PgTxn
@@ -289,6 +290,10 @@ class PgStore:
             CommitOutcomeUnknown: the connection was lost during the commit.
         """
         return self.write_fenced(fn, self.fences)
+
+    def write_in_lane(self, fn: Callable[[Txn], T], lane: WriteLane) -> T:
+        """`write` (PostgreSQL has no single writer lock: every lane is the same)."""
+        return self.write(fn)
 
     def write_fenced(self, fn: Callable[[Txn], T], fences: Sequence[Fence]) -> T:
         """`write` under ``fences`` (each checked in the transaction, before ``fn``
