@@ -1043,6 +1043,8 @@ def add_supervisor(node: NodeView, name: str, strategy: str = "one_for_one",
     taken = ConfigError(f"name={name!r}: already used by a supervisor or an agent")
     if node.shell(name) is not None:
         raise taken
+    if node.cluster is not None and node.cluster.pinned is not None:
+        node.cluster.pinned.claim(name)  # cluster-wide; its children are spawned here
     mine: list[int] = []  # the order of the record this call wrote
 
     def txn(t: Txn) -> None:
