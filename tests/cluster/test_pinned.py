@@ -134,8 +134,9 @@ def test_a_supervisors_children_live_with_it(pair: Pair) -> None:
         ref = c2.spawn(LEDGER, name="worker", supervisor="team")
         assert ref.call("ping") == "pong"
         assert pair.locals["n1"].info("worker").supervisor == "team"
-        with pytest.raises(AgentNotFound):
-            pair.locals["n2"].info("worker")  # not in n2's own store
+        assert "worker" in [a.name for a in pair.locals["n1"].ps()]
+        assert "worker" not in [a.name for a in pair.locals["n2"].ps()]  # n2's own
+        assert pair.locals["n2"].info("worker").supervisor == "team"  # one hop, too
 
 
 @dataclass
