@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._types import WireMap
 from ..cluster.forward import Forwarder, Owner
@@ -27,9 +27,6 @@ from ..cluster.keys import authorized_keys, load_pair
 from ..errors import BeamishError, ConfigError, ErrorReply, SpawnError, error_from_wire
 from ..store.postgres.routes import REPLICATED, Route, RouteTable
 from ..store.protocol import Store
-
-if TYPE_CHECKING:
-    from .cluster_node import ClusterSettings
 
 log = logging.getLogger("beamish.cluster")
 
@@ -183,16 +180,16 @@ class PinnedAgents:
             return {"ok": False, "error": ErrorReply.of(exc).to_wire()}
 
 
-def open_pinned(settings: ClusterSettings, keys_dir: str | None, local_store: Store,
-                max_message_bytes: int) -> PinnedAgents:
-    """Start a cluster node's `PinnedAgents`: its key published, its agents routed.
+def open_pinned(node: str, dsn: str, cluster: str, keys_dir: str | None,
+                local_store: Store, max_message_bytes: int) -> PinnedAgents:
+    """Start a cluster node's `PinnedAgents` (see its Args): its key published, its
+    agents routed.
 
     Raises:
         StoreUnavailable: PostgreSQL cannot be reached.
         ConfigError: the keys dir holds no valid pair.
     """
-    pinned = PinnedAgents(settings.node, settings.dsn, settings.cluster, keys_dir,
-                          local_store, max_message_bytes)
+    pinned = PinnedAgents(node, dsn, cluster, keys_dir, local_store, max_message_bytes)
     try:
         pinned.start()
     except BaseException:

@@ -243,7 +243,8 @@ class NodeDaemon:
         self.cluster_node = self._start_cluster()
         if self.cluster_node is not None and self.config.cluster is not None:
             from .cluster_routes import open_pinned  # node-pinned agents' routes
-            self.cluster_node.pinned = open_pinned(self.cluster_node.settings,
+            own = self.cluster_node.settings
+            self.cluster_node.pinned = open_pinned(own.node, own.dsn, own.cluster,
                                                    self.config.cluster.keys, self.store,
                                                    self.max_message_bytes)
         self.view = NodeView(
