@@ -34,6 +34,7 @@ from beamish.mailbox import CurveClient, Requester, RequestTimeout
 
 from .._types import WireMap
 from ..errors import ConfigError, NodeDown
+from ..messaging.spawnargs import SpawnRequest
 from .frontdoor import REQUEST_ROOM
 from .keys import KeyPair
 
@@ -84,6 +85,22 @@ def forward_step(owner: Owner | None, me: str, authorized: frozenset[str]) -> St
     if not owner.public_key or owner.public_key not in authorized:
         return Step.UNTRUSTED
     return Step.FORWARD
+
+
+def pinned_spawn(request: SpawnRequest, node: str | None) -> SpawnRequest | WireMap:
+    """A spawn's control request with its ``node=`` pin (pure): the request as it is
+    without one, else its wire form with ``"node"`` (the node that receives it forwards
+    it there, or serves it when it is that node).
+
+    Raises:
+        ConfigError: ``node`` is not a string.
+    """
+    if node is None:
+        return request
+    if not isinstance(node, str) or not node:
+        raise ConfigError(f"node={node!r}: give a node's name in the cluster (see "
+                          "`beamish nodes`)")
+    return {**request.to_wire(), "node": node}
 
 
 def answer_wait(op: str, req: WireMap) -> float:

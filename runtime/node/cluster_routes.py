@@ -154,9 +154,38 @@ class PinnedAgents:
             return answer.get("value")
         raise error_from_wire(answer.get("error"))
 
+    def _pinned_spawn(self, req: dict[str, Any]) -> WireMap | None:
+        """A spawn with ``node=`` (taken out of ``req``): served here when it names this
+        node, else forwarded to that node.
+
+        Raises:
+            ConfigError: a replicated agent (placed by its name's shard), or no member
+                has that name.
+            NodeDown: that node's lease has run out.
+        """
+        pin = req.pop("node")
+        if req.get("durability") is not None:
+            raise ConfigError(f"node={pin!r}: a replicated agent runs on the node that "
+                              "owns its name's shard and moves on failover; node= pins a "
+                              "node-pinned agent (durability process, fsync or memory)")
+        if pin == self.node:
+            return None
+        owner = owner_of(self.routes.member(str(pin)))
+        if owner is None:
+            raise ConfigError(f"node={pin!r}: no node of this cluster has that name "
+                              "(`beamish nodes` lists them)")
+        name = req.get("name")
+        return self.send(owner, name if isinstance(name, str) else "(unnamed)",
+                         {**req, "node": pin, "op": "spawn"})
+
     def forward_control(self, op: str, req: dict[str, Any]) -> WireMap | None:
         """Forward a control request for another node's pinned agent (``req`` without
         ``op``); None when this node serves it. A spawn goes to its supervisor's node."""
+        if op == "spawn" and "node" in req:
+            try:
+                return self._pinned_spawn(req)
+            except BeamishError as exc:
+                return {"ok": False, "error": ErrorReply.of(exc).to_wire()}
         if op == "spawn":
             target = req.get("supervisor")
             if not isinstance(target, str) or target == "root" \

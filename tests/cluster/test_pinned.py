@@ -20,6 +20,7 @@ import pytest
 from beamish.runtime import (
     AgentNotFound,
     BeamishError,
+    ConfigError,
     Node,
     NodeDown,
     RemoteNode,
@@ -128,8 +129,23 @@ def test_names_are_cluster_wide_and_one_hop_reaches_them(pair: Pair) -> None:
             c1.call("nobody", "ping")
 
 
-def test_a_supervisors_children_live_with_it(pair: Pair) -> None:
+def test_node_pins_a_spawn_and_a_supervisors_children_live_with_it(pair: Pair) -> None:
     with pair.client("n1") as c1, pair.client("n2") as c2:
+        # node=: forwarded to that node (from a remote client, and from a local one)
+        c2.spawn(LEDGER, name="there", node="n1")
+        pair.locals["n2"].spawn(LEDGER, name="there2", node="n1")
+        pair.locals["n2"].spawn(LEDGER, name="here", node="n2")
+        unnamed = c1.spawn(LEDGER, node="n2").name
+        assert "n2" in unnamed  # a generated name carries its node's: unique in the cluster
+        for name, where in [("there", "n1"), ("there2", "n1"), ("here", "n2"),
+                            (unnamed, "n2")]:
+            assert name in [a.name for a in pair.locals[where].ps()], (name, where)
+            assert c1.call(name, "ping") == c2.call(name, "ping") == "pong"
+        with pytest.raises(ConfigError, match="no node of this cluster"):
+            c2.spawn(LEDGER, name="x", node="n9")
+        with pytest.raises(ConfigError, match="replicated agent runs on the node"):
+            c2.spawn(LEDGER, name="x", node="n1", durability="replicated")
+        # a supervisor's children: spawned on its node, from any node
         c1.add_supervisor("team")
         ref = c2.spawn(LEDGER, name="worker", supervisor="team")
         assert ref.call("ping") == "pong"
@@ -196,6 +212,11 @@ def test_kill9_of_the_owner_gives_node_down_promptly_and_nothing_is_lost(pair: P
             client.call("pinned", "get", timeout=30)
         assert called.value.since > 0 and not called.value.sent
         call_took = time.monotonic() - t0
+        for op, args in [("info", ()), ("state", ()), ("stop", ())]:
+            with pytest.raises(NodeDown):
+                getattr(client, op)("pinned", *args)
+        with pytest.raises(NodeDown):
+            client.spawn(LEDGER, name="later", node="n1")
         print(f"\nNodeDown {first:.2f} s after kill -9 of n1; a call then raised it in "
               f"{call_took * 1000:.0f} ms")
         # Back with its node.

@@ -145,6 +145,23 @@ class RouteTable:
         return Route(name, str(node), str(address), str(key),
                      None if left is None else float(left), expires)
 
+    def member(self, node: str) -> Route | None:
+        """Member ``node`` as a route (``name`` empty): its address, key and lease (None:
+        no such member now)."""
+        rows = self._exec(
+            f"looking up node {node!r}",
+            """SELECT m.address, coalesce(k.public_key, ''),
+                      EXTRACT(EPOCH FROM m.lease_expires - clock_timestamp())::float8,
+                      m.lease_expires
+                 FROM beamish_members m
+                 LEFT JOIN beamish_node_keys k ON k.cluster = m.cluster AND k.node = m.node
+                WHERE m.cluster = %s AND m.node = %s""",
+            (self.cluster, node))
+        if not rows:
+            return None
+        address, key, left, expires = rows[0]
+        return Route("", node, str(address), str(key), float(left), expires)
+
     def lease_left(self, node: str) -> float | None:
         """Seconds left on ``node``'s lease by the database's clock (None: no member)."""
         rows = self._exec(
