@@ -24,7 +24,14 @@ from typing import Any
 from .._types import WireMap
 from ..cluster.forward import Forwarder, Owner
 from ..cluster.keys import authorized_keys, load_pair
-from ..errors import BeamishError, ConfigError, ErrorReply, SpawnError, error_from_wire
+from ..errors import (
+    BeamishError,
+    ConfigError,
+    ErrorReply,
+    SpawnError,
+    StoreError,
+    error_from_wire,
+)
 from ..store.postgres.routes import REPLICATED, Route, RouteTable
 from ..store.protocol import Store
 
@@ -124,8 +131,15 @@ class PinnedAgents:
                                    "(names are cluster-wide)")
 
     def drop(self, name: str) -> None:
-        """Remove ``name``'s route (a delete)."""
-        self.routes.drop(name, self.node)
+        """Remove ``name``'s route (a delete, done already in LMDB): a failure is
+        logged, not raised, as the agent is gone; the route is then removed at the next
+        delete of that name here, and until then other nodes are refused the name."""
+        try:
+            self.routes.drop(name, self.node)
+        except StoreError as exc:
+            log.warning("agent %r was deleted, but its route in the cluster's PostgreSQL "
+                        "was not removed (%s): other nodes are refused its name until "
+                        "this node spawns and deletes it again", name, exc)
 
     def remote(self, name: str) -> Owner | None:
         """The node that holds pinned agent ``name`` if it is another one (None: this
