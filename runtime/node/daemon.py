@@ -531,6 +531,9 @@ class NodeDaemon:
         pinned = self.cluster_node.pinned if self.cluster_node is not None else None
         if pinned is not None and (forwarded := pinned.forward_control(op, req)) is not None:
             return forwarded  # another node's pinned agent: one hop (cluster_routes.py)
+        if pinned is None and op == "spawn" and "node" in req:
+            return error_answer(ConfigError(f"node={req['node']!r}: this node is not in a "
+                                            "cluster (no [cluster] postgres in its config)"))
         return self.command_answer(op, req)
 
     def command_answer(self, op: str, req: dict[str, Any]) -> WireMap:

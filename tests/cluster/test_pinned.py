@@ -240,3 +240,12 @@ def test_kill9_of_the_owner_gives_node_down_promptly_and_nothing_is_lost(pair: P
     print(f"ledger: {len(caster.acked)} acknowledged casts applied exactly once, "
           f"{len(caster.doubt)} in doubt ({len(set(applied) & caster.doubt)} applied), "
           f"{len(caster.refused)} refused with NodeDown")
+
+
+def test_node_is_refused_outside_a_cluster(node: Node) -> None:
+    with pytest.raises(ConfigError, match="not in a cluster"):
+        node.spawn(LEDGER, name="x", node="n1")
+    with pytest.raises(ConfigError, match="not in a cluster"):
+        node.spawn(LEDGER, name="x", node="n1", lazy=True)
+    node.spawn(LEDGER, name="y", lazy=True)  # a plain node keeps its lazy fast path
+    assert node.info("y").status == "sleeping"
