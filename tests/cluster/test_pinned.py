@@ -29,7 +29,7 @@ from beamish.runtime import (
     start_node,
 )
 from beamish.runtime.cluster.keys import authorize, generate
-from tests.cluster.conftest import free_port
+from tests.cluster.conftest import PgServer, free_port
 from tests.conftest import shutdown_quietly, wait_until
 
 LEDGER = "tests.agents.cluster_agents:Ledger"
@@ -127,6 +127,19 @@ def test_names_are_cluster_wide_and_one_hop_reaches_them(pair: Pair) -> None:
         # An error of the owner comes back as it is.
         with pytest.raises(AgentNotFound):
             c1.call("nobody", "ping")
+
+
+def test_routes_survive_their_connection_being_cut(pair: Pair, pg_server: PgServer) -> None:
+    with pair.client("n1") as c1, pair.client("n2") as c2:
+        c1.spawn(LEDGER, name="p1")
+        assert c2.call("p1", "ping") == "pong"
+        db = pair.dsn.rsplit("/", 1)[1]
+        pg_server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       f"WHERE datname = '{db}' AND pid <> pg_backend_pid()")
+        # The route lookup's connection is gone: a new one, at once (not an error).
+        assert c2.call("p1", "ping") == "pong"
+        c2.cast("p1", ["after", 1])
+        assert c1.call("p1", "get") == [["after", 1]]
 
 
 def test_node_pins_a_spawn_and_a_supervisors_children_live_with_it(pair: Pair) -> None:

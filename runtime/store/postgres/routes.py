@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from ...errors import StoreUnavailable
 from .cluster import _as_store_error, _connect
 
 REPLICATED = "(replicated)"  # the owner `claim` reports for a replicated agent's name
@@ -67,14 +68,23 @@ class RouteTable:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
 
-    def _exec(self, what: str, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+    def _exec(self, what: str, sql: str, args: Any) -> list[tuple[Any, ...]]:
+        """Run one statement. Every statement here is idempotent, so one that failed
+        on a connection found lost (the server restarted, the backend was terminated)
+        is run once more on a new one."""
         with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = _connect(self.dsn, "the request failed; try again")
-            conn = self._conn
-            with _as_store_error(what, "the request failed; try again", conn):
-                cur = conn.execute(sql, args)
-                return cur.fetchall() if cur.description is not None else []
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = _connect(self.dsn, "the request failed; try again")
+                conn = self._conn
+                try:
+                    with _as_store_error(what, "the request failed; try again", conn):
+                        cur = conn.execute(sql, args)
+                        return cur.fetchall() if cur.description is not None else []
+                except StoreUnavailable:
+                    if attempt == 2 or not (conn.closed or conn.broken):
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close the connection."""
@@ -95,7 +105,7 @@ class RouteTable:
                ON CONFLICT (cluster, name) DO UPDATE SET node = EXCLUDED.node
                  WHERE beamish_routes.node = EXCLUDED.node
                RETURNING node""",
-            {"c": self.cluster, "n": name, "node": node})  # type: ignore[arg-type]
+            {"c": self.cluster, "n": name, "node": node})
         if rows:
             return None
         owner = self._exec(f"looking up agent {name!r}",
