@@ -21,6 +21,7 @@ answer comes back as that node gave it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -33,11 +34,12 @@ import zmq
 from beamish.mailbox import CurveClient, Requester, RequestTimeout
 
 from .._types import WireMap
-from ..errors import ConfigError, NodeDown
+from ..errors import ConfigError, NodeDown, StoreError
 from ..messaging.spawnargs import SpawnRequest
 from .frontdoor import REQUEST_ROOM
 from .keys import KeyPair
 
+log = logging.getLogger("beamish.cluster")
 ANSWER_MARGIN_S = 2.0  # how much longer than a call's timeout a forward waits
 CAST_WAIT_S = 10.0  # how long a forwarded non-call request waits while the owner lives
 LEASE_CHECK_S = 0.5  # a lease read is reused for this long by the waiting threads
@@ -146,7 +148,12 @@ class Forwarder:
             seen = self._leases.get(node)
         if seen is not None and now - seen[0] < LEASE_CHECK_S:
             return seen[1]
-        left = self.lease_left(node)
+        try:
+            left = self.lease_left(node)
+        except StoreError as exc:  # unknown: keep waiting; the wait itself is bounded
+            log.warning("cannot read node %r's lease while a request to it waits (%s)",
+                        node, exc)
+            return True
         alive = left is not None and left > 0
         with self._lock:
             self._leases[node] = (now, alive)
