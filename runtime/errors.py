@@ -5,6 +5,7 @@ Each message says what happened, to which agent, and what to do about it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,18 +100,35 @@ class NodeNotRunning(BeamishError, ConnectionError):
 
 
 class NodeDown(BeamishError, ConnectionError):
-    """The node that owns an agent is down or cut off: a call or cast to it fails at once
-    rather than hang (SPEC, Cluster). A single-machine node owns all its agents, so it never
-    raises this; cluster mode (not built yet) will.
+    """The node that holds a node-pinned agent (``durability`` process, fsync or memory,
+    in a cluster) is down or cut off: a call or cast to it fails within seconds rather
+    than hang (SPEC, Cluster), and works again once that node is back.
 
     Attributes:
         node: the name of the node that is down.
+        agent: the agent the request was for ("" if none was named).
+        since: when its lease expired (Unix time, by the database's clock; 0.0 when it
+            is a member whose lease has not run out but that did not answer).
+        sent: whether the request had been sent to it before it was found down (then it
+            may have been carried out, or be carried out when that node resumes).
     """
 
-    def __init__(self, node: str, detail: str = "") -> None:
-        super().__init__(f"node {node!r} is down{': ' + detail if detail else ''}; its "
-                         "agents are back when it is")
+    def __init__(self, node: str, detail: str = "", agent: str = "", since: float = 0.0,
+                 sent: bool = False) -> None:
+        what = f"agent {agent!r} lives on node {node!r}, which" if agent else \
+            f"node {node!r}"
+        when = f" since {time.strftime('%H:%M:%S', time.gmtime(since))} UTC" \
+            if since else ""
+        maybe = ("; the request had been sent to it: it may have been carried out (or be, "
+                 "if that node resumes), so check before you repeat it") if sent else \
+            "; the request was not carried out"
+        super().__init__(f"{what} is down{when}{': ' + detail if detail else ''}{maybe}. "
+                         "What to do: retry once that node is back (its agents come back "
+                         "with it; `beamish nodes` shows its lease)")
         self.node = node
+        self.agent = agent
+        self.since = since
+        self.sent = sent
 
 
 class NodeAlreadyRunning(BeamishError):

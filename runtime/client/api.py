@@ -47,6 +47,7 @@ from .._types import (
 from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
+from ..cluster.forward import pinned_spawn
 from ..cluster.frontdoor import TransportStatus
 from ..cluster.status import ClusterStatus
 from ..errors import (
@@ -476,6 +477,14 @@ class Node:
         value = self._control.request("transport")
         return None if value is None else TransportStatus.from_wire(value)
 
+    def _in_cluster(self) -> bool:
+        """Whether the node is in a cluster (asked once: it stays so until it restarts);
+        a spawn there goes through the node, which routes its name cluster-wide."""
+        known: bool | None = getattr(self, "_clustered", None)
+        if known is None:
+            known = self._clustered = self.cluster() is not None
+        return known
+
     def cluster(self) -> ClusterStatus | None:
         """The node's cluster state (``[cluster] postgres``): its name in the cluster, its
         incarnation, whether it is fenced, the shards it owns with their epochs, and how
@@ -488,7 +497,8 @@ class Node:
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Limits | None = None,
               timeout: float = 30.0, idle_timeout: float | None = None,
-              lazy: bool = False, durability: str | None = None) -> AgentRef:
+              lazy: bool = False, durability: str | None = None,
+              node: str | None = None) -> AgentRef:
         """Start an agent in its own process and return once its ``init`` ran (with
         ``lazy=True``: once it is registered, asleep; see docs/sessions.md).
 
@@ -509,6 +519,8 @@ class Node:
                 ``"replicated"``: its state and mailbox in the cluster's PostgreSQL, run by
                 the node that owns its name's shard, taken over when that node dies (a
                 node in a cluster; see docs/cluster.md).
+            node: in a cluster, the node to run it on (its LMDB there; the spawn is
+                forwarded to that node). None: this node, or its supervisor's node.
 
         Raises:
             SpawnError: the name is in use, the class cannot be imported, or init failed.
@@ -518,7 +530,7 @@ class Node:
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
                                 idle_timeout, lazy, max_bytes=self._messenger.limit,
                                 durability=durability)
-        if lazy and durability is None:
+        if lazy and durability is None and node is None and not self._in_cluster():
             # A record write, done here in one transaction that checks what the node's
             # spawn checks: no round trip (the node hears of it to emit `spawned`).
             registered, marked = register_lazy(self._messenger.store, request)
@@ -526,7 +538,8 @@ class Node:
             if marked:
                 hint_node(self.paths)
             return AgentRef(self, registered)
-        value = self._control.request("spawn", request, timeout=timeout + 5)
+        value = self._control.request("spawn", pinned_spawn(request, node),
+                                      timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 
     def add_supervisor(self, name: str, strategy: str = "one_for_one", max_restarts: int = 3,
@@ -1091,17 +1104,18 @@ class AsyncNode:
                     restart: str = "permanent", shutdown: float | str = 5.0,
                     limits: Limits | None = None, timeout: float = 30.0,
                     idle_timeout: float | None = None, lazy: bool = False,
-                    durability: str | None = None) -> AsyncAgentRef:
+                    durability: str | None = None,
+                    node: str | None = None) -> AsyncAgentRef:
         """`Node.spawn` as a coroutine (same arguments and errors); returns an
         `AsyncAgentRef`."""
-        if lazy and durability is None:  # one short transaction and a datagram
+        if lazy and durability is None and node is None:  # one short transaction, a datagram
             ref = self.node.spawn(cls, args, name, supervisor, restart, shutdown, limits,
                                   timeout, idle_timeout, lazy=True)
             return AsyncAgentRef(self, ref.name)
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
                                 idle_timeout, lazy, max_bytes=self.node._message_limit(),
                                 durability=durability)
-        value = await self._request("spawn", request, timeout=timeout + 5)
+        value = await self._request("spawn", pinned_spawn(request, node), timeout=timeout + 5)
         return AsyncAgentRef(self, str(value["name"]))
 
     async def add_supervisor(self, name: str, strategy: str = "one_for_one",

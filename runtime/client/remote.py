@@ -26,6 +26,7 @@ from .._types import UserData
 from .._validation import check_lookup_name, check_timeout
 from ..agent.base import Agent
 from ..cluster.address import tcp_address
+from ..cluster.forward import pinned_spawn
 from ..cluster.frontdoor import REQUEST_ROOM, TransportStatus
 from ..cluster.keys import authorize, authorized_keys, generate, load_pair, pick_server_key
 from ..errors import ConfigError, NodeNotRunning
@@ -144,12 +145,13 @@ class RemoteNode(Node):
               name: str | None = None, supervisor: str = "root", restart: str = "permanent",
               shutdown: float | str = 5.0, limits: Any = None, timeout: float = 30.0,
               idle_timeout: float | None = None, lazy: bool = False,
-              durability: str | None = None) -> AgentRef:
+              durability: str | None = None, node: str | None = None) -> AgentRef:
         """`Node.spawn` on the remote node (the class is imported there, by its path)."""
         request = spawn_request(cls, args, name, supervisor, restart, shutdown, limits, timeout,
                                 idle_timeout, lazy, max_bytes=self._message_limit(),
                                 durability=durability)
-        value = self._control.request("spawn", request, timeout=timeout + 5)
+        value = self._control.request("spawn", pinned_spawn(request, node),
+                                      timeout=timeout + 5)
         return AgentRef(self, str(value["name"]))
 
     @overload

@@ -45,6 +45,7 @@ from beamish.mailbox import pack
 
 from .._paths import NodePaths
 from .._types import ACCEPTS_MESSAGES, AgentInfo, AgentStatus
+from ..cluster.forward import Owner
 from ..cluster.lease import LeaseTiming
 from ..cluster.membership import Membership
 from ..cluster.placement import shard_of
@@ -68,6 +69,7 @@ from ..store.postgres.ring import PgRinger, PgRingListener
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence
 from .cluster_rings import RingSender
+from .cluster_routes import PinnedAgents
 from .config import ClusterSection
 
 log = logging.getLogger("beamish.cluster")
@@ -192,6 +194,7 @@ class ClusterNode:
             max_moves=settings.max_moves, agents=lambda: len(self._procs))
         self._worker = threading.Thread(target=self._work, name="beamish-cluster",
                                         daemon=True)
+        self.pinned: PinnedAgents | None = None  # set by the daemon (cluster_routes.py)
 
     def start(self) -> None:
         """Listen for wake-ups, join the cluster and start taking shards."""
@@ -216,6 +219,8 @@ class ClusterNode:
         self.rings.close()
         self.ringer.close()
         self.store.close()
+        if self.pinned is not None:
+            self.pinned.close()
 
     # -- the membership's listener --------------------------------------------------------------
     def on_gained(self, shard: int, epoch: int) -> None:
@@ -280,6 +285,8 @@ class ClusterNode:
             if old is not None and old.status in ACCEPTS_MESSAGES:
                 raise SpawnError(name, f"the name is in use by a {old.status} replicated "
                                        "agent")
+            if old is None and self.pinned is not None:
+                self.pinned.refuse_pinned(name)
             agent_id = old.id if old is not None else \
                 REPLICATED_ID_BASE + t.next_counter("agent_id")
             rec = AgentRecord(
@@ -521,17 +528,30 @@ class ClusterMessenger(Messenger):
     def _is_local(self, name: str) -> bool:
         return self.store.read(lambda t: t.get_route(name)) is not None
 
+    def _pinned_elsewhere(self, name: str) -> Owner | None:
+        pinned = self.cluster.pinned
+        return None if pinned is None else pinned.remote(name)
+
     def cast(self, name: str, msg: Any) -> None:
-        """`Messenger.cast`, to the node's own agent or a replicated one."""
+        """`Messenger.cast`, to the node's own agent, another node's (one hop) or a
+        replicated one."""
         if self._is_local(name):
             super().cast(name, msg)
+        elif (owner := self._pinned_elsewhere(name)) is not None:
+            assert self.cluster.pinned is not None
+            self.cluster.pinned.value(owner, name, {"op": "cast", "name": name, "msg": msg})
         else:
             self.cluster.messenger.cast(name, msg)
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
-        """`Messenger.call`, to the node's own agent or a replicated one."""
+        """`Messenger.call`, to the node's own agent, another node's (one hop) or a
+        replicated one."""
         if self._is_local(name):
             return super().call(name, msg, timeout)
+        if (owner := self._pinned_elsewhere(name)) is not None:
+            assert self.cluster.pinned is not None
+            return self.cluster.pinned.value(owner, name, {"op": "call", "name": name,
+                                                           "msg": msg, "timeout": timeout})
         return self.cluster.messenger.call(name, msg, timeout)
 
     def cast_many(self, items: Any) -> None:
@@ -545,7 +565,18 @@ class ClusterMessenger(Messenger):
         names = {i[0] for i in items if isinstance(i, (tuple, list)) and len(i) == 2
                  and isinstance(i[0], str)}
         local = {n for n in names if self._is_local(n)}
-        if not local and names:
+        owners = {n: self._pinned_elsewhere(n) for n in names - local}
+        nodes = {o.node for o in owners.values() if o is not None}
+        if len(nodes) == 1 and not local and all(owners.values()):
+            owner = next(iter(owners.values()))
+            assert owner is not None and self.cluster.pinned is not None
+            self.cluster.pinned.value(owner, ", ".join(sorted(names)), {
+                "op": "cast_many", "items": [list(i) for i in items]})
+        elif nodes:
+            raise ConfigError("cast_many cannot mix agents of several nodes (one commit "
+                              f"per node's store): these live on {sorted(nodes)} and "
+                              "here; send one cast_many per node")
+        elif not local and names:
             self.cluster.messenger.cast_many(items)
         elif local == names:
             super().cast_many(items)

@@ -323,6 +323,11 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
             raise ConfigError("durability=\"replicated\" needs a node in a cluster: a "
                               "[cluster] table with name and postgres in its config")
         return Spawned(*node.cluster.spawn(request))
+    pinned = node.cluster.pinned if node.cluster is not None else None
+    if pinned is not None:  # names are cluster-wide: routed here (node/cluster_routes.py)
+        name = request.name or pinned.new_name(request.cls)
+        request = replace(request, name=name)
+        pinned.claim(name)
     shell = node.shell(supervisor)
     if shell is None:
         raise SpawnError(name or request.cls, _no_supervisor(supervisor))
@@ -652,6 +657,8 @@ def delete(node: NodeView, name: str) -> Deleted:
     with node.sessions.transition(name):
         rec = _stop(node, name)
         node.store.write(functools.partial(_erase_agent, rec.id, name))
+    if node.cluster is not None and node.cluster.pinned is not None:
+        node.cluster.pinned.drop(name)
     node.emit("deleted", name, rec.supervisor, "")
     return Deleted(name)
 
@@ -1036,6 +1043,8 @@ def add_supervisor(node: NodeView, name: str, strategy: str = "one_for_one",
     taken = ConfigError(f"name={name!r}: already used by a supervisor or an agent")
     if node.shell(name) is not None:
         raise taken
+    if node.cluster is not None and node.cluster.pinned is not None:
+        node.cluster.pinned.claim(name)  # cluster-wide; its children are spawned here
     mine: list[int] = []  # the order of the record this call wrote
 
     def txn(t: Txn) -> None:

@@ -244,6 +244,12 @@ class NodeDaemon:
                                          self.stats.take)
             log.info("serving metrics on http://%s/metrics", self.metrics.address)
         self.cluster_node = self._start_cluster()
+        if self.cluster_node is not None and self.config.cluster is not None:
+            from .cluster_routes import open_pinned  # node-pinned agents' routes
+            own = self.cluster_node.settings
+            self.cluster_node.pinned = open_pinned(own.node, own.dsn, own.cluster,
+                                                   self.config.cluster.keys, self.store,
+                                                   self.max_message_bytes)
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
@@ -429,7 +435,7 @@ class NodeDaemon:
                              value_answer(member and member.status().to_wire()))
                 continue
             if env.payload["op"] == "spawn" and env.payload.get("lazy") is True \
-                    and env.payload.get("durability") is None:
+                    and env.payload.get("durability") is None and self.cluster_node is None:
                 # A lazy spawn is one record write: served here, without a thread handoff
                 # (100,000 sessions register at the control loop's own pace).
                 self._answer(ident, env.msg_id, self._command_answer(env))
@@ -524,7 +530,14 @@ class NodeDaemon:
 
     def _command_answer(self, env: Envelope) -> WireMap:
         req = dict(env.payload)
-        return self.command_answer(req.pop("op"), req)
+        op = req.pop("op")
+        pinned = self.cluster_node.pinned if self.cluster_node is not None else None
+        if pinned is not None and (forwarded := pinned.forward_control(op, req)) is not None:
+            return forwarded  # another node's pinned agent: one hop (cluster_routes.py)
+        if pinned is None and op == "spawn" and "node" in req:
+            return error_answer(ConfigError(f"node={req['node']!r}: this node is not in a "
+                                            "cluster (no [cluster] postgres in its config)"))
+        return self.command_answer(op, req)
 
     def command_answer(self, op: str, req: dict[str, Any]) -> WireMap:
         """Run control command ``op`` with ``req`` (any thread but the main loop's, which

@@ -35,6 +35,9 @@ Tables (every row carries its cluster's name, so one database may hold several c
                                              latest write: how a commit cut off in
                                              flight is known to be durable or not),
                                              updated
+    beamish_routes     (cluster, name)       node (node-pinned agents: whose LMDB holds
+                                             the name; `.routes`)
+    beamish_node_keys  (cluster, node)       public_key (what the others forward with)
 
 Fencing, the one rule every replicated commit obeys: the transaction first reads its
 shard row ``FOR SHARE`` and goes on only if ``owner`` is this node and ``epoch`` is the

@@ -136,6 +136,18 @@ DDL: tuple[str, ...] = (
     """CREATE INDEX IF NOT EXISTS beamish_agents_should_run ON beamish_agents (cluster)
            WHERE status IN ('running', 'starting', 'restarting')""",
     """CREATE INDEX IF NOT EXISTS beamish_agents_id ON beamish_agents (cluster, id)""",
+    # Node-pinned agents (``routes.py``): which node's LMDB holds each name, and each
+    # node's public key for node-to-node forwarding over CURVE.
+    """CREATE TABLE IF NOT EXISTS beamish_routes (
+           cluster text NOT NULL,
+           name    text COLLATE "C" NOT NULL,
+           node    text NOT NULL,
+           PRIMARY KEY (cluster, name))""",
+    """CREATE TABLE IF NOT EXISTS beamish_node_keys (
+           cluster    text NOT NULL,
+           node       text NOT NULL,
+           public_key text NOT NULL,
+           PRIMARY KEY (cluster, node))""",
 )
 
 
