@@ -19,7 +19,7 @@ from tests.unit.runtime.test_group_appender import (  # noqa: F401  (the fixture
 
 
 def test_each_sender_of_a_mixed_group_gets_its_own_seq_and_its_own_error(
-        store: GatedStore) -> None:
+        store: GatedStore) -> None:  # noqa: F811  (the imported fixture)
     appender = _GroupAppender(store)
     store.hold.add(1)
     first = Sender(appender, "a", 0)
