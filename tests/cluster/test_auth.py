@@ -134,8 +134,14 @@ def test_unauthorized_plain_and_garbage_clients_get_nothing_in(tcp_node: TcpNode
         ctx.destroy(linger=0)
     host, port = address[len("tcp://"):].rsplit(":", 1)
     ping = encode(Envelope(Kind.CALL, b"1", b"", {"op": "ping"}))
+    # A ZMTP 3.0 greeting with the NULL mechanism, the client waiting for the node to hang
+    # up: the node reads it whole, so it counts it as not CURVE. (The plain ZeroMQ client
+    # above may see the mismatch first and reset its connection before the node has read
+    # its greeting: on a loaded machine that one is only a connection closed early.)
+    null_greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\x00") \
+        + bytes(32)
     for junk in [os.urandom(300), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-                 b"\xff" + os.urandom(64), b"".join(ping)]:
+                 b"\xff" + os.urandom(64), b"".join(ping), null_greeting]:
         with socket.create_connection((host, int(port))) as raw:
             try:
                 raw.sendall(junk)
@@ -148,9 +154,17 @@ def test_unauthorized_plain_and_garbage_clients_get_nothing_in(tcp_node: TcpNode
                     raise
             _read_to_the_end(raw)  # the node hung up on it (a reset, or after its greeting)
 
-    after = wait_until(lambda: (t := node.transport()) and t.refused_auth >= 1
-                       and t.refused_protocol >= 1 and t.refused >= 6 and t,
-                       what="refusals")
+    seen: list[object] = []
+
+    def refused_all() -> object:
+        t = node.transport()
+        seen[:] = [t]
+        return t is not None and t.refused_auth >= 1 and t.refused_protocol >= 1 \
+            and t.refused >= 7 and t
+    try:
+        after = wait_until(refused_all, what="refusals")
+    except pytest.fail.Exception:
+        pytest.fail(f"not every refusal was counted: {seen}")
     # Not one frame of theirs reached the relay: no request, no invalid frame.
     assert after.requests == before.requests and after.dropped == 0
     assert after.connections == before.connections

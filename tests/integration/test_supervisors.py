@@ -108,7 +108,11 @@ def test_tree_shows_a_nested_supervisor_restart_count(node, node_dir):
     wait_until(lambda: any(e.kind == "escalated" and e.name == "mid" for e in node.events()),
                what="mid to escalate")
     wait_until(lambda: restarted(node, "a", pid), what="a restarted with mid")
-    tree = node.tree()
+    # mid's record says running once its supervisor has seen its children start, which
+    # may come just after a itself runs.
+    tree = wait_until(lambda: (t := node.tree()) and next(
+        c for c in t["children"] if c["name"] == "outer")["children"][0]["status"] == "running"
+        and t, what="mid running again")
     assert (tree["name"], tree["restarts"]) == ("root", 0)
     outer = next(c for c in tree["children"] if c["name"] == "outer")
     mid = outer["children"][0]
