@@ -35,6 +35,8 @@ Tables (every row carries its cluster's name, so one database may hold several c
                                              latest write: how a commit cut off in
                                              flight is known to be durable or not),
                                              updated
+    beamish_link_signals  id                 cluster, to_node (indexed), op, ref, ...:
+                                             monitors and links across nodes (`.links`)
 
 Fencing, the one rule every replicated commit obeys: the transaction first reads its
 shard row ``FOR SHARE`` and goes on only if ``owner`` is this node and ``epoch`` is the

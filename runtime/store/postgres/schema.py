@@ -131,6 +131,23 @@ DDL: tuple[str, ...] = (
            seq     bigint NOT NULL,
            event   bytea NOT NULL,
            PRIMARY KEY (cluster, seq))""",
+    # Monitors and links across nodes (`.links`): signals in flight between two nodes,
+    # taken (deleted) by their receiver.
+    """CREATE TABLE IF NOT EXISTS beamish_link_signals (
+           id               bigserial PRIMARY KEY,
+           cluster          text NOT NULL,
+           op               text NOT NULL,
+           ref              bigint NOT NULL,
+           to_node          text NOT NULL,
+           to_incarnation   bigint NOT NULL,
+           from_node        text NOT NULL,
+           from_incarnation bigint NOT NULL,
+           name             text NOT NULL,
+           target           text NOT NULL,
+           reason           text NOT NULL,
+           abnormal         boolean NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS beamish_link_signals_to
+           ON beamish_link_signals (cluster, to_node)""",
 )
 
 
