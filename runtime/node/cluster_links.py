@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from beamish.supervisor import ExitReason
 
+from .._values import ACCEPTS_MESSAGES
 from ..errors import StoreError
 from ..store.postgres.links import LinkSignal, PgLinkListener, PgLinks, SignalOp
 from .links import LinkTable
@@ -68,6 +69,7 @@ class _StandIn:
     node_incarnation: int
     incarnation: int  # this node's incarnation when it was made
     answered: threading.Event = field(default_factory=threading.Event)  # (requests)
+    replicated: bool = False  # a monitor of a replicated agent (kept by its name)
 
 
 def stand_in(name: str, node: str) -> Incarnation:
@@ -164,6 +166,38 @@ class ClusterLinks:
                         "(agent %r's %s stays pending)", node, ANSWER_WAIT_S, target,
                         me.name, op)
 
+    def monitor_replicated(self, me: Incarnation, target: str) -> bool:
+        """``me`` gets ``Down(target, reason)`` when replicated agent ``target``'s process
+        exits by itself (a crash, a `Stop`), wherever it runs; a move to another node is
+        not an exit. Return False, monitoring nothing, if no replicated agent of that name
+        can run."""
+        mine = self.incarnation()
+        if mine is None:
+            return False
+        incn = stand_in(target, "")
+        with self._lock:
+            ref = self.pg.watch(target, sorted(str(s) for s in ACCEPTS_MESSAGES), self.node,
+                                mine, me.name)
+            if ref is None:
+                return False
+            self._add(_StandIn(ref, incn, "", 0, mine, replicated=True))
+            self.links.monitor(me, incn)
+        return True
+
+    def replicated_exited(self, name: str, returncode: int) -> None:
+        """Replicated agent ``name``'s process exited by itself on this node, its owner:
+        its watchers, on any node, get their Down (once: the rows go in the same
+        transaction as the signals)."""
+        mine = self.incarnation()
+        if mine is None:
+            return
+        reason = ExitReason.from_returncode(returncode)
+        try:
+            self.pg.fire_watches(name, str(reason), not reason.is_normal, self.node, mine)
+        except StoreError as exc:
+            log.error("replicated agent %r exited (%s) and its watchers could not be told: "
+                      "%s", name, reason, exc)
+
     # -- from the spawner ---------------------------------------------------------------------
     def exited(self, incn: Incarnation, reason: str, abnormal: bool) -> None:
         """Local ``incn`` exited: drop its stand-ins and tell their nodes (before its
@@ -176,9 +210,10 @@ class ClusterLinks:
         if not gone:
             return
         try:
+            self.pg.unwatch(s.ref for s in gone if s.replicated)
             self.pg.send(LinkSignal(SignalOp.EXIT, s.ref, s.node, s.node_incarnation,
                                     self.node, s.incarnation, incn.name, "", reason,
-                                    abnormal) for s in gone)
+                                    abnormal) for s in gone if not s.replicated)
         except StoreError as exc:
             # Their nodes are not told; their stand-ins of it stay until those nodes see
             # this one's lease end.
@@ -217,7 +252,7 @@ class ClusterLinks:
                     if s is not None:
                         s.answered.set()
                 elif sig.op is SignalOp.EXIT:
-                    if s is not None and s.node == sig.from_node:
+                    if s is not None and (s.node == sig.from_node or s.replicated):
                         self._drop(s)
                         self.spawner.fire(s.incn, sig.reason, sig.abnormal)
                         s.answered.set()
@@ -248,15 +283,17 @@ class ClusterLinks:
         of them if this node has another incarnation now: the others dropped it)."""
         mine = self.incarnation()
         with self._lock:
-            peers = {(s.node, s.node_incarnation) for s in self._by_ref.values()}
-        if not peers:
-            return
+            peers = {(s.node, s.node_incarnation) for s in self._by_ref.values()
+                     if not s.replicated}
+            if not peers and all(s.incarnation == mine for s in self._by_ref.values()):
+                return
         dead = self.pg.dead(peers)
         with self._lock:
-            lost = [s for s in self._by_ref.values()
-                    if (s.node, s.node_incarnation) in dead or s.incarnation != mine]
+            lost = [s for s in self._by_ref.values() if s.incarnation != mine or (
+                not s.replicated and (s.node, s.node_incarnation) in dead)]
             for s in lost:
                 self._drop(s)
+        self.pg.unwatch(s.ref for s in lost if s.replicated)
         for s in lost:
             s.answered.set()
             log.info("node %s (incarnation %d) is lost: agent %r there gets noconnection "

@@ -1200,6 +1200,8 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str,
         remote.monitor(me, target, at)
         return Watched(target, True)
     if not node.sessions.watch(target, lambda other: node.links.monitor(me, other)):
+        if node.cluster_links is not None and node.cluster_links.monitor_replicated(me, target):
+            return Watched(target, True)  # not one of this node's: a replicated agent
         from .links import NOPROC, down_message
         node.spawner.deliver_info(me, down_message(target, NOPROC))
         return Watched(target, False)

@@ -283,9 +283,11 @@ class NodeDaemon:
         if member is None:
             return None
         from .cluster_links import start_cluster_links
-        return start_cluster_links(member.settings.dsn, member.settings.cluster,
-                                   member.settings.node, lambda: member.membership.incarnation,
-                                   self.spawner, self.sessions, self.links)
+        links = start_cluster_links(member.settings.dsn, member.settings.cluster,
+                                    member.settings.node, lambda: member.membership.incarnation,
+                                    self.spawner, self.sessions, self.links)
+        member.on_exit = links.replicated_exited
+        return links
 
     def _start_dashboard(self, bind: str) -> None:
         from .dashboard import CommandSource, DashboardServer
@@ -612,6 +614,8 @@ class NodeDaemon:
         (sleeping ones stay asleep; no wake starts once the node stops). Replicated
         agents first: their shards are handed back as the node leaves its cluster."""
         if self.cluster_links is not None:
+            if self.cluster_node is not None:
+                self.cluster_node.on_exit = None
             self.cluster_links.close()
             self.cluster_links = None
         if self.cluster_node is not None:

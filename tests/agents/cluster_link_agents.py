@@ -11,7 +11,7 @@ from beamish.runtime import Agent, Stop
 class RemoteWatcher(Agent):
     """Monitors or links agents of any node on command (``["monitor", name, node]``,
     ``["link", name, node]``); keeps every Down/Exit it receives (``"seen"``);
-    ``"crash"`` kills its process, ``"stop-normal"`` stops it normally."""
+    ``"crash"`` (a call or a cast) kills its process, ``"stop-normal"`` stops it normally."""
 
     def init(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"seen": []}
@@ -28,6 +28,11 @@ class RemoteWatcher(Agent):
         op, name, node = msg
         getattr(self.ctx, op)(name, node=node)
         return "ok", state
+
+    def handle_cast(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
+        if msg == "crash":
+            os._exit(3)
+        return state
 
     def handle_info(self, msg: Any, state: dict[str, Any]) -> dict[str, Any]:
         state["seen"].append([type(msg).__name__, msg.name, msg.reason])

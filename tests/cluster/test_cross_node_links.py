@@ -14,7 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from beamish.runtime import BeamishError, Node, start_node
+from beamish.runtime import BeamishError, Node, connect, start_node
+from beamish.runtime.cluster.placement import shard_of
+from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
+from tests.cluster.conftest import Keys, free_port
 from tests.conftest import kill_node, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -24,9 +27,10 @@ TRAPPER = "tests.agents.cluster_link_agents:TrappingRemoteWatcher"
 QUIET_S = 1.5  # how long a test waits to see that nothing more arrives
 
 
-@pytest.fixture
-def two_nodes(pg_dsn: str) -> Iterator[dict[str, Node]]:
-    """Nodes n1 and n2 of cluster "t" on ``pg_dsn``, both joined."""
+def _start(pg_dsn: str, doors: dict[str, str], keys: Keys | None
+           ) -> Iterator[dict[str, Node]]:
+    """Nodes n1 and n2 of cluster "t" on ``pg_dsn``, both joined (with a front door on
+    ``doors[n]`` when given)."""
     base = tempfile.mkdtemp(prefix="bml-", dir="/tmp")
     nodes: dict[str, Node] = {}
     try:
@@ -34,6 +38,8 @@ def two_nodes(pg_dsn: str) -> Iterator[dict[str, Node]]:
             cfg = os.path.join(base, f"{n}.toml")
             with open(cfg, "w") as fh:
                 fh.write(f'[cluster]\nname = "t"\nnode = "{n}"\npostgres = "{pg_dsn}"\n')
+                if keys is not None:
+                    fh.write(f'listen = "{doors[n]}"\nkeys = "{keys.node}"\n')
             nodes[n] = start_node(os.path.join(base, n), config=cfg)
         for node in nodes.values():
             wait_until(lambda node=node: node.cluster().incarnation is not None,  # type: ignore[misc, union-attr]
@@ -43,6 +49,12 @@ def two_nodes(pg_dsn: str) -> Iterator[dict[str, Node]]:
         for node in nodes.values():
             shutdown_quietly(node)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def two_nodes(pg_dsn: str) -> Iterator[dict[str, Node]]:
+    """Nodes n1 and n2 of cluster "t" on ``pg_dsn``, both joined."""
+    yield from _start(pg_dsn, {}, None)
 
 
 def _seen(node: Node, name: str, count: int, timeout: float = 20.0) -> list[list[str]]:
@@ -163,3 +175,47 @@ def test_kill_9_of_a_node_gives_noconnection_to_the_watchers_of_its_agents(two_n
     n1.call("w", ["monitor", "x", "n2"])
     assert _seen(n1, "w", 3)[2] == ["Down", "x", "noconnection"]
     print(f"noconnection {took:.1f} s after the kill -9 (lease ttl 4 s)")
+
+
+@pytest.fixture
+def doors() -> dict[str, str]:
+    """A front door address for each of n1 and n2."""
+    return {n: f"tcp://127.0.0.1:{free_port()}" for n in ("n1", "n2")}
+
+
+@pytest.fixture
+def two_doors(pg_dsn: str, keys: Keys, doors: dict[str, str]) -> Iterator[dict[str, Node]]:
+    """Nodes n1 and n2 of cluster "t" on ``pg_dsn``, both joined, with front doors."""
+    yield from _start(pg_dsn, doors, keys)
+
+
+def test_a_monitor_of_a_replicated_agent_holds_across_its_move(two_doors, doors, keys):
+    n1, n2 = two_doors["n1"], two_doors["n2"]
+
+    def held() -> set[int] | None:
+        shards = [set(n.cluster().shards) for n in (n1, n2)]  # type: ignore[union-attr]
+        return shards[1] if sum(map(len, shards)) == DEFAULT_SHARDS and all(
+            shards) else None
+    on_n2 = wait_until(held, timeout=60, what="both nodes holding shards")
+    r = next(f"r{i}" for i in range(1000) if shard_of(f"r{i}", DEFAULT_SHARDS) in on_n2)
+    with connect(doors["n1"], keys=keys.client) as client:
+        client.spawn(WATCHER, name=r, durability="replicated")
+        n1.spawn(WATCHER, name="w")
+        assert n1.call("w", ["monitor", r, None]) == "ok"
+        pid = client.call(r, "pid")
+        kill_node(n2)  # r's owner: r comes back on n1, with its state and mailbox
+
+        def moved() -> bool:
+            try:
+                return bool(client.call(r, "pid", timeout=1.0) != pid)
+            except BeamishError:  # not taken over yet
+                return False
+        wait_until(moved, timeout=60, what=f"{r} answering from n1")
+        # A move is not an exit: no Down; the monitor holds on the new owner.
+        time.sleep(QUIET_S)
+        assert n1.call("w", "seen") == []
+        client.cast(r, "crash")  # every restart crashes again: one Down all the same
+        assert _seen(n1, "w", 1) == [["Down", r, "abnormal: exit code 3"]]
+        # A replicated agent that does not exist: noproc, as a local one.
+        n1.call("w", ["monitor", "nobody", None])
+        assert _seen(n1, "w", 2)[1] == ["Down", "nobody", "noproc"]

@@ -37,6 +37,8 @@ Tables (every row carries its cluster's name, so one database may hold several c
                                              updated
     beamish_link_signals  id                 cluster, to_node (indexed), op, ref, ...:
                                              monitors and links across nodes (`.links`)
+    beamish_link_watches  ref                cluster, target (indexed), node, incarnation,
+                                             name: monitors of replicated agents
 
 Fencing, the one rule every replicated commit obeys: the transaction first reads its
 shard row ``FOR SHARE`` and goes on only if ``owner`` is this node and ``epoch`` is the

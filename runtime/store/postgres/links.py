@@ -13,6 +13,10 @@ one node, whatever the notifications and re-checks do. Three kinds (`SignalOp`):
 
 ``node/cluster_links.py`` is the node's side; the rows are in flight only between a send
 and the receiver's next take, so the table stays small.
+
+A monitor of a *replicated* agent is kept by the agent's name (``beamish_link_watches``),
+not by a node, since its owner may change: whichever node owns it when its process exits
+by itself turns the rows into exit signals, in one transaction (`PgLinks.fire_watches`).
 """
 
 from __future__ import annotations
@@ -176,6 +180,56 @@ class PgLinks:
         return [LinkSignal(SignalOp(r[1]), int(r[2]) or int(r[0]), r[3], int(r[4]), r[5],
                            int(r[6]), r[7], r[8], r[9], bool(r[10]))
                 for r in rows if int(r[4]) == incarnation]
+
+    def watch(self, target: str, statuses: list[str], node: str, incarnation: int,
+              name: str) -> int | None:
+        """Node ``node``'s agent ``name`` monitors replicated agent ``target``: return the
+        monitor's ref, or None if no replicated agent of that name has one of
+        ``statuses`` (it cannot run).
+
+        Raises:
+            StoreUnavailable: the server cannot be reached (nothing was recorded).
+        """
+        row = self._run(f"monitoring replicated agent {target!r}", lambda c: c.execute(
+            "INSERT INTO beamish_link_watches (cluster, target, node, incarnation, name) "
+            "SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM beamish_agents WHERE "
+            "cluster = %s AND name = %s AND status = ANY(%s)) RETURNING ref",
+            (self.cluster, target, node, incarnation, name, self.cluster, target,
+             statuses)).fetchone())
+        return None if row is None else int(row[0])
+
+    def unwatch(self, refs: Iterable[int]) -> None:
+        """Forget the monitors of replicated agents ``refs`` (their watchers exited).
+
+        Raises:
+            StoreUnavailable: the server cannot be reached.
+        """
+        refs = sorted(refs)
+        if refs:
+            self._run("forgetting monitors of replicated agents", lambda c: c.execute(
+                "DELETE FROM beamish_link_watches WHERE cluster = %s AND ref = ANY(%s)",
+                (self.cluster, refs)))
+
+    def fire_watches(self, target: str, reason: str, abnormal: bool, node: str,
+                     incarnation: int) -> int:
+        """Replicated agent ``target`` exited (on ``node``, its owner): turn its monitors
+        into exit signals to their nodes, in one transaction; return how many.
+
+        Raises:
+            StoreUnavailable: the server cannot be reached (nothing changed).
+        """
+        def fire(c: psycopg.Connection[Any]) -> int:
+            rows = c.execute(
+                f"WITH gone AS (DELETE FROM beamish_link_watches WHERE cluster = %s AND "
+                f"target = %s RETURNING ref, node, incarnation) "
+                f"INSERT INTO beamish_link_signals (cluster, {_COLUMNS}) SELECT %s, %s, ref, "
+                f"node, incarnation, %s, %s, %s, '', %s, %s FROM gone RETURNING to_node",
+                (self.cluster, target, self.cluster, str(SignalOp.EXIT), node, incarnation,
+                 target, reason, abnormal)).fetchall()
+            for to in sorted({r[0] for r in rows}):
+                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(self.cluster, to)))
+            return len(rows)
+        return int(self._run(f"telling the watchers of replicated agent {target!r}", fire))
 
     def dead(self, peers: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``peers`` (node, incarnation) are gone: no row, another incarnation,

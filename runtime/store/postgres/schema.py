@@ -148,6 +148,16 @@ DDL: tuple[str, ...] = (
            abnormal         boolean NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS beamish_link_signals_to
            ON beamish_link_signals (cluster, to_node)""",
+    # ... and the monitors of replicated agents, kept by name wherever their owner is.
+    """CREATE TABLE IF NOT EXISTS beamish_link_watches (
+           ref         bigint PRIMARY KEY DEFAULT nextval('beamish_link_signals_id_seq'),
+           cluster     text NOT NULL,
+           target      text NOT NULL,
+           node        text NOT NULL,
+           incarnation bigint NOT NULL,
+           name        text NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS beamish_link_watches_target
+           ON beamish_link_watches (cluster, target)""",
 )
 
 
