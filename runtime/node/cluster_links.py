@@ -184,16 +184,17 @@ class ClusterLinks:
             self.links.monitor(me, incn)
         return True
 
-    def replicated_exited(self, name: str, returncode: int) -> None:
-        """Replicated agent ``name``'s process exited by itself on this node, its owner:
-        its watchers, on any node, get their Down (once: the rows go in the same
-        transaction as the signals)."""
+    def replicated_exited(self, name: str, returncode: int, shard: int, epoch: int) -> None:
+        """Replicated agent ``name``'s process exited by itself on this node, which owned
+        its ``shard`` at ``epoch``: its watchers, on any node, get their Down (once: the
+        rows go in the same transaction as the signals; none if the shard has moved on)."""
         mine = self.incarnation()
         if mine is None:
             return
         reason = ExitReason.from_returncode(returncode)
         try:
-            self.pg.fire_watches(name, str(reason), not reason.is_normal, self.node, mine)
+            self.pg.fire_watches(name, str(reason), not reason.is_normal, self.node, mine,
+                                 shard, epoch)
         except StoreError as exc:
             log.error("replicated agent %r exited (%s) and its watchers could not be told: "
                       "%s", name, reason, exc)

@@ -177,6 +177,15 @@ def test_kill_9_of_a_node_gives_noconnection_to_the_watchers_of_its_agents(two_n
     print(f"noconnection {took:.1f} s after the kill -9 (lease ttl 4 s)")
 
 
+def test_a_node_that_shuts_down_in_order_is_noconnection_too(two_nodes):
+    n1, n2 = two_nodes["n1"], two_nodes["n2"]
+    n2.spawn(WATCHER, name="x")
+    n1.spawn(WATCHER, name="w")
+    n1.call("w", ["monitor", "x", "n2"])
+    n2.shutdown(timeout=60)  # it leaves the cluster: its agents' stops are not sent
+    assert _seen(n1, "w", 1) == [["Down", "x", "noconnection"]]
+
+
 @pytest.fixture
 def doors() -> dict[str, str]:
     """A front door address for each of n1 and n2."""

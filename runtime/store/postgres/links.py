@@ -211,9 +211,11 @@ class PgLinks:
                 (self.cluster, refs)))
 
     def fire_watches(self, target: str, reason: str, abnormal: bool, node: str,
-                     incarnation: int) -> int:
-        """Replicated agent ``target`` exited (on ``node``, its owner): turn its monitors
-        into exit signals to their nodes, in one transaction; return how many.
+                     incarnation: int, shard: int, epoch: int) -> int:
+        """Replicated agent ``target`` exited on ``node``, which owns its ``shard`` at
+        ``epoch``: turn its monitors into exit signals to their nodes, in one transaction,
+        if the shard row still says so (else the process ended because the shard moved:
+        not an exit); return how many.
 
         Raises:
             StoreUnavailable: the server cannot be reached (nothing changed).
@@ -221,11 +223,14 @@ class PgLinks:
         def fire(c: psycopg.Connection[Any]) -> int:
             rows = c.execute(
                 f"WITH gone AS (DELETE FROM beamish_link_watches WHERE cluster = %s AND "
-                f"target = %s RETURNING ref, node, incarnation) "
+                f"target = %s AND EXISTS (SELECT 1 FROM beamish_shards WHERE cluster = %s "
+                f"AND shard = %s AND owner = %s AND epoch = %s) "
+                f"RETURNING ref, node, incarnation) "
                 f"INSERT INTO beamish_link_signals (cluster, {_COLUMNS}) SELECT %s, %s, ref, "
                 f"node, incarnation, %s, %s, %s, '', %s, %s FROM gone RETURNING to_node",
-                (self.cluster, target, self.cluster, str(SignalOp.EXIT), node, incarnation,
-                 target, reason, abnormal)).fetchall()
+                (self.cluster, target, self.cluster, shard, node, epoch, self.cluster,
+                 str(SignalOp.EXIT), node, incarnation, target, reason,
+                 abnormal)).fetchall()
             for to in sorted({r[0] for r in rows}):
                 c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(self.cluster, to)))
             return len(rows)
