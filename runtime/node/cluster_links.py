@@ -24,6 +24,11 @@ sleeping agents' holds) apply unchanged on both sides:
   watcher of one of its agents gets ``Down(name, "noconnection")``, every agent linked to
   one is killed or gets ``Exit(name, "noconnection")``. It is checked every `CHECK_S`.
 
+A monitor of a *replicated* agent (``self.ctx.monitor(name)``, no ``node=``) has a
+stand-in on the watcher's node only: it is kept in PostgreSQL by the agent's name, and
+the node that owns the agent when its process exits by itself fires it
+(`replicated_exited`); a move to another node fires nothing (docs/cluster.md says why).
+
 Each signal is taken (deleted) by one ``DELETE ... RETURNING`` of its receiver, so it is
 handled once; it is lost only if the receiving node dies between that commit and its
 local delivery, and then the agent it was for died with its node (a monitor or link

@@ -743,7 +743,7 @@ class AgentSpawner:
         with self.lock:
             traps = {i: i.trap_exits for i in self.current.values()}
         for action in self.links.exited(incn, reason, abnormal, traps):
-            if (action.to if isinstance(action, Deliver) else action.target).remote:
+            if (action.to if isinstance(action, Deliver) else action.target).remote is not None:
                 continue  # a stand-in: remote_exit told its node
             if isinstance(action, Deliver):
                 try:
