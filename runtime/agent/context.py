@@ -211,26 +211,33 @@ class AgentContext:
         value = self._control.request("spawn", request, timeout=request.timeout + 5)
         return str(value["name"])
 
-    def monitor(self, name: str) -> None:
+    def monitor(self, name: str, node: str | None = None) -> None:
         """Get ``Down(name, reason)`` in ``handle_info`` when agent ``name``'s process exits
         (reason "noproc" at once if it is not running). Like Erlang, a monitor belongs to
         this process: a restart of this agent drops it (monitor again in ``init`` or
-        ``recover``)."""
+        ``recover``). ``node``: ``name`` is an agent of that node of the cluster (Erlang's
+        ``monitor(process, {Name, Node})``); ``Down(name, "noconnection")`` if that node
+        is lost (docs/cluster.md)."""
         check_name(name)
         self._control.request("monitor", {"watcher": self.name, "inc": self._incarnation,
-                                          "target": name})
+                                          "target": name,
+                                          **({} if node is None else {"at": node})})
 
-    def link(self, name: str) -> None:
+    def link(self, name: str, node: str | None = None) -> None:
         """Link this agent's process and agent ``name``'s both ways: an abnormal exit of one
         kills the other, unless it sets ``trap_exits = True`` and then receives
         ``Exit(name, reason)`` in ``handle_info``. Normal exits do not propagate.
+        ``node``: ``name`` is an agent of that node of the cluster; a loss of that node is
+        an abnormal exit ``noconnection``, and a target that does not run answers with
+        exit ``noproc`` (as in Erlang: both arrive after this returns; docs/cluster.md).
 
         Raises:
-            AgentNotFound: ``name`` is not running.
+            AgentNotFound: ``name`` is not running (on this node).
         """
         check_name(name)
         self._control.request("link", {"watcher": self.name, "inc": self._incarnation,
-                                       "target": name, "trap_exits": self._trap_exits})
+                                       "target": name, "trap_exits": self._trap_exits,
+                                       **({} if node is None else {"at": node})})
 
     def send_after(self, seconds: float, msg: Any) -> str:
         """Deliver ``msg`` to this agent's ``handle_info`` after ``seconds``; return the

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -180,6 +181,9 @@ class ClusterNode:
         self._rings: set[str] = set()
         self._delays: dict[str, tuple[int, float]] = {}  # name -> (exits in a row, not before)
         self._rescan = False
+        # ``on_exit(name, returncode, shard, epoch)``: a replicated agent's process exited
+        # by itself while this node owned it (its watchers' Down: node/cluster_links.py).
+        self.on_exit: Callable[[str, int, int, int], None] | None = None
         self._kick = threading.Event()
         self._stop = threading.Event()
         self.store: PgStore = open_postgres_store(settings.dsn, settings.cluster)
@@ -390,6 +394,8 @@ class ClusterNode:
         now = time.monotonic()
         for p in done:
             if not p.stopping:
+                if self.on_exit is not None and self._epochs.get(p.shard) == p.epoch:
+                    self.on_exit(p.name, p.popen.returncode, p.shard, p.epoch)
                 n, _ = self._delays.get(p.name, (0, 0.0))
                 n, delay = restart_delay(n, now - p.started)
                 self._delays[p.name] = (n, now + delay)

@@ -77,6 +77,7 @@ from .stats import NodeStats
 from .upgrade import Upgrader
 
 if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_links import ClusterLinks
     from .cluster_node import ClusterNode
 
 
@@ -102,6 +103,7 @@ class NodeView:
         stats: takes a snapshot of the node's figures (``stats.StatsReader.take``).
         upgrader: runs hot code upgrades (``upgrade.Upgrader``).
         cluster: the node's part in its cluster (None: not in one).
+        cluster_links: its monitors and links across nodes (None: not in a cluster).
     """
 
     paths: NodePaths
@@ -121,6 +123,7 @@ class NodeView:
     stats: Callable[[], NodeStats]
     upgrader: Upgrader | None = None
     cluster: ClusterNode | None = None
+    cluster_links: ClusterLinks | None = None
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -1174,16 +1177,40 @@ def _watcher_incarnation(node: NodeView, name: str, inc: int, what: str) -> Inca
     return me
 
 
-def monitor(node: NodeView, watcher: str, inc: int, target: str) -> Watched:
-    """``{"op": "monitor", "watcher", "inc", "target"}`` -> ``{"target", "live"}``: the
-    watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process exits
-    (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``, in a
-    handler, ``init`` or ``recover`` (a process still in its ``init`` counts as running,
-    the watcher's and the target's alike)."""
+def _remote(node: NodeView, at: str | None) -> ClusterLinks | None:
+    """The cluster links that reach node ``at`` (None: ``at`` is this node, or not given).
+
+    Raises:
+        ConfigError: ``at`` names another node and this node is not in a cluster.
+    """
+    if at is None:
+        return None
+    check_name(at, "node")
+    links = node.cluster_links
+    if links is None:
+        raise ConfigError(f"node={at!r}: this node is not in a cluster ([cluster] name and "
+                          "postgres in its config), so it reaches no other node")
+    return None if at == links.node else links
+
+
+def monitor(node: NodeView, watcher: str, inc: int, target: str,
+            at: str | None = None) -> Watched:
+    """``{"op": "monitor", "watcher", "inc", "target", "at"?}`` -> ``{"target", "live"}``:
+    the watcher's ``handle_info`` gets ``Down(target, reason)`` when that agent's process
+    exits (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``,
+    in a handler, ``init`` or ``recover`` (a process still in its ``init`` counts as
+    running, the watcher's and the target's alike). ``at``: the target is an agent of that
+    node of the cluster (``node/cluster_links.py``; ``live`` is then not known yet)."""
     check_name(watcher, "watcher")
     check_name(target, "target")
+    remote = _remote(node, at)
     me = _watcher_incarnation(node, watcher, inc, "monitoring")
+    if remote is not None and at is not None:
+        remote.monitor(me, target, at)
+        return Watched(target, True)
     if not node.sessions.watch(target, lambda other: node.links.monitor(me, other)):
+        if node.cluster_links is not None and node.cluster_links.monitor_replicated(me, target):
+            return Watched(target, True)  # not one of this node's: a replicated agent
         from .links import NOPROC, down_message
         node.spawner.deliver_info(me, down_message(target, NOPROC))
         return Watched(target, False)
@@ -1191,19 +1218,25 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str) -> Watched:
 
 
 def link(node: NodeView, watcher: str, inc: int, target: str,
-         trap_exits: bool = False) -> Linked:
+         trap_exits: bool = False, at: str | None = None) -> Linked:
     """``{"op": "link", "watcher", "inc", "target", "trap_exits"}`` -> ``{"target"}``: link
     the two agents' processes both ways. An abnormal exit of one kills the other, unless it
     sets ``trap_exits = True``: then it gets ``Exit(name, reason)`` in ``handle_info``.
     Normal exits do not propagate. From ``self.ctx.link``, in a handler, ``init`` or
     ``recover`` (``trap_exits`` is the watcher's class attribute: from ``init`` it comes
     before its ready report does); a target not running raises `AgentNotFound` (where
-    Erlang would send exit ``noproc``)."""
+    Erlang would send exit ``noproc``). ``at``: the target is an agent of that node of the
+    cluster; as in Erlang, a remote target that does not run answers with exit ``noproc``
+    (an `Exit` to a watcher that traps exits, else its death)."""
     check_name(watcher, "watcher")
     check_name(target, "target")
+    remote = _remote(node, at)
     me = _watcher_incarnation(node, watcher, inc, "linking")
     if trap_exits:
         me.trap_exits = True
+    if remote is not None and at is not None:
+        remote.link(me, target, at)
+        return Linked(target)
     if not node.sessions.watch(target, lambda other: node.links.link(me, other)):
         raise AgentNotFound(target, "cannot link to it")
     return Linked(target)

@@ -90,6 +90,7 @@ from .zygote_link import ZygoteLink
 from .zygotes import Zygotes
 
 if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_links import ClusterLinks
     from .cluster_node import ClusterNode
 
 log = logging.getLogger("beamish.node")
@@ -250,13 +251,15 @@ class NodeDaemon:
             self.cluster_node.pinned = open_pinned(own.node, own.dsn, own.cluster,
                                                    self.config.cluster.keys, self.store,
                                                    self.max_message_bytes)
+        self.cluster_links = self._start_cluster_links()
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
             self.stopping, self.dropped_frames, self.sessions, self.stats.take,
             Upgrader(store=self.store, spawner=self.spawner, sessions=self.sessions,
                      zygotes=self.zygotes, emit=self.events.emit, sys_path=self.sys_path,
-                     stopping=self.stopping), cluster=self.cluster_node)
+                     stopping=self.stopping), cluster=self.cluster_node,
+            cluster_links=self.cluster_links)
         if self.config.node.dashboard is not None:
             self._start_dashboard(self.config.node.dashboard)
         cluster = self.config.cluster
@@ -282,6 +285,18 @@ class NodeDaemon:
             return None
         return start_cluster_node(settings, self.paths, self.spawner.settings.node,
                                   self.sys_path, self.store)
+
+    def _start_cluster_links(self) -> ClusterLinks | None:
+        """Monitors and links across the nodes of this node's cluster (None: none)."""
+        member = self.cluster_node
+        if member is None:
+            return None
+        from .cluster_links import start_cluster_links
+        links = start_cluster_links(member.settings.dsn, member.settings.cluster,
+                                    member.settings.node, lambda: member.membership.incarnation,
+                                    self.spawner, self.sessions, self.links)
+        member.on_exit = links.replicated_exited
+        return links
 
     def _start_dashboard(self, bind: str) -> None:
         from .dashboard import CommandSource, DashboardServer
@@ -598,7 +613,7 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("cluster_node", "dashboard", "frontdoor", "metrics", "sessions",
+        for attr in ("cluster_links", "cluster_node", "dashboard", "frontdoor", "metrics", "sessions",
                      "timers", "zygotes",
                      "messenger", "control", "reports", "events", "store"):
             obj = self.__dict__.get(attr)
@@ -617,6 +632,11 @@ class NodeDaemon:
         """Stop every agent in reverse start order; their records stay for the next start
         (sleeping ones stay asleep; no wake starts once the node stops). Replicated
         agents first: their shards are handed back as the node leaves its cluster."""
+        if self.cluster_links is not None:
+            if self.cluster_node is not None:
+                self.cluster_node.on_exit = None
+            self.cluster_links.close()
+            self.cluster_links = None
         if self.cluster_node is not None:
             self.cluster_node.close()
             self.cluster_node = None

@@ -86,6 +86,12 @@ class LinkTable(Generic[Incn]):
         with self._lock:
             return self._holds(incn)
 
+    def related(self, incn: Incn) -> set[Incn]:
+        """Every incarnation that ``incn`` links to, monitors or is monitored by."""
+        with self._lock:
+            return {*self._links.get(incn, ()), *self._monitors.get(incn, ()),
+                    *self._watching.get(incn, ())}
+
     def _holds(self, incn: Incn) -> bool:
         return incn in self._links or incn in self._monitors or incn in self._watching
 

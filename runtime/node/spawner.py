@@ -82,6 +82,9 @@ class Incarnation:
     # Why it asked to fail its supervisor, when its exit is left to someone else to report
     # (it died while falling asleep: node/sessions.py reports it).
     escalate: str | None = None
+    # A stand-in for an agent of node ``remote`` that one of ours monitors or links to
+    # (node/cluster_links.py): no process; what its links and monitors fire goes there.
+    remote: str | None = None
 
     @property
     def limited(self) -> bool:
@@ -196,6 +199,9 @@ class AgentSpawner:
         self.shell = shell
         self.stopping = stopping
         self.fork = fork
+        # ``remote_exit(incn, reason, abnormal)``: an exit to tell the nodes whose agents
+        # link to or monitor ``incn`` (node/cluster_links.py; None: not in a cluster).
+        self.remote_exit: Callable[[Incarnation, str, bool], None] | None = None
         self.lock = threading.Lock()
         # Notified when an incarnation is registered: a request its init sends (monitor,
         # link) can beat the zygote's answer to the fork, and waits for it.
@@ -729,9 +735,18 @@ class AgentSpawner:
             # durable mailbox and reach the next node's incarnations about this one's stop.
             self.links.exited(incn, "shutdown", False, {})
             return
+        self.fire(incn, str(reason), not reason.is_normal)
+
+    def fire(self, incn: Incarnation, reason: str, abnormal: bool) -> None:
+        """Fire the monitors and links of ``incn`` (an exit, or a remote agent's stand-in:
+        its exit or its node's loss): a Down or Exit delivered, a linked agent killed."""
+        if self.remote_exit is not None and incn.remote is None:
+            self.remote_exit(incn, reason, abnormal)  # the other nodes' ends first
         with self.lock:
             traps = {i: i.trap_exits for i in self.current.values()}
-        for action in self.links.exited(incn, str(reason), not reason.is_normal, traps):
+        for action in self.links.exited(incn, reason, abnormal, traps):
+            if (action.to if isinstance(action, Deliver) else action.target).remote is not None:
+                continue  # a stand-in: remote_exit told its node
             if isinstance(action, Deliver):
                 try:
                     self.deliver_info(action.to, action.message)

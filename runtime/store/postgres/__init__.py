@@ -38,6 +38,10 @@ Tables (every row carries its cluster's name, so one database may hold several c
     beamish_routes     (cluster, name)       node (node-pinned agents: whose LMDB holds
                                              the name; `.routes`)
     beamish_node_keys  (cluster, node)       public_key (what the others forward with)
+    beamish_link_signals  id                 cluster, to_node (indexed), op, ref, ...:
+                                             monitors and links across nodes (`.links`)
+    beamish_link_watches  ref                cluster, target (indexed), node, incarnation,
+                                             name: monitors of replicated agents
 
 Fencing, the one rule every replicated commit obeys: the transaction first reads its
 shard row ``FOR SHARE`` and goes on only if ``owner`` is this node and ``epoch`` is the

@@ -148,6 +148,33 @@ DDL: tuple[str, ...] = (
            node       text NOT NULL,
            public_key text NOT NULL,
            PRIMARY KEY (cluster, node))""",
+    # Monitors and links across nodes (`.links`): signals in flight between two nodes,
+    # taken (deleted) by their receiver.
+    """CREATE TABLE IF NOT EXISTS beamish_link_signals (
+           id               bigserial PRIMARY KEY,
+           cluster          text NOT NULL,
+           op               text NOT NULL,
+           ref              bigint NOT NULL,
+           to_node          text NOT NULL,
+           to_incarnation   bigint NOT NULL,
+           from_node        text NOT NULL,
+           from_incarnation bigint NOT NULL,
+           name             text NOT NULL,
+           target           text NOT NULL,
+           reason           text NOT NULL,
+           abnormal         boolean NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS beamish_link_signals_to
+           ON beamish_link_signals (cluster, to_node)""",
+    # ... and the monitors of replicated agents, kept by name wherever their owner is.
+    """CREATE TABLE IF NOT EXISTS beamish_link_watches (
+           ref         bigint PRIMARY KEY DEFAULT nextval('beamish_link_signals_id_seq'),
+           cluster     text NOT NULL,
+           target      text NOT NULL,
+           node        text NOT NULL,
+           incarnation bigint NOT NULL,
+           name        text NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS beamish_link_watches_target
+           ON beamish_link_watches (cluster, target)""",
 )
 
 
