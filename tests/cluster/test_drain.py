@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from beamish.runtime import BeamishError, Node, RemoteNode, start_node
+from beamish.runtime.cluster.placement import owner_for
 from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 from tests.cluster.test_failover import ClusterNodes, three_nodes  # noqa: F401 - fixture
 from tests.conftest import beamish, wait_until
@@ -32,6 +33,8 @@ class Rotation:
     changes, so that the test knows when every sender has moved on from a node."""
 
     def __init__(self, names: list[str]) -> None:
+        self.phase = "start"  # what the test does now (said with a failure)
+        self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.names = list(names)
         self.gen = 0
@@ -84,7 +87,9 @@ class Sender:
                         client.cast(agent, ["cast", self.index, self.seq])
                     self.acked.setdefault(agent, []).append(self.seq)
                 except BeamishError as exc:
-                    self.failures.append(f"{agent} via {via}, #{self.seq}: {exc!r}")
+                    self.failures.append(
+                        f"{time.monotonic() - self.rotation.t0:.1f} s, during "
+                        f"{self.rotation.phase}: {agent} via {via}, #{self.seq}: {exc!r:.90}")
                 self.gen_done = gen
                 time.sleep(0.003)
         finally:
@@ -129,8 +134,11 @@ def _check_ledgers(client: Node, agents: list[str], senders: list[Sender]) -> in
 
 
 def _balanced(nodes: ClusterNodes) -> bool:
-    held = [len(nodes.locals[n].cluster().shards) for n in nodes.names]  # type: ignore[union-attr]
-    return sum(held) == DEFAULT_SHARDS and min(held) >= DEFAULT_SHARDS // 4
+    """Whether every node owns exactly the shards the placement gives it."""
+    want = {n: {s for s in range(DEFAULT_SHARDS) if owner_for(s, nodes.names) == n}
+            for n in nodes.names}
+    return all(set(nodes.locals[n].cluster().shards) == want[n]  # type: ignore[union-attr]
+               for n in nodes.names)
 
 
 def _config_of(nodes: ClusterNodes, name: str) -> str:
@@ -187,6 +195,7 @@ def _zombie(pid: int) -> bool:
 
 
 @pytest.mark.cluster_faults
+@pytest.mark.timeout(900)
 def test_a_rolling_drain_of_every_node_under_load_fails_no_call_and_loses_nothing(
         three_nodes: ClusterNodes):  # noqa: F811 - the fixture
     """Each node in turn leaves the rotation, is drained (through the CLI on its dir,
@@ -204,6 +213,7 @@ def test_a_rolling_drain_of_every_node_under_load_fails_no_call_and_loses_nothin
         wait_until(lambda: all(s.seq > 60 for s in senders), timeout=60)
         for i, victim in enumerate(nodes.names):
             _out_of_service(rotation, senders, victim)
+            rotation.phase = f"drain of {victim}"
             began = time.monotonic()
             local = nodes.locals[victim]
             if i == 0:
@@ -222,10 +232,18 @@ def test_a_rolling_drain_of_every_node_under_load_fails_no_call_and_loses_nothin
                 st = local.drain(timeout=60)
                 assert st.shards_left == 0 and st.shards_at_start > 0, st
             drained = time.monotonic() - began
+            rotation.phase = f"restart of {victim}"
             nodes.locals[victim] = start_node(os.path.join(nodes.base, victim),
                                               config=_config_of(nodes, victim))
-            wait_until(lambda: _balanced(nodes), timeout=90, what="shards back")
+            rotation.phase = f"rebalance to {victim}"
+            try:
+                wait_until(lambda: _balanced(nodes), timeout=90, what="shards back")
+            except BaseException:
+                print({n: nodes.locals[n].cluster() for n in nodes.names})
+                print(beamish("nodes", "--postgres", nodes.dsn, "--cluster", "t").stdout)
+                raise
             rotation.add(victim)
+            rotation.phase = f"load after {victim}"
             timings.append((victim, drained, time.monotonic() - began))
             sent = sum(s.seq for s in senders)
             wait_until(lambda n=sent: sum(s.seq for s in senders) > n + 60, timeout=60)
