@@ -62,6 +62,7 @@ class Sender:
     agents: list[str]
     acked: dict[str, list[int]] = field(default_factory=dict)
     calls: int = 0
+    latencies: list[float] = field(default_factory=list)  # each call's, in s
     failures: list[str] = field(default_factory=list)
     seq: int = 0
     gen_done: int = 0  # the rotation's generation its last finished request was sent in
@@ -80,7 +81,9 @@ class Sender:
                 self.seq += 1
                 try:
                     if self.seq % 3 == 0:
+                        sent = time.monotonic()
                         got = client.call(agent, ["call", self.index, self.seq])
+                        self.latencies.append(time.monotonic() - sent)
                         assert got == self.seq, (agent, got, self.seq)
                         self.calls += 1
                     else:
@@ -115,11 +118,20 @@ def _out_of_service(rotation: Rotation, senders: list[Sender], name: str) -> Non
                what=f"senders moved off {name}")
 
 
+def _latencies(senders: list[Sender]) -> str:
+    calls = sorted(x for s in senders for x in s.latencies)
+    if not calls:
+        return "no call"
+    return (f"{len(calls)} calls: p50 {calls[len(calls) // 2] * 1000:.0f} ms, p99 "
+            f"{calls[int(len(calls) * 0.99)] * 1000:.0f} ms, max {calls[-1] * 1000:.0f} ms")
+
+
 def _check_ledgers(client: Node, agents: list[str], senders: list[Sender]) -> int:
     """Every agent's applied messages against the senders' ledgers, exactly; return how
     many acknowledged messages were checked."""
-    assert not [f for s in senders for f in s.failures], \
-        [f for s in senders for f in s.failures][:10]
+    print(f"\ncall latency through the drains: {_latencies(senders)}")
+    failures = [f for s in senders for f in s.failures]
+    assert not failures, "\n".join(failures[:20])
     checked = 0
     for a in agents:
         applied = client.call(a, "get", timeout=30)
