@@ -48,6 +48,7 @@ class Drainer:
         self._stop_node = stop
         self._clock = clock
         self._lock = threading.Lock()
+        self._seen = threading.Lock()
         self._thread: threading.Thread | None = None
         self._started = 0.0
         self._timeout = DEFAULT_TIMEOUT_S
@@ -88,9 +89,11 @@ class Drainer:
             return final
         membership = self.cluster.membership
         plan = membership.last_plan
-        if plan is not self._last_plan:  # a round ran since the last look
-            self._last_plan = plan
-            self._rounds += 1
+        with self._seen:  # asked by the control loop and the drain thread alike
+            if plan is not self._last_plan:  # a round ran since the last look
+                self._last_plan = plan
+                self._rounds += 1
+            rounds = self._rounds
         held = len(membership.held)
         elapsed = self._clock() - self._started
         settings = self.cluster.settings
@@ -98,7 +101,7 @@ class Drainer:
             settings.node, settings.cluster,
             drain_phase(membership.drained, elapsed, self._timeout), self._at_start, held,
             self.cluster.status().replicated, elapsed, self._timeout,
-            stalled(held, self._rounds, len(plan.release), len(plan.waiting)))
+            stalled(held, rounds, len(plan.release), len(plan.waiting)))
 
     def _run(self) -> None:
         last = (-1, False)
