@@ -458,3 +458,29 @@ class UpgradeImportError(UpgradeFailed):
 
 ERRORS["UpgradeFailed"] = UpgradeFailed
 ERRORS["UpgradeImportError"] = UpgradeImportError
+
+
+class DrainIncomplete(BeamishError):
+    """``beamish node drain`` (`Node.drain`) ran out of time before the node had handed
+    every shard off (most often: no other node alive and not draining could take them).
+    The node stopped all the same and released its shards as it left: their messages stay
+    in PostgreSQL for the next owner, but calls to their agents wait until a node claims
+    them.
+
+    Attributes:
+        node: the node's name in its cluster.
+        shards_left: the shards it still held.
+        timeout: the drain's timeout (s).
+    """
+
+    def __init__(self, node: str, shards_left: int, timeout: float) -> None:
+        super().__init__(
+            f"node {node!r} was not drained within {timeout:g} s: {shards_left} shard(s) "
+            "left, released as it stopped; check that another node is alive and not "
+            "draining (`beamish nodes`), or give the drain more time (--timeout)")
+        self.node = node
+        self.shards_left = shards_left
+        self.timeout = timeout
+
+
+ERRORS["DrainIncomplete"] = DrainIncomplete

@@ -48,12 +48,14 @@ from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
 from ..cluster.forward import pinned_spawn
+from ..cluster.drain import DrainPhase, DrainStatus
 from ..cluster.frontdoor import TransportStatus
 from ..cluster.status import ClusterStatus
 from ..errors import (
     ERRORS,
     BeamishError,
     ConfigError,
+    DrainIncomplete,
     NodeAlreadyRunning,
     NodeNotRunning,
     SpawnError,
@@ -71,6 +73,9 @@ from ..node.eventlog import PAGE_MAX as EVENTS_PAGE
 from ..node.stats import NodeStats
 from ..store import open_store
 from ..store.protocol import Store
+from .drain import REQUEST_TIMEOUT_S as DRAIN_REQUEST_S
+from .drain import STOP_WAIT_S as DRAIN_STOP_WAIT_S
+from .drain import drain_node
 from .logs import follow as follow_log
 from .logs import generations, last_lines
 
@@ -846,6 +851,28 @@ class Node:
         self._wait_gone(timeout)
         self.close()
 
+    def drain(self, timeout: float = 120.0,
+              on_progress: Callable[[DrainStatus], None] | None = None) -> DrainStatus:
+        """Hand this cluster node's replicated agents to the others, shard by shard, then
+        stop it (``beamish node drain``; docs/cluster.md): no acknowledged message is lost
+        and calls in flight are answered by the new owners. Blocks until the node stopped;
+        ``on_progress`` is called with each change of its `DrainStatus`; closes this
+        connection.
+
+        Raises:
+            ConfigError: the node is not in a cluster, or ``timeout`` is not > 0.
+            DrainIncomplete: shards were left after ``timeout`` s (the node stopped all the
+                same, releasing them as it left).
+        """
+        st = drain_node(lambda t: self._control.request("drain", {"timeout": t},
+                                                        timeout=DRAIN_REQUEST_S),
+                        self.dir, timeout, on_progress)
+        self._wait_gone(DRAIN_STOP_WAIT_S)
+        self.close()
+        if st.phase is DrainPhase.INCOMPLETE:
+            raise DrainIncomplete(st.node, st.shards_left, st.timeout)
+        return st
+
     def _wait_gone(self, timeout: float) -> None:
         proc = _daemons.pop(self.pid, None)
         if proc is not None:
@@ -1298,6 +1325,11 @@ class AsyncNode:
         """`Node.transport` as a coroutine."""
         value = await self._request("transport")
         return None if value is None else TransportStatus.from_wire(value)
+
+    async def drain(self, timeout: float = 120.0,
+                    on_progress: Callable[[DrainStatus], None] | None = None) -> DrainStatus:
+        """`Node.drain` as a coroutine (it polls the node from a worker thread)."""
+        return await asyncio.to_thread(self.node.drain, timeout, on_progress)
 
     async def shutdown(self, timeout: float = 300.0) -> None:
         """`Node.shutdown` as a coroutine: stops every agent, then the daemon; returns once

@@ -22,6 +22,7 @@ from .._validation import check_timeout
 from ..errors import BeamishError, ConfigError, UpgradeFailed
 from ..messaging.spawnargs import check_shutdown
 from ..node.eventlog import PAGE_MAX
+from . import drain as drain_cli
 from . import nodes as nodes_cli
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ examples:
   beamish stop c1                          orderly stop; its state is kept
   beamish sleep c1                         no process until its next message
   beamish node stop                        stop every agent, then the node
+  beamish node drain                       a cluster node: hand its agents off, then stop
   beamish bench --quick                    beamish vs plain threads, side by side
 """
 
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "and refuse to start when an agent of the tree fails to start")
     start.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     node_sub.add_parser("stop", parents=[common], help="stop every agent, then the node")
+    drain_cli.add_parser(node_sub, common)
     node_sub.add_parser("status", parents=[common], help="is a node running here?").add_argument(
         "--json", action="store_true", help="machine-readable output")
 
@@ -446,6 +449,9 @@ def _run(args: argparse.Namespace) -> int:
                       "that fail)", file=sys.stderr)
             node.close()
             return 0
+        if args.node_command == "drain":
+            target = connect(d)
+            return drain_cli.run(target.drain, target.dir, args)
         if args.node_command == "stop":
             node = connect(d)
             pid = node.pid

@@ -182,6 +182,9 @@ class RemoteNode(Node):
             pass
         self.close()
 
+    def _wait_gone(self, timeout: float) -> None:
+        """Nothing to wait for here: the node exits on its own machine (`Node.drain`)."""
+
     def transport(self) -> TransportStatus | None:
         """The node's TCP front door (`Node.transport`)."""
         value = self._control.request("transport")

@@ -533,12 +533,11 @@ class FrontDoor:
             log.warning("the front door's relay took no answer within %d ms (closed or "
                         "failed): a remote client gets none", PUSH_TIMEOUT_MS)
 
-    def close(self) -> None:
-        """Stop taking requests, let the calls/casts running finish and their answers go
-        out (up to `CLOSE_WAIT_S`), then stop relaying and authenticating and close every
-        socket and the context."""
+    def quiesce(self) -> int:
+        """Stop taking calls and casts and let those running finish (up to
+        `CLOSE_WAIT_S`); answers to them and to relayed requests still go out. Return how
+        many still run."""
         self.closing.set()
-        self.pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + CLOSE_WAIT_S
         with self._done:
             if self.inflight:
@@ -546,7 +545,15 @@ class FrontDoor:
                          CLOSE_WAIT_S, self.inflight)
             while self.inflight and (left := deadline - time.monotonic()) > 0:
                 self._done.wait(left)
-            running = self.inflight
+            return self.inflight
+
+    def close(self) -> None:
+        """Stop taking requests, let the calls/casts running finish and their answers go
+        out (up to `CLOSE_WAIT_S`, `quiesce`), then stop relaying and authenticating and
+        close every socket and the context."""
+        self.closing.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        running = self.quiesce()
         # The last answers were pushed before their slots were given back; the relay sends
         # what it has read before it looks at `stopping` again.
         self.stopping.set()

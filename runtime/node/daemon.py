@@ -67,6 +67,7 @@ from ..messaging.wire import Rejected, ReportKind, parse_report, worth_logging
 from ..store import memory_path, open_store, wipe
 from ..store.protocol import Store, Txn
 from ..store.records import NodeFields
+from .cluster_drain import Drainer, drain_answer
 from .commands import (
     COMMANDS,
     NodeView,
@@ -252,6 +253,8 @@ class NodeDaemon:
                                                    self.config.cluster.keys, self.store,
                                                    self.max_message_bytes)
         self.cluster_links = self._start_cluster_links()
+        self.drainer: Drainer | None = None if self.cluster_node is None else \
+            Drainer(self.cluster_node, self.stopping.set)  # beamish node drain
         self.view = NodeView(
             self.paths, self.config, self.started_at, self.store, self.registry,
             self.spawner, self.links, self.events, self.events.emit, self.ring, self.root,
@@ -449,6 +452,9 @@ class NodeDaemon:
                 self._answer(ident, env.msg_id,
                              value_answer(member and member.status().to_wire()))
                 continue
+            if env.payload["op"] == "drain":  # beamish node drain (node/cluster_drain.py)
+                self._answer(ident, env.msg_id, drain_answer(self.drainer, env.payload))
+                continue
             if env.payload["op"] == "spawn" and env.payload.get("lazy") is True \
                     and env.payload.get("durability") is None and self.cluster_node is None:
                 # A lazy spawn is one record write: served here, without a thread handoff
@@ -631,7 +637,10 @@ class NodeDaemon:
     def shutdown_tree(self) -> None:
         """Stop every agent in reverse start order; their records stay for the next start
         (sleeping ones stay asleep; no wake starts once the node stops). Replicated
-        agents first: their shards are handed back as the node leaves its cluster."""
+        agents first: their shards are handed back as the node leaves its cluster; before
+        them, the front door's calls still running end (they may wait on those agents)."""
+        if self.frontdoor is not None:
+            self.frontdoor.quiesce()
         if self.cluster_links is not None:
             if self.cluster_node is not None:
                 self.cluster_node.on_exit = None
