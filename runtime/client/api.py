@@ -47,8 +47,8 @@ from .._types import (
 from .._upgrades import UpgradeReport
 from .._validation import check_lookup_name, check_name, check_timeout
 from ..agent.base import Agent
-from ..cluster.forward import pinned_spawn
 from ..cluster.drain import DrainPhase, DrainStatus
+from ..cluster.forward import pinned_spawn
 from ..cluster.frontdoor import TransportStatus
 from ..cluster.status import ClusterStatus
 from ..errors import (
