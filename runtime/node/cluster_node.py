@@ -346,7 +346,12 @@ class ClusterNode:
     # -- rings ---------------------------------------------------------------------------------
     def appended(self, name: str) -> None:
         """A message for ``name`` was committed in PostgreSQL outside the messenger (a
-        resent dead letter): ring its owner."""
+        resent dead letter): ring it if it runs here, else its owner."""
+        with self._lock:
+            proc = self._procs.get(name)
+        if proc is not None and proc.popen.poll() is None:
+            self.messenger.ring(self.paths.agent_inbox(proc.id), ring_frame(0))
+            return
         self._appended(name)
 
     def _appended(self, name: str) -> None:
