@@ -29,6 +29,7 @@ that they never share an inbox path with the node's own (LMDB) agents.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -71,6 +72,7 @@ from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence, Reply, ReplyError
 from .classify import ExitEvidence, classify
 from .config import ClusterSection
+from .timers import FIRE_BATCH
 
 log = logging.getLogger("beamish.cluster")
 
@@ -149,6 +151,8 @@ class _Proc:
     started: float = 0.0  # time.monotonic() at its start
     stopping: bool = False
     incarnation: int = 0
+    idle_timeout: float | None = None
+    idle_since: tuple[int, float] = (-1, 0.0)  # (messages handled, since when) unchanged
 
 
 class ClusterNode:
@@ -402,6 +406,7 @@ class ClusterNode:
                 if rescan or now >= next_check:
                     next_check = now + RECHECK_S
                     self._check_all()
+                    self._fire_timers()
                 for name in rings:
                     self._wake(name)
             except StoreError as exc:
@@ -479,23 +484,56 @@ class ClusterNode:
             return
         shards = self.settings.shards
 
-        def scan(t: Txn) -> tuple[list[AgentRecord], set[int], list[tuple[int, int]]]:
+        with self._lock:
+            idle_watch = {n for n, p in self._procs.items() if p.idle_timeout is not None}
+
+        def scan(t: Txn) -> tuple[list[AgentRecord], set[int], list[tuple[int, int]],
+                                  dict[str, int]]:
             recs = [r for r in t.agents() if shard_of(r.name, shards) in owned]
             woken = {agent_id for agent_id, _ in t.wakes()}
             depths = [(r.id, t.depth(r.id)) for r in recs]
-            return recs, woken, depths
-        recs, woken, depths = self.store.read(scan)
+            progress = {r.name: t.processed(r.id) for r in recs if r.name in idle_watch}
+            return recs, woken, depths, progress
+        recs, woken, depths, progress = self.store.read(scan)
         depth = dict(depths)
+        now = time.monotonic()
         for rec in recs:
             with self._lock:
                 proc = self._procs.get(rec.name)
             if proc is not None:
                 if depth.get(rec.id, 0) and proc.popen.poll() is None:
                     self.messenger.ring(self.paths.agent_inbox(rec.id), ring_frame(0))
+                elif rec.name in progress and proc.idle_timeout is not None:
+                    self._watch_idle(proc, progress[rec.name], now)
                 continue
             if rec.status in _SHOULD_RUN or rec.id in woken or (
                     rec.status in ACCEPTS_MESSAGES and depth.get(rec.id, 0)):
                 self._start(rec)
+
+    def _watch_idle(self, p: _Proc, processed: int, now: float) -> None:
+        """``p`` has no mail and has handled ``processed`` messages: put it to sleep once
+        that count stayed the same for its ``idle_timeout`` (judged by its owner at each
+        re-check, from PostgreSQL: no hint from the agent)."""
+        assert p.idle_timeout is not None
+        if p.idle_since[0] != processed:
+            p.idle_since = (processed, now)
+        elif now - p.idle_since[1] >= p.idle_timeout and not p.stopping:
+            p.idle_since = (processed, math.inf)  # once
+            threading.Thread(target=self._apply, args=("sleep", None, p.name, "idle"),
+                             name="beamish-cluster-op", daemon=True).start()
+
+    def _fire_timers(self) -> None:
+        """Fire the cluster's due durable timers of replicated agents (any node may: each
+        is taken and its message appended in one transaction, so it fires once), then
+        ring their owners."""
+        now_ns = time.time_ns()
+        due = self.store.read(lambda t: t.next_timer_due())
+        while due is not None and due <= now_ns:
+            fired = self.store.write(fire_timers_txn(now_ns))
+            for name in fired:
+                self._appended(name)
+            if len(fired) < FIRE_BATCH:
+                return
 
     def _wake(self, name: str) -> None:
         with self._lock:
@@ -560,7 +598,8 @@ class ClusterNode:
         shutdown = cur.shutdown if isinstance(cur.shutdown, (int, float)) else 5.0
         with self._lock:
             self._procs[name] = _Proc(name, cur.id, shard, epoch, popen, float(shutdown),
-                                      time.monotonic(), incarnation=cur.incarnation)
+                                      time.monotonic(), incarnation=cur.incarnation,
+                                      idle_timeout=cur.idle_timeout)
             lost = self._epochs.get(shard) != epoch
         if lost:  # lost or fenced while it started
             _signal(popen, signal.SIGKILL)
@@ -651,7 +690,8 @@ class ClusterNode:
         threading.Thread(target=self._apply, args=(op, bytes.fromhex(hex_id), name),
                          name="beamish-cluster-op", daemon=True).start()
 
-    def _apply(self, op: str, request_id: bytes, name: str) -> None:
+    def _apply(self, op: str, request_id: bytes | None, name: str,
+               reason: str = "requested") -> None:
         """Run request ``op`` on agent ``name`` as its owner: its process stopped after its
         current group (``terminate("normal")``, or ``("sleep", state)``), then its record
         changed and the answer put in one commit fenced by this node's grant. Nothing if
@@ -687,8 +727,9 @@ class ClusterNode:
                             t.pop_failure(cur.id)
                             t.put_agent(replace(cur, status=OP_STATUS[op], pid=None,
                                                 recover_pending=False))
-                    t.put_reply(request_id, Reply(error is None, time.time() + 60.0,
-                                                  pack(None), error))
+                    if request_id is not None:
+                        t.put_reply(request_id, Reply(error is None, time.time() + 60.0,
+                                                      pack(None), error))
                     return changed
                 changed = self.store.write_fenced(commit, [Fence(shard, self.settings.node,
                                                                  epoch)])
@@ -699,7 +740,7 @@ class ClusterNode:
                     self._held.pop(name, None)
         if changed:
             self._delays.pop(name, None)
-            self.emit(OP_EVENT[op], name, "root", "requested" if op == "sleep" else "normal")
+            self.emit(OP_EVENT[op], name, "root", reason if op == "sleep" else "normal")
             log.info("replicated agent %r: %s done", name, op)
             if op == "restart":
                 self._wake(name)
@@ -718,6 +759,24 @@ class ClusterNode:
         with self._lock:
             if self._procs.get(p.name) is p:
                 del self._procs[p.name]
+
+
+def fire_timers_txn(now_ns: int) -> Callable[[Txn], list[str]]:
+    """The transaction that fires up to `FIRE_BATCH` durable timers due at ``now_ns``
+    (each removed and its message appended together; a sleeping agent marked to be woken)
+    and returns the names of their agents."""
+    def txn(t: Txn) -> list[str]:
+        names = []
+        timers, _ = t.take_due_timers(now_ns, FIRE_BATCH)
+        for timer in timers:
+            t.append_packed(timer.agent_id, pack(timer.message(now_ns / 1e9).to_wire()))
+            rec = t.get_agent(timer.name) if timer.name else None
+            if rec is not None and rec.id == timer.agent_id:
+                if rec.status == AgentStatus.SLEEPING:
+                    t.put_wake(rec.id, rec.name)
+                names.append(rec.name)
+        return names
+    return txn
 
 
 OP_STATUS = {"stop": AgentStatus.STOPPED, "sleep": AgentStatus.SLEEPING,

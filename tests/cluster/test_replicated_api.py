@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 LEDGER = "tests.agents.cluster_agents:Ledger"
 FLAKY = "tests.agents.cluster_agents:Flaky"
 CAREFUL = "tests.agents.cluster_agents:Careful"
+ALARM = "tests.agents.cluster_agents:Alarm"
 
 
 @dataclass
@@ -244,3 +245,28 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_timers_of_replicated_agents_fire_once_and_idle_ones_fall_asleep(two_nodes: TwoNodes):
+    nodes = two_nodes
+    name, sleeper = nodes.names_on("n1", 2, "tm")
+    n2 = nodes.locals["n2"]
+    n2.spawn(ALARM, name=name, durability="replicated")
+    n2.call(name, ["after", 0.5, "t1"])
+    gone = n2.call(name, ["after", 1.0, "cancelled"])
+    assert n2.call(name, ["cancel", gone]) is True
+    n2.call(name, ["after", 1.5, "t2"])
+    n2.sleep(name)        # asleep: its timer wakes it
+    wait_until(lambda: n2.call(name, "get", timeout=15) == ["t1", "t2"], timeout=60,
+               what="both timers fired, once each")
+    time.sleep(1.5)
+    assert n2.call(name, "get") == ["t1", "t2"]   # the cancelled one never fires
+
+    n2.spawn(LEDGER, name=sleeper, durability="replicated", idle_timeout=1.0)
+    n2.cast(sleeper, 1)
+    wait_until(lambda: n2.info(sleeper).status == "sleeping", timeout=30,
+               what="the idle replicated agent asleep")
+    assert n2.info(sleeper).pid is None
+    assert n2.call(sleeper, "get") == [1]          # a message wakes it on its owner
+    kinds = [(e.kind, e.reason) for e in nodes.locals["n1"].events(name=sleeper)]
+    assert ("slept", "idle") in kinds, kinds
