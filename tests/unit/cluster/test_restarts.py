@@ -30,11 +30,15 @@ I = RestartIntensity(max_restarts=3, max_seconds=5.0)
     # restarts older than the window are forgotten
     ("permanent", False, (1.0, 4.0, 9.0), 10.0, 0.1,
      AfterExit(Verdict.RESTART, 1.0, (9.0, 10.0))),
-    # a process that ran RESTART_RESET_S restarts after the first delay
-    ("permanent", False, (8.0, 9.0), 30.0, 12.0, AfterExit(Verdict.RESTART, 0.5, (30.0,))),
 ])
 def test_after_exit(restart, normal, history, now, ran_for, expected):
     assert after_exit(restart, normal, history, now, ran_for, I) == expected
+
+
+def test_a_process_that_ran_long_restarts_after_the_first_delay():
+    wide = RestartIntensity(max_restarts=5, max_seconds=60.0)
+    got = after_exit("permanent", False, (1.0, 2.0), 14.0, 11.0, wide)
+    assert got == AfterExit(Verdict.RESTART, 0.5, (1.0, 2.0, 14.0))
 
 
 def test_after_exit_delay_is_capped():
