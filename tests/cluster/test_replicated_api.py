@@ -161,6 +161,9 @@ def test_cli_verbs_on_replicated_agents_locally_and_with_connect(two_nodes: TwoN
     assert n1.info(name).status == "stopped"
     beamish("restart", name, "--dir", n1.dir, check=True)
     assert n1.info(name).status == "running"
+    table = beamish("ps", *remote, check=True).stdout.splitlines()
+    assert table[0].split()[-1] == "NODE" and table[1].split()[0] == name, table
+    assert table[1].split()[-1] == nodes.owner(name), table
     beamish("delete", name, *remote, check=True)
     with pytest.raises(AgentNotFound):
         n1.info(name)
