@@ -426,7 +426,10 @@ class Node:
         one: the node is in a cluster (asked once), and it has no record of ``name``.
         Their messages go through the node, to the cluster's PostgreSQL."""
         if self._in_cluster is None:
-            self._in_cluster = self._control.request("cluster") is not None
+            try:
+                self._in_cluster = self._control.request("cluster") is not None
+            except NodeNotRunning:
+                return False  # the node is gone: the lookup's own AgentNotFound stands
         return self._in_cluster and \
             self._store.read(lambda t: t.get_agent(name)) is None
 
