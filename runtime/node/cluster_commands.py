@@ -4,7 +4,7 @@ a cluster: what ``commands.py`` hands over when a name is none of the node's own
 * ``stop``, ``sleep``, ``delete``, ``restart``: `ClusterNode.request` has the owner of the
   agent's shard do it (from any node), and waits for its answer.
 * ``dead_letters``, ``state``, ``resend_dead_letter``: the same commands, run on a view of
-  the node whose store is the cluster's PostgreSQL (`replicated_view`).
+  the node whose store is the cluster's PostgreSQL (``commands._replicated_view``).
 * ``ps``: the node's own page and the replicated agents' page (both in name order, each
   read with the page's ``limit``) merged by `merge_pages`: a 100,000-agent cluster is
   listed a page at a time without reading every record (``--after`` pages on).
@@ -15,11 +15,9 @@ a cluster: what ``commands.py`` hands over when a name is none of the node's own
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from .commands import NodeView
+from ..store.protocol import Store
 
 
 class Named(Protocol):
@@ -33,17 +31,10 @@ class Named(Protocol):
 R = TypeVar("R", bound=Named)
 
 
-def is_replicated(node: NodeView, name: str) -> bool:
-    """Whether ``name`` is a replicated agent's for this node: it is in a cluster and has
-    no agent of its own by that name."""
-    return node.cluster is not None and node.store.read(lambda t: t.get_agent(name)) is None
-
-
-def replicated_view(node: NodeView, name: str) -> NodeView:
-    """``node``, or for a replicated agent's name a view of it on the cluster's store."""
-    if node.cluster is None or not is_replicated(node, name):
-        return node
-    return replace(node, store=node.cluster.store)
+def is_replicated(store: Store, name: str) -> bool:
+    """Whether ``name`` is a replicated agent's for a node in a cluster whose own store is
+    ``store``: the node has no agent of its own by that name."""
+    return store.read(lambda t: t.get_agent(name)) is None
 
 
 def merge_pages(own: Sequence[R], own_more: int, others: Sequence[R], others_more: int,

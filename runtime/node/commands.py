@@ -67,7 +67,7 @@ from ..store.records import (
     Spawning,
     SupervisorRecord,
 )
-from .cluster_commands import hidden_counts, is_replicated, merge_pages, replicated_view
+from .cluster_commands import hidden_counts, is_replicated, merge_pages
 from .config import ConfigDrift, NodeConfig, agent_drift, parse_config
 from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
@@ -561,6 +561,13 @@ def _is_supervisor(node: NodeView, name: str) -> bool:
     return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
+def _replicated_view(node: NodeView, name: str) -> NodeView:
+    """``node``, or for a replicated agent's name a view of it on the cluster's store."""
+    if node.cluster is None or not is_replicated(node.store, name):
+        return node
+    return replace(node, store=node.cluster.store)
+
+
 def _require(node: NodeView, name: str) -> AgentRecord:
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
@@ -581,7 +588,7 @@ def stop(node: NodeView, name: str) -> NameStatus:
             `CLAIM_WAIT_S`.
     """
     check_lookup_name(name)
-    if node.cluster is not None and is_replicated(node, name):  # its shard's owner stops it
+    if node.cluster is not None and is_replicated(node.store, name):  # its shard's owner stops it
         node.cluster.request(name, "stop")
         return NameStatus(name, AgentStatus.STOPPED)
     with node.sessions.transition(name):
@@ -619,7 +626,7 @@ def sleep(node: NodeView, name: str) -> NameStatus:
             stopped).
     """
     check_lookup_name(name)
-    if node.cluster is not None and is_replicated(node, name):
+    if node.cluster is not None and is_replicated(node.store, name):
         node.cluster.request(name, "sleep")
         return NameStatus(name, AgentStatus.SLEEPING)
     node.sessions.sleep(name, "requested")
@@ -656,7 +663,7 @@ def delete(node: NodeView, name: str) -> Deleted:
     """``{"op": "delete", "name"}`` -> ``{"name", "deleted": true}``: stop it if running and
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     check_lookup_name(name)
-    if node.cluster is not None and is_replicated(node, name):
+    if node.cluster is not None and is_replicated(node.store, name):
         node.cluster.request(name, "delete")
         return Deleted(name)
     with node.sessions.transition(name):
@@ -884,7 +891,7 @@ def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:
     """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
     (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
-    node = replicated_view(node, check_lookup_name(name))
+    node = _replicated_view(node, check_lookup_name(name))
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec.id))
     return [DeadLetter(seq, e.message.kind, _dead_msg(e.message), e.failure, e.time)
@@ -934,7 +941,7 @@ def state(node: NodeView, name: str) -> AgentState:
     """``{"op": "state", "name"}`` -> ``{"name", "version", "state", "processed"}``: the
     agent's last committed state, read from the store (read-only: a running agent is not
     disturbed; a sleeping one is not woken). Shown by the dashboard (docs/dashboard.md)."""
-    node = replicated_view(node, check_lookup_name(name))
+    node = _replicated_view(node, check_lookup_name(name))
     rec = _require(node, name)
     raw = node.store.read(lambda t: t.get_state(rec.id))
     if raw is None:
@@ -947,7 +954,7 @@ def resend_dead_letter(node: NodeView, name: str, seq: int) -> Resent:
     """``{"op": "resend_dead_letter", "name", "seq"}`` -> ``{"name", "seq"}`` (the new seq):
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
-    view = replicated_view(node, check_lookup_name(name))
+    view = _replicated_view(node, check_lookup_name(name))
     if view is not node and node.cluster is not None:
         resent = resend_dead_letter(view, name, seq)
         node.cluster.appended(name)  # ring its owner
