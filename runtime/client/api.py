@@ -53,6 +53,7 @@ from ..cluster.frontdoor import TransportStatus
 from ..cluster.status import ClusterStatus
 from ..errors import (
     ERRORS,
+    AgentNotFound,
     BeamishError,
     ConfigError,
     DrainIncomplete,
@@ -394,6 +395,7 @@ class Node:
         self._messenger = Messenger(paths, self._store, info.max_message_bytes)
         pid = self.pid
         self._control = ControlClient(paths, self._messenger.ctx, alive=lambda: _alive(pid))
+        self._clustered: bool | None = None  # whether the node is in a cluster (asked once)
         # What `start_node` did not apply as the tree declares it (set by start_node).
         self.start_report = StartReport()
         self._closed = False
@@ -408,11 +410,32 @@ class Node:
     # -- messages ------------------------------------------------------------------------------
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """Call agent ``name`` (see `AgentRef.call`)."""
-        return self._messenger.call(name, msg, timeout)
+        try:
+            return self._messenger.call(name, msg, timeout)
+        except AgentNotFound:
+            if not self._replicated(name):
+                raise
+        return self._control.request("call", {"name": name, "msg": msg, "timeout": timeout},
+                                     timeout=timeout + 5.0)
 
     def cast(self, name: str, msg: Any) -> None:
         """Cast to agent ``name`` (see `AgentRef.cast`)."""
-        self._messenger.cast(name, msg)
+        try:
+            self._messenger.cast(name, msg)
+        except AgentNotFound:
+            if not self._replicated(name):
+                raise
+            self._control.request("cast", {"name": name, "msg": msg})
+
+    def _replicated(self, name: str) -> bool:
+        """Whether ``name``, which is none of this node's own agents, may be a replicated
+        one: the node is in a cluster (asked once), and it has no record of ``name``.
+        Their messages go through the node, to the cluster's PostgreSQL."""
+        try:
+            clustered = self._in_cluster()
+        except NodeNotRunning:
+            return False  # the node is gone: the lookup's own AgentNotFound stands
+        return clustered and self._store.read(lambda t: t.get_agent(name)) is None
 
     def cast_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """Cast each ``(name, msg)`` of ``items`` in one commit: each agent gets its
@@ -425,7 +448,13 @@ class Node:
                 (none is sent).
             ConfigError: not a list of ``(name, msg)`` pairs, or a name is not valid.
         """
-        self._messenger.cast_many(items)
+        items = list(items)
+        try:
+            self._messenger.cast_many(items)
+        except AgentNotFound as exc:
+            if not self._replicated(exc.name):
+                raise
+            self._control.request("cast_many", {"items": [list(i) for i in items]})
 
     async def acall(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
         """`call` for asyncio code. The message is committed to the agent's mailbox (with
@@ -437,15 +466,32 @@ class Node:
         Raises:
             As `call`; NodeNotRunning: this connection was closed (before or meanwhile).
         """
-        return await self._link().messenger.call(name, msg, timeout)
+        try:
+            return await self._link().messenger.call(name, msg, timeout)
+        except AgentNotFound:
+            if not self._replicated(name):
+                raise
+        return await self._arequest("call", {"name": name, "msg": msg, "timeout": timeout},
+                                    timeout + 5.0)
 
     async def acast(self, name: str, msg: Any) -> None:
         """`cast` for asyncio code: returns once the message is committed."""
-        await self._link().messenger.cast(name, msg)
+        try:
+            await self._link().messenger.cast(name, msg)
+        except AgentNotFound:
+            if not self._replicated(name):
+                raise
+            await self._arequest("cast", {"name": name, "msg": msg})
 
     async def acast_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """`cast_many` for asyncio code (its one commit runs inline)."""
-        await self._link().messenger.cast_many(items)
+        items = list(items)
+        try:
+            await self._link().messenger.cast_many(items)
+        except AgentNotFound as exc:
+            if not self._replicated(exc.name):
+                raise
+            await self._arequest("cast_many", {"items": [list(i) for i in items]})
 
     def _link(self) -> _AsyncLink:
         """The running event loop's `_AsyncLink` (made on first use)."""
@@ -485,10 +531,9 @@ class Node:
     def _in_cluster(self) -> bool:
         """Whether the node is in a cluster (asked once: it stays so until it restarts);
         a spawn there goes through the node, which routes its name cluster-wide."""
-        known: bool | None = getattr(self, "_clustered", None)
-        if known is None:
-            known = self._clustered = self.cluster() is not None
-        return known
+        if self._clustered is None:
+            self._clustered = self.cluster() is not None
+        return self._clustered
 
     def cluster(self) -> ClusterStatus | None:
         """The node's cluster state (``[cluster] postgres``): its name in the cluster, its

@@ -580,10 +580,12 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([i.to_wire() for i in infos]))
         else:
+            node_col = any(i.node for i in infos)  # replicated agents: the node running each
             _print_table([[i.name, i.pid or "-", i.status, i.restarts, i.mailbox_depth,
-                           i.processed, _fmt_bytes(i.rss_bytes), i.supervisor] for i in infos],
+                           i.processed, _fmt_bytes(i.rss_bytes), i.supervisor,
+                           *([i.node or "-"] if node_col else [])] for i in infos],
                          ["NAME", "PID", "STATUS", "RESTARTS", "MAILBOX", "PROCESSED", "RSS",
-                          "SUPERVISOR"])
+                          "SUPERVISOR", *(["NODE"] if node_col else [])])
         if page.more:  # never truncated silently: with --json the note goes to stderr
             print(more_line(page.more, page.after, _ps_filters(args),
                             args.limit if args.limit != PS_LIMIT else None),

@@ -31,6 +31,7 @@ that they never share an inbox path with the node's own (LMDB) agents.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,10 +52,13 @@ from ..cluster.forward import Owner
 from ..cluster.lease import LeaseTiming
 from ..cluster.membership import Membership
 from ..cluster.placement import shard_of
+from ..cluster.restarts import RestartIntensity, Verdict, after_exit
 from ..cluster.status import ClusterStatus
 from ..errors import (
     AgentNotFound,
+    AlreadyRunning,
     ConfigError,
+    NodeDown,
     SpawnError,
     StaleEpoch,
     StoreError,
@@ -68,23 +73,25 @@ from ..store.postgres.fencing import Fence
 from ..store.postgres.recheck import due_agents
 from ..store.postgres.ring import PgRinger, PgRingListener
 from ..store.protocol import Store, Txn
-from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence
+from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence, Reply, ReplyError
+from .classify import ExitEvidence, classify
 from .cluster_rings import RingSender
 from .cluster_routes import PinnedAgents
 from .config import ClusterSection
+from .timers import FIRE_BATCH
 
 log = logging.getLogger("beamish.cluster")
 
 REPLICATED_ID_BASE = 1 << 40
 DEFAULT_SHARDS = 64
 RECHECK_S = 0.5  # the owner re-checks its shards' agents and mailboxes this often
-# A replicated agent that exited by itself is started again after a delay that doubles
-# with each exit in a row (from RESTART_DELAY_S up to RESTART_DELAY_MAX_S); a process that
-# ran RESTART_RESET_S resets it.
-RESTART_DELAY_S = 0.5
-RESTART_DELAY_MAX_S = 30.0
-RESTART_RESET_S = 10.0
-_SHOULD_RUN = frozenset({AgentStatus.RUNNING, AgentStatus.STARTING, AgentStatus.RESTARTING})
+_SHOULD_RUN = frozenset({AgentStatus.RUNNING, AgentStatus.STARTING, AgentStatus.RESTARTING,
+                         AgentStatus.BACKOFF})
+# A notification that asks the owner to stop, sleep, delete or restart an agent:
+# MARK op MARK request-id MARK name (a name never holds the mark: `check_name`).
+OP_MARK = "\x1e"
+OPS = ("stop", "sleep", "delete", "restart")
+OP_RERING_S = 1.0  # a request not answered yet is notified again this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,7 @@ class ClusterSettings:
         timing: the lease's durations.
         max_moves: shards handed off per membership round (a join rebalances in about
             shards / nodes / max_moves rounds of a second).
+        intensity: how often a replicated agent may restart before it is left failed.
     """
 
     cluster: str
@@ -110,6 +118,7 @@ class ClusterSettings:
     shards: int = DEFAULT_SHARDS
     timing: LeaseTiming = field(default_factory=LeaseTiming)
     max_moves: int = 8
+    intensity: RestartIntensity = field(default_factory=RestartIntensity)
 
 
 def cluster_settings(section: ClusterSection | None,
@@ -135,14 +144,6 @@ def cluster_settings(section: ClusterSection | None,
                            section.advertise or section.listen or "")
 
 
-def restart_delay(exits_in_a_row: int, ran_for: float) -> tuple[int, float]:
-    """How long to wait before starting a replicated agent whose process exited by itself
-    after running ``ran_for`` seconds, ``exits_in_a_row`` exits having come before it
-    without a long run between them: the new count and the delay (pure)."""
-    n = 0 if ran_for >= RESTART_RESET_S else exits_in_a_row
-    return n + 1, min(RESTART_DELAY_MAX_S, RESTART_DELAY_S * 2 ** n)
-
-
 @dataclass(slots=True)
 class _Proc:
     """A replicated agent's process on this node."""
@@ -155,6 +156,9 @@ class _Proc:
     shutdown: float
     started: float = 0.0  # time.monotonic() at its start
     stopping: bool = False
+    incarnation: int = 0
+    idle_timeout: float | None = None
+    idle_since: tuple[int, float] = (-1, 0.0)  # (messages handled, since when) unchanged
 
 
 class ClusterNode:
@@ -179,7 +183,11 @@ class ClusterNode:
         self._epochs: dict[int, int] = {}  # shard -> epoch, as granted
         self._procs: dict[str, _Proc] = {}
         self._rings: set[str] = set()
-        self._delays: dict[str, tuple[int, float]] = {}  # name -> (exits in a row, not before)
+        # name -> (its restarts within the intensity window, not restarted before)
+        self._delays: dict[str, tuple[tuple[float, ...], float]] = {}
+        self._held: dict[str, str] = {}  # name -> the request (stop, ...) the owner runs
+        self.emit: Callable[[str, str, str, str], None] = lambda *event: None
+        self._stripes = [threading.Lock() for _ in range(64)]
         self._rescan = False
         # ``on_exit(name, returncode, shard, epoch)``: a replicated agent's process exited
         # by itself while this node owned it (its watchers' Down: node/cluster_links.py).
@@ -339,7 +347,34 @@ class ClusterNode:
                          rec.last_failure, rec.supervisor, rec.cls,
                          node=self.store.shard_owner(self.shard(name)))
 
+    def ps_rows(self, status: str | None, supervisor: str | None, limit: int | None,
+                after: str | None) -> tuple[list[AgentInfo], int]:
+        """A page of replicated agents in name order after ``after`` (with ``status``,
+        under ``supervisor``), at most ``limit``, and how many more match: one read of
+        their records, mailbox depths and progress, and one of the shard owners."""
+        def read(t: Txn) -> tuple[list[tuple[AgentRecord, int, int]], int]:
+            recs, more = t.agents_page(after, limit, status, supervisor)
+            return [(r, t.depth(r.id), t.processed(r.id)) for r in recs], more
+        rows, more = self.store.read(read)
+        owners = self.store.shard_owners() if rows else {}
+        with self._lock:
+            pids = {n: p.popen.pid for n, p in self._procs.items() if p.popen.poll() is None}
+        return [AgentInfo(rec.name, pids.get(rec.name), str(rec.status), rec.restarts, depth,
+                          processed, 0, 0.0, rec.last_failure, rec.supervisor, rec.cls,
+                          node=owners.get(self.shard(rec.name)))
+                for rec, depth, processed in rows], more
+
     # -- rings ---------------------------------------------------------------------------------
+    def appended(self, name: str) -> None:
+        """A message for ``name`` was committed in PostgreSQL outside the messenger (a
+        resent dead letter): ring it if it runs here, else its owner."""
+        with self._lock:
+            proc = self._procs.get(name)
+        if proc is not None and proc.popen.poll() is None:
+            self.messenger.ring(self.paths.agent_inbox(proc.id), ring_frame(0))
+            return
+        self._appended(name)
+
     def _appended(self, name: str) -> None:
         """A message for ``name`` was committed here: ring its owner."""
         with self._lock:
@@ -353,7 +388,11 @@ class ClusterNode:
         self.rings.ring(name)  # sent by its thread, coalesced: the ack does not wait
 
     def _rung(self, name: str | None) -> None:
-        """A notification: ``name`` has mail (None: the listener reconnected)."""
+        """A notification: ``name`` has mail (None: the listener reconnected), or a
+        request to stop, sleep, delete or restart an agent (`OP_MARK`)."""
+        if name is not None and name.startswith(OP_MARK):
+            self._requested(name)
+            return
         with self._lock:
             if name is None:
                 self._rescan = True
@@ -380,6 +419,7 @@ class ClusterNode:
                 if rescan or now >= next_check:
                     next_check = now + RECHECK_S
                     self._check_all()
+                    self._fire_timers()
                 for name in rings:
                     self._wake(name)
             except StoreError as exc:
@@ -391,17 +431,64 @@ class ClusterNode:
             done = [p for p in self._procs.values() if p.popen.poll() is not None]
             for p in done:
                 del self._procs[p.name]
-        now = time.monotonic()
         for p in done:
             if not p.stopping:
                 if self.on_exit is not None and self._epochs.get(p.shard) == p.epoch:
                     self.on_exit(p.name, p.popen.returncode, p.shard, p.epoch)
-                n, _ = self._delays.get(p.name, (0, 0.0))
-                n, delay = restart_delay(n, now - p.started)
-                self._delays[p.name] = (n, now + delay)
-                log.info("replicated agent %r (pid %d) exited with %s; started again in "
-                         "%.1f s if this node still owns it", p.name, p.popen.pid,
-                         p.popen.returncode, delay)
+                self._exited(p)
+
+    def _exited(self, p: _Proc) -> None:
+        """``p`` exited by itself: classify the exit from its report (OS first, as on one
+        node) and restart it, or leave it exited or failed (`restarts.after_exit`), in a
+        commit fenced by the grant it ran under."""
+        now = time.monotonic()
+        history, _ = self._delays.get(p.name, ((), 0.0))
+        decided: list[Any] = []
+
+        def record(t: Txn) -> AgentRecord | None:
+            report = t.pop_failure(p.id)
+            cur = t.get_agent(p.name)
+            if cur is None or cur.id != p.id or cur.status not in _SHOULD_RUN:
+                return None  # stopped, deleted or re-spawned meanwhile
+            verdict = classify(ExitEvidence(p.popen.returncode, p.incarnation, report))
+            failure = verdict.failure
+            if failure is not None and verdict.charge is not None:
+                attempt = t.bump_attempts(p.id, verdict.charge)
+                for seq in verdict.also_charge:
+                    t.bump_attempts(p.id, seq)
+                failure = replace(failure, attempt=attempt)
+            after = after_exit(cur.restart, verdict.reason.is_normal, history, now,
+                               now - p.started, self.settings.intensity)
+            status = {Verdict.RESTART: AgentStatus.BACKOFF, Verdict.FAILED: AgentStatus.FAILED,
+                      Verdict.EXITED: AgentStatus.EXITED}[after.verdict]
+            new = replace(cur, status=status, pid=None,
+                          restarts=cur.restarts + (after.verdict is Verdict.RESTART),
+                          last_failure=failure or cur.last_failure,
+                          recover_pending=failure is not None
+                          and after.verdict is Verdict.RESTART)
+            t.put_agent(new)
+            decided[:] = [after, verdict.reason]
+            return new
+        try:
+            new = self.store.write_fenced(record, [Fence(p.shard, self.settings.node,
+                                                         p.epoch)])
+        except StaleEpoch:
+            return  # no longer this node's: its new owner decides
+        if new is None or not decided:
+            return
+        after, reason = decided
+        self._delays[p.name] = (after.history, now + after.delay)
+        self.emit("exited", p.name, "root", str(reason))
+        if after.verdict is Verdict.RESTART:
+            self.emit("backoff", p.name, "root", f"{after.delay:g}s")
+        else:
+            self.emit(str(after.verdict), p.name, "root",
+                      f"{len(after.history)} restarts within "
+                      f"{self.settings.intensity.max_seconds:g}s"
+                      if after.verdict is Verdict.FAILED else str(reason))
+        log.info("replicated agent %r (pid %d) exited (%s): %s%s", p.name, p.popen.pid,
+                 reason, after.verdict, f" in {after.delay:.1f} s"
+                 if after.verdict is Verdict.RESTART else "")
 
     def _check_all(self) -> None:
         """Start the agents of owned shards that should run or have mail or a wake; ring
@@ -412,6 +499,13 @@ class ClusterNode:
         if not owned:
             return
         shards = self.settings.shards
+        with self._lock:
+            idle_watch = {p.id: n for n, p in self._procs.items() if p.idle_timeout is not None}
+        progress: dict[str, int] = {}
+        if idle_watch:  # the processed counts of the few agents whose idleness is watched
+            progress = self.store.read(
+                lambda t: {n: t.processed(i) for i, n in idle_watch.items()})
+        now = time.monotonic()
         for due in due_agents(self.store):
             rec = due.record
             if shard_of(rec.name, shards) not in owned:
@@ -421,10 +515,37 @@ class ClusterNode:
             if proc is not None:
                 if due.has_mail and proc.popen.poll() is None:
                     self.messenger.ring(self.paths.agent_inbox(rec.id), ring_frame(0))
+                elif rec.name in progress and proc.idle_timeout is not None:
+                    self._watch_idle(proc, progress[rec.name], now)
                 continue
             if rec.status in _SHOULD_RUN or due.woken or (
                     rec.status in ACCEPTS_MESSAGES and due.has_mail):
                 self._start(rec)
+
+    def _watch_idle(self, p: _Proc, processed: int, now: float) -> None:
+        """``p`` has no mail and has handled ``processed`` messages: put it to sleep once
+        that count stayed the same for its ``idle_timeout`` (judged by its owner at each
+        re-check, from PostgreSQL: no hint from the agent)."""
+        assert p.idle_timeout is not None
+        if p.idle_since[0] != processed:
+            p.idle_since = (processed, now)
+        elif now - p.idle_since[1] >= p.idle_timeout and not p.stopping:
+            p.idle_since = (processed, math.inf)  # once
+            threading.Thread(target=self._apply, args=("sleep", None, p.name, "idle"),
+                             name="beamish-cluster-op", daemon=True).start()
+
+    def _fire_timers(self) -> None:
+        """Fire the cluster's due durable timers of replicated agents (any node may: each
+        is taken and its message appended in one transaction, so it fires once), then
+        ring their owners."""
+        now_ns = time.time_ns()
+        due = self.store.read(lambda t: t.next_timer_due())
+        while due is not None and due <= now_ns:
+            fired = self.store.write(fire_timers_txn(now_ns))
+            for name in fired:
+                self._appended(name)
+            if len(fired) < FIRE_BATCH:
+                return
 
     def _wake(self, name: str) -> None:
         with self._lock:
@@ -439,12 +560,21 @@ class ClusterNode:
     def _start(self, rec: AgentRecord) -> None:
         """Start ``rec``'s process under this node's grant of its shard (marked running,
         a wake cleared, in a commit fenced by that grant)."""
+        stripe = self._stripe(rec.name)
+        if not stripe.acquire(blocking=False):
+            return  # a stop, sleep, delete or restart of it runs: the re-check sees after
+        try:
+            self._start_locked(rec)
+        finally:
+            stripe.release()
+
+    def _start_locked(self, rec: AgentRecord) -> None:
         shard = self.shard(rec.name)
         with self._lock:
             epoch = self._epochs.get(shard)
-            if epoch is None or rec.name in self._procs:
+            if epoch is None or rec.name in self._procs or rec.name in self._held:
                 return
-        _, not_before = self._delays.get(rec.name, (0, 0.0))
+        _, not_before = self._delays.get(rec.name, ((), 0.0))
         if time.monotonic() < not_before:
             return  # exited by itself lately: the re-check starts it when the delay is over
         fence = Fence(shard, self.settings.node, epoch)
@@ -455,10 +585,10 @@ class ClusterNode:
             if cur is None or cur.id != rec.id or cur.status not in ACCEPTS_MESSAGES:
                 return None
             new = replace(cur, status=AgentStatus.RUNNING, incarnation=cur.incarnation + 1,
-                          pid=None)
+                          pid=None, recover_pending=False)
             t.put_agent(new)
             t.delete_wake(cur.id)
-            return new
+            return replace(new, recover_pending=cur.recover_pending)
         try:
             cur = self.store.write_fenced(mark, [fence])
         except StaleEpoch as exc:
@@ -467,6 +597,7 @@ class ClusterNode:
         if cur is None:
             return
         boot = Boot(self.fields, cur.id, name, cur.cls, cur.args, cur.incarnation,
+                    failure=cur.last_failure if cur.recover_pending else None,
                     sys_path=self.sys_path, limits=cur.limits, idle_timeout=None,
                     fence=ReplicaFence(self.settings.cluster, self.settings.node, shard,
                                        epoch))
@@ -479,7 +610,8 @@ class ClusterNode:
         shutdown = cur.shutdown if isinstance(cur.shutdown, (int, float)) else 5.0
         with self._lock:
             self._procs[name] = _Proc(name, cur.id, shard, epoch, popen, float(shutdown),
-                                      time.monotonic())
+                                      time.monotonic(), incarnation=cur.incarnation,
+                                      idle_timeout=cur.idle_timeout)
             lost = self._epochs.get(shard) != epoch
         if lost:  # lost or fenced while it started
             _signal(popen, signal.SIGKILL)
@@ -504,6 +636,179 @@ class ClusterNode:
             for p in procs:
                 if self._procs.get(p.name) is p:
                     del self._procs[p.name]
+
+
+    # -- stop, sleep, delete and restart, asked on any node ---------------------------------------
+    def _stripe(self, name: str) -> threading.Lock:
+        """The lock that orders a start of ``name`` and a request about it."""
+        return self._stripes[shard_of(name, len(self._stripes))]
+
+    def request(self, name: str, op: str, timeout: float = 60.0) -> AgentRecord:
+        """Have the owner of replicated agent ``name``'s shard ``op`` it ("stop",
+        "sleep", "delete" or "restart": see `refusal` and `_apply`) and wait until it did;
+        return the agent's record as it was asked. On the owner it runs here; from another
+        node the owner is notified (again every `OP_RERING_S` until it answers), and its
+        answer is a reply in PostgreSQL, committed with the change.
+
+        Raises:
+            AgentNotFound: no replicated agent has that name, or it cannot be put to
+                sleep (not running).
+            AlreadyRunning: a restart of one that runs or sleeps.
+            NodeDown: no owner answered within ``timeout`` (its shard being taken over);
+                the request may still be carried out.
+        """
+        rec = self.store.read(lambda t: t.get_agent(name))
+        if rec is None:
+            raise AgentNotFound(name, "no agent of this node and no replicated agent of its "
+                                      "cluster has that name")
+        request_id = uuid.uuid4().bytes
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.shard(name) in self._epochs:
+                self._apply(op, request_id, name)
+            else:
+                try:
+                    self.ringer.ring(OP_MARK.join(("", op, request_id.hex(), name)))
+                except StoreError as exc:
+                    log.warning("cannot ask the owner to %s agent %r yet: %s", op, name, exc)
+            until = min(deadline, time.monotonic() + OP_RERING_S)
+            while True:
+                reply = self.store.write(lambda t: t.pop_reply(request_id))
+                if reply is not None:
+                    if reply.ok:
+                        return rec
+                    error = reply.error or ReplyError("AgentNotFound", "")
+                    if error.type == "AlreadyRunning":
+                        raise AlreadyRunning(name, error.message)
+                    raise AgentNotFound(name, error.message)
+                if time.monotonic() >= until:
+                    break
+                time.sleep(0.02)
+            if time.monotonic() >= deadline:
+                owner = self.store.shard_owner(self.shard(name))
+                raise NodeDown(owner or "(none)", f"the owner of replicated agent {name!r}'s "
+                               f"shard did not {op} it within {timeout:g} s (it may still "
+                               "do it: check `beamish info`)")
+
+    def _requested(self, payload: str) -> None:
+        """A notification asking this node to run a request (if it owns the agent)."""
+        parts = payload.split(OP_MARK, 3)
+        if len(parts) != 4 or parts[1] not in OPS:
+            return
+        _, op, hex_id, name = parts
+        with self._lock:
+            if self.shard(name) not in self._epochs:
+                return
+        threading.Thread(target=self._apply, args=(op, bytes.fromhex(hex_id), name),
+                         name="beamish-cluster-op", daemon=True).start()
+
+    def _apply(self, op: str, request_id: bytes | None, name: str,
+               reason: str = "requested") -> None:
+        """Run request ``op`` on agent ``name`` as its owner: its process stopped after its
+        current group (``terminate("normal")``, or ``("sleep", state)``), then its record
+        changed and the answer put in one commit fenced by this node's grant. Nothing if
+        this node does not own it (any more)."""
+        shard = self.shard(name)
+        with self._stripe(name):
+            with self._lock:
+                epoch = self._epochs.get(shard)
+                if epoch is None:
+                    return
+                self._held[name] = op
+                proc = self._procs.get(name)
+                if proc is not None:
+                    proc.stopping = True
+            try:
+                rec = self.store.read(lambda t: t.get_agent(name))
+                problem = refusal(op, rec)
+                if problem is None and proc is not None:
+                    self._stop_one(proc, "sleep" if op == "sleep" else "normal")
+                elif proc is not None:
+                    proc.stopping = False
+                error = None if problem is None else ReplyError(*problem)
+
+                def commit(t: Txn) -> bool:
+                    cur = t.get_agent(name)
+                    changed = error is None and cur is not None and rec is not None \
+                        and cur.id == rec.id
+                    if changed and cur is not None:
+                        if op == "delete":
+                            t.erase_agent_data(cur.id)
+                            t.delete_agent(name)
+                        else:
+                            t.pop_failure(cur.id)
+                            t.put_agent(replace(cur, status=OP_STATUS[op], pid=None,
+                                                recover_pending=False))
+                    if request_id is not None:
+                        t.put_reply(request_id, Reply(error is None, time.time() + 60.0,
+                                                      pack(None), error))
+                    return changed
+                changed = self.store.write_fenced(commit, [Fence(shard, self.settings.node,
+                                                                 epoch)])
+            except StaleEpoch:
+                return  # no longer ours: the requester asks again, its new owner answers
+            finally:
+                with self._lock:
+                    self._held.pop(name, None)
+        if changed:
+            self._delays.pop(name, None)
+            self.emit(OP_EVENT[op], name, "root", reason if op == "sleep" else "normal")
+            log.info("replicated agent %r: %s done", name, op)
+            if op == "restart":
+                self._wake(name)
+
+    def _stop_one(self, p: _Proc, reason: str) -> None:
+        """Stop ``p`` after its current group with ``reason`` (SIGKILL after its shutdown
+        time) and wait for it."""
+        if p.popen.poll() is None:
+            self.messenger.ring(self.paths.agent_inbox(p.id), stop_frame(reason))
+        try:
+            p.popen.wait(timeout=p.shutdown)
+        except subprocess.TimeoutExpired:
+            _signal(p.popen, signal.SIGKILL)
+            p.popen.wait()
+            self.emit("killed", p.name, "root", f"did not stop within {p.shutdown:g}s")
+        with self._lock:
+            if self._procs.get(p.name) is p:
+                del self._procs[p.name]
+
+
+def fire_timers_txn(now_ns: int) -> Callable[[Txn], list[str]]:
+    """The transaction that fires up to `FIRE_BATCH` durable timers due at ``now_ns``
+    (each removed and its message appended together; a sleeping agent marked to be woken)
+    and returns the names of their agents."""
+    def txn(t: Txn) -> list[str]:
+        names = []
+        timers, _ = t.take_due_timers(now_ns, FIRE_BATCH)
+        for timer in timers:
+            t.append_packed(timer.agent_id, pack(timer.message(now_ns / 1e9).to_wire()))
+            rec = t.get_agent(timer.name) if timer.name else None
+            if rec is not None and rec.id == timer.agent_id:
+                if rec.status == AgentStatus.SLEEPING:
+                    t.put_wake(rec.id, rec.name)
+                names.append(rec.name)
+        return names
+    return txn
+
+
+OP_STATUS = {"stop": AgentStatus.STOPPED, "sleep": AgentStatus.SLEEPING,
+             "restart": AgentStatus.RUNNING}
+OP_EVENT = {"stop": "stopped", "sleep": "slept", "delete": "deleted", "restart": "restarted"}
+
+
+def refusal(op: str, rec: AgentRecord | None) -> tuple[str, str] | None:
+    """Why the owner refuses request ``op`` about an agent whose record is ``rec`` (the
+    error's type and message), or None: it goes ahead (pure). A stop, sleep or delete of
+    an agent gone meanwhile is done already; a sleep is only for a running agent (one
+    asleep is left so); a restart only for a failed, stopped or exited one."""
+    if rec is None:
+        return None if op != "restart" else ("AgentNotFound", "it was deleted meanwhile")
+    if op == "sleep" and rec.status not in _SHOULD_RUN | {AgentStatus.SLEEPING}:
+        return ("AgentNotFound", f"it is {rec.status}: only a running agent can be put to "
+                                 "sleep")
+    if op == "restart" and rec.status in ACCEPTS_MESSAGES:
+        return ("AlreadyRunning", str(rec.status))
+    return None
 
 
 def _signal(popen: subprocess.Popen[bytes], signum: int) -> None:

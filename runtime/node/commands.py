@@ -67,6 +67,7 @@ from ..store.records import (
     Spawning,
     SupervisorRecord,
 )
+from .cluster_commands import hidden_counts, is_replicated, merge_pages
 from .config import ConfigDrift, NodeConfig, agent_drift, parse_config
 from .eventlog import PAGE_MAX, EventLog
 from .links import LinkTable
@@ -568,6 +569,13 @@ def _is_supervisor(node: NodeView, name: str) -> bool:
     return node.shell(name) is not None or node.store.read(lambda t: t.get_sup(name)) is not None
 
 
+def _replicated_view(node: NodeView, name: str) -> NodeView:
+    """``node``, or for a replicated agent's name a view of it on the cluster's store."""
+    if node.cluster is None or not is_replicated(node.store, name):
+        return node
+    return replace(node, store=node.cluster.store)
+
+
 def _require(node: NodeView, name: str) -> AgentRecord:
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
@@ -588,6 +596,9 @@ def stop(node: NodeView, name: str) -> NameStatus:
             `CLAIM_WAIT_S`.
     """
     check_lookup_name(name)
+    if node.cluster is not None and is_replicated(node.store, name):  # its shard's owner stops it
+        node.cluster.request(name, "stop")
+        return NameStatus(name, AgentStatus.STOPPED)
     with node.sessions.transition(name):
         _stop(node, name)
     return NameStatus(name, AgentStatus.STOPPED)
@@ -623,6 +634,9 @@ def sleep(node: NodeView, name: str) -> NameStatus:
             stopped).
     """
     check_lookup_name(name)
+    if node.cluster is not None and is_replicated(node.store, name):
+        node.cluster.request(name, "sleep")
+        return NameStatus(name, AgentStatus.SLEEPING)
     node.sessions.sleep(name, "requested")
     return NameStatus(name, AgentStatus.SLEEPING)
 
@@ -657,6 +671,9 @@ def delete(node: NodeView, name: str) -> Deleted:
     """``{"op": "delete", "name"}`` -> ``{"name", "deleted": true}``: stop it if running and
     erase its state, mailbox and dead letters. CLI: ``beamish delete NAME``."""
     check_lookup_name(name)
+    if node.cluster is not None and is_replicated(node.store, name):
+        node.cluster.request(name, "delete")
+        return Deleted(name)
     with node.sessions.transition(name):
         rec = _stop(node, name)
         node.store.write(functools.partial(_erase_agent, rec.id, name))
@@ -755,6 +772,10 @@ def ps_page(node: NodeView, status: str | None = None, supervisor: str | None = 
         return [(r, t.depth(r.id), t.processed(r.id)) for r in recs], more
     rows, more = node.store.read(read)
     infos = [_info_with(rec, depth, processed) for rec, depth, processed in rows]
+    if node.cluster is not None and supervisor in (None, ROOT):  # and replicated agents
+        others, others_more = node.cluster.ps_rows(
+            None if wanted is None else str(wanted), supervisor, limit, after)
+        infos, more = merge_pages(infos, more, others, others_more, limit)
     return PsPage(infos, more, infos[-1].name if more and infos else None)
 
 
@@ -827,7 +848,20 @@ def tree(node: NodeView, limit: int | None = None) -> SupervisorNode:
                                       "" if rec is None else rec.cls))
         return SupervisorNode(snap.id, str(snap.strategy), status, restarts, child_restarts,
                               children, sum(hidden.values()), hidden)
-    return walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
+    top = walk(root, str(ChildStatus.RUNNING if root.running else ChildStatus.STOPPED), 0)
+    if node.cluster is None:
+        return top
+    # Replicated agents are the root's children too: the first ``limit`` in name order.
+    rows, more = node.cluster.ps_rows(None, ROOT, limit, None)
+    hidden = dict(top.more_by_status)
+    if more:
+        for status, n in hidden_counts(node.cluster.store.read(lambda t: t.status_counts()),
+                                       [r.status for r in rows]).items():
+            hidden[status] = hidden.get(status, 0) + n
+    return replace(top, children=[*top.children, *(
+        AgentNode(r.name, r.status, r.restarts, r.pid, r.cls) for r in rows)],
+        child_restarts=top.child_restarts + sum(r.restarts for r in rows),
+        more=sum(hidden.values()), more_by_status=hidden)
 
 
 def events(node: NodeView, after: int = 0, since: float | None = None,
@@ -867,6 +901,7 @@ def dead_letters(node: NodeView, name: str) -> list[DeadLetter]:
     """``{"op": "dead_letters", "name"}`` -> ``[{"seq", "kind", "msg", "failure", "time"}]``
     (``msg`` is the raw bytes of a message refused because it did not decode).
     CLI: ``beamish dead-letters NAME``."""
+    node = _replicated_view(node, check_lookup_name(name))
     rec = _require(node, name)
     entries = node.store.read(lambda t: t.dead(rec.id))
     return [DeadLetter(seq, e.message.kind, _dead_msg(e.message), e.failure, e.time)
@@ -916,6 +951,7 @@ def state(node: NodeView, name: str) -> AgentState:
     """``{"op": "state", "name"}`` -> ``{"name", "version", "state", "processed"}``: the
     agent's last committed state, read from the store (read-only: a running agent is not
     disturbed; a sleeping one is not woken). Shown by the dashboard (docs/dashboard.md)."""
+    node = _replicated_view(node, check_lookup_name(name))
     rec = _require(node, name)
     raw = node.store.read(lambda t: t.get_state(rec.id))
     if raw is None:
@@ -928,6 +964,11 @@ def resend_dead_letter(node: NodeView, name: str, seq: int) -> Resent:
     """``{"op": "resend_dead_letter", "name", "seq"}`` -> ``{"name", "seq"}`` (the new seq):
     move dead letter ``seq`` back to the end of the agent's mailbox, in one transaction.
     CLI: ``beamish dead-letters NAME --resend SEQ``."""
+    view = _replicated_view(node, check_lookup_name(name))
+    if view is not node and node.cluster is not None:
+        resent = resend_dead_letter(view, name, seq)
+        node.cluster.appended(name)  # ring its owner
+        return resent
     rec = _require(node, name)
     if rec.status not in ACCEPTS_MESSAGES:
         raise AgentNotFound(name, f"it is {rec.status}; spawn or restart it first")
@@ -958,6 +999,10 @@ def restart(node: NodeView, name: str) -> NameStatus:
     count, intensity history). CLI: ``beamish restart NAME``."""
     check_lookup_name(name)
     rec = node.store.read(lambda t: t.get_agent(name))
+    if rec is None and node.cluster is not None and node.store.read(
+            lambda t: t.get_sup(name)) is None:
+        node.cluster.request(name, "restart")  # a replicated agent: its owner restarts it
+        return NameStatus(name, AgentStatus.RUNNING)
     if rec is None:
         sup = node.store.read(lambda t: t.get_sup(name))
         if sup is not None:

@@ -50,7 +50,7 @@ from .._paths import (
 )
 from .._rundir import hold_run_dir, remove_run_dir
 from .._types import OMIT_NONE, AgentStatus, DroppedFrames, WireMap
-from ..cluster.frontdoor import FrontDoor, open_front_door
+from ..cluster.frontdoor import MESSAGE_OPS, FrontDoor, message_answer, open_front_door
 from ..cluster.keys import load_pair
 from ..errors import (
     BeamishError,
@@ -191,6 +191,7 @@ class NodeDaemon:
     def open(self) -> None:
         """Open the store and the sockets, start the zygote, and restore the tree."""
         self.frontdoor: FrontDoor | None = None
+        self.cluster_messenger: Messenger | None = None
         cluster = self.config.cluster
         if cluster is not None and cluster.keys is not None:
             load_pair(cluster.keys, "cluster.keys")  # refused before anything starts
@@ -265,6 +266,10 @@ class NodeDaemon:
             cluster_links=self.cluster_links)
         if self.config.node.dashboard is not None:
             self._start_dashboard(self.config.node.dashboard)
+        if self.cluster_node is not None:  # local clients' messages to replicated agents
+            from .cluster_node import ClusterMessenger
+            self.cluster_messenger = ClusterMessenger(
+                self.paths, self.store, self.max_message_bytes, self.cluster_node)
         cluster = self.config.cluster
         if cluster is not None and cluster.listen is not None and cluster.keys is not None:
             messenger = None
@@ -286,8 +291,13 @@ class NodeDaemon:
         settings = cluster_settings(self.config.cluster)
         if settings is None:
             return None
-        return start_cluster_node(settings, self.paths, self.spawner.settings.node,
-                                  self.sys_path, self.store)
+        from ..cluster.restarts import RestartIntensity
+        settings = replace(settings, intensity=RestartIntensity(
+            self.config.node.max_restarts, self.config.node.max_seconds))
+        member = start_cluster_node(settings, self.paths, self.spawner.settings.node,
+                                    self.sys_path, self.store)
+        member.emit = self.events.emit  # its replicated agents' events, in this node's log
+        return member
 
     def _start_cluster_links(self) -> ClusterLinks | None:
         """Monitors and links across the nodes of this node's cluster (None: none)."""
@@ -455,6 +465,10 @@ class NodeDaemon:
             if env.payload["op"] == "drain":  # beamish node drain (node/cluster_drain.py)
                 self._answer(ident, env.msg_id, drain_answer(self.drainer, env.payload))
                 continue
+            if env.payload["op"] in MESSAGE_OPS and self.cluster_messenger is not None:
+                # A local client's message to a replicated agent (its route is not here).
+                self.pool.submit(self._run_message, ident, env)
+                continue
             if env.payload["op"] == "spawn" and env.payload.get("lazy") is True \
                     and env.payload.get("durability") is None and self.cluster_node is None:
                 # A lazy spawn is one record write: served here, without a thread handoff
@@ -545,6 +559,11 @@ class NodeDaemon:
             self._result_socks.sock = sock
         sock.send_multipart(frames)
 
+    def _run_message(self, ident: bytes, env: Envelope) -> None:
+        assert self.cluster_messenger is not None
+        answer = message_answer(self.cluster_messenger, env.payload)
+        self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
+
     def _run_command(self, ident: bytes, env: Envelope) -> None:
         answer = self._command_answer(env)
         self._send_result([ident, *encode(Envelope(Kind.REPLY, env.msg_id, b"", answer))])
@@ -619,7 +638,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("cluster_links", "cluster_node", "dashboard", "frontdoor", "metrics", "sessions",
+        for attr in ("cluster_links", "cluster_node", "cluster_messenger", "dashboard",
+                     "frontdoor", "metrics", "sessions",
                      "timers", "zygotes",
                      "messenger", "control", "reports", "events", "store"):
             obj = self.__dict__.get(attr)
@@ -658,7 +678,7 @@ class NodeDaemon:
     def close(self) -> None:
         """Release everything (after `shutdown_tree`)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for attr in ("dashboard", "frontdoor", "metrics"):
+        for attr in ("cluster_messenger", "dashboard", "frontdoor", "metrics"):
             server = self.__dict__.get(attr)
             if server is not None:
                 server.close()

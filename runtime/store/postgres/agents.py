@@ -419,6 +419,18 @@ class PgStore:
             return None if row is None else row[0]
         return self._transaction(body, write=False)
 
+    def shard_owners(self) -> dict[int, str]:
+        """Every owned shard's owner now, as the table says (unowned ones left out).
+
+        Raises:
+            StoreUnavailable: the server cannot be reached.
+        """
+        def body(cur: psycopg.Cursor[Any]) -> dict[int, str]:
+            return {int(shard): str(owner) for shard, owner in cur.execute(
+                "SELECT shard, owner FROM beamish_shards WHERE cluster = %s AND owner IS "
+                "NOT NULL", (self.cluster,)).fetchall()}
+        return self._transaction(body, write=False)
+
     def reader_check(self) -> int:
         """Nothing to release: the server ends a dead client's session itself. Returns 0."""
         return 0

@@ -10,7 +10,7 @@ from beamish.runtime import ConfigError
 from beamish.runtime.client.cli import cluster_line
 from beamish.runtime.cluster.status import ClusterStatus
 from beamish.runtime.messaging.spawnargs import spawn_request
-from beamish.runtime.node.cluster_node import DEFAULT_SHARDS, cluster_settings, restart_delay
+from beamish.runtime.node.cluster_node import DEFAULT_SHARDS, cluster_settings
 from beamish.runtime.node.config import ClusterSection
 
 DSN = "postgresql://db/beamish"
@@ -82,16 +82,3 @@ def test_spawn_durability(durability, ok):
     else:
         with pytest.raises(ConfigError, match="durability"):
             spawn_request("m:C", name="a", durability=durability)
-
-
-@pytest.mark.parametrize(("in_a_row", "ran_for", "expected"), [
-    (0, 0.1, (1, 0.5)),     # a first exit: half a second
-    (1, 0.1, (2, 1.0)),     # each exit in a row doubles it
-    (3, 2.0, (4, 4.0)),
-    (7, 0.1, (8, 30.0)),    # up to 30 s
-    (20, 0.1, (21, 30.0)),
-    (5, 10.0, (1, 0.5)),    # a process that ran 10 s starts the count again
-    (5, 600.0, (1, 0.5)),
-])
-def test_restart_delay(in_a_row, ran_for, expected):
-    assert restart_delay(in_a_row, ran_for) == expected
