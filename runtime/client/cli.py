@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--durability", choices=["replicated"],
                     help="replicated: its state and mailbox in the cluster's PostgreSQL, run "
                          "by the owner of its name's shard (a node in a cluster)")
+    sp.add_argument("--node", metavar="NODE",
+                    help="in a cluster: the node it lives on (its LMDB there), whichever "
+                         "node this command talks to (default: that node)")
 
     call = sub.add_parser("call", parents=[common], help="call an agent; prints the reply")
     call.add_argument("name", metavar="NAME", help="the agent to call")
@@ -534,7 +537,7 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
         ref = node.spawn(args.cls, args=args.args, name=args.name, supervisor=args.supervisor,
                          restart=args.restart, shutdown=args.shutdown, limits=limits,
                          idle_timeout=args.idle_timeout, lazy=args.lazy,
-                         durability=args.durability)
+                         durability=args.durability, node=args.node)
         if args.lazy:
             print(f"spawned {ref.name} (sleeping: its first message starts it)")
         else:

@@ -193,10 +193,18 @@ class ClusterLinks:
         """Replicated agent ``name``'s process exited by itself on this node, which owned
         its ``shard`` at ``epoch``: its watchers, on any node, get their Down (once: the
         rows go in the same transaction as the signals; none if the shard has moved on)."""
+        self._fire_replicated(name, ExitReason.from_returncode(returncode), shard, epoch)
+
+    def replicated_stopped(self, name: str, shard: int, epoch: int) -> None:
+        """Replicated agent ``name`` was stopped or deleted through the node by this node,
+        which owned its ``shard`` at ``epoch``: its watchers get Down with reason normal,
+        as for a local agent's stop (once, as `replicated_exited`)."""
+        self._fire_replicated(name, ExitReason.normal("normal"), shard, epoch)
+
+    def _fire_replicated(self, name: str, reason: ExitReason, shard: int, epoch: int) -> None:
         mine = self.incarnation()
         if mine is None:
             return
-        reason = ExitReason.from_returncode(returncode)
         try:
             self.pg.fire_watches(name, str(reason), not reason.is_normal, self.node, mine,
                                  shard, epoch)

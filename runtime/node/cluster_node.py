@@ -192,6 +192,8 @@ class ClusterNode:
         # ``on_exit(name, returncode, shard, epoch)``: a replicated agent's process exited
         # by itself while this node owned it (its watchers' Down: node/cluster_links.py).
         self.on_exit: Callable[[str, int, int, int], None] | None = None
+        # ``on_stopped(name, shard, epoch)``: stopped or deleted through the node, as owner.
+        self.on_stopped: Callable[[str, int, int], None] | None = None
         self._kick = threading.Event()
         self._stop = threading.Event()
         self.store: PgStore = open_postgres_store(settings.dsn, settings.cluster)
@@ -752,6 +754,8 @@ class ClusterNode:
                     self._held.pop(name, None)
         if changed:
             self._delays.pop(name, None)
+            if op in ("stop", "delete") and self.on_stopped is not None:
+                self.on_stopped(name, shard, epoch)  # its watchers' Down (cluster_links.py)
             self.emit(OP_EVENT[op], name, "root", reason if op == "sleep" else "normal")
             log.info("replicated agent %r: %s done", name, op)
             if op == "restart":

@@ -309,6 +309,7 @@ class NodeDaemon:
                                     member.settings.node, lambda: member.membership.incarnation,
                                     self.spawner, self.sessions, self.links)
         member.on_exit = links.replicated_exited
+        member.on_stopped = links.replicated_stopped
         return links
 
     def _start_dashboard(self, bind: str) -> None:
@@ -664,6 +665,7 @@ class NodeDaemon:
         if self.cluster_links is not None:
             if self.cluster_node is not None:
                 self.cluster_node.on_exit = None
+                self.cluster_node.on_stopped = None
             self.cluster_links.close()
             self.cluster_links = None
         if self.cluster_node is not None:

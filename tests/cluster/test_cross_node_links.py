@@ -228,3 +228,9 @@ def test_a_monitor_of_a_replicated_agent_holds_across_its_move(two_doors, doors,
         # A replicated agent that does not exist: noproc, as a local one.
         n1.call("w", ["monitor", "nobody", None])
         assert _seen(n1, "w", 2)[1] == ["Down", "nobody", "noproc"]
+        # One stopped through the node, by a client of another node: Down normal, once.
+        r2 = next(f"q{i}" for i in range(1000) if shard_of(f"q{i}", DEFAULT_SHARDS) in on_n2)
+        client.spawn(WATCHER, name=r2, durability="replicated")
+        assert n1.call("w", ["monitor", r2, None]) == "ok"
+        client.stop(r2)
+        assert _seen(n1, "w", 3)[2] == ["Down", r2, "normal: normal"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -154,6 +156,14 @@ def test_node_pins_a_spawn_and_a_supervisors_children_live_with_it(pair: Pair) -
                             (unnamed, "n2")]:
             assert name in [a.name for a in pair.locals[where].ps()], (name, where)
             assert c1.call(name, "ping") == c2.call(name, "ping") == "pong"
+        # the CLI's --node, on n2's dir: the agent lives on n1
+        out = subprocess.run(
+            [sys.executable, "-m", "beamish.runtime", "spawn", LEDGER, "--name", "viacli",
+             "--node", "n1", "--dir", os.path.join(pair.base, "n2")],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "viacli" in [a.name for a in pair.locals["n1"].ps()]
+        assert c2.call("viacli", "ping") == "pong"
         with pytest.raises(ConfigError, match="no node of this cluster"):
             c2.spawn(LEDGER, name="x", node="n9")
         with pytest.raises(ConfigError, match="replicated agent runs on the node"):
