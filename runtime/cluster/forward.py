@@ -42,6 +42,9 @@ from .keys import KeyPair
 log = logging.getLogger("beamish.cluster")
 ANSWER_MARGIN_S = 2.0  # how much longer than a call's timeout a forward waits
 CAST_WAIT_S = 10.0  # how long a forwarded non-call request waits while the owner lives
+# Requests that wait on an agent's own shutdown or start, as long as the client's defaults
+# for them (client/api.py): a forward must not call a live, slow owner down.
+CONTROL_WAIT_S = {"stop": 120.0, "delete": 120.0, "sleep": 120.0, "restart": 60.0}
 LEASE_CHECK_S = 0.5  # a lease read is reused for this long by the waiting threads
 
 
@@ -108,11 +111,15 @@ def pinned_spawn(request: SpawnRequest, node: str | None) -> SpawnRequest | Wire
 def answer_wait(op: str, req: WireMap) -> float:
     """How long a forwarded ``op`` waits for its answer while the owner's lease lives
     (pure): a call its own timeout plus `ANSWER_MARGIN_S` (the owner answers CallTimeout
-    at the timeout), a spawn its timeout plus the margin, anything else `CAST_WAIT_S`."""
+    at the timeout), a spawn its timeout plus the margin, a stop, delete, sleep or
+    restart the client's own default for it (`CONTROL_WAIT_S`) plus the margin, anything
+    else `CAST_WAIT_S`."""
     if op in ("call", "spawn"):
         timeout = req.get("timeout", 5.0 if op == "call" else 30.0)
         if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
             return float(timeout) + ANSWER_MARGIN_S
+    if op in CONTROL_WAIT_S:
+        return CONTROL_WAIT_S[op] + ANSWER_MARGIN_S
     return CAST_WAIT_S
 
 

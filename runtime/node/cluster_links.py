@@ -253,6 +253,9 @@ class ClusterLinks:
             except StoreError as exc:
                 log.warning("cluster links: %s (retrying)", exc)
                 self._stop.wait(RECHECK_S)
+            except Exception:  # a bug must not end the worker: no signal would be taken
+                log.exception("cluster links: the worker's round failed (retrying)")
+                self._stop.wait(RECHECK_S)
 
     def take(self) -> None:
         """Take the signals sent to this node and act on them, in order."""
@@ -261,17 +264,26 @@ class ClusterLinks:
             return
         with self._lock:
             for sig in self.pg.take(self.node, mine):
-                s = self._by_ref.get(sig.ref)
-                if sig.op is SignalOp.ATTACHED:
-                    if s is not None:
-                        s.answered.set()
-                elif sig.op is SignalOp.EXIT:
-                    if s is not None and (s.node == sig.from_node or s.replicated):
-                        self._drop(s)
-                        self.spawner.fire(s.incn, sig.reason, sig.abnormal)
-                        s.answered.set()
-                else:
-                    self._accept(sig, mine)
+                # The rows are taken (deleted) already: one signal's failure must not cost
+                # the others of its batch.
+                try:
+                    self._act(sig, mine)
+                except Exception:
+                    log.exception("cluster links: signal %s (ref %d) from node %s could not "
+                                  "be acted on", sig.op, sig.ref, sig.from_node)
+
+    def _act(self, sig: LinkSignal, mine: int) -> None:
+        s = self._by_ref.get(sig.ref)
+        if sig.op is SignalOp.ATTACHED:
+            if s is not None:
+                s.answered.set()
+        elif sig.op is SignalOp.EXIT:
+            if s is not None and (s.node == sig.from_node or s.replicated):
+                self._drop(s)
+                self.spawner.fire(s.incn, sig.reason, sig.abnormal)
+                s.answered.set()
+        else:
+            self._accept(sig, mine)
 
     def _accept(self, sig: LinkSignal, mine: int) -> None:
         """Node ``sig.from_node``'s agent monitors or links to ours, ``sig.target``."""
@@ -307,12 +319,12 @@ class ClusterLinks:
                 not s.replicated and (s.node, s.node_incarnation) in dead)]
             for s in lost:
                 self._drop(s)
-        self.pg.unwatch(s.ref for s in lost if s.replicated)
-        for s in lost:
+        for s in lost:  # fired before the database is touched: they are dropped already
             s.answered.set()
             log.info("node %s (incarnation %d) is lost: agent %r there gets noconnection "
                      "(ref %d)", s.node, s.node_incarnation, s.incn.name, s.ref)
             self.spawner.fire(s.incn, NOCONNECTION, True)
+        self.pg.unwatch(s.ref for s in lost if s.replicated)
 
     def _add(self, s: _StandIn) -> None:
         self._by_ref[s.ref] = s

@@ -26,6 +26,7 @@ from ..cluster.forward import Forwarder, Owner
 from ..cluster.keys import authorized_keys, load_pair
 from ..errors import (
     BeamishError,
+    BeamishInternalError,
     ConfigError,
     ErrorReply,
     SpawnError,
@@ -221,6 +222,11 @@ class PinnedAgents:
             return self.send(owner, target, {**req, "op": op})
         except BeamishError as exc:
             return {"ok": False, "error": ErrorReply.of(exc).to_wire()}
+        except Exception as exc:  # the client gets an answer, never a silent wait
+            log.exception("forwarding %s of %r failed", op, target)
+            error = BeamishInternalError(f"forwarding {op} of agent {target!r} to its node "
+                                         f"failed: {exc!r} (see this node's log)")
+            return {"ok": False, "error": ErrorReply.of(error).to_wire()}
 
 
 def open_pinned(node: str, dsn: str, cluster: str, keys_dir: str | None,

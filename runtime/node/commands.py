@@ -332,6 +332,22 @@ def spawn(node: NodeView, cls: str, args: UserData, name: str | None,
         name = request.name or pinned.new_name(request.cls)
         request = replace(request, name=name)
         pinned.claim(name)
+        try:
+            return _spawn_here(node, request, supervisor, lazy)
+        except BaseException:
+            # A spawn that failed leaves no route behind, unless the name is still one
+            # of this node's (a running agent of that name refused it).
+            if node.store.read(lambda t: t.get_agent(name)) is None \
+                    and not _is_supervisor(node, name):
+                pinned.drop(name)
+            raise
+    return _spawn_here(node, request, supervisor, lazy)
+
+
+def _spawn_here(node: NodeView, request: SpawnRequest, supervisor: str,
+                  lazy: bool) -> Spawned:
+    """Spawn ``request`` on this node (its name routed here already in a cluster)."""
+    name = request.name
     shell = node.shell(supervisor)
     if shell is None:
         raise SpawnError(name or request.cls, _no_supervisor(supervisor))

@@ -129,6 +129,17 @@ def test_names_are_cluster_wide_and_one_hop_reaches_them(pair: Pair) -> None:
         # An error of the owner comes back as it is.
         with pytest.raises(AgentNotFound):
             c1.call("nobody", "ping")
+        # A spawn that fails on n1 leaves no route: the name is free on n2 at once; one
+        # refused because the name runs there keeps its route.
+        with pytest.raises(SpawnError):
+            c1.spawn("tests.agents.no_such_module:Nothing", name="failed")
+        c2.spawn(LEDGER, name="failed")
+        assert c1.call("failed", "ping") == "pong"
+        with pytest.raises(SpawnError, match="node 'n2'"):
+            c1.spawn(LEDGER, name="failed")
+        with pytest.raises(SpawnError, match="running agent"):
+            c2.spawn(LEDGER, name="failed")  # refused on its own node: its route stays
+        assert c1.call("failed", "ping") == "pong"
 
 
 def test_routes_survive_their_connection_being_cut(pair: Pair, pg_server: PgServer) -> None:

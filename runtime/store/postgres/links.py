@@ -167,7 +167,8 @@ class PgLinks:
 
     def take(self, node: str, incarnation: int) -> list[LinkSignal]:
         """Remove and return the signals to ``node``'s ``incarnation``, oldest first
-        (those to its earlier incarnations are removed and dropped).
+        (those to its earlier incarnations are removed and dropped; those to a later one,
+        which a sender may address while this node rejoins, are left for it).
 
         Raises:
             StoreUnavailable: the server cannot be reached (nothing was taken).
@@ -175,7 +176,8 @@ class PgLinks:
         def take(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             return c.execute(
                 f"DELETE FROM beamish_link_signals WHERE cluster = %s AND to_node = %s "
-                f"RETURNING id, {_COLUMNS}", (self.cluster, node)).fetchall()
+                f"AND to_incarnation <= %s RETURNING id, {_COLUMNS}",
+                (self.cluster, node, incarnation)).fetchall()
         rows = sorted(self._run("taking this node's link signals", take))
         return [LinkSignal(SignalOp(r[1]), int(r[2]) or int(r[0]), r[3], int(r[4]), r[5],
                            int(r[6]), r[7], r[8], r[9], bool(r[10]))

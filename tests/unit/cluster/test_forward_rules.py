@@ -58,6 +58,10 @@ def test_forward_step(owner, authorized, step):
     ("cast", {"timeout": 99.0}, CAST_WAIT_S),  # a cast has no timeout of its own
     ("cast_many", {}, CAST_WAIT_S),
     ("info", {}, CAST_WAIT_S),
+    ("stop", {}, 122.0),  # waits on the agent's shutdown: the client's default + margin
+    ("delete", {}, 122.0),
+    ("sleep", {}, 122.0),
+    ("restart", {}, 62.0),  # waits on its init
 ])
 def test_answer_wait(op, req, wait):
     assert answer_wait(op, req) == wait
