@@ -107,8 +107,10 @@ class NodeDown(BeamishError, ConnectionError):
     Attributes:
         node: the name of the node that is down.
         agent: the agent the request was for ("" if none was named).
-        since: when its lease expired (Unix time, by the database's clock; 0.0 when it
-            is a member whose lease has not run out but that did not answer).
+        since: when it was found down (Unix time): its lease's expiry by the database's
+            clock when the node was down before the request, this node's clock when its
+            lease ran out while the request waited; 0.0 when it is a member whose lease
+            has not run out but that did not answer.
         sent: whether the request had been sent to it before it was found down (then it
             may have been carried out, or be carried out when that node resumes).
     """

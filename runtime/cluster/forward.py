@@ -9,8 +9,8 @@ answer comes back as that node gave it.
   A's authorized keys; n2 admits A's key only if it is among its own. In a cluster every
   node's ``authorized/`` holds the other nodes' public keys (`beamish keys authorize`).
 * A request is sent only while the owner's lease is alive (by the database's clock);
-  while it waits for the answer, the lease is checked again every quarter second: once
-  it has run out, the wait ends with `NodeDown` (``sent=True``: the request may have been
+  while it waits for the answer, the lease is checked again every half second
+  (`LEASE_CHECK_S`): once it has run out, the wait ends with `NodeDown` (``sent=True``: the request may have been
   carried out), never a hang. A socket that gave up is closed at once (linger 0): a
   queued request is dropped, never delivered late.
 * Casts are acknowledged by the owner's front door once its LMDB committed them: the
