@@ -24,13 +24,14 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/ruff check runtime mailbox supervisor benchmarks tests examples
 	$(MAKE) --no-print-directory typecheck
-	$(BIN)/python -m pytest -q -m "not cluster_faults"
+	$(BIN)/python -m pytest -q -m "not cluster_long"
 
-# The long cluster fault tests (SIGSTOP past a lease, links and the database cut, PostgreSQL
-# restarted under load, rolling drain): `make test` keeps the kill -9 failover and the auth
-# tests; .ci/run runs both targets.
+# The long cluster tests (faults: SIGSTOP past a lease, links and the database cut,
+# PostgreSQL restarted under load, rolling drain; and the two-node feature suites of
+# replicated agents and cross-node links): `make test` keeps the kill -9 failover, the auth
+# tests and the quicker cluster tests under its 15 minutes; .ci/run runs both targets.
 test-cluster: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m cluster_faults
+	$(BIN)/python -m pytest -q -m cluster_long
 
 # mypy must see the installed names (beamish.runtime is the folder runtime/, see package-dir in
 # pyproject.toml), and it follows neither package-dir nor the editable install's import hook:

@@ -39,9 +39,11 @@ from .._validation import check_name, check_timeout, pack_roundtrip
 from ..errors import (
     AgentNotFound,
     CallTimeout,
+    CommitOutcomeUnknown,
     ConfigError,
     RemoteError,
     StoreError,
+    StoreUnavailable,
 )
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Message, Reply, ReplyError
@@ -251,6 +253,16 @@ def _own_copy(exc: BaseException) -> BaseException:
     raised in several threads at once would mix up their tracebacks)."""
     if isinstance(exc, AgentNotFound):
         return exc  # made for this message alone
+    # The kinds whose meaning the sender must act on keep their type: nothing committed
+    # (retry), or not known (do not retry blindly: it may be applied).
+    if isinstance(exc, CommitOutcomeUnknown):
+        unknown = CommitOutcomeUnknown(exc.commit, exc.detail)
+        unknown.__cause__ = exc
+        return unknown
+    if isinstance(exc, StoreUnavailable):
+        unavailable = StoreUnavailable(exc.detail)
+        unavailable.__cause__ = exc
+        return unavailable
     if isinstance(exc, Exception):
         copy = StoreError(f"the commit of this message failed: {type(exc).__name__}: {exc}")
         copy.__cause__ = exc

@@ -40,7 +40,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -187,7 +188,7 @@ class ClusterNode:
         self._delays: dict[str, tuple[tuple[float, ...], float]] = {}
         self._held: dict[str, str] = {}  # name -> the request (stop, ...) the owner runs
         self.emit: Callable[[str, str, str, str], None] = lambda *event: None
-        self._stripes = [threading.Lock() for _ in range(64)]
+        self._names = _NameLocks()  # orders a start of an agent and a request about it
         self._rescan = False
         # ``on_exit(name, returncode, shard, epoch)``: a replicated agent's process exited
         # by itself while this node owned it (its watchers' Down: node/cluster_links.py).
@@ -427,6 +428,9 @@ class ClusterNode:
             except StoreError as exc:
                 log.warning("cluster worker: %s (retrying)", exc)
                 self._stop.wait(RECHECK_S)
+            except Exception:  # a bug must not end the worker while the lease lives on
+                log.exception("cluster worker: its round failed (retrying)")
+                self._stop.wait(RECHECK_S)
 
     def _reap(self) -> None:
         with self._lock:
@@ -545,7 +549,7 @@ class ClusterNode:
         while due is not None and due <= now_ns:
             fired = self.store.write(fire_timers_txn(now_ns))
             for name in fired:
-                self._appended(name)
+                self.appended(name)  # the timer's commit rang nothing: ring it here too
             if len(fired) < FIRE_BATCH:
                 return
 
@@ -562,13 +566,12 @@ class ClusterNode:
     def _start(self, rec: AgentRecord) -> None:
         """Start ``rec``'s process under this node's grant of its shard (marked running,
         a wake cleared, in a commit fenced by that grant)."""
-        stripe = self._stripe(rec.name)
-        if not stripe.acquire(blocking=False):
+        if not self._names.acquire(rec.name, blocking=False):
             return  # a stop, sleep, delete or restart of it runs: the re-check sees after
         try:
             self._start_locked(rec)
         finally:
-            stripe.release()
+            self._names.release(rec.name)
 
     def _start_locked(self, rec: AgentRecord) -> None:
         shard = self.shard(rec.name)
@@ -615,6 +618,8 @@ class ClusterNode:
                                       time.monotonic(), incarnation=cur.incarnation,
                                       idle_timeout=cur.idle_timeout)
             lost = self._epochs.get(shard) != epoch
+            if lost:  # a move, not an exit: no classification, no Down (see _reap)
+                self._procs[name].stopping = True
         if lost:  # lost or fenced while it started
             _signal(popen, signal.SIGKILL)
         log.info("replicated agent %r started (pid %d, shard %d, epoch %d)", name,
@@ -641,10 +646,6 @@ class ClusterNode:
 
 
     # -- stop, sleep, delete and restart, asked on any node ---------------------------------------
-    def _stripe(self, name: str) -> threading.Lock:
-        """The lock that orders a start of ``name`` and a request about it."""
-        return self._stripes[shard_of(name, len(self._stripes))]
-
     def request(self, name: str, op: str, timeout: float = 60.0) -> AgentRecord:
         """Have the owner of replicated agent ``name``'s shard ``op`` it ("stop",
         "sleep", "delete" or "restart": see `refusal` and `_apply`) and wait until it did;
@@ -711,7 +712,7 @@ class ClusterNode:
         changed and the answer put in one commit fenced by this node's grant. Nothing if
         this node does not own it (any more)."""
         shard = self.shard(name)
-        with self._stripe(name):
+        with self._names.held(name):
             with self._lock:
                 epoch = self._epochs.get(shard)
                 if epoch is None:
@@ -813,6 +814,49 @@ def refusal(op: str, rec: AgentRecord | None) -> tuple[str, str] | None:
     if op == "restart" and rec.status in ACCEPTS_MESSAGES:
         return ("AlreadyRunning", str(rec.status))
     return None
+
+
+class _NameLocks:
+    """One lock per agent name, kept only while a thread holds or waits for it (a stop of
+    one agent must not hold up the starts of the others of its shard)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}  # name -> (lock, users)
+
+    def acquire(self, name: str, blocking: bool = True) -> bool:
+        """Take ``name``'s lock (False: not taken, as ``blocking`` was False)."""
+        with self._lock:
+            lock, users = self._locks.get(name) or (threading.Lock(), 0)
+            self._locks[name] = (lock, users + 1)
+        if lock.acquire(blocking):
+            return True
+        self._leave(name)
+        return False
+
+    def release(self, name: str) -> None:
+        """Give ``name``'s lock back."""
+        with self._lock:
+            lock, _ = self._locks[name]
+        lock.release()
+        self._leave(name)
+
+    @contextmanager
+    def held(self, name: str) -> Iterator[None]:
+        """``name``'s lock, held for the block."""
+        self.acquire(name)
+        try:
+            yield
+        finally:
+            self.release(name)
+
+    def _leave(self, name: str) -> None:
+        with self._lock:
+            lock, users = self._locks[name]
+            if users <= 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
 
 
 def _signal(popen: subprocess.Popen[bytes], signum: int) -> None:

@@ -20,7 +20,7 @@ from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 from tests.cluster.conftest import Keys, free_port
 from tests.conftest import kill_node, shutdown_quietly, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster_long]  # two nodes per test: make test-cluster
 
 WATCHER = "tests.agents.cluster_link_agents:RemoteWatcher"
 TRAPPER = "tests.agents.cluster_link_agents:TrappingRemoteWatcher"

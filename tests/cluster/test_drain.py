@@ -6,7 +6,7 @@ owners, within the caller's timeout: `CALL_TIMEOUT`), every acknowledged message
 exactly once, in each sender's order.
 
 The short test drains one node (``make test``); the rolling drain of all three, each
-restarted after it, is a ``cluster_faults`` test (``make test-cluster``)."""
+restarted after it, is a ``cluster_long`` test (``make test-cluster``)."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-@pytest.mark.cluster_faults
+@pytest.mark.cluster_long
 @pytest.mark.timeout(900)
 def test_a_rolling_drain_of_every_node_under_load_fails_no_call_and_loses_nothing(
         three_nodes: ClusterNodes):  # noqa: F811 - the fixture

@@ -278,7 +278,7 @@ def _gone(pid: int) -> bool:
         return fh.read().split(") ")[1].startswith("Z")  # exited, not reaped yet
 
 
-@pytest.mark.cluster_faults
+@pytest.mark.cluster_long
 def test_a_node_paused_past_its_lease_commits_nothing_stale(three_nodes: ClusterNodes):
     """SIGSTOP of a node's daemon (its agents keep running): once its lease has run out
     the others take its shards at new epochs and run its agents; the paused node's own
@@ -343,7 +343,7 @@ def test_a_node_paused_past_its_lease_commits_nothing_stale(three_nodes: Cluster
                 assert set(mine) <= set(s.acked.get(a, [])) | s.doubt.get(a, set())
 
 
-@pytest.mark.cluster_faults
+@pytest.mark.cluster_long
 def test_a_node_cut_from_the_database_stops_its_agents_before_its_lease_expires(
         three_nodes: ClusterNodes, pg_server: PgServer):
     """A node whose role may no longer log in, its connections cut: it cannot renew its

@@ -45,7 +45,7 @@ from tests.cluster.test_failover import (
 )
 from tests.conftest import REPO, shutdown_quietly, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster_faults]
+pytestmark = [pytest.mark.slow, pytest.mark.cluster_long]
 
 NAMES = ["n1", "n2", "n3"]
 DB = "c"

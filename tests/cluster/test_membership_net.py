@@ -71,7 +71,7 @@ def members() -> Iterator[list[Member]]:
         m.stop()
 
 
-@pytest.mark.cluster_faults
+@pytest.mark.cluster_long
 @pytest.mark.parametrize("kind", ["netns", "loopback"])
 def test_a_node_cut_off_fences_before_its_lease_expires_then_rejoins(net, net_pg, members,
                                                                      kind):

@@ -80,7 +80,7 @@ def _write_group(store: PgStore, payloads: list[bytes]) -> None:
 @pytest.mark.parametrize("how", ["kill", "stop"])
 @pytest.mark.parametrize(("per_write", "write"), [(1, _write_one), (10, _write_group)],
                          ids=["write", "write_group"])
-@pytest.mark.cluster_faults
+@pytest.mark.cluster_long
 def test_a_server_restart_under_a_writer_loses_no_acknowledged_write(
         pg_server, pg_dsn, monkeypatch, how: str, per_write: int,
         write: Callable[[PgStore, list[bytes]], None]) -> None:
@@ -167,7 +167,7 @@ def test_a_commit_cut_off_in_flight_is_reported_unknown_and_resolved_later(pg_ds
         store.close()
 
 
-@pytest.mark.cluster_faults
+@pytest.mark.cluster_long
 def test_a_commit_in_flight_when_the_server_is_killed_is_unknown_until_it_is_back(
         pg_server, pg_dsn, monkeypatch):
     """A commit waits inside the server (a deferred trigger waits for a lock the test

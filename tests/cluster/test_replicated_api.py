@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 from tests.cluster.conftest import Keys, PgServer, free_port
 from tests.conftest import beamish, shutdown_quietly, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster_long]  # two nodes per test: make test-cluster
 
 LEDGER = "tests.agents.cluster_agents:Ledger"
 FLAKY = "tests.agents.cluster_agents:Flaky"
@@ -240,6 +241,24 @@ def test_a_replicated_agent_that_keeps_crashing_ends_failed(two_nodes: TwoNodes)
     assert "failed" in kinds and "backoff" in kinds, kinds
     n2.stop(name)    # the way out: stop it, then delete it (or restart it)
     n2.delete(name)
+
+
+def test_a_replicated_agent_killed_with_an_empty_mailbox_is_restarted(two_nodes: TwoNodes):
+    # Its restart waits in backoff with no message to wake it: the owner's re-check must
+    # find it (it once read only running agents, so the agent stayed down).
+    nodes = two_nodes
+    name = nodes.names_on("n1", 1, "k")[0]
+    n1 = nodes.locals["n1"]
+    n1.spawn(LEDGER, name=name, durability="replicated")
+    n1.cast(name, ["a", 1])
+    assert n1.call(name, "get") == [["a", 1]]
+    pid = n1.info(name).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: (i := n1.info(name)).status == "running" and i.pid not in (None, pid),
+               timeout=30, what="the killed agent running again, by itself")
+    assert n1.call(name, "get") == [["a", 1]]
+    assert n1.info(name).restarts == 1
 
 
 def _alive(pid: int) -> bool:

@@ -2,7 +2,7 @@
 need it, by indexed queries, so that registered agents that sleep with an empty mailbox
 cost nothing however many there are.
 
-An agent needs the re-check when it should run (status running, starting or
+An agent needs the re-check when it should run (status running, starting, backoff or
 restarting: a partial index holds only those), when its mailbox holds a message, or when
 it is marked to be woken (``beamish_wakes``). Agents with mail are found by a skip scan of
 the mailbox's primary key (one index probe per such agent, never a pass over every
@@ -32,10 +32,11 @@ _WITH_MAIL = (
     " WHERE m.agent_id IS NOT NULL) "
     "SELECT agent_id FROM m WHERE agent_id IS NOT NULL")
 _WOKEN = "SELECT agent_id FROM beamish_wakes WHERE cluster = %(c)s"
-# Agents that should run, as the partial index beamish_agents_should_run holds them (the
-# statuses are literals in both, so the planner can use the index).
-SHOULD_RUN_STATUSES = ("running", "starting", "restarting")
-_RUNNING = "status IN ('running', 'starting', 'restarting')"
+# Agents that should run (a crashed one waits in backoff for its restart), as the partial
+# index beamish_agents_should_run_rsrb holds them (the statuses are literals in both, so
+# the planner can use the index).
+SHOULD_RUN_STATUSES = ("running", "starting", "restarting", "backoff")
+_RUNNING = "status IN ('running', 'starting', 'restarting', 'backoff')"
 _RECORDS = (f"SELECT record FROM beamish_agents WHERE cluster = %(c)s AND {_RUNNING} "
             "UNION ALL SELECT record FROM beamish_agents WHERE cluster = %(c)s AND "
             f"id = ANY(%(ids)s::bigint[]) AND NOT ({_RUNNING})")

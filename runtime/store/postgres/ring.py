@@ -109,11 +109,19 @@ class PgRingListener:
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             if note.payload.startswith(prefix):
-                                self.on_ring(note.payload[len(prefix):])
+                                self._deliver(note.payload[len(prefix):])
             except psycopg.Error as exc:
                 log.warning("listening for wake-ups failed (re-checks cover it; "
                             "reconnecting): %s", exc)
                 self._stop.wait(RECONNECT_S)
+
+    def _deliver(self, payload: str) -> None:
+        # A handler's bug must not end the listener (the re-checks would be the only
+        # wake-ups left, silently): logged, and the next notification is served.
+        try:
+            self.on_ring(payload)
+        except Exception:
+            log.exception("a wake-up (%r) could not be handled", payload)
 
     def stop(self) -> None:
         """Stop listening (waits up to a second for the thread)."""

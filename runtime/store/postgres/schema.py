@@ -133,8 +133,10 @@ DDL: tuple[str, ...] = (
            PRIMARY KEY (cluster, seq))""",
     # The owner's re-check (`.recheck`): agents that should run (a partial index: idle
     # agents are not in it), and agents by id (those with mail or a wake).
-    """CREATE INDEX IF NOT EXISTS beamish_agents_should_run ON beamish_agents (cluster)
-           WHERE status IN ('running', 'starting', 'restarting')""",
+    # (named for its statuses: a changed list is a new index, as IF NOT EXISTS keeps an
+    # old one of the same name unchanged)
+    """CREATE INDEX IF NOT EXISTS beamish_agents_should_run_rsrb ON beamish_agents (cluster)
+           WHERE status IN ('running', 'starting', 'restarting', 'backoff')""",
     """CREATE INDEX IF NOT EXISTS beamish_agents_id ON beamish_agents (cluster, id)""",
     # Node-pinned agents (``routes.py``): which node's LMDB holds each name, and each
     # node's public key for node-to-node forwarding over CURVE.

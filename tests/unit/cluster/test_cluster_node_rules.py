@@ -82,3 +82,16 @@ def test_spawn_durability(durability, ok):
     else:
         with pytest.raises(ConfigError, match="durability"):
             spawn_request("m:C", name="a", durability=durability)
+
+
+def test_name_locks_are_per_name_and_kept_only_while_used():
+    from beamish.runtime.node.cluster_node import _NameLocks
+    locks = _NameLocks()
+    assert locks.acquire("a", blocking=False)
+    assert not locks.acquire("a", blocking=False)  # held: a start gives way
+    assert locks.acquire("b", blocking=False)      # another name of the same shard: free
+    locks.release("a")
+    locks.release("b")
+    with locks.held("a"):
+        assert not locks.acquire("a", blocking=False)
+    assert locks._locks == {}  # nothing kept for names nobody uses
