@@ -35,6 +35,9 @@ from tests.cluster.conftest import PgServer, free_port
 from tests.conftest import shutdown_quietly, wait_until
 
 LEDGER = "tests.agents.cluster_agents:Ledger"
+# Two nodes started per test: `make test-cluster` (CI runs it), keeping `make test` in its
+# 15 minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster_long]
 
 
 @dataclass
