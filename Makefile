@@ -59,7 +59,9 @@ check-install:
 	$(PYTHON) -m venv /tmp/beamish-check-venv
 	/tmp/beamish-check-venv/bin/python -m pip install -q .
 	cd /tmp && /tmp/beamish-check-venv/bin/beamish --help > /dev/null
-	cd /tmp && /tmp/beamish-check-venv/bin/python -c "import beamish.runtime, beamish.supervisor, beamish.mailbox, beamish.benchmarks; print('non-editable install ok:', beamish.runtime.__file__)"
+	cd /tmp && /tmp/beamish-check-venv/bin/python $(CURDIR)/scripts/check_install.py
+	/tmp/beamish-check-venv/bin/python -m pip install -q '.[cluster]'
+	cd /tmp && /tmp/beamish-check-venv/bin/python $(CURDIR)/scripts/check_install.py --require psycopg
 	rm -rf /tmp/beamish-check-venv
 
 clean:
