@@ -287,11 +287,12 @@ class Requester:
     Args:
         path: the inbox's socket file, or a ``tcp://HOST:PORT`` address.
         curve: the CURVE keys to connect with (a TCP server requires them).
+        prepare: called with the socket before it connects (more options, a monitor).
     """
 
     def __init__(self, ctx: zmq.Context[Any], path: str,
-                 limit: int = DEFAULT_MAX_MESSAGE_BYTES, curve: CurveClient | None = None
-                 ) -> None:
+                 limit: int = DEFAULT_MAX_MESSAGE_BYTES, curve: CurveClient | None = None,
+                 prepare: Callable[[zmq.Socket[Any]], None] | None = None) -> None:
         self.limit = limit
         self.dropped = 0  # malformed or oversized replies seen and dropped
         self.sock = ctx.socket(zmq.DEALER)
@@ -301,6 +302,8 @@ class Requester:
             curve.apply(self.sock)
         if path.startswith("tcp://["):
             self.sock.setsockopt(zmq.IPV6, 1)  # libzmq refuses an IPv6 address without it
+        if prepare is not None:
+            prepare(self.sock)
         self.sock.connect(path if path.startswith("tcp://") else ipc_address(path))
 
     def request(self, payload: Any, timeout: float,

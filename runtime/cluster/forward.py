@@ -13,6 +13,10 @@ answer comes back as that node gave it.
   (`LEASE_CHECK_S`): once it has run out, the wait ends with `NodeDown` (``sent=True``: the request may have been
   carried out), never a hang. A socket that gave up is closed at once (linger 0): a
   queued request is dropped, never delivered late.
+* The link itself is watched (``reach.py``: ZMTP heartbeats and a socket monitor): a
+  node whose lease lives but that cannot be reached from this one (a cut between the
+  two only) ends the wait within about 3 s with `NodeDown`, ``sent=False`` when the
+  request never left this node.
 * Casts are acknowledged by the owner's front door once its LMDB committed them: the
   answer relayed here is that acknowledgement (no ack without that commit).
 
@@ -31,13 +35,14 @@ from typing import Any
 
 import zmq
 
-from beamish.mailbox import CurveClient, Requester, RequestTimeout
+from beamish.mailbox import CurveClient, RequestTimeout
 
 from .._types import WireMap
 from ..errors import ConfigError, NodeDown, StoreError
 from ..messaging.spawnargs import SpawnRequest
 from .frontdoor import REQUEST_ROOM
 from .keys import KeyPair
+from .reach import Verdict, WatchedRequester
 
 log = logging.getLogger("beamish.cluster")
 ANSWER_MARGIN_S = 2.0  # how much longer than a call's timeout a forward waits
@@ -144,7 +149,7 @@ class Forwarder:
         self.lease_left = lease_left
         self.limit = limit
         self.ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
-        self._idle: dict[tuple[str, str], list[Requester]] = {}
+        self._idle: dict[tuple[str, str], list[WatchedRequester]] = {}
         self._leases: dict[str, tuple[float, bool]] = {}  # node -> (read at, alive)
         self._lock = threading.Lock()
         self._closed = False
@@ -193,10 +198,18 @@ class Forwarder:
         key = (owner.address, owner.public_key)
         sock = self._take(key)
         wait = answer_wait(str(req.get("op")), req)
+        sock.queued()
         try:
-            answer = sock.request(req, wait, alive=lambda: self._alive(owner.node))
+            answer = sock.request(req, wait, alive=lambda: (
+                sock.verdict() is Verdict.WAIT and self._alive(owner.node)))
         except RequestTimeout:
+            verdict = sock.verdict()
             sock.close()  # drops what it still queues: never delivered late
+            if verdict is not Verdict.WAIT:  # a cut between this node and its node
+                raise NodeDown(owner.node, f"it cannot be reached from node {self.me!r} "
+                               "(its lease is alive, but its front door answers no "
+                               "heartbeat: a network cut between the two?)", agent,
+                               sent=verdict is Verdict.CUT_SENT) from None
             if not self._alive(owner.node):
                 raise NodeDown(owner.node, "its lease ran out while this request waited",
                                agent, time.time(), sent=True) from None
@@ -211,7 +224,7 @@ class Forwarder:
                               f"{agent!r}: {answer!r:.80}")
         return answer
 
-    def _take(self, key: tuple[str, str]) -> Requester:
+    def _take(self, key: tuple[str, str]) -> WatchedRequester:
         with self._lock:
             if self._closed:
                 raise NodeDown(self.me, "this node is stopping")
@@ -220,9 +233,9 @@ class Forwarder:
                 return idle.pop()
         curve = CurveClient(self.pair.public.encode(), self.pair.secret.encode(),
                             key[1].encode())
-        return Requester(self.ctx, key[0], self.limit + REQUEST_ROOM, curve=curve)
+        return WatchedRequester(self.ctx, key[0], self.limit + REQUEST_ROOM, curve)
 
-    def _give(self, key: tuple[str, str], sock: Requester) -> None:
+    def _give(self, key: tuple[str, str], sock: WatchedRequester) -> None:
         with self._lock:
             if not self._closed:
                 self._idle.setdefault(key, []).append(sock)

@@ -242,7 +242,8 @@ def test_kill9_of_the_owner_gives_node_down_promptly_and_nothing_is_lost(pair: P
         assert err.node == "n1" and err.agent == "pinned", err
         assert "n1" in str(err) and "pinned" in str(err)
         # A call raises it too, at once once the lease has run out; never a timeout.
-        wait_until(lambda: any(not e.sent for _, e in caster.downs), timeout=30,
+        # (Before that, its closed port is found by the link's watch: sent=False, no since.)
+        wait_until(lambda: any(not e.sent and e.since for _, e in caster.downs), timeout=30,
                    what="NodeDown before sending (the lease ran out)")
         t0 = time.monotonic()
         with pytest.raises(NodeDown) as called:
