@@ -73,6 +73,7 @@ from ..store.postgres.cluster import connect_cluster
 from ..store.postgres.fencing import Fence
 from ..store.postgres.recheck import due_agents
 from ..store.postgres.ring import PgRinger, PgRingListener
+from ..store.postgres.sweep import Sweeper, sweep
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence, Reply, ReplyError
 from .classify import ExitEvidence, classify
@@ -196,6 +197,7 @@ class ClusterNode:
         # ``on_stopped(name, shard, epoch)``: stopped or deleted through the node, as owner.
         self.on_stopped: Callable[[str, int, int], None] | None = None
         self._kick = threading.Event()
+        self._sweeper = Sweeper()
         self._stop = threading.Event()
         self.store: PgStore = open_postgres_store(settings.dsn, settings.cluster)
         self.ringer = PgRinger(settings.dsn, settings.cluster)
@@ -425,12 +427,29 @@ class ClusterNode:
                     self._fire_timers()
                 for name in rings:
                     self._wake(name)
+                if self._sweeper.due(now):
+                    self._sweep(now)
             except StoreError as exc:
                 log.warning("cluster worker: %s (retrying)", exc)
                 self._stop.wait(RECHECK_S)
             except Exception:  # a bug must not end the worker while the lease lives on
                 log.exception("cluster worker: its round failed (retrying)")
                 self._stop.wait(RECHECK_S)
+
+    def _sweep(self, now: float) -> None:
+        """Remove the rows nobody will take any more (``store/postgres/sweep.py``)."""
+        try:
+            swept = self.store.write(lambda t: sweep(t, self._sweeper.limit))
+        except StoreError as exc:
+            log.warning("cluster sweep failed (%s): tried again in %g s", exc,
+                        self._sweeper.every)
+            self._sweeper.done(None, now)
+            return
+        self._sweeper.done(swept, now)
+        if swept.replies or swept.signals or swept.watches:
+            log.info("cluster sweep: %d expired replies, %d link signals and %d monitors "
+                     "of gone node incarnations removed", swept.replies, swept.signals,
+                     swept.watches)
 
     def _reap(self) -> None:
         with self._lock:
