@@ -71,6 +71,7 @@ from ..store import open_postgres_store
 from ..store.postgres.agents import PgStore
 from ..store.postgres.cluster import connect_cluster
 from ..store.postgres.fencing import Fence
+from ..store.postgres.names import pinned_holder
 from ..store.postgres.recheck import due_agents
 from ..store.postgres.ring import PgRinger, PgRingListener
 from ..store.postgres.sweep import Sweeper, sweep
@@ -302,8 +303,10 @@ class ClusterNode:
             if old is not None and old.status in ACCEPTS_MESSAGES:
                 raise SpawnError(name, f"the name is in use by a {old.status} replicated "
                                        "agent")
-            if old is None and self.pinned is not None:
-                self.pinned.refuse_pinned(name)
+            holder = pinned_holder(t, name) if old is None else None  # after its lock
+            if holder is not None:
+                raise SpawnError(name, f"the name is in use by an agent on node {holder!r} "
+                                       "(names are cluster-wide)")
             agent_id = old.id if old is not None else \
                 REPLICATED_ID_BASE + t.next_counter("agent_id")
             rec = AgentRecord(

@@ -120,17 +120,6 @@ class PinnedAgents:
             raise SpawnError(name, f"the name is in use by an agent on node {holder!r} "
                                    "(names are cluster-wide)")
 
-    def refuse_pinned(self, name: str) -> None:
-        """Refuse a replicated agent's spawn of a pinned agent's name.
-
-        Raises:
-            SpawnError: a node's agent holds ``name``.
-        """
-        route = self.routes.lookup(name)
-        if route is not None:
-            raise SpawnError(name, f"the name is in use by an agent on node {route.node!r} "
-                                   "(names are cluster-wide)")
-
     def drop(self, name: str) -> None:
         """Remove ``name``'s route (a delete, done already in LMDB): a failure is
         logged, not raised, as the agent is gone; the route is then removed at the next

@@ -3,8 +3,8 @@ each agent name of the cluster, so that names are cluster-wide and any node can 
 to the owner in one hop; and each node's public key (``beamish_node_keys``), which the
 others check against their own authorized keys before they forward to it.
 
-One row per pinned agent, written once at its spawn (one ``INSERT ... ON CONFLICT``: a
-round trip) and deleted with the agent; a stop keeps it (a stopped agent's name resumes
+One row per pinned agent, written once at its spawn (one ``INSERT ... ON CONFLICT``
+after the name's lock, `.names`: a round trip more) and deleted with the agent; a stop keeps it (a stopped agent's name resumes
 on its node). A lookup is one indexed ``SELECT`` joined with the owner's member row and
 key, so the forwarder learns in one round trip where the owner listens, whether its lease
 is alive by the database's clock, and which key to trust.
@@ -22,6 +22,7 @@ import psycopg
 
 from ...errors import StoreUnavailable
 from .cluster import _as_store_error, _connect
+from .names import lock_name
 
 REPLICATED = "(replicated)"  # the owner `claim` reports for a replicated agent's name
 
@@ -68,8 +69,10 @@ class RouteTable:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
 
-    def _exec(self, what: str, sql: str, args: Any) -> list[tuple[Any, ...]]:
-        """Run one statement. Every statement here is idempotent, so one that failed
+    def _exec(self, what: str, sql: str, args: Any,
+              locked: str | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement (after taking name ``locked``'s lock, in one transaction,
+        when given: `.names`). Every statement here is idempotent, so one that failed
         on a connection found lost (the server restarted, the backend was terminated)
         is run once more on a new one."""
         with self._lock:
@@ -79,8 +82,13 @@ class RouteTable:
                 conn = self._conn
                 try:
                     with _as_store_error(what, "the request failed; try again", conn):
-                        cur = conn.execute(sql, args)
-                        return cur.fetchall() if cur.description is not None else []
+                        if locked is None:
+                            cur = conn.execute(sql, args)
+                            return cur.fetchall() if cur.description is not None else []
+                        with conn.transaction():
+                            lock_name(conn, self.cluster, locked)
+                            cur = conn.execute(sql, args)
+                            return cur.fetchall() if cur.description is not None else []
                 except StoreUnavailable:
                     if attempt == 2 or not (conn.closed or conn.broken):
                         raise
@@ -105,7 +113,7 @@ class RouteTable:
                ON CONFLICT (cluster, name) DO UPDATE SET node = EXCLUDED.node
                  WHERE beamish_routes.node = EXCLUDED.node
                RETURNING node""",
-            {"c": self.cluster, "n": name, "node": node})
+            {"c": self.cluster, "n": name, "node": node}, locked=name)
         if rows:
             return None
         owner = self._exec(f"looking up agent {name!r}",
