@@ -432,6 +432,9 @@ class ClusterNode:
                     self._wake(name)
                 if self._sweeper.due(now):
                     self._sweep(now)
+                if self.pinned is not None:  # routes of deleted agents left behind
+                    self.pinned.retry_drops(self.membership.incarnation is not None
+                                            and not self.membership.fenced)
             except StoreError as exc:
                 log.warning("cluster worker: %s (retrying)", exc)
                 self._stop.wait(RECHECK_S)

@@ -13,12 +13,18 @@ agents forwarded there in one hop (``cluster/forward.py``).
   once. A name with no route is a replicated agent's (or nobody's).
 * This node publishes its public key in PostgreSQL at its start: the others connect to
   it with that key, if they authorized it.
+* A route whose removal failed (a delete while PostgreSQL could not be reached), and at
+  the start every route of this node whose name its LMDB no longer holds (a removal
+  lost with the node), is removed again every `DROP_RETRY_S` once the node has joined
+  (`retry_drops`, from the cluster worker), unless the name is this node's again.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
+import time
 from typing import Any
 
 from .._types import WireMap
@@ -41,6 +47,7 @@ log = logging.getLogger("beamish.cluster")
 # Control requests that name an agent and are served by the node that holds it.
 FORWARDED_OPS = frozenset({"stop", "delete", "info", "state", "sleep", "dead_letters",
                            "restart"})
+DROP_RETRY_S = 2.0  # a route left by a failed removal is tried again this often
 
 
 def owner_of(route: Route | None) -> Owner | None:
@@ -70,6 +77,9 @@ class PinnedAgents:
         self.keys_dir = keys_dir
         self.local_store = local_store
         self.routes = RouteTable(dsn, cluster)
+        self._undropped: set[str] = set()  # routes to remove again (`retry_drops`)
+        self._drops = threading.Lock()  # a retried removal against a claim of that name
+        self._next_drop = 0.0
         self.forwarder: Forwarder | None = None
         if keys_dir is not None:
             pair = load_pair(keys_dir, "cluster.keys")
@@ -90,6 +100,8 @@ class PinnedAgents:
             log.error("agent %r of this node's store is routed to node %r in the cluster: "
                       "requests for it from other nodes go there; delete one of the two",
                       name, holder)
+        with self._drops:
+            self._undropped |= self.routes.names_of(self.node) - set(names)
 
     def close(self) -> None:
         """Close the forwarder's sockets and the route table's connection."""
@@ -112,7 +124,12 @@ class PinnedAgents:
         Raises:
             SpawnError: another node's agent or a replicated agent holds the name.
         """
-        holder = self.routes.claim(name, self.node)
+        if name in self._undropped:  # its removal is pending: the claim goes first
+            with self._drops:
+                self._undropped.discard(name)
+                holder = self.routes.claim(name, self.node)
+        else:
+            holder = self.routes.claim(name, self.node)
         if holder == REPLICATED:
             raise SpawnError(name, "the name is in use by a replicated agent of the "
                                    "cluster (names are cluster-wide)")
@@ -122,14 +139,47 @@ class PinnedAgents:
 
     def drop(self, name: str) -> None:
         """Remove ``name``'s route (a delete, done already in LMDB): a failure is
-        logged, not raised, as the agent is gone; the route is then removed at the next
-        delete of that name here, and until then other nodes are refused the name."""
+        logged, not raised, as the agent is gone; the removal is tried again
+        (`retry_drops`), and until then other nodes are refused the name."""
         try:
             self.routes.drop(name, self.node)
         except StoreError as exc:
+            with self._drops:
+                self._undropped.add(name)
             log.warning("agent %r was deleted, but its route in the cluster's PostgreSQL "
-                        "was not removed (%s): other nodes are refused its name until "
-                        "this node spawns and deletes it again", name, exc)
+                        "was not removed (%s): tried again every %g s; other nodes are "
+                        "refused its name until then", name, exc, DROP_RETRY_S)
+
+    def _is_sup(self, name: str) -> bool:
+        return self.local_store.read(lambda t: t.get_sup(name)) is not None
+
+    def retry_drops(self, joined: bool) -> int:
+        """Remove the routes whose removal is pending (module docstring), if ``joined``
+        (the node holds its lease: no other node of its name runs) and `DROP_RETRY_S`
+        has passed since the last try; return how many were removed. A name that is
+        this node's agent or supervisor again keeps its route."""
+        now = time.monotonic()
+        if not self._undropped or not joined or now < self._next_drop:
+            return 0
+        self._next_drop = now + DROP_RETRY_S
+        removed = 0
+        with self._drops:
+            for name in sorted(self._undropped):
+                if self.is_local(name) or self._is_sup(name):
+                    self._undropped.discard(name)
+                    continue
+                try:
+                    self.routes.drop(name, self.node)
+                except StoreError as exc:
+                    log.warning("the route of deleted agent %r is still not removed (%s): "
+                                "tried again in %g s", name, exc, DROP_RETRY_S)
+                    return removed
+                self._undropped.discard(name)
+                removed += 1
+        if removed:
+            log.info("removed %d route(s) of deleted agents left in the cluster's "
+                     "PostgreSQL", removed)
+        return removed
 
     def remote(self, name: str) -> Owner | None:
         """The node that holds pinned agent ``name`` if it is another one (None: this

@@ -145,6 +145,13 @@ class RouteTable:
                    "DELETE FROM beamish_routes WHERE cluster = %s AND name = %s AND node = %s",
                    (self.cluster, name, node))
 
+    def names_of(self, node: str) -> set[str]:
+        """Every name routed to ``node``."""
+        return {str(r[0]) for r in self._exec(
+            f"listing node {node!r}'s routes",
+            "SELECT name FROM beamish_routes WHERE cluster = %s AND node = %s",
+            (self.cluster, node))}
+
     def lookup(self, name: str) -> Route | None:
         """``name``'s route with its owner's address, key and lease (None: not pinned)."""
         rows = self._exec(
