@@ -258,7 +258,12 @@ class PinnedAgents:
             owner = self.remote(target)
             if owner is None:
                 return None
-            return self.send(owner, target, {**req, "op": op})
+            answer = self.send(owner, target, {**req, "op": op})
+            value = answer.get("value")
+            if op == "info" and answer.get("ok") and isinstance(value, dict):
+                # its node answered as of its own agent (no node): say which node it is
+                answer = {**answer, "value": {**value, "node": owner.node}}
+            return answer
         except BeamishError as exc:
             return {"ok": False, "error": ErrorReply.of(exc).to_wire()}
         except Exception as exc:  # the client gets an answer, never a silent wait

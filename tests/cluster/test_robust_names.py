@@ -1,7 +1,8 @@
 """Names are cluster-wide across both kinds of agent: a node-pinned spawn on one node
 and a replicated spawn of the same name on another, at the same moment, never both
 succeed (both claims take the name's lock in PostgreSQL, in the transaction that
-writes the name: ``store/postgres/names.py``)."""
+writes the name: ``store/postgres/names.py``). A forwarded info names the agent's
+node."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def test_a_pinned_and_a_replicated_spawn_of_one_name_race_and_one_wins(pair: Pai
     both = [n for n, kinds in won.items() if len(kinds) == 2]
     assert not both, f"names held by a pinned and a replicated agent at once: {both}"
     assert all(len(kinds) == 1 for kinds in won.values()), won
+    # info through the other node names the pinned agent's node (a forwarded info);
+    # on its own node it is one of the node's own agents (no node)
+    for name in [n for n, ks in won.items() if ks == ["pinned"]][:5]:
+        assert n2.info(name).node == "n1"
+        assert n1.info(name).node is None
     kinds = [k for ks in won.values() for k in ks]
     print(f"\n{kinds.count('pinned')} pinned and {kinds.count('replicated')} replicated "
           "spawns won their race")
