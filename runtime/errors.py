@@ -473,16 +473,28 @@ class DrainIncomplete(BeamishError):
         node: the node's name in its cluster.
         shards_left: the shards it still held.
         timeout: the drain's timeout (s).
+        stalled: it ended before its timeout, as no node could take its shards for a
+            while (`cluster.drain.STALL_GIVE_UP_S`).
     """
 
-    def __init__(self, node: str, shards_left: int, timeout: float) -> None:
-        super().__init__(
-            f"node {node!r} was not drained within {timeout:g} s: {shards_left} shard(s) "
-            "left, released as it stopped; check that another node is alive and not "
-            "draining (`beamish nodes`), or give the drain more time (--timeout)")
+    def __init__(self, node: str, shards_left: int, timeout: float,
+                 stalled: bool = False) -> None:
+        if stalled:
+            super().__init__(
+                f"node {node!r} was not drained: no other node alive and not draining could "
+                f"take its {shards_left} shard(s), so it stopped without waiting out its "
+                f"{timeout:g} s, releasing them; start or undrain another node (`beamish "
+                "nodes`), or stop the last node of a cluster with `beamish node stop`")
+        else:
+            super().__init__(
+                f"node {node!r} was not drained within {timeout:g} s: {shards_left} "
+                "shard(s) left, released as it stopped; check that another node is alive "
+                "and not draining (`beamish nodes`), or give the drain more time "
+                "(--timeout)")
         self.node = node
         self.shards_left = shards_left
         self.timeout = timeout
+        self.stalled = stalled
 
 
 ERRORS["DrainIncomplete"] = DrainIncomplete

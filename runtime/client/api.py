@@ -906,8 +906,9 @@ class Node:
 
         Raises:
             ConfigError: the node is not in a cluster, or ``timeout`` is not > 0.
-            DrainIncomplete: shards were left after ``timeout`` s (the node stopped all the
-                same, releasing them as it left).
+            DrainIncomplete: shards were left after ``timeout`` s, or no other node could
+                take them for 10 s (the node stopped all the same, releasing them as it
+                left).
         """
         st = drain_node(lambda t: self._control.request("drain", {"timeout": t},
                                                         timeout=DRAIN_REQUEST_S),
@@ -915,7 +916,7 @@ class Node:
         self._wait_gone(DRAIN_STOP_WAIT_S)
         self.close()
         if st.phase is DrainPhase.INCOMPLETE:
-            raise DrainIncomplete(st.node, st.shards_left, st.timeout)
+            raise DrainIncomplete(st.node, st.shards_left, st.timeout, st.stalled)
         return st
 
     def _wait_gone(self, timeout: float) -> None:

@@ -24,7 +24,12 @@ class DrainPhase(enum.Enum):
 
     DRAINING = "draining"  # handing shards off
     DRAINED = "drained"  # every shard handed off: the node stops now
-    INCOMPLETE = "incomplete"  # the timeout ran out first: the node stops all the same
+    # the timeout ran out first, or no node could take the shards for `STALL_GIVE_UP_S`:
+    # the node stops all the same
+    INCOMPLETE = "incomplete"
+
+
+STALL_GIVE_UP_S = 10.0  # a drain stalled this long (no taker) ends without its timeout
 
 
 FINAL = frozenset({DrainPhase.DRAINED, DrainPhase.INCOMPLETE})
@@ -77,14 +82,17 @@ class DrainStatus:
                    bool(data.get("stalled", False)))
 
 
-def drain_phase(drained: bool, elapsed: float, timeout: float) -> DrainPhase:
+def drain_phase(drained: bool, elapsed: float, timeout: float,
+                stalled_for: float = 0.0) -> DrainPhase:
     """Where a drain is (pure): over once the membership says no shard is left (its last
     round found none owned in the table and it holds none), else timed out past
-    ``timeout``, else still draining. A drain that finishes as its time runs out counts as
-    done."""
+    ``timeout``, or given up once it has been `stalled` for ``stalled_for`` >=
+    `STALL_GIVE_UP_S` (no node to take the shards: waiting out the timeout would only
+    delay the same outcome), else still draining. A drain that finishes as its time
+    runs out counts as done."""
     if drained:
         return DrainPhase.DRAINED
-    if elapsed >= timeout:
+    if elapsed >= timeout or stalled_for >= STALL_GIVE_UP_S:
         return DrainPhase.INCOMPLETE
     return DrainPhase.DRAINING
 
@@ -113,6 +121,12 @@ def outcome_line(st: DrainStatus) -> str:
     if st.phase is DrainPhase.DRAINED:
         return (f"{who} drained: {st.shards_at_start} shard(s) handed off in "
                 f"{st.elapsed:.1f} s; the node stops")
+    if st.phase is DrainPhase.INCOMPLETE and st.stalled:
+        return (f"{who} NOT drained: no other node alive and not draining could take its "
+                f"{st.shards_left} shard(s) for {STALL_GIVE_UP_S:g} s (`beamish nodes`), so "
+                "it did not wait out its timeout; the node stops all the same and releases "
+                "them as it leaves (their messages stay in PostgreSQL for the next owner; "
+                "calls to their agents wait until a node claims them)")
     if st.phase is DrainPhase.INCOMPLETE:
         return (f"{who} NOT drained within {st.timeout:g} s: {st.shards_left} shard(s) "
                 "left; the node stops all the same and releases them as it leaves (their "

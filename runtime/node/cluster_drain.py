@@ -54,6 +54,7 @@ class Drainer:
         self._timeout = DEFAULT_TIMEOUT_S
         self._at_start = 0
         self._rounds = 0
+        self._stalled_since: float | None = None  # when the drain last became stalled
         self._last_plan: Plan | None = None
         self._final: DrainStatus | None = None
         self._told = threading.Event()  # a client heard the final status
@@ -95,13 +96,21 @@ class Drainer:
                 self._rounds += 1
             rounds = self._rounds
         held = len(membership.held)
-        elapsed = self._clock() - self._started
+        now = self._clock()
+        elapsed = now - self._started
+        stuck = stalled(held, rounds, len(plan.release), len(plan.waiting))
+        with self._seen:
+            if not stuck:
+                self._stalled_since = None
+            elif self._stalled_since is None:
+                self._stalled_since = now
+            stalled_for = 0.0 if self._stalled_since is None else now - self._stalled_since
         settings = self.cluster.settings
         return DrainStatus(
             settings.node, settings.cluster,
-            drain_phase(membership.drained, elapsed, self._timeout), self._at_start, held,
-            self.cluster.status().replicated, elapsed, self._timeout,
-            stalled(held, rounds, len(plan.release), len(plan.waiting)))
+            drain_phase(membership.drained, elapsed, self._timeout, stalled_for),
+            self._at_start, held, self.cluster.status().replicated, elapsed, self._timeout,
+            stuck)
 
     def _run(self) -> None:
         last = (-1, False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beamish.runtime.cluster.drain import (
+    STALL_GIVE_UP_S,
     DrainPhase,
     DrainStatus,
     drain_phase,
@@ -23,6 +24,16 @@ from beamish.runtime.cluster.drain import (
 ])
 def test_drain_phase(drained, elapsed, timeout, phase):
     assert drain_phase(drained, elapsed, timeout) is phase
+
+
+@pytest.mark.parametrize(("drained", "stalled_for", "phase"), [
+    (False, 0.0, DrainPhase.DRAINING),                     # not stalled
+    (False, STALL_GIVE_UP_S - 0.1, DrainPhase.DRAINING),   # a taker may join yet
+    (False, STALL_GIVE_UP_S, DrainPhase.INCOMPLETE),       # no taker for long: ends now
+    (True, STALL_GIVE_UP_S, DrainPhase.DRAINED),           # done is done
+])
+def test_a_stalled_drain_ends_before_its_timeout(drained, stalled_for, phase):
+    assert drain_phase(drained, 30.0, 120.0, stalled_for) is phase
 
 
 @pytest.mark.parametrize(("held", "rounds", "released", "waiting", "expected"), [
@@ -59,6 +70,9 @@ def test_progress_line(st, words):
     (_st(DrainPhase.DRAINED), ["'n1' of cluster 'prod' drained", "20 shard(s) handed off"]),
     (_st(DrainPhase.INCOMPLETE, 4), ["NOT drained within 60 s", "4 shard(s) left",
                                      "stops all the same"]),
+    (_st(DrainPhase.INCOMPLETE, 4, True), ["NOT drained: no other node", "its 4 shard(s)",
+                                           "did not wait out its timeout",
+                                           "stops all the same"]),
 ])
 def test_outcome_line(st, words):
     line = outcome_line(st)
