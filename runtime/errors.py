@@ -419,6 +419,25 @@ for _cls in (ShardCountMismatch, NodeNameInUse, LeaseLost):
     ERRORS[_cls.__name__] = _cls
 
 
+class PartialListing(StoreUnavailable):
+    """``ps`` on a cluster node while the cluster's PostgreSQL cannot be read: the node
+    listed its own agents only, not the cluster's replicated agents (``ps_page`` returns
+    that page marked with ``unavailable`` instead of raising).
+
+    Attributes:
+        rows: the node's own agents that matched (`AgentInfo`), in name order.
+        detail: why the replicated agents could not be read.
+    """
+
+    def __init__(self, rows: list[Any], detail: str) -> None:
+        BeamishError.__init__(
+            self, f"only this node's own {len(rows)} agent(s) are listed (in .rows): the "
+            f"cluster's replicated agents could not be read ({detail}). What to do: retry "
+            "once the cluster's PostgreSQL is back")
+        self.rows = rows
+        self.detail = detail
+
+
 class UpgradeFailed(BeamishError):
     """A hot code upgrade stopped before its end: an agent's new code failed to start
     (its ``code_change`` or ``init`` raised). That agent is back on its old code with its

@@ -59,6 +59,7 @@ from ..errors import (
     DrainIncomplete,
     NodeAlreadyRunning,
     NodeNotRunning,
+    PartialListing,
     SpawnError,
     UpgradeFailed,
     UpgradeImportError,
@@ -692,8 +693,10 @@ class Node:
         Raises:
             ConfigError: an unknown status (the message lists the valid ones) or supervisor,
                 or a ``limit`` below 1.
+            PartialListing: on a cluster node, its PostgreSQL could not be read: its own
+                agents are in the error's ``rows`` (``ps_page`` marks the page instead).
         """
-        return self.ps_page(status, supervisor, limit, after).rows
+        return self.ps_page(status, supervisor, limit, after).complete()
 
     def ps_page(self, status: str | None = None, supervisor: str | None = None,
                 limit: int | None = None, after: str | None = None) -> PsPage:
@@ -984,17 +987,32 @@ class PsPage:
         rows: the agents of the page, in name order.
         more: how many more agents match after it (0: it is the last page).
         after: the next page's cursor (pass it as ``after``), None on the last page.
+        unavailable: on a cluster node whose PostgreSQL could not be read, why the
+            cluster's replicated agents are missing: the page holds the node's own
+            agents only (None: the page is complete).
     """
 
     rows: list[AgentInfo]
     more: int
     after: str | None
+    unavailable: str | None = None
 
     @classmethod
     def from_wire(cls, value: Any) -> PsPage:
         """Read the node's answer to ``ps_page``."""
         return cls([AgentInfo.from_wire(d) for d in value["rows"]], int(value["more"]),
-                   value["after"])
+                   value["after"], value.get("unavailable"))
+
+    def complete(self) -> list[AgentInfo]:
+        """The rows, if the page is complete.
+
+        Raises:
+            PartialListing: the cluster's replicated agents could not be read (the
+                node's own agents are in its ``rows``).
+        """
+        if self.unavailable is not None:
+            raise PartialListing(self.rows, self.unavailable)
+        return self.rows
 
 
 def _ps_args(status: str | None, supervisor: str | None, limit: int | None,
@@ -1233,7 +1251,7 @@ class AsyncNode:
     async def ps(self, status: str | None = None, supervisor: str | None = None,
                  limit: int | None = None, after: str | None = None) -> list[AgentInfo]:
         """`Node.ps` as a coroutine."""
-        return (await self.ps_page(status, supervisor, limit, after)).rows
+        return (await self.ps_page(status, supervisor, limit, after)).complete()
 
     async def ps_page(self, status: str | None = None, supervisor: str | None = None,
                       limit: int | None = None, after: str | None = None) -> PsPage:

@@ -593,6 +593,11 @@ def _client_command(node: Node, args: argparse.Namespace) -> int:
             print(more_line(page.more, page.after, _ps_filters(args),
                             args.limit if args.limit != PS_LIMIT else None),
                   file=sys.stderr if args.json else sys.stdout)
+        if page.unavailable is not None:  # a partial list: said, and exit code 1
+            print(f"beamish: only this node's own agents are listed: the cluster's "
+                  f"replicated agents could not be read ({page.unavailable}); retry once "
+                  "its PostgreSQL is back", file=sys.stderr)
+            return 1
     elif cmd == "tree":
         tree = node.tree(None if args.all or not args.limit else args.limit)
         print(json.dumps(tree)) if args.json else _print_tree(tree)

@@ -54,7 +54,7 @@ from .._types import (
     agent_status,
 )
 from .._validation import check_lookup_name, check_name, check_timeout
-from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError
+from ..errors import AgentNotFound, AlreadyRunning, ConfigError, SpawnError, StoreUnavailable
 from ..messaging.control import CommandArgs
 from ..messaging.spawnargs import SpawnRequest, check_shutdown, spawn_request
 from ..messaging.wire import ring_frame
@@ -739,11 +739,14 @@ class PsPage:
         rows: the agents of the page.
         more: how many more agents match after the page (0: it is the last).
         after: the cursor for the next page (the last row's name) when ``more`` > 0.
+        unavailable: on a cluster node, why the cluster's replicated agents are not in
+            the page (its PostgreSQL could not be read: this node's own agents only).
     """
 
     rows: list[AgentInfo]
     more: int
     after: str | None
+    unavailable: str | None = None  # why the cluster's agents are missing (None: all there)
 
 
 def check_status(status: str | None) -> AgentStatus | None:
@@ -788,11 +791,16 @@ def ps_page(node: NodeView, status: str | None = None, supervisor: str | None = 
         return [(r, t.depth(r.id), t.processed(r.id)) for r in recs], more
     rows, more = node.store.read(read)
     infos = [_info_with(rec, depth, processed) for rec, depth, processed in rows]
+    unavailable = None
     if node.cluster is not None and supervisor in (None, ROOT):  # and replicated agents
-        others, others_more = node.cluster.ps_rows(
-            None if wanted is None else str(wanted), supervisor, limit, after)
-        infos, more = merge_pages(infos, more, others, others_more, limit)
-    return PsPage(infos, more, infos[-1].name if more and infos else None)
+        try:
+            others, others_more = node.cluster.ps_rows(
+                None if wanted is None else str(wanted), supervisor, limit, after)
+        except StoreUnavailable as exc:  # its own agents still listed, the page marked
+            unavailable = exc.detail
+        else:
+            infos, more = merge_pages(infos, more, others, others_more, limit)
+    return PsPage(infos, more, infos[-1].name if more and infos else None, unavailable)
 
 
 def ps(node: NodeView, status: str | None = None, supervisor: str | None = None,
