@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from beamish.supervisor import ExitReason
 
 from .._values import ACCEPTS_MESSAGES
+from ..cluster.rounds import run_rounds
 from ..errors import StoreError
 from ..store.postgres.links import LinkSignal, PgLinkListener, PgLinks, SignalOp
 from .links import LinkTable
@@ -58,6 +59,7 @@ NOPROC = "noproc"
 NOCONNECTION = "noconnection"
 RECHECK_S = 0.5  # signals are taken at least this often (a lost NOTIFY costs this much)
 CHECK_S = 1.0  # the leases of the nodes at the other end are checked this often
+SWEEP_S = 30.0  # each node sweeps the rows left for departed incarnations this often
 # How long a monitor or link request waits for the other node's answer (attached, or
 # noproc) before it returns: then a crash that follows is reported with its own reason.
 # Past it the request stays pending; a lost node is reported as noconnection.
@@ -114,6 +116,8 @@ class ClusterLinks:
         self._by_incn: dict[Incarnation, _StandIn] = {}
         self._kick = threading.Event()
         self._stop = threading.Event()
+        self._next_check = 0.0
+        self._next_sweep = time.monotonic() + SWEEP_S
         self._worker = threading.Thread(target=self._work, name="beamish-cluster-links",
                                         daemon=True)
 
@@ -239,23 +243,27 @@ class ClusterLinks:
         self._kick.set()
 
     def _work(self) -> None:
-        next_check = 0.0
-        while not self._stop.is_set():
-            self._kick.wait(RECHECK_S)
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.take()
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + CHECK_S
-                    self.check_nodes()
-            except StoreError as exc:
-                log.warning("cluster links: %s (retrying)", exc)
-                self._stop.wait(RECHECK_S)
-            except Exception:  # a bug must not end the worker: no signal would be taken
-                log.exception("cluster links: the worker's round failed (retrying)")
-                self._stop.wait(RECHECK_S)
+        run_rounds(self._stop, self._kick, RECHECK_S, self._round, "cluster links")
+
+    def _round(self) -> None:
+        self.take()
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CHECK_S
+            self.check_nodes()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Remove the link rows left in PostgreSQL for node incarnations that are gone
+        (`PgLinks.sweep`; any node may, each does every `SWEEP_S`)."""
+        if self.incarnation() is None:
+            return  # fenced or not joined: it may not judge the others' leases now
+        signals, watches = self.pg.sweep()
+        if signals or watches:
+            log.info("swept %d link signal(s) and %d monitor(s) of replicated agents left "
+                     "for nodes that are gone", signals, watches)
 
     def take(self) -> None:
         """Take the signals sent to this node and act on them, in order."""

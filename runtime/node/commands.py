@@ -1254,6 +1254,16 @@ def _remote(node: NodeView, at: str | None) -> ClusterLinks | None:
     return None if at == links.node else links
 
 
+def _routed_elsewhere(node: NodeView, target: str) -> tuple[ClusterLinks, str] | None:
+    """The cluster links and the node that the route table puts ``target`` on, when it is
+    another node's pinned agent (monitored or linked without ``node=``); else None (this
+    node's, a replicated agent's or nobody's)."""
+    links = node.cluster_links
+    pinned = node.cluster.pinned if node.cluster is not None else None
+    owner = None if links is None or pinned is None else pinned.remote(target)
+    return None if links is None or owner is None else (links, owner.node)
+
+
 def monitor(node: NodeView, watcher: str, inc: int, target: str,
             at: str | None = None) -> Watched:
     """``{"op": "monitor", "watcher", "inc", "target", "at"?}`` -> ``{"target", "live"}``:
@@ -1261,7 +1271,8 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str,
     exits (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``,
     in a handler, ``init`` or ``recover`` (a process still in its ``init`` counts as
     running, the watcher's and the target's alike). ``at``: the target is an agent of that
-    node of the cluster (``node/cluster_links.py``; ``live`` is then not known yet)."""
+    node of the cluster (``node/cluster_links.py``; ``live`` is then not known yet);
+    without it, a name the cluster's route table puts on another node is watched there."""
     check_name(watcher, "watcher")
     check_name(target, "target")
     remote = _remote(node, at)
@@ -1270,6 +1281,9 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str,
         remote.monitor(me, target, at)
         return Watched(target, True)
     if not node.sessions.watch(target, lambda other: node.links.monitor(me, other)):
+        if (routed := _routed_elsewhere(node, target)) is not None:
+            routed[0].monitor(me, target, routed[1])
+            return Watched(target, True)  # another node's pinned agent (its route)
         if node.cluster_links is not None and node.cluster_links.monitor_replicated(me, target):
             return Watched(target, True)  # not one of this node's: a replicated agent
         from .links import NOPROC, down_message
@@ -1288,7 +1302,8 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
     before its ready report does); a target not running raises `AgentNotFound` (where
     Erlang would send exit ``noproc``). ``at``: the target is an agent of that node of the
     cluster; as in Erlang, a remote target that does not run answers with exit ``noproc``
-    (an `Exit` to a watcher that traps exits, else its death)."""
+    (an `Exit` to a watcher that traps exits, else its death); without ``at``, a name the
+    cluster's route table puts on another node is linked there."""
     check_name(watcher, "watcher")
     check_name(target, "target")
     remote = _remote(node, at)
@@ -1299,6 +1314,9 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
         remote.link(me, target, at)
         return Linked(target)
     if not node.sessions.watch(target, lambda other: node.links.link(me, other)):
+        if (routed := _routed_elsewhere(node, target)) is not None:
+            routed[0].link(me, target, routed[1])
+            return Linked(target)  # another node's pinned agent (its route)
         raise AgentNotFound(target, "cannot link to it")
     return Linked(target)
 
