@@ -275,6 +275,13 @@ class ClusterNode:
                              self.membership.incarnation, self.membership.fenced,
                              self.membership.held, running, self.settings.timing.ttl)
 
+    def runs(self, name: str, incarnation: int) -> bool:
+        """Whether replicated agent ``name``'s process of ``incarnation`` runs here (a
+        request from its process: node/cluster_links.py)."""
+        with self._lock:
+            proc = self._procs.get(name)
+        return proc is not None and proc.incarnation == incarnation
+
     def shard(self, name: str) -> int:
         """Agent ``name``'s shard."""
         return shard_of(name, self.settings.shards)

@@ -1264,6 +1264,23 @@ def _routed_elsewhere(node: NodeView, target: str) -> tuple[ClusterLinks, str] |
     return None if links is None or owner is None else (links, owner.node)
 
 
+def _monitor_as_replicated(node: NodeView, watcher: str, target: str,
+                           at: str | None) -> Watched:
+    """Replicated agent ``watcher`` monitors replicated agent ``target`` (kept by their
+    names in PostgreSQL: ``node/cluster_links.py``).
+
+    Raises:
+        ConfigError: ``target`` is a node-pinned agent (not built yet).
+    """
+    assert node.cluster_links is not None
+    if at is not None or node.store.read(lambda t: t.get_route(target)) is not None or \
+            _routed_elsewhere(node, target) is not None:
+        raise ConfigError(f"replicated agent {watcher!r} cannot monitor node-pinned agent "
+                          f"{target!r}: a replicated agent monitors replicated agents "
+                          "only (yet); monitor it from a node-pinned agent")
+    return Watched(target, node.cluster_links.monitor_as_replicated(watcher, target))
+
+
 def monitor(node: NodeView, watcher: str, inc: int, target: str,
             at: str | None = None) -> Watched:
     """``{"op": "monitor", "watcher", "inc", "target", "at"?}`` -> ``{"target", "live"}``:
@@ -1276,6 +1293,8 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str,
     check_name(watcher, "watcher")
     check_name(target, "target")
     remote = _remote(node, at)
+    if node.cluster is not None and node.cluster.runs(watcher, inc):
+        return _monitor_as_replicated(node, watcher, target, at)
     me = _watcher_incarnation(node, watcher, inc, "monitoring")
     if remote is not None and at is not None:
         remote.monitor(me, target, at)
@@ -1307,6 +1326,9 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
     check_name(watcher, "watcher")
     check_name(target, "target")
     remote = _remote(node, at)
+    if node.cluster is not None and node.cluster.runs(watcher, inc):
+        raise ConfigError(f"replicated agent {watcher!r} cannot link (not built yet): "
+                          "monitor replicated agents instead (self.ctx.monitor)")
     me = _watcher_incarnation(node, watcher, inc, "linking")
     if trap_exits:
         me.trap_exits = True
