@@ -78,6 +78,7 @@ from .stats import NodeStats
 from .upgrade import Upgrader
 
 if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_events import ClusterEvents
     from .cluster_links import ClusterLinks
     from .cluster_node import ClusterNode
 
@@ -105,6 +106,7 @@ class NodeView:
         upgrader: runs hot code upgrades (``upgrade.Upgrader``).
         cluster: the node's part in its cluster (None: not in one).
         cluster_links: its monitors and links across nodes (None: not in a cluster).
+        cluster_events: the cluster's log of replicated agents' events (None: not in one).
     """
 
     paths: NodePaths
@@ -125,6 +127,7 @@ class NodeView:
     upgrader: Upgrader | None = None
     cluster: ClusterNode | None = None
     cluster_links: ClusterLinks | None = None
+    cluster_events: ClusterEvents | None = None
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -893,13 +896,17 @@ def events(node: NodeView, after: int = 0, since: float | None = None,
     The node's main loop runs it itself, never on a command thread: when it finds nothing
     and ``wait`` > 0, the loop parks the request until news or its deadline (a waiting
     follower holds no thread). A request that does not wait first commits the events
-    emitted so far, so it sees them all."""
+    emitted so far, so it sees them all. On a cluster node, a name that is none of the
+    node's own agents is read from the cluster's log (``node/cluster_events.py``), on a
+    command thread."""
     check_timeout(wait, "wait", allow_zero=True)
     if after < 0:
         raise ConfigError(f"after={after!r}: expected an event seq, 0 or more")
     if limit < 1:
         raise ConfigError(f"limit={limit!r}: expected a count of 1 or more")
     flt = EventFilter.of(since, name, kind)
+    if node.cluster_events is not None and node.cluster_events.serves(node.store, name):
+        return node.cluster_events.page(after, flt, limit, wait)  # node/cluster_events.py
     if wait == 0:
         node.events.flush_before_read()
     return node.events.page(after, flt, limit)

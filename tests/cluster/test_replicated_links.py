@@ -58,14 +58,16 @@ def test_monitor_and_link_without_node_find_the_pinned_agent_in_the_route_table(
 
 def test_a_replicated_watcher_gets_each_down_once_across_moves(two_nodes):
     n1, n2 = two_nodes["n1"], two_nodes["n2"]
-    w, t, t2, w2, t3 = _names_on(two_nodes, "n2", 5, "r")
-    for name in (w, t, t2, w2, t3):
+    w, t, t2, w2, t3, e = _names_on(two_nodes, "n2", 6, "r")
+    for name in (w, t, t2, w2, t3, e):
         n1.spawn(WATCHER, name=name, durability="replicated")
+    with pytest.raises(BeamishError):
+        n1.call(e, "crash")  # e's exits on n2, its owner: events in n2's log
     assert n1.call(w, ["monitor", t, None]) == "ok"
     assert n1.call(w, ["monitor", t2, None]) == "ok"
     assert n1.call(w2, ["monitor", t3, None]) == "ok"
     pid = n1.call(w, "pid")
-    kill_node(n2)  # the owner of all five: they come back on n1, state and mailbox kept
+    kill_node(n2)  # the owner of all six: they come back on n1, state and mailbox kept
 
     def moved() -> bool:
         try:
@@ -95,6 +97,15 @@ def test_a_replicated_watcher_gets_each_down_once_across_moves(two_nodes):
     n1.stop(t3)
     time.sleep(QUIET_S)
     assert n1.call(w2, "seen") == []
+    # e's events, asked on n1 by name, are its events across its owners: n2's (its
+    # crashes, before n2 was killed) and n1's (its stop).
+    n1.stop(e)
+    events = wait_until(lambda: (lambda ev: ev if "stopped" in [x.kind for x in ev] else None)(
+        n1.events(name=e)), timeout=10, what=f"{e}'s stop in the events")
+    kinds = [x.kind for x in events]
+    assert "exited" in kinds and kinds.index("exited") < kinds.index("stopped"), kinds
+    assert [x.seq for x in events] == sorted({x.seq for x in events})
+    assert [x.kind for x in n1.events(name=e, after=events[-2].seq)] == [kinds[-1]]
     # A pinned target is refused (not built for replicated watchers), saying so.
     n1.spawn(WATCHER, name="p")
     with pytest.raises(RemoteError, match="cannot monitor node-pinned agent 'p'"):
