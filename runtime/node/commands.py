@@ -1346,6 +1346,11 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
         if (routed := _routed_elsewhere(node, target)) is not None:
             routed[0].link(me, target, routed[1])
             return Linked(target)  # another node's pinned agent (its route)
+        if node.cluster is not None and \
+                node.cluster.store.read(lambda t: t.get_route(target)) is not None:
+            raise ConfigError(f"agent {watcher!r} cannot link to replicated agent "
+                              f"{target!r}: links with replicated agents are not built yet; "
+                              "monitor it instead (self.ctx.monitor)")
         raise AgentNotFound(target, "cannot link to it")
     return Linked(target)
 

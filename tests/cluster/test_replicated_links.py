@@ -106,7 +106,12 @@ def test_a_replicated_watcher_gets_each_down_once_across_moves(two_nodes):
     assert "exited" in kinds and kinds.index("exited") < kinds.index("stopped"), kinds
     assert [x.seq for x in events] == sorted({x.seq for x in events})
     assert [x.kind for x in n1.events(name=e, after=events[-2].seq)] == [kinds[-1]]
-    # A pinned target is refused (not built for replicated watchers), saying so.
+    # A pinned target is refused (not built for replicated watchers), saying so; and so
+    # are links with a replicated party, either way.
     n1.spawn(WATCHER, name="p")
     with pytest.raises(RemoteError, match="cannot monitor node-pinned agent 'p'"):
         n1.call(w2, ["monitor", "p", None])
+    with pytest.raises(RemoteError, match="cannot link to replicated agent"):
+        n1.call("p", ["link", w2, None])
+    with pytest.raises(RemoteError, match="cannot link"):  # (w2 restarts after its
+        n1.call(w2, ["link", w, None], timeout=60)      # failed call: a fresh process)
