@@ -217,7 +217,8 @@ class AgentContext:
         this process: a restart of this agent drops it (monitor again in ``init`` or
         ``recover``). ``node``: ``name`` is an agent of that node of the cluster (Erlang's
         ``monitor(process, {Name, Node})``); ``Down(name, "noconnection")`` if that node
-        is lost (docs/cluster.md)."""
+        is lost (docs/cluster.md). Without ``node``, a name that another node of the
+        cluster holds is found in its route table."""
         check_name(name)
         self._control.request("monitor", {"watcher": self.name, "inc": self._incarnation,
                                           "target": name,

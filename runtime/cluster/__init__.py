@@ -12,4 +12,5 @@ transport between nodes and from remote clients.
     frontdoor.py   the node's TCP front door: a ROUTER as CURVE server, its ZAP
                    authenticator, the relay to the node's control socket
     address.py     ``tcp://`` addresses (pure)
+    rounds.py      the round loop of the node's cluster workers (``run_rounds``)
 """

@@ -43,25 +43,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from beamish.mailbox import pack
 from beamish.supervisor import ExitReason
 
 from .._values import ACCEPTS_MESSAGES
+from ..cluster.rounds import run_rounds
 from ..errors import StoreError
-from ..store.postgres.links import LinkSignal, PgLinkListener, PgLinks, SignalOp
-from .links import LinkTable
+from ..store.postgres.links import (
+    REPLICATED_WATCHER,
+    LinkSignal,
+    PgLinkListener,
+    PgLinks,
+    SignalOp,
+)
+from ..store.records import Message
+from .links import NOPROC, LinkTable, down_message
 from .sessions import Sessions
 from .spawner import AgentSpawner, Incarnation
 
 log = logging.getLogger("beamish.cluster")
 
-NOPROC = "noproc"
 NOCONNECTION = "noconnection"
 RECHECK_S = 0.5  # signals are taken at least this often (a lost NOTIFY costs this much)
 CHECK_S = 1.0  # the leases of the nodes at the other end are checked this often
+SWEEP_S = 30.0  # each node sweeps the rows left for departed incarnations this often
 # How long a monitor or link request waits for the other node's answer (attached, or
 # noproc) before it returns: then a crash that follows is reported with its own reason.
 # Past it the request stays pending; a lost node is reported as noconnection.
 ANSWER_WAIT_S = 5.0
+_ACCEPTS = sorted(str(s) for s in ACCEPTS_MESSAGES)  # statuses of agents that can run
 
 
 @dataclass(slots=True)
@@ -75,6 +85,11 @@ class _StandIn:
     incarnation: int  # this node's incarnation when it was made
     answered: threading.Event = field(default_factory=threading.Event)  # (requests)
     replicated: bool = False  # a monitor of a replicated agent (kept by its name)
+
+
+def info_record(message: dict[str, str]) -> bytes:
+    """The packed mailbox record of an info message (a Down or Exit as data) now."""
+    return pack(Message("info", pack(message), time.time()).to_wire())
 
 
 def stand_in(name: str, node: str) -> Incarnation:
@@ -114,6 +129,8 @@ class ClusterLinks:
         self._by_incn: dict[Incarnation, _StandIn] = {}
         self._kick = threading.Event()
         self._stop = threading.Event()
+        self._next_check = 0.0
+        self._next_sweep = time.monotonic() + SWEEP_S
         self._worker = threading.Thread(target=self._work, name="beamish-cluster-links",
                                         daemon=True)
 
@@ -181,13 +198,23 @@ class ClusterLinks:
             return False
         incn = stand_in(target, "")
         with self._lock:
-            ref = self.pg.watch(target, sorted(str(s) for s in ACCEPTS_MESSAGES), self.node,
-                                mine, me.name)
+            ref = self.pg.watch(target, _ACCEPTS, self.node, mine, me.name)
             if ref is None:
                 return False
             self._add(_StandIn(ref, incn, "", 0, mine, replicated=True))
             self.links.monitor(me, incn)
         return True
+
+    def monitor_as_replicated(self, watcher: str, target: str) -> bool:
+        """Replicated agent ``watcher`` (running here now) gets ``Down(target, reason)`` in
+        its mailbox when replicated agent ``target``'s process exits by itself, or is
+        stopped or deleted; both may move between nodes meanwhile (the monitor is kept by
+        their names in PostgreSQL). A ``target`` that cannot run: ``Down(target,
+        "noproc")`` at once, and False."""
+        if self.pg.watch(target, _ACCEPTS, REPLICATED_WATCHER, 0, watcher) is not None:
+            return True
+        self.pg.deliver(watcher, info_record(down_message(target, NOPROC)), _ACCEPTS)
+        return False
 
     def replicated_exited(self, name: str, returncode: int, shard: int, epoch: int) -> None:
         """Replicated agent ``name``'s process exited by itself on this node, which owned
@@ -207,7 +234,8 @@ class ClusterLinks:
             return
         try:
             self.pg.fire_watches(name, str(reason), not reason.is_normal, self.node, mine,
-                                 shard, epoch)
+                                 shard, epoch, info_record(down_message(name, str(reason))),
+                                 _ACCEPTS)
         except StoreError as exc:
             log.error("replicated agent %r exited (%s) and its watchers could not be told: "
                       "%s", name, reason, exc)
@@ -239,23 +267,27 @@ class ClusterLinks:
         self._kick.set()
 
     def _work(self) -> None:
-        next_check = 0.0
-        while not self._stop.is_set():
-            self._kick.wait(RECHECK_S)
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.take()
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + CHECK_S
-                    self.check_nodes()
-            except StoreError as exc:
-                log.warning("cluster links: %s (retrying)", exc)
-                self._stop.wait(RECHECK_S)
-            except Exception:  # a bug must not end the worker: no signal would be taken
-                log.exception("cluster links: the worker's round failed (retrying)")
-                self._stop.wait(RECHECK_S)
+        run_rounds(self._stop, self._kick, RECHECK_S, self._round, "cluster links")
+
+    def _round(self) -> None:
+        self.take()
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CHECK_S
+            self.check_nodes()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_S
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Remove the link rows left in PostgreSQL for node incarnations that are gone
+        (`PgLinks.sweep`; any node may, each does every `SWEEP_S`)."""
+        if self.incarnation() is None:
+            return  # fenced or not joined: it may not judge the others' leases now
+        signals, watches = self.pg.sweep()
+        if signals or watches:
+            log.info("swept %d link signal(s) and %d monitor(s) of replicated agents left "
+                     "for nodes that are gone", signals, watches)
 
     def take(self) -> None:
         """Take the signals sent to this node and act on them, in order."""

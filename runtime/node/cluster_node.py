@@ -54,6 +54,7 @@ from ..cluster.lease import LeaseTiming
 from ..cluster.membership import Membership
 from ..cluster.placement import shard_of
 from ..cluster.restarts import RestartIntensity, Verdict, after_exit
+from ..cluster.rounds import run_rounds
 from ..cluster.status import ClusterStatus
 from ..errors import (
     AgentNotFound,
@@ -192,6 +193,7 @@ class ClusterNode:
         self.emit: Callable[[str, str, str, str], None] = lambda *event: None
         self._names = _NameLocks()  # orders a start of an agent and a request about it
         self._rescan = False
+        self._next_check = 0.0  # when the worker re-checks its shards next
         # ``on_exit(name, returncode, shard, epoch)``: a replicated agent's process exited
         # by itself while this node owned it (its watchers' Down: node/cluster_links.py).
         self.on_exit: Callable[[str, int, int, int], None] | None = None
@@ -275,6 +277,13 @@ class ClusterNode:
         return ClusterStatus(self.settings.cluster, self.settings.node,
                              self.membership.incarnation, self.membership.fenced,
                              self.membership.held, running, self.settings.timing.ttl)
+
+    def runs(self, name: str, incarnation: int) -> bool:
+        """Whether replicated agent ``name``'s process of ``incarnation`` runs here (a
+        request from its process: node/cluster_links.py)."""
+        with self._lock:
+            proc = self._procs.get(name)
+        return proc is not None and proc.incarnation == incarnation
 
     def shard(self, name: str) -> int:
         """Agent ``name``'s shard."""
@@ -412,35 +421,25 @@ class ClusterNode:
 
     # -- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
-        next_check = 0.0
-        while not self._stop.is_set():
-            self._kick.wait(RECHECK_S)
-            self._kick.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._reap()
-                with self._lock:
-                    rings, self._rings = self._rings, set()
-                    rescan, self._rescan = self._rescan, False
-                now = time.monotonic()
-                if rescan or now >= next_check:
-                    next_check = now + RECHECK_S
-                    self._check_all()
-                    self._fire_timers()
-                for name in rings:
-                    self._wake(name)
-                if self._sweeper.due(now):
-                    self._sweep(now)
-                if self.pinned is not None:  # routes of deleted agents left behind
-                    self.pinned.retry_drops(self.membership.incarnation is not None
-                                            and not self.membership.fenced)
-            except StoreError as exc:
-                log.warning("cluster worker: %s (retrying)", exc)
-                self._stop.wait(RECHECK_S)
-            except Exception:  # a bug must not end the worker while the lease lives on
-                log.exception("cluster worker: its round failed (retrying)")
-                self._stop.wait(RECHECK_S)
+        run_rounds(self._stop, self._kick, RECHECK_S, self._round, "cluster worker")
+
+    def _round(self) -> None:
+        self._reap()
+        with self._lock:
+            rings, self._rings = self._rings, set()
+            rescan, self._rescan = self._rescan, False
+        now = time.monotonic()
+        if rescan or now >= self._next_check:
+            self._next_check = now + RECHECK_S
+            self._check_all()
+            self._fire_timers()
+        for name in rings:
+            self._wake(name)
+        if self._sweeper.due(now):
+            self._sweep(now)
+        if self.pinned is not None:  # routes of deleted agents left behind
+            self.pinned.retry_drops(self.membership.incarnation is not None
+                                    and not self.membership.fenced)
 
     def _sweep(self, now: float) -> None:
         """Remove the rows nobody will take any more (``store/postgres/sweep.py``)."""

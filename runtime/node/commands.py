@@ -78,6 +78,7 @@ from .stats import NodeStats
 from .upgrade import Upgrader
 
 if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_events import ClusterEvents
     from .cluster_links import ClusterLinks
     from .cluster_node import ClusterNode
 
@@ -105,6 +106,7 @@ class NodeView:
         upgrader: runs hot code upgrades (``upgrade.Upgrader``).
         cluster: the node's part in its cluster (None: not in one).
         cluster_links: its monitors and links across nodes (None: not in a cluster).
+        cluster_events: the cluster's log of replicated agents' events (None: not in one).
     """
 
     paths: NodePaths
@@ -125,6 +127,7 @@ class NodeView:
     upgrader: Upgrader | None = None
     cluster: ClusterNode | None = None
     cluster_links: ClusterLinks | None = None
+    cluster_events: ClusterEvents | None = None
 
     def shell(self, name: str) -> Supervisor | None:
         """Return the supervisor shell named ``name``, if it exists."""
@@ -901,13 +904,17 @@ def events(node: NodeView, after: int = 0, since: float | None = None,
     The node's main loop runs it itself, never on a command thread: when it finds nothing
     and ``wait`` > 0, the loop parks the request until news or its deadline (a waiting
     follower holds no thread). A request that does not wait first commits the events
-    emitted so far, so it sees them all."""
+    emitted so far, so it sees them all. On a cluster node, a name that is none of the
+    node's own agents is read from the cluster's log (``node/cluster_events.py``), on a
+    command thread."""
     check_timeout(wait, "wait", allow_zero=True)
     if after < 0:
         raise ConfigError(f"after={after!r}: expected an event seq, 0 or more")
     if limit < 1:
         raise ConfigError(f"limit={limit!r}: expected a count of 1 or more")
     flt = EventFilter.of(since, name, kind)
+    if node.cluster_events is not None and node.cluster_events.serves(node.store, name):
+        return node.cluster_events.page(after, flt, limit, wait)  # node/cluster_events.py
     if wait == 0:
         node.events.flush_before_read()
     return node.events.page(after, flt, limit)
@@ -1262,6 +1269,33 @@ def _remote(node: NodeView, at: str | None) -> ClusterLinks | None:
     return None if at == links.node else links
 
 
+def _routed_elsewhere(node: NodeView, target: str) -> tuple[ClusterLinks, str] | None:
+    """The cluster links and the node that the route table puts ``target`` on, when it is
+    another node's pinned agent (monitored or linked without ``node=``); else None (this
+    node's, a replicated agent's or nobody's)."""
+    links = node.cluster_links
+    pinned = node.cluster.pinned if node.cluster is not None else None
+    owner = None if links is None or pinned is None else pinned.remote(target)
+    return None if links is None or owner is None else (links, owner.node)
+
+
+def _monitor_as_replicated(node: NodeView, watcher: str, target: str,
+                           at: str | None) -> Watched:
+    """Replicated agent ``watcher`` monitors replicated agent ``target`` (kept by their
+    names in PostgreSQL: ``node/cluster_links.py``).
+
+    Raises:
+        ConfigError: ``target`` is a node-pinned agent (not built yet).
+    """
+    assert node.cluster_links is not None
+    if at is not None or node.store.read(lambda t: t.get_route(target)) is not None or \
+            _routed_elsewhere(node, target) is not None:
+        raise ConfigError(f"replicated agent {watcher!r} cannot monitor node-pinned agent "
+                          f"{target!r}: a replicated agent monitors replicated agents "
+                          "only (yet); monitor it from a node-pinned agent")
+    return Watched(target, node.cluster_links.monitor_as_replicated(watcher, target))
+
+
 def monitor(node: NodeView, watcher: str, inc: int, target: str,
             at: str | None = None) -> Watched:
     """``{"op": "monitor", "watcher", "inc", "target", "at"?}`` -> ``{"target", "live"}``:
@@ -1269,15 +1303,21 @@ def monitor(node: NodeView, watcher: str, inc: int, target: str,
     exits (at once, with reason "noproc", if it is not running). From ``self.ctx.monitor``,
     in a handler, ``init`` or ``recover`` (a process still in its ``init`` counts as
     running, the watcher's and the target's alike). ``at``: the target is an agent of that
-    node of the cluster (``node/cluster_links.py``; ``live`` is then not known yet)."""
+    node of the cluster (``node/cluster_links.py``; ``live`` is then not known yet);
+    without it, a name the cluster's route table puts on another node is watched there."""
     check_name(watcher, "watcher")
     check_name(target, "target")
     remote = _remote(node, at)
+    if node.cluster is not None and node.cluster.runs(watcher, inc):
+        return _monitor_as_replicated(node, watcher, target, at)
     me = _watcher_incarnation(node, watcher, inc, "monitoring")
     if remote is not None and at is not None:
         remote.monitor(me, target, at)
         return Watched(target, True)
     if not node.sessions.watch(target, lambda other: node.links.monitor(me, other)):
+        if (routed := _routed_elsewhere(node, target)) is not None:
+            routed[0].monitor(me, target, routed[1])
+            return Watched(target, True)  # another node's pinned agent (its route)
         if node.cluster_links is not None and node.cluster_links.monitor_replicated(me, target):
             return Watched(target, True)  # not one of this node's: a replicated agent
         from .links import NOPROC, down_message
@@ -1296,10 +1336,14 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
     before its ready report does); a target not running raises `AgentNotFound` (where
     Erlang would send exit ``noproc``). ``at``: the target is an agent of that node of the
     cluster; as in Erlang, a remote target that does not run answers with exit ``noproc``
-    (an `Exit` to a watcher that traps exits, else its death)."""
+    (an `Exit` to a watcher that traps exits, else its death); without ``at``, a name the
+    cluster's route table puts on another node is linked there."""
     check_name(watcher, "watcher")
     check_name(target, "target")
     remote = _remote(node, at)
+    if node.cluster is not None and node.cluster.runs(watcher, inc):
+        raise ConfigError(f"replicated agent {watcher!r} cannot link (not built yet): "
+                          "monitor replicated agents instead (self.ctx.monitor)")
     me = _watcher_incarnation(node, watcher, inc, "linking")
     if trap_exits:
         me.trap_exits = True
@@ -1307,6 +1351,14 @@ def link(node: NodeView, watcher: str, inc: int, target: str,
         remote.link(me, target, at)
         return Linked(target)
     if not node.sessions.watch(target, lambda other: node.links.link(me, other)):
+        if (routed := _routed_elsewhere(node, target)) is not None:
+            routed[0].link(me, target, routed[1])
+            return Linked(target)  # another node's pinned agent (its route)
+        if node.cluster is not None and \
+                node.cluster.store.read(lambda t: t.get_route(target)) is not None:
+            raise ConfigError(f"agent {watcher!r} cannot link to replicated agent "
+                              f"{target!r}: links with replicated agents are not built yet; "
+                              "monitor it instead (self.ctx.monitor)")
         raise AgentNotFound(target, "cannot link to it")
     return Linked(target)
 

@@ -91,6 +91,7 @@ from .zygote_link import ZygoteLink
 from .zygotes import Zygotes
 
 if TYPE_CHECKING:  # psycopg is loaded only by a node in a cluster
+    from .cluster_events import ClusterEvents
     from .cluster_links import ClusterLinks
     from .cluster_node import ClusterNode
 
@@ -246,6 +247,7 @@ class NodeDaemon:
             self.metrics = MetricsServer(listen_address(self.config.node.metrics),
                                          self.stats.take)
             log.info("serving metrics on http://%s/metrics", self.metrics.address)
+        self.cluster_events: ClusterEvents | None = None  # set by _start_cluster
         self.cluster_node = self._start_cluster()
         if self.cluster_node is not None and self.config.cluster is not None:
             from .cluster_routes import open_pinned  # node-pinned agents' routes
@@ -263,7 +265,7 @@ class NodeDaemon:
             Upgrader(store=self.store, spawner=self.spawner, sessions=self.sessions,
                      zygotes=self.zygotes, emit=self.events.emit, sys_path=self.sys_path,
                      stopping=self.stopping), cluster=self.cluster_node,
-            cluster_links=self.cluster_links)
+            cluster_links=self.cluster_links, cluster_events=self.cluster_events)
         if self.config.node.dashboard is not None:
             self._start_dashboard(self.config.node.dashboard)
         if self.cluster_node is not None:  # local clients' messages to replicated agents
@@ -296,8 +298,12 @@ class NodeDaemon:
             self.config.node.max_restarts, self.config.node.max_seconds))
         member = start_cluster_node(settings, self.paths, self.spawner.settings.node,
                                     self.sys_path, self.store)
-        member.emit = self.events.emit  # its replicated agents' events, in this node's log
-        return member
+        from .cluster_events import ClusterEvents
+        self.cluster_events = ClusterEvents(member.store, self.config.node.events_kept,
+                                            self.events)
+        self.cluster_events.start()
+        member.emit = self.cluster_events.emit  # its replicated agents' events: this
+        return member                           # node's log and the cluster's
 
     def _start_cluster_links(self) -> ClusterLinks | None:
         """Monitors and links across the nodes of this node's cluster (None: none)."""
@@ -482,6 +488,10 @@ class NodeDaemon:
         self.control.reply(ident, Envelope(Kind.REPLY, msg_id, b"", answer))
 
     def _events_request(self, ident: bytes, env: Envelope) -> None:
+        if self.cluster_events is not None and \
+                self.cluster_events.serves(self.store, env.payload.get("name")):
+            self.pool.submit(self._run_command, ident, env)  # it reads PostgreSQL
+            return
         req = dict(env.payload)
         req.pop("op")
         try:
@@ -639,7 +649,8 @@ class NodeDaemon:
 
     def close_partial(self) -> None:
         """Release what a failed `open` had opened (the zygote first: it is a process)."""
-        for attr in ("cluster_links", "cluster_node", "cluster_messenger", "dashboard",
+        for attr in ("cluster_links", "cluster_events", "cluster_node", "cluster_messenger",
+                     "dashboard",
                      "frontdoor", "metrics", "sessions",
                      "timers", "zygotes",
                      "messenger", "control", "reports", "events", "store"):
@@ -669,6 +680,9 @@ class NodeDaemon:
             self.cluster_links.close()
             self.cluster_links = None
         if self.cluster_node is not None:
+            if self.cluster_events is not None:  # before the store it writes to closes
+                self.cluster_node.emit = self.events.emit
+                self.cluster_events.close()
             self.cluster_node.close()
             self.cluster_node = None
         self.sessions.close()

@@ -41,7 +41,10 @@ Tables (every row carries its cluster's name, so one database may hold several c
     beamish_link_signals  id                 cluster, to_node (indexed), op, ref, ...:
                                              monitors and links across nodes (`.links`)
     beamish_link_watches  ref                cluster, target (indexed), node, incarnation,
-                                             name: monitors of replicated agents
+                                             name: monitors of replicated agents (node
+                                             '': held by replicated agent ``name``)
+    beamish_cluster_events (cluster, seq)    name (indexed), event: the replicated
+                                             agents' events from every node (`.events`)
 
 Fencing, the one rule every replicated commit obeys: the transaction first reads its
 shard row ``FOR SHARE`` and goes on only if ``owner`` is this node and ``epoch`` is the

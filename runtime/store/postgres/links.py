@@ -17,6 +17,10 @@ and the receiver's next take, so the table stays small.
 A monitor of a *replicated* agent is kept by the agent's name (``beamish_link_watches``),
 not by a node, since its owner may change: whichever node owns it when its process exits
 by itself turns the rows into exit signals, in one transaction (`PgLinks.fire_watches`).
+A monitor *held by* a replicated agent is kept by its name too (``node`` is
+`REPLICATED_WATCHER`): its Down is appended to its mailbox in that same transaction, so it
+arrives once wherever the watcher runs then, and its rows go when it exits itself. The
+rows of node incarnations that are gone are swept (`PgLinks.sweep`).
 """
 
 from __future__ import annotations
@@ -24,18 +28,26 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from ..._values import AgentStatus
 from .cluster import LINK_OPTIONS, _as_store_error, _connect
+from .ring import CHANNEL as RING_CHANNEL
+from .ring import _payload as _ring_payload
+from .txn import PgTxn
 
 log = logging.getLogger("beamish.cluster")
 CHANNEL = "beamish_links"
 RECONNECT_S = 0.5  # a lost listening connection is opened again after this long
 _THEN = "the node tries again at its next re-check"
+# The ``node`` of a monitor (beamish_link_watches) whose watcher is itself a replicated
+# agent, kept by its name alone (no node holds it: it moves): its Down goes to its mailbox.
+REPLICATED_WATCHER = ""
+SLEEPING = str(AgentStatus.SLEEPING)
 
 
 class SignalOp(enum.StrEnum):
@@ -151,19 +163,22 @@ class PgLinks:
         Raises:
             StoreUnavailable: the server cannot be reached (nothing was sent).
         """
+        signals = list(signals)
+        if signals:
+            self._run("telling other nodes of an exit", lambda c: self._send(c, signals))
+
+    def _send(self, c: psycopg.Connection[Any], signals: list[LinkSignal]) -> None:
+        """Insert ``signals`` and notify their nodes, in ``c``'s transaction."""
         rows = [(self.cluster, str(s.op), s.ref, s.to_node, s.to_incarnation, s.from_node,
                  s.from_incarnation, s.name, s.target, s.reason, s.abnormal)
                 for s in signals]
         if not rows:
             return
-
-        def send(c: psycopg.Connection[Any]) -> None:
-            with c.cursor() as cur:
-                cur.executemany(f"INSERT INTO beamish_link_signals (cluster, {_COLUMNS}) "
-                                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
-            for node in sorted({r[3] for r in rows}):
-                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(self.cluster, node)))
-        self._run("telling other nodes of an exit", send)
+        with c.cursor() as cur:
+            cur.executemany(f"INSERT INTO beamish_link_signals (cluster, {_COLUMNS}) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+        for node in sorted({r[3] for r in rows}):
+            c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(self.cluster, node)))
 
     def take(self, node: str, incarnation: int) -> list[LinkSignal]:
         """Remove and return the signals to ``node``'s ``incarnation``, oldest first
@@ -213,30 +228,49 @@ class PgLinks:
                 (self.cluster, refs)))
 
     def fire_watches(self, target: str, reason: str, abnormal: bool, node: str,
-                     incarnation: int, shard: int, epoch: int) -> int:
+                     incarnation: int, shard: int, epoch: int, down: bytes = b"",
+                     accepts: Sequence[str] = ()) -> int:
         """Replicated agent ``target`` exited on ``node``, which owns its ``shard`` at
-        ``epoch``: turn its monitors into exit signals to their nodes, in one transaction,
-        if the shard row still says so (else the process ended because the shard moved:
-        not an exit); return how many.
+        ``epoch``: in one transaction, if the shard row still says so (else the process
+        ended because the shard moved: not an exit), end the monitors ``target`` held as
+        a watcher (they belong to its process) and fire those of ``target``: an exit signal
+        to each watcher's node, and for each replicated watcher (`REPLICATED_WATCHER`) the
+        packed message record ``down`` appended to its mailbox if its status is one of
+        ``accepts`` (a sleeping one marked to be woken), and its owner rung. Return how
+        many monitors fired.
 
         Raises:
             StoreUnavailable: the server cannot be reached (nothing changed).
         """
         def fire(c: psycopg.Connection[Any]) -> int:
+            if c.execute("SELECT 1 FROM beamish_shards WHERE cluster = %s AND shard = %s AND "
+                         "owner = %s AND epoch = %s FOR SHARE",
+                         (self.cluster, shard, node, epoch)).fetchone() is None:
+                return 0
+            c.execute("DELETE FROM beamish_link_watches WHERE cluster = %s AND node = %s "
+                      "AND name = %s", (self.cluster, REPLICATED_WATCHER, target))
             rows = c.execute(
-                f"WITH gone AS (DELETE FROM beamish_link_watches WHERE cluster = %s AND "
-                f"target = %s AND EXISTS (SELECT 1 FROM beamish_shards WHERE cluster = %s "
-                f"AND shard = %s AND owner = %s AND epoch = %s) "
-                f"RETURNING ref, node, incarnation) "
-                f"INSERT INTO beamish_link_signals (cluster, {_COLUMNS}) SELECT %s, %s, ref, "
-                f"node, incarnation, %s, %s, %s, '', %s, %s FROM gone RETURNING to_node",
-                (self.cluster, target, self.cluster, shard, node, epoch, self.cluster,
-                 str(SignalOp.EXIT), node, incarnation, target, reason,
-                 abnormal)).fetchall()
-            for to in sorted({r[0] for r in rows}):
-                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(self.cluster, to)))
+                "DELETE FROM beamish_link_watches WHERE cluster = %s AND target = %s "
+                "RETURNING ref, node, incarnation, name", (self.cluster, target)).fetchall()
+            self._send(c, [LinkSignal(SignalOp.EXIT, int(r[0]), r[1], int(r[2]), node,
+                                      incarnation, target, "", reason, abnormal)
+                           for r in rows if r[1] != REPLICATED_WATCHER])
+            for r in rows:
+                if r[1] == REPLICATED_WATCHER:
+                    _deliver(c, self.cluster, r[3], down, accepts)
             return len(rows)
         return int(self._run(f"telling the watchers of replicated agent {target!r}", fire))
+
+    def deliver(self, name: str, message: bytes, accepts: Sequence[str]) -> bool:
+        """Append the packed message record ``message`` to replicated agent ``name``'s
+        mailbox if its status is one of ``accepts`` (a sleeping one marked to be woken),
+        and ring its owner; return whether it was appended.
+
+        Raises:
+            StoreUnavailable: the server cannot be reached (nothing was appended).
+        """
+        return bool(self._run(f"delivering to replicated agent {name!r}",
+                              lambda c: _deliver(c, self.cluster, name, message, accepts)))
 
     def dead(self, peers: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``peers`` (node, incarnation) are gone: no row, another incarnation,
@@ -256,12 +290,54 @@ class PgLinks:
         alive = {(r[0], int(r[1])) for r in rows}
         return peers - alive
 
+    def sweep(self) -> tuple[int, int]:
+        """Remove the rows left for node incarnations that are gone (no member row, another
+        incarnation, or a lease expired by the database's clock): signals addressed to
+        them, which no one will take, and monitors of replicated agents held by their
+        agents, which died with them. Return how many signals and monitors went. Any node
+        may run it at any time: a live incarnation's rows are never touched.
+
+        Raises:
+            StoreUnavailable: the server cannot be reached (nothing changed).
+        """
+        def sweep(c: psycopg.Connection[Any]) -> tuple[int, int]:
+            signals = c.execute(
+                "DELETE FROM beamish_link_signals s WHERE cluster = %s AND NOT EXISTS ("
+                "SELECT 1 FROM beamish_members m WHERE m.cluster = s.cluster AND "
+                "m.node = s.to_node AND m.incarnation <= s.to_incarnation AND "
+                "m.lease_expires > clock_timestamp())", (self.cluster,)).rowcount
+            watches = c.execute(
+                "DELETE FROM beamish_link_watches w WHERE cluster = %s AND node <> '' AND "
+                "NOT EXISTS ("
+                "SELECT 1 FROM beamish_members m WHERE m.cluster = w.cluster AND "
+                "m.node = w.node AND m.incarnation <= w.incarnation AND "
+                "m.lease_expires > clock_timestamp())", (self.cluster,)).rowcount
+            return max(signals, 0), max(watches, 0)
+        got: tuple[int, int] = self._run("sweeping the link rows of departed nodes", sweep)
+        return got
+
     def close(self) -> None:
         """Close its connection."""
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _deliver(c: psycopg.Connection[Any], cluster: str, name: str, message: bytes,
+             accepts: Sequence[str]) -> bool:
+    """Append ``message`` to replicated agent ``name``'s mailbox in ``c``'s transaction if
+    its status is one of ``accepts`` (a sleeping one marked to be woken: as
+    ``messaging.append_routed``), and notify its owner on commit."""
+    t = PgTxn(c.cursor(), cluster)
+    route = t.get_route(name)
+    if route is None or route[1] not in accepts:
+        return False
+    if route[1] == SLEEPING:
+        t.put_wake(route[0], name)
+    t.append_packed(route[0], message)
+    c.execute("SELECT pg_notify(%s, %s)", (RING_CHANNEL, _ring_payload(cluster, name)))
+    return True
 
 
 class PgLinkListener:

@@ -177,6 +177,19 @@ DDL: tuple[str, ...] = (
            name        text NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS beamish_link_watches_target
            ON beamish_link_watches (cluster, target)""",
+    # ... the monitors held by replicated agents (node ''), by their watcher's name.
+    """CREATE INDEX IF NOT EXISTS beamish_link_watches_replicated
+           ON beamish_link_watches (cluster, name) WHERE node = ''""",
+    # The replicated agents' events, whichever node emitted them (`.events`): numbered
+    # in commit order cluster-wide, by agent name.
+    """CREATE TABLE IF NOT EXISTS beamish_cluster_events (
+           cluster text NOT NULL,
+           seq     bigint NOT NULL,
+           name    text COLLATE "C" NOT NULL,
+           event   bytea NOT NULL,
+           PRIMARY KEY (cluster, seq))""",
+    """CREATE INDEX IF NOT EXISTS beamish_cluster_events_name
+           ON beamish_cluster_events (cluster, name, seq)""",
 )
 
 
