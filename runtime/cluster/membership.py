@@ -4,7 +4,13 @@
   and each round reads the shard table and the members, asks ``plan`` (pure) what to do,
   and does it through ``store/postgres/cluster.py``: drop what was lost, hand off (stop
   the shard's agents through ``on_lost``, then release), claim (bumping the epoch, then
-  ``on_gained``);
+  ``on_gained``). Two rules keep a restart of the database cheap, when every node fenced
+  itself and joins again within a second or so: a node claims nothing in the round it
+  joins (the next round, a renewal period later, sees the others that joined meanwhile,
+  so each claims its own shards: the first one back does not claim them all, start all
+  their agents and hand two thirds off again, a second cold start of each), and a round
+  stops claiming once a renewal is due (the next round renews first: claims taken one
+  by one from a slow database must not hold the renewal back until the node fences);
 * the *watch* thread fences the node when its lease may be about to run out
   (`LeaseWatch`): it does not touch the database, so a renewal stuck on a cut link
   cannot delay the fence.
@@ -273,7 +279,8 @@ class Membership:
             table = self._table_now()
             if not self._joined:
                 self._join(table)
-            elif decision.action is LeaseAction.RENEW or not self.watch.alive:
+                return Plan()  # claims from the next round, with the others' joins seen
+            if decision.action is LeaseAction.RENEW or not self.watch.alive:
                 self._renew(table)
             if not self.watch.alive:
                 return Plan()
@@ -332,6 +339,8 @@ class Membership:
             self._drop(row.shard)
             table.release(row.shard, self.node, row.epoch)
         for c in p.claim:
+            if self.watch.decide(self.clock.now()).action is not LeaseAction.WAIT:
+                break  # a renewal (or the fence) is due: the next round claims the rest
             epoch = table.claim(c.shard, self.node, self.incarnation, c.owner, c.epoch)
             if epoch is None:
                 continue

@@ -24,6 +24,7 @@ from beamish.runtime import BeamishError, ConfigError, Node, RemoteNode, connect
 from beamish.runtime.cluster.placement import shard_of
 from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 from tests.cluster.conftest import Keys, PgServer, free_port
+from tests.cluster.ledger import check_ledgers
 from tests.conftest import beamish, shutdown_quietly, wait_until
 
 pytestmark = pytest.mark.slow
@@ -222,19 +223,7 @@ def test_kill_9_of_a_node_under_load_loses_no_acknowledged_cast(three_nodes: Clu
 
     # Every agent now runs on a surviving node; its state against the ledgers, exactly.
     with nodes.client(survivor) as client:
-        for a in agents:
-            applied = client.call(a, "get", timeout=30)
-            assert len(applied) == len({tuple(x) for x in applied}), f"{a}: applied twice"
-            for s in senders:
-                mine = [seq for (who, seq) in applied if who == s.index]
-                assert mine == sorted(mine), f"{a}: sender {s.index}'s order"
-                acked = s.acked.get(a, [])
-                missing = set(acked) - set(mine)
-                assert not missing, f"{a}: acknowledged casts lost: {sorted(missing)[:10]}"
-                extra = set(mine) - set(acked) - s.doubt.get(a, set())
-                assert not extra, f"{a}: casts applied that were never sent: {extra}"
-    acked = sum(len(v) for s in senders for v in s.acked.values())
-    doubt = sum(len(v) for s in senders for v in s.doubt.values())
+        acked, doubt = check_ledgers(client, agents, senders)
     print(f"ledger: {acked} acknowledged casts applied exactly once, {doubt} in doubt "
           f"(sent to the node as it died), {sum(s.failovers for s in senders)} client "
           "failover(s)")
@@ -333,14 +322,7 @@ def test_a_node_paused_past_its_lease_commits_nothing_stale(three_nodes: Cluster
         for t in threads:
             t.join(timeout=120)
     with nodes.client(others[0]) as client:
-        for a in agents:
-            applied = client.call(a, "get", timeout=30)
-            assert len(applied) == len({tuple(x) for x in applied}), f"{a}: applied twice"
-            for s in senders:
-                mine = [seq for (who, seq) in applied if who == s.index]
-                assert mine == sorted(mine), f"{a}: sender {s.index}'s order"
-                assert set(s.acked.get(a, [])) <= set(mine), f"{a}: acknowledged cast lost"
-                assert set(mine) <= set(s.acked.get(a, [])) | s.doubt.get(a, set())
+        check_ledgers(client, agents, senders)
 
 
 @pytest.mark.cluster_long

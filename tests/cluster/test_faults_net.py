@@ -35,6 +35,7 @@ from beamish.runtime.cluster.placement import shard_of
 from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 from tests.cluster import netns
 from tests.cluster.conftest import NET_KINDS, Keys, PgServer, free_port
+from tests.cluster.ledger import check_ledgers
 from tests.cluster.test_failover import (
     LEDGER,
     ClusterNodes,
@@ -128,22 +129,10 @@ def _acked(senders: list[Sender]) -> int:
 
 def _check_ledgers(nodes: ClusterNodes, via: str, agents: list[str],
                    senders: list[Sender]) -> tuple[int, int]:
-    """Every agent's applied casts against the senders' ledgers, exactly; the counts of
-    acknowledged and in-doubt casts."""
+    """Every agent's applied casts against the senders' ledgers, exactly (through node
+    ``via``); the counts of acknowledged and in-doubt casts."""
     with nodes.client(via) as client:
-        for a in agents:
-            applied = client.call(a, "get", timeout=30)
-            assert len(applied) == len({tuple(x) for x in applied}), f"{a}: applied twice"
-            for s in senders:
-                mine = [seq for (who, seq) in applied if who == s.index]
-                assert mine == sorted(mine), f"{a}: sender {s.index}'s order"
-                acked = s.acked.get(a, [])
-                missing = set(acked) - set(mine)
-                assert not missing, f"{a}: acknowledged casts lost: {sorted(missing)[:10]}"
-                extra = set(mine) - set(acked) - s.doubt.get(a, set())
-                assert not extra, f"{a}: casts applied that were never sent: {extra}"
-    doubt = sum(len(v) for s in senders for v in s.doubt.values())
-    return _acked(senders), doubt
+        return check_ledgers(client, agents, senders)
 
 
 def _spawn(nodes: ClusterNodes, agents: list[str]) -> None:
