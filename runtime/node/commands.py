@@ -43,6 +43,7 @@ from .._paths import NodePaths
 from .._types import (
     ACCEPTS_MESSAGES,
     IN_TREE,
+    OMIT_NONE,
     STARTED_AT_NODE_START,
     AgentInfo,
     AgentStatus,
@@ -749,7 +750,8 @@ class PsPage:
     rows: list[AgentInfo]
     more: int
     after: str | None
-    unavailable: str | None = None  # why the cluster's agents are missing (None: all there)
+    # why the cluster's agents are missing; off the wire when None (a complete page)
+    unavailable: str | None = field(default=None, metadata={OMIT_NONE: True})
 
 
 def check_status(status: str | None) -> AgentStatus | None:
