@@ -9,8 +9,8 @@
   joins (the next round, a renewal period later, sees the others that joined meanwhile,
   so each claims its own shards: the first one back does not claim them all, start all
   their agents and hand two thirds off again, a second cold start of each), and a round
-  stops claiming once a renewal is due (the next round renews first: claims taken one
-  by one from a slow database must not hold the renewal back until the node fences);
+  renews between its claims once a renewal is due (claims taken one by one from a slow
+  database must not hold the renewal back until the node fences itself);
 * the *watch* thread fences the node when its lease may be about to run out
   (`LeaseWatch`): it does not touch the database, so a renewal stuck on a cut link
   cannot delay the fence.
@@ -339,8 +339,8 @@ class Membership:
             self._drop(row.shard)
             table.release(row.shard, self.node, row.epoch)
         for c in p.claim:
-            if self.watch.decide(self.clock.now()).action is not LeaseAction.WAIT:
-                break  # a renewal (or the fence) is due: the next round claims the rest
+            if self.watch.decide(self.clock.now()).action is LeaseAction.RENEW:
+                self._renew(table)  # claims one by one from a slow database: renew between
             epoch = table.claim(c.shard, self.node, self.incarnation, c.owner, c.epoch)
             if epoch is None:
                 continue
