@@ -66,6 +66,9 @@ def _descendants() -> set[int]:
 
 # Every process this test session starts inherits this mark, so a leak check finds ours
 # even after reparenting (an orphan) and ignores other sessions' nodes on the machine.
+# Each pytest-xdist worker is a session of its own: the other's processes are not its leaks.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["BEAMISH_TEST_SESSION"] = uuid.uuid4().hex
 SESSION_MARK = os.environ.setdefault("BEAMISH_TEST_SESSION", uuid.uuid4().hex)
 
 

@@ -107,6 +107,7 @@ class _Generation:
         self.agents: set[int] = set()  # pids it forked whose exit it has not reported
         self.dead = False  # its socket reached end of stream
         self.exit_requested = False  # the node asked it to exit (its agents are not lost)
+        self.asked = False  # a fork request was sent to it (it may have children)
         self.reader_done = threading.Event()  # its reader thread returned
 
     def close(self) -> None:
@@ -168,6 +169,7 @@ class ZygoteLink:
                     raise ZygoteLost("the zygote is gone; the node is stopping")
                 gen, n = self.gen, next(self.req)
                 gen.pending[n] = fut
+                gen.asked = True
                 try:
                     gen.sock.sendall(encode_zygote_request(
                         ForkRequest(n, boot, tuple(preload or ()))))
@@ -372,6 +374,12 @@ class ZygoteLink:
                     gen.exit_requested = True
                 except OSError:
                     pass  # it is dead: its reader reports its agents as lost
+            never_asked = not gen.asked
+        if never_asked:
+            # It has no child, so nothing to stop: do not wait for it to read the request,
+            # which a zygote still importing (a node stopped as it started) does only once
+            # done, a second or more later.
+            gen.proc.kill()
         try:
             gen.proc.wait(5)
         except subprocess.TimeoutExpired:

@@ -15,8 +15,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -100,11 +102,17 @@ def three_nodes(pg_server: PgServer, pg_dsn: str, keys: Keys) -> Iterator[Cluste
         wait_until(balanced, timeout=90)
         yield nodes
     finally:
-        for n in names:
-            node = nodes.locals.get(n)
-            if node is not None:
-                shutdown_quietly(node)
+        _at_once(shutdown_quietly, list(nodes.locals.values()))
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _at_once(fn: Callable[[Any], None], items: list[Any]) -> None:
+    """``fn`` on every item in threads of their own (node stops mostly wait on their
+    processes); once all are done, raise the first error."""
+    with ThreadPoolExecutor(max(1, len(items))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+    for f in futures:
+        f.result()
 
 
 @dataclass

@@ -15,8 +15,10 @@ from beamish.runtime.cluster.keys import (
 )
 from beamish.runtime.errors import ConfigError
 
-GOOD = zmq.curve_keypair()[0].decode()
-OTHER = zmq.curve_keypair()[0].decode()
+# Real public keys, derived from fixed secrets: the test ids name them, and they must be
+# the same in every process collecting them (pytest-xdist's workers compare their lists).
+GOOD = zmq.curve_public(b"9Tq+qY2<7VQd@1#!<U@Nq<(pN+l?8Yo8&tfm<Ymk").decode()
+OTHER = zmq.curve_public(b"+La7PvQzlVl@^MXq7uw{VXjH).*tmoYSO>gs?2LZ").decode()
 
 
 @pytest.mark.parametrize("text, ok", [
