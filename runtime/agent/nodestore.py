@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -46,11 +47,13 @@ KIND_READ = b"R"
 KIND_WRITE = b"W"
 # How long an agent waits for its node's answer. Its node kills it when it fences itself
 # (and drops its queued sets unanswered), and it dies with its node: an answer that does
-# not come means a node that is stuck or paused. The agent then asks PostgreSQL itself
-# whether its grant still holds (StaleEpoch if not) and ends either way, acknowledging
-# nothing. Above the committer's own worst case (a connection attempt, then settling a
-# cut-off commit: `cluster_commits.SETTLE_S`).
-ANSWER_TIMEOUT_S = 20.0
+# not come means a node that is stuck or paused. Every `GRANT_CHECK_S` without an answer
+# the agent asks PostgreSQL itself whether its grant still holds (StaleEpoch if not: a
+# paused node's agents stop soon after a takeover, as when they committed alone); after
+# `ANSWER_TIMEOUT_S` it ends, acknowledging nothing. Well above the committer's own
+# worst case (a connection attempt, then settling a cut-off commit: `SETTLE_S` there).
+GRANT_CHECK_S = 3.0
+ANSWER_TIMEOUT_S = 60.0
 
 
 class _Touched(BaseException):
@@ -165,7 +168,7 @@ class NodeStore:
         self.fence = fence
         self._open_fallback = fallback
         self._fallback: Store | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._sock = ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -257,14 +260,15 @@ class NodeStore:
         with self._lock:
             rid = next(self._ids).to_bytes(8, "big")
             self._sock.send_multipart([kind, rid, dumps(payload)])
-            while True:
-                if not self._sock.poll(int(ANSWER_TIMEOUT_S * 1000)):
-                    break
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if not self._sock.poll(int(GRANT_CHECK_S * 1000)):
+                    self._own().write(lambda t: None)  # StaleEpoch if the grant is gone
+                    continue
                 frames = self._sock.recv_multipart()
                 if len(frames) == 3 and frames[0] == rid:
                     return self._answer(frames)
                 # else: the answer of a request given up before; dropped
-        self._own().write(lambda t: None)  # raises StaleEpoch if the grant is gone
         why = f"the node did not answer within {ANSWER_TIMEOUT_S:g} s"
         if kind == KIND_READ:
             raise StoreUnavailable(why)
