@@ -73,6 +73,7 @@ from .base import Agent
 from .context import AgentContext, TimerBook
 from .inflight import InFlight
 from .logfile import attach
+from .nodestore import NodeStore
 from .policy import (
     BATCH,
     RecoverExit,
@@ -192,15 +193,20 @@ class Prepared:
 
     def __init__(self, node: NodeFields, fence: ReplicaFence | None = None) -> None:
         self.node = node
-        self.store: Store
-        if fence is not None:  # a replicated agent: its store is the cluster's PostgreSQL
-            self.store = open_postgres_store(node.store, fence.cluster,
-                                             Fence(fence.shard, fence.node, fence.epoch))
-        else:
-            self.store = open_store(node.store, node.durability)
         self.zctx: zmq.Context[Any] = zmq.Context()
         # libzmq starts its IO and reaper threads with the first socket: start them now.
         self.zctx.socket(zmq.PUSH).close(linger=0)
+        self.store: Store
+        if fence is not None:  # a replicated agent: its store is the cluster's PostgreSQL
+            grant, dsn, cluster = Fence(fence.shard, fence.node, fence.epoch), node.store, \
+                fence.cluster
+            if fence.committer:  # through its node: no connection of its own
+                self.store = NodeStore("ipc://" + fence.committer, grant, self.zctx,
+                                       lambda: open_postgres_store(dsn, cluster, grant))
+            else:
+                self.store = open_postgres_store(dsn, cluster, grant)
+        else:
+            self.store = open_store(node.store, node.durability)
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)

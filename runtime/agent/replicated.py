@@ -2,8 +2,9 @@
 with its packed `Boot` record on stdin (``fence`` set, ``node.store`` the PostgreSQL DSN).
 
 A fresh interpreter per replicated agent, started by its node (``node/cluster_node.py``),
-not forked by the zygote: its store is the cluster's PostgreSQL, opened with the fence of
-its shard, and it dies with its node (``PR_SET_PDEATHSIG``). Everything else is the same
+not forked by the zygote: its store is the cluster's PostgreSQL, through its node's
+committer (``agent/nodestore.py``) under the fence of its shard, and it dies with its
+node (``PR_SET_PDEATHSIG``). Everything else is the same
 `AgentLoop` as a node-pinned agent's.
 """
 

@@ -4,7 +4,8 @@ agents of the shards it owns.
     Membership (lease, shards) ──on_gained/on_lost/on_fenced──▶ ClusterNode
     any node: append in PostgreSQL (the ack) ─▶ NOTIFY beamish_ring ─▶ the owner's
         listener ─▶ ring the agent's inbox, or start its process
-    each agent process: AgentLoop on a PgStore fenced by (shard, node, epoch)
+    each agent process: AgentLoop on a NodeStore fenced by (shard, node, epoch): its
+        reads and commits go to the node's committer (cluster_commits.py)
 
 * Messages to a replicated agent are appended to its mailbox in PostgreSQL by whichever
   node the client talks to, and the owner is rung through LISTEN/NOTIFY (no node-to-node
@@ -13,11 +14,12 @@ agents of the shards it owns.
   notification costs latency: the owner re-checks its shards' mailboxes every
   `RECHECK_S`.
 * Each awake replicated agent is its own process (a fresh interpreter,
-  ``agent/replicated.py``), with its own PostgreSQL connection, committing through a
-  `PgStore` fenced by its shard's epoch: a commit after a takeover raises `StaleEpoch`
-  and the process exits. The node's own appends share commits (the messenger's group
-  appender) and its rings to other nodes leave coalesced (`cluster_rings.RingSender`);
-  the agents' commits through the node are designed in docs/cluster.md, not built.
+  ``agent/replicated.py``) without a PostgreSQL connection: it reads and commits through
+  the node's committer (`cluster_commits.NodeCommitter`: two connections for all the
+  node's agents, every set queued meanwhile in one transaction), each commit fenced by
+  its shard's epoch: a commit after a takeover raises `StaleEpoch` and the process
+  exits. The node's own appends share commits (the messenger's group appender) and its
+  rings to other nodes leave coalesced (`cluster_rings.RingSender`).
 * ``on_gained(shard, epoch)``: the shard's agents that should run (status ``running``),
   or that have mail or a wake, are started from their PostgreSQL state and mailbox.
   ``on_lost``: they are stopped (SIGTERM, then SIGKILL after their shutdown time).
@@ -79,6 +81,7 @@ from ..store.postgres.sweep import Sweeper, sweep
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence, Reply, ReplyError
 from .classify import ExitEvidence, classify
+from .cluster_commits import NodeCommitter
 from .cluster_rings import RingSender
 from .cluster_routes import PinnedAgents
 from .config import ClusterSection
@@ -185,6 +188,7 @@ class ClusterNode:
         self.local_store = local_store
         self._lock = threading.RLock()
         self._epochs: dict[int, int] = {}  # shard -> epoch, as granted
+        self._releasing: dict[int, int] = {}  # shard -> epoch, its agents being stopped
         self._procs: dict[str, _Proc] = {}
         self._rings: set[str] = set()
         # name -> (its restarts within the intensity window, not restarted before)
@@ -208,6 +212,11 @@ class ClusterNode:
         self.messenger = Messenger(paths, self.store, node_fields.max_message_bytes,
                                    on_append=self._appended)
         self.listener = PgRingListener(settings.dsn, settings.cluster, self._rung)
+        # The agents' reads and commits, on two connections for all (cluster_commits.py).
+        self.commits = NodeCommitter(
+            os.path.join(paths.run, "commits.sock"),
+            lambda: open_postgres_store(settings.dsn, settings.cluster), settings.node,
+            self._granted, lambda: self.membership.fenced)
         self.membership = Membership(
             lambda: connect_cluster(settings.dsn, settings.cluster, settings.shards),
             settings.node, settings.address, self, timing=settings.timing,
@@ -220,6 +229,7 @@ class ClusterNode:
         """Listen for wake-ups, join the cluster and start taking shards."""
         self.listener.start()
         self.rings.start()
+        self.commits.start()
         self._worker.start()
         self.membership.start()
         log.info("node %s joins cluster %s (%s)", self.settings.node, self.settings.cluster,
@@ -235,6 +245,7 @@ class ClusterNode:
         with self._lock:
             procs = list(self._procs.values())
         self._stop_procs(procs)
+        self.commits.close()
         self.messenger.close()
         self.rings.close()
         self.ringer.close()
@@ -253,21 +264,36 @@ class ClusterNode:
     def on_lost(self, shard: int) -> None:
         """Stop ``shard``'s agents before returning (a hand-off follows)."""
         with self._lock:
-            self._epochs.pop(shard, None)
+            epoch = self._epochs.pop(shard, None)
+            if epoch is not None:  # still held in the table: their last commits land
+                self._releasing[shard] = epoch
             procs = [p for p in self._procs.values() if p.shard == shard]
             for p in procs:
                 p.stopping = True
-        self._stop_procs(procs)
+        try:
+            self._stop_procs(procs)
+        finally:
+            with self._lock:
+                self._releasing.pop(shard, None)
 
     def on_fenced(self) -> None:
         """The lease may run out: SIGKILL every replicated process now (quick)."""
         with self._lock:
             self._epochs.clear()
+            self._releasing.clear()
             for p in self._procs.values():
                 p.stopping = True
                 _signal(p.popen, signal.SIGKILL)
+        self.commits.fence()  # their queued commits: dropped, unanswered
         log.warning("node %s fenced itself: its replicated agents were killed",
                     self.settings.node)
+
+    def _granted(self, shard: int) -> int | None:
+        """The epoch at which this node holds ``shard`` now, or is handing it off (its
+        agents' last commits before they stop); None: not held."""
+        with self._lock:
+            epoch = self._epochs.get(shard)
+            return self._releasing.get(shard) if epoch is None else epoch
 
     # -- asked by the node ------------------------------------------------------------------------
     def status(self) -> ClusterStatus:
@@ -629,7 +655,7 @@ class ClusterNode:
                     failure=cur.last_failure if cur.recover_pending else None,
                     sys_path=self.sys_path, limits=cur.limits, idle_timeout=None,
                     fence=ReplicaFence(self.settings.cluster, self.settings.node, shard,
-                                       epoch))
+                                       epoch, self.commits.address.removeprefix("ipc://")))
         env = {**os.environ, "BEAMISH_NODE_PID": str(os.getpid())}
         popen = subprocess.Popen([sys.executable, "-m", "beamish.runtime.agent.replicated"],
                                  stdin=subprocess.PIPE, env=env, close_fds=True)

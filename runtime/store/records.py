@@ -594,12 +594,15 @@ class ReplicaFence:
         node: the node that owns the agent's shard.
         shard: the shard.
         epoch: the epoch the node was granted it at.
+        committer: the path of its node's committer socket: the agent reads and commits
+            through its node (``agent/nodestore.py``); "" for its own connection.
     """
 
     cluster: str
     node: str
     shard: int
     epoch: int
+    committer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,7 +652,8 @@ class Boot:
             out["idle_timeout"] = self.idle_timeout
         if self.fence is not None:
             f = self.fence
-            out["fence"] = [f.cluster, f.node, f.shard, f.epoch]
+            out["fence"] = [f.cluster, f.node, f.shard, f.epoch] + \
+                ([f.committer] if f.committer else [])
         return out
 
     @classmethod
