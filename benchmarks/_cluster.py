@@ -29,15 +29,15 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from beamish.runtime import BeamishError, RemoteNode, start_node
 from beamish.runtime.cluster.placement import shard_of
 from beamish.runtime.node.cluster_node import DEFAULT_SHARDS
 
+from ._clusterkit import ECHO, NAMES, ClusterNodes, postgres
 from ._stats import latency_summary
-from .cluster_probe import ECHO, NAMES, _calls, _Cluster
+from .cluster_probe import _calls
 
 COUNTER = "beamish.benchmarks.agents:Counter"
 TARGET_CALL_P50_MS = 3.0
@@ -69,8 +69,8 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-class _Nodes(_Cluster):
-    """`cluster_probe._Cluster` that can kill a node and start it again."""
+class _Nodes(ClusterNodes):
+    """`ClusterNodes` that can kill a node and start it again."""
 
     def owned(self, n: str) -> set[int]:
         st = self.locals[n].cluster()
@@ -279,14 +279,8 @@ def sizes_for(sizes: Any) -> ClusterSizes:
 def cluster(h: Any, sizes: Any) -> dict[str, Any]:
     """The scenario: a PostgreSQL of its own, three nodes, the figures, everything
     stopped."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from pgserver import PgServer  # noqa: PLC0415
-    server = PgServer(tempfile.mkdtemp(prefix="beamish-pgbench-"))
-    server.start()
-    try:
-        return measure(server.create_database("bench_cluster"), sizes_for(sizes))
-    finally:
-        server.destroy()
+    with postgres("bench_cluster") as dsn:
+        return measure(dsn, sizes_for(sizes))
 
 
 def _met(ok: bool) -> str:

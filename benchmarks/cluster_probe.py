@@ -22,55 +22,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from beamish.runtime import BeamishError, Node, RemoteNode, connect, start_node
-from beamish.runtime.cluster.keys import authorize, generate
+from beamish.runtime import BeamishError, RemoteNode
 
+from ._clusterkit import ECHO, NAMES, ClusterNodes, postgres
 from ._stats import latency_summary
-
-ECHO = "beamish.benchmarks.agents:Echo"
-NAMES = ("n1", "n2", "n3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Cluster:
-    """Three nodes of cluster "bench" on ``dsn``, in ``base``."""
-
-    def __init__(self, base: str, dsn: str) -> None:
-        self.base = base
-        self.node_keys, self.client_keys = os.path.join(base, "nk"), os.path.join(base, "ck")
-        authorize(self.node_keys, generate(self.client_keys).public)
-        authorize(self.client_keys, generate(self.node_keys).public)
-        self.addresses = {n: f"tcp://127.0.0.1:{_free_port()}" for n in NAMES}
-        self.locals: dict[str, Node] = {}
-        for n in NAMES:
-            config = os.path.join(base, f"{n}.toml")
-            with open(config, "w") as fh:
-                fh.write(f'[cluster]\nname = "bench"\nnode = "{n}"\npostgres = "{dsn}"\n'
-                         f'listen = "{self.addresses[n]}"\nkeys = "{self.node_keys}"\n')
-            self.locals[n] = start_node(os.path.join(base, n), config=config)
-
-    def client(self, n: str) -> RemoteNode:
-        return connect(self.addresses[n], keys=self.client_keys)
-
-    def close(self) -> None:
-        for node in self.locals.values():
-            try:
-                node.shutdown(timeout=60)
-            except BeamishError:
-                node.close()  # killed by the probe: its processes died with it
 
 
 def _calls(client: RemoteNode, name: str, n: int, out: list[int]) -> None:
@@ -80,7 +41,7 @@ def _calls(client: RemoteNode, name: str, n: int, out: list[int]) -> None:
         out.append(time.perf_counter_ns() - t0)
 
 
-def _failover(cluster: _Cluster, alive: list[str], name: str) -> tuple[float, str]:
+def _failover(cluster: ClusterNodes, alive: list[str], name: str) -> tuple[float, str]:
     owner = cluster.client(alive[0]).info(name).node
     assert owner is not None
     other = next(n for n in alive if n != owner)
@@ -101,7 +62,7 @@ def _failover(cluster: _Cluster, alive: list[str], name: str) -> tuple[float, st
 def measure(dsn: str, samples: int, blocks: int, kills: int) -> dict[str, Any]:
     """Start the three nodes on ``dsn``, measure, stop them."""
     base = tempfile.mkdtemp(prefix="bmc-", dir="/tmp")
-    cluster = _Cluster(base, dsn)
+    cluster = ClusterNodes(base, dsn)
     try:
         time.sleep(8)  # the shards spread over the three nodes (8 moves a round)
         with cluster.client("n1") as n1:
@@ -150,19 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=8, help="alternating blocks")
     parser.add_argument("--kills", type=int, default=1, help="failovers to time (<= 2)")
     args = parser.parse_args(argv)
-    server = None
-    dsn = args.dsn
-    if dsn is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-        from pgserver import PgServer  # noqa: PLC0415
-        server = PgServer(tempfile.mkdtemp(prefix="beamish-pgbench-"))
-        server.start()
-        dsn = server.create_database("bench_cluster")
-    try:
+    with postgres("bench_cluster", args.dsn) as dsn:
         res = measure(dsn, args.samples, args.blocks, args.kills)
-    finally:
-        if server is not None:
-            server.destroy()
     for key in ("owner call", "cross-node call"):
         s = res[key]
         print(f"{key:16} p50 {s['p50_us']:8.1f} us  p99 {s['p99_us']:8.1f} us  (n={s['n']})")

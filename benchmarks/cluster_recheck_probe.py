@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from beamish.runtime.cluster.placement import shard_of
@@ -26,6 +24,8 @@ from beamish.runtime.store.postgres.agents import PgStore
 from beamish.runtime.store.postgres.recheck import due_agents
 from beamish.runtime.store.protocol import Txn
 from beamish.runtime.store.records import AgentRecord
+
+from ._clusterkit import postgres
 
 SHARDS = 64
 OWNED = frozenset(range(0, SHARDS, 3))
@@ -73,19 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    server = None
-    dsn = args.dsn
-    if dsn is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-        from pgserver import PgServer  # noqa: PLC0415
-        server = PgServer(tempfile.mkdtemp(prefix="beamish-pgprobe-"))
-        server.start()
-        dsn = server.create_database("recheck")
-    try:
+    with postgres("recheck", args.dsn) as dsn:
         res = measure(dsn, args.agents, args.rounds)
-    finally:
-        if server is not None:
-            server.destroy()
     for label, ms in res.items():
         print(f"re-check, {args.agents:,} idle agents registered, {label:12}: "
               f"median {ms:10.2f} ms")

@@ -112,6 +112,14 @@ def encode_batch(items: Iterable[tuple[str, Any]], limit: int) -> dict[str, list
 
 _SLEEPING = str(AgentStatus.SLEEPING)
 
+AppendBatch = Callable[[list[tuple[str, bytes]], list[bytes]],
+                       list["tuple[int, int, bool] | AgentNotFound"]]
+"""A store's own way to commit a group of appends in one go (a cluster node's one
+statement: ``store/postgres/append.py``): given each message's ``(name, packed)`` and the
+replies to delete, it returns per message ``(agent_id, seq, asleep)`` or its
+`AgentNotFound`, durable when it returns; it raises if nothing was committed (or it is
+not known)."""
+
 
 def append_routed(t: Txn, name: str, route: tuple[int, str], packed: list[bytes]) -> int:
     """Append ``packed`` messages to agent ``name``'s mailbox (its ``route`` read in
@@ -281,8 +289,9 @@ class _GroupAppender:
     one per turn of the loop: `amessenger.AsyncMessenger`.)
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, batch: AppendBatch | None = None) -> None:
         self.store = store
+        self.batch = batch
         self.cond = threading.Condition()
         self.queue: list[_Append] = []
         self.committing = False
@@ -313,7 +322,10 @@ class _GroupAppender:
                     try:
                         lane = WriteLane.URGENT if any(i.urgent for i in group) \
                             else WriteLane.BULK
-                        self.store.write_in_lane(lambda t: self._commit(t, group), lane)
+                        if self.batch is not None:
+                            self._commit_batch(self.batch, group)
+                        else:
+                            self.store.write_in_lane(lambda t: self._commit(t, group), lane)
                     finally:
                         self.cond.acquire()
                 except BaseException as exc:
@@ -331,6 +343,16 @@ class _GroupAppender:
             raise _own_copy(mine.error)
         assert mine.route is not None
         return mine.route[0], mine.route[1], mine.asleep
+
+    @staticmethod
+    def _commit_batch(batch: AppendBatch, group: list[_Append]) -> None:
+        outcomes = batch([(item.name, item.packed) for item in group],
+                         [msg_id for item in group for msg_id in item.taken])
+        for item, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                item.route, item.error, item.asleep = None, outcome, False
+            else:
+                item.route, item.error, item.asleep = outcome[:2], None, outcome[2]
 
     @staticmethod
     def _commit(t: Txn, group: list[_Append]) -> None:
@@ -365,11 +387,14 @@ class Messenger:
         store: the node's store, opened in this process.
         max_message_bytes: the node's message size limit.
         on_append: called with an agent's name after each append to it committed.
+        append_batch: commits its calls' and casts' appends instead of a transaction of
+            ``store`` (`AppendBatch`).
     """
 
     def __init__(self, paths: NodePaths, store: Store, max_message_bytes: int,
                  ctx: zmq.Context[Any] | None = None,
-                 on_append: Callable[[str], None] | None = None) -> None:
+                 on_append: Callable[[str], None] | None = None,
+                 append_batch: AppendBatch | None = None) -> None:
         self.paths = paths
         # Told each agent name once its append committed (a replicated agent's owner may
         # run on another node: the cluster rings it there).
@@ -385,7 +410,7 @@ class Messenger:
         self._local = threading.local()
         self._ports: weakref.WeakSet[_Port] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._appender = _GroupAppender(store)
+        self._appender = _GroupAppender(store, append_batch)
         self.doorbells = SharedDoorbells(self.ctx)
         self._inboxes: dict[int, str] = {}  # agent id -> its inbox path (1.2 us to build)
         self.closed = False

@@ -72,6 +72,7 @@ from ..messaging.spawnargs import SpawnRequest
 from ..messaging.wire import ring_frame, stop_frame
 from ..store import open_postgres_store
 from ..store.postgres.agents import PgStore
+from ..store.postgres.append import PgAppender
 from ..store.postgres.cluster import connect_cluster
 from ..store.postgres.fencing import Fence
 from ..store.postgres.names import pinned_holder
@@ -82,6 +83,7 @@ from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence, Reply, ReplyError
 from .classify import ExitEvidence, classify
 from .cluster_commits import NodeCommitter
+from .cluster_append import ACCEPTING, SLEEPING, NotReplicated, ReplicatedMessenger
 from .cluster_rings import RingSender
 from .cluster_routes import PinnedAgents
 from .config import ClusterSection
@@ -99,6 +101,10 @@ _SHOULD_RUN = frozenset({AgentStatus.RUNNING, AgentStatus.STARTING, AgentStatus.
 OP_MARK = "\x1e"
 OPS = ("stop", "sleep", "delete", "restart")
 OP_RERING_S = 1.0  # a request not answered yet is notified again this often
+# The owner notifies the asking node once a request's answer is committed (ANSWERED in
+# the op's place); the asker looks for it at least this often anyway (a lost notification).
+ANSWERED = "answered"
+ANSWER_RECHECK_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,7 @@ class ClusterNode:
         # name -> (its restarts within the intensity window, not restarted before)
         self._delays: dict[str, tuple[tuple[float, ...], float]] = {}
         self._held: dict[str, str] = {}  # name -> the request (stop, ...) the owner runs
+        self._asked: dict[bytes, threading.Event] = {}  # request id -> set when answered
         self.emit: Callable[[str, str, str, str], None] = lambda *event: None
         self._names = _NameLocks()  # orders a start of an agent and a request about it
         self._rescan = False
@@ -209,8 +216,11 @@ class ClusterNode:
         self.store: PgStore = open_postgres_store(settings.dsn, settings.cluster)
         self.ringer = PgRinger(settings.dsn, settings.cluster)
         self.rings = RingSender(self.ringer.ring_many)
-        self.messenger = Messenger(paths, self.store, node_fields.max_message_bytes,
-                                   on_append=self._appended)
+        self.appender = PgAppender(settings.dsn, settings.cluster, ACCEPTING, SLEEPING)
+        self.messenger = ReplicatedMessenger(
+            paths, self.store, node_fields.max_message_bytes, self.appender,
+            lambda name: self.shard(name) not in self._epochs,
+            on_append=lambda name: self._appended(name, notified=True))
         self.listener = PgRingListener(settings.dsn, settings.cluster, self._rung)
         # The agents' reads and commits, on two connections for all (cluster_commits.py).
         self.commits = NodeCommitter(
@@ -247,6 +257,7 @@ class ClusterNode:
         self._stop_procs(procs)
         self.commits.close()
         self.messenger.close()
+        self.appender.close()
         self.rings.close()
         self.ringer.close()
         self.store.close()
@@ -418,8 +429,9 @@ class ClusterNode:
             return
         self._appended(name)
 
-    def _appended(self, name: str) -> None:
-        """A message for ``name`` was committed here: ring its owner."""
+    def _appended(self, name: str, notified: bool = False) -> None:
+        """A message for ``name`` was committed here: ring its owner (``notified``: the
+        commit notified it already if another node owns it)."""
         with self._lock:
             proc = self._procs.get(name)
             if proc is not None and proc.popen.poll() is None:
@@ -428,7 +440,8 @@ class ClusterNode:
                 self._rings.add(name)
                 self._kick.set()
                 return
-        self.rings.ring(name)  # sent by its thread, coalesced: the ack does not wait
+        if not notified:
+            self.rings.ring(name)  # sent by its thread, coalesced: the ack does not wait
 
     def _rung(self, name: str | None) -> None:
         """A notification: ``name`` has mail (None: the listener reconnected), or a
@@ -437,12 +450,17 @@ class ClusterNode:
             self._requested(name)
             return
         with self._lock:
+            proc = None if name is None else self._procs.get(name)
             if name is None:
                 self._rescan = True
-            elif self.shard(name) in self._epochs:
-                self._rings.add(name)
-            else:
+            elif self.shard(name) not in self._epochs:
                 return
+            elif proc is None or proc.popen.poll() is not None:
+                self._rings.add(name)
+        if proc is not None and proc.popen.poll() is None:
+            # It runs here: rung from this thread, without the worker's hop.
+            self.messenger.ring(self.paths.agent_inbox(proc.id), ring_frame(0))
+            return
         self._kick.set()
 
     # -- the worker ------------------------------------------------------------------------------
@@ -716,6 +734,14 @@ class ClusterNode:
                                       "cluster has that name")
         request_id = uuid.uuid4().bytes
         deadline = time.monotonic() + timeout
+        answered = self._asked[request_id] = threading.Event()
+        try:
+            return self._request(rec, name, op, request_id, answered, deadline, timeout)
+        finally:
+            self._asked.pop(request_id, None)
+
+    def _request(self, rec: AgentRecord, name: str, op: str, request_id: bytes,
+                 answered: threading.Event, deadline: float, timeout: float) -> AgentRecord:
         while True:
             if self.shard(name) in self._epochs:
                 self._apply(op, request_id, name)
@@ -726,6 +752,7 @@ class ClusterNode:
                     log.warning("cannot ask the owner to %s agent %r yet: %s", op, name, exc)
             until = min(deadline, time.monotonic() + OP_RERING_S)
             while True:
+                answered.clear()
                 reply = self.store.write(lambda t: t.pop_reply(request_id))
                 if reply is not None:
                     if reply.ok:
@@ -736,7 +763,8 @@ class ClusterNode:
                     raise AgentNotFound(name, error.message)
                 if time.monotonic() >= until:
                     break
-                time.sleep(0.02)
+                # Woken by the owner's notification, else a look now and then.
+                answered.wait(min(ANSWER_RECHECK_S, max(0.0, until - time.monotonic())))
             if time.monotonic() >= deadline:
                 owner = self.store.shard_owner(self.shard(name))
                 raise NodeDown(owner or "(none)", f"the owner of replicated agent {name!r}'s "
@@ -746,9 +774,14 @@ class ClusterNode:
     def _requested(self, payload: str) -> None:
         """A notification asking this node to run a request (if it owns the agent)."""
         parts = payload.split(OP_MARK, 3)
-        if len(parts) != 4 or parts[1] not in OPS:
+        if len(parts) != 4 or parts[1] not in (*OPS, ANSWERED):
             return
         _, op, hex_id, name = parts
+        if op == ANSWERED:  # the answer to one of this node's requests is committed
+            event = self._asked.get(bytes.fromhex(hex_id))
+            if event is not None:
+                event.set()
+            return
         with self._lock:
             if self.shard(name) not in self._epochs:
                 return
@@ -803,6 +836,14 @@ class ClusterNode:
             finally:
                 with self._lock:
                     self._held.pop(name, None)
+        if request_id is not None and (mine := self._asked.get(request_id)) is not None:
+            mine.set()  # asked here
+        elif request_id is not None:
+            try:  # asked by another node: wake its wait
+                self.ringer.ring(OP_MARK.join(("", ANSWERED, request_id.hex(), name)))
+            except StoreError as exc:
+                log.warning("cannot tell the asking node that %s of %r is done (it looks "
+                            "again within %g s): %s", op, name, ANSWER_RECHECK_S, exc)
         if changed:
             self._delays.pop(name, None)
             if op in ("stop", "delete") and self.on_stopped is not None:
@@ -942,26 +983,36 @@ class ClusterMessenger(Messenger):
         return None if pinned is None else pinned.remote(name)
 
     def cast(self, name: str, msg: Any) -> None:
-        """`Messenger.cast`, to the node's own agent, another node's (one hop) or a
-        replicated one."""
+        """`Messenger.cast`, to the node's own agent, a replicated one or another node's
+        (one hop). A name is tried as a replicated agent's first: the append looks it up
+        in the statement that appends, and only a name it does not know costs a route
+        lookup."""
         if self._is_local(name):
             super().cast(name, msg)
-        elif (owner := self._pinned_elsewhere(name)) is not None:
+            return
+        try:
+            self.cluster.messenger.cast(name, msg)
+        except NotReplicated:
+            owner = self._pinned_elsewhere(name)
+            if owner is None:
+                raise AgentNotFound(name) from None
             assert self.cluster.pinned is not None
             self.cluster.pinned.value(owner, name, {"op": "cast", "name": name, "msg": msg})
-        else:
-            self.cluster.messenger.cast(name, msg)
 
     def call(self, name: str, msg: Any, timeout: float = 5.0) -> Any:
-        """`Messenger.call`, to the node's own agent, another node's (one hop) or a
-        replicated one."""
+        """`Messenger.call`, to the node's own agent, a replicated one or another node's
+        (one hop; tried in that order, as `cast`)."""
         if self._is_local(name):
             return super().call(name, msg, timeout)
-        if (owner := self._pinned_elsewhere(name)) is not None:
-            assert self.cluster.pinned is not None
-            return self.cluster.pinned.value(owner, name, {"op": "call", "name": name,
-                                                           "msg": msg, "timeout": timeout})
-        return self.cluster.messenger.call(name, msg, timeout)
+        try:
+            return self.cluster.messenger.call(name, msg, timeout)
+        except NotReplicated:
+            owner = self._pinned_elsewhere(name)
+            if owner is None:
+                raise AgentNotFound(name) from None
+        assert self.cluster.pinned is not None
+        return self.cluster.pinned.value(owner, name, {"op": "call", "name": name,
+                                                       "msg": msg, "timeout": timeout})
 
     def cast_many(self, items: Any) -> None:
         """`Messenger.cast_many`: all to the node's own agents, or all to replicated
