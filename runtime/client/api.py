@@ -13,6 +13,7 @@ import asyncio
 import fcntl
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -404,6 +405,7 @@ class Node:
         # yet (its queue was full): sent with the next one, in one datagram.
         self._unannounced: list[str] = []
         self._announce_lock = threading.Lock()
+        self._hint_sock: socket.socket | None = None  # their datagrams' socket, kept
         # What asyncio code uses, one per event loop (a zmq.asyncio socket serves one loop).
         self._links: dict[asyncio.AbstractEventLoop, _AsyncLink] = {}
         self._links_lock = threading.Lock()
@@ -944,9 +946,11 @@ class Node:
         with self._announce_lock:
             if name is not None:
                 self._unannounced.append(name)
+            if self._hint_sock is None:
+                self._hint_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             while self._unannounced:
                 batch = spawned_hints(self._unannounced)
-                if not hint_node(self.paths, batch[0], wait=wait):
+                if not hint_node(self.paths, batch[0], wait=wait, sock=self._hint_sock):
                     return  # its queue is full: sent with the next registration
                 del self._unannounced[:batch[1]]
 
@@ -955,6 +959,10 @@ class Node:
         if self._closed:
             return
         self._announce(None, wait=1.0)
+        with self._announce_lock:
+            if self._hint_sock is not None:
+                self._hint_sock.close()
+                self._hint_sock = None
         with self._links_lock:
             self._closed = True
             links, self._links = list(self._links.values()), {}

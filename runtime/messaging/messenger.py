@@ -134,20 +134,29 @@ def append_routed(t: Txn, name: str, route: tuple[int, str], packed: list[bytes]
     return t.append_packed_many(agent_id, packed)
 
 
-def hint_node(paths: NodePaths, frame: bytes = WAKE_HINT, wait: float = 0.0) -> bool:
+def hint_node(paths: NodePaths, frame: bytes = WAKE_HINT, wait: float = 0.0,
+              sock: socket.socket | None = None) -> bool:
     """Send a hint to the node's sessions socket; return whether it went (best effort:
     the node scans its wakes every second anyway, so a lost wake hint costs latency,
-    never a message). ``wait``: how long to wait while its queue is full (0: not at all)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        if wait > 0:
-            sock.settimeout(wait)
-        else:
-            sock.setblocking(False)
-        try:
-            sock.sendto(frame, paths.sessions_poke)
-            return True
-        except OSError:
-            return False  # no node listening, or its queue is full
+    never a message). ``wait``: how long to wait while its queue is full (0: not at all).
+    ``sock``: an unbound Unix datagram socket of the caller's, kept for many hints (a
+    socket per hint costs more than the hint); None: one made for this hint."""
+    if sock is not None:
+        return _send_hint(sock, paths, frame, wait)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as own:
+        return _send_hint(own, paths, frame, wait)
+
+
+def _send_hint(sock: socket.socket, paths: NodePaths, frame: bytes, wait: float) -> bool:
+    if wait > 0:
+        sock.settimeout(wait)
+    else:
+        sock.setblocking(False)
+    try:
+        sock.sendto(frame, paths.sessions_poke)
+        return True
+    except OSError:
+        return False  # no node listening, or its queue is full
 
 
 def raise_reply_error(name: str, error: ReplyError) -> None:

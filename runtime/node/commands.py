@@ -449,21 +449,26 @@ def _undo_spawn(node: NodeView, rec: AgentRecord) -> None:
     _roll_back_spawn(node, rec, AgentStatus.STOPPED)
 
 
-def _reserve(t: Txn, f: SpawnRequest) -> tuple[AgentRecord, bool]:
+def _reserve(t: Txn, f: SpawnRequest, sups_checked: bool = False
+             ) -> tuple[AgentRecord, bool]:
     """Write a spawn's record in transaction ``t``: a new name gets an id (or one is
     generated), a stopped or exited one is resumed; a name in the tree is refused. A lazy
     spawn's record is the whole spawn (status sleeping); an eager one is marked
     ``spawning`` until it completes. Returns the record and whether it marked a wake (a
-    lazy spawn of a name whose mailbox waits)."""
+    lazy spawn of a name whose mailbox waits). ``sups_checked``: the caller has checked,
+    in ``t``, that no supervisor has ``f.name``."""
     agent_name = f.name
     rec = t.get_agent(agent_name) if agent_name else None
-    prev = rec.status if rec is not None else None
     if rec is not None and rec.status in IN_TREE:
         raise SpawnError(agent_name or "", f"the name is in use by a {rec.status} agent "
                          f"(pid {rec.pid}); pick another name or stop it first")
+    # The write is the whole of a lazy spawn: registered asleep; its first message wakes
+    # it (a resumed name's waiting mailbox, at once). An eager one is ``spawning`` until
+    # it completes (_roll_back_spawn).
+    status = AgentStatus.SLEEPING if f.lazy else AgentStatus.STARTING
     if rec is None:
         agent_id = t.next_counter("agent_id")
-        if agent_name and t.get_sup(agent_name) is not None:
+        if agent_name and not sups_checked and t.get_sup(agent_name) is not None:
             raise SpawnError(agent_name, _SUP_NAME)
         if not agent_name:
             agent_name = f"{f.cls.rpartition(':')[2].lower()}-{agent_id}"
@@ -471,21 +476,26 @@ def _reserve(t: Txn, f: SpawnRequest) -> tuple[AgentRecord, bool]:
             while t.get_sup(agent_name) is not None or t.get_agent(agent_name) is not None:
                 agent_id = t.next_counter("agent_id")
                 agent_name = f"{f.cls.rpartition(':')[2].lower()}-{agent_id}"
-        rec = AgentRecord(agent_name, agent_id, created=time.time())
+        # Built whole (one record, no copies: 100,000 sessions register through here).
+        rec = AgentRecord(agent_name, agent_id, cls=f.cls, args=f.args,
+                          supervisor=f.supervisor, restart=f.restart, shutdown=f.shutdown,
+                          limits=dict(f.limits), status=status, created=time.time(),
+                          order=t.next_counter("order"), fresh=True,
+                          spawning=None if f.lazy else Spawning(None),
+                          idle_timeout=f.idle_timeout)
+        # An id is new here (never reused): no mailbox waits for it.
+        t.put_agent(rec)
+        return rec, False
     rec = replace(rec, cls=f.cls, args=f.args, supervisor=f.supervisor, restart=f.restart,
-                  shutdown=f.shutdown, limits=dict(f.limits), status=AgentStatus.STARTING,
+                  shutdown=f.shutdown, limits=dict(f.limits), status=status,
                   pid=None, order=t.next_counter("order"), fresh=True,
-                  spawning=Spawning(prev),  # until the spawn completes: _roll_back_spawn
+                  spawning=None if f.lazy else Spawning(rec.status),
                   recover_pending=False,  # a new spawn is not a restart: nothing to recover
                   idle_timeout=f.idle_timeout)
     marked = False
-    if f.lazy:
-        # The write is the whole spawn: registered asleep; its first message wakes it (a
-        # resumed name's waiting mailbox, at once).
-        rec = replace(rec, status=AgentStatus.SLEEPING, spawning=None)
-        if t.peek(rec.id, 1):
-            t.put_wake(rec.id, rec.name)
-            marked = True
+    if f.lazy and t.peek(rec.id, 1):
+        t.put_wake(rec.id, rec.name)
+        marked = True
     t.put_agent(rec)
     return rec, marked
 
@@ -512,8 +522,11 @@ def register_lazy(store: Store, request: SpawnRequest) -> tuple[str, bool]:
         if request.name is not None and (request.name == ROOT
                                          or t.get_sup(request.name) is not None):
             raise SpawnError(request.name, _SUP_NAME)
-        rec, marked = _reserve(t, replace(request, restart=restart, shutdown=shutdown,
-                                          lazy=True))
+        if (restart, shutdown, request.lazy) != (request.restart, request.shutdown, True):
+            req = replace(request, restart=restart, shutdown=shutdown, lazy=True)
+        else:
+            req = request
+        rec, marked = _reserve(t, req, sups_checked=True)
         return rec.name, marked
     return store.write(txn)
 
