@@ -82,8 +82,8 @@ from ..store.postgres.sweep import Sweeper, sweep
 from ..store.protocol import Store, Txn
 from ..store.records import AgentRecord, Boot, NodeFields, ReplicaFence, Reply, ReplyError
 from .classify import ExitEvidence, classify
-from .cluster_commits import NodeCommitter
 from .cluster_append import ACCEPTING, SLEEPING, NotReplicated, ReplicatedMessenger
+from .cluster_commits import NodeCommitter
 from .cluster_rings import RingSender
 from .cluster_routes import PinnedAgents
 from .config import ClusterSection
