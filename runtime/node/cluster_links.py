@@ -66,7 +66,6 @@ log = logging.getLogger("beamish.cluster")
 NOCONNECTION = "noconnection"
 RECHECK_S = 0.5  # signals are taken at least this often (a lost NOTIFY costs this much)
 CHECK_S = 1.0  # the leases of the nodes at the other end are checked this often
-SWEEP_S = 30.0  # each node sweeps the rows left for departed incarnations this often
 # How long a monitor or link request waits for the other node's answer (attached, or
 # noproc) before it returns: then a crash that follows is reported with its own reason.
 # Past it the request stays pending; a lost node is reported as noconnection.
@@ -130,7 +129,6 @@ class ClusterLinks:
         self._kick = threading.Event()
         self._stop = threading.Event()
         self._next_check = 0.0
-        self._next_sweep = time.monotonic() + SWEEP_S
         self._worker = threading.Thread(target=self._work, name="beamish-cluster-links",
                                         daemon=True)
 
@@ -275,19 +273,6 @@ class ClusterLinks:
         if now >= self._next_check:
             self._next_check = now + CHECK_S
             self.check_nodes()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_S
-            self.sweep()
-
-    def sweep(self) -> None:
-        """Remove the link rows left in PostgreSQL for node incarnations that are gone
-        (`PgLinks.sweep`; any node may, each does every `SWEEP_S`)."""
-        if self.incarnation() is None:
-            return  # fenced or not joined: it may not judge the others' leases now
-        signals, watches = self.pg.sweep()
-        if signals or watches:
-            log.info("swept %d link signal(s) and %d monitor(s) of replicated agents left "
-                     "for nodes that are gone", signals, watches)
 
     def take(self) -> None:
         """Take the signals sent to this node and act on them, in order."""

@@ -479,7 +479,9 @@ class ClusterNode:
             self._fire_timers()
         for name in rings:
             self._wake(name)
-        if self._sweeper.due(now):
+        # A fenced or unjoined node may not judge the others' leases: it does not sweep.
+        if self._sweeper.due(now) and self.membership.incarnation is not None \
+                and not self.membership.fenced:
             self._sweep(now)
         if self.pinned is not None:  # routes of deleted agents left behind
             self.pinned.retry_drops(self.membership.incarnation is not None

@@ -1,7 +1,8 @@
 """The sweep of the link rows left for node incarnations that are gone
-(store/postgres/links.py `PgLinks.sweep`), on a real PostgreSQL: the signals addressed to
-them and the monitors of replicated agents their agents held go; a live incarnation's
-rows stay, whoever sweeps."""
+(store/postgres/sweep.py `sweep`, which every node runs), on a real PostgreSQL: the
+signals addressed to them and the monitors of replicated agents their agents held go; a
+live incarnation's rows stay, whoever sweeps, and a monitor held by a replicated agent
+(node '') is never swept: it follows its agent."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import psycopg
 import pytest
 
 from beamish.runtime.store import open_postgres_store
-from beamish.runtime.store.postgres.links import LinkSignal, PgLinks, SignalOp
+from beamish.runtime.store.postgres.links import REPLICATED_WATCHER, LinkSignal, PgLinks, SignalOp
+from beamish.runtime.store.postgres.sweep import sweep
 
 CLUSTER = "sw"
 
@@ -32,7 +34,7 @@ def _exit(to: str, inc: int) -> LinkSignal:
     ("left", 4, False),      # a node that left (its row deleted)
 ])
 def test_the_sweep_removes_the_rows_of_gone_incarnations_only(pg_dsn, to, inc, kept):
-    open_postgres_store(pg_dsn, CLUSTER).close()  # the schema
+    store = open_postgres_store(pg_dsn, CLUSTER)  # the schema
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for table in ("beamish_members", "beamish_link_signals", "beamish_link_watches"):
             conn.execute(f"DELETE FROM {table} WHERE cluster = %s", (CLUSTER,))
@@ -45,12 +47,17 @@ def test_the_sweep_removes_the_rows_of_gone_incarnations_only(pg_dsn, to, inc, k
     try:
         links.send([_exit(to, inc)])
         assert links.watch("r", ["running"], to, inc, "w") is not None
-        assert links.sweep() == ((0, 0) if kept else (1, 1))
-        assert links.sweep() == (0, 0)
+        # a replicated agent's monitor: held by its name, whatever node it runs on
+        assert links.watch("r", ["running"], REPLICATED_WATCHER, 0, "rw") is not None
+        first = store.write(sweep)
+        assert (first.signals, first.watches) == ((0, 0) if kept else (1, 1))
+        again = store.write(sweep)
+        assert (again.signals, again.watches) == (0, 0)
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             left = [conn.execute(f"SELECT count(*) FROM {table} WHERE cluster = %s",
                                  (CLUSTER,)).fetchone()[0]
                     for table in ("beamish_link_signals", "beamish_link_watches")]
-        assert left == ([1, 1] if kept else [0, 0])
+        assert left == ([1, 2] if kept else [0, 1])
     finally:
         links.close()
+        store.close()

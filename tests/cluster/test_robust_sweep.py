@@ -72,23 +72,25 @@ def test_replies_past_their_callers_deadline_and_the_grace_are_swept(
 def test_link_rows_of_gone_node_incarnations_are_swept(store: PgStore, pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO beamish_members (cluster, node, address, incarnation, "
-                     "lease_expires) VALUES ('c1', 'n1', 'tcp://x:1', 2, now() - "
-                     "interval '1 hour')")  # expired, not yet back: its rows wait for it
-        for to_node, inc in [("n1", 1), ("n1", 2), ("n1", 3), ("n9", 1)]:
+                     "lease_expires) VALUES ('c1', 'n1', 'tcp://x:1', 2, now() + "
+                     "interval '1 hour'), ('c1', 'n5', 'tcp://x:5', 1, now() - "
+                     "interval '1 hour')")  # n1 live at 2; n5's lease ran out (fenced)
+        for to_node, inc in [("n1", 1), ("n1", 2), ("n1", 3), ("n5", 1), ("n9", 1)]:
             conn.execute(
                 "INSERT INTO beamish_link_signals (cluster, op, ref, to_node, "
                 "to_incarnation, from_node, from_incarnation, name, target, reason, "
                 "abnormal) VALUES ('c1', 'exit', 1, %s, %s, 'n2', 1, 'a', 'b', 'r', false)",
                 (to_node, inc))
-        for node, inc in [("n1", 1), ("n1", 2), ("n9", 1)]:
+        for node, inc in [("n1", 1), ("n1", 2), ("n5", 1), ("n9", 1), ("", 0)]:
             conn.execute("INSERT INTO beamish_link_watches (cluster, target, node, "
                          "incarnation, name) VALUES ('c1', 't', %s, %s, 'w')", (node, inc))
     swept = store.write(sweep)
-    assert (swept.signals, swept.watches) == (2, 2)
+    assert (swept.signals, swept.watches) == (3, 3)
     assert sorted(_count(pg_dsn, "SELECT to_node, to_incarnation FROM "
                                  "beamish_link_signals")) == [("n1", 2), ("n1", 3)]
-    assert _count(pg_dsn, "SELECT node, incarnation FROM beamish_link_watches") \
-        == [("n1", 2)]
+    # n1's live incarnation keeps its monitor; a replicated watcher's ('') is never swept
+    assert sorted(_count(pg_dsn, "SELECT node, incarnation FROM beamish_link_watches")) \
+        == [("", 0), ("n1", 2)]
 
 
 @pytest.mark.parametrize(("swept", "next_in"), [

@@ -20,7 +20,8 @@ by itself turns the rows into exit signals, in one transaction (`PgLinks.fire_wa
 A monitor *held by* a replicated agent is kept by its name too (``node`` is
 `REPLICATED_WATCHER`): its Down is appended to its mailbox in that same transaction, so it
 arrives once wherever the watcher runs then, and its rows go when it exits itself. The
-rows of node incarnations that are gone are swept (`PgLinks.sweep`).
+rows of node incarnations that are gone are swept with the cluster's other leftovers
+(`sweep.py`).
 """
 
 from __future__ import annotations
@@ -289,32 +290,6 @@ class PgLinks:
             (self.cluster, nodes)).fetchall())
         alive = {(r[0], int(r[1])) for r in rows}
         return peers - alive
-
-    def sweep(self) -> tuple[int, int]:
-        """Remove the rows left for node incarnations that are gone (no member row, another
-        incarnation, or a lease expired by the database's clock): signals addressed to
-        them, which no one will take, and monitors of replicated agents held by their
-        agents, which died with them. Return how many signals and monitors went. Any node
-        may run it at any time: a live incarnation's rows are never touched.
-
-        Raises:
-            StoreUnavailable: the server cannot be reached (nothing changed).
-        """
-        def sweep(c: psycopg.Connection[Any]) -> tuple[int, int]:
-            signals = c.execute(
-                "DELETE FROM beamish_link_signals s WHERE cluster = %s AND NOT EXISTS ("
-                "SELECT 1 FROM beamish_members m WHERE m.cluster = s.cluster AND "
-                "m.node = s.to_node AND m.incarnation <= s.to_incarnation AND "
-                "m.lease_expires > clock_timestamp())", (self.cluster,)).rowcount
-            watches = c.execute(
-                "DELETE FROM beamish_link_watches w WHERE cluster = %s AND node <> '' AND "
-                "NOT EXISTS ("
-                "SELECT 1 FROM beamish_members m WHERE m.cluster = w.cluster AND "
-                "m.node = w.node AND m.incarnation <= w.incarnation AND "
-                "m.lease_expires > clock_timestamp())", (self.cluster,)).rowcount
-            return max(signals, 0), max(watches, 0)
-        got: tuple[int, int] = self._run("sweeping the link rows of departed nodes", sweep)
-        return got
 
     def close(self) -> None:
         """Close its connection."""

@@ -4,9 +4,13 @@
   deadline, a Unix time of the node that asked) more than `REPLY_GRACE_S` ago by the
   database's clock; the grace covers the nodes' clock skew, so a reply its caller may
   still take is never swept;
-* link signals addressed to a node incarnation that is gone (the node left, or joined
-  again since: its receiver drops such signals anyway), and the monitors of replicated
-  agents held by a watcher whose node incarnation is gone (`links.py`'s tables).
+* link signals addressed to a node incarnation that is gone (the node left, joined
+  again since, or its lease ran out by the database's clock: a fenced node joins again
+  under a new incarnation, and a receiver drops signals for an earlier one anyway), and
+  the monitors of replicated agents held by a node-pinned watcher whose node
+  incarnation is gone the same way (`links.py`'s tables). A monitor held by a
+  replicated watcher (``node = ''``) follows its agent, not a node: it is never swept
+  here. A row of a live incarnation, or of a later one, is never touched.
 
 Each statement deletes at most ``limit`` rows, picked with ``SKIP LOCKED`` (every node
 sweeps; none waits on another's sweep). `sweep` returns what it removed; a sweep that hit
@@ -38,16 +42,18 @@ DELETE FROM beamish_link_signals WHERE id IN (
      WHERE s.cluster = %(c)s
        AND NOT EXISTS (SELECT 1 FROM beamish_members m
                         WHERE m.cluster = s.cluster AND m.node = s.to_node
-                          AND m.incarnation <= s.to_incarnation)
+                          AND m.incarnation <= s.to_incarnation
+                          AND m.lease_expires > clock_timestamp())
      LIMIT %(limit)s FOR UPDATE OF s SKIP LOCKED)"""
 
 _WATCHES = """
 DELETE FROM beamish_link_watches WHERE ref IN (
     SELECT w.ref FROM beamish_link_watches w
-     WHERE w.cluster = %(c)s
+     WHERE w.cluster = %(c)s AND w.node <> ''
        AND NOT EXISTS (SELECT 1 FROM beamish_members m
                         WHERE m.cluster = w.cluster AND m.node = w.node
-                          AND m.incarnation = w.incarnation)
+                          AND m.incarnation <= w.incarnation
+                          AND m.lease_expires > clock_timestamp())
      LIMIT %(limit)s FOR UPDATE OF w SKIP LOCKED)"""
 
 
