@@ -152,14 +152,15 @@ class Sender:
             client.close()
 
 
-def _answer_time(nodes: ClusterNodes, via: str, agents: list[str], since: float) -> float:
+def _answer_time(nodes: ClusterNodes, via: str, agents: list[str], since: float,
+                 call_timeout: float = 1.0) -> float:
     """Seconds from ``since`` until every one of ``agents`` answered a call through node
-    ``via``."""
+    ``via`` (each call waiting up to ``call_timeout``, then sent again)."""
     with nodes.client(via) as client:
         for agent in agents:
             while True:
                 try:
-                    client.call(agent, "ping", timeout=1.0)
+                    client.call(agent, "ping", timeout=call_timeout)
                     break
                 except BeamishError:
                     if time.monotonic() - since > 120:
