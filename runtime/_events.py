@@ -239,3 +239,39 @@ class EventPage:
         """Rebuild a page the node's ``events`` command sent."""
         return cls([Event.from_wire(e) for e in data["events"]], int(data["after"]),
                    bool(data["more"]))
+
+
+class PageFiller:
+    """Builds one `EventPage` from a store's events read in seq order (LMDB's cursor, or
+    PostgreSQL's batches): `add` each event read, and return the page it gives back once
+    the page is full and one more match follows; at the end of the log, `end`. Pure; one
+    page per filler.
+
+    Attributes:
+        read: the seq of the last event read (where a next batch of reads starts).
+    """
+
+    __slots__ = ("_flt", "_limit", "_out", "_everything", "read")
+
+    def __init__(self, after: int, flt: EventFilter, limit: int) -> None:
+        self._flt = flt
+        self._limit = limit
+        self._out: list[Event] = []
+        self._everything = flt.everything
+        self.read = after
+
+    def add(self, event: Event) -> EventPage | None:
+        """Take the next event of the log; return the full page when ``event`` is a match
+        beyond its limit (more follow), else None."""
+        if not self._everything and not self._flt.matches(event):
+            self.read = event.seq
+            return None
+        if len(self._out) >= self._limit:
+            return EventPage(self._out, self._out[-1].seq, True)
+        self._out.append(event)
+        self.read = event.seq
+        return None
+
+    def end(self) -> EventPage:
+        """The page when the log ended before it filled."""
+        return EventPage(self._out, self.read, False)

@@ -48,7 +48,7 @@ import lmdb
 
 from beamish.mailbox import ProtocolError, pack, unpack
 
-from .._events import EventFilter, EventPage
+from .._events import EventFilter, EventPage, PageFiller
 from .._types import Event
 from ..errors import StoreError, StoreFullError
 from .records import (
@@ -596,19 +596,12 @@ class Txn:
         cur = self.txn.cursor(db=self.dbs["events"])
         if after >= 2 ** 64 - 1 or not cur.set_range(_U64.pack(max(after, 0) + 1)):
             return EventPage([], after, False)
-        out: list[Event] = []
-        read = after
-        everything = flt.everything
+        page = PageFiller(after, flt, limit)
         for key, value in cast("Iterator[tuple[bytes, bytes]]", cur):
-            event = event_from_wire(_U64.unpack(key)[0], unpack(value))
-            if not everything and not flt.matches(event):
-                read = event.seq
-                continue
-            if len(out) >= limit:  # one more match: the page is full and more follow
-                return EventPage(out, out[-1].seq, True)
-            out.append(event)
-            read = event.seq
-        return EventPage(out, read, False)
+            full = page.add(event_from_wire(_U64.unpack(key)[0], unpack(value)))
+            if full is not None:
+                return full
+        return page.end()
 
     def erase_agent_data(self, agent_id: int) -> None:
         """Erase the agent's state, mailbox, dead letters, timers, wake mark and stats (for

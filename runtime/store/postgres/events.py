@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from beamish.mailbox import pack, unpack
 
-from ..._events import EventFilter, EventPage
+from ..._events import EventFilter, EventPage, PageFiller
 from ..._types import Event
 from ..protocol import Txn
 from ..records import event_from_wire, event_to_wire
@@ -74,24 +74,18 @@ def events_page(after: int, flt: EventFilter, limit: int) -> Callable[[Txn], Eve
     events (by index)."""
     def txn(t: Txn) -> EventPage:
         pg = _pg(t)
-        out: list[Event] = []
-        read = after
+        page = PageFiller(after, flt, limit)
         by_name = "" if flt.name is None else " AND name = %s"
         while True:
             rows = pg.cur.execute(
                 f"SELECT seq, event FROM beamish_cluster_events WHERE cluster = %s{by_name} "
                 "AND seq > %s ORDER BY seq LIMIT %s",
-                (pg.c, *(() if flt.name is None else (flt.name,)), max(read, 0),
+                (pg.c, *(() if flt.name is None else (flt.name,)), max(page.read, 0),
                  _BATCH)).fetchall()
             for seq, raw in rows:
-                event = event_from_wire(int(seq), unpack(raw))
-                if not flt.matches(event):
-                    read = event.seq
-                    continue
-                if len(out) >= limit:  # one more match: the page is full and more follow
-                    return EventPage(out, out[-1].seq, True)
-                out.append(event)
-                read = event.seq
+                full = page.add(event_from_wire(int(seq), unpack(raw)))
+                if full is not None:
+                    return full
             if len(rows) < _BATCH:
-                return EventPage(out, read, False)
+                return page.end()
     return txn

@@ -13,7 +13,7 @@ import psycopg
 
 from beamish.mailbox import ProtocolError, pack, unpack
 
-from ..._events import EventFilter, EventPage
+from ..._events import EventFilter, EventPage, PageFiller
 from ..._types import Event
 from ..records import (
     AgentRecord,
@@ -455,24 +455,17 @@ class PgTxn:
         """Return up to ``limit`` stored events after seq ``after`` that pass ``flt``,
         oldest first (see `..protocol.Txn.events_page`): read in batches until the page
         is full and one more match is found, or to the log's end."""
-        out: list[Event] = []
-        read = after
-        everything = flt.everything
+        page = PageFiller(after, flt, limit)
         while True:
             rows = self._all("SELECT seq, event FROM beamish_events WHERE cluster = %s AND "
                              "seq > %s ORDER BY seq LIMIT %s",
-                             (self.c, max(read, 0), _EVENT_BATCH))
+                             (self.c, max(page.read, 0), _EVENT_BATCH))
             for seq, raw in rows:
-                event = event_from_wire(int(seq), unpack(raw))
-                if not everything and not flt.matches(event):
-                    read = event.seq
-                    continue
-                if len(out) >= limit:  # one more match: the page is full and more follow
-                    return EventPage(out, out[-1].seq, True)
-                out.append(event)
-                read = event.seq
+                full = page.add(event_from_wire(int(seq), unpack(raw)))
+                if full is not None:
+                    return full
             if len(rows) < _EVENT_BATCH:
-                return EventPage(out, read, False)
+                return page.end()
 
     # -- whole agents -------------------------------------------------------------------
     def erase_agent_data(self, agent_id: int) -> None:
