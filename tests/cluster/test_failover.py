@@ -99,11 +99,35 @@ def three_nodes(pg_server: PgServer, pg_dsn: str, keys: Keys) -> Iterator[Cluste
         def balanced() -> bool:
             held = [len(nodes.locals[n].cluster().shards) for n in names]  # type: ignore[union-attr]
             return sum(held) == DEFAULT_SHARDS and min(held) >= DEFAULT_SHARDS // 4
-        wait_until(balanced, timeout=90)
+        try:
+            wait_until(balanced, timeout=90)
+        except pytest.fail.Exception:
+            pytest.fail(_not_balanced(nodes, names, base))
         yield nodes
     finally:
         _at_once(shutdown_quietly, list(nodes.locals.values()))
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _not_balanced(nodes: ClusterNodes, names: list[str], base: str) -> str:
+    """Why three nodes did not balance, for the failure message (the fixture deletes their
+    directory): the shards each holds, and the tail of each node's cluster log lines."""
+    lines = ["three nodes did not balance their shards within 90 s"]
+    for n in names:
+        try:
+            status = nodes.locals[n].cluster()
+            held = "?" if status is None else str(len(status.shards))
+        except BeamishError as exc:
+            held = f"? ({exc})"
+        lines.append(f"--- {n}: holds {held} shards; the last cluster lines of its node.log:")
+        try:
+            with open(os.path.join(base, n, "node.log"), encoding="utf-8",
+                      errors="replace") as fh:
+                tail = [ln.rstrip() for ln in fh if "cluster" in ln or "shard" in ln][-25:]
+        except OSError as exc:
+            tail = [f"(cannot read it: {exc})"]
+        lines.extend(tail)
+    return "\n".join(lines)
 
 
 def _at_once(fn: Callable[[Any], None], items: list[Any]) -> None:
